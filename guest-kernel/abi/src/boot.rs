@@ -1,0 +1,117 @@
+//! The boot-info block, written by the monitor at [`crate::BOOT_INFO_ADDR`] and passed to
+//! the image entry point in RDI.
+
+/// "FLEXBOOT" in little-endian ASCII.
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FLEXBOOT");
+/// Bumped on every incompatible change to [`BootInfo`].
+pub const BOOT_VERSION: u32 = 1;
+
+/// Boot flag: the monitor runs with `--timings`; the guest reports reaching `main`.
+pub const BOOT_FLAG_TIMINGS: u32 = 1 << 0;
+
+/// Maximum number of components an image may declare.
+pub const MAX_COMPONENTS: usize = 32;
+/// Maximum number of compartments.
+pub const MAX_COMPARTMENTS: usize = 16;
+/// Maximum length of a compartment name, in bytes.
+pub const NAME_LEN: usize = 16;
+
+/// Monitor -> guest: everything the guest needs to know before its first instruction.
+///
+/// The guest arguments follow the block inside the boot-info window: `argc` strings,
+/// each NUL-terminated, starting at `args_addr`, `args_len` bytes in total.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub version: u32,
+    pub flags: u32,
+    /// This compartment's id, 0-based.
+    pub compartment_id: u32,
+    /// How many compartments run this image.
+    pub compartment_count: u32,
+    /// This compartment's name (from the placement), NUL-padded.
+    pub compartment_name: [u8; NAME_LEN],
+    /// Private memory size: guest-physical `0 .. mem_size`.
+    pub mem_size: u64,
+    /// First byte after the loaded image (page-aligned).
+    pub image_end: u64,
+    /// The private heap: `heap_start .. heap_start + heap_size`.
+    pub heap_start: u64,
+    pub heap_size: u64,
+    /// Top (exclusive) of the main stack; RSP starts here.
+    pub stack_top: u64,
+    pub stack_size: u64,
+    /// The shared region, mapped at the same address in every compartment.
+    pub shared_base: u64,
+    pub shared_size: u64,
+    /// Guest TSC frequency in kHz (KVM_GET_TSC_KHZ).
+    pub tsc_khz: u64,
+    /// Guest TSC value the monitor read just before starting the vCPU.
+    pub tsc_at_start: u64,
+    /// Guest arguments: `argc` NUL-terminated strings packed at `args_addr`.
+    pub argc: u32,
+    /// Number of valid entries in `placement`.
+    pub component_count: u32,
+    pub args_addr: u64,
+    pub args_len: u64,
+    /// Component index -> compartment id that hosts it.
+    pub placement: [u8; MAX_COMPONENTS],
+}
+
+impl BootInfo {
+    /// A block with the magic and version set and everything else zero.
+    pub const fn empty() -> Self {
+        BootInfo {
+            magic: BOOT_MAGIC,
+            version: BOOT_VERSION,
+            flags: 0,
+            compartment_id: 0,
+            compartment_count: 0,
+            compartment_name: [0; NAME_LEN],
+            mem_size: 0,
+            image_end: 0,
+            heap_start: 0,
+            heap_size: 0,
+            stack_top: 0,
+            stack_size: 0,
+            shared_base: 0,
+            shared_size: 0,
+            tsc_khz: 0,
+            tsc_at_start: 0,
+            argc: 0,
+            component_count: 0,
+            args_addr: 0,
+            args_len: 0,
+            placement: [0; MAX_COMPONENTS],
+        }
+    }
+
+    /// The compartment name as text (up to the first NUL).
+    pub fn name(&self) -> &str {
+        let end = self
+            .compartment_name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(NAME_LEN);
+        core::str::from_utf8(&self.compartment_name[..end]).unwrap_or("?")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_pinned() {
+        assert_eq!(core::mem::size_of::<BootInfo>(), 176);
+        assert_eq!(core::mem::align_of::<BootInfo>(), 8);
+    }
+
+    #[test]
+    fn name_stops_at_nul() {
+        let mut b = BootInfo::empty();
+        b.compartment_name[..3].copy_from_slice(b"net");
+        assert_eq!(b.name(), "net");
+    }
+}

@@ -1,0 +1,32 @@
+//! The FlexOS library OS runtime, linked into every image.
+//!
+//! An image runs in ring 3 of each compartment VM with IOPL=3. The monitor has already
+//! built everything privileged (page tables, GDT/TSS/IDT, exception trampolines), so this
+//! crate never executes a privileged instruction: it talks to the monitor only through
+//! the hypercalls of [`flexos_abi`] (`out dx, eax`). Memory is identity-mapped.
+//!
+//! What lives here:
+//! - [`rt`]: the entry point `_start`, boot-info checks, [`exit`], and the
+//!   [`main!`] macro through which an app declares its `main`;
+//! - [`hypercall`]: safe wrappers around the hypercall ports;
+//! - [`console`]: the line-buffered console behind [`print!`] and [`println!`];
+//! - [`time`]: TSC-based time since boot;
+//! - [`heap`]: the global allocator over the private heap;
+//! - [`args`]: the guest arguments passed on the monitor's command line;
+//! - [`sync`]: the spin lock the runtime uses instead of `static mut`;
+//! - `panic`: the panic handler, which reports to the monitor without allocating.
+
+#![no_std]
+
+pub mod args;
+pub mod console;
+pub mod heap;
+pub mod hypercall;
+mod panic;
+pub mod rt;
+pub mod sync;
+pub mod time;
+
+pub use args::Args;
+pub use flexos_abi as abi;
+pub use rt::{boot_info, compartment_id, exit};

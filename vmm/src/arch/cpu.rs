@@ -1,0 +1,110 @@
+//! Initial vCPU state: 64-bit long mode, already in ring 3.
+
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_ioctls::{Kvm, VcpuFd};
+
+use super::descriptors::{GDT_ENTRIES, IDT_ENTRIES, TSS_SEL, TSS_SIZE, USER_CS, USER_DS};
+use super::layout::{GDT_ADDR, IDT_ADDR, TSS_ADDR};
+use crate::error::{Result, VmmError};
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+/// Bit 1 is reserved-set. IOPL stays 0: the TSS I/O bitmap grants the hypercall ports
+/// (see `descriptors`), so ring 3 can neither `cli` nor touch any other port.
+pub const RFLAGS_INIT: u64 = 1 << 1;
+pub const RFLAGS_TF: u64 = 1 << 8;
+const MXCSR_DEFAULT: u32 = 0x1f80;
+const FCW_DEFAULT: u16 = 0x37f;
+
+fn segment(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl: (selector & 3) as u8,
+        db: if code { 0 } else { 1 },
+        s: 1,
+        l: if code { 1 } else { 0 },
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// Gives the vCPU what KVM supports of CPUID (needed for long mode and NX).
+pub fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<()> {
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("KVM_SET_CPUID2"))
+}
+
+/// Sets control registers, segments and descriptor tables for ring 3 in long mode.
+pub fn setup_sregs(vcpu: &VcpuFd, cr3: u64) -> Result<()> {
+    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(VmmError::kvm("KVM_GET_SREGS"))?;
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_NE | CR0_WP | CR0_PG;
+    sregs.cr3 = cr3;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
+    sregs.cs = segment(USER_CS, true);
+    let data = segment(USER_DS, false);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = kvm_segment {
+        base: TSS_ADDR,
+        limit: (TSS_SIZE - 1) as u32,
+        selector: TSS_SEL,
+        type_: 0xb, // busy 64-bit TSS
+        present: 1,
+        ..Default::default()
+    };
+    sregs.ldt = kvm_segment {
+        type_: 0x2,
+        present: 1,
+        unusable: 1,
+        ..Default::default()
+    };
+    sregs.gdt.base = GDT_ADDR;
+    sregs.gdt.limit = (GDT_ENTRIES * 8 - 1) as u16;
+    sregs.idt.base = IDT_ADDR;
+    sregs.idt.limit = (IDT_ENTRIES * 16 - 1) as u16;
+    vcpu.set_sregs(&sregs).map_err(VmmError::kvm("KVM_SET_SREGS"))
+}
+
+/// Sets RIP, RSP, RDI (boot info) and RFLAGS for the first instruction.
+pub fn setup_regs(vcpu: &VcpuFd, entry: u64, stack_top: u64, boot_info: u64) -> Result<()> {
+    let regs = kvm_regs {
+        rip: entry,
+        // As if `_start` had been called: RSP = 8 mod 16 at function entry.
+        rsp: stack_top - 8,
+        rdi: boot_info,
+        rflags: RFLAGS_INIT,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(VmmError::kvm("KVM_SET_REGS"))
+}
+
+/// x87 and SSE control words at their power-on defaults (all exceptions masked).
+pub fn setup_fpu(vcpu: &VcpuFd) -> Result<()> {
+    let fpu = kvm_fpu {
+        fcw: FCW_DEFAULT,
+        mxcsr: MXCSR_DEFAULT,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(VmmError::kvm("KVM_SET_FPU"))
+}

@@ -1,0 +1,12 @@
+//! x86_64 machine state the monitor builds before a compartment's first instruction:
+//! where things live in the monitor's area, page tables, descriptor tables, the ring-0
+//! exception trampolines, and the initial vCPU registers.
+//!
+//! The guest runs in ring 3 because on kvm-pvm ring-0 code is emulated instruction by
+//! instruction (DESIGN section 3). Ring 0 holds only the trampolines built here.
+
+pub mod cpu;
+pub mod descriptors;
+pub mod layout;
+pub mod paging;
+pub mod trampolines;

@@ -1,0 +1,102 @@
+//! Ring-0 exception trampolines, as machine code the monitor writes into the VMM area.
+//!
+//! Ring-0 code is emulated on kvm-pvm (~0.8 us an instruction), so the trampolines do
+//! the least that works: push a uniform frame and hand its address to the monitor with
+//! one `out`. The monitor reads the frame, reports the crash, or (for debugging) edits
+//! the frame and resumes; the trampoline then unwinds and `iretq`s.
+//!
+//! Per vector (16-byte stride):   [push 0]  push vector  jmp common
+//! common:   push rax; push rdx; mov rax, rsp; mov edx, PORT_EXCEPTION; out dx, eax;
+//!           pop rdx; pop rax; add rsp, 16; iretq
+//!
+//! The resulting stack is exactly [`flexos_abi::ExceptionFrame`].
+
+use flexos_abi::PORT_EXCEPTION;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::descriptors::IDT_ENTRIES;
+use super::layout::TRAMPOLINE_ADDR;
+use crate::error::{Result, VmmError};
+
+const STRIDE: u64 = 16;
+const COMMON_ADDR: u64 = TRAMPOLINE_ADDR + STRIDE * IDT_ENTRIES as u64;
+
+/// Vectors for which the CPU pushes an error code.
+pub fn has_error_code(vector: usize) -> bool {
+    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
+}
+
+/// Address of the trampoline for `vector`.
+pub fn entry(vector: usize) -> u64 {
+    TRAMPOLINE_ADDR + STRIDE * vector as u64
+}
+
+fn vector_stub(vector: usize) -> [u8; STRIDE as usize] {
+    let mut code = Vec::with_capacity(STRIDE as usize);
+    if !has_error_code(vector) {
+        code.extend([0x6a, 0x00]); // push 0
+    }
+    code.extend([0x6a, vector as u8]); // push imm8
+    let jmp_end = entry(vector) + code.len() as u64 + 5;
+    let rel = (COMMON_ADDR as i64 - jmp_end as i64) as i32;
+    code.push(0xe9); // jmp rel32
+    code.extend(rel.to_le_bytes());
+    let mut out = [0xcc; STRIDE as usize]; // int3 padding
+    out[..code.len()].copy_from_slice(&code);
+    out
+}
+
+fn common() -> Vec<u8> {
+    let mut c = vec![
+        0x50, // push rax
+        0x52, // push rdx
+        0x48, 0x89, 0xe0, // mov rax, rsp
+        0xba, // mov edx, imm32
+    ];
+    c.extend((PORT_EXCEPTION as u32).to_le_bytes());
+    c.extend([
+        0xef, // out dx, eax
+        0x5a, // pop rdx
+        0x58, // pop rax
+        0x48, 0x83, 0xc4, 0x10, // add rsp, 16
+        0x48, 0xcf, // iretq
+    ]);
+    c
+}
+
+/// Writes all trampolines into guest memory.
+pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
+    let mut code = Vec::new();
+    for v in 0..IDT_ENTRIES {
+        code.extend(vector_stub(v));
+    }
+    code.extend(common());
+    mem.write_slice(&code, GuestAddress(TRAMPOLINE_ADDR))
+        .map_err(|e| VmmError::Memory(format!("writing trampolines: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stubs_jump_to_common() {
+        for v in 0..IDT_ENTRIES {
+            let s = vector_stub(v);
+            let at = if has_error_code(v) { 0 } else { 2 };
+            assert_eq!(s[at], 0x6a);
+            assert_eq!(s[at + 1] as usize, v);
+            assert_eq!(s[at + 2], 0xe9);
+            let rel = i32::from_le_bytes(s[at + 3..at + 7].try_into().unwrap());
+            let next = entry(v) + at as u64 + 7;
+            assert_eq!((next as i64 + rel as i64) as u64, COMMON_ADDR);
+        }
+    }
+
+    #[test]
+    fn common_reports_on_the_exception_port() {
+        let c = common();
+        assert_eq!(&c[6..10], &(PORT_EXCEPTION as u32).to_le_bytes());
+        assert_eq!(&c[c.len() - 2..], &[0x48, 0xcf]);
+    }
+}

@@ -1,0 +1,74 @@
+//! Command-line interface (DESIGN section 8).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Boot one library-OS image into one KVM VM per compartment.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flexos-vmm",
+    version,
+    about = "Boot one FlexOS-style library-OS image into N KVM VMs, one per compartment",
+    long_about = "Boot one FlexOS-style library-OS image into N KVM VMs, one per compartment, \
+wired together by shared-memory RPC rings.\n\n\
+The guest runs in ring 3; crashes and isolation violations are reported with symbolized \
+backtraces.",
+    after_help = "Exit status: the guest's exit code (0..=63) on a clean exit; 64 usage error; \
+65 bad image; 66 file not found or unreadable; 70 a compartment crashed or violated isolation; \
+71 KVM unavailable or failed.\n\n\
+Example:\n  flexos-vmm --timings target/images/hello.elf -- exit=3"
+)]
+pub struct Cli {
+    /// The guest image (a static x86_64 ELF linked at 1 MiB).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+
+    /// Arguments passed to the guest (after `--`).
+    #[arg(value_name = "GUEST ARGS", last = true)]
+    pub guest_args: Vec<String>,
+
+    /// Number of compartments (one VM each), using the image's default split.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
+    pub compartments: u32,
+
+    /// Placement file (TOML) instead of --compartments.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Private memory per compartment, in MiB.
+    #[arg(short = 'm', long, value_name = "MiB", default_value_t = 64)]
+    pub mem: u64,
+
+    /// Size of the shared region, in MiB.
+    #[arg(long = "shared-mem", value_name = "MiB", default_value_t = 16)]
+    pub shared_mem: u64,
+
+    /// Print boot timings (microseconds since VMM start) to stderr.
+    #[arg(long)]
+    pub timings: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn guest_args_follow_double_dash() {
+        let cli = Cli::try_parse_from(["flexos-vmm", "-m", "32", "img.elf", "--", "exit=3", "-x"])
+            .unwrap();
+        assert_eq!(cli.mem, 32);
+        assert_eq!(cli.guest_args, ["exit=3", "-x"]);
+    }
+
+    #[test]
+    fn config_and_compartments_conflict() {
+        assert!(Cli::try_parse_from(["flexos-vmm", "-c", "2", "--config", "x", "i"]).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Decoding and validation of guest hypercalls (`out` to the abi port range).
+//!
+//! Nothing a guest writes is trusted: every argument block and every buffer it points at
+//! must lie inside memory the compartment may use, and lengths are capped. A malformed
+//! call is a guest fault the monitor reports; it never panics the monitor.
+
+use flexos_abi::{
+    ConsoleWrite, ExceptionFrame, ExitArgs, MilestoneArgs, PanicArgs, BOOT_INFO_ADDR,
+    CONSOLE_MAX, EXIT_CODE_MAX, PANIC_TEXT_MAX, PORT_CONSOLE, PORT_EXCEPTION, PORT_EXIT,
+    PORT_MILESTONE, PORT_PANIC, SHARED_BASE,
+};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::layout::{IST1_TOP, IST2_TOP};
+
+/// Makes an abi block readable through `vm-memory`.
+#[repr(transparent)]
+#[derive(Clone, Copy, Default)]
+struct Block<T>(T);
+
+// SAFETY: each wrapped type is `repr(C)`, made only of u64/u32 fields with no padding
+// (sizes are pinned by the abi crate's tests), so every byte pattern is a valid value.
+unsafe impl ByteValued for Block<ConsoleWrite> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Block<ExitArgs> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Block<PanicArgs> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Block<MilestoneArgs> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Block<ExceptionFrame> {}
+
+/// A decoded, validated hypercall.
+#[derive(Debug)]
+pub enum Hypercall {
+    Console(Vec<u8>),
+    Exit(u8),
+    Exception(ExceptionFrame),
+    Panic {
+        message: String,
+        file: String,
+        line: u32,
+        column: u32,
+    },
+    Milestone(u64),
+}
+
+/// The memory a compartment's hypercalls may point into.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestBounds {
+    pub mem_size: u64,
+    pub shared_size: u64,
+}
+
+impl GuestBounds {
+    /// True when `addr .. addr + len` is user-visible memory of this compartment.
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        (addr >= BOOT_INFO_ADDR && end <= self.mem_size)
+            || (addr >= SHARED_BASE && end <= SHARED_BASE + self.shared_size)
+    }
+}
+
+fn read_block<T>(mem: &GuestMemoryMmap, bounds: GuestBounds, gpa: u64, what: &str) -> Result<T, String>
+where
+    Block<T>: ByteValued,
+{
+    let len = std::mem::size_of::<T>() as u64;
+    if !bounds.contains(gpa, len) {
+        return Err(format!("{what} argument block at {gpa:#x} is outside the compartment's memory"));
+    }
+    mem.read_obj::<Block<T>>(GuestAddress(gpa))
+        .map(|b| b.0)
+        .map_err(|e| format!("{what} argument block at {gpa:#x} unreadable: {e}"))
+}
+
+fn read_buf(mem: &GuestMemoryMmap, bounds: GuestBounds, addr: u64, len: u64, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    if len > max {
+        return Err(format!("{what} of {len} bytes exceeds the limit of {max}"));
+    }
+    if !bounds.contains(addr, len) {
+        return Err(format!("{what} buffer {addr:#x}+{len} is outside the compartment's memory"));
+    }
+    let mut buf = vec![0u8; len as usize];
+    mem.read_slice(&mut buf, GuestAddress(addr))
+        .map_err(|e| format!("{what} buffer {addr:#x}+{len} unreadable: {e}"))?;
+    Ok(buf)
+}
+
+/// Decodes the hypercall `port` with value `data`. `cpl` is the privilege level the
+/// `out` came from: only the ring-0 trampolines may report exceptions.
+pub fn decode(mem: &GuestMemoryMmap, bounds: GuestBounds, port: u16, data: &[u8], cpl: u8) -> Result<Hypercall, String> {
+    let value = match data {
+        [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]) as u64,
+        _ => return Err(format!("hypercall on port {port:#x} with a {}-byte value; use a 32-bit out", data.len())),
+    };
+    match port {
+        PORT_CONSOLE => {
+            let args: ConsoleWrite = read_block(mem, bounds, value, "console write")?;
+            read_buf(mem, bounds, args.buf, args.len, CONSOLE_MAX, "console write").map(Hypercall::Console)
+        }
+        PORT_EXIT => {
+            let args: ExitArgs = read_block(mem, bounds, value, "exit")?;
+            if args.code > EXIT_CODE_MAX {
+                return Err(format!("exit code {} is out of range 0..={EXIT_CODE_MAX}", args.code));
+            }
+            Ok(Hypercall::Exit(args.code as u8))
+        }
+        PORT_PANIC => {
+            let args: PanicArgs = read_block(mem, bounds, value, "panic")?;
+            let text = |addr, len, what| {
+                read_buf(mem, bounds, addr, len, PANIC_TEXT_MAX, what)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            Ok(Hypercall::Panic {
+                message: text(args.msg, args.msg_len, "panic message")?,
+                file: text(args.file, args.file_len, "panic file name")?,
+                line: args.line,
+                column: args.column,
+            })
+        }
+        PORT_MILESTONE => {
+            let args: MilestoneArgs = read_block(mem, bounds, value, "milestone")?;
+            Ok(Hypercall::Milestone(args.id))
+        }
+        PORT_EXCEPTION => {
+            let frame_len = std::mem::size_of::<ExceptionFrame>() as u64;
+            if cpl != 0 || (value != IST1_TOP - frame_len && value != IST2_TOP - frame_len) {
+                return Err("exception report that did not come from a monitor trampoline".into());
+            }
+            mem.read_obj::<Block<ExceptionFrame>>(GuestAddress(value))
+                .map(|b| Hypercall::Exception(b.0))
+                .map_err(|e| format!("exception frame unreadable: {e}"))
+        }
+        _ => Err(format!("write to I/O port {port:#x}, which is not a hypercall port and no device owns")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{compartment_memory, SharedRegion};
+
+    fn setup() -> (GuestMemoryMmap, GuestBounds) {
+        let shared = SharedRegion::new(2 << 20).unwrap();
+        let mem = compartment_memory(4 << 20, &shared).unwrap();
+        (mem, GuestBounds { mem_size: 4 << 20, shared_size: 2 << 20 })
+    }
+
+    fn put<T>(mem: &GuestMemoryMmap, gpa: u64, v: T)
+    where
+        Block<T>: ByteValued,
+    {
+        mem.write_obj(Block(v), GuestAddress(gpa)).unwrap();
+    }
+
+    const A: u64 = 0x20_0000;
+
+    #[test]
+    fn console_write_reads_the_buffer() {
+        let (mem, b) = setup();
+        mem.write_slice(b"hi\n", GuestAddress(A + 0x100)).unwrap();
+        put(&mem, A, ConsoleWrite { buf: A + 0x100, len: 3 });
+        let hc = decode(&mem, b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
+        assert!(matches!(hc, Hypercall::Console(v) if v == b"hi\n"));
+    }
+
+    #[test]
+    fn hostile_arguments_are_rejected() {
+        let (mem, b) = setup();
+        let v = (A as u32).to_le_bytes();
+        put(&mem, A, ConsoleWrite { buf: A, len: CONSOLE_MAX + 1 });
+        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3).unwrap_err().contains("exceeds"));
+        put(&mem, A, ConsoleWrite { buf: u64::MAX - 1, len: 16 });
+        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3).unwrap_err().contains("outside"));
+        put(&mem, A, ConsoleWrite { buf: 0x1000, len: 16 });
+        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3).unwrap_err().contains("outside"), "VMM area");
+        assert!(decode(&mem, b, PORT_CONSOLE, &0xFFFF_FFF0u32.to_le_bytes(), 3).is_err());
+        put(&mem, A, ExitArgs { code: 64 });
+        assert!(decode(&mem, b, PORT_EXIT, &v, 3).unwrap_err().contains("out of range"));
+        assert!(decode(&mem, b, PORT_CONSOLE, &[1], 3).is_err());
+        assert!(decode(&mem, b, 0x60, &v, 3).unwrap_err().contains("not a hypercall port"));
+    }
+
+    #[test]
+    fn only_ring_zero_reports_exceptions() {
+        let (mem, b) = setup();
+        let frame = ((IST1_TOP - 72) as u32).to_le_bytes();
+        assert!(decode(&mem, b, PORT_EXCEPTION, &frame, 3).is_err());
+        assert!(matches!(decode(&mem, b, PORT_EXCEPTION, &frame, 0), Ok(Hypercall::Exception(_))));
+        assert!(decode(&mem, b, PORT_EXCEPTION, &(A as u32).to_le_bytes(), 0).is_err());
+    }
+
+    #[test]
+    fn shared_region_buffers_are_allowed() {
+        let (mem, b) = setup();
+        mem.write_slice(b"shared\n", GuestAddress(SHARED_BASE)).unwrap();
+        put(&mem, A, ConsoleWrite { buf: SHARED_BASE, len: 7 });
+        let hc = decode(&mem, b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
+        assert!(matches!(hc, Hypercall::Console(v) if v == b"shared\n"));
+    }
+}
