@@ -29,7 +29,13 @@ pub struct Cli {
     pub guest_args: Vec<String>,
 
     /// Number of compartments (one VM each), using the image's default split.
-    #[arg(short = 'c', long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        conflicts_with = "config"
+    )]
     pub compartments: u32,
 
     /// Placement file (TOML) instead of --compartments.

@@ -4,8 +4,10 @@
 
 use std::time::Instant;
 
-use flexos_abi::{BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, SHARED_BASE};
-use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, Msrs, kvm_msr_entry};
+use flexos_abi::{
+    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, SHARED_BASE,
+};
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -58,12 +60,19 @@ pub struct Compartment {
 }
 
 /// Packs the boot-info block and the guest arguments into the boot-info window.
-fn boot_info_bytes(spec: &CompartmentSpec, layout: &GuestLayout, tsc_khz: u64, tsc_now: u64) -> Result<Vec<u8>> {
+fn boot_info_bytes(
+    spec: &CompartmentSpec,
+    layout: &GuestLayout,
+    tsc_khz: u64,
+    tsc_now: u64,
+) -> Result<Vec<u8>> {
     let header = std::mem::size_of::<BootInfo>() as u64;
     let mut args = Vec::new();
     for a in &spec.guest_args {
         if a.as_bytes().contains(&0) {
-            return Err(VmmError::Usage(format!("guest argument {a:?} contains a NUL byte")));
+            return Err(VmmError::Usage(format!(
+                "guest argument {a:?} contains a NUL byte"
+            )));
         }
         args.extend_from_slice(a.as_bytes());
         args.push(0);
@@ -80,7 +89,8 @@ fn boot_info_bytes(spec: &CompartmentSpec, layout: &GuestLayout, tsc_khz: u64, t
     info.compartment_id = spec.id;
     info.compartment_count = spec.count;
     let name = spec.name.as_bytes();
-    info.compartment_name[..name.len().min(NAME_LEN)].copy_from_slice(&name[..name.len().min(NAME_LEN)]);
+    info.compartment_name[..name.len().min(NAME_LEN)]
+        .copy_from_slice(&name[..name.len().min(NAME_LEN)]);
     info.mem_size = layout.mem_size;
     info.image_end = layout.image_end;
     info.heap_start = layout.heap_start;
@@ -98,7 +108,9 @@ fn boot_info_bytes(spec: &CompartmentSpec, layout: &GuestLayout, tsc_khz: u64, t
     let mut bytes = vec![0u8; header as usize];
     // SAFETY: BootInfo is repr(C) plain data with no padding holes that matter (its size
     // is pinned by the abi tests); viewing it as bytes of exactly its size is sound.
-    let raw = unsafe { std::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), header as usize) };
+    let raw = unsafe {
+        std::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), header as usize)
+    };
     bytes.copy_from_slice(raw);
     bytes.extend(args);
     Ok(bytes)
@@ -107,7 +119,12 @@ fn boot_info_bytes(spec: &CompartmentSpec, layout: &GuestLayout, tsc_khz: u64, t
 impl Compartment {
     /// Creates the VM, its memory and vCPU, loads the image and sets up the machine
     /// state for the first instruction. Nothing runs yet.
-    pub fn create(kvm: &Kvm, spec: CompartmentSpec, image: &Image, shared: &SharedRegion) -> Result<Compartment> {
+    pub fn create(
+        kvm: &Kvm,
+        spec: CompartmentSpec,
+        image: &Image,
+        shared: &SharedRegion,
+    ) -> Result<Compartment> {
         let vm = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
         let mem = compartment_memory(spec.mem_size, shared)?;
         for (slot, region) in mem.iter().enumerate() {
@@ -126,13 +143,20 @@ impl Compartment {
             unsafe { vm.set_user_memory_region(region_desc) }
                 .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
-        let vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
         let milestones = Milestones {
             vm_created: Some(Instant::now()),
             ..Default::default()
         };
 
-        let layout = GuestLayout::new(spec.mem_size, image.segments.clone(), image.end, shared.size());
+        let layout = GuestLayout::new(
+            spec.mem_size,
+            image.segments.clone(),
+            image.end,
+            shared.size(),
+        );
         image.load(&mem)?;
         descriptors::install(&mem)?;
         let cr3 = paging::build(&mem, &layout)?;
@@ -142,8 +166,11 @@ impl Compartment {
         cpu::setup_regs(&vcpu, image.entry, layout.stack_top, BOOT_INFO_ADDR)?;
 
         let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
-        let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
-            .map_err(|e| VmmError::Memory(format!("MSR list: {e:?}")))?;
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_IA32_TSC,
+            ..Default::default()
+        }])
+        .map_err(|e| VmmError::Memory(format!("MSR list: {e:?}")))?;
         let tsc_now = match vcpu.get_msrs(&mut msrs) {
             Ok(1) => msrs.as_slice()[0].data,
             _ => 0,
@@ -177,7 +204,12 @@ impl Compartment {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-                Err(e) => return Outcome::Failed(VmmError::Kvm { what: "KVM_RUN", source: e }),
+                Err(e) => {
+                    return Outcome::Failed(VmmError::Kvm {
+                        what: "KVM_RUN",
+                        source: e,
+                    })
+                }
             };
             let event = match exit {
                 VcpuExit::IoOut(port, data) => {
@@ -218,18 +250,33 @@ impl Compartment {
                 self.console.write(&bytes);
                 None
             }
-            Hypercall::Milestone(_) => {
+            Hypercall::MainReached => {
                 self.milestones.guest_main.get_or_insert_with(Instant::now);
                 None
             }
             Hypercall::Exit(code) => Some(Outcome::Exited(code)),
-            Hypercall::Panic { message, file, line, column } => {
-                Some(self.crash(CrashKind::Panic { message, file, line, column }, None))
-            }
+            Hypercall::Panic {
+                message,
+                file,
+                line,
+                column,
+            } => Some(self.crash(
+                CrashKind::Panic {
+                    message,
+                    file,
+                    line,
+                    column,
+                },
+                None,
+            )),
             Hypercall::Exception(frame) => {
                 let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
                 Some(self.crash(
-                    CrashKind::Exception { vector: frame.vector, error_code: frame.error_code, cr2 },
+                    CrashKind::Exception {
+                        vector: frame.vector,
+                        error_code: frame.error_code,
+                        cr2,
+                    },
                     Some(frame),
                 ))
             }
@@ -241,7 +288,12 @@ impl Compartment {
     fn crash(&mut self, kind: CrashKind, frame: Option<flexos_abi::ExceptionFrame>) -> Outcome {
         let mut regs: kvm_regs = match self.vcpu.get_regs() {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(VmmError::Kvm { what: "KVM_GET_REGS", source: e }),
+            Err(e) => {
+                return Outcome::Failed(VmmError::Kvm {
+                    what: "KVM_GET_REGS",
+                    source: e,
+                })
+            }
         };
         if let Some(f) = frame {
             regs.rax = f.rax;
@@ -261,7 +313,6 @@ impl Compartment {
             truncated,
             console_tail: self.console.tail(),
             map: AddressMap {
-                mem_size: self.layout.mem_size,
                 shared_size: self.layout.shared_size,
                 stack_guard: self.layout.stack_guard(),
                 image: flexos_abi::IMAGE_BASE..self.layout.image_end,
@@ -274,7 +325,11 @@ impl Compartment {
     fn backtrace(&self, rip: u64, mut rbp: u64) -> (Vec<u64>, bool) {
         let mut pcs = vec![rip];
         while pcs.len() < MAX_FRAMES {
-            if rbp == 0 || rbp % 8 != 0 || rbp < flexos_abi::IMAGE_BASE || rbp + 16 > self.layout.mem_size {
+            if rbp == 0
+                || !rbp.is_multiple_of(8)
+                || rbp < flexos_abi::IMAGE_BASE
+                || rbp + 16 > self.layout.mem_size
+            {
                 return (pcs, false);
             }
             let (Ok(next), Ok(ret)) = (
@@ -315,7 +370,10 @@ mod tests {
         let bytes = boot_info_bytes(&spec, &layout, 2_596_000, 42).unwrap();
         let hdr = std::mem::size_of::<BootInfo>();
         assert_eq!(&bytes[hdr..], b"a=1\0\0b c\0");
-        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()), flexos_abi::BOOT_MAGIC);
+        assert_eq!(
+            u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+            flexos_abi::BOOT_MAGIC
+        );
 
         let mut bad = spec;
         bad.guest_args = vec!["x\0y".into()];

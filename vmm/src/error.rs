@@ -37,7 +37,7 @@ pub enum VmmError {
     #[error("image '{path}' is not bootable: {reason}")]
     BadImage { path: PathBuf, reason: String },
 
-    #[error("{what}: {source}; make sure /dev/kvm exists and is readable and writable by this user (load kvm, or add the user to the kvm group)")]
+    #[error("{what}: {source}; KVM is required: load the kvm module (kvm_intel, kvm_amd or kvm_pvm) and make /dev/kvm readable and writable by this user (kvm group)")]
     KvmUnavailable {
         what: String,
         #[source]
@@ -67,7 +67,9 @@ impl VmmError {
             | VmmError::ImageUnreadable { .. }
             | VmmError::ImageIsDirectory { .. } => EXIT_NO_INPUT,
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
-            VmmError::KvmUnavailable { .. } | VmmError::Kvm { .. } | VmmError::KvmRun(_) => EXIT_KVM,
+            VmmError::KvmUnavailable { .. } | VmmError::Kvm { .. } | VmmError::KvmRun(_) => {
+                EXIT_KVM
+            }
             VmmError::Memory(_) => EXIT_KVM,
         }
     }

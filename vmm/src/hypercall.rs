@@ -5,8 +5,8 @@
 //! call is a guest fault the monitor reports; it never panics the monitor.
 
 use flexos_abi::{
-    ConsoleWrite, ExceptionFrame, ExitArgs, MilestoneArgs, PanicArgs, BOOT_INFO_ADDR,
-    CONSOLE_MAX, EXIT_CODE_MAX, PANIC_TEXT_MAX, PORT_CONSOLE, PORT_EXCEPTION, PORT_EXIT,
+    ConsoleWrite, ExceptionFrame, ExitArgs, MilestoneArgs, PanicArgs, BOOT_INFO_ADDR, CONSOLE_MAX,
+    EXIT_CODE_MAX, MILESTONE_MAIN, PANIC_TEXT_MAX, PORT_CONSOLE, PORT_EXCEPTION, PORT_EXIT,
     PORT_MILESTONE, PORT_PANIC, SHARED_BASE,
 };
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
@@ -42,7 +42,8 @@ pub enum Hypercall {
         line: u32,
         column: u32,
     },
-    Milestone(u64),
+    /// The guest is about to call the app's `main`.
+    MainReached,
 }
 
 /// The memory a compartment's hypercalls may point into.
@@ -63,25 +64,41 @@ impl GuestBounds {
     }
 }
 
-fn read_block<T>(mem: &GuestMemoryMmap, bounds: GuestBounds, gpa: u64, what: &str) -> Result<T, String>
+fn read_block<T>(
+    mem: &GuestMemoryMmap,
+    bounds: GuestBounds,
+    gpa: u64,
+    what: &str,
+) -> Result<T, String>
 where
     Block<T>: ByteValued,
 {
     let len = std::mem::size_of::<T>() as u64;
     if !bounds.contains(gpa, len) {
-        return Err(format!("{what} argument block at {gpa:#x} is outside the compartment's memory"));
+        return Err(format!(
+            "{what} argument block at {gpa:#x} is outside the compartment's memory"
+        ));
     }
     mem.read_obj::<Block<T>>(GuestAddress(gpa))
         .map(|b| b.0)
         .map_err(|e| format!("{what} argument block at {gpa:#x} unreadable: {e}"))
 }
 
-fn read_buf(mem: &GuestMemoryMmap, bounds: GuestBounds, addr: u64, len: u64, max: u64, what: &str) -> Result<Vec<u8>, String> {
+fn read_buf(
+    mem: &GuestMemoryMmap,
+    bounds: GuestBounds,
+    addr: u64,
+    len: u64,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, String> {
     if len > max {
         return Err(format!("{what} of {len} bytes exceeds the limit of {max}"));
     }
     if !bounds.contains(addr, len) {
-        return Err(format!("{what} buffer {addr:#x}+{len} is outside the compartment's memory"));
+        return Err(format!(
+            "{what} buffer {addr:#x}+{len} is outside the compartment's memory"
+        ));
     }
     let mut buf = vec![0u8; len as usize];
     mem.read_slice(&mut buf, GuestAddress(addr))
@@ -91,20 +108,42 @@ fn read_buf(mem: &GuestMemoryMmap, bounds: GuestBounds, addr: u64, len: u64, max
 
 /// Decodes the hypercall `port` with value `data`. `cpl` is the privilege level the
 /// `out` came from: only the ring-0 trampolines may report exceptions.
-pub fn decode(mem: &GuestMemoryMmap, bounds: GuestBounds, port: u16, data: &[u8], cpl: u8) -> Result<Hypercall, String> {
+pub fn decode(
+    mem: &GuestMemoryMmap,
+    bounds: GuestBounds,
+    port: u16,
+    data: &[u8],
+    cpl: u8,
+) -> Result<Hypercall, String> {
     let value = match data {
         [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]) as u64,
-        _ => return Err(format!("hypercall on port {port:#x} with a {}-byte value; use a 32-bit out", data.len())),
+        _ => {
+            return Err(format!(
+                "hypercall on port {port:#x} with a {}-byte value; use a 32-bit out",
+                data.len()
+            ))
+        }
     };
     match port {
         PORT_CONSOLE => {
             let args: ConsoleWrite = read_block(mem, bounds, value, "console write")?;
-            read_buf(mem, bounds, args.buf, args.len, CONSOLE_MAX, "console write").map(Hypercall::Console)
+            read_buf(
+                mem,
+                bounds,
+                args.buf,
+                args.len,
+                CONSOLE_MAX,
+                "console write",
+            )
+            .map(Hypercall::Console)
         }
         PORT_EXIT => {
             let args: ExitArgs = read_block(mem, bounds, value, "exit")?;
             if args.code > EXIT_CODE_MAX {
-                return Err(format!("exit code {} is out of range 0..={EXIT_CODE_MAX}", args.code));
+                return Err(format!(
+                    "exit code {} is out of range 0..={EXIT_CODE_MAX}",
+                    args.code
+                ));
             }
             Ok(Hypercall::Exit(args.code as u8))
         }
@@ -123,7 +162,10 @@ pub fn decode(mem: &GuestMemoryMmap, bounds: GuestBounds, port: u16, data: &[u8]
         }
         PORT_MILESTONE => {
             let args: MilestoneArgs = read_block(mem, bounds, value, "milestone")?;
-            Ok(Hypercall::Milestone(args.id))
+            match args.id {
+                MILESTONE_MAIN => Ok(Hypercall::MainReached),
+                id => Err(format!("unknown milestone id {id}")),
+            }
         }
         PORT_EXCEPTION => {
             let frame_len = std::mem::size_of::<ExceptionFrame>() as u64;
@@ -134,7 +176,9 @@ pub fn decode(mem: &GuestMemoryMmap, bounds: GuestBounds, port: u16, data: &[u8]
                 .map(|b| Hypercall::Exception(b.0))
                 .map_err(|e| format!("exception frame unreadable: {e}"))
         }
-        _ => Err(format!("write to I/O port {port:#x}, which is not a hypercall port and no device owns")),
+        _ => Err(format!(
+            "write to I/O port {port:#x}, which is not a hypercall port and no device owns"
+        )),
     }
 }
 
@@ -146,7 +190,13 @@ mod tests {
     fn setup() -> (GuestMemoryMmap, GuestBounds) {
         let shared = SharedRegion::new(2 << 20).unwrap();
         let mem = compartment_memory(4 << 20, &shared).unwrap();
-        (mem, GuestBounds { mem_size: 4 << 20, shared_size: 2 << 20 })
+        (
+            mem,
+            GuestBounds {
+                mem_size: 4 << 20,
+                shared_size: 2 << 20,
+            },
+        )
     }
 
     fn put<T>(mem: &GuestMemoryMmap, gpa: u64, v: T)
@@ -162,7 +212,14 @@ mod tests {
     fn console_write_reads_the_buffer() {
         let (mem, b) = setup();
         mem.write_slice(b"hi\n", GuestAddress(A + 0x100)).unwrap();
-        put(&mem, A, ConsoleWrite { buf: A + 0x100, len: 3 });
+        put(
+            &mem,
+            A,
+            ConsoleWrite {
+                buf: A + 0x100,
+                len: 3,
+            },
+        );
         let hc = decode(&mem, b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
         assert!(matches!(hc, Hypercall::Console(v) if v == b"hi\n"));
     }
@@ -171,17 +228,51 @@ mod tests {
     fn hostile_arguments_are_rejected() {
         let (mem, b) = setup();
         let v = (A as u32).to_le_bytes();
-        put(&mem, A, ConsoleWrite { buf: A, len: CONSOLE_MAX + 1 });
-        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3).unwrap_err().contains("exceeds"));
-        put(&mem, A, ConsoleWrite { buf: u64::MAX - 1, len: 16 });
-        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3).unwrap_err().contains("outside"));
-        put(&mem, A, ConsoleWrite { buf: 0x1000, len: 16 });
-        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3).unwrap_err().contains("outside"), "VMM area");
+        put(
+            &mem,
+            A,
+            ConsoleWrite {
+                buf: A,
+                len: CONSOLE_MAX + 1,
+            },
+        );
+        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3)
+            .unwrap_err()
+            .contains("exceeds"));
+        put(
+            &mem,
+            A,
+            ConsoleWrite {
+                buf: u64::MAX - 1,
+                len: 16,
+            },
+        );
+        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3)
+            .unwrap_err()
+            .contains("outside"));
+        put(
+            &mem,
+            A,
+            ConsoleWrite {
+                buf: 0x1000,
+                len: 16,
+            },
+        );
+        assert!(
+            decode(&mem, b, PORT_CONSOLE, &v, 3)
+                .unwrap_err()
+                .contains("outside"),
+            "VMM area"
+        );
         assert!(decode(&mem, b, PORT_CONSOLE, &0xFFFF_FFF0u32.to_le_bytes(), 3).is_err());
         put(&mem, A, ExitArgs { code: 64 });
-        assert!(decode(&mem, b, PORT_EXIT, &v, 3).unwrap_err().contains("out of range"));
+        assert!(decode(&mem, b, PORT_EXIT, &v, 3)
+            .unwrap_err()
+            .contains("out of range"));
         assert!(decode(&mem, b, PORT_CONSOLE, &[1], 3).is_err());
-        assert!(decode(&mem, b, 0x60, &v, 3).unwrap_err().contains("not a hypercall port"));
+        assert!(decode(&mem, b, 0x60, &v, 3)
+            .unwrap_err()
+            .contains("not a hypercall port"));
     }
 
     #[test]
@@ -189,15 +280,26 @@ mod tests {
         let (mem, b) = setup();
         let frame = ((IST1_TOP - 72) as u32).to_le_bytes();
         assert!(decode(&mem, b, PORT_EXCEPTION, &frame, 3).is_err());
-        assert!(matches!(decode(&mem, b, PORT_EXCEPTION, &frame, 0), Ok(Hypercall::Exception(_))));
+        assert!(matches!(
+            decode(&mem, b, PORT_EXCEPTION, &frame, 0),
+            Ok(Hypercall::Exception(_))
+        ));
         assert!(decode(&mem, b, PORT_EXCEPTION, &(A as u32).to_le_bytes(), 0).is_err());
     }
 
     #[test]
     fn shared_region_buffers_are_allowed() {
         let (mem, b) = setup();
-        mem.write_slice(b"shared\n", GuestAddress(SHARED_BASE)).unwrap();
-        put(&mem, A, ConsoleWrite { buf: SHARED_BASE, len: 7 });
+        mem.write_slice(b"shared\n", GuestAddress(SHARED_BASE))
+            .unwrap();
+        put(
+            &mem,
+            A,
+            ConsoleWrite {
+                buf: SHARED_BASE,
+                len: 7,
+            },
+        );
         let hc = decode(&mem, b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
         assert!(matches!(hc, Hypercall::Console(v) if v == b"shared\n"));
     }

@@ -98,16 +98,17 @@ impl Image {
         }
         match bytes[4] {
             elf::ELFCLASS64 => {}
-            elf::ELFCLASS32 => {
-                return Err(bad(
-                    path,
-                    "32-bit ELF; flexos-vmm boots 64-bit x86_64 images (build for x86_64-unknown-none)",
-                ))
-            }
+            elf::ELFCLASS32 => return Err(bad(
+                path,
+                "32-bit ELF; flexos-vmm boots 64-bit x86_64 images (build for x86_64-unknown-none)",
+            )),
             c => return Err(bad(path, format!("unknown ELF class {c}"))),
         }
         if bytes[5] != elf::ELFDATA2LSB {
-            return Err(bad(path, "big-endian ELF; flexos-vmm boots little-endian x86_64 images"));
+            return Err(bad(
+                path,
+                "big-endian ELF; flexos-vmm boots little-endian x86_64 images",
+            ));
         }
         let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
         if machine != elf::EM_X86_64 {
@@ -212,7 +213,13 @@ impl Image {
             ));
         }
         if let Some(s) = segments.iter().find(|s| s.perms.write && s.perms.exec) {
-            return Err(bad(path, format!("segment at {:#x} is both writable and executable; split text and data", s.start)));
+            return Err(bad(
+                path,
+                format!(
+                    "segment at {:#x} is both writable and executable; split text and data",
+                    s.start
+                ),
+            ));
         }
         let end = segments.last().map(|s| s.end).unwrap_or(IMAGE_BASE);
         Ok(Image {
@@ -241,7 +248,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// A minimal ELF64 image with the given header fields and one PT_LOAD segment.
-    pub(crate) fn elf_bytes(class: u8, machine: u16, e_type: u16, seg: (u64, u64, u32), entry: u64) -> Vec<u8> {
+    pub(crate) fn elf_bytes(
+        class: u8,
+        machine: u16,
+        e_type: u16,
+        seg: (u64, u64, u32),
+        entry: u64,
+    ) -> Vec<u8> {
         let mut b = vec![0u8; 0x1000 + 16];
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = class;
@@ -274,7 +287,14 @@ pub(crate) mod tests {
 
     #[test]
     fn accepts_a_minimal_executable() {
-        let img = check(elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x10_0000, 0x1000, RX), 0x10_0000)).unwrap();
+        let img = check(elf_bytes(
+            2,
+            elf::EM_X86_64,
+            elf::ET_EXEC,
+            (0x10_0000, 0x1000, RX),
+            0x10_0000,
+        ))
+        .unwrap();
         assert_eq!(img.segments.len(), 1);
         assert_eq!(img.end, 0x10_1000);
     }
@@ -282,15 +302,96 @@ pub(crate) mod tests {
     #[test]
     fn rejects_what_it_cannot_boot() {
         let cases = [
-            (elf_bytes(1, elf::EM_X86_64, elf::ET_EXEC, (0x10_0000, 0x1000, RX), 0x10_0000), "32-bit ELF"),
-            (elf_bytes(2, elf::EM_AARCH64, elf::ET_EXEC, (0x10_0000, 0x1000, RX), 0x10_0000), "built for aarch64"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_DYN, (0x10_0000, 0x1000, RX), 0x10_0000), "position-independent"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x3F_F000, 0x2000, RX), 0x3F_F000), "lies outside the memory"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x8_0000, 0x1000, RX), 0x8_0000), "lies outside the memory"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x10_0000, 0x1000, elf::PF_R), 0x10_0000), "not inside an executable segment"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x10_0000, 0x1000, RX), 0x20_0000), "not inside an executable segment"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x10_0010, 0x1000, RX), 0x10_0010), "not page-aligned"),
-            (elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x10_0000, 0x1000, RX | elf::PF_W), 0x10_0000), "writable and executable"),
+            (
+                elf_bytes(
+                    1,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x10_0000, 0x1000, RX),
+                    0x10_0000,
+                ),
+                "32-bit ELF",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_AARCH64,
+                    elf::ET_EXEC,
+                    (0x10_0000, 0x1000, RX),
+                    0x10_0000,
+                ),
+                "built for aarch64",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_DYN,
+                    (0x10_0000, 0x1000, RX),
+                    0x10_0000,
+                ),
+                "position-independent",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x3F_F000, 0x2000, RX),
+                    0x3F_F000,
+                ),
+                "lies outside the memory",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x8_0000, 0x1000, RX),
+                    0x8_0000,
+                ),
+                "lies outside the memory",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x10_0000, 0x1000, elf::PF_R),
+                    0x10_0000,
+                ),
+                "not inside an executable segment",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x10_0000, 0x1000, RX),
+                    0x20_0000,
+                ),
+                "not inside an executable segment",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x10_0010, 0x1000, RX),
+                    0x10_0010,
+                ),
+                "not page-aligned",
+            ),
+            (
+                elf_bytes(
+                    2,
+                    elf::EM_X86_64,
+                    elf::ET_EXEC,
+                    (0x10_0000, 0x1000, RX | elf::PF_W),
+                    0x10_0000,
+                ),
+                "writable and executable",
+            ),
             (Vec::new(), "empty"),
             (b"#!/bin/sh\necho hi\n".to_vec(), "not an ELF"),
         ];
@@ -302,7 +403,13 @@ pub(crate) mod tests {
 
     #[test]
     fn truncated_files_never_panic() {
-        let full = elf_bytes(2, elf::EM_X86_64, elf::ET_EXEC, (0x10_0000, 0x1000, RX), 0x10_0000);
+        let full = elf_bytes(
+            2,
+            elf::EM_X86_64,
+            elf::ET_EXEC,
+            (0x10_0000, 0x1000, RX),
+            0x10_0000,
+        );
         for len in 0..full.len() {
             let _ = check(full[..len].to_vec());
         }

@@ -28,9 +28,14 @@ use crate::image::Image;
 use crate::memory::SharedRegion;
 use crate::symbols::Symbolizer;
 
+/// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
+/// path without taking /dev/kvm away from the machine).
 fn open_kvm() -> Result<Kvm> {
-    Kvm::new().map_err(|e| VmmError::KvmUnavailable {
-        what: "cannot open /dev/kvm".into(),
+    let path = std::env::var("FLEXOS_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
+    let c_path = std::ffi::CString::new(path.clone())
+        .map_err(|_| VmmError::Usage("FLEXOS_KVM_DEVICE contains a NUL byte".into()))?;
+    Kvm::new_with_path(&c_path).map_err(|e| VmmError::KvmUnavailable {
+        what: format!("cannot open {path}"),
         source: std::io::Error::from_raw_os_error(e.errno()),
     })
 }
@@ -71,7 +76,8 @@ fn run(cli: Cli, start: Instant) -> Result<i32> {
 
     if cli.timings {
         let m = comp.milestones;
-        let fmt = |t: Option<Instant>| t.map_or("-".to_string(), |t| micros_since(start, t).to_string());
+        let fmt =
+            |t: Option<Instant>| t.map_or("-".to_string(), |t| micros_since(start, t).to_string());
         eprintln!(
             "timings: compartment={} vm_created_us={} guest_main_us={}",
             comp.spec.id,

@@ -80,17 +80,14 @@ fn map_anonymous(size: u64, shared: bool, what: &str) -> Result<MmapRegion> {
     .map_err(|e| VmmError::Memory(format!("cannot map {} MiB of {what}: {e}", size / MIB)))?;
     // SAFETY: the pointer and length describe the mapping we just created and still own;
     // madvise only changes how the kernel backs it and cannot invalidate it.
-    let rc = unsafe {
-        libc::madvise(
-            region.as_ptr().cast(),
-            size as usize,
-            libc::MADV_HUGEPAGE,
-        )
-    };
+    let rc = unsafe { libc::madvise(region.as_ptr().cast(), size as usize, libc::MADV_HUGEPAGE) };
     if rc != 0 {
         // Not fatal: the kernel may have THP disabled; the guest is then slower to touch
         // memory for the first time, but correct.
-        tracing::debug!("madvise(MADV_HUGEPAGE) on {what} failed: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "madvise(MADV_HUGEPAGE) on {what} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(region)
 }
@@ -144,8 +141,12 @@ mod tests {
         let shared = SharedRegion::new(2 * MIB).unwrap();
         let a = compartment_memory(4 * MIB, &shared).unwrap();
         let b = compartment_memory(4 * MIB, &shared).unwrap();
-        a.write_obj(0xfeed_u64, GuestAddress(SHARED_BASE + 64)).unwrap();
-        assert_eq!(b.read_obj::<u64>(GuestAddress(SHARED_BASE + 64)).unwrap(), 0xfeed);
+        a.write_obj(0xfeed_u64, GuestAddress(SHARED_BASE + 64))
+            .unwrap();
+        assert_eq!(
+            b.read_obj::<u64>(GuestAddress(SHARED_BASE + 64)).unwrap(),
+            0xfeed
+        );
         a.write_obj(7_u64, GuestAddress(0x2000)).unwrap();
         assert_eq!(b.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 0);
         assert_eq!(a.num_regions(), 2);

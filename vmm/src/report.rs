@@ -8,18 +8,28 @@ use kvm_bindings::kvm_regs;
 
 use crate::symbols::Symbolizer;
 
-/// Frames shown before a backtrace is cut short.
-pub const MAX_FRAMES: usize = 64;
+/// Frames walked before a backtrace is cut short. Deep recursion is folded when
+/// rendered, so a stack overflow still shows the frames that started it.
+pub const MAX_FRAMES: usize = 1024;
 
 /// What went wrong in a compartment.
 #[derive(Clone, Debug)]
 pub enum CrashKind {
     /// A CPU exception delivered through a trampoline.
-    Exception { vector: u64, error_code: u64, cr2: u64 },
+    Exception {
+        vector: u64,
+        error_code: u64,
+        cr2: u64,
+    },
     /// An access to guest-physical memory that is neither the compartment's nor a device's.
     Violation { gpa: u64, len: usize, write: bool },
     /// The guest panicked.
-    Panic { message: String, file: String, line: u32, column: u32 },
+    Panic {
+        message: String,
+        file: String,
+        line: u32,
+        column: u32,
+    },
     /// KVM_EXIT_SHUTDOWN: a fault while delivering a fault.
     TripleFault,
     /// A hypercall the monitor refused.
@@ -31,7 +41,6 @@ pub enum CrashKind {
 /// Facts about the compartment's address space that help explain a fault address.
 #[derive(Clone, Debug)]
 pub struct AddressMap {
-    pub mem_size: u64,
     pub shared_size: u64,
     pub stack_guard: std::ops::Range<u64>,
     pub image: std::ops::Range<u64>,
@@ -94,7 +103,11 @@ pub fn describe_page_fault(error_code: u64, cr2: u64, map: &AddressMap) -> Strin
     } else {
         "a page that is not mapped"
     };
-    let mode = if error_code & 0x4 != 0 { "user" } else { "supervisor" };
+    let mode = if error_code & 0x4 != 0 {
+        "user"
+    } else {
+        "supervisor"
+    };
     let what = if cr2 < NULL_GUARD_END {
         "null pointer dereference".to_string()
     } else if map.stack_guard.contains(&cr2) {
@@ -136,16 +149,31 @@ impl CrashReport {
     /// Renders the full report.
     pub fn render(&self, sym: &Symbolizer) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "flexos-vmm: compartment {} ({}) {}", self.compartment, self.name, self.headline(sym));
+        let _ = writeln!(
+            s,
+            "flexos-vmm: compartment {} ({}) {}",
+            self.compartment,
+            self.name,
+            self.headline(sym)
+        );
         let components = if self.components.is_empty() {
             "(the image declares none)".to_string()
         } else {
             self.components.join(", ")
         };
         let _ = writeln!(s, "  components: {components}");
-        if let CrashKind::Exception { vector, error_code, cr2 } = &self.kind {
+        if let CrashKind::Exception {
+            vector,
+            error_code,
+            cr2,
+        } = &self.kind
+        {
             if *vector == 14 {
-                let _ = writeln!(s, "  fault address (CR2): {cr2:#018x}: {}", describe_page_fault(*error_code, *cr2, &self.map));
+                let _ = writeln!(
+                    s,
+                    "  fault address (CR2): {cr2:#018x}: {}",
+                    describe_page_fault(*error_code, *cr2, &self.map)
+                );
             }
             if crate::arch::trampolines::has_error_code(*vector as usize) {
                 let _ = writeln!(s, "  error code: {error_code:#x}");
@@ -154,16 +182,38 @@ impl CrashReport {
         let r = &self.regs;
         let _ = writeln!(s, "  registers:");
         let rows = [
-            [("rip", r.rip), ("rsp", r.rsp), ("rbp", r.rbp), ("rflags", r.rflags)],
-            [("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx)],
+            [
+                ("rip", r.rip),
+                ("rsp", r.rsp),
+                ("rbp", r.rbp),
+                ("rflags", r.rflags),
+            ],
+            [
+                ("rax", r.rax),
+                ("rbx", r.rbx),
+                ("rcx", r.rcx),
+                ("rdx", r.rdx),
+            ],
             [("rsi", r.rsi), ("rdi", r.rdi), ("r8", r.r8), ("r9", r.r9)],
-            [("r10", r.r10), ("r11", r.r11), ("r12", r.r12), ("r13", r.r13)],
+            [
+                ("r10", r.r10),
+                ("r11", r.r11),
+                ("r12", r.r12),
+                ("r13", r.r13),
+            ],
         ];
         for row in rows {
-            let cells: Vec<String> = row.iter().map(|(n, v)| format!("{n:>6} {v:#018x}")).collect();
+            let cells: Vec<String> = row
+                .iter()
+                .map(|(n, v)| format!("{n:>6} {v:#018x}"))
+                .collect();
             let _ = writeln!(s, "  {}", cells.join(" "));
         }
-        let _ = writeln!(s, "  {:>6} {:#018x} {:>6} {:#018x}", "r14", r.r14, "r15", r.r15);
+        let _ = writeln!(
+            s,
+            "  {:>6} {:#018x} {:>6} {:#018x}",
+            "r14", r.r14, "r15", r.r15
+        );
         let _ = writeln!(s, "  backtrace:");
         self.render_backtrace(&mut s, sym);
         let _ = writeln!(s, "  last console lines:");
@@ -189,12 +239,22 @@ impl CrashReport {
             let (pc, place) = &places[i];
             let same = places[i..]
                 .iter()
-                .take_while(|(_, p)| p.function.is_some() && p.function.as_ref().map(|f| &f.0) == place.function.as_ref().map(|f| &f.0))
+                .take_while(|(_, p)| {
+                    p.function.is_some()
+                        && p.function.as_ref().map(|f| &f.0)
+                            == place.function.as_ref().map(|f| &f.0)
+                })
                 .count();
             if same > 2 {
                 let _ = writeln!(s, "    #{i:<3} {pc:#018x} {place}");
                 let name = place.function.as_ref().map_or("??", |f| f.0.as_str());
-                let _ = writeln!(s, "    #{}..#{}: {} more frames in {name} (recursion)", i + 1, i + same - 1, same - 1);
+                let _ = writeln!(
+                    s,
+                    "    #{}..#{}: {} more frames in {name} (recursion)",
+                    i + 1,
+                    i + same - 1,
+                    same - 1
+                );
                 i += same;
                 continue;
             }
@@ -212,7 +272,11 @@ mod tests {
     use super::*;
 
     fn map() -> AddressMap {
-        AddressMap { mem_size: 64 << 20, shared_size: 16 << 20, stack_guard: 0x3eff000..0x3f00000, image: 0x100000..0x110000 }
+        AddressMap {
+            shared_size: 16 << 20,
+            stack_guard: 0x3eff000..0x3f00000,
+            image: 0x100000..0x110000,
+        }
     }
 
     #[test]
@@ -221,7 +285,8 @@ mod tests {
             describe_page_fault(0x4, 0, &map()),
             "read of a page that is not mapped in user mode (null pointer dereference)"
         );
-        assert!(describe_page_fault(0x6, 0x3eff100, &map()).starts_with("write of a page that is not mapped"));
+        assert!(describe_page_fault(0x6, 0x3eff100, &map())
+            .starts_with("write of a page that is not mapped"));
         assert!(describe_page_fault(0x6, 0x3eff100, &map()).contains("stack overflow"));
         assert!(describe_page_fault(0x7, 0x100010, &map()).contains("permissions forbid"));
         assert!(describe_page_fault(0x15, 0x100010, &map()).starts_with("instruction fetch"));
@@ -233,8 +298,15 @@ mod tests {
             compartment: 1,
             name: "net".into(),
             components: vec!["net".into(), "netdev".into()],
-            kind: CrashKind::Exception { vector: 14, error_code: 4, cr2: 0 },
-            regs: kvm_regs { rip: 0x100123, ..Default::default() },
+            kind: CrashKind::Exception {
+                vector: 14,
+                error_code: 4,
+                cr2: 0,
+            },
+            regs: kvm_regs {
+                rip: 0x100123,
+                ..Default::default()
+            },
             backtrace: vec![0x100123, 0x100456, 0x100456, 0x100456, 0x100456],
             truncated: false,
             console_tail: vec!["hello".into()],
@@ -242,7 +314,10 @@ mod tests {
         };
         let sym = Symbolizer::new(std::path::Path::new("/nonexistent"), b"");
         let text = report.render(&sym);
-        assert!(text.starts_with("flexos-vmm: compartment 1 (net) crashed: page fault (#PF) at ??\n"), "{text}");
+        assert!(
+            text.starts_with("flexos-vmm: compartment 1 (net) crashed: page fault (#PF) at ??\n"),
+            "{text}"
+        );
         assert!(text.contains("  components: net, netdev\n"));
         assert!(text.contains("fault address (CR2): 0x0000000000000000: read of a page that is not mapped in user mode (null pointer dereference)"));
         assert!(text.contains("    rip 0x0000000000100123"));

@@ -73,7 +73,11 @@ impl Symbolizer {
     /// Describes `addr`. For return addresses pass `is_return = true`: the call that
     /// returns there is the instruction before it, which is what the line table needs.
     pub fn place(&self, addr: u64, is_return: bool) -> Place {
-        let probe = if is_return { addr.saturating_sub(1) } else { addr };
+        let probe = if is_return {
+            addr.saturating_sub(1)
+        } else {
+            addr
+        };
         let function = self
             .function(probe)
             .map(|f| (f.name.clone(), addr - f.start));

@@ -21,7 +21,6 @@ const EFER_NXE: u64 = 1 << 11;
 /// Bit 1 is reserved-set. IOPL stays 0: the TSS I/O bitmap grants the hypercall ports
 /// (see `descriptors`), so ring 3 can neither `cli` nor touch any other port.
 pub const RFLAGS_INIT: u64 = 1 << 1;
-pub const RFLAGS_TF: u64 = 1 << 8;
 const MXCSR_DEFAULT: u32 = 0x1f80;
 const FCW_DEFAULT: u16 = 0x37f;
 
@@ -48,7 +47,8 @@ pub fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<()> {
     let cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("KVM_SET_CPUID2"))
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(VmmError::kvm("KVM_SET_CPUID2"))
 }
 
 /// Sets control registers, segments and descriptor tables for ring 3 in long mode.
@@ -83,7 +83,8 @@ pub fn setup_sregs(vcpu: &VcpuFd, cr3: u64) -> Result<()> {
     sregs.gdt.limit = (GDT_ENTRIES * 8 - 1) as u16;
     sregs.idt.base = IDT_ADDR;
     sregs.idt.limit = (IDT_ENTRIES * 16 - 1) as u16;
-    vcpu.set_sregs(&sregs).map_err(VmmError::kvm("KVM_SET_SREGS"))
+    vcpu.set_sregs(&sregs)
+        .map_err(VmmError::kvm("KVM_SET_SREGS"))
 }
 
 /// Sets RIP, RSP, RDI (boot info) and RFLAGS for the first instruction.

@@ -12,7 +12,6 @@ use super::trampolines;
 use crate::error::{Result, VmmError};
 
 pub const KERNEL_CS: u16 = 0x08;
-pub const KERNEL_DS: u16 = 0x10;
 /// User data selector (RPL 3).
 pub const USER_DS: u16 = 0x18 | 3;
 /// User 64-bit code selector (RPL 3).
@@ -30,6 +29,7 @@ pub const IDT_ENTRIES: usize = 32;
 
 /// Flat segment descriptors: present, S=1, 4 GiB limit, G=1.
 const KERNEL_CODE64: u64 = 0x00AF_9A00_0000_FFFF;
+/// Slot 2 (0x10): kernel data, unused by the trampolines but kept for a conventional GDT.
 const KERNEL_DATA: u64 = 0x00CF_9200_0000_FFFF;
 const USER_DATA: u64 = 0x00CF_F200_0000_FFFF;
 const USER_CODE64: u64 = 0x00AF_FA00_0000_FFFF;
@@ -87,7 +87,15 @@ fn write_u64s(mem: &GuestMemoryMmap, addr: u64, words: &[u64]) -> Result<()> {
 /// Writes GDT, TSS, IDT and trampolines into the VMM area.
 pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
     let tss = tss_descriptor(TSS_ADDR, TSS_SIZE - 1);
-    let gdt = [0, KERNEL_CODE64, KERNEL_DATA, USER_DATA, USER_CODE64, tss[0], tss[1]];
+    let gdt = [
+        0,
+        KERNEL_CODE64,
+        KERNEL_DATA,
+        USER_DATA,
+        USER_CODE64,
+        tss[0],
+        tss[1],
+    ];
     write_u64s(mem, GDT_ADDR, &gdt)?;
 
     mem.write_slice(&tss_bytes(), GuestAddress(TSS_ADDR))
@@ -95,7 +103,11 @@ pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
 
     let mut idt = Vec::with_capacity(IDT_ENTRIES * 2);
     for vector in 0..IDT_ENTRIES {
-        let ist = if matches!(vector, VEC_NMI | VEC_DF | VEC_MC) { 2 } else { 1 };
+        let ist = if matches!(vector, VEC_NMI | VEC_DF | VEC_MC) {
+            2
+        } else {
+            1
+        };
         // int3 is an instruction the guest may execute (breakpoints), so its gate must be
         // reachable from ring 3; every other vector only by the CPU itself.
         let dpl = if vector == VEC_BP { 3 } else { 0 };

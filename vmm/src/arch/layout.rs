@@ -17,11 +17,10 @@ pub const TSS_ADDR: u64 = 0x1100;
 pub const IDT_ADDR: u64 = 0x2000;
 /// Ring-0 exception trampolines.
 pub const TRAMPOLINE_ADDR: u64 = 0x3000;
-/// IST1: every exception except double fault and NMI/#MC.
-pub const IST1_BOTTOM: u64 = 0x4000;
+/// IST1 (0x4000..0x8000): every exception except double fault and NMI/#MC.
 pub const IST1_TOP: u64 = 0x8000;
-/// IST2: double fault, NMI, machine check (a fault inside IST1's trampoline).
-pub const IST2_BOTTOM: u64 = 0x8000;
+/// IST2 (0x8000..0xA000): double fault, NMI, machine check (a fault inside IST1's
+/// trampoline lands here).
 pub const IST2_TOP: u64 = 0xA000;
 /// Page tables are allocated from here up to the boot-info window.
 pub const PAGE_TABLES_START: u64 = 0x1_0000;
@@ -96,7 +95,11 @@ impl GuestLayout {
         let mut r = vec![
             (0, NULL_GUARD_END, Perm::Unmapped),
             (NULL_GUARD_END, BOOT_INFO_ADDR, Perm::Supervisor),
-            (BOOT_INFO_ADDR, BOOT_INFO_ADDR + BOOT_INFO_SIZE, Perm::UserRead),
+            (
+                BOOT_INFO_ADDR,
+                BOOT_INFO_ADDR + BOOT_INFO_SIZE,
+                Perm::UserRead,
+            ),
         ];
         let mut cursor = VMM_AREA_END;
         for s in &self.segments {
@@ -121,7 +124,11 @@ impl GuestLayout {
         r.push((self.mem_size, SHARED_BASE, Perm::UserWrite));
         r.push((SHARED_BASE, SHARED_BASE + self.shared_size, Perm::UserWrite));
         if self.span_end() > SHARED_BASE + self.shared_size {
-            r.push((SHARED_BASE + self.shared_size, self.span_end(), Perm::Unmapped));
+            r.push((
+                SHARED_BASE + self.shared_size,
+                self.span_end(),
+                Perm::Unmapped,
+            ));
         }
         r
     }
@@ -135,8 +142,22 @@ mod tests {
     #[test]
     fn ranges_are_contiguous_and_cover_the_span() {
         let segs = vec![
-            Segment { start: 0x10_0000, end: 0x10_4000, perms: SegmentPerms { write: false, exec: true } },
-            Segment { start: 0x10_5000, end: 0x10_6000, perms: SegmentPerms { write: true, exec: false } },
+            Segment {
+                start: 0x10_0000,
+                end: 0x10_4000,
+                perms: SegmentPerms {
+                    write: false,
+                    exec: true,
+                },
+            },
+            Segment {
+                start: 0x10_5000,
+                end: 0x10_6000,
+                perms: SegmentPerms {
+                    write: true,
+                    exec: false,
+                },
+            },
         ];
         let l = GuestLayout::new(64 << 20, segs, 0x10_6000, 16 << 20);
         let r = l.ranges();

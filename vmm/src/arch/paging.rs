@@ -90,7 +90,9 @@ pub fn build(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<u64> {
             let start = gib * GIB + i as u64 * LARGE_PAGE_SIZE;
             let end = start + LARGE_PAGE_SIZE;
             let first = ranges.partition_point(|r| r.1 <= start);
-            let uniform = ranges.get(first).is_some_and(|r| r.0 <= start && r.1 >= end);
+            let uniform = ranges
+                .get(first)
+                .is_some_and(|r| r.0 <= start && r.1 >= end);
             if uniform {
                 let flags = leaf_flags(ranges[first].2);
                 if flags != 0 {
@@ -145,27 +147,66 @@ mod tests {
         let shared = SharedRegion::new(2 << 20).unwrap();
         let mem = compartment_memory(16 << 20, &shared).unwrap();
         let segs = vec![
-            Segment { start: 0x10_0000, end: 0x10_3000, perms: SegmentPerms { write: false, exec: true } },
-            Segment { start: 0x10_3000, end: 0x10_4000, perms: SegmentPerms { write: false, exec: false } },
-            Segment { start: 0x10_4000, end: 0x10_6000, perms: SegmentPerms { write: true, exec: false } },
+            Segment {
+                start: 0x10_0000,
+                end: 0x10_3000,
+                perms: SegmentPerms {
+                    write: false,
+                    exec: true,
+                },
+            },
+            Segment {
+                start: 0x10_3000,
+                end: 0x10_4000,
+                perms: SegmentPerms {
+                    write: false,
+                    exec: false,
+                },
+            },
+            Segment {
+                start: 0x10_4000,
+                end: 0x10_6000,
+                perms: SegmentPerms {
+                    write: true,
+                    exec: false,
+                },
+            },
         ];
         let layout = GuestLayout::new(16 << 20, segs, 0x10_6000, 2 << 20);
         let cr3 = build(&mem, &layout).unwrap();
 
         assert_eq!(walk(&mem, cr3, 0x0), None, "null page");
         let vmm = walk(&mem, cr3, 0x3000).unwrap();
-        assert_eq!(vmm & (USER | WRITABLE | NO_EXEC), WRITABLE, "VMM area is ring 0 only");
+        assert_eq!(
+            vmm & (USER | WRITABLE | NO_EXEC),
+            WRITABLE,
+            "VMM area is ring 0 only"
+        );
         let text = walk(&mem, cr3, 0x10_1000).unwrap();
         assert_eq!(text & (USER | WRITABLE | NO_EXEC), USER);
         let ro = walk(&mem, cr3, 0x10_3000).unwrap();
         assert_eq!(ro & (USER | WRITABLE | NO_EXEC), USER | NO_EXEC);
         let data = walk(&mem, cr3, 0x10_5000).unwrap();
-        assert_eq!(data & (USER | WRITABLE | NO_EXEC), USER | WRITABLE | NO_EXEC);
-        assert_eq!(walk(&mem, cr3, layout.stack_guard().start), None, "stack guard");
+        assert_eq!(
+            data & (USER | WRITABLE | NO_EXEC),
+            USER | WRITABLE | NO_EXEC
+        );
+        assert_eq!(
+            walk(&mem, cr3, layout.stack_guard().start),
+            None,
+            "stack guard"
+        );
         assert!(walk(&mem, cr3, layout.stack_top - 8).is_some());
-        assert!(walk(&mem, cr3, 0x8000_0000).unwrap() & HUGE != 0, "unbacked space, large page");
+        assert!(
+            walk(&mem, cr3, 0x8000_0000).unwrap() & HUGE != 0,
+            "unbacked space, large page"
+        );
         assert!(walk(&mem, cr3, flexos_abi::SHARED_BASE).is_some());
-        assert_eq!(walk(&mem, cr3, flexos_abi::SHARED_BASE + (2 << 20)), None, "past shared");
+        assert_eq!(
+            walk(&mem, cr3, flexos_abi::SHARED_BASE + (2 << 20)),
+            None,
+            "past shared"
+        );
         // Identity mapping.
         assert_eq!(text & 0x000f_ffff_ffff_f000, 0x10_1000);
     }

@@ -1,0 +1,12 @@
+# Shared helpers for the scripts in this folder. Source it; do not run it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+# Every guest app that scripts/build turns into target/images/<app>.elf.
+GUEST_APPS=(hello)
+VMM="$ROOT/target/release/flexos-vmm"
+IMAGES="$ROOT/target/images"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
