@@ -1,1 +1,537 @@
-//! placeholder
+//! Helpers shared by the end-to-end tests in `tests/tests/`.
+//!
+//! The tests boot real guest images under `/dev/kvm` with the release monitor that
+//! `scripts/build` produces (`target/release/flexos-vmm`, `target/images/<app>.elf`).
+//! Nothing here skips: a missing binary, image or KVM device fails the test with a
+//! message that says what to do (DESIGN section 9).
+//!
+//! - [`run`] / [`run_env`] / [`hello`]: run the monitor with a timeout and collect its
+//!   exit status, stdout and stderr into an [`Outcome`].
+//! - [`TempDir`]: a scratch directory for crafted files, removed on drop.
+//! - [`ElfBuilder`]: a minimal ELF (one `PT_LOAD`) whose fields can be bent one at a
+//!   time, to feed the monitor bad images.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long one monitor run may take before it is killed and the test fails. A boot of
+/// `hello` takes a few milliseconds; this only exists so that no test can hang.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Exit status: command-line or placement mistake.
+pub const EXIT_USAGE: i32 = 64;
+/// Exit status: the image is not something the monitor can boot.
+pub const EXIT_BAD_IMAGE: i32 = 65;
+/// Exit status: a file was not found or could not be read.
+pub const EXIT_NO_INPUT: i32 = 66;
+/// Exit status: a compartment crashed or violated isolation.
+pub const EXIT_CRASH: i32 = 70;
+/// Exit status: KVM is unavailable or failed.
+pub const EXIT_KVM: i32 = 71;
+
+/// The first line of every `hello` run in a one-compartment VM.
+pub const HELLO_LINE: &str = "Hello from FlexOS compartment 0 of 1!";
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or_else(|| panic!("{} has no parent directory", manifest.display()))
+        .to_path_buf()
+}
+
+/// `target/release/flexos-vmm`; panics if it has not been built.
+pub fn vmm_path() -> PathBuf {
+    let path = repo_root().join("target/release/flexos-vmm");
+    assert!(
+        path.is_file(),
+        "the monitor {} is missing: run scripts/build first",
+        path.display()
+    );
+    path
+}
+
+/// `target/images/<app>.elf`; panics if it has not been built.
+pub fn image(app: &str) -> PathBuf {
+    let path = repo_root().join("target/images").join(format!("{app}.elf"));
+    assert!(
+        path.is_file(),
+        "the guest image {} is missing: run scripts/build first",
+        path.display()
+    );
+    path
+}
+
+/// Panics unless `/dev/kvm` exists and this user can open it read-write.
+pub fn require_kvm() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        let dev = Path::new("/dev/kvm");
+        if !dev.exists() {
+            return Err(
+                "/dev/kvm does not exist: load the kvm module (modprobe kvm_intel \
+                        or kvm_amd) on a machine with hardware virtualization"
+                    .into(),
+            );
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "cannot open /dev/kvm read-write ({e}): load the kvm module / run as a \
+                     user with access to /dev/kvm (the kvm group)"
+                )
+            })
+    });
+    if let Err(msg) = result {
+        panic!("end-to-end tests need KVM: {msg}");
+    }
+}
+
+/// Everything a monitor run produced.
+#[derive(Clone)]
+pub struct Outcome {
+    /// The command line, for failure messages.
+    pub command: String,
+    /// The exit status (a run killed by a signal fails in [`run`] instead).
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.command)?;
+        writeln!(f, "status: {}", self.status)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout)?;
+        write!(f, "--- stderr ---\n{}--- end ---", self.stderr)
+    }
+}
+
+impl Outcome {
+    /// Asserts the exit status, showing the whole run if it differs.
+    #[track_caller]
+    pub fn assert_status(&self, want: i32) -> &Self {
+        assert_eq!(
+            self.status, want,
+            "wrong exit status (want {want})\n{self:?}"
+        );
+        self
+    }
+
+    /// Asserts that stdout is exactly `lines`, each followed by a newline.
+    #[track_caller]
+    pub fn assert_stdout_lines(&self, lines: &[&str]) -> &Self {
+        let want: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(self.stdout, want, "stdout differs\n{self:?}");
+        self
+    }
+
+    /// Asserts that stderr is empty.
+    #[track_caller]
+    pub fn assert_stderr_empty(&self) -> &Self {
+        assert!(self.stderr.is_empty(), "stderr should be empty\n{self:?}");
+        self
+    }
+
+    /// Asserts that stderr contains `needle`.
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr should contain {needle:?}\n{self:?}"
+        );
+        self
+    }
+
+    /// The stderr line that starts with `prefix` (after leading spaces); panics if none.
+    #[track_caller]
+    pub fn stderr_line(&self, prefix: &str) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no stderr line starts with {prefix:?}\n{self:?}"))
+    }
+}
+
+/// Runs the monitor with `args`.
+#[track_caller]
+pub fn run<I, S>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_env(args, std::iter::empty::<(&str, &str)>())
+}
+
+/// Runs the monitor with `args` and extra environment variables. `RUST_LOG` and
+/// `FLEXOS_KVM_DEVICE` from the caller's environment are removed first, so that a
+/// developer's shell cannot change what the tests see.
+#[track_caller]
+pub fn run_env<I, S, E, K, V>(args: I, envs: E) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+    E: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    require_kvm();
+    let vmm = vmm_path();
+    let mut cmd = Command::new(&vmm);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("FLEXOS_KVM_DEVICE")
+        .envs(envs)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let command = describe(&cmd);
+    run_with_timeout(cmd, command, TIMEOUT)
+}
+
+/// Boots `hello` with the given guest arguments (after `--`).
+#[track_caller]
+pub fn hello<I, S>(guest_args: I) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut args = vec![image("hello").into_os_string(), "--".into()];
+    args.extend(guest_args.into_iter().map(|a| a.as_ref().to_os_string()));
+    run(args)
+}
+
+/// A shell-like rendering of `cmd` for messages; long arguments are shortened.
+fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    for arg in cmd.get_args() {
+        let arg = arg.to_string_lossy();
+        if arg.len() > 80 {
+            parts.push(format!("<{} bytes>", arg.len()));
+        } else {
+            parts.push(arg.into_owned());
+        }
+    }
+    let envs: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    if envs.is_empty() {
+        parts.join(" ")
+    } else {
+        format!("{} {}", envs.join(" "), parts.join(" "))
+    }
+}
+
+#[track_caller]
+fn run_with_timeout(mut cmd: Command, command: String, timeout: Duration) -> Outcome {
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stdout = out.join().unwrap_or_default();
+                let stderr = err.join().unwrap_or_default();
+                panic!(
+                    "`{command}` did not finish within {timeout:?}; killed it\n\
+                     --- stdout ---\n{}--- stderr ---\n{}--- end ---",
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("waiting for `{command}` failed: {e}"),
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.join().expect("stdout reader panicked")).into_owned();
+    let stderr = String::from_utf8_lossy(&err.join().expect("stderr reader panicked")).into_owned();
+    let Some(code) = status.code() else {
+        panic!(
+            "`{command}` was killed by a signal ({status}); the monitor must always exit \
+             with a status\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}--- end ---"
+        );
+    };
+    Outcome {
+        command,
+        status: code,
+        stdout,
+        stderr,
+    }
+}
+
+/// A scratch directory under the system temp dir, unique per process and call, removed
+/// (with its contents) on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/flexos-e2e-<pid>-<n>-<tag>`.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("flexos-e2e-{}-{n}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `bytes` to `<dir>/<name>` and returns its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::write(&path, bytes)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// ELF constants the crafted images use.
+pub mod elf {
+    pub const ELFCLASS32: u8 = 1;
+    pub const ELFCLASS64: u8 = 2;
+    pub const ELFDATA2LSB: u8 = 1;
+    pub const ELFDATA2MSB: u8 = 2;
+    pub const ET_EXEC: u16 = 2;
+    pub const ET_DYN: u16 = 3;
+    pub const EM_386: u16 = 3;
+    pub const EM_X86_64: u16 = 62;
+    pub const EM_AARCH64: u16 = 183;
+    pub const EM_RISCV: u16 = 243;
+    pub const PT_LOAD: u32 = 1;
+    pub const PF_X: u32 = 1;
+    pub const PF_W: u32 = 2;
+    pub const PF_R: u32 = 4;
+}
+
+/// Where the image is linked (guest-physical 1 MiB).
+pub const IMAGE_BASE: u64 = 0x10_0000;
+
+/// A minimal ELF with one `PT_LOAD` segment whose contents are `code`, at file offset
+/// 0x1000. [`ElfBuilder::new`] describes a bootable static x86_64 executable whose entry
+/// executes `ud2`; each setter bends one field so a test changes exactly what it tests.
+#[derive(Clone, Debug)]
+pub struct ElfBuilder {
+    pub class: u8,
+    pub data: u8,
+    pub machine: u16,
+    pub e_type: u16,
+    pub entry: u64,
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub flags: u32,
+    pub code: Vec<u8>,
+}
+
+impl Default for ElfBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ElfBuilder {
+    /// Offset of the segment contents in the file.
+    const SEGMENT_OFFSET: usize = 0x1000;
+
+    /// A valid x86_64 ET_EXEC: one R+X page at 1 MiB holding `ud2`, entry at its start.
+    pub fn new() -> Self {
+        ElfBuilder {
+            class: elf::ELFCLASS64,
+            data: elf::ELFDATA2LSB,
+            machine: elf::EM_X86_64,
+            e_type: elf::ET_EXEC,
+            entry: IMAGE_BASE,
+            vaddr: IMAGE_BASE,
+            memsz: 0x1000,
+            flags: elf::PF_R | elf::PF_X,
+            code: vec![0x0f, 0x0b], // ud2
+        }
+    }
+
+    pub fn class(mut self, class: u8) -> Self {
+        self.class = class;
+        self
+    }
+
+    pub fn machine(mut self, machine: u16) -> Self {
+        self.machine = machine;
+        self
+    }
+
+    pub fn e_type(mut self, e_type: u16) -> Self {
+        self.e_type = e_type;
+        self
+    }
+
+    pub fn entry(mut self, entry: u64) -> Self {
+        self.entry = entry;
+        self
+    }
+
+    /// Moves the segment (and the entry point with it).
+    pub fn vaddr(mut self, vaddr: u64) -> Self {
+        self.vaddr = vaddr;
+        self.entry = vaddr;
+        self
+    }
+
+    pub fn memsz(mut self, memsz: u64) -> Self {
+        self.memsz = memsz;
+        self
+    }
+
+    pub fn flags(mut self, flags: u32) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    pub fn code(mut self, code: &[u8]) -> Self {
+        self.code = code.to_vec();
+        self
+    }
+
+    /// The file bytes: an ELF32 layout for `ELFCLASS32`, ELF64 otherwise. Multi-byte
+    /// fields follow `data` (little- or big-endian).
+    pub fn build(&self) -> Vec<u8> {
+        let off = Self::SEGMENT_OFFSET;
+        let mut b = vec![0u8; off + self.code.len()];
+        b[off..].copy_from_slice(&self.code);
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = self.class;
+        b[5] = self.data;
+        b[6] = 1; // EV_CURRENT
+        let be = self.data == elf::ELFDATA2MSB;
+        let mut put = |at: usize, bytes: &[u8]| {
+            let mut v = bytes.to_vec();
+            if be {
+                v.reverse();
+            }
+            b[at..at + v.len()].copy_from_slice(&v);
+        };
+        let filesz = self.code.len() as u64;
+        put(16, &self.e_type.to_le_bytes());
+        put(18, &self.machine.to_le_bytes());
+        put(20, &1u32.to_le_bytes()); // e_version
+        if self.class == elf::ELFCLASS32 {
+            let ph = 52usize;
+            put(24, &(self.entry as u32).to_le_bytes());
+            put(28, &(ph as u32).to_le_bytes()); // e_phoff
+            put(40, &52u16.to_le_bytes()); // e_ehsize
+            put(42, &32u16.to_le_bytes()); // e_phentsize
+            put(44, &1u16.to_le_bytes()); // e_phnum
+            put(ph, &elf::PT_LOAD.to_le_bytes());
+            put(ph + 4, &(off as u32).to_le_bytes());
+            put(ph + 8, &(self.vaddr as u32).to_le_bytes());
+            put(ph + 12, &(self.vaddr as u32).to_le_bytes());
+            put(ph + 16, &(filesz as u32).to_le_bytes());
+            put(ph + 20, &(self.memsz as u32).to_le_bytes());
+            put(ph + 24, &self.flags.to_le_bytes());
+            put(ph + 28, &0x1000u32.to_le_bytes());
+        } else {
+            let ph = 64usize;
+            put(24, &self.entry.to_le_bytes());
+            put(32, &(ph as u64).to_le_bytes()); // e_phoff
+            put(52, &64u16.to_le_bytes()); // e_ehsize
+            put(54, &56u16.to_le_bytes()); // e_phentsize
+            put(56, &1u16.to_le_bytes()); // e_phnum
+            put(ph, &elf::PT_LOAD.to_le_bytes());
+            put(ph + 4, &self.flags.to_le_bytes());
+            put(ph + 8, &(off as u64).to_le_bytes());
+            put(ph + 16, &self.vaddr.to_le_bytes());
+            put(ph + 24, &self.vaddr.to_le_bytes());
+            put(ph + 32, &filesz.to_le_bytes());
+            put(ph + 40, &self.memsz.to_le_bytes());
+            put(ph + 48, &0x1000u64.to_le_bytes());
+        }
+        b
+    }
+
+    /// Writes the image into `dir` as `name` and returns its path.
+    pub fn write(&self, dir: &TempDir, name: &str) -> PathBuf {
+        dir.write(name, &self.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elf64_header_fields_land_where_the_spec_puts_them() {
+        let b = ElfBuilder::new().memsz(0x5000).build();
+        assert_eq!(&b[..4], b"\x7fELF");
+        assert_eq!(b[4], elf::ELFCLASS64);
+        assert_eq!(u16::from_le_bytes([b[18], b[19]]), elf::EM_X86_64);
+        assert_eq!(
+            u64::from_le_bytes(b[24..32].try_into().unwrap()),
+            IMAGE_BASE
+        );
+        assert_eq!(
+            u64::from_le_bytes(b[64 + 40..64 + 48].try_into().unwrap()),
+            0x5000
+        );
+        assert_eq!(&b[0x1000..], &[0x0f, 0x0b]);
+    }
+
+    #[test]
+    fn elf32_uses_the_32_bit_layout() {
+        let b = ElfBuilder::new().class(elf::ELFCLASS32).build();
+        assert_eq!(u16::from_le_bytes([b[42], b[43]]), 32); // e_phentsize
+        assert_eq!(
+            u32::from_le_bytes(b[52 + 8..52 + 12].try_into().unwrap()),
+            0x10_0000
+        );
+    }
+
+    #[test]
+    fn temp_dirs_are_unique_and_removed() {
+        let a = TempDir::new("t");
+        let b = TempDir::new("t");
+        assert_ne!(a.path(), b.path());
+        let p = a.write("f", b"x");
+        assert!(p.is_file());
+        let dir = a.path().to_path_buf();
+        drop(a);
+        assert!(!dir.exists());
+    }
+}

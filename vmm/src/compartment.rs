@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use flexos_abi::{
-    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, SHARED_BASE,
+    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, PORT_EXCEPTION,
+    SHARED_BASE,
 };
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -213,12 +214,25 @@ impl Compartment {
             };
             let event = match exit {
                 VcpuExit::IoOut(port, data) => {
-                    let (port, data) = (port, data.to_vec());
-                    let cpl = match self.vcpu.get_sregs() {
-                        Ok(s) => s.cs.dpl,
-                        Err(e) => return Outcome::Failed(VmmError::Kvm { what: "KVM_GET_SREGS", source: e }),
+                    // Copy the value out so the borrow of the run area ends here.
+                    let mut value = [0u8; 4];
+                    let len = data.len().min(value.len());
+                    value[..len].copy_from_slice(&data[..len]);
+                    // Only exception reports need the privilege level (one more ioctl).
+                    let cpl = if port == PORT_EXCEPTION {
+                        match self.vcpu.get_sregs() {
+                            Ok(s) => s.cs.dpl,
+                            Err(e) => {
+                                return Outcome::Failed(VmmError::Kvm {
+                                    what: "KVM_GET_SREGS",
+                                    source: e,
+                                })
+                            }
+                        }
+                    } else {
+                        3
                     };
-                    match hypercall::decode(&self.mem, self.bounds(), port, &data, cpl) {
+                    match hypercall::decode(&self.mem, self.bounds(), port, &value[..len], cpl) {
                         Ok(hc) => match self.serve(hc) {
                             Some(outcome) => return outcome,
                             None => continue,

@@ -1,8 +1,8 @@
 //! Safe wrappers around the hypercalls of [`flexos_abi::hypercall`].
 //!
 //! A hypercall is `out dx, eax` with `dx` the port and `eax` the 32-bit guest-physical
-//! address of an argument block; ring 3 may do this because the monitor runs us with
-//! IOPL=3. Memory is identity-mapped and all private memory lies below 4 GiB, so the
+//! address of an argument block; ring 3 may do this because the monitor's TSS I/O
+//! permission bitmap opens exactly the hypercall ports (every other port raises #GP). Memory is identity-mapped and all private memory lies below 4 GiB, so the
 //! address of a stack or static block is its guest-physical address. Each call exits to
 //! the monitor (~26 us here), so callers batch: see [`crate::console`].
 
@@ -22,7 +22,7 @@ use flexos_abi::{
 fn call<T>(port: u16, block: &T) {
     let addr = block as *const T as usize;
     debug_assert!(addr <= u32::MAX as usize, "hypercall block above 4 GiB");
-    // SAFETY: `out` is allowed in ring 3 with IOPL=3 (set by the monitor). It touches no
+    // SAFETY: `out` to a hypercall port is allowed in ring 3 by the monitor's I/O bitmap. It touches no
     // memory of ours except through the monitor, which only reads the block, and it
     // preserves every register and flag.
     unsafe {

@@ -1,6 +1,7 @@
 //! The FlexOS library OS runtime, linked into every image.
 //!
-//! An image runs in ring 3 of each compartment VM with IOPL=3. The monitor has already
+//! An image runs in ring 3 of each compartment VM (the monitor's TSS I/O bitmap opens
+//! the hypercall ports to it). The monitor has already
 //! built everything privileged (page tables, GDT/TSS/IDT, exception trampolines), so this
 //! crate never executes a privileged instruction: it talks to the monitor only through
 //! the hypercalls of [`flexos_abi`] (`out dx, eax`). Memory is identity-mapped.

@@ -3,7 +3,7 @@
 //!
 //! # Entry contract (set up by the monitor)
 //!
-//! The vCPU starts in 64-bit ring 3 with IOPL=3 at the ELF entry `_start`, with
+//! The vCPU starts in 64-bit ring 3 at the ELF entry `_start`, with
 //! RDI = address of the [`BootInfo`] (at [`flexos_abi::BOOT_INFO_ADDR`], user read-only),
 //! RSP = `stack_top - 8` (so RSP ≡ 8 mod 16, as right after a `call`, which makes
 //! `_start` an ordinary `extern "C"` function), RBP = 0 (ends the frame-pointer chain
