@@ -524,6 +524,27 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "did not finish within")]
+    fn a_hanging_child_is_killed() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30").stdout(Stdio::piped()).stderr(Stdio::piped());
+        run_with_timeout(cmd, "sleep 30".into(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn exit_status_and_output_are_collected() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT);
+        assert_eq!(
+            (out.status, &*out.stdout, &*out.stderr),
+            (3, "out\n", "err\n")
+        );
+    }
+
+    #[test]
     fn temp_dirs_are_unique_and_removed() {
         let a = TempDir::new("t");
         let b = TempDir::new("t");

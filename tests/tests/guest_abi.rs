@@ -1,0 +1,230 @@
+//! Crafted guests: tiny hand-assembled images (no guest kernel) that talk to the monitor
+//! directly, to check that every hypercall argument is validated and that a misbehaving
+//! guest is reported as a crash (exit 70, one report) and never takes the monitor down.
+//! Covers a clean console write + exit, each malformed hypercall the monitor refuses,
+//! ports outside the hypercall range, and accesses the page tables forbid.
+
+use flexos_e2e::{ElfBuilder, Outcome, TempDir, EXIT_CRASH, IMAGE_BASE};
+
+const PORT_CONSOLE: u32 = 0x0F00;
+const PORT_EXIT: u32 = 0x0F01;
+const PORT_EXCEPTION: u32 = 0x0F02;
+const PORT_PANIC: u32 = 0x0F03;
+const PORT_MILESTONE: u32 = 0x0F04;
+
+/// Where the argument blocks go: the second half of the image's only page.
+const DATA: u64 = IMAGE_BASE + 0x800;
+
+/// x86-64 machine code, a few instructions at a time.
+#[derive(Default)]
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// `mov eax, imm32; mov edx, port; out dx, eax`: a hypercall.
+    fn out32(self, port: u32, value: u32) -> Self {
+        self.bytes(&[0xb8])
+            .bytes(&value.to_le_bytes())
+            .bytes(&[0xba])
+            .bytes(&port.to_le_bytes())
+            .bytes(&[0xef])
+    }
+    /// `ud2`, so that falling through is visible.
+    fn ud2(self) -> Self {
+        self.bytes(&[0x0f, 0x0b])
+    }
+}
+
+/// Boots a one-page image holding `code` at its start and `data` at [`DATA`].
+fn boot(code: Asm, data: &[u8]) -> Outcome {
+    let mut page = vec![0u8; 0x1000];
+    assert!(code.0.len() <= 0x800 && data.len() <= 0x800);
+    page[..code.0.len()].copy_from_slice(&code.0);
+    page[0x800..0x800 + data.len()].copy_from_slice(data);
+    let dir = TempDir::new("guest");
+    let path = ElfBuilder::new().code(&page).write(&dir, "guest.elf");
+    flexos_e2e::run([path])
+}
+
+/// Little-endian u64 words, for argument blocks.
+fn words(ws: &[u64]) -> Vec<u8> {
+    ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Asserts a crash whose one-line headline contains every needle.
+#[track_caller]
+fn assert_crash(out: &Outcome, needles: &[&str]) {
+    out.assert_status(EXIT_CRASH);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        headline.starts_with("flexos-vmm: compartment 0 (comp0) crashed: "),
+        "{out:?}"
+    );
+    for needle in needles {
+        assert!(
+            headline.contains(needle),
+            "headline should contain {needle:?}\n{out:?}"
+        );
+    }
+    out.assert_stderr_contains("\n  backtrace:\n");
+    out.assert_stderr_contains("\n  last console lines:\n");
+}
+
+#[test]
+fn console_write_and_exit() {
+    // ConsoleWrite { buf: DATA + 0x100, len: 3 } at DATA, ExitArgs { code: 42 } at DATA+16.
+    let mut data = words(&[DATA + 0x100, 3, 42]);
+    data.resize(0x100, 0);
+    data.extend_from_slice(b"hi\n");
+    let code = Asm::default()
+        .out32(PORT_CONSOLE, DATA as u32)
+        .out32(PORT_EXIT, DATA as u32 + 16)
+        .ud2();
+    let out = boot(code, &data);
+    out.assert_status(42)
+        .assert_stdout_lines(&["hi"])
+        .assert_stderr_empty();
+}
+
+#[test]
+fn exit_code_out_of_range() {
+    let out = boot(
+        Asm::default().out32(PORT_EXIT, DATA as u32).ud2(),
+        &words(&[64]),
+    );
+    assert_crash(&out, &["invalid hypercall", "exit code 64", "0..=63"]);
+}
+
+#[test]
+fn argument_block_outside_memory() {
+    for addr in [0x50, 0xffff_fff8] {
+        let out = boot(Asm::default().out32(PORT_CONSOLE, addr).ud2(), &[]);
+        let want = format!("argument block at {addr:#x} is outside the compartment's memory");
+        assert_crash(&out, &["invalid hypercall", &want]);
+    }
+}
+
+#[test]
+fn console_buffer_outside_memory() {
+    let code = Asm::default().out32(PORT_CONSOLE, DATA as u32).ud2();
+    let out = boot(code, &words(&[0x8000_0000, 3]));
+    assert_crash(&out, &["invalid hypercall", "0x80000000+3", "outside"]);
+}
+
+#[test]
+fn console_write_too_long() {
+    let code = Asm::default().out32(PORT_CONSOLE, DATA as u32).ud2();
+    let out = boot(code, &words(&[DATA, 5000]));
+    assert_crash(&out, &["invalid hypercall", "5000 bytes", "limit"]);
+}
+
+#[test]
+fn panic_text_too_long() {
+    let code = Asm::default().out32(PORT_PANIC, DATA as u32).ud2();
+    let out = boot(code, &words(&[DATA, 1 << 63, DATA, 1, 1]));
+    assert_crash(&out, &["invalid hypercall", "panic message", "limit"]);
+}
+
+#[test]
+fn unknown_milestone() {
+    let code = Asm::default().out32(PORT_MILESTONE, DATA as u32).ud2();
+    let out = boot(code, &words(&[7, 0]));
+    assert_crash(&out, &["invalid hypercall", "milestone id 7"]);
+}
+
+#[test]
+fn forged_exception_report_from_ring_3() {
+    let code = Asm::default().out32(PORT_EXCEPTION, DATA as u32).ud2();
+    let out = boot(code, &[0; 256]);
+    assert_crash(
+        &out,
+        &[
+            "invalid hypercall",
+            "did not come from a monitor trampoline",
+        ],
+    );
+}
+
+#[test]
+fn sixteen_bit_out() {
+    // mov eax, DATA; mov edx, PORT_EXIT; out dx, ax
+    let code = Asm::default()
+        .bytes(&[0xb8])
+        .bytes(&(DATA as u32).to_le_bytes())
+        .bytes(&[0xba])
+        .bytes(&PORT_EXIT.to_le_bytes())
+        .bytes(&[0x66, 0xef])
+        .ud2();
+    let out = boot(code, &words(&[1]));
+    assert_crash(&out, &["invalid hypercall", "2-byte value", "32-bit out"]);
+}
+
+#[test]
+fn read_from_a_hypercall_port() {
+    // mov edx, PORT_CONSOLE; in eax, dx
+    let code = Asm::default()
+        .bytes(&[0xba])
+        .bytes(&PORT_CONSOLE.to_le_bytes())
+        .bytes(&[0xed])
+        .ud2();
+    let out = boot(code, &[]);
+    assert_crash(&out, &["read from I/O port 0xf00"]);
+}
+
+#[test]
+fn ports_outside_the_hypercall_range_fault() {
+    for port in [0x80, 0x3f8, 0xcf8] {
+        let out = boot(Asm::default().out32(port, 0).ud2(), &[]);
+        assert_crash(&out, &["general protection fault (#GP)"]);
+    }
+}
+
+#[test]
+fn privileged_instruction_faults() {
+    let out = boot(Asm::default().bytes(&[0xf4]).ud2(), &[]); // hlt
+    assert_crash(&out, &["general protection fault (#GP)"]);
+}
+
+#[test]
+fn writing_own_text_is_a_permission_fault() {
+    // mov dword ptr [IMAGE_BASE], 0
+    let code = Asm::default()
+        .bytes(&[0xc7, 0x04, 0x25])
+        .bytes(&(IMAGE_BASE as u32).to_le_bytes())
+        .bytes(&[0, 0, 0, 0])
+        .ud2();
+    let out = boot(code, &[]);
+    assert_crash(&out, &["page fault (#PF)"]);
+    out.assert_stderr_contains(
+        "fault address (CR2): 0x0000000000100000: write of a page whose permissions forbid it in user mode",
+    );
+}
+
+#[test]
+fn reading_the_monitor_area_is_a_page_fault() {
+    // mov rax, qword ptr [0x1000]
+    let code = Asm::default()
+        .bytes(&[0x48, 0x8b, 0x04, 0x25, 0x00, 0x10, 0x00, 0x00])
+        .ud2();
+    let out = boot(code, &[]);
+    assert_crash(&out, &["page fault (#PF)"]);
+    out.assert_stderr_contains("fault address (CR2): 0x0000000000001000: read of a page");
+    out.assert_stderr_contains("monitor's area");
+}
+
+#[test]
+fn divide_by_zero() {
+    // xor ecx, ecx; div ecx
+    let out = boot(Asm::default().bytes(&[0x31, 0xc9, 0xf7, 0xf1]).ud2(), &[]);
+    assert_crash(&out, &["divide error (#DE)"]);
+}
+
+#[test]
+fn breakpoint() {
+    let out = boot(Asm::default().bytes(&[0xcc]).ud2(), &[]); // int3
+    assert_crash(&out, &["breakpoint (#BP)"]);
+}
