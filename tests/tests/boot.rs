@@ -116,7 +116,7 @@ fn runs_are_deterministic() {
 
 #[test]
 fn smallest_and_largest_mem_boot() {
-    for mem in ["4", "3328"] {
+    for mem in ["8", "3072"] {
         let out = run([
             "--mem".as_ref(),
             mem.as_ref(),

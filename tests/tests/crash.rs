@@ -64,8 +64,8 @@ fn crash(args: &[&str], mode: &str, out: &Outcome) -> Report {
         .find(|l| l.starts_with("flexos-vmm: "))
         .unwrap_or_else(|| panic!("no report headline\n{out:?}"));
     assert!(
-        headline.starts_with("flexos-vmm: compartment 0 (comp0) "),
-        "headline should name compartment 0 (comp0)\n{out:?}"
+        headline.starts_with("flexos-vmm: compartment 0 (app) "),
+        "headline should name compartment 0 (app)\n{out:?}"
     );
     let cr2 = lines
         .iter()
@@ -174,7 +174,7 @@ fn null_pointer_read_is_a_page_fault() {
     let (out, report) = crash_mode("null");
     assert!(
         report.headline.starts_with(
-            "flexos-vmm: compartment 0 (comp0) crashed: page fault (#PF) at hello::crash_null+0x"
+            "flexos-vmm: compartment 0 (app) crashed: page fault (#PF) at hello::crash_null+0x"
         ),
         "{out:?}"
     );
@@ -198,7 +198,7 @@ fn ud2_is_an_invalid_opcode() {
     let (out, report) = crash_mode("ud");
     assert!(
         report.headline.starts_with(
-            "flexos-vmm: compartment 0 (comp0) crashed: invalid opcode (#UD) at hello::crash_ud+0x"
+            "flexos-vmm: compartment 0 (app) crashed: invalid opcode (#UD) at hello::crash_ud+0x"
         ),
         "{out:?}"
     );
@@ -213,7 +213,7 @@ fn stack_overflow_hits_the_guard_page() {
     let (out, report) = crash_mode("stack-overflow");
     assert!(
         report.headline.starts_with(
-            "flexos-vmm: compartment 0 (comp0) crashed: page fault (#PF) at hello::crash_stack_overflow+0x"
+            "flexos-vmm: compartment 0 (app) crashed: page fault (#PF) at hello::crash_stack_overflow+0x"
         ),
         "{out:?}"
     );
@@ -232,8 +232,8 @@ fn stack_overflow_hits_the_guard_page() {
         .and_then(|s| u64::from_str_radix(s, 16).ok())
         .unwrap_or_else(|| panic!("unparsable CR2 line\n{out:?}"));
     assert!(
-        (0x10_0000..64 << 20).contains(&addr),
-        "the guard page should be inside the 64 MiB of private memory, CR2 = {addr:#x}\n{out:?}"
+        (0x1000_0000..0x1000_0000 + (64 << 20)).contains(&addr),
+        "the guard page should be inside the data window (heap and stack at 0x10000000), CR2 = {addr:#x}\n{out:?}"
     );
     assert_in_fn(&report.backtrace[0], "crash_stack_overflow", &out);
     assert!(
@@ -255,7 +255,7 @@ fn wild_guest_physical_read_violates_isolation() {
     // hello reads at align_up(mem, 2 MiB) + 2 MiB; 64 MiB by default.
     assert!(
         report.headline.starts_with(
-            "flexos-vmm: compartment 0 (comp0) violated isolation: read of 8 bytes at guest-physical 0x4200000, \
+            "flexos-vmm: compartment 0 (app) violated isolation: read of 8 bytes at guest-physical 0x4200000, \
              which is neither its memory nor a device it owns, at hello::crash_wild_gpa+0x"
         ),
         "{out:?}"
@@ -271,7 +271,7 @@ fn wild_guest_physical_read_violates_isolation() {
 
 #[test]
 fn wild_read_address_follows_mem() {
-    for (mem, gpa) in [("4", "0x600000"), ("5", "0x800000"), ("128", "0x8200000")] {
+    for (mem, gpa) in [("8", "0xa00000"), ("9", "0xc00000"), ("128", "0x8200000")] {
         let out = run([
             "--mem".as_ref(),
             mem.as_ref(),
@@ -292,7 +292,7 @@ fn wild_read_address_follows_mem() {
 fn panic_reports_message_and_location() {
     let (out, report) = crash_mode("panic");
     let line = line_of("panic!(\"hello: crash=panic requested\")");
-    let prefix = "flexos-vmm: compartment 0 (comp0) panicked at ";
+    let prefix = "flexos-vmm: compartment 0 (app) panicked at ";
     let rest = report
         .headline
         .strip_prefix(prefix)

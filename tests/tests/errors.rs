@@ -66,13 +66,13 @@ fn assert_bad_image(builder: &ElfBuilder, needles: &[&str]) {
 #[test]
 fn mem_zero() {
     let out = boot(&["--mem", "0"], &image("hello"));
-    assert_error(&out, EXIT_USAGE, &["--mem 0", "at least 4 MiB"]);
+    assert_error(&out, EXIT_USAGE, &["--mem 0", "at least 8 MiB"]);
 }
 
 #[test]
 fn mem_too_small() {
-    let out = boot(&["--mem", "3"], &image("hello"));
-    assert_error(&out, EXIT_USAGE, &["--mem 3", "at least 4 MiB"]);
+    let out = boot(&["--mem", "7"], &image("hello"));
+    assert_error(&out, EXIT_USAGE, &["--mem 7", "at least 8 MiB"]);
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn crafted_baseline_image_boots() {
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(
         out.stderr
-            .starts_with("flexos-vmm: compartment 0 (comp0) crashed: invalid opcode (#UD) at "),
+            .starts_with("flexos-vmm: compartment 0 (app) crashed: invalid opcode (#UD) at "),
         "the crafted image's ud2 should be reported as #UD\n{out:?}"
     );
     out.assert_stderr_contains("rip 0x0000000000100000");
@@ -239,7 +239,7 @@ fn segment_beyond_default_mem() {
 #[test]
 fn segment_beyond_small_mem_fits_in_more() {
     let eight = ElfBuilder::new().memsz(8 << 20);
-    let out = boot_crafted(&["--mem", "4"], &eight);
+    let out = boot_crafted(&["--mem", "10"], &eight);
     assert_error(
         &out,
         EXIT_BAD_IMAGE,

@@ -61,7 +61,7 @@ fn assert_crash(out: &Outcome, needles: &[&str]) {
     assert!(out.stdout.is_empty(), "{out:?}");
     let headline = out.stderr.lines().next().unwrap_or_default();
     assert!(
-        headline.starts_with("flexos-vmm: compartment 0 (comp0) crashed: "),
+        headline.starts_with("flexos-vmm: compartment 0 (app) crashed: "),
         "{out:?}"
     );
     for needle in needles {

@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(value_name = "GUEST ARGS", last = true)]
     pub guest_args: Vec<String>,
 
-    /// Number of compartments (one VM each), using the image's default split.
+    /// Number of compartments (one VM each), using the image's default split
+    /// (see --list-components).
     #[arg(
         short = 'c',
         long,
@@ -38,7 +39,8 @@ pub struct Cli {
     )]
     pub compartments: u32,
 
-    /// Placement file (TOML) instead of --compartments.
+    /// Placement file (TOML) instead of --compartments: [[compartment]] tables with
+    /// `name` and `components`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -49,6 +51,10 @@ pub struct Cli {
     /// Size of the shared region, in MiB.
     #[arg(long = "shared-mem", value_name = "MiB", default_value_t = 16)]
     pub shared_mem: u64,
+
+    /// Print the image's components and default splits, then exit.
+    #[arg(long)]
+    pub list_components: bool,
 
     /// Print boot timings (microseconds since VMM start) to stderr.
     #[arg(long)]

@@ -2,23 +2,26 @@
 //! booted straight into the image's entry point in ring 3, and the loop that serves its
 //! exits until it exits, crashes or violates isolation.
 
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use flexos_abi::{
-    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, PORT_EXCEPTION,
-    SHARED_BASE,
+    BootInfo, ExceptionFrame, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN,
+    PORT_DOORBELL, PORT_EXCEPTION, SHARED_BASE,
 };
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, Msrs};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::layout::GuestLayout;
+use crate::arch::layout::{GuestLayout, MemoryPlan};
 use crate::arch::{cpu, descriptors, paging};
 use crate::console::Console;
 use crate::error::{Result, VmmError};
 use crate::hypercall::{self, GuestBounds, Hypercall};
 use crate::image::Image;
 use crate::memory::{compartment_memory, SharedRegion};
+use crate::pod::Pod;
 use crate::report::{AddressMap, CrashKind, CrashReport, MAX_FRAMES};
 
 const MSR_IA32_TSC: u32 = 0x10;
@@ -26,10 +29,12 @@ const MSR_IA32_TSC: u32 = 0x10;
 /// What a compartment is asked to be.
 pub struct CompartmentSpec {
     pub id: u32,
-    pub count: u32,
     pub name: String,
     pub components: Vec<String>,
-    pub mem_size: u64,
+    /// Component index -> compartment id, for every component of the image.
+    pub assignment: Vec<u8>,
+    /// Names of all compartments of the run, by id (for reports and the console).
+    pub all_names: Arc<Vec<String>>,
     pub guest_args: Vec<String>,
     pub timings: bool,
 }
@@ -42,11 +47,46 @@ pub enum Outcome {
     Failed(VmmError),
 }
 
-/// Moments in a compartment's life, for `--timings`.
-#[derive(Clone, Copy, Debug, Default)]
+/// Moments in a compartment's life, for `--timings`; shared with the monitor thread.
+#[derive(Debug, Default)]
 pub struct Milestones {
-    pub vm_created: Option<Instant>,
-    pub guest_main: Option<Instant>,
+    pub vm_created: OnceLock<Instant>,
+    pub guest_main: OnceLock<Instant>,
+}
+
+/// Every compartment's doorbell: compartment `id` sleeps on `eventfds[id]`; any
+/// compartment rings it with `out PORT_DOORBELL, id`, caught in the kernel by an
+/// ioeventfd so the ringer never exits to userspace.
+pub struct Doorbells {
+    eventfds: Vec<EventFd>,
+}
+
+impl Doorbells {
+    pub fn new(count: u32) -> Result<Self> {
+        let eventfds = (0..count)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| VmmError::KvmRun(format!("cannot create doorbell eventfds: {e}")))?;
+        Ok(Doorbells { eventfds })
+    }
+
+    fn bind(&self, vm: &VmFd) -> Result<()> {
+        for (target, evt) in self.eventfds.iter().enumerate() {
+            vm.register_ioevent(
+                evt,
+                &IoEventAddress::Pio(PORT_DOORBELL as u64),
+                target as u32,
+            )
+            .map_err(VmmError::kvm("KVM_IOEVENTFD (doorbell)"))?;
+        }
+        Ok(())
+    }
+
+    fn own(&self, id: u32) -> Result<EventFd> {
+        self.eventfds[id as usize]
+            .try_clone()
+            .map_err(|e| VmmError::KvmRun(format!("cannot clone doorbell eventfd: {e}")))
+    }
 }
 
 pub struct Compartment {
@@ -57,16 +97,20 @@ pub struct Compartment {
     mem: GuestMemoryMmap,
     layout: GuestLayout,
     console: Console,
-    pub milestones: Milestones,
+    doorbell: EventFd,
+    /// Ring other compartments' doorbells when their ioeventfd did not catch the write.
+    peers: Vec<EventFd>,
+    pub milestones: Arc<Milestones>,
 }
 
-/// Packs the boot-info block and the guest arguments into the boot-info window.
-fn boot_info_bytes(
+/// Writes the boot-info block and the guest arguments into the boot-info window.
+fn write_boot_info(
+    mem: &GuestMemoryMmap,
     spec: &CompartmentSpec,
     layout: &GuestLayout,
     tsc_khz: u64,
     tsc_now: u64,
-) -> Result<Vec<u8>> {
+) -> Result<()> {
     let header = std::mem::size_of::<BootInfo>() as u64;
     let mut args = Vec::new();
     for a in &spec.guest_args {
@@ -88,11 +132,10 @@ fn boot_info_bytes(
     let mut info = BootInfo::empty();
     info.flags = if spec.timings { BOOT_FLAG_TIMINGS } else { 0 };
     info.compartment_id = spec.id;
-    info.compartment_count = spec.count;
-    let name = spec.name.as_bytes();
-    info.compartment_name[..name.len().min(NAME_LEN)]
-        .copy_from_slice(&name[..name.len().min(NAME_LEN)]);
-    info.mem_size = layout.mem_size;
+    info.compartment_count = spec.all_names.len() as u32;
+    let name = &spec.name.as_bytes()[..spec.name.len().min(NAME_LEN)];
+    info.compartment_name[..name.len()].copy_from_slice(name);
+    info.mem_size = layout.plan.mem_size;
     info.image_end = layout.image_end;
     info.heap_start = layout.heap_start;
     info.heap_size = layout.heap_end - layout.heap_start;
@@ -105,16 +148,14 @@ fn boot_info_bytes(
     info.argc = spec.guest_args.len() as u32;
     info.args_addr = BOOT_INFO_ADDR + header;
     info.args_len = args.len() as u64;
+    info.component_count = spec.assignment.len() as u32;
+    info.placement[..spec.assignment.len()].copy_from_slice(&spec.assignment);
 
-    let mut bytes = vec![0u8; header as usize];
-    // SAFETY: BootInfo is repr(C) plain data with no padding holes that matter (its size
-    // is pinned by the abi tests); viewing it as bytes of exactly its size is sound.
-    let raw = unsafe {
-        std::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), header as usize)
+    let write = |r: std::result::Result<(), vm_memory::GuestMemoryError>| {
+        r.map_err(|e| VmmError::Memory(format!("writing boot info: {e}")))
     };
-    bytes.copy_from_slice(raw);
-    bytes.extend(args);
-    Ok(bytes)
+    write(mem.write_obj(Pod(info), GuestAddress(BOOT_INFO_ADDR)))?;
+    write(mem.write_slice(&args, GuestAddress(BOOT_INFO_ADDR + header)))
 }
 
 impl Compartment {
@@ -124,10 +165,12 @@ impl Compartment {
         kvm: &Kvm,
         spec: CompartmentSpec,
         image: &Image,
+        plan: &MemoryPlan,
         shared: &SharedRegion,
+        doorbells: &Doorbells,
     ) -> Result<Compartment> {
         let vm = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
-        let mem = compartment_memory(spec.mem_size, shared)?;
+        let mem = compartment_memory(plan, spec.id, shared)?;
         for (slot, region) in mem.iter().enumerate() {
             let host = mem
                 .get_host_address(region.start_addr())
@@ -144,16 +187,16 @@ impl Compartment {
             unsafe { vm.set_user_memory_region(region_desc) }
                 .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
+        doorbells.bind(&vm)?;
         let vcpu = vm
             .create_vcpu(0)
             .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
-        let milestones = Milestones {
-            vm_created: Some(Instant::now()),
-            ..Default::default()
-        };
+        let milestones = Arc::new(Milestones::default());
+        let _ = milestones.vm_created.set(Instant::now());
 
         let layout = GuestLayout::new(
-            spec.mem_size,
+            *plan,
+            spec.id,
             image.segments.clone(),
             image.end,
             shared.size(),
@@ -176,11 +219,13 @@ impl Compartment {
             Ok(1) => msrs.as_slice()[0].data,
             _ => 0,
         };
-        let info = boot_info_bytes(&spec, &layout, tsc_khz, tsc_now)?;
-        mem.write_slice(&info, GuestAddress(BOOT_INFO_ADDR))
-            .map_err(|e| VmmError::Memory(format!("writing boot info: {e}")))?;
+        write_boot_info(&mem, &spec, &layout, tsc_khz, tsc_now)?;
 
-        let prefix = (spec.count > 1).then(|| format!("[{}] ", spec.name));
+        let prefix = (spec.all_names.len() > 1).then(|| format!("[{}] ", spec.name));
+        let doorbell = doorbells.own(spec.id)?;
+        let peers = (0..spec.all_names.len() as u32)
+            .map(|id| doorbells.own(id))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Compartment {
             spec,
             _vm: vm,
@@ -188,14 +233,16 @@ impl Compartment {
             mem,
             layout,
             console: Console::new(prefix),
+            doorbell,
+            peers,
             milestones,
         })
     }
 
     fn bounds(&self) -> GuestBounds {
         GuestBounds {
-            mem_size: self.layout.mem_size,
-            shared_size: self.layout.shared_size,
+            ranges: self.layout.user_ranges(),
+            compartments: self.spec.all_names.len() as u32,
         }
     }
 
@@ -218,8 +265,9 @@ impl Compartment {
                     let mut value = [0u8; 4];
                     let len = data.len().min(value.len());
                     value[..len].copy_from_slice(&data[..len]);
-                    // Only exception reports need the privilege level (one more ioctl).
+                    let bounds = self.bounds();
                     let cpl = if port == PORT_EXCEPTION {
+                        // Only exception reports need the privilege level (one more ioctl).
                         match self.vcpu.get_sregs() {
                             Ok(s) => s.cs.dpl,
                             Err(e) => {
@@ -232,7 +280,7 @@ impl Compartment {
                     } else {
                         3
                     };
-                    match hypercall::decode(&self.mem, self.bounds(), port, &value[..len], cpl) {
+                    match hypercall::decode(&self.mem, &bounds, port, &value[..len], cpl) {
                         Ok(hc) => match self.serve(hc) {
                             Some(outcome) => return outcome,
                             None => continue,
@@ -240,13 +288,27 @@ impl Compartment {
                         Err(why) => CrashKind::BadHypercall(why),
                     }
                 }
-                VcpuExit::IoIn(port, _) => CrashKind::UnexpectedExit(format!("read from I/O port {port:#x}, which no device owns")),
-                VcpuExit::MmioRead(gpa, data) => CrashKind::Violation { gpa, len: data.len(), write: false },
-                VcpuExit::MmioWrite(gpa, data) => CrashKind::Violation { gpa, len: data.len(), write: true },
+                VcpuExit::IoIn(port, _) => CrashKind::UnexpectedExit(format!(
+                    "read from I/O port {port:#x}, which no device owns"
+                )),
+                VcpuExit::MmioRead(gpa, data) => CrashKind::Violation {
+                    gpa,
+                    len: data.len(),
+                    write: false,
+                    owner: None,
+                },
+                VcpuExit::MmioWrite(gpa, data) => CrashKind::Violation {
+                    gpa,
+                    len: data.len(),
+                    write: true,
+                    owner: None,
+                },
                 VcpuExit::Shutdown => CrashKind::TripleFault,
                 VcpuExit::Hlt => CrashKind::UnexpectedExit("halted".into()),
                 VcpuExit::FailEntry(reason, _) => {
-                    return Outcome::Failed(VmmError::KvmRun(format!("KVM refused to enter the guest (hardware entry failure reason {reason:#x})")))
+                    return Outcome::Failed(VmmError::KvmRun(format!(
+                        "KVM refused to enter the guest (hardware entry failure reason {reason:#x})"
+                    )))
                 }
                 VcpuExit::InternalError => {
                     return Outcome::Failed(VmmError::KvmRun("KVM internal error".into()))
@@ -265,7 +327,17 @@ impl Compartment {
                 None
             }
             Hypercall::MainReached => {
-                self.milestones.guest_main.get_or_insert_with(Instant::now);
+                let _ = self.milestones.guest_main.set(Instant::now());
+                None
+            }
+            Hypercall::Doorbell(target) => {
+                // Normally an ioeventfd catches this in the kernel; writing the eventfd
+                // by hand keeps the doorbell working if it did not.
+                let _ = self.peers[target as usize].write(1);
+                None
+            }
+            Hypercall::Sleep(timeout_us) => {
+                self.sleep(Duration::from_micros(timeout_us));
                 None
             }
             Hypercall::Exit(code) => Some(Outcome::Exited(code)),
@@ -297,9 +369,24 @@ impl Compartment {
         }
     }
 
+    /// Blocks until this compartment's doorbell rings or `timeout` passes, then clears
+    /// the doorbell. A ring that came before the sleep returns at once.
+    fn sleep(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&self.doorbell),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call and we pass a
+        // count of exactly one.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let _ = self.doorbell.read();
+    }
+
     /// Collects a crash report. `frame` is the interrupted state for exceptions; other
     /// crashes use the vCPU registers as they are.
-    fn crash(&mut self, kind: CrashKind, frame: Option<flexos_abi::ExceptionFrame>) -> Outcome {
+    fn crash(&mut self, mut kind: CrashKind, frame: Option<ExceptionFrame>) -> Outcome {
         let mut regs: kvm_regs = match self.vcpu.get_regs() {
             Ok(r) => r,
             Err(e) => {
@@ -315,6 +402,13 @@ impl Compartment {
             regs.rip = f.rip;
             regs.rsp = f.rsp;
             regs.rflags = f.rflags;
+        }
+        if let CrashKind::Violation { gpa, owner, .. } = &mut kind {
+            *owner = self
+                .layout
+                .plan
+                .window_owner(*gpa)
+                .map(|c| (c, self.spec.all_names[c as usize].clone()));
         }
         let (backtrace, truncated) = self.backtrace(regs.rip, regs.rbp);
         Outcome::Crashed(Box::new(CrashReport {
@@ -334,16 +428,14 @@ impl Compartment {
         }))
     }
 
-    /// Follows the frame-pointer chain from `rbp`; stops at a null, misaligned,
-    /// non-increasing or out-of-memory frame pointer (the guest's stack is untrusted).
+    /// Follows the frame-pointer chain from `rbp` through the stack (the data window);
+    /// stops at a null, misaligned, non-increasing or out-of-window frame pointer (the
+    /// guest's stack is untrusted).
     fn backtrace(&self, rip: u64, mut rbp: u64) -> (Vec<u64>, bool) {
         let mut pcs = vec![rip];
+        let window = &self.layout.data;
         while pcs.len() < MAX_FRAMES {
-            if rbp == 0
-                || !rbp.is_multiple_of(8)
-                || rbp < flexos_abi::IMAGE_BASE
-                || rbp + 16 > self.layout.mem_size
-            {
+            if !rbp.is_multiple_of(8) || rbp < window.start || rbp + 16 > window.end {
                 return (pcs, false);
             }
             let (Ok(next), Ok(ret)) = (
@@ -371,28 +463,36 @@ mod tests {
 
     #[test]
     fn boot_info_packs_arguments_after_the_block() {
+        let shared = SharedRegion::new(2 << 20).unwrap();
+        let plan = MemoryPlan::new(64 << 20, 0x10_1000, 2).unwrap();
+        let mem = compartment_memory(&plan, 1, &shared).unwrap();
         let spec = CompartmentSpec {
             id: 1,
-            count: 2,
             name: "net".into(),
             components: vec![],
-            mem_size: 64 << 20,
+            assignment: vec![0, 1, 1],
+            all_names: Arc::new(vec!["app".into(), "net".into()]),
             guest_args: vec!["a=1".into(), "".into(), "b c".into()],
             timings: true,
         };
-        let layout = GuestLayout::new(64 << 20, vec![], 0x20_0000, 16 << 20);
-        let bytes = boot_info_bytes(&spec, &layout, 2_596_000, 42).unwrap();
-        let hdr = std::mem::size_of::<BootInfo>();
-        assert_eq!(&bytes[hdr..], b"a=1\0\0b c\0");
-        assert_eq!(
-            u64::from_le_bytes(bytes[..8].try_into().unwrap()),
-            flexos_abi::BOOT_MAGIC
-        );
+        let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, 2 << 20);
+        write_boot_info(&mem, &spec, &layout, 2_596_000, 42).unwrap();
+        let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
+        let info = info.0;
+        assert_eq!(info.magic, flexos_abi::BOOT_MAGIC);
+        assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
+        assert_eq!(info.name(), "net");
+        assert_eq!(&info.placement[..3], &[0, 1, 1]);
+        assert_eq!(info.stack_top, plan.data_window(1).end);
+        let mut args = vec![0u8; info.args_len as usize];
+        mem.read_slice(&mut args, GuestAddress(info.args_addr))
+            .unwrap();
+        assert_eq!(args, b"a=1\0\0b c\0");
 
         let mut bad = spec;
         bad.guest_args = vec!["x\0y".into()];
-        assert!(boot_info_bytes(&bad, &layout, 0, 0).is_err());
+        assert!(write_boot_info(&mem, &bad, &layout, 0, 0).is_err());
         bad.guest_args = vec!["x".repeat(BOOT_INFO_SIZE as usize)];
-        assert!(boot_info_bytes(&bad, &layout, 0, 0).is_err());
+        assert!(write_boot_info(&mem, &bad, &layout, 0, 0).is_err());
     }
 }

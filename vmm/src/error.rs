@@ -31,6 +31,13 @@ pub enum VmmError {
         source: std::io::Error,
     },
 
+    #[error("placement file '{path}' is unreadable: {source}")]
+    ConfigUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("image '{path}' is a directory; pass an ELF file such as target/images/hello.elf")]
     ImageIsDirectory { path: PathBuf },
 
@@ -65,7 +72,8 @@ impl VmmError {
             VmmError::Usage(_) => EXIT_USAGE,
             VmmError::ImageNotFound { .. }
             | VmmError::ImageUnreadable { .. }
-            | VmmError::ImageIsDirectory { .. } => EXIT_NO_INPUT,
+            | VmmError::ImageIsDirectory { .. }
+            | VmmError::ConfigUnreadable { .. } => EXIT_NO_INPUT,
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
             VmmError::KvmUnavailable { .. } | VmmError::Kvm { .. } | VmmError::KvmRun(_) => {
                 EXIT_KVM

@@ -5,30 +5,17 @@
 //! call is a guest fault the monitor reports; it never panics the monitor.
 
 use flexos_abi::{
-    ConsoleWrite, ExceptionFrame, ExitArgs, MilestoneArgs, PanicArgs, BOOT_INFO_ADDR, CONSOLE_MAX,
-    EXIT_CODE_MAX, MILESTONE_MAIN, PANIC_TEXT_MAX, PORT_CONSOLE, PORT_EXCEPTION, PORT_EXIT,
-    PORT_MILESTONE, PORT_PANIC, SHARED_BASE,
+    ConsoleWrite, ExceptionFrame, ExitArgs, MilestoneArgs, PanicArgs, SleepArgs, CONSOLE_MAX,
+    EXIT_CODE_MAX, MILESTONE_MAIN, PANIC_TEXT_MAX, PORT_CONSOLE, PORT_DOORBELL, PORT_EXCEPTION,
+    PORT_EXIT, PORT_MILESTONE, PORT_PANIC, PORT_SLEEP, SLEEP_MAX_US,
 };
+use std::ops::Range;
+
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::pod::Pod;
+
 use crate::arch::layout::{IST1_TOP, IST2_TOP};
-
-/// Makes an abi block readable through `vm-memory`.
-#[repr(transparent)]
-#[derive(Clone, Copy, Default)]
-struct Block<T>(T);
-
-// SAFETY: each wrapped type is `repr(C)`, made only of u64/u32 fields with no padding
-// (sizes are pinned by the abi crate's tests), so every byte pattern is a valid value.
-unsafe impl ByteValued for Block<ConsoleWrite> {}
-// SAFETY: as above.
-unsafe impl ByteValued for Block<ExitArgs> {}
-// SAFETY: as above.
-unsafe impl ByteValued for Block<PanicArgs> {}
-// SAFETY: as above.
-unsafe impl ByteValued for Block<MilestoneArgs> {}
-// SAFETY: as above.
-unsafe impl ByteValued for Block<ExceptionFrame> {}
 
 /// A decoded, validated hypercall.
 #[derive(Debug)]
@@ -44,34 +31,39 @@ pub enum Hypercall {
     },
     /// The guest is about to call the app's `main`.
     MainReached,
+    /// Wake compartment `target` (reaches the monitor only when no ioeventfd caught it).
+    Doorbell(u32),
+    /// Sleep until the doorbell rings, at most this many microseconds.
+    Sleep(u64),
 }
 
-/// The memory a compartment's hypercalls may point into.
-#[derive(Clone, Copy, Debug)]
+/// The memory a compartment's hypercalls may point into: its user-visible ranges
+/// (boot info and image, data window, shared region).
+#[derive(Clone, Debug)]
 pub struct GuestBounds {
-    pub mem_size: u64,
-    pub shared_size: u64,
+    pub ranges: [Range<u64>; 3],
+    /// Number of compartments: doorbell targets are `0..compartments`.
+    pub compartments: u32,
 }
 
 impl GuestBounds {
-    /// True when `addr .. addr + len` is user-visible memory of this compartment.
+    /// True when `addr .. addr + len` lies inside one user-visible range.
     fn contains(&self, addr: u64, len: u64) -> bool {
         let Some(end) = addr.checked_add(len) else {
             return false;
         };
-        (addr >= BOOT_INFO_ADDR && end <= self.mem_size)
-            || (addr >= SHARED_BASE && end <= SHARED_BASE + self.shared_size)
+        self.ranges.iter().any(|r| addr >= r.start && end <= r.end)
     }
 }
 
 fn read_block<T>(
     mem: &GuestMemoryMmap,
-    bounds: GuestBounds,
+    bounds: &GuestBounds,
     gpa: u64,
     what: &str,
 ) -> Result<T, String>
 where
-    Block<T>: ByteValued,
+    Pod<T>: ByteValued,
 {
     let len = std::mem::size_of::<T>() as u64;
     if !bounds.contains(gpa, len) {
@@ -79,14 +71,14 @@ where
             "{what} argument block at {gpa:#x} is outside the compartment's memory"
         ));
     }
-    mem.read_obj::<Block<T>>(GuestAddress(gpa))
+    mem.read_obj::<Pod<T>>(GuestAddress(gpa))
         .map(|b| b.0)
         .map_err(|e| format!("{what} argument block at {gpa:#x} unreadable: {e}"))
 }
 
 fn read_buf(
     mem: &GuestMemoryMmap,
-    bounds: GuestBounds,
+    bounds: &GuestBounds,
     addr: u64,
     len: u64,
     max: u64,
@@ -110,7 +102,7 @@ fn read_buf(
 /// `out` came from: only the ring-0 trampolines may report exceptions.
 pub fn decode(
     mem: &GuestMemoryMmap,
-    bounds: GuestBounds,
+    bounds: &GuestBounds,
     port: u16,
     data: &[u8],
     cpl: u8,
@@ -167,12 +159,25 @@ pub fn decode(
                 id => Err(format!("unknown milestone id {id}")),
             }
         }
+        PORT_DOORBELL => {
+            if value >= bounds.compartments as u64 {
+                return Err(format!(
+                    "doorbell for compartment {value}, but the run has {}",
+                    bounds.compartments
+                ));
+            }
+            Ok(Hypercall::Doorbell(value as u32))
+        }
+        PORT_SLEEP => {
+            let args: SleepArgs = read_block(mem, bounds, value, "sleep")?;
+            Ok(Hypercall::Sleep(args.timeout_us.min(SLEEP_MAX_US)))
+        }
         PORT_EXCEPTION => {
             let frame_len = std::mem::size_of::<ExceptionFrame>() as u64;
             if cpl != 0 || (value != IST1_TOP - frame_len && value != IST2_TOP - frame_len) {
                 return Err("exception report that did not come from a monitor trampoline".into());
             }
-            mem.read_obj::<Block<ExceptionFrame>>(GuestAddress(value))
+            mem.read_obj::<Pod<ExceptionFrame>>(GuestAddress(value))
                 .map(|b| Hypercall::Exception(b.0))
                 .map_err(|e| format!("exception frame unreadable: {e}"))
         }
@@ -185,28 +190,35 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::layout::MemoryPlan;
     use crate::memory::{compartment_memory, SharedRegion};
+    use flexos_abi::{BOOT_INFO_ADDR, DATA_WINDOW_BASE, SHARED_BASE};
 
     fn setup() -> (GuestMemoryMmap, GuestBounds) {
         let shared = SharedRegion::new(2 << 20).unwrap();
-        let mem = compartment_memory(4 << 20, &shared).unwrap();
+        let plan = MemoryPlan::new(8 << 20, 0x10_1000, 2).unwrap();
+        let mem = compartment_memory(&plan, 0, &shared).unwrap();
         (
             mem,
             GuestBounds {
-                mem_size: 4 << 20,
-                shared_size: 2 << 20,
+                ranges: [
+                    BOOT_INFO_ADDR..0x10_1000,
+                    plan.data_window(0),
+                    SHARED_BASE..SHARED_BASE + (2 << 20),
+                ],
+                compartments: 2,
             },
         )
     }
 
     fn put<T>(mem: &GuestMemoryMmap, gpa: u64, v: T)
     where
-        Block<T>: ByteValued,
+        Pod<T>: ByteValued,
     {
-        mem.write_obj(Block(v), GuestAddress(gpa)).unwrap();
+        mem.write_obj(Pod(v), GuestAddress(gpa)).unwrap();
     }
 
-    const A: u64 = 0x20_0000;
+    const A: u64 = DATA_WINDOW_BASE + 0x1000;
 
     #[test]
     fn console_write_reads_the_buffer() {
@@ -220,7 +232,7 @@ mod tests {
                 len: 3,
             },
         );
-        let hc = decode(&mem, b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
+        let hc = decode(&mem, &b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
         assert!(matches!(hc, Hypercall::Console(v) if v == b"hi\n"));
     }
 
@@ -236,7 +248,7 @@ mod tests {
                 len: CONSOLE_MAX + 1,
             },
         );
-        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3)
+        assert!(decode(&mem, &b, PORT_CONSOLE, &v, 3)
             .unwrap_err()
             .contains("exceeds"));
         put(
@@ -247,7 +259,7 @@ mod tests {
                 len: 16,
             },
         );
-        assert!(decode(&mem, b, PORT_CONSOLE, &v, 3)
+        assert!(decode(&mem, &b, PORT_CONSOLE, &v, 3)
             .unwrap_err()
             .contains("outside"));
         put(
@@ -259,32 +271,66 @@ mod tests {
             },
         );
         assert!(
-            decode(&mem, b, PORT_CONSOLE, &v, 3)
+            decode(&mem, &b, PORT_CONSOLE, &v, 3)
                 .unwrap_err()
                 .contains("outside"),
             "VMM area"
         );
-        assert!(decode(&mem, b, PORT_CONSOLE, &0xFFFF_FFF0u32.to_le_bytes(), 3).is_err());
+        assert!(decode(&mem, &b, PORT_CONSOLE, &0xFFFF_FFF0u32.to_le_bytes(), 3).is_err());
         put(&mem, A, ExitArgs { code: 64 });
-        assert!(decode(&mem, b, PORT_EXIT, &v, 3)
+        assert!(decode(&mem, &b, PORT_EXIT, &v, 3)
             .unwrap_err()
             .contains("out of range"));
-        assert!(decode(&mem, b, PORT_CONSOLE, &[1], 3).is_err());
-        assert!(decode(&mem, b, 0x60, &v, 3)
+        assert!(decode(&mem, &b, PORT_CONSOLE, &[1], 3).is_err());
+        assert!(decode(&mem, &b, 0x60, &v, 3)
             .unwrap_err()
             .contains("not a hypercall port"));
+    }
+
+    #[test]
+    fn doorbell_and_sleep_are_checked() {
+        let (mem, b) = setup();
+        assert!(matches!(
+            decode(&mem, &b, PORT_DOORBELL, &1u32.to_le_bytes(), 3),
+            Ok(Hypercall::Doorbell(1))
+        ));
+        assert!(decode(&mem, &b, PORT_DOORBELL, &2u32.to_le_bytes(), 3)
+            .unwrap_err()
+            .contains("has 2"));
+        put(
+            &mem,
+            A,
+            SleepArgs {
+                timeout_us: u64::MAX,
+            },
+        );
+        assert!(matches!(
+            decode(&mem, &b, PORT_SLEEP, &(A as u32).to_le_bytes(), 3),
+            Ok(Hypercall::Sleep(SLEEP_MAX_US))
+        ));
+    }
+
+    #[test]
+    fn other_compartments_memory_is_out_of_bounds() {
+        let (mem, b) = setup();
+        let plan = MemoryPlan::new(8 << 20, 0x10_1000, 2).unwrap();
+        let other = plan.data_window(1).start;
+        put(&mem, A, ConsoleWrite { buf: other, len: 8 });
+        assert!(decode(&mem, &b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3)
+            .unwrap_err()
+            .contains("outside"));
     }
 
     #[test]
     fn only_ring_zero_reports_exceptions() {
         let (mem, b) = setup();
         let frame = ((IST1_TOP - 72) as u32).to_le_bytes();
-        assert!(decode(&mem, b, PORT_EXCEPTION, &frame, 3).is_err());
+        assert!(decode(&mem, &b, PORT_EXCEPTION, &frame, 3).is_err());
         assert!(matches!(
-            decode(&mem, b, PORT_EXCEPTION, &frame, 0),
+            decode(&mem, &b, PORT_EXCEPTION, &frame, 0),
             Ok(Hypercall::Exception(_))
         ));
-        assert!(decode(&mem, b, PORT_EXCEPTION, &(A as u32).to_le_bytes(), 0).is_err());
+        assert!(decode(&mem, &b, PORT_EXCEPTION, &(A as u32).to_le_bytes(), 0).is_err());
     }
 
     #[test]
@@ -300,7 +346,7 @@ mod tests {
                 len: 7,
             },
         );
-        let hc = decode(&mem, b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
+        let hc = decode(&mem, &b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3).unwrap();
         assert!(matches!(hc, Hypercall::Console(v) if v == b"shared\n"));
     }
 }

@@ -11,6 +11,9 @@ mod error;
 mod hypercall;
 mod image;
 mod memory;
+mod monitor;
+mod placement;
+mod pod;
 mod report;
 mod symbols;
 
@@ -18,15 +21,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use flexos_abi::MAX_COMPARTMENTS;
 use kvm_ioctls::Kvm;
 
-use crate::arch::layout::GuestLayout;
+use crate::arch::layout::MemoryPlan;
 use crate::cli::Cli;
-use crate::compartment::{Compartment, CompartmentSpec, Outcome};
-use crate::error::{Result, VmmError, EXIT_CRASH, EXIT_USAGE};
+use crate::error::{Result, VmmError, EXIT_USAGE};
 use crate::image::Image;
-use crate::memory::SharedRegion;
-use crate::symbols::Symbolizer;
+use crate::monitor::RunPlan;
+use crate::placement::Catalog;
 
 /// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
 /// path without taking /dev/kvm away from the machine).
@@ -34,14 +37,21 @@ fn open_kvm() -> Result<Kvm> {
     let path = std::env::var("FLEXOS_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
     let c_path = std::ffi::CString::new(path.clone())
         .map_err(|_| VmmError::Usage("FLEXOS_KVM_DEVICE contains a NUL byte".into()))?;
-    Kvm::new_with_path(&c_path).map_err(|e| VmmError::KvmUnavailable {
-        what: format!("cannot open {path}"),
-        source: std::io::Error::from_raw_os_error(e.errno()),
-    })
-}
-
-fn micros_since(start: Instant, t: Instant) -> u128 {
-    t.duration_since(start).as_micros()
+    let unavailable = |what: String, errno: i32| VmmError::KvmUnavailable {
+        what,
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    let kvm = Kvm::new_with_path(&c_path)
+        .map_err(|e| unavailable(format!("cannot open {path}"), e.errno()))?;
+    // A node that opens but answers no KVM ioctl (say /dev/null) is not KVM.
+    kvm.get_api_version();
+    if kvm.check_extension_int(kvm_ioctls::Cap::UserMemory) <= 0 {
+        return Err(unavailable(
+            format!("{path} is not a usable KVM device"),
+            libc::ENOTTY,
+        ));
+    }
+    Ok(kvm)
 }
 
 fn run(cli: Cli, start: Instant) -> Result<i32> {
@@ -50,50 +60,60 @@ fn run(cli: Cli, start: Instant) -> Result<i32> {
             "--compartments 0: a run needs at least one compartment".into(),
         ));
     }
-    if cli.compartments > 1 || cli.config.is_some() {
-        return Err(VmmError::Usage(
-            "more than one compartment is not supported by this build yet; run with --compartments 1".into(),
-        ));
+    if cli.compartments as usize > MAX_COMPARTMENTS {
+        return Err(VmmError::Usage(format!(
+            "--compartments {}: at most {MAX_COMPARTMENTS}",
+            cli.compartments
+        )));
     }
-    let mem_size = memory::private_size_from_mib(cli.mem)?;
     let shared_size = memory::shared_size_from_mib(cli.shared_mem)?;
-    let image = Image::open(&cli.image, GuestLayout::image_limit(mem_size))?;
-    let kvm = open_kvm()?;
-    let shared = SharedRegion::new(shared_size)?;
-
-    let spec = CompartmentSpec {
-        id: 0,
-        count: 1,
-        name: "comp0".into(),
-        components: Vec::new(),
-        mem_size,
-        guest_args: cli.guest_args.clone(),
-        timings: cli.timings,
-    };
-    let mut comp = Compartment::create(&kvm, spec, &image, &shared)?;
-    let outcome = comp.run();
-    let end = Instant::now();
-
-    if cli.timings {
-        let m = comp.milestones;
-        let fmt =
-            |t: Option<Instant>| t.map_or("-".to_string(), |t| micros_since(start, t).to_string());
-        eprintln!(
-            "timings: compartment={} vm_created_us={} guest_main_us={}",
-            comp.spec.id,
-            fmt(m.vm_created),
-            fmt(m.guest_main)
-        );
-        eprintln!("timings: exit_us={}", micros_since(start, end));
+    // The host-memory check needs the compartment count, which a --config file decides;
+    // the image limit only depends on --mem.
+    let mem_size = memory::private_size_from_mib(cli.mem, 1)?;
+    let image = Image::open(&cli.image, MemoryPlan::image_limit(mem_size))?;
+    let catalog = Catalog::from_image(&image)?;
+    if cli.list_components {
+        print!("{}", catalog.listing(&cli.image));
+        return Ok(0);
     }
-    match outcome {
-        Outcome::Exited(code) => Ok(code as i32),
-        Outcome::Crashed(report) => {
-            let sym = Symbolizer::new(&image.path, &image.bytes);
-            eprint!("{}", report.render(&sym));
-            Ok(EXIT_CRASH)
+    let placement = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| VmmError::ConfigUnreadable {
+                path: path.clone(),
+                source: e,
+            })?;
+            catalog.from_config(path, &text)?
         }
-        Outcome::Failed(e) => Err(e),
+        None => catalog.default_split(cli.compartments)?,
+    };
+    let count = placement.compartments.len() as u32;
+    memory::private_size_from_mib(cli.mem, count)?;
+    let plan = MemoryPlan::new(mem_size, image.end, count)?;
+    let kvm = open_kvm()?;
+    monitor::run(
+        &kvm,
+        RunPlan {
+            image,
+            placement,
+            plan,
+            shared_size,
+            guest_args: cli.guest_args,
+            timings: cli.timings,
+        },
+        start,
+    )
+}
+
+/// One line from a clap error: its first line, plus the next one when the first only
+/// introduces it (e.g. "the following required arguments were not provided:").
+fn clap_one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match (first.ends_with(':'), lines.next()) {
+        (true, Some(next)) => format!("{first} {next}"),
+        _ => first.to_string(),
     }
 }
 
@@ -112,10 +132,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("flexos-vmm: error: {first} (see flexos-vmm --help)");
+            eprintln!(
+                "flexos-vmm: error: {} (see flexos-vmm --help)",
+                clap_one_line(&e)
+            );
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };

@@ -1,5 +1,6 @@
-//! Guest memory: one private region per compartment at guest-physical 0, and the shared
-//! region at [`SHARED_BASE`], each a host mapping wrapped in `vm-memory` types so that
+//! Guest memory: per compartment a low region at guest-physical 0 (VMM area and image)
+//! and a data window (heap and stacks, see `arch::layout::MemoryPlan`), plus the shared
+//! region at [`SHARED_BASE`]; each a host mapping wrapped in `vm-memory` types so that
 //! every access the monitor makes is bounds-checked.
 //!
 //! Private memory is anonymous and THP-advised: with 4 KiB host pages the guest's first
@@ -8,16 +9,18 @@
 
 use std::sync::Arc;
 
-use flexos_abi::{MIN_PRIVATE_MEM, PRIVATE_MEM_LIMIT, SHARED_BASE, SHARED_MAX};
+use flexos_abi::{DATA_WINDOW_BASE, MIN_PRIVATE_MEM, PRIVATE_MEM_LIMIT, SHARED_BASE, SHARED_MAX};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
 
+use crate::arch::layout::MemoryPlan;
 use crate::error::{Result, VmmError};
 
 const MIB: u64 = 1 << 20;
 
-/// Checks `--mem` (MiB) against the memory map and what the host can give; returns bytes.
-pub fn private_size_from_mib(mib: u64) -> Result<u64> {
-    let limit_mib = PRIVATE_MEM_LIMIT / MIB;
+/// Checks `--mem` (MiB) for `compartments` compartments against the memory map and what
+/// the host can give; returns bytes.
+pub fn private_size_from_mib(mib: u64, compartments: u32) -> Result<u64> {
+    let limit_mib = (PRIVATE_MEM_LIMIT - DATA_WINDOW_BASE) / MIB;
     if mib == 0 {
         return Err(VmmError::Usage(format!(
             "--mem 0: a compartment needs private memory; give at least {} MiB",
@@ -32,13 +35,13 @@ pub fn private_size_from_mib(mib: u64) -> Result<u64> {
     }
     if mib > limit_mib {
         return Err(VmmError::Usage(format!(
-            "--mem {mib}: private memory must end below the MMIO windows at {PRIVATE_MEM_LIMIT:#x}; give at most {limit_mib} MiB"
+            "--mem {mib}: private memory must fit below the MMIO windows at {PRIVATE_MEM_LIMIT:#x}; give at most {limit_mib} MiB"
         )));
     }
     if let Some(avail) = host_available_bytes() {
-        if mib * MIB > avail {
+        if mib * MIB * compartments as u64 > avail {
             return Err(VmmError::Usage(format!(
-                "--mem {mib}: more than this host can give ({} MiB available); give less",
+                "--mem {mib} for {compartments} compartment(s): more than this host can give ({} MiB available); give less",
                 avail / MIB
             )));
         }
@@ -48,7 +51,7 @@ pub fn private_size_from_mib(mib: u64) -> Result<u64> {
 
 /// Checks `--shared-mem` (MiB); returns bytes.
 pub fn shared_size_from_mib(mib: u64) -> Result<u64> {
-    if mib == 0 || mib * MIB > SHARED_MAX {
+    if mib == 0 || mib > SHARED_MAX / MIB {
         return Err(VmmError::Usage(format!(
             "--shared-mem {mib}: give 1..={} MiB",
             SHARED_MAX / MIB
@@ -112,12 +115,26 @@ impl SharedRegion {
     }
 }
 
-/// Builds one compartment's guest memory: its private region plus the shared region.
-pub fn compartment_memory(private_size: u64, shared: &SharedRegion) -> Result<GuestMemoryMmap> {
-    let mapping = map_anonymous(private_size, false, "private memory")?;
-    let private = GuestRegionMmap::new(mapping, GuestAddress(0))
-        .ok_or_else(|| VmmError::Memory("private region overflows the address space".into()))?;
-    GuestMemoryMmap::from_arc_regions(vec![Arc::new(private), shared.region.clone()])
+fn private_region(size: u64, base: u64, what: &str) -> Result<Arc<GuestRegionMmap>> {
+    let mapping = map_anonymous(size, false, what)?;
+    GuestRegionMmap::new(mapping, GuestAddress(base))
+        .map(Arc::new)
+        .ok_or_else(|| VmmError::Memory(format!("{what} overflows the address space")))
+}
+
+/// Builds compartment `id`'s guest memory: low region, data window, shared region.
+pub fn compartment_memory(
+    plan: &MemoryPlan,
+    id: u32,
+    shared: &SharedRegion,
+) -> Result<GuestMemoryMmap> {
+    let low = private_region(plan.low_size, 0, "the low region")?;
+    let data = private_region(
+        plan.data_size,
+        plan.data_window(id).start,
+        "the data window",
+    )?;
+    GuestMemoryMmap::from_arc_regions(vec![low, data, shared.region.clone()])
         .map_err(|e| VmmError::Memory(format!("cannot assemble guest memory: {e}")))
 }
 
@@ -128,10 +145,11 @@ mod tests {
 
     #[test]
     fn mem_sizes_are_checked() {
-        assert!(private_size_from_mib(0).is_err());
-        assert!(private_size_from_mib(1).is_err());
-        assert!(private_size_from_mib(PRIVATE_MEM_LIMIT / MIB + 1).is_err());
-        assert_eq!(private_size_from_mib(64).unwrap(), 64 * MIB);
+        assert!(private_size_from_mib(0, 1).is_err());
+        assert!(private_size_from_mib(1, 1).is_err());
+        assert!(private_size_from_mib(PRIVATE_MEM_LIMIT / MIB, 1).is_err());
+        assert!(private_size_from_mib(1 << 30, 1).is_err());
+        assert_eq!(private_size_from_mib(64, 1).unwrap(), 64 * MIB);
         assert!(shared_size_from_mib(0).is_err());
         assert!(shared_size_from_mib(2048).is_err());
     }
@@ -139,8 +157,9 @@ mod tests {
     #[test]
     fn shared_region_is_shared_between_memories() {
         let shared = SharedRegion::new(2 * MIB).unwrap();
-        let a = compartment_memory(4 * MIB, &shared).unwrap();
-        let b = compartment_memory(4 * MIB, &shared).unwrap();
+        let plan = MemoryPlan::new(8 * MIB, 0x10_1000, 2).unwrap();
+        let a = compartment_memory(&plan, 0, &shared).unwrap();
+        let b = compartment_memory(&plan, 1, &shared).unwrap();
         a.write_obj(0xfeed_u64, GuestAddress(SHARED_BASE + 64))
             .unwrap();
         assert_eq!(
@@ -149,6 +168,16 @@ mod tests {
         );
         a.write_obj(7_u64, GuestAddress(0x2000)).unwrap();
         assert_eq!(b.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 0);
-        assert_eq!(a.num_regions(), 2);
+        assert_eq!(a.num_regions(), 3);
+        let (w0, w1) = (plan.data_window(0), plan.data_window(1));
+        assert!(a.read_obj::<u64>(GuestAddress(w0.start)).is_ok());
+        assert!(a.read_obj::<u64>(GuestAddress(w1.start)).is_err(), "not a's memory");
+        assert!(b.read_obj::<u64>(GuestAddress(w1.end - 8)).is_ok());
+    }
+
+    #[test]
+    fn huge_shared_sizes_do_not_overflow() {
+        assert!(shared_size_from_mib(u64::MAX / MIB + 1).is_err());
+        assert!(shared_size_from_mib(17_592_186_044_417).is_err());
     }
 }

@@ -21,8 +21,14 @@ pub enum CrashKind {
         error_code: u64,
         cr2: u64,
     },
-    /// An access to guest-physical memory that is neither the compartment's nor a device's.
-    Violation { gpa: u64, len: usize, write: bool },
+    /// An access to guest-physical memory that is neither the compartment's nor a
+    /// device's; `owner` names the compartment whose private memory it is, if any.
+    Violation {
+        gpa: u64,
+        len: usize,
+        write: bool,
+        owner: Option<(u32, String)>,
+    },
     /// The guest panicked.
     Panic {
         message: String,
@@ -133,14 +139,34 @@ impl CrashReport {
                 let (name, mnemonic) = exception_name(*vector);
                 format!("crashed: {name} ({mnemonic}) at {at}")
             }
-            CrashKind::Violation { gpa, len, write } => format!(
-                "violated isolation: {} of {len} bytes at guest-physical {gpa:#x}, which is neither its memory nor a device it owns, at {at}",
-                if *write { "write" } else { "read" }
-            ),
-            CrashKind::Panic { message, file, line, column } => {
+            CrashKind::Violation {
+                gpa,
+                len,
+                write,
+                owner,
+            } => {
+                let whose = match owner {
+                    Some((id, name)) => {
+                        format!("private memory of compartment {id} ({name})")
+                    }
+                    None => "neither its memory nor a device it owns".to_string(),
+                };
+                format!(
+                    "violated isolation: {} of {len} bytes at guest-physical {gpa:#x}, which is {whose}, at {at}",
+                    if *write { "write" } else { "read" }
+                )
+            }
+            CrashKind::Panic {
+                message,
+                file,
+                line,
+                column,
+            } => {
                 format!("panicked at {file}:{line}:{column}: {message}")
             }
-            CrashKind::TripleFault => format!("crashed: triple fault (a fault while handling a fault) at {at}"),
+            CrashKind::TripleFault => {
+                format!("crashed: triple fault (a fault while handling a fault) at {at}")
+            }
             CrashKind::BadHypercall(why) => format!("crashed: invalid hypercall: {why}, at {at}"),
             CrashKind::UnexpectedExit(why) => format!("crashed: {why}, at {at}"),
         }

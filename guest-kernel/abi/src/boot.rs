@@ -32,7 +32,8 @@ pub struct BootInfo {
     pub compartment_count: u32,
     /// This compartment's name (from the placement), NUL-padded.
     pub compartment_name: [u8; NAME_LEN],
-    /// Private memory size: guest-physical `0 .. mem_size`.
+    /// Private memory size in bytes: the low region (VMM area and image, from 0) plus
+    /// the data window (heap and stack, see [`crate::DATA_WINDOW_BASE`]).
     pub mem_size: u64,
     /// First byte after the loaded image (page-aligned).
     pub image_end: u64,

@@ -12,9 +12,11 @@
 #![no_std]
 
 pub mod boot;
+pub mod components;
 pub mod hypercall;
 pub mod layout;
 
 pub use boot::*;
+pub use components::*;
 pub use hypercall::*;
 pub use layout::*;

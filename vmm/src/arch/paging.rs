@@ -123,6 +123,7 @@ pub fn build(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::image::{Segment, SegmentPerms};
+    use crate::arch::layout::MemoryPlan;
     use crate::memory::{compartment_memory, SharedRegion};
 
     /// Walks the tables like the MMU does; returns the leaf entry for `va`.
@@ -145,7 +146,8 @@ mod tests {
     #[test]
     fn maps_each_region_with_its_permission() {
         let shared = SharedRegion::new(2 << 20).unwrap();
-        let mem = compartment_memory(16 << 20, &shared).unwrap();
+        let plan = MemoryPlan::new(16 << 20, 0x10_6000, 1).unwrap();
+        let mem = compartment_memory(&plan, 0, &shared).unwrap();
         let segs = vec![
             Segment {
                 start: 0x10_0000,
@@ -172,7 +174,7 @@ mod tests {
                 },
             },
         ];
-        let layout = GuestLayout::new(16 << 20, segs, 0x10_6000, 2 << 20);
+        let layout = GuestLayout::new(plan, 0, segs, 0x10_6000, 2 << 20);
         let cr3 = build(&mem, &layout).unwrap();
 
         assert_eq!(walk(&mem, cr3, 0x0), None, "null page");

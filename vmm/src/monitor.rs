@@ -1,0 +1,102 @@
+//! The run as a whole: one thread per compartment, and the first outcome (an exit, a
+//! crash, a KVM failure) decides how the process ends. Ending the process tears every
+//! other compartment down, so no peer is ever left waiting on a dead one.
+
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use kvm_ioctls::Kvm;
+
+use crate::arch::layout::MemoryPlan;
+use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome};
+use crate::error::{Result, VmmError, EXIT_CRASH};
+use crate::image::Image;
+use crate::memory::SharedRegion;
+use crate::placement::Placement;
+use crate::symbols::Symbolizer;
+
+/// Everything a run needs, decided before any VM exists.
+pub struct RunPlan {
+    pub image: Image,
+    pub placement: Placement,
+    pub plan: MemoryPlan,
+    pub shared_size: u64,
+    pub guest_args: Vec<String>,
+    pub timings: bool,
+}
+
+fn micros(start: Instant, t: Option<&Instant>) -> String {
+    t.map_or("-".to_string(), |t| {
+        t.duration_since(start).as_micros().to_string()
+    })
+}
+
+/// Boots every compartment and returns the process exit status.
+pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
+    let count = run.placement.compartments.len() as u32;
+    let shared = SharedRegion::new(run.shared_size)?;
+    let doorbells = Doorbells::new(count)?;
+    let names: Arc<Vec<String>> = Arc::new(
+        run.placement
+            .compartments
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
+    );
+
+    let mut compartments = Vec::with_capacity(count as usize);
+    for (id, plan) in run.placement.compartments.iter().enumerate() {
+        let spec = CompartmentSpec {
+            id: id as u32,
+            name: plan.name.clone(),
+            components: plan.components.clone(),
+            assignment: run.placement.assignment.clone(),
+            all_names: names.clone(),
+            guest_args: run.guest_args.clone(),
+            timings: run.timings,
+        };
+        compartments.push(Compartment::create(
+            kvm, spec, &run.image, &run.plan, &shared, &doorbells,
+        )?);
+    }
+    let milestones: Vec<Arc<Milestones>> =
+        compartments.iter().map(|c| c.milestones.clone()).collect();
+
+    let (tx, rx) = mpsc::channel();
+    for mut comp in compartments {
+        let tx = tx.clone();
+        let id = comp.spec.id;
+        std::thread::Builder::new()
+            .name(format!("vcpu-{}", comp.spec.name))
+            .spawn(move || {
+                let outcome = comp.run();
+                let _ = tx.send((id, outcome));
+            })
+            .map_err(|e| VmmError::KvmRun(format!("cannot start a vCPU thread: {e}")))?;
+    }
+    drop(tx);
+    let (_, outcome) = rx
+        .recv()
+        .map_err(|_| VmmError::KvmRun("every vCPU thread ended without an outcome".into()))?;
+    let end = Instant::now();
+
+    if run.timings {
+        for (id, m) in milestones.iter().enumerate() {
+            eprintln!(
+                "timings: compartment={id} vm_created_us={} guest_main_us={}",
+                micros(start, m.vm_created.get()),
+                micros(start, m.guest_main.get())
+            );
+        }
+        eprintln!("timings: exit_us={}", micros(start, Some(&end)));
+    }
+    match outcome {
+        Outcome::Exited(code) => Ok(code as i32),
+        Outcome::Crashed(report) => {
+            let sym = Symbolizer::new(&run.image.path, &run.image.bytes);
+            eprint!("{}", report.render(&sym));
+            Ok(EXIT_CRASH)
+        }
+        Outcome::Failed(e) => Err(e),
+    }
+}

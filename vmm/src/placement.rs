@@ -1,0 +1,414 @@
+//! Which component runs in which compartment (DESIGN section 6).
+//!
+//! The image says what it has: its [`Catalog`] of components and default splits, read
+//! from the ELF section `flexos_abi::COMPONENT_SECTION`. The user picks a split with
+//! `--compartments N` or writes one in a `--config` TOML file. Either way the result
+//! is a validated [`Placement`]; every mistake is a usage error that lists what the
+//! image offers.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use flexos_abi::{
+    name_str, ComponentTable, COMPONENT_MAGIC, COMPONENT_SECTION, COMPONENT_VERSION,
+    MAX_COMPARTMENTS, MAX_COMPONENTS, MAX_SPLITS, NAME_LEN,
+};
+use object::{Object, ObjectSection};
+use serde::Deserialize;
+
+use crate::error::{Result, VmmError};
+use crate::image::Image;
+
+/// The name of the only component of an image that declares no component table.
+pub const IMPLICIT_COMPONENT: &str = "app";
+
+/// One compartment of a placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompartmentPlan {
+    pub name: String,
+    pub components: Vec<String>,
+}
+
+/// A complete, validated placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub compartments: Vec<CompartmentPlan>,
+    /// Component index (catalog order) -> compartment id.
+    pub assignment: Vec<u8>,
+}
+
+/// What the image offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Catalog {
+    pub components: Vec<String>,
+    /// Default splits, by compartment count, ascending.
+    pub splits: Vec<Placement>,
+}
+
+fn bad_table(image: &Image, why: String) -> VmmError {
+    VmmError::BadImage {
+        path: image.path.clone(),
+        reason: format!("its component table ({COMPONENT_SECTION}) is invalid: {why}"),
+    }
+}
+
+fn text(n: &[u8; NAME_LEN], what: &str) -> std::result::Result<String, String> {
+    match name_str(n) {
+        Some("") => Err(format!("{what} has an empty name")),
+        Some(s) => Ok(s.to_string()),
+        None => Err(format!("{what} name is not UTF-8")),
+    }
+}
+
+impl Catalog {
+    /// Reads the image's component table; an image without one has one component,
+    /// [`IMPLICIT_COMPONENT`], and runs in one compartment.
+    pub fn from_image(image: &Image) -> Result<Catalog> {
+        let file = object::File::parse(image.bytes.as_slice())
+            .map_err(|e| bad_table(image, format!("unreadable ELF: {e}")))?;
+        let Some(section) = file.section_by_name(COMPONENT_SECTION) else {
+            let name = IMPLICIT_COMPONENT.to_string();
+            return Ok(Catalog {
+                components: vec![name.clone()],
+                splits: vec![Placement {
+                    compartments: vec![CompartmentPlan {
+                        name: name.clone(),
+                        components: vec![name],
+                    }],
+                    assignment: vec![0],
+                }],
+            });
+        };
+        let data = section
+            .data()
+            .map_err(|e| bad_table(image, format!("unreadable: {e}")))?;
+        Self::parse(data).map_err(|why| bad_table(image, why))
+    }
+
+    /// Decodes and validates the raw table bytes (untrusted: they come from a file).
+    fn parse(data: &[u8]) -> std::result::Result<Catalog, String> {
+        let size = std::mem::size_of::<ComponentTable>();
+        if data.len() < size {
+            return Err(format!("{} bytes, expected {size}", data.len()));
+        }
+        // SAFETY: `data` holds at least size_of::<ComponentTable>() bytes and the table is
+        // repr(C) plain integers and byte arrays, valid for any bit pattern;
+        // read_unaligned copies it out without alignment requirements.
+        let table: ComponentTable =
+            unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<ComponentTable>()) };
+        if table.magic != COMPONENT_MAGIC {
+            return Err("bad magic".into());
+        }
+        if table.version != COMPONENT_VERSION {
+            return Err(format!(
+                "version {} (this monitor reads version {COMPONENT_VERSION})",
+                table.version
+            ));
+        }
+        let count = table.component_count as usize;
+        if count == 0 || count > MAX_COMPONENTS {
+            return Err(format!("{count} components (want 1..={MAX_COMPONENTS})"));
+        }
+        let mut components = Vec::with_capacity(count);
+        for (i, n) in table.components[..count].iter().enumerate() {
+            let name = text(n, &format!("component {i}"))?;
+            if components.contains(&name) {
+                return Err(format!("component '{name}' is declared twice"));
+            }
+            components.push(name);
+        }
+        let split_count = table.split_count as usize;
+        if split_count > MAX_SPLITS {
+            return Err(format!("{split_count} splits (at most {MAX_SPLITS})"));
+        }
+        let mut splits: Vec<Placement> = Vec::new();
+        for split in &table.splits[..split_count] {
+            let n = split.compartments as usize;
+            if n == 0 || n > MAX_COMPARTMENTS {
+                return Err(format!("a split into {n} compartments"));
+            }
+            let mut compartments = Vec::with_capacity(n);
+            for (c, name) in split.names[..n].iter().enumerate() {
+                compartments.push(CompartmentPlan {
+                    name: text(name, &format!("compartment {c} of the {n}-way split"))?,
+                    components: Vec::new(),
+                });
+            }
+            let assignment = split.placement[..count].to_vec();
+            for (i, &c) in assignment.iter().enumerate() {
+                let plan = compartments.get_mut(c as usize).ok_or_else(|| {
+                    format!(
+                        "the {n}-way split puts '{}' in compartment {c}",
+                        components[i]
+                    )
+                })?;
+                plan.components.push(components[i].clone());
+            }
+            if splits.iter().any(|s| s.compartments.len() == n) {
+                return Err(format!("two {n}-way splits"));
+            }
+            let placement = Placement {
+                compartments,
+                assignment,
+            };
+            check(&placement).map_err(|e| format!("the {n}-way split: {e}"))?;
+            splits.push(placement);
+        }
+        splits.sort_by_key(|s| s.compartments.len());
+        Ok(Catalog { components, splits })
+    }
+
+    /// One line saying what the image offers, for error messages.
+    pub fn offer(&self) -> String {
+        let counts: Vec<String> = self
+            .splits
+            .iter()
+            .map(|s| s.compartments.len().to_string())
+            .collect();
+        format!(
+            "the image offers components {} and default splits for --compartments {}",
+            self.components.join(", "),
+            if counts.is_empty() {
+                "(none)".to_string()
+            } else {
+                counts.join(", ")
+            }
+        )
+    }
+
+    /// The listing printed by `--list-components`.
+    pub fn listing(&self, image: &Path) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "components of {}:", image.display());
+        for c in &self.components {
+            let _ = writeln!(s, "  {c}");
+        }
+        let _ = writeln!(s, "default splits:");
+        for split in &self.splits {
+            let parts: Vec<String> = split
+                .compartments
+                .iter()
+                .map(|c| format!("{}=[{}]", c.name, c.components.join(", ")))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  --compartments {}: {}",
+                split.compartments.len(),
+                parts.join(" ")
+            );
+        }
+        s
+    }
+
+    /// The image's default split into `n` compartments.
+    pub fn default_split(&self, n: u32) -> Result<Placement> {
+        self.splits
+            .iter()
+            .find(|s| s.compartments.len() == n as usize)
+            .cloned()
+            .ok_or_else(|| {
+                VmmError::Usage(format!(
+                    "--compartments {n}: the image has no {n}-way split; {}; or give a placement with --config",
+                    self.offer()
+                ))
+            })
+    }
+
+    /// A placement from a `--config` file's text.
+    pub fn from_config(&self, path: &Path, text: &str) -> Result<Placement> {
+        let usage =
+            |why: String| VmmError::Usage(format!("{}: {why}; {}", path.display(), self.offer()));
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            usage(format!(
+                "not a valid placement file: {}",
+                e.message().trim()
+            ))
+        })?;
+        if file.compartment.is_empty() {
+            return Err(usage("no [[compartment]] entries".into()));
+        }
+        if file.compartment.len() > MAX_COMPARTMENTS {
+            return Err(usage(format!(
+                "{} compartments; at most {MAX_COMPARTMENTS}",
+                file.compartment.len()
+            )));
+        }
+        let mut assignment = vec![u8::MAX; self.components.len()];
+        let mut compartments = Vec::new();
+        for (c, entry) in file.compartment.into_iter().enumerate() {
+            for comp in &entry.components {
+                let i = self
+                    .components
+                    .iter()
+                    .position(|k| k == comp)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "unknown component '{comp}' in compartment '{}'",
+                            entry.name
+                        ))
+                    })?;
+                if assignment[i] != u8::MAX {
+                    return Err(usage(format!("component '{comp}' is placed twice")));
+                }
+                assignment[i] = c as u8;
+            }
+            compartments.push(CompartmentPlan {
+                name: entry.name,
+                components: entry.components,
+            });
+        }
+        if let Some(i) = assignment.iter().position(|&c| c == u8::MAX) {
+            return Err(usage(format!(
+                "component '{}' is not placed",
+                self.components[i]
+            )));
+        }
+        let placement = Placement {
+            compartments,
+            assignment,
+        };
+        check(&placement).map_err(usage)?;
+        Ok(placement)
+    }
+}
+
+/// Rules every placement obeys, whoever wrote it.
+fn check(p: &Placement) -> std::result::Result<(), String> {
+    for (i, c) in p.compartments.iter().enumerate() {
+        if c.name.is_empty() || c.name.len() > NAME_LEN {
+            return Err(format!(
+                "compartment name '{}' must be 1..={NAME_LEN} bytes",
+                c.name
+            ));
+        }
+        if p.compartments[..i].iter().any(|o| o.name == c.name) {
+            return Err(format!("two compartments are named '{}'", c.name));
+        }
+        if c.components.is_empty() {
+            return Err(format!("compartment '{}' is empty", c.name));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    compartment: Vec<ConfigCompartment>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigCompartment {
+    name: String,
+    components: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flexos_abi::{name, Split};
+
+    fn table() -> ComponentTable {
+        let mut t = ComponentTable::EMPTY;
+        t.component_count = 3;
+        t.components[0] = name("app");
+        t.components[1] = name("net");
+        t.components[2] = name("netdev");
+        t.split_count = 2;
+        t.splits[0] = Split {
+            compartments: 1,
+            ..Split::EMPTY
+        };
+        t.splits[0].names[0] = name("all");
+        t.splits[1] = Split {
+            compartments: 2,
+            ..Split::EMPTY
+        };
+        t.splits[1].names[0] = name("app");
+        t.splits[1].names[1] = name("net");
+        t.splits[1].placement[1] = 1;
+        t.splits[1].placement[2] = 1;
+        t
+    }
+
+    fn bytes(t: &ComponentTable) -> Vec<u8> {
+        // SAFETY: ComponentTable is repr(C) plain data; we only read its bytes.
+        unsafe {
+            std::slice::from_raw_parts(
+                (t as *const ComponentTable).cast::<u8>(),
+                std::mem::size_of::<ComponentTable>(),
+            )
+        }
+        .to_vec()
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::parse(&bytes(&table())).unwrap()
+    }
+
+    #[test]
+    fn parses_components_and_splits() {
+        let c = catalog();
+        assert_eq!(c.components, ["app", "net", "netdev"]);
+        let two = c.default_split(2).unwrap();
+        assert_eq!(two.compartments[1].components, ["net", "netdev"]);
+        assert_eq!(two.assignment, [0, 1, 1]);
+        assert!(c.default_split(3).unwrap_err().to_string().contains(
+            "offers components app, net, netdev and default splits for --compartments 1, 2"
+        ));
+        assert_eq!(
+            c.listing(Path::new("x.elf")),
+            "components of x.elf:\n  app\n  net\n  netdev\ndefault splits:\n  --compartments 1: all=[app, net, netdev]\n  --compartments 2: app=[app] net=[net, netdev]\n"
+        );
+    }
+
+    #[test]
+    fn hostile_tables_are_rejected() {
+        let mut t = table();
+        t.magic = 0;
+        assert!(Catalog::parse(&bytes(&t)).is_err());
+        let mut t = table();
+        t.component_count = 99;
+        assert!(Catalog::parse(&bytes(&t)).is_err());
+        let mut t = table();
+        t.splits[1].placement[2] = 7;
+        assert!(Catalog::parse(&bytes(&t))
+            .unwrap_err()
+            .contains("compartment 7"));
+        let mut t = table();
+        t.components[2] = name("net");
+        assert!(Catalog::parse(&bytes(&t)).unwrap_err().contains("twice"));
+        let mut t = table();
+        t.splits[1].placement[0] = 1; // compartment 0 left empty
+        assert!(Catalog::parse(&bytes(&t)).unwrap_err().contains("empty"));
+        assert!(Catalog::parse(&bytes(&table())[..100]).is_err());
+    }
+
+    #[test]
+    fn config_files_are_validated() {
+        let c = catalog();
+        let p = Path::new("p.toml");
+        let good = "[[compartment]]\nname = \"a\"\ncomponents = [\"app\"]\n[[compartment]]\nname = \"b\"\ncomponents = [\"netdev\", \"net\"]\n";
+        let placement = c.from_config(p, good).unwrap();
+        assert_eq!(placement.assignment, [0, 1, 1]);
+        let cases = [
+            ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\", \"disk\"]\n", "unknown component 'disk'"),
+            ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\", \"net\", \"netdev\"]\n", "placed twice"),
+            ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\"]\n", "'netdev' is not placed"),
+            ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\", \"netdev\"]\n[[compartment]]\nname = \"b\"\ncomponents = []\n", "'b' is empty"),
+            ("", "no [[compartment]]"),
+            ("[[compartment]]\nname = \"a\"\ncomponent = [\"app\"]\n", "not a valid placement file"),
+            ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\", \"netdev\"]\n[[compartment]]\nname = \"a\"\ncomponents = []\n", "named 'a'"),
+        ];
+        for (text, want) in cases {
+            let err = c.from_config(p, text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(
+                err.contains("the image offers components app, net, netdev"),
+                "{err}"
+            );
+        }
+    }
+}
