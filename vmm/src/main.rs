@@ -82,7 +82,7 @@ fn run(cli: Cli, start: Instant) -> Result<i32> {
                 path: path.clone(),
                 source: e,
             })?;
-            catalog.from_config(path, &text)?
+            catalog.placement_from_config(path, &text)?
         }
         None => catalog.default_split(cli.compartments)?,
     };

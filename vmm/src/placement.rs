@@ -215,7 +215,7 @@ impl Catalog {
     }
 
     /// A placement from a `--config` file's text.
-    pub fn from_config(&self, path: &Path, text: &str) -> Result<Placement> {
+    pub fn placement_from_config(&self, path: &Path, text: &str) -> Result<Placement> {
         let usage =
             |why: String| VmmError::Usage(format!("{}: {why}; {}", path.display(), self.offer()));
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
@@ -391,7 +391,7 @@ mod tests {
         let c = catalog();
         let p = Path::new("p.toml");
         let good = "[[compartment]]\nname = \"a\"\ncomponents = [\"app\"]\n[[compartment]]\nname = \"b\"\ncomponents = [\"netdev\", \"net\"]\n";
-        let placement = c.from_config(p, good).unwrap();
+        let placement = c.placement_from_config(p, good).unwrap();
         assert_eq!(placement.assignment, [0, 1, 1]);
         let cases = [
             ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\", \"disk\"]\n", "unknown component 'disk'"),
@@ -403,7 +403,7 @@ mod tests {
             ("[[compartment]]\nname = \"a\"\ncomponents = [\"app\", \"net\", \"netdev\"]\n[[compartment]]\nname = \"a\"\ncomponents = []\n", "named 'a'"),
         ];
         for (text, want) in cases {
-            let err = c.from_config(p, text).unwrap_err().to_string();
+            let err = c.placement_from_config(p, text).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
             assert!(
                 err.contains("the image offers components app, net, netdev"),
