@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(a.num_regions(), 3);
         let (w0, w1) = (plan.data_window(0), plan.data_window(1));
         assert!(a.read_obj::<u64>(GuestAddress(w0.start)).is_ok());
-        assert!(a.read_obj::<u64>(GuestAddress(w1.start)).is_err(), "not a's memory");
+        assert!(
+            a.read_obj::<u64>(GuestAddress(w1.start)).is_err(),
+            "not a's memory"
+        );
         assert!(b.read_obj::<u64>(GuestAddress(w1.end - 8)).is_ok());
     }
 

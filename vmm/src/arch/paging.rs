@@ -122,8 +122,8 @@ pub fn build(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Segment, SegmentPerms};
     use crate::arch::layout::MemoryPlan;
+    use crate::image::{Segment, SegmentPerms};
     use crate::memory::{compartment_memory, SharedRegion};
 
     /// Walks the tables like the MMU does; returns the leaf entry for `va`.
