@@ -11,6 +11,8 @@ const PORT_EXIT: u32 = 0x0F01;
 const PORT_EXCEPTION: u32 = 0x0F02;
 const PORT_PANIC: u32 = 0x0F03;
 const PORT_MILESTONE: u32 = 0x0F04;
+const PORT_DOORBELL: u32 = 0x0F05;
+const PORT_SLEEP: u32 = 0x0F06;
 
 /// Where the argument blocks go: the second half of the image's only page.
 const DATA: u64 = IMAGE_BASE + 0x800;
@@ -88,6 +90,30 @@ fn console_write_and_exit() {
     out.assert_status(42)
         .assert_stdout_lines(&["hi"])
         .assert_stderr_empty();
+}
+
+#[test]
+fn doorbell_and_capped_sleep_return_to_the_guest() {
+    // Ring our own doorbell (caught by the ioeventfd), sleep with an absurd timeout
+    // (the monitor caps it, and the pending ring ends it at once), sleep again with
+    // nothing pending (the cap ends it), then exit 9.
+    let data = words(&[u64::MAX, 9]);
+    let code = Asm::default()
+        .out32(PORT_DOORBELL, 0)
+        .out32(PORT_SLEEP, DATA as u32)
+        .out32(PORT_SLEEP, DATA as u32)
+        .out32(PORT_EXIT, DATA as u32 + 8)
+        .ud2();
+    boot(code, &data).assert_status(9).assert_stderr_empty();
+}
+
+#[test]
+fn doorbell_for_a_missing_compartment() {
+    let out = boot(Asm::default().out32(PORT_DOORBELL, 5).ud2(), &[]);
+    assert_crash(
+        &out,
+        &["invalid hypercall", "doorbell for compartment 5", "the run has 1"],
+    );
 }
 
 #[test]
