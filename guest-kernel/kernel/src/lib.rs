@@ -14,12 +14,14 @@
 //! - [`time`]: TSC-based time since boot;
 //! - [`heap`]: the global allocator over the private heap;
 //! - [`args`]: the guest arguments passed on the monitor's command line;
+//! - [`components`]: the component table an image exports, and placement queries;
 //! - [`sync`]: the spin lock the runtime uses instead of `static mut`;
 //! - `panic`: the panic handler, which reports to the monitor without allocating.
 
 #![no_std]
 
 pub mod args;
+pub mod components;
 pub mod console;
 pub mod heap;
 pub mod hypercall;

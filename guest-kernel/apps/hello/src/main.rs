@@ -27,6 +27,12 @@ use flexos_kernel::{Args, boot_info, println};
 
 flexos_kernel::main!(main);
 
+// One component, in one compartment.
+flexos_kernel::components! {
+    components: [APP = "app"],
+    splits: [[("app", ["app"])]],
+}
+
 fn main(args: &Args) -> i32 {
     let boot = boot_info();
     println!(
