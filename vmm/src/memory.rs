@@ -7,10 +7,15 @@
 //! touch of each page costs ~4 us on this host, with 2 MiB pages almost nothing. The
 //! shared region is one `MAP_SHARED` mapping inserted into every compartment's memory.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use flexos_abi::{DATA_WINDOW_BASE, MIN_PRIVATE_MEM, PRIVATE_MEM_LIMIT, SHARED_BASE, SHARED_MAX};
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
+use rpc_shm::Layout;
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress,
+    MmapRegion,
+};
 
 use crate::arch::layout::MemoryPlan;
 use crate::error::{Result, VmmError};
@@ -113,6 +118,36 @@ impl SharedRegion {
     pub fn size(&self) -> u64 {
         self.region.len()
     }
+
+    /// Lays the region out for `compartments` and writes the header every compartment
+    /// validates before its first gate call.
+    pub fn init(&self, compartments: u32) -> Result<Layout> {
+        let layout = Layout::new(self.size(), compartments).map_err(|e| {
+            VmmError::Usage(format!(
+                "--shared-mem {} MiB for {compartments} compartment(s): {e}",
+                self.size() / MIB
+            ))
+        })?;
+        self.region
+            .write_slice(&layout.header().to_bytes(), MemoryRegionAddress(0))
+            .map_err(|e| VmmError::Memory(format!("writing the shared-region header: {e}")))?;
+        Ok(layout)
+    }
+
+    /// Marks `compartment` dead in the region header: peers waiting on it stop waiting.
+    pub fn mark_dead(&self, layout: &Layout, compartment: u32) {
+        let at = MemoryRegionAddress(layout.dead_flag_offset(compartment));
+        if let Err(e) = self.region.store(1u32, at, Ordering::Release) {
+            tracing::warn!("cannot mark compartment {compartment} dead: {e}");
+        }
+    }
+
+    /// Reads the dead flag of `compartment` (for tests and diagnostics).
+    #[cfg(test)]
+    pub fn is_dead(&self, layout: &Layout, compartment: u32) -> bool {
+        let at = MemoryRegionAddress(layout.dead_flag_offset(compartment));
+        self.region.load::<u32>(at, Ordering::Acquire).unwrap_or(0) != 0
+    }
 }
 
 fn private_region(size: u64, base: u64, what: &str) -> Result<Arc<GuestRegionMmap>> {
@@ -176,6 +211,25 @@ mod tests {
             "not a's memory"
         );
         assert!(b.read_obj::<u64>(GuestAddress(w1.end - 8)).is_ok());
+    }
+
+    #[test]
+    fn header_and_dead_flags_are_visible_to_every_compartment() {
+        let shared = SharedRegion::new(2 * MIB).unwrap();
+        let layout = shared.init(3).unwrap();
+        let plan = MemoryPlan::new(8 * MIB, 0x10_1000, 3).unwrap();
+        let mem = compartment_memory(&plan, 2, &shared).unwrap();
+        let mut header = [0u8; rpc_shm::HEADER_SIZE];
+        mem.read_slice(&mut header, GuestAddress(SHARED_BASE)).unwrap();
+        assert_eq!(rpc_shm::Layout::from_header(&rpc_shm::Header::from_bytes(&header), 2 * MIB), Ok(layout));
+        assert!(!shared.is_dead(&layout, 1));
+        shared.mark_dead(&layout, 1);
+        assert!(shared.is_dead(&layout, 1));
+        let flag: u32 = mem
+            .read_obj(GuestAddress(SHARED_BASE + layout.dead_flag_offset(1)))
+            .unwrap();
+        assert_eq!(flag, 1);
+        assert!(SharedRegion::new(MIB).unwrap().init(17).is_err(), "at most 16");
     }
 
     #[test]

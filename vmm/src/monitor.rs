@@ -35,6 +35,7 @@ fn micros(start: Instant, t: Option<&Instant>) -> String {
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     let count = run.placement.compartments.len() as u32;
     let shared = SharedRegion::new(run.shared_size)?;
+    let layout = shared.init(count)?;
     let doorbells = Doorbells::new(count)?;
     let names: Arc<Vec<String>> = Arc::new(
         run.placement
@@ -75,10 +76,15 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
             .map_err(|e| VmmError::KvmRun(format!("cannot start a vCPU thread: {e}")))?;
     }
     drop(tx);
-    let (_, outcome) = rx
+    let (id, outcome) = rx
         .recv()
         .map_err(|_| VmmError::KvmRun("every vCPU thread ended without an outcome".into()))?;
     let end = Instant::now();
+    if !matches!(outcome, Outcome::Exited(_)) {
+        // Peers blocked in a gate call to it return PeerDead instead of waiting; the
+        // process then ends, which stops every vCPU.
+        shared.mark_dead(&layout, id);
+    }
 
     if run.timings {
         for (id, m) in milestones.iter().enumerate() {

@@ -1,0 +1,120 @@
+"""Gate-latency benchmark in the style of FlexOS Figure 11.
+
+Runs, in one go: the host cache-line ping-pong baseline, then gatebench under the
+NONE profile (1 compartment), EPT2 (2 compartments) and EPT3 (3 compartments). Prints a
+table with every case's ratio to the ping-pong round trip, writes all results as JSON,
+and draws an SVG bar chart with FlexOS's published figures beside ours.
+
+Usage: bench_gates.py VMM IMAGE PINGPONG OUT_DIR [CALLS]
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+PROFILES = [("NONE", 1), ("EPT2", 2), ("EPT3", 3)]
+CASES = [
+    "function-call",
+    "gate-local",
+    "gate-remote-0",
+    "gate-remote-6",
+    "gate-remote-buf64",
+    "gate-remote-buf4k",
+    "gate-nested",
+]
+# FlexOS ASPLOS'22 Figure 11 (cycles, min over 1e6 calls, Xeon Silver 4114).
+FLEXOS = [
+    ("function call", 2),
+    ("MPK light", 62),
+    ("MPK with DSS", 108),
+    ("EPT (VM per compartment)", 462),
+    ("Linux syscall, no KPTI", 146),
+    ("Linux syscall, KPTI", 470),
+]
+
+
+def run_json(cmd, what):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed with status {proc.returncode}:\n{proc.stderr.strip()}")
+    rows = []
+    for line in proc.stdout.splitlines():
+        line = line.split("] ", 1)[-1] if line.startswith("[") else line
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+    if not rows:
+        sys.exit(f"{what} printed no JSON results:\n{proc.stdout}\n{proc.stderr}")
+    return rows
+
+
+def svg_chart(bars, path):
+    """Horizontal bars (label, cycles, colour) on a log-free linear scale."""
+    width, left, bar_h, gap = 900, 330, 22, 8
+    height = 60 + len(bars) * (bar_h + gap)
+    top = max(c for _, c, _ in bars) or 1
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13">',
+        f'<text x="10" y="22" font-size="16">Gate latency, cycles (median; FlexOS: min, from the paper)</text>',
+    ]
+    for i, (label, cycles, colour) in enumerate(bars):
+        y = 40 + i * (bar_h + gap)
+        w = (width - left - 90) * cycles / top
+        out.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end">{label}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{max(w, 1):.1f}" height="{bar_h}" fill="{colour}"/>')
+        out.append(f'<text x="{left + w + 6:.1f}" y="{y + 16}">{cycles}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def main():
+    vmm, image, pingpong, out_dir = sys.argv[1:5]
+    calls = sys.argv[5] if len(sys.argv) > 5 else None
+    os.makedirs(out_dir, exist_ok=True)
+
+    print("running host ping-pong baseline", file=sys.stderr)
+    base = run_json([pingpong], "host-pingpong")[0]
+    results = {"baseline": base, "profiles": {}}
+    for profile, n in PROFILES:
+        print(f"running gatebench under {profile} ({n} compartment(s))", file=sys.stderr)
+        cmd = [vmm, "--compartments", str(n), image]
+        if calls:
+            cmd += ["--", f"calls={calls}"]
+        results["profiles"][profile] = run_json(cmd, f"gatebench {profile}")
+
+    floor = base["cycles_median"] or 1
+    print(f"host cache-line ping-pong round trip: median {base['cycles_median']} cycles "
+          f"({base['ns_median']} ns), min {base['cycles_min']}")
+    header = f"{'case':<20}" + "".join(f"{p:>22}" for p, _ in PROFILES)
+    print(header)
+    print(f"{'':<20}" + "".join(f"{'median cyc (x pp)':>22}" for _ in PROFILES))
+    by = {p: {r["case"]: r for r in rows} for p, rows in results["profiles"].items()}
+    for case in CASES:
+        cells = []
+        for p, _ in PROFILES:
+            r = by[p].get(case)
+            cells.append(f"{r['cycles_median']:>12} ({r['cycles_median'] / floor:5.2f}x)" if r else f"{'-':>22}")
+        print(f"{case:<20}" + "".join(f"{c:>22}" for c in cells))
+    remote = by["EPT2"].get("gate-remote-0")
+    if remote:
+        print(f"EPT2 gate-remote-0 / host ping-pong: {remote['cycles_median'] / floor:.2f}x (goal <= 1.5x; FlexOS EPT: 462 cycles)")
+    local, call = by["NONE"].get("gate-local"), by["NONE"].get("function-call")
+    if local and call:
+        print(f"NONE gate-local / function-call: {local['cycles_median'] / max(call['cycles_median'], 1):.2f}x (goal <= 2x)")
+
+    with open(os.path.join(out_dir, "gates.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    bars = [(f"FlexOS: {label}", c, "#999999") for label, c in FLEXOS]
+    bars.append(("ours: host ping-pong (baseline)", base["cycles_median"], "#4c72b0"))
+    for p, _ in PROFILES:
+        for case in ("function-call", "gate-local", "gate-remote-0"):
+            r = by[p].get(case)
+            if r and not (p != "NONE" and case == "function-call"):
+                bars.append((f"ours {p}: {case}", r["cycles_median"], "#dd8452"))
+    svg_chart(bars, os.path.join(out_dir, "gates.svg"))
+    print(f"JSON: {out_dir}/gates.json  plot: {out_dir}/gates.svg")
+
+
+if __name__ == "__main__":
+    main()
