@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long = "shared-mem", value_name = "MiB", default_value_t = 16)]
     pub shared_mem: u64,
 
+    /// Start a GDB stub on HOST:PORT (TCP) or a Unix socket path and wait for gdb
+    /// before the first guest instruction. Each compartment is one gdb thread.
+    #[arg(long, value_name = "ADDR:PORT|PATH")]
+    pub gdb: Option<String>,
+
     /// Print the image's components and default splits, then exit.
     #[arg(long)]
     pub list_components: bool,

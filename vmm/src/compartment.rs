@@ -9,6 +9,7 @@ use flexos_abi::{
     BootInfo, ExceptionFrame, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN,
     PORT_DOORBELL, PORT_EXCEPTION, SHARED_BASE,
 };
+use gdbstub::common::Signal;
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -17,6 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::layout::{GuestLayout, MemoryPlan};
 use crate::arch::{cpu, descriptors, paging};
 use crate::console::Console;
+use crate::debug::{self, Action, Debugger, Resumed, Snapshot, StopKind};
 use crate::error::{Result, VmmError};
 use crate::hypercall::{self, GuestBounds, Hypercall};
 use crate::image::Image;
@@ -101,6 +103,8 @@ pub struct Compartment {
     /// Ring other compartments' doorbells when their ioeventfd did not catch the write.
     peers: Vec<EventFd>,
     pub milestones: Arc<Milestones>,
+    /// The page tables' root, for the debugger's address translation.
+    pub cr3: u64,
 }
 
 /// Writes the boot-info block and the guest arguments into the boot-info window.
@@ -236,7 +240,13 @@ impl Compartment {
             doorbell,
             peers,
             milestones,
+            cr3,
         })
+    }
+
+    /// This compartment's guest memory (a cheap handle onto the same mappings).
+    pub fn memory(&self) -> GuestMemoryMmap {
+        self.mem.clone()
     }
 
     fn bounds(&self) -> GuestBounds {
@@ -246,9 +256,18 @@ impl Compartment {
         }
     }
 
-    /// Runs the vCPU until the guest exits or crashes.
-    pub fn run(&mut self) -> Outcome {
+    /// Runs the vCPU until the guest exits or crashes. With a debugger, the vCPU parks
+    /// whenever GDB has the run stopped, and breakpoints, steps and crashes stop it.
+    pub fn run(&mut self, debug: Option<&Debugger>) -> Outcome {
+        if let Some(d) = debug {
+            d.register_thread(self.spec.id);
+        }
         loop {
+            if let Some(d) = debug.filter(|d| d.must_park(self.spec.id)) {
+                if let Err(e) = self.park(d, None, None) {
+                    return Outcome::Failed(e);
+                }
+            }
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
@@ -281,7 +300,7 @@ impl Compartment {
                         3
                     };
                     match hypercall::decode(&self.mem, &bounds, port, &value[..len], cpl) {
-                        Ok(hc) => match self.serve(hc) {
+                        Ok(hc) => match self.serve(hc, debug) {
                             Some(outcome) => return outcome,
                             None => continue,
                         },
@@ -315,12 +334,12 @@ impl Compartment {
                 }
                 other => CrashKind::UnexpectedExit(format!("unexpected VM exit {other:?}")),
             };
-            return self.crash(event, None);
+            return self.fatal(event, None, debug);
         }
     }
 
     /// Serves one valid hypercall; returns an outcome when the run ends.
-    fn serve(&mut self, hc: Hypercall) -> Option<Outcome> {
+    fn serve(&mut self, hc: Hypercall, debug: Option<&Debugger>) -> Option<Outcome> {
         match hc {
             Hypercall::Console(bytes) => {
                 self.console.write(&bytes);
@@ -340,13 +359,18 @@ impl Compartment {
                 self.sleep(Duration::from_micros(timeout_us));
                 None
             }
-            Hypercall::Exit(code) => Some(Outcome::Exited(code)),
+            Hypercall::Exit(code) => {
+                if let Some(d) = debug {
+                    d.exited(self.spec.id, code);
+                }
+                Some(Outcome::Exited(code))
+            }
             Hypercall::Panic {
                 message,
                 file,
                 line,
                 column,
-            } => Some(self.crash(
+            } => Some(self.fatal(
                 CrashKind::Panic {
                     message,
                     file,
@@ -354,19 +378,151 @@ impl Compartment {
                     column,
                 },
                 None,
+                debug,
             )),
-            Hypercall::Exception(frame) => {
+            Hypercall::Exception { mut frame, at } => {
+                if let Some(d) = debug.filter(|d| !d.is_detached()) {
+                    let stop = match frame.vector {
+                        3 if d.is_breakpoint(frame.rip.wrapping_sub(1)) => {
+                            // Back onto the breakpoint: GDB expects the PC there, and the
+                            // original instruction runs once GDB takes the 0xCC out.
+                            frame.rip -= 1;
+                            Some(StopKind::SwBreak)
+                        }
+                        1 => Some(StopKind::Step),
+                        3 => Some(StopKind::Signal(Signal::SIGTRAP)),
+                        _ => None,
+                    };
+                    if let Some(kind) = stop {
+                        return self
+                            .park(d, Some((at, frame)), Some(kind))
+                            .err()
+                            .map(Outcome::Failed);
+                    }
+                }
                 let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
-                Some(self.crash(
+                Some(self.fatal(
                     CrashKind::Exception {
                         vector: frame.vector,
                         error_code: frame.error_code,
                         cr2,
                     },
-                    Some(frame),
+                    Some((at, frame)),
+                    debug,
                 ))
             }
         }
+    }
+
+    /// A crash: with a debugger attached the compartment first stops with the matching
+    /// signal so GDB can inspect it; either way the run then ends with the report.
+    fn fatal(
+        &mut self,
+        kind: CrashKind,
+        frame: Option<(u64, ExceptionFrame)>,
+        debug: Option<&Debugger>,
+    ) -> Outcome {
+        let signal = match &kind {
+            CrashKind::Exception { vector, .. } => debug::exception_signal(*vector),
+            CrashKind::Panic { .. } => Signal::SIGABRT,
+            CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) => Signal::SIGSYS,
+            CrashKind::Violation { .. } | CrashKind::TripleFault => Signal::SIGSEGV,
+        };
+        let outcome = self.crash(kind, frame.map(|f| f.1));
+        if let Some(d) = debug.filter(|d| !d.is_detached()) {
+            if let Ok(snap) = self.snapshot(frame) {
+                let _ = d.park(
+                    self.spec.id,
+                    snap,
+                    Some(StopKind::Signal(signal)),
+                    Some(signal),
+                );
+            }
+        }
+        outcome
+    }
+
+    /// The registers GDB should see: the interrupted state for a stop inside an
+    /// exception trampoline, the vCPU's own otherwise.
+    fn snapshot(&self, frame: Option<(u64, ExceptionFrame)>) -> Result<Snapshot> {
+        let mut regs = self
+            .vcpu
+            .get_regs()
+            .map_err(VmmError::kvm("KVM_GET_REGS"))?;
+        let fpu = self.vcpu.get_fpu().map_err(VmmError::kvm("KVM_GET_FPU"))?;
+        let sregs = self
+            .vcpu
+            .get_sregs()
+            .map_err(VmmError::kvm("KVM_GET_SREGS"))?;
+        let (mut cs, mut ss) = (sregs.cs.selector as u64, sregs.ss.selector as u64);
+        if let Some((_, f)) = frame {
+            regs.rax = f.rax;
+            regs.rdx = f.rdx;
+            regs.rip = f.rip;
+            regs.rsp = f.rsp;
+            regs.rflags = f.rflags;
+            (cs, ss) = (f.cs, f.ss);
+        }
+        Ok(Snapshot {
+            regs,
+            fpu,
+            cs,
+            ss,
+            frame: frame.map(|f| f.0),
+        })
+    }
+
+    /// Stops this compartment for GDB and, once resumed, puts back whatever GDB left in
+    /// the snapshot (the frame for a trampoline stop, the vCPU otherwise), with TF set
+    /// exactly when GDB asked for a single step.
+    fn park(
+        &mut self,
+        d: &Debugger,
+        frame: Option<(u64, ExceptionFrame)>,
+        kind: Option<StopKind>,
+    ) -> Result<()> {
+        let snap = self.snapshot(frame)?;
+        let (snap, action) = match d.park(self.spec.id, snap, kind, None) {
+            Resumed::Run(snap, action) => (snap, action),
+            Resumed::End => return Ok(()),
+        };
+        let tf = if action == Action::Step {
+            cpu::RFLAGS_TF
+        } else {
+            0
+        };
+        let rflags = (snap.regs.rflags & !cpu::RFLAGS_TF) | tf;
+        match (snap.frame, frame) {
+            (Some(at), Some((_, mut f))) => {
+                // The vCPU sits in the trampoline after its `out`: GPRs it did not touch
+                // go back into the vCPU, the rest into the frame it will `iretq` through.
+                let mut cur = self
+                    .vcpu
+                    .get_regs()
+                    .map_err(VmmError::kvm("KVM_GET_REGS"))?;
+                let r = snap.regs;
+                (cur.rbx, cur.rcx, cur.rsi, cur.rdi, cur.rbp) = (r.rbx, r.rcx, r.rsi, r.rdi, r.rbp);
+                (cur.r8, cur.r9, cur.r10, cur.r11) = (r.r8, r.r9, r.r10, r.r11);
+                (cur.r12, cur.r13, cur.r14, cur.r15) = (r.r12, r.r13, r.r14, r.r15);
+                self.vcpu
+                    .set_regs(&cur)
+                    .map_err(VmmError::kvm("KVM_SET_REGS"))?;
+                (f.rax, f.rdx, f.rip, f.rsp, f.rflags) = (r.rax, r.rdx, r.rip, r.rsp, rflags);
+                self.mem
+                    .write_obj(Pod(f), GuestAddress(at))
+                    .map_err(|e| VmmError::Memory(format!("writing the exception frame: {e}")))?;
+            }
+            _ => {
+                let mut r = snap.regs;
+                r.rflags = rflags;
+                self.vcpu
+                    .set_regs(&r)
+                    .map_err(VmmError::kvm("KVM_SET_REGS"))?;
+            }
+        }
+        self.vcpu
+            .set_fpu(&snap.fpu)
+            .map_err(VmmError::kvm("KVM_SET_FPU"))
     }
 
     /// Blocks until this compartment's doorbell rings or `timeout` passes, then clears

@@ -22,7 +22,11 @@ use crate::arch::layout::{IST1_TOP, IST2_TOP};
 pub enum Hypercall {
     Console(Vec<u8>),
     Exit(u8),
-    Exception(ExceptionFrame),
+    /// A trampoline reported an exception; `at` is the frame's guest-physical address.
+    Exception {
+        frame: ExceptionFrame,
+        at: u64,
+    },
     Panic {
         message: String,
         file: String,
@@ -178,7 +182,10 @@ pub fn decode(
                 return Err("exception report that did not come from a monitor trampoline".into());
             }
             mem.read_obj::<Pod<ExceptionFrame>>(GuestAddress(value))
-                .map(|b| Hypercall::Exception(b.0))
+                .map(|b| Hypercall::Exception {
+                    frame: b.0,
+                    at: value,
+                })
                 .map_err(|e| format!("exception frame unreadable: {e}"))
         }
         _ => Err(format!(
@@ -328,7 +335,7 @@ mod tests {
         assert!(decode(&mem, &b, PORT_EXCEPTION, &frame, 3).is_err());
         assert!(matches!(
             decode(&mem, &b, PORT_EXCEPTION, &frame, 0),
-            Ok(Hypercall::Exception(_))
+            Ok(Hypercall::Exception { .. })
         ));
         assert!(decode(&mem, &b, PORT_EXCEPTION, &(A as u32).to_le_bytes(), 0).is_err());
     }

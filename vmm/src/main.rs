@@ -7,6 +7,7 @@ mod arch;
 mod cli;
 mod compartment;
 mod console;
+mod debug;
 mod error;
 mod hypercall;
 mod image;
@@ -99,6 +100,7 @@ fn run(cli: Cli, start: Instant) -> Result<i32> {
             shared_size,
             guest_args: cli.guest_args,
             timings: cli.timings,
+            gdb: cli.gdb,
         },
         start,
     )

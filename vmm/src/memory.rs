@@ -220,8 +220,12 @@ mod tests {
         let plan = MemoryPlan::new(8 * MIB, 0x10_1000, 3).unwrap();
         let mem = compartment_memory(&plan, 2, &shared).unwrap();
         let mut header = [0u8; rpc_shm::HEADER_SIZE];
-        mem.read_slice(&mut header, GuestAddress(SHARED_BASE)).unwrap();
-        assert_eq!(rpc_shm::Layout::from_header(&rpc_shm::Header::from_bytes(&header), 2 * MIB), Ok(layout));
+        mem.read_slice(&mut header, GuestAddress(SHARED_BASE))
+            .unwrap();
+        assert_eq!(
+            rpc_shm::Layout::from_header(&rpc_shm::Header::from_bytes(&header), 2 * MIB),
+            Ok(layout)
+        );
         assert!(!shared.is_dead(&layout, 1));
         shared.mark_dead(&layout, 1);
         assert!(shared.is_dead(&layout, 1));
@@ -229,7 +233,10 @@ mod tests {
             .read_obj(GuestAddress(SHARED_BASE + layout.dead_flag_offset(1)))
             .unwrap();
         assert_eq!(flag, 1);
-        assert!(SharedRegion::new(MIB).unwrap().init(17).is_err(), "at most 16");
+        assert!(
+            SharedRegion::new(MIB).unwrap().init(17).is_err(),
+            "at most 16"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::time::Instant;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
+use gdbstub::stub::DisconnectReason;
+
 use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome};
+use crate::debug::stub::{self, GdbTarget};
+use crate::debug::Debugger;
 use crate::error::{Result, VmmError, EXIT_CRASH};
 use crate::image::Image;
 use crate::memory::SharedRegion;
@@ -23,12 +27,33 @@ pub struct RunPlan {
     pub shared_size: u64,
     pub guest_args: Vec<String>,
     pub timings: bool,
+    /// Where to serve GDB, if at all.
+    pub gdb: Option<String>,
 }
 
 fn micros(start: Instant, t: Option<&Instant>) -> String {
     t.map_or("-".to_string(), |t| {
         t.duration_since(start).as_micros().to_string()
     })
+}
+
+/// Serves GDB until it detaches or kills the run, or the guest ends; true on kill.
+fn serve_gdb(addr: &str, dbg: Arc<Debugger>) -> Result<bool> {
+    let conn = stub::listen(addr).map_err(VmmError::Usage)?;
+    let mut target = GdbTarget::new(dbg.clone());
+    match target.serve(conn) {
+        Ok(DisconnectReason::Kill) => Ok(true),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(false),
+        Ok(DisconnectReason::Disconnect) => {
+            dbg.detach();
+            Ok(false)
+        }
+        Err(e) => {
+            eprintln!("flexos-vmm: {e}; running on without the debugger");
+            dbg.detach();
+            Ok(false)
+        }
+    }
 }
 
 /// Boots every compartment and returns the process exit status.
@@ -62,20 +87,38 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     }
     let milestones: Vec<Arc<Milestones>> =
         compartments.iter().map(|c| c.milestones.clone()).collect();
+    let debugger = match &run.gdb {
+        Some(_) => Some(Arc::new(
+            Debugger::new(
+                names.to_vec(),
+                compartments.iter().map(|c| c.memory()).collect(),
+                compartments.iter().map(|c| c.cr3).collect(),
+            )
+            .map_err(VmmError::KvmRun)?,
+        )),
+        None => None,
+    };
 
     let (tx, rx) = mpsc::channel();
     for mut comp in compartments {
         let tx = tx.clone();
         let id = comp.spec.id;
+        let debugger = debugger.clone();
         std::thread::Builder::new()
             .name(format!("vcpu-{}", comp.spec.name))
             .spawn(move || {
-                let outcome = comp.run();
+                let outcome = comp.run(debugger.as_deref());
                 let _ = tx.send((id, outcome));
             })
             .map_err(|e| VmmError::KvmRun(format!("cannot start a vCPU thread: {e}")))?;
     }
     drop(tx);
+    if let (Some(addr), Some(dbg)) = (&run.gdb, &debugger) {
+        if serve_gdb(addr, dbg.clone())? {
+            eprintln!("flexos-vmm: the run was killed from gdb");
+            return Ok(EXIT_CRASH);
+        }
+    }
     let (id, outcome) = rx
         .recv()
         .map_err(|_| VmmError::KvmRun("every vCPU thread ended without an outcome".into()))?;

@@ -21,6 +21,8 @@ const EFER_NXE: u64 = 1 << 11;
 /// Bit 1 is reserved-set. IOPL stays 0: the TSS I/O bitmap grants the hypercall ports
 /// (see `descriptors`), so ring 3 can neither `cli` nor touch any other port.
 pub const RFLAGS_INIT: u64 = 1 << 1;
+/// Trap flag: a #DB after the next instruction (the debugger's single step).
+pub const RFLAGS_TF: u64 = 1 << 8;
 const MXCSR_DEFAULT: u32 = 0x1f80;
 const FCW_DEFAULT: u16 = 0x37f;
 
