@@ -214,6 +214,36 @@ where
     run(args)
 }
 
+/// Runs another program (a stock client such as gdb) with the same timeout and output
+/// capture as the monitor.
+#[track_caller]
+pub fn run_program<I, S>(program: &str, args: I) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let command = describe(&cmd);
+    run_with_timeout(cmd, command, TIMEOUT)
+}
+
+/// Fails the test, naming the package to install, when `tool` is not on PATH.
+#[track_caller]
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is not installed: install the `{package}` package (scripts/setup does)"
+    );
+}
+
 /// A shell-like rendering of `cmd` for messages; long arguments are shortened.
 fn describe(cmd: &Command) -> String {
     let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];

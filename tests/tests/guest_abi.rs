@@ -112,7 +112,11 @@ fn doorbell_for_a_missing_compartment() {
     let out = boot(Asm::default().out32(PORT_DOORBELL, 5).ud2(), &[]);
     assert_crash(
         &out,
-        &["invalid hypercall", "doorbell for compartment 5", "the run has 1"],
+        &[
+            "invalid hypercall",
+            "doorbell for compartment 5",
+            "the run has 1",
+        ],
     );
 }
 

@@ -1,0 +1,175 @@
+//! The GDB stub, driven by stock gdb in batch mode: breakpoints, backtraces, register
+//! and memory reads, single steps, `finish`, a clean exit, and a crash that stops with
+//! SIGSEGV at the faulting instruction and ends with the usual report after `detach`.
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use flexos_e2e::{image, require_tool, run, run_program, Outcome, TempDir, EXIT_CRASH};
+
+/// Boots `app` with `--gdb <socket>` and `vmm_args`, runs gdb with `commands` against
+/// it, and returns (gdb's outcome, the monitor's outcome).
+fn debug_session(
+    app: &str,
+    vmm_args: &[&str],
+    guest_args: &[&str],
+    commands: &[&str],
+) -> (Outcome, Outcome) {
+    require_tool("gdb", "gdb");
+    let dir = TempDir::new("gdb");
+    let socket = dir.path().join("gdb.sock");
+    let elf = image(app);
+    let mut args: Vec<String> = vec!["--gdb".into(), socket.display().to_string()];
+    args.extend(vmm_args.iter().map(|a| a.to_string()));
+    args.push(elf.display().to_string());
+    args.push("--".into());
+    args.extend(guest_args.iter().map(|a| a.to_string()));
+    let monitor = thread::spawn(move || run(args));
+
+    wait_for_socket(&socket);
+    let mut gdb_args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off", "-ex"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    gdb_args.push(format!("file {}", elf.display()));
+    gdb_args.push("-ex".into());
+    gdb_args.push(format!("target remote {}", socket.display()));
+    for c in commands {
+        gdb_args.push("-ex".into());
+        gdb_args.push(c.to_string());
+    }
+    let gdb = run_program("gdb", gdb_args);
+    let vmm = monitor.join().expect("monitor thread panicked");
+    (gdb, vmm)
+}
+
+fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the monitor never opened its gdb socket {}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[track_caller]
+fn assert_has(out: &Outcome, needle: &str) {
+    assert!(
+        out.stdout.contains(needle),
+        "gdb output should contain {needle:?}\n{out:?}"
+    );
+}
+
+#[test]
+fn breakpoint_backtrace_registers_memory_step_finish_exit() {
+    let (gdb, vmm) = debug_session(
+        "hello",
+        &[],
+        &["exit=3"],
+        &[
+            "info threads",
+            "break hello::main",
+            "continue",
+            "bt",
+            "info registers rip",
+            "x/4gx $rsp",
+            "stepi",
+            "info registers rip",
+            "finish",
+            "finish",
+            "continue",
+        ],
+    );
+    assert_has(&gdb, "Thread 1.1 (compartment 0 (app))");
+    assert_has(&gdb, "Breakpoint 1, hello::main ()");
+    assert_has(&gdb, "#0  hello::main () at apps/hello/src/main.rs:");
+    assert_has(&gdb, "in flexos_kernel::rt::_start ()");
+    assert_has(&gdb, "<hello::main+");
+    // x/4gx prints the stack address followed by two 8-byte words, twice.
+    let words = gdb
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("0x1") && l.matches("\t0x").count() == 2)
+        .count();
+    assert_eq!(words, 2, "x/4gx $rsp should print two lines\n{gdb:?}");
+    // stepi moved the PC: the two `rip` lines differ.
+    let rips: Vec<&str> = gdb
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("rip "))
+        .collect();
+    assert_eq!(rips.len(), 2, "{gdb:?}");
+    assert_ne!(rips[0], rips[1], "stepi must move the PC\n{gdb:?}");
+    // `finish` leaves boot_info's inlined atomic load, then boot_info, back into main.
+    assert!(
+        gdb.stdout
+            .lines()
+            .any(|l| l.starts_with("hello::main () at apps/hello/src/main.rs:")),
+        "finish should return into hello::main\n{gdb:?}"
+    );
+    assert_has(&gdb, "[Inferior 1 (process 1) exited with code 03]");
+    vmm.assert_status(3)
+        .assert_stdout_lines(&["Hello from FlexOS compartment 0 of 1!", "args: exit=3"]);
+    assert!(
+        vmm.stderr.contains("waiting for gdb on"),
+        "the monitor says where gdb should connect\n{vmm:?}"
+    );
+}
+
+#[test]
+fn a_crash_stops_with_sigsegv_and_detach_ends_the_run_with_the_report() {
+    let (gdb, vmm) = debug_session(
+        "hello",
+        &[],
+        &["crash=null"],
+        &["continue", "bt", "info registers rip", "detach"],
+    );
+    assert_has(&gdb, "Program received signal SIGSEGV");
+    assert_has(&gdb, "#0  hello::crash_null () at apps/hello/src/main.rs:");
+    assert_has(&gdb, "in hello::main ()");
+    assert_has(&gdb, "<hello::crash_null+");
+    vmm.assert_status(EXIT_CRASH);
+    assert!(
+        vmm.stderr.contains(
+            "flexos-vmm: compartment 0 (app) crashed: page fault (#PF) at hello::crash_null+"
+        ),
+        "{vmm:?}"
+    );
+}
+
+#[test]
+fn continuing_after_a_crash_terminates_the_program() {
+    let (gdb, vmm) = debug_session("hello", &[], &["crash=ud"], &["continue", "continue"]);
+    assert_has(&gdb, "Program received signal SIGILL");
+    assert_has(&gdb, "Program terminated with signal SIGILL");
+    vmm.assert_status(EXIT_CRASH);
+    assert!(
+        vmm.stderr
+            .contains("invalid opcode (#UD) at hello::crash_ud+"),
+        "{vmm:?}"
+    );
+}
+
+#[test]
+fn kill_ends_the_run() {
+    let (gdb, vmm) = debug_session(
+        "hello",
+        &[],
+        &[],
+        &["break hello::main", "continue", "kill"],
+    );
+    assert_has(&gdb, "Breakpoint 1, hello::main ()");
+    vmm.assert_status(EXIT_CRASH);
+    assert!(
+        vmm.stderr.contains("the run was killed from gdb"),
+        "{vmm:?}"
+    );
+    assert!(
+        vmm.stdout.is_empty(),
+        "main never ran past the breakpoint\n{vmm:?}"
+    );
+}
