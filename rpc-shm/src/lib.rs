@@ -1,16 +1,125 @@
 //! Shared-memory RPC between compartments (DESIGN section 5).
 //!
-//! This crate is used by BOTH sides: the monitor maps the shared region into every
-//! compartment and initialises its header, and the guest kernel's gate layer places
-//! calls in it. It will hold the region layout (header with magic, version and
-//! per-compartment state including a dead flag), the lock-free single-producer /
-//! single-consumer call rings (one per ordered compartment pair, one cache line per
-//! call), the per-compartment shared-heap arenas with typed handles, and the
-//! validation of every field a peer can write.
+//! Used by BOTH sides: the monitor lays out the shared region (writes the
+//! [`Header`]) and marks crashed compartments dead; each compartment's gate layer makes
+//! calls through an [`Endpoint`]. The region is mapped at the same address in every
+//! compartment, has no pointers in it (only offsets), and is untrusted by everyone:
+//! any compartment can write any byte of it at any time. This crate knows nothing
+//! about KVM; its tests run compartments as threads.
 //!
-//! It knows nothing about KVM, so it is tested on the host with real threads.
+//! # Region
 //!
-//! Status: the foundation issue only reserves the crate and the shared region
-//! (`flexos_abi::SHARED_BASE`); the compartments issue fills it.
+//! [`Layout`] (a pure function of region size and compartment count, so the monitor
+//! and every guest agree) places a header, one 64-byte state line per compartment
+//! (`dead`, `sleeping`, `ready` flags), one ring per ordered compartment pair and a
+//! heap split into one arena per compartment. [`Region::from_raw`] reads the header
+//! once, checks magic, version and every field against the computed layout, and keeps
+//! that private copy: a peer that later scribbles on the header changes nothing.
+//!
+//! # Rings and slots
+//!
+//! The ring `i -> j` has [`RING_SLOTS`] slots of one cache line each (format in
+//! [`slot`]): a control word (state + seq), a word with interface and method ids, six
+//! argument words. A call moves one line each way: the caller fills the slot and
+//! publishes it by storing `REQUEST|seq` into the control word with **release**; the
+//! callee loads the control word with **acquire**, copies the slot into private
+//! memory, validates and dispatches, writes the result into word 1 and publishes
+//! `REPLY_OK|seq` or `REPLY_ERR|seq` with release; the caller loads it with acquire,
+//! reads word 1, and frees the slot (`EMPTY`). There is no shared index: the caller's
+//! next seq and in-flight count and the callee's expected seq live in each side's
+//! [`Endpoint`] (private memory), and `seq` in the control word tells the callee
+//! whether a slot is the request it expects next. The caller writes only `EMPTY` and
+//! `REQUEST`, the callee only `REPLY_*`.
+//!
+//! # Nested calls
+//!
+//! A caller waiting for a reply keeps serving requests that arrive for its own
+//! compartment, so `A -> B -> A -> B ...` works. The callee advances its expected seq
+//! when it *takes* a request, before dispatching, so a nested request on the same ring
+//! (next seq, next slot) is served while the outer one is still in flight. Calls in
+//! flight on one ring finish last-in first-out, so they occupy consecutive slots; a
+//! call that would need more than [`RING_SLOTS`] fails with [`GateError::TooDeep`].
+//!
+//! # Validation
+//!
+//! The callee decodes a private copy of the slot ([`slot::decode_slot`], pure, never
+//! panics): an unknown state word is answered with [`GateError::BadSlot`] and skipped
+//! (it cannot wedge the ring or the callee), reserved bits must be zero, the
+//! interface id must have a registered server ([`GateError::UnknownInterface`]), the
+//! method id must exist ([`GateError::UnknownMethod`]), and every argument is decoded
+//! by its [`GateSafe`] type (`2` is not a `bool`; a [`SharedBuf`] must lie inside the
+//! shared heap: [`GateError::BadHandle`]). The caller likewise rejects a malformed
+//! reply ([`GateError::BadReply`]). Only [`GateSafe`] types cross a gate, checked at
+//! compile time by [`interface!`]: integers, `bool`, `()`, enums declared with
+//! [`gate_enum!`], and [`SharedBuf`] handles, never references or pointers.
+//! Shared-heap bytes are only reached through [`SharedBytes`] (atomic copy-in /
+//! copy-out; see its aliasing contract), and [`Arena`] keeps all allocator metadata in
+//! private memory.
+//!
+//! What this does not give: a compartment can still scribble on the rings between two
+//! other compartments and make their calls fail or return wrong values. It cannot make
+//! any compartment using this crate panic, hang (other than by not replying to its
+//! own calls) or touch memory outside the region.
+//!
+//! # Idle: spinning, sleeping and the doorbell
+//!
+//! Waiting (for a reply, or for requests in [`Endpoint::serve_until`]) polls the rings
+//! and calls [`Platform::relax`] for [`IdlePolicy::spin_rounds`] rounds. Then the
+//! endpoint sleeps, with a Dekker-style handshake:
+//!
+//! ```text
+//! sleeper                                  publisher (request or reply)
+//! sleeping = 1           (relaxed)         control word = REQUEST/REPLY (release)
+//! fence(SeqCst)                            fence(SeqCst)
+//! re-check: my reply, incoming rings,      if peer.sleeping != 0 (relaxed)
+//!           dead flags                         platform.doorbell(peer)
+//! if nothing: platform.sleep(timeout)
+//! sleeping = 0
+//! ```
+//!
+//! The two SeqCst fences are totally ordered. If the sleeper's fence comes first, the
+//! publisher's load after its own fence sees `sleeping == 1` and rings the doorbell;
+//! if the publisher's fence comes first, the sleeper's re-check sees the published
+//! word and does not sleep. Either way the wake-up cannot be lost, provided
+//! [`Platform::sleep`] is latched: a doorbell rung between the re-check and the actual
+//! sleep must make that sleep return at once (thread park tokens, an eventfd, and the
+//! monitor's sleep hypercall behave like this). The sleep timeout only bounds how late
+//! a compartment notices a dead peer or a `stop` condition nobody rings for.
+//!
+//! # Peer death
+//!
+//! The monitor stores 1 in the dead flag of a crashed compartment
+//! ([`Layout::dead_flag_offset`]). A caller checks the target's flag before posting
+//! and on every round while waiting, and returns [`GateError::PeerDead`]; a server
+//! that propagates it lets the whole chain unwind.
 
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod arena;
+mod endpoint;
+mod error;
+mod gate;
+mod interface;
+mod layout;
+mod region;
+mod route;
+pub mod slot;
+
+pub use arena::{Arena, ARENA_WORDS, MAX_BLOCKS, MIN_BLOCK};
+pub use endpoint::{
+    Dispatch, Endpoint, IdlePolicy, Platform, Stats, DEFAULT_SLEEP_US, DEFAULT_SPIN_ROUNDS,
+    MAX_INTERFACES,
+};
+pub use error::{GateError, LayoutError};
+pub use flexos_abi::MAX_COMPARTMENTS;
+pub use gate::{GateSafe, SharedBuf};
+pub use layout::{
+    Header, HeapBounds, Layout, ARENA_ALIGN, HEADER_SIZE, LINE, MAGIC, MAX_REGION, MIN_ARENA,
+    RING_SLOTS, STATE_OFFSET, VERSION,
+};
+pub use region::{Region, SharedBytes};
+pub use route::{Placement, Route, Router};
+pub use slot::ARGS;

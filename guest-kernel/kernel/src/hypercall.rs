@@ -9,8 +9,8 @@
 use core::arch::asm;
 
 use flexos_abi::{
-    CONSOLE_MAX, ConsoleWrite, ExitArgs, MilestoneArgs, PANIC_TEXT_MAX, PORT_CONSOLE, PORT_EXIT,
-    PORT_MILESTONE, PORT_PANIC, PanicArgs,
+    CONSOLE_MAX, ConsoleWrite, ExitArgs, MilestoneArgs, PANIC_TEXT_MAX, PORT_CONSOLE,
+    PORT_DOORBELL, PORT_EXIT, PORT_MILESTONE, PORT_PANIC, PORT_SLEEP, PanicArgs, SleepArgs,
 };
 
 /// Sends the block at `block` to `port`.
@@ -76,6 +76,35 @@ pub fn panic(msg: &[u8], file: &[u8], line: u32, column: u32) -> ! {
 /// TSC `tsc`, for `--timings`.
 pub fn milestone(id: u64, tsc: u64) {
     call(PORT_MILESTONE, &MilestoneArgs { id, tsc });
+}
+
+/// Sleeps until this compartment's doorbell rings or `timeout_us` microseconds pass
+/// (the monitor caps the timeout at [`flexos_abi::SLEEP_MAX_US`]). Latched: returns at
+/// once if the doorbell rang since the previous sleep. Costs a full exit to the
+/// monitor (~26 us here) even when it returns at once, so only idle code calls it.
+pub fn sleep(timeout_us: u64) {
+    call(PORT_SLEEP, &SleepArgs { timeout_us });
+}
+
+/// Rings compartment `target`'s doorbell: its current or next [`sleep`] returns. The
+/// value sent is the target id, not a block address; the monitor binds the port to an
+/// ioeventfd per target, so this exit stays in the host kernel (~3 us).
+///
+/// A `target` that is not a compartment of the run is a crash of the caller (the
+/// monitor reports it as an invalid hypercall).
+pub fn doorbell(target: u32) {
+    // SAFETY: `out` to a hypercall port is allowed in ring 3 by the monitor's I/O
+    // bitmap; the doorbell reads no guest memory and preserves every register and flag.
+    // No `nomem`: the compiler must not sink earlier stores (the request the doorbell
+    // announces) past the exit.
+    unsafe {
+        asm!(
+            "out dx, eax",
+            in("dx") PORT_DOORBELL,
+            in("eax") target,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 /// Where a terminating hypercall lands if the monitor ever resumes us: ring 3 cannot

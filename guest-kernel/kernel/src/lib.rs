@@ -15,13 +15,16 @@
 //! - [`heap`]: the global allocator over the private heap;
 //! - [`args`]: the guest arguments passed on the monitor's command line;
 //! - [`components`]: the component table an image exports, and placement queries;
-//! - [`sync`]: the spin lock the runtime uses instead of `static mut`;
+//! - [`gate`]: the gate layer: this compartment's rpc-shm endpoint, the router generated
+//!   clients use, server registration ([`servers!`]) and the shared-heap arena;
+//! - [`sync`]: the spin lock and boot-time cell the runtime uses instead of `static mut`;
 //! - `panic`: the panic handler, which reports to the monitor without allocating.
 
 #![no_std]
 
 pub mod args;
 pub mod components;
+pub mod gate;
 pub mod console;
 pub mod heap;
 pub mod hypercall;
@@ -32,4 +35,6 @@ pub mod time;
 
 pub use args::Args;
 pub use flexos_abi as abi;
+/// rpc-shm, for `rpc::interface!`, `rpc::gate_enum!`, `SharedBuf`, `GateError`, ...
+pub use rpc_shm as rpc;
 pub use rt::{boot_info, compartment_id, exit};

@@ -1,6 +1,11 @@
 //! Boot and exit: the image entry point, the boot-info checks, and the hook through
 //! which the runtime calls the app's `main`.
 //!
+//! Every compartment runs `_start`: it checks the boot info, sets up the heap and the
+//! gate layer ([`crate::gate`]); then the compartment hosting the entry component
+//! (component 0) runs `main` and exits with its code, and every other compartment
+//! serves gate calls until the run ends.
+//!
 //! # Entry contract (set up by the monitor)
 //!
 //! The vCPU starts in 64-bit ring 3 at the ELF entry `_start`, with
@@ -13,7 +18,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use flexos_abi::{BOOT_FLAG_TIMINGS, BOOT_MAGIC, BOOT_VERSION, BootInfo, MILESTONE_MAIN};
 
-use crate::{Args, console, heap, hypercall, println, time};
+use crate::components::ENTRY_COMPONENT;
+use crate::{Args, console, gate, heap, hypercall, println, time};
 
 /// Exit code for a boot info the kernel cannot use (the highest code a guest may pass).
 pub const EXIT_BAD_BOOT: i32 = 63;
@@ -67,8 +73,18 @@ pub unsafe extern "C" fn _start(boot: *const BootInfo) -> ! {
         exit(EXIT_BAD_BOOT);
     }
 
+    // Every compartment: endpoint, router, shared-heap arena, and the servers of the
+    // components placed here. Exits with EXIT_BAD_BOOT on an unusable shared region.
+    gate::init(info);
+
     if info.flags & BOOT_FLAG_TIMINGS != 0 {
         hypercall::milestone(MILESTONE_MAIN, time::rdtsc());
+    }
+
+    // Only the compartment hosting the entry component runs `main`; the others serve
+    // their components' gates until the run ends (`gate::init` checked the placement).
+    if u32::from(info.placement[usize::from(ENTRY_COMPONENT)]) != info.compartment_id {
+        gate::serve_forever();
     }
 
     let args = Args::from_boot(info);

@@ -1,14 +1,21 @@
-//! A minimal spin lock for the runtime's global state.
+//! The two wrappers the runtime uses for global state instead of `static mut`.
 //!
-//! Every compartment is one vCPU running cooperative code, so a lock is never contended
-//! by another CPU; it exists so that global state is reached through a guard instead of
-//! `static mut` references, and so that re-entrance (a `Display` impl that prints, a
-//! panic while the console is held) is detected with [`SpinLock::try_lock`] rather than
-//! silently aliasing a `&mut`.
+//! Every compartment is one vCPU running cooperative code and takes no interrupts (its
+//! IDT holds only the monitor's trampolines, which never return into guest code), so
+//! a compartment has exactly one thread of execution. Nothing here is ever contended
+//! by another CPU; the wrappers exist so that global state is reached through safe,
+//! checked APIs:
+//!
+//! - [`SpinLock`]: exclusive access through a guard; re-entrance (a `Display` impl that
+//!   prints, a panic while the console is held) is detected with
+//!   [`SpinLock::try_lock`] rather than silently aliasing a `&mut`;
+//! - [`BootCell`]: a value set once during boot and shared (`&T`) afterwards, for state
+//!   whose type is not `Sync` (the gate endpoint keeps its ring indices in `Cell`s).
 
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// A test-and-set spin lock around a `T`.
 pub struct SpinLock<T> {
@@ -88,5 +95,91 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
 impl<T> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// A value set once (during boot) and only shared afterwards: a `static` home for
+/// compartment-global state such as the gate endpoint.
+///
+/// # Why this is sound for a `T` that is not `Sync`
+///
+/// `static` requires `Sync`, and this type claims it for every `T`. That claim holds
+/// because a compartment has exactly one thread of execution (one vCPU, no interrupt
+/// handlers in guest code, no threads in the runtime): a `&T` handed out here is only
+/// ever used by that one thread, which is all `!Sync` types such as `Cell` require.
+/// Re-entrant use on that thread (a gate server running while the same compartment
+/// waits for a reply) is what `Cell`-style interior mutability is made for. If the
+/// runtime ever gains preemption or a second vCPU per compartment, this impl must go.
+///
+/// Setting is checked: the value is written exactly once, before any reference to it
+/// exists, and [`BootCell::get`] hands out `&T` only after that write completed.
+pub struct BootCell<T> {
+    /// [`EMPTY`](Self::EMPTY), [`SETTING`](Self::SETTING) or [`SET`](Self::SET).
+    state: AtomicU8,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: see the type's docs: one thread of execution per compartment, so a shared
+// reference to `T` is never used by two threads; the value is written once, before any
+// `&T` exists (guarded by `state`).
+unsafe impl<T> Sync for BootCell<T> {}
+
+impl<T> BootCell<T> {
+    const EMPTY: u8 = 0;
+    const SETTING: u8 = 1;
+    const SET: u8 = 2;
+
+    /// An empty cell.
+    pub const fn new() -> Self {
+        BootCell {
+            state: AtomicU8::new(Self::EMPTY),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Stores `value` and returns a reference to it, or gives `value` back if the cell
+    /// was already set.
+    pub fn set(&self, value: T) -> Result<&T, T> {
+        if self
+            .state
+            .compare_exchange(Self::EMPTY, Self::SETTING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(value);
+        }
+        // SAFETY: the compare-exchange made us the only writer, and no reference to the
+        // value exists yet (`get` returns `None` until `state` is SET).
+        unsafe { (*self.value.get()).write(value) };
+        self.state.store(Self::SET, Ordering::Release);
+        // SAFETY: written just above; from now on only shared references exist.
+        Ok(unsafe { (*self.value.get()).assume_init_ref() })
+    }
+
+    /// The value, once set.
+    #[inline(always)]
+    pub fn get(&self) -> Option<&T> {
+        if self.state.load(Ordering::Acquire) == Self::SET {
+            // SAFETY: SET is stored (release) only after the value was written, and the
+            // value is never written again, so shared references are all there are.
+            Some(unsafe { (*self.value.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+}
+
+impl<T> Default for BootCell<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Drop for BootCell<T> {
+    fn drop(&mut self) {
+        if *self.state.get_mut() == Self::SET {
+            // SAFETY: SET means the value was initialised; `&mut self` means no
+            // reference to it is live.
+            unsafe { self.value.get_mut().assume_init_drop() };
+        }
     }
 }
