@@ -5,7 +5,8 @@ NONE profile (1 compartment), EPT2 (2 compartments) and EPT3 (3 compartments). P
 table with every case's ratio to the ping-pong round trip, writes all results as JSON,
 and draws an SVG bar chart with FlexOS's published figures beside ours.
 
-Usage: bench_gates.py VMM IMAGE PINGPONG OUT_DIR [CALLS]
+Usage: bench_gates.py VMM IMAGE PINGPONG OUT_DIR [CALLS [PROFILES]]
+  PROFILES: comma-separated subset of NONE,EPT2,EPT3 (default: all three)
 """
 
 import json
@@ -70,7 +71,13 @@ def svg_chart(bars, path):
 
 def main():
     vmm, image, pingpong, out_dir = sys.argv[1:5]
-    calls = sys.argv[5] if len(sys.argv) > 5 else None
+    calls = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+    if len(sys.argv) > 6:
+        wanted = sys.argv[6].split(",")
+        unknown = [p for p in wanted if p not in dict(PROFILES)]
+        if unknown:
+            sys.exit(f"unknown profile(s) {unknown}; choose from {[p for p, _ in PROFILES]}")
+        PROFILES[:] = [(p, n) for p, n in PROFILES if p in wanted]
     os.makedirs(out_dir, exist_ok=True)
 
     print("running host ping-pong baseline", file=sys.stderr)
@@ -96,10 +103,10 @@ def main():
             r = by[p].get(case)
             cells.append(f"{r['cycles_median']:>12} ({r['cycles_median'] / floor:5.2f}x)" if r else f"{'-':>22}")
         print(f"{case:<20}" + "".join(f"{c:>22}" for c in cells))
-    remote = by["EPT2"].get("gate-remote-0")
+    remote = by.get("EPT2", {}).get("gate-remote-0")
     if remote:
         print(f"EPT2 gate-remote-0 / host ping-pong: {remote['cycles_median'] / floor:.2f}x (goal <= 1.5x; FlexOS EPT: 462 cycles)")
-    local, call = by["NONE"].get("gate-local"), by["NONE"].get("function-call")
+    local, call = by.get("NONE", {}).get("gate-local"), by.get("NONE", {}).get("function-call")
     if local and call:
         print(f"NONE gate-local / function-call: {local['cycles_median'] / max(call['cycles_median'], 1):.2f}x (goal <= 2x)")
 

@@ -24,8 +24,8 @@
 
 pub mod args;
 pub mod components;
-pub mod gate;
 pub mod console;
+pub mod gate;
 pub mod heap;
 pub mod hypercall;
 mod panic;

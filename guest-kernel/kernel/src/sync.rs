@@ -142,7 +142,12 @@ impl<T> BootCell<T> {
     pub fn set(&self, value: T) -> Result<&T, T> {
         if self
             .state
-            .compare_exchange(Self::EMPTY, Self::SETTING, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(
+                Self::EMPTY,
+                Self::SETTING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             return Err(value);

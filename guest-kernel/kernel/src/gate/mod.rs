@@ -1,0 +1,210 @@
+//! The gate layer: how a component calls a component in another compartment.
+//!
+//! DESIGN section 5. Each compartment owns one rpc-shm [`Endpoint`] over the shared
+//! region the monitor maps at the same address everywhere; a [`Router`] built from the
+//! boot-info placement tells generated clients whether a component is co-located
+//! (direct call: one predictable branch, no ring, no copy) or remote (a call through
+//! the ring to its compartment). This module sets both up at boot, registers the
+//! servers of the components placed here (see [`servers!`](crate::servers)), and gives
+//! app code:
+//!
+//! - [`router()`]: what `iface::Client::new(router(), COMPONENT, &LOCAL)` takes;
+//! - [`endpoint()`] / [`region()`]: the raw endpoint and shared region;
+//! - [`shared_alloc`] / [`shared_free`] / [`bytes`]: this compartment's arena of the
+//!   shared heap, for data that crosses compartments as a [`SharedBuf`].
+//!
+//! # Boot flow (called from `_start` in every compartment)
+//!
+//! 1. [`init`]: validate the region header the monitor wrote (`Region::from_raw`; a bad
+//!    header ends the run with a message and exit 63), create the endpoint, the router
+//!    and the arena, register the local servers, mark the compartment ready;
+//! 2. the compartment hosting the entry component (component 0) runs `main` and exits
+//!    with its code; every other compartment calls [`serve_forever`].
+//!
+//! A call posted before its callee has booted simply waits in the ring: the callee
+//! registers its servers before it first polls, so no call sees a half-set-up server.
+//!
+//! # Where the state lives
+//!
+//! The endpoint keeps its ring indices in `Cell`s (it is not `Sync`), so it lives in a
+//! [`BootCell`]: set once here, shared afterwards, sound because a compartment has one
+//! thread of execution (see [`BootCell`]'s docs). No `static mut` is involved.
+
+mod platform;
+mod servers;
+
+pub use platform::Hypercalls;
+pub use servers::{ServerEntry, table as server_table};
+
+use flexos_abi::{BootInfo, MAX_COMPARTMENTS, MAX_COMPONENTS, SHARED_MAX};
+use rpc_shm::{Arena, Endpoint, GateError, Placement, Region, SharedBuf, SharedBytes};
+
+use crate::println;
+use crate::rt::{EXIT_BAD_BOOT, exit};
+use crate::sync::{BootCell, SpinLock};
+
+/// This compartment's endpoint type.
+pub type GateEndpoint = Endpoint<'static, Hypercalls>;
+/// The router generated clients take: placement from boot info over the endpoint.
+pub type GateRouter = Placement<'static, 'static, Hypercalls>;
+
+static ENDPOINT: BootCell<GateEndpoint> = BootCell::new();
+static ROUTER: BootCell<GateRouter> = BootCell::new();
+/// This compartment's arena of the shared heap. Its bookkeeping is private memory; the
+/// lock is never contended (one thread) and never held across a gate call.
+static ARENA: SpinLock<Option<Arena>> = SpinLock::new(None);
+
+/// Ends the run: the boot info or the shared region is unusable.
+fn bad_boot(args: core::fmt::Arguments<'_>) -> ! {
+    println!("flexos: {args}; run the image with a flexos-vmm built from the same tree");
+    exit(EXIT_BAD_BOOT)
+}
+
+/// Sets up the gate layer of this compartment (see the module docs). Ends the run with
+/// [`EXIT_BAD_BOOT`] if the boot info's placement or the shared region header is
+/// unusable; panics if the image's server table is inconsistent (an image bug).
+pub(crate) fn init(info: &'static BootInfo) {
+    let (me, count) = (info.compartment_id, info.compartment_count);
+    if count == 0 || count as usize > MAX_COMPARTMENTS || me >= count {
+        bad_boot(format_args!(
+            "boot info says compartment {me} of {count} (want 1..={MAX_COMPARTMENTS} compartments)"
+        ));
+    }
+    let components = info.component_count as usize;
+    if components == 0 || components > MAX_COMPONENTS {
+        bad_boot(format_args!(
+            "boot info lists {components} components (want 1..={MAX_COMPONENTS})"
+        ));
+    }
+    let placement: &'static [u8] = &info.placement[..components];
+    if let Some(c) = placement.iter().position(|&c| u32::from(c) >= count) {
+        bad_boot(format_args!(
+            "boot info places component {c} in compartment {} of {count}",
+            placement[c]
+        ));
+    }
+
+    let (base, size) = (info.shared_base, info.shared_size);
+    if size == 0 || size > SHARED_MAX || base.checked_add(size).is_none() {
+        bad_boot(format_args!(
+            "boot info describes no usable shared region ({base:#x}+{size:#x})"
+        ));
+    }
+    // SAFETY: the monitor maps `base .. base + size` read-write into every compartment
+    // for the whole run (boot info contract), and in this compartment it is only ever
+    // accessed through rpc-shm's atomics (Region, SharedBytes) or, in deliberately
+    // malicious test code, other atomics.
+    let region = match unsafe { Region::from_raw(base as usize as *mut u8, size as usize) } {
+        Ok(region) => region,
+        Err(e) => bad_boot(format_args!(
+            "invalid shared-region header at {base:#x} ({size:#x} bytes): {e}"
+        )),
+    };
+    if region.compartments() != count {
+        bad_boot(format_args!(
+            "the shared-region header is laid out for {} compartments, the boot info says {count}",
+            region.compartments()
+        ));
+    }
+
+    let table = server_table();
+    if let Err(e) = servers::check(table, info.component_count) {
+        panic!("the image's gate server table is inconsistent: {e}");
+    }
+
+    let arena = match Arena::new(region.layout(), me) {
+        Ok(arena) => arena,
+        Err(e) => bad_boot(format_args!(
+            "no shared-heap arena for compartment {me}: {e}"
+        )),
+    };
+    *ARENA.lock() = Some(arena);
+
+    let endpoint = match Endpoint::new(region, me, Hypercalls) {
+        Ok(endpoint) => endpoint,
+        Err(e) => bad_boot(format_args!("cannot open the gate endpoint: {e}")),
+    };
+    let Ok(endpoint) = ENDPOINT.set(endpoint) else {
+        panic!("gate::init called twice");
+    };
+    for entry in table {
+        if u32::from(placement[entry.component as usize]) == me {
+            // Cannot fail: `check` bounded every interface id.
+            if let Err(e) = endpoint.register(entry.iface, entry.server) {
+                panic!("cannot register interface {}: {e}", entry.iface);
+            }
+        }
+    }
+    if ROUTER.set(Placement::new(endpoint, placement)).is_err() {
+        panic!("gate::init called twice");
+    }
+    endpoint.mark_ready();
+}
+
+/// Serves gate calls for the components of this compartment, forever. What every
+/// compartment that does not host the entry component does after boot.
+pub fn serve_forever() -> ! {
+    endpoint().serve_until(|| false);
+    unreachable!("serve_until(|| false) returned")
+}
+
+/// This compartment's endpoint.
+///
+/// # Panics
+///
+/// Before boot set it up (impossible from app code, which runs after boot).
+#[inline(always)]
+pub fn endpoint() -> &'static GateEndpoint {
+    match ENDPOINT.get() {
+        Some(endpoint) => endpoint,
+        None => not_ready(),
+    }
+}
+
+/// The router for generated clients: `iface::Client::new(gate::router(), COMPONENT,
+/// &LOCAL_INSTANCE)`. Build a client once and reuse it on hot paths: construction asks
+/// the router where the component lives.
+///
+/// # Panics
+///
+/// Before boot set it up (impossible from app code).
+#[inline(always)]
+pub fn router() -> &'static GateRouter {
+    match ROUTER.get() {
+        Some(router) => router,
+        None => not_ready(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_ready() -> ! {
+    panic!("the gate layer is used before boot set it up")
+}
+
+/// The shared region (same address in every compartment).
+pub fn region() -> &'static Region {
+    endpoint().region()
+}
+
+/// The bytes of a shared buffer, after checking it lies inside the shared heap. Read
+/// and write them by copying ([`SharedBytes::read`] / [`SharedBytes::write`]): peers may
+/// change them at any time.
+pub fn bytes(buf: SharedBuf) -> Result<SharedBytes<'static>, GateError> {
+    region().bytes(buf)
+}
+
+/// Allocates `len` bytes from this compartment's arena of the shared heap; `None` if
+/// `len` is 0 or the arena has no room.
+pub fn shared_alloc(len: usize) -> Option<SharedBuf> {
+    ARENA.lock().as_mut()?.alloc(len)
+}
+
+/// Frees a buffer [`shared_alloc`] returned; anything else is refused with
+/// [`GateError::BadHandle`].
+pub fn shared_free(buf: SharedBuf) -> Result<(), GateError> {
+    match ARENA.lock().as_mut() {
+        Some(arena) => arena.free(buf),
+        None => Err(GateError::BadHandle),
+    }
+}

@@ -1,0 +1,419 @@
+//! Gates across compartments, end to end (DESIGN sections 5 and 6): `gatebench` under
+//! every default split and an explicit `--config` placement, placement mistakes, and
+//! `gatecheck`'s isolation and fault scenarios (a leaked private pointer, a malicious
+//! ring writer, a callee that dies while its caller waits).
+//!
+//! Nothing here asserts a timing: gatebench runs with a small `calls=N` and its
+//! figures are only checked for shape (every case present once, in order, with the
+//! right compartment count and consistent fields). The scenarios are deterministic:
+//! their console output and reports are compared line by line where they can be.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use flexos_e2e::{image, run, Outcome, TempDir, EXIT_CRASH, EXIT_USAGE};
+
+/// gatebench's cases, in the order it prints them.
+const CASES: [&str; 8] = [
+    "function-call",
+    "gate-local",
+    "gate-remote-0",
+    "gate-remote-6",
+    "gate-remote-buf64",
+    "gate-remote-buf4k",
+    "gate-nested",
+    "gate-chain",
+];
+
+/// Calls per case: enough to cross every path many times, few enough for seconds.
+const CALLS: &str = "calls=2000";
+
+/// What the placement errors list after the problem.
+const OFFER: &str = "the image offers components bench, callee, relay1, relay2 and default \
+                     splits for --compartments 1, 2, 3, 4";
+
+/// Runs the monitor with `opts`, then `img`, then `-- guest_args` if any.
+fn boot(opts: &[&str], img: &Path, guest_args: &[&str]) -> Outcome {
+    let mut args: Vec<OsString> = opts.iter().map(OsString::from).collect();
+    args.push(img.into());
+    if !guest_args.is_empty() {
+        args.push("--".into());
+        args.extend(guest_args.iter().map(OsString::from));
+    }
+    run(args)
+}
+
+/// One gatebench result line.
+#[derive(Debug)]
+struct Row {
+    bench: String,
+    case: String,
+    compartments: u64,
+    cycles_min: u64,
+    cycles_median: u64,
+    ns_median: String,
+}
+
+/// Parses a flat JSON object of string and number values, exactly as gatebench prints
+/// it: `{"key":value,...}` with no spaces, no nesting and no escapes.
+fn parse_row(line: &str, out: &Outcome) -> Row {
+    let body = line
+        .strip_prefix('{')
+        .and_then(|l| l.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("not a JSON object: {line:?}\n{out:?}"));
+    let mut fields = std::collections::BTreeMap::new();
+    for pair in body.split(',') {
+        let (k, v) = pair
+            .split_once(':')
+            .unwrap_or_else(|| panic!("bad field {pair:?} in {line:?}\n{out:?}"));
+        let k = k
+            .strip_prefix('"')
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("unquoted key {k:?} in {line:?}\n{out:?}"));
+        assert!(
+            fields.insert(k.to_string(), v.to_string()).is_none(),
+            "duplicate key {k:?} in {line:?}\n{out:?}"
+        );
+    }
+    let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "bench",
+            "case",
+            "compartments",
+            "cycles_median",
+            "cycles_min",
+            "ns_median"
+        ],
+        "wrong keys in {line:?}\n{out:?}"
+    );
+    let text = |k: &str| {
+        let v = &fields[k];
+        v.strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{k} should be a string in {line:?}\n{out:?}"))
+            .to_string()
+    };
+    let number = |k: &str| {
+        fields[k]
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{k} should be an integer in {line:?}\n{out:?}"))
+    };
+    Row {
+        bench: text("bench"),
+        case: text("case"),
+        compartments: number("compartments"),
+        cycles_min: number("cycles_min"),
+        cycles_median: number("cycles_median"),
+        ns_median: fields["ns_median"].clone(),
+    }
+}
+
+/// Asserts a clean gatebench run in `compartments` compartments whose entry
+/// compartment is named `entry` (its console prefix when there are several): status 0,
+/// nothing on stderr, and exactly one well-formed line per case, in order.
+#[track_caller]
+fn assert_gatebench(out: &Outcome, compartments: u64, entry: &str) {
+    out.assert_status(0).assert_stderr_empty();
+    let prefix = if compartments > 1 {
+        format!("[{entry}] ")
+    } else {
+        String::new()
+    };
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        CASES.len(),
+        "one line per case and nothing else\n{out:?}"
+    );
+    for (line, case) in lines.iter().zip(CASES) {
+        let json = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{line:?} should start with {prefix:?}\n{out:?}"));
+        let row = parse_row(json, out);
+        assert_eq!(row.bench, "gate", "{line}\n{out:?}");
+        assert_eq!(row.case, case, "cases out of order\n{out:?}");
+        assert_eq!(row.compartments, compartments, "{line}\n{out:?}");
+        assert!(
+            row.cycles_min <= row.cycles_median,
+            "min > median: {line}\n{out:?}"
+        );
+        let (int, frac) = row
+            .ns_median
+            .split_once('.')
+            .unwrap_or_else(|| panic!("ns_median should have one decimal: {line}\n{out:?}"));
+        assert!(
+            int.parse::<u64>().is_ok() && frac.len() == 1 && frac.parse::<u8>().is_ok(),
+            "ns_median should be a decimal number: {line}\n{out:?}"
+        );
+        // A median above zero cycles cannot take zero nanoseconds (the TSC runs at
+        // MHz..GHz rates, so one cycle is under 1 ns but a few hundred are not).
+        if row.cycles_median >= 10_000 {
+            assert_ne!(row.ns_median, "0.0", "{line}\n{out:?}");
+        }
+    }
+}
+
+#[track_caller]
+fn gatebench_in(compartments: u64) {
+    let n = compartments.to_string();
+    let out = boot(&["--compartments", &n], &image("gatebench"), &[CALLS]);
+    assert_gatebench(&out, compartments, "bench");
+}
+
+#[test]
+fn gatebench_in_one_compartment() {
+    gatebench_in(1);
+}
+
+#[test]
+fn gatebench_in_two_compartments() {
+    gatebench_in(2);
+}
+
+#[test]
+fn gatebench_in_three_compartments() {
+    gatebench_in(3);
+}
+
+#[test]
+fn gatebench_in_four_compartments_on_the_sleep_and_doorbell_path() {
+    // Four vCPUs on this two-core host: waiting compartments must sleep and be woken
+    // by doorbells for the chain to make progress.
+    gatebench_in(4);
+}
+
+#[test]
+fn gatebench_with_a_config_placement() {
+    let dir = TempDir::new("placement");
+    let config = dir.write(
+        "gates.toml",
+        b"[[compartment]]\nname = \"main\"\ncomponents = [\"bench\", \"relay1\"]\n\n\
+          [[compartment]]\nname = \"far\"\ncomponents = [\"relay2\", \"callee\"]\n",
+    );
+    let config = config.to_str().expect("temp paths are UTF-8");
+    let out = boot(&["--config", config], &image("gatebench"), &[CALLS]);
+    assert_gatebench(&out, 2, "main");
+}
+
+#[test]
+fn gatebench_rejects_bad_arguments() {
+    let out = boot(&[], &image("gatebench"), &["calls=0"]);
+    out.assert_status(2)
+        .assert_stdout_lines(&["gatebench: bad calls=0 (want a positive integer)"])
+        .assert_stderr_empty();
+    let out = boot(&[], &image("gatebench"), &["rounds=5"]);
+    out.assert_status(2)
+        .assert_stdout_lines(&[
+            "gatebench: unknown argument 'rounds=5' (usage: gatebench [calls=N])",
+        ])
+        .assert_stderr_empty();
+}
+
+#[test]
+fn gatebench_lists_its_components_and_splits() {
+    let img = image("gatebench");
+    let out = boot(&["--list-components"], &img, &[]);
+    let first = format!("components of {}:", img.display());
+    out.assert_status(0)
+        .assert_stderr_empty()
+        .assert_stdout_lines(&[
+            &first,
+            "  bench",
+            "  callee",
+            "  relay1",
+            "  relay2",
+            "default splits:",
+            "  --compartments 1: all=[bench, callee, relay1, relay2]",
+            "  --compartments 2: bench=[bench, relay1, relay2] callee=[callee]",
+            "  --compartments 3: bench=[bench, relay1] relay2=[relay2] callee=[callee]",
+            "  --compartments 4: bench=[bench] relay1=[relay1] relay2=[relay2] callee=[callee]",
+        ]);
+}
+
+/// Asserts a placement error: status 64, nothing on stdout, one `flexos-vmm: error:`
+/// line naming `problem` and listing what the image offers.
+#[track_caller]
+fn assert_placement_error(out: &Outcome, problem: &str) {
+    out.assert_status(EXIT_USAGE);
+    assert!(out.stdout.is_empty(), "no guest may run\n{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one error line\n{out:?}");
+    let line = out.stderr.trim_end();
+    assert!(line.starts_with("flexos-vmm: error: "), "{out:?}");
+    assert!(line.contains(problem), "should name {problem:?}\n{out:?}");
+    assert!(
+        line.contains(OFFER),
+        "should list what the image offers\n{out:?}"
+    );
+}
+
+/// Runs gatebench with a `--config` file holding `toml`.
+fn with_config(toml: &str) -> Outcome {
+    let dir = TempDir::new("placement");
+    let config = dir.write("bad.toml", toml.as_bytes());
+    let config = config.to_str().expect("temp paths are UTF-8");
+    boot(&["--config", config], &image("gatebench"), &[CALLS])
+}
+
+#[test]
+fn placement_with_an_unknown_component() {
+    let out = with_config(
+        "[[compartment]]\nname = \"all\"\n\
+         components = [\"bench\", \"callee\", \"relay1\", \"relay2\", \"relay3\"]\n",
+    );
+    assert_placement_error(&out, "unknown component 'relay3' in compartment 'all'");
+}
+
+#[test]
+fn placement_with_a_component_placed_twice() {
+    let out = with_config(
+        "[[compartment]]\nname = \"a\"\ncomponents = [\"bench\", \"callee\"]\n\
+         [[compartment]]\nname = \"b\"\ncomponents = [\"callee\", \"relay1\", \"relay2\"]\n",
+    );
+    assert_placement_error(&out, "component 'callee' is placed twice");
+}
+
+#[test]
+fn placement_with_a_component_not_placed() {
+    let out = with_config(
+        "[[compartment]]\nname = \"a\"\ncomponents = [\"bench\", \"callee\", \"relay2\"]\n",
+    );
+    assert_placement_error(&out, "component 'relay1' is not placed");
+}
+
+#[test]
+fn placement_with_an_empty_compartment() {
+    let out = with_config(
+        "[[compartment]]\nname = \"a\"\n\
+         components = [\"bench\", \"callee\", \"relay1\", \"relay2\"]\n\
+         [[compartment]]\nname = \"idle\"\ncomponents = []\n",
+    );
+    assert_placement_error(&out, "compartment 'idle' is empty");
+}
+
+#[test]
+fn placement_without_a_default_split() {
+    let out = boot(&["--compartments", "5"], &image("gatebench"), &[CALLS]);
+    assert_placement_error(&out, "--compartments 5: the image has no 5-way split");
+}
+
+/// Runs gatecheck's `scenario` in `compartments` compartments.
+fn gatecheck(compartments: &str, scenario: &str) -> Outcome {
+    boot(
+        &["--compartments", compartments],
+        &image("gatecheck"),
+        &[scenario],
+    )
+}
+
+#[test]
+fn leaked_private_pointer_is_an_isolation_violation_in_the_callee() {
+    let out = gatecheck("2", "leak");
+    out.assert_status(EXIT_CRASH);
+    // The guest prints the address it leaks; the report must name that very address.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    let addr = lines[0]
+        .strip_prefix("[app] gatecheck: leak: app passes the address ")
+        .and_then(|rest| rest.strip_suffix(" of a private heap object to victim (compartment 1)"))
+        .unwrap_or_else(|| panic!("unexpected stdout\n{out:?}"));
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    let want = format!(
+        "flexos-vmm: compartment 1 (victim) violated isolation: read of 8 bytes at \
+         guest-physical {addr}, which is private memory of compartment 0 (app), at \
+         gatecheck::victim::read_leaked_pointer+"
+    );
+    assert!(
+        headline.starts_with(&want),
+        "headline should start with {want:?}\n{out:?}"
+    );
+    out.assert_stderr_contains("  components: victim\n");
+    // The violating read happened inside the gate server, called from the serve loop.
+    let backtrace = &out.stderr[out.stderr.find("  backtrace:").expect("a backtrace")..];
+    for frame in [
+        "gatecheck::victim::read_leaked_pointer",
+        "rpc_shm::endpoint::Dispatch>::dispatch",
+        "flexos_kernel::gate::serve_forever",
+    ] {
+        assert!(
+            backtrace.contains(frame),
+            "backtrace should show {frame}\n{out:?}"
+        );
+    }
+}
+
+#[test]
+fn the_same_pointer_is_fine_in_its_own_compartment() {
+    let out = gatecheck("1", "leak");
+    out.assert_status(0).assert_stderr_empty();
+    assert!(
+        out.stdout
+            .ends_with("gatecheck: leak: victim read 0x5ec2e7ed: it shares app's compartment\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn malicious_ring_writes_get_error_replies_and_the_callee_keeps_serving() {
+    let out = gatecheck("3", "malicious");
+    out.assert_status(0).assert_stderr_empty().assert_stdout_lines(&[
+        "[evil] evil: interface id 42 (nobody serves it): got error reply 'unknown interface' (code 1)",
+        "[evil] evil: interface id 0xffff (beyond every server table): got error reply 'unknown interface' (code 1)",
+        "[evil] evil: victim method id 999: got error reply 'unknown method' (code 2)",
+        "[evil] evil: victim.measure(SharedBuf at offset 0: the region header): got error reply 'shared buffer outside the shared heap' (code 4)",
+        "[evil] evil: victim.measure(SharedBuf 0xffffffc0+0x100, wraps around): got error reply 'shared buffer outside the shared heap' (code 4)",
+        "[evil] evil: victim.flag(2) (a bool word that is neither 0 nor 1): got error reply 'invalid argument value' (code 3)",
+        "[evil] evil: control word in state 0xdead: got error reply 'malformed request slot' (code 5)",
+        "[evil] evil: victim.add with reserved bits set in the id word: got error reply 'malformed request slot' (code 5)",
+        "[evil] evil: a well-formed victim.add(40, 2): got reply ok 42",
+        "[app] gatecheck: malicious: 9 of 9 hand-made requests answered as expected (8 error replies, 1 ok); victim served 9 of 9 well-behaved calls from app",
+    ]);
+}
+
+#[test]
+fn malicious_needs_three_compartments() {
+    let out = gatecheck("2", "malicious");
+    out.assert_status(2).assert_stderr_empty().assert_stdout_lines(&[
+        "[app] gatecheck: malicious needs app, evil and victim in three compartments (try --compartments 3)",
+    ]);
+}
+
+#[test]
+fn a_callee_that_dies_ends_the_run_with_its_report() {
+    let out = gatecheck("2", "peer-death");
+    out.assert_status(EXIT_CRASH);
+    // The caller's own line comes first; whether it also sees the dead flag before
+    // the monitor ends the run is a race, so nothing after it is checked.
+    assert!(
+        out.stdout
+            .starts_with("[app] gatecheck: peer-death: calling victim.crash() in compartment 1\n"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("returned"), "{out:?}");
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 1 (victim) crashed: page fault (#PF) at \
+             gatecheck::victim::crash_in_callee+"
+        ),
+        "{out:?}"
+    );
+    out.assert_stderr_contains("  components: victim\n")
+        .assert_stderr_contains("(null pointer dereference)");
+    let backtrace = &out.stderr[out.stderr.find("  backtrace:").expect("a backtrace")..];
+    assert!(
+        backtrace.contains("gatecheck::victim::crash_in_callee"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn gatecheck_rejects_unknown_scenarios() {
+    let out = gatecheck("1", "meltdown");
+    out.assert_status(2)
+        .assert_stderr_empty()
+        .assert_stdout_lines(&[
+            "gatecheck: unknown scenario 'meltdown' (want leak, malicious or peer-death)",
+        ]);
+}
