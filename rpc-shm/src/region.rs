@@ -1,0 +1,410 @@
+//! [`Region`]: a validated view of the mapped shared region, and [`SharedBytes`]: the
+//! only way to touch shared-heap bytes.
+//!
+//! Every compartment can write every byte of the region at any time, so no Rust
+//! reference to plain data (`&u64`, `&[u8]`, `&mut [u8]`) ever points into it: the
+//! compiler would be entitled to assume such data does not change underneath. All
+//! accesses are atomics (`AtomicU32`/`AtomicU64` for the header, state lines and ring
+//! slots; 8-byte aligned `AtomicU64` words for the heap), which is sound however
+//! peers race with them, and the layout is read once, validated, and kept privately.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::{GateError, LayoutError};
+use crate::gate::SharedBuf;
+use crate::layout::{Header, HeapBounds, Layout, HEADER_SIZE, LINE};
+use crate::slot::SLOT_WORDS;
+
+/// One ring slot, one cache line.
+#[repr(C, align(64))]
+pub(crate) struct Slot {
+    pub(crate) w: [AtomicU64; SLOT_WORDS],
+}
+
+/// One compartment's state line.
+#[repr(C, align(64))]
+pub(crate) struct StateLine {
+    pub(crate) dead: AtomicU32,
+    pub(crate) sleeping: AtomicU32,
+    pub(crate) ready: AtomicU32,
+    _reserved: [AtomicU32; 13],
+}
+
+const _: () = assert!(core::mem::size_of::<Slot>() == LINE as usize);
+const _: () = assert!(core::mem::size_of::<StateLine>() == LINE as usize);
+
+/// A validated view of the shared region mapped at `base`. Copying it is cheap; its
+/// [`Layout`] is a private copy taken when it was validated, never re-read.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    base: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: a Region only hands out atomics into the mapping (see `from_raw`'s contract),
+// which may be used from any thread.
+unsafe impl Send for Region {}
+// SAFETY: as above; every access through `&Region` is atomic.
+unsafe impl Sync for Region {}
+
+/// Checks the base pointer of a mapping.
+fn check_base(base: *mut u8) -> Result<NonNull<u8>, LayoutError> {
+    match NonNull::new(base) {
+        Some(p) if (base as usize) % LINE as usize == 0 => Ok(p),
+        _ => Err(LayoutError::Misaligned),
+    }
+}
+
+impl Region {
+    /// Validates the region header at `base` and returns a view of the region.
+    ///
+    /// Checks the alignment of `base` (64 bytes), the magic, the version, and that
+    /// every header field equals the layout computed for `size` and the header's
+    /// compartment count.
+    ///
+    /// # Safety
+    ///
+    /// `base .. base + size` must be mapped readable and writable for as long as the
+    /// returned `Region`, any copy of it, or anything borrowed from them is used, and
+    /// within this address space it must only be accessed through this crate (or other
+    /// atomic accesses); other processes and VMs may write it at will.
+    pub unsafe fn from_raw(base: *mut u8, size: usize) -> Result<Region, LayoutError> {
+        let base = check_base(base)?;
+        if size < HEADER_SIZE {
+            return Err(LayoutError::TooSmall {
+                need: HEADER_SIZE as u64,
+                have: size as u64,
+            });
+        }
+        let mut words = [0u64; Header::WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            // SAFETY: the header lies inside the mapping (size >= HEADER_SIZE), word i
+            // is 8-byte aligned because base is 64-byte aligned, and the caller
+            // promises the mapping is only accessed atomically.
+            let a = unsafe { &*(base.as_ptr().add(i * 8) as *const AtomicU64) };
+            *w = a.load(Ordering::Acquire);
+        }
+        let layout = Layout::from_header(&Header::from_words(&words), size as u64)?;
+        Ok(Region { base, layout })
+    }
+
+    /// Lays out a fresh region of `size` bytes for `compartments` compartments: zeroes
+    /// the state lines and rings, then writes the header. For tests and host-side
+    /// users; the monitor instead writes [`Header::to_bytes`] at offset 0 of zeroed
+    /// guest memory.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Region::from_raw`], and no compartment may be using the region yet.
+    pub unsafe fn init(
+        base: *mut u8,
+        size: usize,
+        compartments: u32,
+    ) -> Result<Region, LayoutError> {
+        let base = check_base(base)?;
+        let layout = Layout::new(size as u64, compartments)?;
+        let header = layout.header();
+        let words = header.to_words();
+        let zero_end = (layout.rings_offset() + layout.rings_size()) as usize;
+        for off in (0..zero_end).step_by(8) {
+            let w = if off < HEADER_SIZE { words[off / 8] } else { 0 };
+            // SAFETY: off < zero_end <= size is inside the mapping and 8-byte aligned;
+            // the mapping is only accessed atomically (caller's promise).
+            let a = unsafe { &*(base.as_ptr().add(off) as *const AtomicU64) };
+            a.store(w, Ordering::Release);
+        }
+        Ok(Region { base, layout })
+    }
+
+    /// The validated layout.
+    #[inline]
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The first byte of the region (same address in every compartment).
+    #[inline]
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// The heap, for validating handles.
+    #[inline]
+    pub fn heap_bounds(&self) -> HeapBounds {
+        self.layout.heap_bounds()
+    }
+
+    /// Number of compartments.
+    #[inline]
+    pub fn compartments(&self) -> u32 {
+        self.layout.compartments()
+    }
+
+    /// A pointer to the atomic at `offset` (in bounds and aligned by construction of
+    /// the callers).
+    #[inline(always)]
+    fn at<T>(&self, offset: u64) -> &T {
+        debug_assert!(offset + core::mem::size_of::<T>() as u64 <= self.layout.region_size());
+        debug_assert!(offset % core::mem::align_of::<T>() as u64 == 0);
+        // SAFETY: every caller passes an offset computed from the validated layout, so
+        // the object lies inside the mapping and is aligned (base is 64-byte aligned);
+        // T is always an atomic or a struct of atomics, which may be shared and
+        // mutated concurrently; the mapping outlives `self` (from_raw's contract).
+        unsafe { &*(self.base.as_ptr().add(offset as usize) as *const T) }
+    }
+
+    /// Slot `index % RING_SLOTS` of the ring `caller -> callee`.
+    #[inline(always)]
+    pub(crate) fn slot(&self, caller: u32, callee: u32, index: u32) -> &Slot {
+        self.at(self.layout.slot_offset(caller, callee, index))
+    }
+
+    /// The state line of `compartment`.
+    #[inline(always)]
+    pub(crate) fn state(&self, compartment: u32) -> &StateLine {
+        self.at(self.layout.state_offset(compartment))
+    }
+
+    /// Has the monitor marked `compartment` dead? Panics if it is out of range.
+    #[inline(always)]
+    pub fn is_dead(&self, compartment: u32) -> bool {
+        self.state(compartment).dead.load(Ordering::Acquire) != 0
+    }
+
+    /// Marks `compartment` dead, as the monitor does when it crashes (the monitor
+    /// itself writes the flag through its own mapping at
+    /// [`Layout::dead_flag_offset`]). Callers waiting on it notice within one
+    /// [`crate::IdlePolicy::sleep_us`], or at once if they are spinning or get a
+    /// doorbell.
+    pub fn set_dead(&self, compartment: u32) {
+        self.state(compartment).dead.store(1, Ordering::Release);
+    }
+
+    /// Has `compartment` called [`crate::Endpoint::mark_ready`]?
+    #[inline]
+    pub fn is_ready(&self, compartment: u32) -> bool {
+        self.state(compartment).ready.load(Ordering::Acquire) != 0
+    }
+
+    /// The bytes of `buf`, after checking that it lies inside the shared heap.
+    pub fn bytes(&self, buf: SharedBuf) -> Result<SharedBytes<'_>, GateError> {
+        if buf.is_inside(&self.layout.heap_bounds()) {
+            Ok(SharedBytes { region: self, buf })
+        } else {
+            Err(GateError::BadHandle)
+        }
+    }
+}
+
+/// The bytes of a validated [`SharedBuf`].
+///
+/// # Aliasing contract
+///
+/// These bytes are shared: any compartment may read or write them at any moment,
+/// including while this compartment reads them. So this type never hands out `&[u8]`
+/// or `&mut [u8]` (the compiler assumes those do not change underneath, which a peer
+/// could violate: undefined behaviour). Instead it copies in and out with relaxed
+/// atomic accesses of whole, 8-byte aligned heap words (every access to the heap, by
+/// any compartment using this crate, has that same size, so there are no mixed-size
+/// races; a partial word at either end is written with `fetch_and` + `fetch_or` on
+/// the whole word, which leaves the neighbouring bytes alone). A racing writer can
+/// make a read return a mix of old and new bytes, never undefined behaviour: copy the
+/// data out once, then validate and use the private copy.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedBytes<'r> {
+    region: &'r Region,
+    buf: SharedBuf,
+}
+
+impl<'r> SharedBytes<'r> {
+    /// The handle these bytes belong to.
+    pub fn handle(&self) -> SharedBuf {
+        self.buf
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The address of the first byte, e.g. for a device to DMA into. Reading or writing
+    /// through it from Rust is subject to the aliasing contract above.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: the buffer lies inside the mapping (checked in Region::bytes).
+        unsafe { self.region.base().add(self.buf.offset() as usize) }
+    }
+
+    /// Region offset of byte `at .. at + len` after a bounds check.
+    fn span(&self, at: usize, len: usize) -> Result<u64, GateError> {
+        match at.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(self.buf.offset() as u64 + at as u64),
+            _ => Err(GateError::BadHandle),
+        }
+    }
+
+    /// The heap word containing region offset `off` (rounded down to 8).
+    #[inline(always)]
+    fn word(&self, off: u64) -> &'r AtomicU64 {
+        self.region.at(off & !7)
+    }
+
+    /// Copies `dst.len()` bytes starting at `at` into `dst`.
+    pub fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), GateError> {
+        let mut off = self.span(at, dst.len())?;
+        let mut done = 0;
+        while done < dst.len() {
+            let skip = (off & 7) as usize;
+            let n = (8 - skip).min(dst.len() - done);
+            let bytes = self.word(off).load(Ordering::Relaxed).to_le_bytes();
+            dst[done..done + n].copy_from_slice(&bytes[skip..skip + n]);
+            done += n;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies `src` into the bytes starting at `at`.
+    pub fn write(&self, at: usize, src: &[u8]) -> Result<(), GateError> {
+        let mut off = self.span(at, src.len())?;
+        let mut done = 0;
+        while done < src.len() {
+            let skip = (off & 7) as usize;
+            let n = (8 - skip).min(src.len() - done);
+            let word = self.word(off);
+            let mut bytes = [0u8; 8];
+            bytes[skip..skip + n].copy_from_slice(&src[done..done + n]);
+            let value = u64::from_le_bytes(bytes);
+            if n == 8 {
+                word.store(value, Ordering::Relaxed);
+            } else {
+                let mask = (u64::MAX >> (64 - 8 * n as u32)) << (8 * skip as u32);
+                word.fetch_and(!mask, Ordering::Relaxed);
+                word.fetch_or(value, Ordering::Relaxed);
+            }
+            done += n;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Sets every byte to `byte`.
+    pub fn fill(&self, byte: u8) {
+        let chunk = [byte; 64];
+        let mut at = 0;
+        while at < self.len() {
+            let n = (self.len() - at).min(chunk.len());
+            // Cannot fail: at + n <= len.
+            let _ = self.write(at, &chunk[..n]);
+            at += n;
+        }
+    }
+
+    /// The byte at `at`.
+    pub fn get(&self, at: usize) -> Option<u8> {
+        let mut b = [0u8];
+        self.read(at, &mut b).ok().map(|()| b[0])
+    }
+
+    /// Stores `byte` at `at`.
+    pub fn set(&self, at: usize, byte: u8) -> Result<(), GateError> {
+        self.write(at, &[byte])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    fn mapping(pages: usize) -> Vec<Page> {
+        (0..pages).map(|_| Page([0; 4096])).collect()
+    }
+
+    #[test]
+    fn init_then_validate() {
+        let mut m = mapping(64);
+        let size = m.len() * 4096;
+        let base = m.as_mut_ptr() as *mut u8;
+        // SAFETY: `m` outlives every Region below and is only used through them.
+        let r = unsafe { Region::init(base, size, 3) }.unwrap();
+        // SAFETY: as above.
+        let r2 = unsafe { Region::from_raw(base, size) }.unwrap();
+        assert_eq!(r.layout(), r2.layout());
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { Region::from_raw(base, size - 4096) }.unwrap_err(),
+            LayoutError::Mismatch
+        );
+        // SAFETY: as above (a misaligned base is rejected before any access).
+        assert_eq!(
+            unsafe { Region::from_raw(base.add(8), size - 64) }.unwrap_err(),
+            LayoutError::Misaligned
+        );
+        assert!(!r.is_dead(2));
+        r.set_dead(2);
+        assert!(r2.is_dead(2));
+        let dead_at = r.layout().dead_flag_offset(2) as usize;
+        assert_eq!(
+            u32::from_le_bytes(m[0].0[dead_at..dead_at + 4].try_into().unwrap()),
+            1
+        );
+    }
+
+    #[test]
+    fn header_bytes_match_memory() {
+        let mut m = mapping(16);
+        let size = m.len() * 4096;
+        // SAFETY: `m` outlives the Region and is read plainly only after it is gone.
+        let r = unsafe { Region::init(m.as_mut_ptr() as *mut u8, size, 2) }.unwrap();
+        let bytes = r.layout().header().to_bytes();
+        assert_eq!(&m[0].0[..HEADER_SIZE], &bytes[..]);
+    }
+
+    #[test]
+    fn bytes_copy_in_and_out() {
+        let mut m = mapping(16);
+        let size = m.len() * 4096;
+        // SAFETY: `m` outlives the Region and is only used through it.
+        let r = unsafe { Region::init(m.as_mut_ptr() as *mut u8, size, 1) }.unwrap();
+        let heap = r.heap_bounds();
+        let whole = SharedBuf::from_parts(heap.offset(), heap.size());
+        let all = r.bytes(whole).unwrap();
+        all.fill(0xAA);
+        // Every alignment and length up to a few words, checked against a model.
+        let mut model = std::vec![0xAAu8; 64];
+        let view = r.bytes(whole.slice(8, 64).unwrap()).unwrap();
+        let mut seed = 1u32;
+        for at in 0..20 {
+            for len in 0..(64 - at).min(30) {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let src: Vec<u8> = (0..len).map(|i| (seed >> 8) as u8 ^ i as u8).collect();
+                view.write(at, &src).unwrap();
+                model[at..at + len].copy_from_slice(&src);
+                let mut back = std::vec![0u8; 64];
+                view.read(0, &mut back).unwrap();
+                assert_eq!(back, model, "at {at} len {len}");
+            }
+        }
+        // Neighbours untouched.
+        assert_eq!(all.get(7), Some(0xAA));
+        assert_eq!(all.get(8 + 64), Some(0xAA));
+        assert_eq!(view.write(60, &[0; 5]), Err(GateError::BadHandle));
+        assert_eq!(
+            view.read(usize::MAX, &mut [0; 2]),
+            Err(GateError::BadHandle)
+        );
+        assert_eq!(view.get(64), None);
+        assert!(r.bytes(SharedBuf::from_parts(0, 8)).is_err());
+        assert!(r
+            .bytes(SharedBuf::from_parts(heap.offset(), heap.size() + 1))
+            .is_err());
+    }
+}
