@@ -173,3 +173,135 @@ fn kill_ends_the_run() {
         "main never ran past the breakpoint\n{vmm:?}"
     );
 }
+
+#[test]
+fn a_breakpoint_in_compartment_two_of_a_two_compartment_run() {
+    let (gdb, vmm) = debug_session(
+        "gatebench",
+        &["--compartments", "2"],
+        &["calls=100"],
+        &[
+            "info threads",
+            "break gatebench::parts::{impl#0}::sum6",
+            "continue",
+            "info threads",
+            "bt",
+            "info registers rip",
+            "x/4gx $rsp",
+            "finish",
+            "stepi",
+            "info registers rip",
+            "delete",
+            "continue",
+        ],
+    );
+    assert_has(&gdb, "1    Thread 1.1 (compartment 0 (bench))");
+    assert_has(&gdb, "2    Thread 1.2 (compartment 1 (callee))");
+    // The callee's compartment (gdb thread 2) stops; bench (thread 1) waits in its call.
+    assert_has(&gdb, "Thread 2 hit Breakpoint 1, gatebench::parts::{impl#0}::sum6 ()");
+    assert_has(&gdb, "* 2    Thread 1.2 (compartment 1 (callee)) gatebench::parts::{impl#0}::sum6 ()");
+    assert_has(&gdb, "#0  gatebench::parts::{impl#0}::sum6 ()");
+    assert_has(&gdb, "in flexos_kernel::gate::serve_forever ()");
+    assert_has(&gdb, "<gatebench::parts::{impl#0}::sum6+");
+    let rips: Vec<&str> = gdb.stdout.lines().filter(|l| l.starts_with("rip ")).collect();
+    assert_eq!(rips.len(), 2, "{gdb:?}");
+    assert_ne!(rips[0], rips[1], "finish and stepi must move the PC\n{gdb:?}");
+    // `finish` returns into the dispatcher that called the method.
+    assert!(
+        gdb.stdout.lines().any(|l| l
+            .starts_with("gatebench::parts::callee::{impl#0}::dispatch<gatebench::parts::Callee> () at ")),
+        "finish should return into the callee's dispatcher\n{gdb:?}"
+    );
+    assert_has(&gdb, "[Inferior 1 (process 1) exited normally]");
+    vmm.assert_status(0);
+    assert!(
+        vmm.stdout.contains("\"case\":\"gate-remote-6\",\"compartments\":2"),
+        "gatebench finished every case after the debugging session\n{vmm:?}"
+    );
+}
+
+/// A minimal remote-protocol client: gdb in batch mode cannot send Ctrl-C to a
+/// running target, so the interrupt test speaks the protocol itself.
+mod rsp {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    pub struct Client(UnixStream);
+
+    impl Client {
+        pub fn connect(path: &std::path::Path) -> Client {
+            let s = UnixStream::connect(path).expect("connect to the gdb socket");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            Client(s)
+        }
+
+        pub fn send(&mut self, body: &str) {
+            let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+            write!(self.0, "${body}#{sum:02x}").unwrap();
+        }
+
+        pub fn raw(&mut self, bytes: &[u8]) {
+            self.0.write_all(bytes).unwrap();
+        }
+
+        /// Reads one packet (acknowledging it) and returns its body.
+        pub fn recv(&mut self) -> String {
+            let mut byte = [0u8];
+            loop {
+                self.0.read_exact(&mut byte).expect("a reply from the stub");
+                if byte[0] == b'$' {
+                    break;
+                }
+            }
+            let mut body = Vec::new();
+            loop {
+                self.0.read_exact(&mut byte).unwrap();
+                if byte[0] == b'#' {
+                    break;
+                }
+                body.push(byte[0]);
+            }
+            let mut sum = [0u8; 2];
+            self.0.read_exact(&mut sum).unwrap();
+            self.0.write_all(b"+").unwrap();
+            String::from_utf8(body).unwrap()
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_running_guest() {
+    let dir = TempDir::new("gdb-int");
+    let socket = dir.path().join("gdb.sock");
+    let elf = image("gatebench");
+    let args: Vec<String> = vec![
+        "--gdb".into(),
+        socket.display().to_string(),
+        "--mem".into(),
+        "256".into(),
+        "--compartments".into(),
+        "2".into(),
+        elf.display().to_string(),
+        "--".into(),
+        "calls=10000000".into(),
+    ];
+    let monitor = thread::spawn(move || run(args));
+    wait_for_socket(&socket);
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    let first = c.recv();
+    assert!(first.starts_with('T') || first.starts_with('S'), "initial stop reply: {first:?}");
+    c.send("vCont;c");
+    thread::sleep(Duration::from_millis(300));
+    c.raw(&[0x03]);
+    let stop = c.recv();
+    assert!(
+        stop.starts_with("T02"),
+        "Ctrl-C should stop the run with SIGINT (T02...), got {stop:?}"
+    );
+    c.send("vKill;1");
+    let vmm = monitor.join().expect("monitor thread panicked");
+    vmm.assert_status(EXIT_CRASH);
+    assert!(vmm.stderr.contains("the run was killed from gdb"), "{vmm:?}");
+}
