@@ -198,24 +198,39 @@ fn a_breakpoint_in_compartment_two_of_a_two_compartment_run() {
     assert_has(&gdb, "1    Thread 1.1 (compartment 0 (bench))");
     assert_has(&gdb, "2    Thread 1.2 (compartment 1 (callee))");
     // The callee's compartment (gdb thread 2) stops; bench (thread 1) waits in its call.
-    assert_has(&gdb, "Thread 2 hit Breakpoint 1, gatebench::parts::{impl#0}::sum6 ()");
-    assert_has(&gdb, "* 2    Thread 1.2 (compartment 1 (callee)) gatebench::parts::{impl#0}::sum6 ()");
+    assert_has(
+        &gdb,
+        "Thread 2 hit Breakpoint 1, gatebench::parts::{impl#0}::sum6 ()",
+    );
+    assert_has(
+        &gdb,
+        "* 2    Thread 1.2 (compartment 1 (callee)) gatebench::parts::{impl#0}::sum6 ()",
+    );
     assert_has(&gdb, "#0  gatebench::parts::{impl#0}::sum6 ()");
     assert_has(&gdb, "in flexos_kernel::gate::serve_forever ()");
     assert_has(&gdb, "<gatebench::parts::{impl#0}::sum6+");
-    let rips: Vec<&str> = gdb.stdout.lines().filter(|l| l.starts_with("rip ")).collect();
+    let rips: Vec<&str> = gdb
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("rip "))
+        .collect();
     assert_eq!(rips.len(), 2, "{gdb:?}");
-    assert_ne!(rips[0], rips[1], "finish and stepi must move the PC\n{gdb:?}");
+    assert_ne!(
+        rips[0], rips[1],
+        "finish and stepi must move the PC\n{gdb:?}"
+    );
     // `finish` returns into the dispatcher that called the method.
     assert!(
-        gdb.stdout.lines().any(|l| l
-            .starts_with("gatebench::parts::callee::{impl#0}::dispatch<gatebench::parts::Callee> () at ")),
+        gdb.stdout.lines().any(|l| l.starts_with(
+            "gatebench::parts::callee::{impl#0}::dispatch<gatebench::parts::Callee> () at "
+        )),
         "finish should return into the callee's dispatcher\n{gdb:?}"
     );
     assert_has(&gdb, "[Inferior 1 (process 1) exited normally]");
     vmm.assert_status(0);
     assert!(
-        vmm.stdout.contains("\"case\":\"gate-remote-6\",\"compartments\":2"),
+        vmm.stdout
+            .contains("\"case\":\"gate-remote-6\",\"compartments\":2"),
         "gatebench finished every case after the debugging session\n{vmm:?}"
     );
 }
@@ -291,7 +306,10 @@ fn ctrl_c_stops_a_running_guest() {
     let mut c = rsp::Client::connect(&socket);
     c.send("?");
     let first = c.recv();
-    assert!(first.starts_with('T') || first.starts_with('S'), "initial stop reply: {first:?}");
+    assert!(
+        first.starts_with('T') || first.starts_with('S'),
+        "initial stop reply: {first:?}"
+    );
     c.send("vCont;c");
     thread::sleep(Duration::from_millis(300));
     c.raw(&[0x03]);
@@ -303,5 +321,8 @@ fn ctrl_c_stops_a_running_guest() {
     c.send("vKill;1");
     let vmm = monitor.join().expect("monitor thread panicked");
     vmm.assert_status(EXIT_CRASH);
-    assert!(vmm.stderr.contains("the run was killed from gdb"), "{vmm:?}");
+    assert!(
+        vmm.stderr.contains("the run was killed from gdb"),
+        "{vmm:?}"
+    );
 }
