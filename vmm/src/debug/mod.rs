@@ -67,10 +67,10 @@ pub enum Action {
 }
 
 /// What the vCPU does after a debug stop ends.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Resumed {
     /// Carry on running the guest with this (possibly edited) state and action.
-    Run(Snapshot, Action),
+    Run(Box<Snapshot>, Action),
     /// The stop was fatal (a crash): end this compartment's run with its report.
     End,
 }
@@ -175,7 +175,7 @@ impl Debugger {
         if s.detached {
             return match fatal {
                 Some(_) => Resumed::End,
-                None => Resumed::Run(snapshot, Action::Continue),
+                None => Resumed::Run(Box::new(snapshot), Action::Continue),
             };
         }
         let slot = &mut s.threads[id as usize];
@@ -202,7 +202,7 @@ impl Debugger {
                         self.changed.notify_all();
                         Resumed::End
                     }
-                    None => Resumed::Run(snap, action),
+                    None => Resumed::Run(Box::new(snap), action),
                 };
             }
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
