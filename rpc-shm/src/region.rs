@@ -260,8 +260,16 @@ impl<'r> SharedBytes<'r> {
         while done < dst.len() {
             let skip = (off & 7) as usize;
             let n = (8 - skip).min(dst.len() - done);
-            let bytes = self.word(off).load(Ordering::Relaxed).to_le_bytes();
-            dst[done..done + n].copy_from_slice(&bytes[skip..skip + n]);
+            let value = self.word(off).load(Ordering::Relaxed);
+            if n == 8 {
+                // Whole word: a fixed-size store the compiler turns into one `mov`
+                // (a variable-length copy here became a `memcpy` call per word).
+                let out: &mut [u8; 8] = (&mut dst[done..done + 8]).try_into().expect("8 bytes");
+                *out = value.to_le_bytes();
+            } else {
+                let bytes = value.to_le_bytes();
+                dst[done..done + n].copy_from_slice(&bytes[skip..skip + n]);
+            }
             done += n;
             off += n as u64;
         }
@@ -276,12 +284,13 @@ impl<'r> SharedBytes<'r> {
             let skip = (off & 7) as usize;
             let n = (8 - skip).min(src.len() - done);
             let word = self.word(off);
-            let mut bytes = [0u8; 8];
-            bytes[skip..skip + n].copy_from_slice(&src[done..done + n]);
-            let value = u64::from_le_bytes(bytes);
             if n == 8 {
-                word.store(value, Ordering::Relaxed);
+                let whole: &[u8; 8] = (&src[done..done + 8]).try_into().expect("8 bytes");
+                word.store(u64::from_le_bytes(*whole), Ordering::Relaxed);
             } else {
+                let mut bytes = [0u8; 8];
+                bytes[skip..skip + n].copy_from_slice(&src[done..done + n]);
+                let value = u64::from_le_bytes(bytes);
                 let mask = (u64::MAX >> (64 - 8 * n as u32)) << (8 * skip as u32);
                 word.fetch_and(!mask, Ordering::Relaxed);
                 word.fetch_or(value, Ordering::Relaxed);

@@ -23,6 +23,7 @@ CASES = [
     "gate-remote-buf64",
     "gate-remote-buf4k",
     "gate-nested",
+    "gate-chain",
 ]
 # FlexOS ASPLOS'22 Figure 11 (cycles, min over 1e6 calls, Xeon Silver 4114).
 FLEXOS = [
