@@ -295,6 +295,41 @@ mod tests {
     }
 
     #[test]
+    fn random_argument_blocks_never_panic_the_decoder() {
+        let (mem, b) = setup();
+        let mut rng = crate::testing::Rng::new(3);
+        let ports = [
+            PORT_CONSOLE,
+            PORT_EXIT,
+            PORT_EXCEPTION,
+            PORT_PANIC,
+            PORT_MILESTONE,
+            PORT_DOORBELL,
+            PORT_SLEEP,
+        ];
+        for _ in 0..20_000 {
+            let mut block = [0u8; 64];
+            for w in block.chunks_mut(8) {
+                // Mostly plausible addresses and lengths, sometimes garbage.
+                let v = match rng.below(3) {
+                    0 => A + rng.below(0x3000) as u64,
+                    1 => rng.below(5000) as u64,
+                    _ => rng.next(),
+                };
+                w.copy_from_slice(&v.to_le_bytes());
+            }
+            mem.write_slice(&block, GuestAddress(A)).unwrap();
+            let port = ports[rng.below(ports.len())];
+            let value = match rng.below(3) {
+                0 => A as u32,
+                1 => rng.next() as u32,
+                _ => (IST1_TOP - 72) as u32,
+            };
+            let _ = decode(&mem, &b, port, &value.to_le_bytes(), rng.below(4) as u8);
+        }
+    }
+
+    #[test]
     fn doorbell_and_sleep_are_checked() {
         let (mem, b) = setup();
         assert!(matches!(

@@ -414,4 +414,38 @@ pub(crate) mod tests {
             let _ = check(full[..len].to_vec());
         }
     }
+
+    #[test]
+    fn mutated_headers_are_rejected_or_accepted_but_never_panic() {
+        let full = elf_bytes(
+            2,
+            elf::EM_X86_64,
+            elf::ET_EXEC,
+            (0x10_0000, 0x1000, RX),
+            0x10_0000,
+        );
+        let mut rng = crate::testing::Rng::new(0x5eed);
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let mut bytes = full.clone();
+            // Only the headers matter to validation: mutate the first 128 bytes.
+            rng.mutate(&mut bytes[..128]);
+            if let Ok(img) = check(bytes) {
+                accepted += 1;
+                // Whatever was accepted obeys the rules the loader relies on.
+                assert!(img
+                    .segments
+                    .iter()
+                    .all(|s| s.start >= IMAGE_BASE && s.end <= 0x40_0000));
+                assert!(img
+                    .segments
+                    .iter()
+                    .any(|s| s.perms.exec && (s.start..s.end).contains(&img.entry)));
+            }
+        }
+        assert!(
+            accepted > 0,
+            "some mutations (e.g. of padding) must stay valid"
+        );
+    }
 }

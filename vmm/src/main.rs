@@ -17,6 +17,8 @@ mod placement;
 mod pod;
 mod report;
 mod symbols;
+#[cfg(test)]
+mod testing;
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -387,6 +387,43 @@ mod tests {
     }
 
     #[test]
+    fn mutated_tables_never_panic_and_what_passes_is_consistent() {
+        let good = bytes(&table());
+        let mut rng = crate::testing::Rng::new(7);
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            rng.mutate(&mut b);
+            if let Ok(c) = Catalog::parse(&b) {
+                for split in &c.splits {
+                    assert_eq!(split.assignment.len(), c.components.len());
+                    let placed: usize = split.compartments.iter().map(|p| p.components.len()).sum();
+                    assert_eq!(placed, c.components.len());
+                    assert!(split.compartments.iter().all(|p| !p.components.is_empty()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_config_files_never_panic() {
+        let c = catalog();
+        let good = b"[[compartment]]\nname = \"a\"\ncomponents = [\"app\"]\n[[compartment]]\nname = \"b\"\ncomponents = [\"netdev\", \"net\"]\n";
+        let mut rng = crate::testing::Rng::new(11);
+        for _ in 0..5_000 {
+            let mut b = good.to_vec();
+            rng.mutate(&mut b);
+            let text = String::from_utf8_lossy(&b);
+            if let Ok(p) = c.placement_from_config(Path::new("p.toml"), &text) {
+                assert_eq!(p.assignment.len(), 3);
+                assert!(p
+                    .assignment
+                    .iter()
+                    .all(|&k| (k as usize) < p.compartments.len()));
+            }
+        }
+    }
+
+    #[test]
     fn config_files_are_validated() {
         let c = catalog();
         let p = Path::new("p.toml");
