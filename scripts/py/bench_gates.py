@@ -5,8 +5,18 @@ NONE profile (1 compartment), EPT2 (2 compartments) and EPT3 (3 compartments). P
 table with every case's ratio to the ping-pong round trip, writes all results as JSON,
 and draws an SVG bar chart with FlexOS's published figures beside ours.
 
-Usage: bench_gates.py VMM IMAGE PINGPONG OUT_DIR [CALLS [PROFILES]]
+This host's vCPUs are themselves scheduled by an outer hypervisor, and cross-core
+latency is bimodal (~44 ns, or ~380 ns while the outer hypervisor moves vCPUs). So every
+measurement (baseline included) is repeated ROUNDS times, interleaved, and the table
+shows the best median of the rounds; the JSON keeps every round.
+
+EPT3 runs 3 busy compartments on 2 host cores: its chain case (3 hops) waits for a core
+on most calls, so EPT3 uses a tenth of the calls by default.
+
+Usage: bench_gates.py VMM IMAGE PINGPONG OUT_DIR [CALLS [PROFILES [ROUNDS]]]
+  CALLS: calls per case (default 1000000; EPT3 uses a tenth)
   PROFILES: comma-separated subset of NONE,EPT2,EPT3 (default: all three)
+  ROUNDS: repetitions of every measurement (default 3)
 """
 
 import json
@@ -81,22 +91,36 @@ def main():
         PROFILES[:] = [(p, n) for p, n in PROFILES if p in wanted]
     os.makedirs(out_dir, exist_ok=True)
 
-    print("running host ping-pong baseline", file=sys.stderr)
-    base = run_json([pingpong], "host-pingpong")[0]
-    results = {"baseline": base, "profiles": {}}
-    for profile, n in PROFILES:
-        print(f"running gatebench under {profile} ({n} compartment(s))", file=sys.stderr)
-        cmd = [vmm, "--compartments", str(n), image]
-        if calls:
-            cmd += ["--", f"calls={calls}"]
-        results["profiles"][profile] = run_json(cmd, f"gatebench {profile}")
+    calls = int(calls) if calls else 1_000_000
+    rounds = int(sys.argv[7]) if len(sys.argv) > 7 else 3
+    results = {"baseline_rounds": [], "rounds": {p: [] for p, _ in PROFILES}}
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}: host ping-pong baseline", file=sys.stderr)
+        results["baseline_rounds"].append(run_json([pingpong], "host-pingpong")[0])
+        for profile, n in PROFILES:
+            n_calls = calls // 10 if profile == "EPT3" else calls
+            print(f"round {r + 1}/{rounds}: gatebench under {profile} ({n} compartment(s), {n_calls} calls)", file=sys.stderr)
+            cmd = [vmm, "--compartments", str(n), image, "--", f"calls={n_calls}"]
+            results["rounds"][profile].append(run_json(cmd, f"gatebench {profile}"))
+
+    # Best median over the rounds, per case.
+    base = min(results["baseline_rounds"], key=lambda r: r["cycles_median"])
+    results["baseline"] = base
+    results["profiles"] = {}
+    for p, _ in PROFILES:
+        best = {}
+        for rows in results["rounds"][p]:
+            for row in rows:
+                if row["case"] not in best or row["cycles_median"] < best[row["case"]]["cycles_median"]:
+                    best[row["case"]] = row
+        results["profiles"][p] = list(best.values())
 
     floor = base["cycles_median"] or 1
     print(f"host cache-line ping-pong round trip: median {base['cycles_median']} cycles "
-          f"({base['ns_median']} ns), min {base['cycles_min']}")
+          f"({base['ns_median']} ns), min {base['cycles_min']}; best of {rounds} rounds")
     header = f"{'case':<20}" + "".join(f"{p:>22}" for p, _ in PROFILES)
     print(header)
-    print(f"{'':<20}" + "".join(f"{'median cyc (x pp)':>22}" for _ in PROFILES))
+    print(f"{'':<20}" + "".join(f"{'best median (x pp)':>22}" for _ in PROFILES))
     by = {p: {r["case"]: r for r in rows} for p, rows in results["profiles"].items()}
     for case in CASES:
         cells = []
