@@ -30,46 +30,82 @@ pub fn translate(mem: &GuestMemoryMmap, cr3: u64, va: u64) -> Option<u64> {
     None
 }
 
+/// Splits `va .. va + len` at page boundaries and calls `f(gpa, from, to)` for each
+/// piece (`from..to` indexes the caller's buffer); stops at the first unmapped page or
+/// when `f` fails. Returns how many bytes were handled.
+fn for_each_page(
+    mem: &GuestMemoryMmap,
+    cr3: u64,
+    va: u64,
+    len: usize,
+    mut f: impl FnMut(GuestAddress, usize, usize) -> bool,
+) -> usize {
+    let mut done = 0;
+    while done < len {
+        let addr = va.wrapping_add(done as u64);
+        let n = ((0x1000 - (addr & 0xfff)) as usize).min(len - done);
+        match translate(mem, cr3, addr) {
+            Some(gpa) if f(GuestAddress(gpa), done, done + n) => done += n,
+            _ => break,
+        }
+    }
+    done
+}
+
 /// Copies guest-virtual memory at `va` into `buf`, page by page; returns how many
 /// bytes were readable before the first unmapped page.
 pub fn read_virt(mem: &GuestMemoryMmap, cr3: u64, va: u64, buf: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        let addr = va.wrapping_add(done as u64);
-        let in_page = (0x1000 - (addr & 0xfff)) as usize;
-        let n = in_page.min(buf.len() - done);
-        let Some(gpa) = translate(mem, cr3, addr) else {
-            break;
-        };
-        if mem
-            .read_slice(&mut buf[done..done + n], GuestAddress(gpa))
-            .is_err()
-        {
-            break;
-        }
-        done += n;
-    }
-    done
+    let len = buf.len();
+    for_each_page(mem, cr3, va, len, |gpa, from, to| {
+        mem.read_slice(&mut buf[from..to], gpa).is_ok()
+    })
 }
 
 /// Writes `data` to guest-virtual memory at `va`, page by page; false if any page is
 /// unmapped or unbacked (earlier pages may have been written).
 pub fn write_virt(mem: &GuestMemoryMmap, cr3: u64, va: u64, data: &[u8]) -> bool {
-    let mut done = 0;
-    while done < data.len() {
-        let addr = va.wrapping_add(done as u64);
-        let in_page = (0x1000 - (addr & 0xfff)) as usize;
-        let n = in_page.min(data.len() - done);
-        let Some(gpa) = translate(mem, cr3, addr) else {
-            return false;
-        };
-        if mem
-            .write_slice(&data[done..done + n], GuestAddress(gpa))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
+    for_each_page(mem, cr3, va, data.len(), |gpa, from, to| {
+        mem.write_slice(&data[from..to], gpa).is_ok()
+    }) == data.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::layout::{GuestLayout, MemoryPlan};
+    use crate::arch::paging;
+    use crate::image::{Segment, SegmentPerms};
+    use crate::memory::{compartment_memory, SharedRegion};
+
+    #[test]
+    fn reads_and_writes_cross_pages_and_stop_at_holes() {
+        let shared = SharedRegion::new(2 << 20).unwrap();
+        let plan = MemoryPlan::new(16 << 20, 0x10_2000, 1).unwrap();
+        let mem = compartment_memory(&plan, 0, &shared).unwrap();
+        let segs = vec![Segment {
+            start: 0x10_0000,
+            end: 0x10_2000,
+            perms: SegmentPerms {
+                write: true,
+                exec: false,
+            },
+        }];
+        let layout = GuestLayout::new(plan, 0, segs, 0x10_2000, 2 << 20);
+        let cr3 = paging::build(&mem, &layout).unwrap();
+
+        assert_eq!(translate(&mem, cr3, 0x10_1234), Some(0x10_1234));
+        assert_eq!(translate(&mem, cr3, 0), None, "null page");
+        assert_eq!(translate(&mem, cr3, 1 << 47), None, "non-canonical");
+
+        // Across the boundary between the two image pages.
+        assert!(write_virt(&mem, cr3, 0x10_0ffc, b"abcdefgh"));
+        let mut back = [0u8; 8];
+        assert_eq!(read_virt(&mem, cr3, 0x10_0ffc, &mut back), 8);
+        assert_eq!(&back, b"abcdefgh");
+
+        // Into the unmapped rest of the low region: only the mapped part is read.
+        let mut buf = [0u8; 16];
+        assert_eq!(read_virt(&mem, cr3, 0x10_1ff8, &mut buf), 8);
+        assert!(!write_virt(&mem, cr3, 0x10_1ff8, &buf));
     }
-    true
 }
