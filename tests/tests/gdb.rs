@@ -77,6 +77,14 @@ fn breakpoint_backtrace_registers_memory_step_finish_exit() {
             "bt",
             "info registers rip",
             "x/4gx $rsp",
+            // Writes: a scratch register (dead at a function's first line) and a stack
+            // word below RSP (no red zone in the guest ABI), each read back.
+            "set $r11 = 0xfeedf00d",
+            "info registers r11",
+            "set language c",
+            "set {long}($rsp - 64) = 0x1122334455667788",
+            "set language auto",
+            "x/gx $rsp - 64",
             "stepi",
             "info registers rip",
             "finish",
@@ -85,6 +93,13 @@ fn breakpoint_backtrace_registers_memory_step_finish_exit() {
         ],
     );
     assert_has(&gdb, "Thread 1.1 (compartment 0 (app))");
+    assert!(
+        gdb.stdout
+            .lines()
+            .any(|l| l.starts_with("r11") && l.contains("0xfeedf00d")),
+        "register write should read back\n{gdb:?}"
+    );
+    assert_has(&gdb, ":\t0x1122334455667788");
     assert_has(&gdb, "Breakpoint 1, hello::main ()");
     assert_has(&gdb, "#0  hello::main () at apps/hello/src/main.rs:");
     assert_has(&gdb, "in flexos_kernel::rt::_start ()");
