@@ -212,6 +212,25 @@ fn gatebench_rejects_bad_arguments() {
 }
 
 #[test]
+fn gate_arguments_tune_the_kernel_and_are_hidden_from_the_app() {
+    // A kernel argument is not one gatebench knows, yet it runs: main never sees it.
+    let out = boot(
+        &["--compartments", "2"],
+        &image("gatebench"),
+        &[CALLS, "gate.spin=3000"],
+    );
+    assert_gatebench(&out, 2, "bench");
+    // hello echoes its arguments: the kernel's are left out.
+    boot(&[], &image("hello"), &["a", "gate.spin=5", "b"])
+        .assert_status(0)
+        .assert_stdout_lines(&["Hello from FlexOS compartment 0 of 1!", "args: a b"]);
+    let out = boot(&[], &image("hello"), &["gate.spin=lots"]);
+    out.assert_status(63).assert_stdout_lines(&[
+        "flexos: bad guest argument gate.spin=lots: want a number of spin rounds",
+    ]);
+}
+
+#[test]
 fn gatebench_lists_its_components_and_splits() {
     let img = image("gatebench");
     let out = boot(&["--list-components"], &img, &[]);

@@ -13,7 +13,13 @@ use flexos_abi::{BOOT_INFO_ADDR, BOOT_INFO_SIZE, BootInfo};
 pub struct Args {
     bytes: &'static [u8],
     argc: usize,
+    /// Hide the kernel's own arguments ([`KERNEL_PREFIX`]) from the app.
+    app_only: bool,
 }
+
+/// Guest arguments starting with this configure the kernel (e.g. `gate.spin=N`) and are
+/// not shown to the app's `main`.
+pub const KERNEL_PREFIX: &str = "gate.";
 
 impl Args {
     /// No arguments.
@@ -21,6 +27,7 @@ impl Args {
         Args {
             bytes: &[],
             argc: 0,
+            app_only: false,
         }
     }
 
@@ -43,6 +50,15 @@ impl Args {
         Args {
             bytes,
             argc: boot.argc as usize,
+            app_only: false,
+        }
+    }
+
+    /// The same arguments without the kernel's own ones: what the app's `main` gets.
+    pub(crate) fn for_app(self) -> Self {
+        Args {
+            app_only: true,
+            ..self
         }
     }
 
@@ -51,6 +67,7 @@ impl Args {
         ArgsIter {
             rest: self.bytes,
             remaining: self.argc,
+            app_only: self.app_only,
         }
     }
 
@@ -87,6 +104,7 @@ impl IntoIterator for &Args {
 pub struct ArgsIter {
     rest: &'static [u8],
     remaining: usize,
+    app_only: bool,
 }
 
 impl Iterator for ArgsIter {
@@ -103,6 +121,9 @@ impl Iterator for ArgsIter {
             let arg = &self.rest[..end];
             self.rest = self.rest.get(end + 1..).unwrap_or(&[]);
             if let Ok(arg) = core::str::from_utf8(arg) {
+                if self.app_only && arg.starts_with(KERNEL_PREFIX) {
+                    continue;
+                }
                 return Some(arg);
             }
         }

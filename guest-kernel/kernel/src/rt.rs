@@ -87,7 +87,7 @@ pub unsafe extern "C" fn _start(boot: *const BootInfo) -> ! {
         gate::serve_forever();
     }
 
-    let args = Args::from_boot(info);
+    let args = Args::from_boot(info).for_app();
     // SAFETY: `__flexos_app_main` is defined by `main!` in the app with exactly this
     // signature; the linker fails if the app did not declare a main.
     let code = unsafe { __flexos_app_main(&args) };

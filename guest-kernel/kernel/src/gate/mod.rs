@@ -37,11 +37,11 @@ pub use platform::Hypercalls;
 pub use servers::{ServerEntry, table as server_table};
 
 use flexos_abi::{BootInfo, MAX_COMPARTMENTS, MAX_COMPONENTS, SHARED_MAX};
-use rpc_shm::{Arena, Endpoint, GateError, Placement, Region, SharedBuf, SharedBytes};
+use rpc_shm::{Arena, Endpoint, GateError, IdlePolicy, Placement, Region, SharedBuf, SharedBytes};
 
-use crate::println;
 use crate::rt::{EXIT_BAD_BOOT, exit};
 use crate::sync::{BootCell, SpinLock};
+use crate::{Args, println};
 
 /// This compartment's endpoint type.
 pub type GateEndpoint = Endpoint<'static, Hypercalls>;
@@ -138,7 +138,31 @@ pub(crate) fn init(info: &'static BootInfo) {
     if ROUTER.set(Placement::new(endpoint, placement)).is_err() {
         panic!("gate::init called twice");
     }
+    endpoint.set_idle_policy(idle_policy(info));
     endpoint.mark_ready();
+}
+
+/// How long an idle compartment spins before it sleeps: rpc-shm's default, or
+/// `gate.spin=N` rounds from the guest arguments (for experiments).
+///
+/// Measured with 3 and 4 compartments on this 2-core host (gatebench, 20k calls): fewer
+/// rounds than the default make every case slower, not faster, because a sleep and its
+/// doorbell wake-up (~50 us) cost more than waiting for the host scheduler to run the
+/// peer. So there is deliberately no "overcommitted" special case.
+fn idle_policy(info: &BootInfo) -> IdlePolicy {
+    let mut policy = IdlePolicy::default();
+    if let Some(text) = Args::from_boot(info).get("gate.spin") {
+        match text.parse() {
+            Ok(rounds) => policy.spin_rounds = rounds,
+            Err(_) => {
+                println!(
+                    "flexos: bad guest argument gate.spin={text}: want a number of spin rounds"
+                );
+                exit(EXIT_BAD_BOOT)
+            }
+        }
+    }
+    policy
 }
 
 /// Serves gate calls for the components of this compartment, forever. What every
