@@ -32,10 +32,31 @@ pub struct Segment {
     pub perms: SegmentPerms,
 }
 
+/// An image file's bytes: mapped from the file (only the pages the monitor reads are
+/// ever faulted in; a page fault costs ~2 us on this nested host, so reading a 1 MB
+/// image with debug info into a fresh buffer cost 0.6 ms of boot), or owned (tests).
+pub enum ImageBytes {
+    Mapped(memmap2::Mmap),
+    #[cfg(test)]
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ImageBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ImageBytes::Mapped(m) => m,
+            #[cfg(test)]
+            ImageBytes::Owned(v) => v,
+        }
+    }
+}
+
 /// A validated image: its bytes (kept for symbolization) and its loadable layout.
 pub struct Image {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
+    pub bytes: ImageBytes,
     pub entry: u64,
     pub segments: Vec<Segment>,
     /// First page-aligned address after the last segment.
@@ -79,14 +100,22 @@ impl Image {
                 path: path.to_path_buf(),
             });
         }
-        let bytes = std::fs::read(path).map_err(|e| VmmError::ImageUnreadable {
+        if meta.len() == 0 {
+            return Err(bad(path, "the file is empty"));
+        }
+        let unreadable = |e| VmmError::ImageUnreadable {
             path: path.to_path_buf(),
             source: e,
-        })?;
-        Self::from_bytes(path, bytes, load_limit)
+        };
+        let file = File::open(path).map_err(unreadable)?;
+        // SAFETY: the mapping is private and read-only, and every byte of it is treated
+        // as untrusted input; if the file changed under us the parsers would see other
+        // bytes, which they already handle as bad input, never as memory safety.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(unreadable)?;
+        Self::from_bytes(path, ImageBytes::Mapped(map), load_limit)
     }
 
-    fn from_bytes(path: &Path, bytes: Vec<u8>, load_limit: u64) -> Result<Image> {
+    fn from_bytes(path: &Path, bytes: ImageBytes, load_limit: u64) -> Result<Image> {
         if bytes.is_empty() {
             return Err(bad(path, "the file is empty"));
         }
@@ -120,7 +149,7 @@ impl Image {
                 ),
             ));
         }
-        let header = elf::FileHeader64::<Endianness>::parse(bytes.as_slice())
+        let header = elf::FileHeader64::<Endianness>::parse(&*bytes)
             .map_err(|e| bad(path, format!("malformed ELF header: {e}")))?;
         let endian = header
             .endian()
@@ -138,7 +167,7 @@ impl Image {
             ));
         }
         let phdrs = header
-            .program_headers(endian, bytes.as_slice())
+            .program_headers(endian, &*bytes)
             .map_err(|e| bad(path, format!("malformed program headers: {e}")))?;
 
         let mut segments: Vec<Segment> = Vec::new();
@@ -280,7 +309,8 @@ pub(crate) mod tests {
     }
 
     fn check(bytes: Vec<u8>) -> std::result::Result<Image, String> {
-        Image::from_bytes(Path::new("t.elf"), bytes, 0x40_0000).map_err(|e| e.to_string())
+        Image::from_bytes(Path::new("t.elf"), ImageBytes::Owned(bytes), 0x40_0000)
+            .map_err(|e| e.to_string())
     }
 
     const RX: u32 = elf::PF_R | elf::PF_X;

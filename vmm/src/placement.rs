@@ -64,7 +64,7 @@ impl Catalog {
     /// Reads the image's component table; an image without one has one component,
     /// [`IMPLICIT_COMPONENT`], and runs in one compartment.
     pub fn from_image(image: &Image) -> Result<Catalog> {
-        let file = object::File::parse(image.bytes.as_slice())
+        let file = object::File::parse(&*image.bytes)
             .map_err(|e| bad_table(image, format!("unreadable ELF: {e}")))?;
         let Some(section) = file.section_by_name(COMPONENT_SECTION) else {
             let name = IMPLICIT_COMPONENT.to_string();
