@@ -17,7 +17,13 @@ backtraces.",
     after_help = "Exit status: the guest's exit code (0..=63) on a clean exit; 64 usage error; \
 65 bad image; 66 file not found or unreadable; 70 a compartment crashed or violated isolation; \
 71 KVM unavailable or failed.\n\n\
-Example:\n  flexos-vmm --timings target/images/hello.elf -- exit=3"
+Examples:\n  flexos-vmm --timings target/images/hello.elf -- exit=3\n  \
+flexos-vmm --list-components target/images/gatebench.elf\n  \
+flexos-vmm --compartments 2 target/images/gatebench.elf -- calls=100000\n  \
+flexos-vmm --gdb 127.0.0.1:1234 --compartments 2 target/images/gatebench.elf\n\n\
+Guest arguments starting with `gate.` tune the guest kernel (gate.spin=N: polling rounds \
+before an idle compartment sleeps) and are not passed to the app. RUST_LOG=debug traces \
+the monitor."
 )]
 pub struct Cli {
     /// The guest image (a static x86_64 ELF linked at 1 MiB).

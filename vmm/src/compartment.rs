@@ -361,6 +361,7 @@ impl Compartment {
                 None
             }
             Hypercall::Sleep(timeout_us) => {
+                tracing::trace!(compartment = self.spec.id, timeout_us, "sleep");
                 self.sleep(Duration::from_micros(timeout_us));
                 None
             }

@@ -84,6 +84,13 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
         compartments.push(Compartment::create(
             kvm, spec, &run.image, &run.plan, &shared, &doorbells,
         )?);
+        tracing::debug!(
+            compartment = id,
+            name = %plan.name,
+            components = ?plan.components,
+            data_window = ?run.plan.data_window(id as u32),
+            "compartment created"
+        );
     }
     let milestones: Vec<Arc<Milestones>> =
         compartments.iter().map(|c| c.milestones.clone()).collect();
@@ -123,6 +130,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
         .recv()
         .map_err(|_| VmmError::KvmRun("every vCPU thread ended without an outcome".into()))?;
     let end = Instant::now();
+    tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {
         // Peers blocked in a gate call to it return PeerDead instead of waiting; the
         // process then ends, which stops every vCPU.
