@@ -1,0 +1,111 @@
+//! The boot-info block and guest arguments, written into the boot-info window before
+//! the compartment's first instruction.
+
+use flexos_abi::{
+    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, SHARED_BASE,
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::CompartmentSpec;
+use crate::arch::layout::GuestLayout;
+use crate::error::{Result, VmmError};
+use crate::pod::Pod;
+
+/// Writes the boot-info block and the guest arguments into the boot-info window.
+pub(super) fn write(
+    mem: &GuestMemoryMmap,
+    spec: &CompartmentSpec,
+    layout: &GuestLayout,
+    tsc_khz: u64,
+    tsc_now: u64,
+) -> Result<()> {
+    let header = std::mem::size_of::<BootInfo>() as u64;
+    let mut args = Vec::new();
+    for a in &spec.guest_args {
+        if a.as_bytes().contains(&0) {
+            return Err(VmmError::Usage(format!(
+                "guest argument {a:?} contains a NUL byte"
+            )));
+        }
+        args.extend_from_slice(a.as_bytes());
+        args.push(0);
+    }
+    if header + args.len() as u64 > BOOT_INFO_SIZE {
+        return Err(VmmError::Usage(format!(
+            "guest arguments take {} bytes; at most {} fit",
+            args.len(),
+            BOOT_INFO_SIZE - header
+        )));
+    }
+    let mut info = BootInfo::empty();
+    info.flags = if spec.timings { BOOT_FLAG_TIMINGS } else { 0 };
+    info.compartment_id = spec.id;
+    info.compartment_count = spec.all_names.len() as u32;
+    let name = &spec.name.as_bytes()[..spec.name.len().min(NAME_LEN)];
+    info.compartment_name[..name.len()].copy_from_slice(name);
+    info.mem_size = layout.plan.mem_size;
+    info.image_end = layout.image_end;
+    info.heap_start = layout.heap_start;
+    info.heap_size = layout.heap_end - layout.heap_start;
+    info.stack_top = layout.stack_top;
+    info.stack_size = layout.stack_top - layout.stack_bottom;
+    info.shared_base = SHARED_BASE;
+    info.shared_size = layout.shared_size;
+    info.tsc_khz = tsc_khz;
+    info.tsc_at_start = tsc_now;
+    info.argc = spec.guest_args.len() as u32;
+    info.args_addr = BOOT_INFO_ADDR + header;
+    info.args_len = args.len() as u64;
+    info.component_count = spec.assignment.len() as u32;
+    info.placement[..spec.assignment.len()].copy_from_slice(&spec.assignment);
+
+    let write = |r: std::result::Result<(), vm_memory::GuestMemoryError>| {
+        r.map_err(|e| VmmError::Memory(format!("writing boot info: {e}")))
+    };
+    write(mem.write_obj(Pod(info), GuestAddress(BOOT_INFO_ADDR)))?;
+    write(mem.write_slice(&args, GuestAddress(BOOT_INFO_ADDR + header)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::arch::layout::MemoryPlan;
+    use crate::memory::{compartment_memory, SharedRegion};
+
+    #[test]
+    fn boot_info_packs_arguments_after_the_block() {
+        let shared = SharedRegion::new(2 << 20).unwrap();
+        let plan = MemoryPlan::new(64 << 20, 0x10_1000, 2).unwrap();
+        let mem = compartment_memory(&plan, 1, &shared).unwrap();
+        let spec = CompartmentSpec {
+            id: 1,
+            name: "net".into(),
+            components: vec![],
+            assignment: vec![0, 1, 1],
+            all_names: Arc::new(vec!["app".into(), "net".into()]),
+            guest_args: vec!["a=1".into(), "".into(), "b c".into()],
+            timings: true,
+        };
+        let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, 2 << 20);
+        write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
+        let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
+        let info = info.0;
+        assert_eq!(info.magic, flexos_abi::BOOT_MAGIC);
+        assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
+        assert_eq!(info.name(), "net");
+        assert_eq!(&info.placement[..3], &[0, 1, 1]);
+        assert_eq!(info.stack_top, plan.data_window(1).end);
+        let mut args = vec![0u8; info.args_len as usize];
+        mem.read_slice(&mut args, GuestAddress(info.args_addr))
+            .unwrap();
+        assert_eq!(args, b"a=1\0\0b c\0");
+
+        let mut bad = spec;
+        bad.guest_args = vec!["x\0y".into()];
+        assert!(write(&mem, &bad, &layout, 0, 0).is_err());
+        bad.guest_args = vec!["x".repeat(BOOT_INFO_SIZE as usize)];
+        assert!(write(&mem, &bad, &layout, 0, 0).is_err());
+    }
+}

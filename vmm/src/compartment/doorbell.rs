@@ -1,0 +1,43 @@
+//! Doorbells: compartment `id` sleeps on `eventfds[id]`; any compartment rings it with
+//! `out PORT_DOORBELL, id`, which an ioeventfd catches in the kernel.
+
+use flexos_abi::PORT_DOORBELL;
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::error::{Result, VmmError};
+
+/// Every compartment's doorbell: compartment `id` sleeps on `eventfds[id]`; any
+/// compartment rings it with `out PORT_DOORBELL, id`, caught in the kernel by an
+/// ioeventfd so the ringer never exits to userspace.
+pub struct Doorbells {
+    eventfds: Vec<EventFd>,
+}
+
+impl Doorbells {
+    pub fn new(count: u32) -> Result<Self> {
+        let eventfds = (0..count)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| VmmError::KvmRun(format!("cannot create doorbell eventfds: {e}")))?;
+        Ok(Doorbells { eventfds })
+    }
+
+    pub(super) fn bind(&self, vm: &VmFd) -> Result<()> {
+        for (target, evt) in self.eventfds.iter().enumerate() {
+            vm.register_ioevent(
+                evt,
+                &IoEventAddress::Pio(PORT_DOORBELL as u64),
+                target as u32,
+            )
+            .map_err(VmmError::kvm("KVM_IOEVENTFD (doorbell)"))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn own(&self, id: u32) -> Result<EventFd> {
+        self.eventfds[id as usize]
+            .try_clone()
+            .map_err(|e| VmmError::KvmRun(format!("cannot clone doorbell eventfd: {e}")))
+    }
+}

@@ -1,0 +1,199 @@
+//! How a compartment stops: crash reports (registers, frame-pointer backtrace, console
+//! tail) and, with a debugger, parking in a snapshot GDB can read and edit.
+
+use flexos_abi::ExceptionFrame;
+use gdbstub::common::Signal;
+use kvm_bindings::kvm_regs;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::{Compartment, Outcome};
+use crate::arch::cpu;
+use crate::debug::{self, Action, Debugger, Resumed, Snapshot, StopKind};
+use crate::error::{Result, VmmError};
+use crate::pod::Pod;
+use crate::report::{AddressMap, CrashKind, CrashReport, MAX_FRAMES};
+
+impl Compartment {
+    /// A crash: with a debugger attached the compartment first stops with the matching
+    /// signal so GDB can inspect it; either way the run then ends with the report.
+    pub(super) fn fatal(
+        &mut self,
+        kind: CrashKind,
+        frame: Option<(u64, ExceptionFrame)>,
+        debug: Option<&Debugger>,
+    ) -> Outcome {
+        let signal = match &kind {
+            CrashKind::Exception { vector, .. } => debug::exception_signal(*vector),
+            CrashKind::Panic { .. } => Signal::SIGABRT,
+            CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) => Signal::SIGSYS,
+            CrashKind::Violation { .. } | CrashKind::TripleFault => Signal::SIGSEGV,
+        };
+        let outcome = self.crash(kind, frame.map(|f| f.1));
+        if let Some(d) = debug.filter(|d| !d.is_detached()) {
+            if let Ok(snap) = self.snapshot(frame) {
+                let _ = d.park(
+                    self.spec.id,
+                    snap,
+                    Some(StopKind::Signal(signal)),
+                    Some(signal),
+                );
+            }
+        }
+        outcome
+    }
+
+    /// The registers GDB should see: the interrupted state for a stop inside an
+    /// exception trampoline, the vCPU's own otherwise.
+    fn snapshot(&self, frame: Option<(u64, ExceptionFrame)>) -> Result<Snapshot> {
+        let mut regs = self
+            .vcpu
+            .get_regs()
+            .map_err(VmmError::kvm("KVM_GET_REGS"))?;
+        let fpu = self.vcpu.get_fpu().map_err(VmmError::kvm("KVM_GET_FPU"))?;
+        let sregs = self
+            .vcpu
+            .get_sregs()
+            .map_err(VmmError::kvm("KVM_GET_SREGS"))?;
+        let (mut cs, mut ss) = (sregs.cs.selector as u64, sregs.ss.selector as u64);
+        if let Some((_, f)) = frame {
+            regs.rax = f.rax;
+            regs.rdx = f.rdx;
+            regs.rip = f.rip;
+            regs.rsp = f.rsp;
+            regs.rflags = f.rflags;
+            (cs, ss) = (f.cs, f.ss);
+        }
+        Ok(Snapshot {
+            regs,
+            fpu,
+            cs,
+            ss,
+            frame: frame.map(|f| f.0),
+        })
+    }
+
+    /// Stops this compartment for GDB and, once resumed, puts back whatever GDB left in
+    /// the snapshot (the frame for a trampoline stop, the vCPU otherwise), with TF set
+    /// exactly when GDB asked for a single step.
+    pub(super) fn park(
+        &mut self,
+        d: &Debugger,
+        frame: Option<(u64, ExceptionFrame)>,
+        kind: Option<StopKind>,
+    ) -> Result<()> {
+        let snap = self.snapshot(frame)?;
+        let (snap, action) = match d.park(self.spec.id, snap, kind, None) {
+            Resumed::Run(snap, action) => (snap, action),
+            Resumed::End => return Ok(()),
+        };
+        let tf = if action == Action::Step {
+            cpu::RFLAGS_TF
+        } else {
+            0
+        };
+        let rflags = (snap.regs.rflags & !cpu::RFLAGS_TF) | tf;
+        match (snap.frame, frame) {
+            (Some(at), Some((_, mut f))) => {
+                // The vCPU sits in the trampoline after its `out`: GPRs it did not touch
+                // go back into the vCPU, the rest into the frame it will `iretq` through.
+                let mut cur = self
+                    .vcpu
+                    .get_regs()
+                    .map_err(VmmError::kvm("KVM_GET_REGS"))?;
+                let r = snap.regs;
+                (cur.rbx, cur.rcx, cur.rsi, cur.rdi, cur.rbp) = (r.rbx, r.rcx, r.rsi, r.rdi, r.rbp);
+                (cur.r8, cur.r9, cur.r10, cur.r11) = (r.r8, r.r9, r.r10, r.r11);
+                (cur.r12, cur.r13, cur.r14, cur.r15) = (r.r12, r.r13, r.r14, r.r15);
+                self.vcpu
+                    .set_regs(&cur)
+                    .map_err(VmmError::kvm("KVM_SET_REGS"))?;
+                (f.rax, f.rdx, f.rip, f.rsp, f.rflags) = (r.rax, r.rdx, r.rip, r.rsp, rflags);
+                self.mem
+                    .write_obj(Pod(f), GuestAddress(at))
+                    .map_err(|e| VmmError::Memory(format!("writing the exception frame: {e}")))?;
+            }
+            _ => {
+                let mut r = snap.regs;
+                r.rflags = rflags;
+                self.vcpu
+                    .set_regs(&r)
+                    .map_err(VmmError::kvm("KVM_SET_REGS"))?;
+            }
+        }
+        self.vcpu
+            .set_fpu(&snap.fpu)
+            .map_err(VmmError::kvm("KVM_SET_FPU"))
+    }
+
+    /// Collects a crash report. `frame` is the interrupted state for exceptions; other
+    /// crashes use the vCPU registers as they are.
+    fn crash(&mut self, mut kind: CrashKind, frame: Option<ExceptionFrame>) -> Outcome {
+        let mut regs: kvm_regs = match self.vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Failed(VmmError::Kvm {
+                    what: "KVM_GET_REGS",
+                    source: e,
+                })
+            }
+        };
+        if let Some(f) = frame {
+            regs.rax = f.rax;
+            regs.rdx = f.rdx;
+            regs.rip = f.rip;
+            regs.rsp = f.rsp;
+            regs.rflags = f.rflags;
+        }
+        if let CrashKind::Violation { gpa, owner, .. } = &mut kind {
+            *owner = self
+                .layout
+                .plan
+                .window_owner(*gpa)
+                .map(|c| (c, self.spec.all_names[c as usize].clone()));
+        }
+        let (backtrace, truncated) = self.backtrace(regs.rip, regs.rbp);
+        Outcome::Crashed(Box::new(CrashReport {
+            compartment: self.spec.id,
+            name: self.spec.name.clone(),
+            components: self.spec.components.clone(),
+            kind,
+            regs,
+            backtrace,
+            truncated,
+            console_tail: self.console.tail(),
+            map: AddressMap {
+                shared_size: self.layout.shared_size,
+                stack_guard: self.layout.stack_guard(),
+                image: flexos_abi::IMAGE_BASE..self.layout.image_end,
+            },
+        }))
+    }
+
+    /// Follows the frame-pointer chain from `rbp` through the stack (the data window);
+    /// stops at a null, misaligned, non-increasing or out-of-window frame pointer (the
+    /// guest's stack is untrusted).
+    fn backtrace(&self, rip: u64, mut rbp: u64) -> (Vec<u64>, bool) {
+        let mut pcs = vec![rip];
+        let window = &self.layout.data;
+        while pcs.len() < MAX_FRAMES {
+            if !rbp.is_multiple_of(8) || rbp < window.start || rbp + 16 > window.end {
+                return (pcs, false);
+            }
+            let (Ok(next), Ok(ret)) = (
+                self.mem.read_obj::<u64>(GuestAddress(rbp)),
+                self.mem.read_obj::<u64>(GuestAddress(rbp + 8)),
+            ) else {
+                return (pcs, false);
+            };
+            if ret == 0 {
+                return (pcs, false);
+            }
+            pcs.push(ret);
+            if next <= rbp {
+                return (pcs, false);
+            }
+            rbp = next;
+        }
+        (pcs, true)
+    }
+}
