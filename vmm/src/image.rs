@@ -37,7 +37,7 @@ pub struct Segment {
 /// image with debug info into a fresh buffer cost 0.6 ms of boot), or owned (tests).
 pub enum ImageBytes {
     Mapped(memmap2::Mmap),
-    #[cfg(test)]
+    /// Bytes that came from elsewhere (tests, fuzzing).
     Owned(Vec<u8>),
 }
 
@@ -47,7 +47,6 @@ impl std::ops::Deref for ImageBytes {
     fn deref(&self) -> &[u8] {
         match self {
             ImageBytes::Mapped(m) => m,
-            #[cfg(test)]
             ImageBytes::Owned(v) => v,
         }
     }
@@ -115,7 +114,8 @@ impl Image {
         Self::from_bytes(path, ImageBytes::Mapped(map), load_limit)
     }
 
-    fn from_bytes(path: &Path, bytes: ImageBytes, load_limit: u64) -> Result<Image> {
+    /// Validates image bytes as [`Image::open`] does; `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: ImageBytes, load_limit: u64) -> Result<Image> {
         if bytes.is_empty() {
             return Err(bad(path, "the file is empty"));
         }

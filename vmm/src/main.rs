@@ -1,112 +1,14 @@
 //! `flexos-vmm`: boots one library-OS image into one KVM VM per compartment.
 //!
 //! main() only parses the command line and turns the result into an exit status; the
-//! pieces live in modules named after what they hold.
-
-mod arch;
-mod cli;
-mod compartment;
-mod console;
-mod debug;
-mod error;
-mod hypercall;
-mod image;
-mod memory;
-mod monitor;
-mod placement;
-mod pod;
-mod report;
-mod symbols;
-#[cfg(test)]
-mod testing;
+//! pieces live in the library's modules, named after what they hold.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use flexos_abi::MAX_COMPARTMENTS;
-use kvm_ioctls::Kvm;
-
-use crate::arch::layout::MemoryPlan;
-use crate::cli::Cli;
-use crate::error::{Result, VmmError, EXIT_USAGE};
-use crate::image::Image;
-use crate::monitor::RunPlan;
-use crate::placement::Catalog;
-
-/// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
-/// path without taking /dev/kvm away from the machine).
-fn open_kvm() -> Result<Kvm> {
-    let path = std::env::var("FLEXOS_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
-    let c_path = std::ffi::CString::new(path.clone())
-        .map_err(|_| VmmError::Usage("FLEXOS_KVM_DEVICE contains a NUL byte".into()))?;
-    let unavailable = |what: String, errno: i32| VmmError::KvmUnavailable {
-        what,
-        source: std::io::Error::from_raw_os_error(errno),
-    };
-    let kvm = Kvm::new_with_path(&c_path)
-        .map_err(|e| unavailable(format!("cannot open {path}"), e.errno()))?;
-    // A node that opens but answers no KVM ioctl (say /dev/null) is not KVM.
-    kvm.get_api_version();
-    if kvm.check_extension_int(kvm_ioctls::Cap::UserMemory) <= 0 {
-        return Err(unavailable(
-            format!("{path} is not a usable KVM device"),
-            libc::ENOTTY,
-        ));
-    }
-    Ok(kvm)
-}
-
-fn run(cli: Cli, start: Instant) -> Result<i32> {
-    if cli.compartments == 0 {
-        return Err(VmmError::Usage(
-            "--compartments 0: a run needs at least one compartment".into(),
-        ));
-    }
-    if cli.compartments as usize > MAX_COMPARTMENTS {
-        return Err(VmmError::Usage(format!(
-            "--compartments {}: at most {MAX_COMPARTMENTS}",
-            cli.compartments
-        )));
-    }
-    let shared_size = memory::shared_size_from_mib(cli.shared_mem)?;
-    // The host-memory check needs the compartment count, which a --config file decides;
-    // the image limit only depends on --mem.
-    let mem_size = memory::private_size_from_mib(cli.mem, 1)?;
-    let image = Image::open(&cli.image, MemoryPlan::image_limit(mem_size))?;
-    let catalog = Catalog::from_image(&image)?;
-    if cli.list_components {
-        print!("{}", catalog.listing(&cli.image));
-        return Ok(0);
-    }
-    let placement = match &cli.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| VmmError::ConfigUnreadable {
-                path: path.clone(),
-                source: e,
-            })?;
-            catalog.placement_from_config(path, &text)?
-        }
-        None => catalog.default_split(cli.compartments)?,
-    };
-    let count = placement.compartments.len() as u32;
-    memory::private_size_from_mib(cli.mem, count)?;
-    let plan = MemoryPlan::new(mem_size, image.end, count)?;
-    let kvm = open_kvm()?;
-    monitor::run(
-        &kvm,
-        RunPlan {
-            image,
-            placement,
-            plan,
-            shared_size,
-            guest_args: cli.guest_args,
-            timings: cli.timings,
-            gdb: cli.gdb,
-        },
-        start,
-    )
-}
+use flexos_vmm::cli::Cli;
+use flexos_vmm::error::EXIT_USAGE;
 
 /// One line from a clap error: its first line, plus the next one when the first only
 /// introduces it (e.g. "the following required arguments were not provided:").
@@ -144,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    match run(cli, start) {
+    match flexos_vmm::run(cli, start) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("flexos-vmm: error: {e}");

@@ -86,7 +86,7 @@ impl Catalog {
     }
 
     /// Decodes and validates the raw table bytes (untrusted: they come from a file).
-    fn parse(data: &[u8]) -> std::result::Result<Catalog, String> {
+    pub fn parse(data: &[u8]) -> std::result::Result<Catalog, String> {
         let size = std::mem::size_of::<ComponentTable>();
         if data.len() < size {
             return Err(format!("{} bytes, expected {size}", data.len()));

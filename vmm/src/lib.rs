@@ -1,0 +1,108 @@
+//! `flexos-vmm` as a library: everything the binary does, so that fuzz targets and
+//! tools can drive the parsers (image, component table, placement files) directly.
+//! The binary (`main.rs`) only parses the command line and maps results to exit codes.
+
+pub mod arch;
+pub mod cli;
+pub mod compartment;
+pub mod console;
+pub mod debug;
+pub mod error;
+pub mod hypercall;
+pub mod image;
+pub mod memory;
+pub mod monitor;
+pub mod placement;
+pub mod pod;
+pub mod report;
+pub mod symbols;
+#[cfg(test)]
+mod testing;
+
+use std::time::Instant;
+
+use flexos_abi::MAX_COMPARTMENTS;
+use kvm_ioctls::Kvm;
+
+use crate::arch::layout::MemoryPlan;
+use crate::cli::Cli;
+use crate::error::{Result, VmmError};
+use crate::image::Image;
+use crate::monitor::RunPlan;
+use crate::placement::Catalog;
+
+/// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
+/// path without taking /dev/kvm away from the machine).
+fn open_kvm() -> Result<Kvm> {
+    let path = std::env::var("FLEXOS_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
+    let c_path = std::ffi::CString::new(path.clone())
+        .map_err(|_| VmmError::Usage("FLEXOS_KVM_DEVICE contains a NUL byte".into()))?;
+    let unavailable = |what: String, errno: i32| VmmError::KvmUnavailable {
+        what,
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    let kvm = Kvm::new_with_path(&c_path)
+        .map_err(|e| unavailable(format!("cannot open {path}"), e.errno()))?;
+    // A node that opens but answers no KVM ioctl (say /dev/null) is not KVM.
+    kvm.get_api_version();
+    if kvm.check_extension_int(kvm_ioctls::Cap::UserMemory) <= 0 {
+        return Err(unavailable(
+            format!("{path} is not a usable KVM device"),
+            libc::ENOTTY,
+        ));
+    }
+    Ok(kvm)
+}
+
+/// Runs the monitor for a parsed command line; returns the process exit status.
+pub fn run(cli: Cli, start: Instant) -> Result<i32> {
+    if cli.compartments == 0 {
+        return Err(VmmError::Usage(
+            "--compartments 0: a run needs at least one compartment".into(),
+        ));
+    }
+    if cli.compartments as usize > MAX_COMPARTMENTS {
+        return Err(VmmError::Usage(format!(
+            "--compartments {}: at most {MAX_COMPARTMENTS}",
+            cli.compartments
+        )));
+    }
+    let shared_size = memory::shared_size_from_mib(cli.shared_mem)?;
+    // The host-memory check needs the compartment count, which a --config file decides;
+    // the image limit only depends on --mem.
+    let mem_size = memory::private_size_from_mib(cli.mem, 1)?;
+    let image = Image::open(&cli.image, MemoryPlan::image_limit(mem_size))?;
+    let catalog = Catalog::from_image(&image)?;
+    if cli.list_components {
+        print!("{}", catalog.listing(&cli.image));
+        return Ok(0);
+    }
+    let placement = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| VmmError::ConfigUnreadable {
+                path: path.clone(),
+                source: e,
+            })?;
+            catalog.placement_from_config(path, &text)?
+        }
+        None => catalog.default_split(cli.compartments)?,
+    };
+    let count = placement.compartments.len() as u32;
+    memory::private_size_from_mib(cli.mem, count)?;
+    let plan = MemoryPlan::new(mem_size, image.end, count)?;
+    let kvm = open_kvm()?;
+    monitor::run(
+        &kvm,
+        RunPlan {
+            image,
+            placement,
+            plan,
+            shared_size,
+            guest_args: cli.guest_args,
+            timings: cli.timings,
+            gdb: cli.gdb,
+        },
+        start,
+    )
+}
+
