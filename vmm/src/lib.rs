@@ -105,4 +105,3 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         start,
     )
 }
-
