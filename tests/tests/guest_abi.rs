@@ -121,6 +121,23 @@ fn doorbell_for_a_missing_compartment() {
 }
 
 #[test]
+fn syscall_is_named_in_the_report() {
+    // nop; syscall; ud2 -- the report points at the syscall instruction itself.
+    let out = boot(Asm::default().bytes(&[0x90, 0x0f, 0x05]).ud2(), &[]);
+    assert_crash(
+        &out,
+        &[
+            "executed `syscall` at 0x100001 (no symbol)",
+            "hypercalls, not system calls",
+        ],
+    );
+    assert!(
+        out.stderr.contains("rip 0x0000000000100001"),
+        "RIP is the syscall instruction\n{out:?}"
+    );
+}
+
+#[test]
 fn exit_code_out_of_range() {
     let out = boot(
         Asm::default().out32(PORT_EXIT, DATA as u32).ud2(),

@@ -40,6 +40,8 @@ pub enum CrashKind {
     TripleFault,
     /// A hypercall the monitor refused.
     BadHypercall(String),
+    /// The guest executed `syscall` (RIP is moved back onto it).
+    Syscall,
     /// Any other exit the guest has no business causing.
     UnexpectedExit(String),
 }
@@ -167,6 +169,9 @@ impl CrashReport {
             CrashKind::TripleFault => {
                 format!("crashed: triple fault (a fault while handling a fault) at {at}")
             }
+            CrashKind::Syscall => format!(
+                "crashed: executed `syscall` at {at}; compartments talk to the monitor with hypercalls, not system calls"
+            ),
             CrashKind::BadHypercall(why) => format!("crashed: invalid hypercall: {why}, at {at}"),
             CrashKind::UnexpectedExit(why) => format!("crashed: {why}, at {at}"),
         }
@@ -284,7 +289,12 @@ impl CrashReport {
                 i += same;
                 continue;
             }
-            let _ = writeln!(s, "    #{i:<3} {pc:#018x} {place}");
+            // The address is already on the line: unknown places say only that.
+            if place.function.is_some() {
+                let _ = writeln!(s, "    #{i:<3} {pc:#018x} {place}");
+            } else {
+                let _ = writeln!(s, "    #{i:<3} {pc:#018x} (no symbol)");
+            }
             i += 1;
         }
         if self.truncated {
@@ -341,13 +351,15 @@ mod tests {
         let sym = Symbolizer::new(std::path::Path::new("/nonexistent"), b"");
         let text = report.render(&sym);
         assert!(
-            text.starts_with("flexos-vmm: compartment 1 (net) crashed: page fault (#PF) at ??\n"),
+            text.starts_with(
+                "flexos-vmm: compartment 1 (net) crashed: page fault (#PF) at 0x100123 (no symbol)\n"
+            ),
             "{text}"
         );
         assert!(text.contains("  components: net, netdev\n"));
         assert!(text.contains("fault address (CR2): 0x0000000000000000: read of a page that is not mapped in user mode (null pointer dereference)"));
         assert!(text.contains("    rip 0x0000000000100123"));
         assert!(text.contains("    | hello\n"));
-        assert!(text.contains("#0   0x0000000000100123 ??"));
+        assert!(text.contains("#0   0x0000000000100123 (no symbol)\n"));
     }
 }

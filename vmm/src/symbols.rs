@@ -23,6 +23,7 @@ pub struct Symbolizer {
 /// Where an address lies in the image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Place {
+    pub addr: u64,
     pub function: Option<(String, u64)>,
     pub location: Option<(String, u32)>,
 }
@@ -31,7 +32,7 @@ impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.function {
             Some((name, off)) => write!(f, "{name}+{off:#x}")?,
-            None => write!(f, "??")?,
+            None => write!(f, "{:#x} (no symbol)", self.addr)?,
         }
         if let Some((file, line)) = &self.location {
             write!(f, " ({file}:{line})")?;
@@ -86,7 +87,11 @@ impl Symbolizer {
             .as_ref()
             .and_then(|l| l.find_location(probe).ok().flatten())
             .and_then(|loc| Some((shorten(loc.file?), loc.line?)));
-        Place { function, location }
+        Place {
+            addr,
+            function,
+            location,
+        }
     }
 }
 
@@ -116,7 +121,7 @@ mod tests {
     #[test]
     fn unknown_addresses_render_as_question_marks() {
         let s = Symbolizer::new(Path::new("/nonexistent"), b"not an elf");
-        assert_eq!(s.place(0x1234, false).to_string(), "??");
+        assert_eq!(s.place(0x1234, false).to_string(), "0x1234 (no symbol)");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Initial vCPU state: 64-bit long mode, already in ring 3.
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
 use kvm_ioctls::{Kvm, VcpuFd};
 
-use super::descriptors::{GDT_ENTRIES, IDT_ENTRIES, TSS_SEL, TSS_SIZE, USER_CS, USER_DS};
+use super::descriptors::{
+    GDT_ENTRIES, IDT_ENTRIES, KERNEL_CS, TSS_SEL, TSS_SIZE, USER_CS, USER_DS,
+};
 use super::layout::{GDT_ADDR, IDT_ADDR, TSS_ADDR};
+use super::trampolines::SYSCALL_TRAP_ADDR;
 use crate::error::{Result, VmmError};
 
 const CR0_PE: u64 = 1 << 0;
@@ -87,6 +90,35 @@ pub fn setup_sregs(vcpu: &VcpuFd, cr3: u64) -> Result<()> {
     sregs.idt.limit = (IDT_ENTRIES * 16 - 1) as u16;
     vcpu.set_sregs(&sregs)
         .map_err(VmmError::kvm("KVM_SET_SREGS"))
+}
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_SFMASK: u32 = 0xc000_0084;
+
+/// Points `syscall` at [`SYSCALL_TRAP_ADDR`], so a guest that executes it gets a report
+/// that says so (left at 0, kvm-pvm's jump to LSTAR looked like a null dereference).
+pub fn setup_syscall_msrs(vcpu: &VcpuFd) -> Result<()> {
+    let entry = |index, data| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    let msrs = Msrs::from_entries(&[
+        entry(MSR_STAR, (KERNEL_CS as u64) << 32),
+        entry(MSR_LSTAR, SYSCALL_TRAP_ADDR),
+        // Clear IF, TF, DF and AC on entry, like any kernel would.
+        entry(MSR_SFMASK, 0x4_0700),
+    ])
+    .map_err(|e| VmmError::KvmRun(format!("MSR list: {e:?}")))?;
+    match vcpu.set_msrs(&msrs) {
+        Ok(3) => Ok(()),
+        Ok(n) => Err(VmmError::KvmRun(format!("KVM set {n} of 3 syscall MSRs"))),
+        Err(e) => Err(VmmError::Kvm {
+            what: "KVM_SET_MSRS",
+            source: e,
+        }),
+    }
 }
 
 /// Sets RIP, RSP, RDI (boot info) and RFLAGS for the first instruction.

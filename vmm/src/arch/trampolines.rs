@@ -64,6 +64,12 @@ fn common() -> Vec<u8> {
     c
 }
 
+/// Where `syscall` lands (MSR_LSTAR): an address in the supervisor-only VMM area with
+/// no code. Guests make hypercalls, never system calls. On kvm-pvm a ring-3 `syscall`
+/// jumps to LSTAR without leaving ring 3, so it faults fetching here and the monitor
+/// can name it; on VT-x/SVM (EFER.SCE clear) it raises #UD at the instruction itself.
+pub const SYSCALL_TRAP_ADDR: u64 = TRAMPOLINE_ADDR + 0x400;
+
 /// Writes all trampolines into guest memory.
 pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
     let mut code = Vec::new();
@@ -71,6 +77,7 @@ pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
         code.extend(vector_stub(v));
     }
     code.extend(common());
+    assert!(TRAMPOLINE_ADDR + code.len() as u64 <= SYSCALL_TRAP_ADDR);
     mem.write_slice(&code, GuestAddress(TRAMPOLINE_ADDR))
         .map_err(|e| VmmError::Memory(format!("writing trampolines: {e}")))
 }

@@ -132,6 +132,7 @@ impl Compartment {
         cpu::setup_cpuid(kvm, &vcpu)?;
         cpu::setup_sregs(&vcpu, cr3)?;
         cpu::setup_fpu(&vcpu)?;
+        cpu::setup_syscall_msrs(&vcpu)?;
         cpu::setup_regs(&vcpu, image.entry, layout.stack_top, BOOT_INFO_ADDR)?;
 
         let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);

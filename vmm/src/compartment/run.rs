@@ -8,6 +8,7 @@ use gdbstub::common::Signal;
 use kvm_ioctls::VcpuExit;
 
 use super::{Compartment, Outcome};
+use crate::arch::trampolines::SYSCALL_TRAP_ADDR;
 use crate::debug::{Debugger, StopKind};
 use crate::error::VmmError;
 use crate::hypercall::{self, Hypercall};
@@ -160,6 +161,10 @@ impl Compartment {
                     }
                 }
                 let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
+                if frame.vector == 14 && frame.rip == SYSCALL_TRAP_ADDR && cr2 == SYSCALL_TRAP_ADDR
+                {
+                    return Some(self.fatal(CrashKind::Syscall, Some((at, frame)), debug));
+                }
                 Some(self.fatal(
                     CrashKind::Exception {
                         vector: frame.vector,

@@ -25,7 +25,9 @@ impl Compartment {
         let signal = match &kind {
             CrashKind::Exception { vector, .. } => debug::exception_signal(*vector),
             CrashKind::Panic { .. } => Signal::SIGABRT,
-            CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) => Signal::SIGSYS,
+            CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) | CrashKind::Syscall => {
+                Signal::SIGSYS
+            }
             CrashKind::Violation { .. } | CrashKind::TripleFault => Signal::SIGSEGV,
         };
         let outcome = self.crash(kind, frame.map(|f| f.1));
@@ -143,6 +145,11 @@ impl Compartment {
             regs.rip = f.rip;
             regs.rsp = f.rsp;
             regs.rflags = f.rflags;
+        }
+        if let CrashKind::Syscall = kind {
+            // `syscall` left the return address in RCX and the flags in R11.
+            regs.rip = regs.rcx.wrapping_sub(2);
+            regs.rflags = regs.r11;
         }
         if let CrashKind::Violation { gpa, owner, .. } = &mut kind {
             *owner = self
