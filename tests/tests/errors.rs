@@ -319,3 +319,29 @@ fn kvm_device_not_kvm() {
     let out = run_env([image("hello")], [("FLEXOS_KVM_DEVICE", "/dev/null")]);
     assert_error(&out, EXIT_KVM, &["KVM"]);
 }
+
+#[test]
+fn gdb_socket_that_cannot_be_created() {
+    let out = boot(&["--gdb", "/nonexistent/dir/gdb.sock"], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &[
+            "cannot listen on /nonexistent/dir/gdb.sock",
+            "No such file or directory",
+        ],
+    );
+}
+
+#[test]
+fn placement_file_missing() {
+    let out = boot(
+        &["--config", "/nonexistent/placement.toml"],
+        &image("hello"),
+    );
+    assert_error(
+        &out,
+        EXIT_NO_INPUT,
+        &["placement file '/nonexistent/placement.toml' is unreadable"],
+    );
+}
