@@ -1,8 +1,9 @@
 //! The two wrappers the runtime uses for global state instead of `static mut`.
 //!
 //! Every compartment is one vCPU running cooperative code and takes no interrupts (its
-//! IDT holds only the monitor's trampolines, which never return into guest code), so
-//! a compartment has exactly one thread of execution. Nothing here is ever contended
+//! IDT holds only the monitor's trampolines, which run no guest code: they report and
+//! either end the run or, under a debugger, resume the interrupted instruction), so a
+//! compartment has exactly one thread of execution. Nothing here is ever contended
 //! by another CPU; the wrappers exist so that global state is reached through safe,
 //! checked APIs:
 //!
