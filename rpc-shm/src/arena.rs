@@ -1,4 +1,5 @@
-//! [`Arena`]: the allocator of one compartment's arena in the shared heap.
+//! [`Arena`]: the allocator of one compartment's arena in one channel's heap (data it
+//! passes to that channel's peer, or keeps to itself in its own channel).
 //!
 //! All of its metadata (two bitmaps) lives in the `Arena` value itself, i.e. in the
 //! owner's private memory: peers can scribble over the arena's bytes, never over its
@@ -35,12 +36,12 @@ pub struct Arena {
 }
 
 impl Arena {
-    /// The allocator of `compartment`'s arena in `layout`.
-    pub fn new(layout: &Layout, compartment: u32) -> Result<Arena, LayoutError> {
+    /// The allocator of `owner`'s arena in its channel with `peer` (`peer == owner`:
+    /// its own channel).
+    pub fn new(layout: &Layout, owner: u32, peer: u32) -> Result<Arena, LayoutError> {
         let (start, size) = layout
-            .heap_bounds()
-            .arena(compartment)
-            .ok_or(LayoutError::BadCompartments(compartment))?;
+            .arena(owner, peer)
+            .ok_or(LayoutError::BadCompartments(owner.max(peer)))?;
         let mut shift = MIN_BLOCK.trailing_zeros();
         while (size >> shift) > MAX_BLOCKS {
             shift += 1;
@@ -180,22 +181,24 @@ mod tests {
     #[test]
     fn block_sizes() {
         let l = Layout::new(1 << 20, 2).unwrap();
-        let a = Arena::new(&l, 1).unwrap();
+        let a = Arena::new(&l, 1, 0).unwrap();
         assert_eq!(a.block_size(), 64);
         assert_eq!(a.available(), l.arena_size());
         let l = Layout::new(1 << 30, 2).unwrap();
-        let a = Arena::new(&l, 0).unwrap();
+        let a = Arena::new(&l, 0, 0).unwrap();
         assert!(a.block_size() >= 8192);
         assert!(a.blocks <= MAX_BLOCKS);
-        assert!(Arena::new(&l, 2).is_err());
+        assert!(Arena::new(&l, 2, 0).is_err());
+        assert!(Arena::new(&l, 0, 2).is_err());
     }
 
     #[test]
     fn alloc_free_model() {
         let l = Layout::new(1 << 20, 2).unwrap();
-        let heap = l.heap_bounds();
-        let mut a = Arena::new(&l, 1).unwrap();
-        let (arena_off, arena_size) = heap.arena(1).unwrap();
+        let heap = l.channel_heap(0, 1);
+        let mut a = Arena::new(&l, 1, 0).unwrap();
+        let (arena_off, arena_size) = l.arena(1, 0).unwrap();
+        let (peer_off, _) = l.arena(0, 1).unwrap();
         let mut live: Vec<SharedBuf> = Vec::new();
         let mut seed = 7u64;
         let mut rnd = || {
@@ -209,7 +212,11 @@ mod tests {
                 let len = (rnd() % 5000) as usize + 1;
                 if let Some(b) = a.alloc(len) {
                     assert_eq!(b.len() as usize, len);
-                    assert_eq!(heap.owner(b.offset(), b.len()), Some(1));
+                    assert!(heap.contains(b.offset(), b.len()));
+                    assert!(
+                        b.offset() >= peer_off + arena_size,
+                        "not in the peer's arena"
+                    );
                     assert!(
                         b.offset() >= arena_off && b.offset() + b.len() <= arena_off + arena_size
                     );

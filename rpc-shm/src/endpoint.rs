@@ -111,7 +111,9 @@ pub struct Endpoint<'a, P: Platform> {
     region: Region,
     me: u32,
     n: u32,
-    heap: HeapBounds,
+    /// The heap of the channel with each peer (index = peer): what a handle from that
+    /// peer must lie in.
+    heaps: [HeapBounds; MAX_COMPARTMENTS],
     platform: P,
     servers: [Cell<Option<&'a dyn Dispatch>>; MAX_INTERFACES],
     /// Seq of the next call on ring me -> peer.
@@ -142,7 +144,7 @@ impl<'a, P: Platform> Endpoint<'a, P> {
             region,
             me,
             n,
-            heap: region.heap_bounds(),
+            heaps: core::array::from_fn(|peer| region.layout().channel_heap(me, peer as u32)),
             platform,
             servers: [const { Cell::new(None) }; MAX_INTERFACES],
             out_seq: [const { Cell::new(0) }; MAX_COMPARTMENTS],
@@ -176,9 +178,13 @@ impl<'a, P: Platform> Endpoint<'a, P> {
         &self.platform
     }
 
-    /// The shared heap's bounds (for decoding handles).
-    pub fn heap(&self) -> HeapBounds {
-        self.heap
+    /// The heap of the channel with `peer` (for decoding handles it sends); empty for
+    /// a compartment that does not exist.
+    pub fn heap(&self, peer: u32) -> HeapBounds {
+        self.heaps
+            .get(peer as usize)
+            .copied()
+            .unwrap_or(HeapBounds::EMPTY)
     }
 
     pub fn idle_policy(&self) -> IdlePolicy {
@@ -360,7 +366,7 @@ impl<'a, P: Platform> Endpoint<'a, P> {
     fn serve(&self, from: u32, slot: &Slot, seq: u32, incoming: Incoming) {
         let result = match incoming {
             Incoming::Call(req) => match self.servers.get(req.iface as usize).and_then(Cell::get) {
-                Some(server) => server.dispatch(req.method, &req.args, &self.heap),
+                Some(server) => server.dispatch(req.method, &req.args, &self.heaps[from as usize]),
                 None => Err(GateError::UnknownInterface),
             },
             Incoming::Reject(e) => Err(e),

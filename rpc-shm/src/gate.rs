@@ -101,7 +101,9 @@ unsafe impl GateSafe for () {
 /// A handle to `len` bytes at `offset` (from the region base) in the shared heap.
 ///
 /// A handle is just two numbers: it proves nothing by itself. A callee gets one only
-/// through [`GateSafe::from_word`], which checks that it lies inside the heap, and the
+/// through [`GateSafe::from_word`], which checks that it lies inside the heap of the
+/// channel between caller and callee (a handle into any other channel is refused, so
+/// a compartment cannot make a peer read data in flight between two others), and the
 /// bytes are reached only through [`crate::Region::bytes`], which checks again. It
 /// travels as `offset | len << 32`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,7 +183,7 @@ unsafe impl GateSafe for SharedBuf {
 ///     pub enum Whence { Set = 0, Cur = 1, End = 2 }
 /// }
 /// use rpc_shm::{GateSafe, Layout};
-/// let heap = Layout::new(1 << 20, 1).unwrap().heap_bounds();
+/// let heap = Layout::new(1 << 20, 1).unwrap().channel_heap(0, 0);
 /// assert_eq!(Whence::from_word(Whence::End.to_word(), &heap), Ok(Whence::End));
 /// assert!(Whence::from_word(3, &heap).is_err());
 /// ```
@@ -229,7 +231,7 @@ mod tests {
     use crate::layout::Layout;
 
     fn heap() -> HeapBounds {
-        Layout::new(1 << 20, 2).unwrap().heap_bounds()
+        Layout::new(1 << 20, 2).unwrap().channel_heap(0, 1)
     }
 
     fn round_trip<T: GateSafe + PartialEq + core::fmt::Debug>(v: T) {

@@ -30,7 +30,7 @@
 ///     use rpc_shm::{Dispatch, GateError, Layout};
 ///     assert_eq!(callee::ID, 1);
 ///     assert_eq!(callee::methods::sum6, 1);
-///     let heap = Layout::new(1 << 20, 2).unwrap().heap_bounds();
+///     let heap = Layout::new(1 << 20, 2).unwrap().channel_heap(0, 1);
 ///     let server = callee::Server(Impl);
 ///     assert_eq!(server.dispatch(callee::methods::sum6, &[1, 2, 3, 4, 5, 6], &heap), Ok(21));
 ///     assert_eq!(server.dispatch(9, &[0; 6], &heap), Err(GateError::UnknownMethod));
@@ -214,11 +214,17 @@ macro_rules! interface {
                 /// A client of `component`; `local` is this compartment's instance,
                 /// used when the router says the component is here.
                 pub fn new(router: &'a R, component: u16, local: &'static T) -> Self {
+                    let route = router.route(component);
+                    // Handles in replies must lie in the channel with the callee.
+                    let heap = match route {
+                        $crate::Route::Remote(compartment) => router.heap(compartment),
+                        $crate::Route::Local => $crate::HeapBounds::EMPTY,
+                    };
                     Client {
                         router,
-                        route: router.route(component),
+                        route,
                         local,
-                        heap: router.heap(),
+                        heap,
                     }
                 }
 

@@ -1,17 +1,31 @@
 //! Where everything lives inside the shared region. Pure arithmetic: the monitor and
 //! every guest compute the same [`Layout`] from the region size and compartment count.
 //!
+//! The region is cut on page boundaries so that the monitor can give each compartment
+//! exactly the pages it is a party to, with the right permission (DESIGN section 4,
+//! "least privilege in the shared area"):
+//!
 //! ```text
-//! 0                  Header (80 bytes, written by the monitor before any vCPU runs)
-//! STATE_OFFSET (128) one 64-byte state line per compartment:
-//!                      +0 dead: u32      (monitor: this compartment crashed)
-//!                      +4 sleeping: u32  (the compartment itself, before it sleeps)
-//!                      +8 ready: u32     (the compartment itself, once it serves)
-//! rings_offset       one ring per ordered pair (caller, callee), caller != callee,
-//!                    RING_SLOTS slots of 64 bytes each, in the order of ring_index()
-//! heap_offset        (4 KiB aligned) one arena of arena_size bytes per compartment,
-//!                    compartment 0 first; the tail that does not divide evenly is unused
+//! 0                    header page, written by the monitor only, read-only to guests:
+//!                        0    Header (80 bytes)
+//!                        128  DEAD_OFFSET: one u32 dead flag per compartment
+//! PAGE                 one state page per compartment (owner read/write, others
+//!                      read-only):  +0 sleeping: u32, +4 ready: u32
+//! channels_offset      one channel per unordered pair (a, b) with a <= b, in the order
+//!                      of channel_index(); a channel is mapped into a's and b's VMs
+//!                      only (a == b: a compartment's own channel, for data that stays
+//!                      inside it but must be addressable as a SharedBuf):
+//!                        +0                 ring a -> b  (RING_SLOTS slots of 64 bytes)
+//!                        +RING_BYTES        ring b -> a
+//!                        +PAGE              heap: a's arena, then b's arena, each
+//!                                           arena_size bytes (a == b: one arena of
+//!                                           twice that)
 //! ```
+//!
+//! A compartment's own channels `(c, c), (c, c+1), ..` are adjacent, so a compartment
+//! needs one memory slot for those plus one per lower-numbered peer.
+
+use core::ops::Range;
 
 use crate::error::LayoutError;
 use crate::MAX_COMPARTMENTS;
@@ -19,31 +33,42 @@ use crate::MAX_COMPARTMENTS;
 /// "FLEXSHM1" in little-endian ASCII, the first 8 bytes of the region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLEXSHM1");
 /// Bumped on every incompatible change to the layout or the slot format.
-pub const VERSION: u32 = 1;
-/// Cache line size; every slot and every state line is one line.
+pub const VERSION: u32 = 2;
+/// Cache line size; every slot is one line.
 pub const LINE: u64 = 64;
+/// The unit of protection: the monitor maps the region in pages of this size.
+pub const PAGE: u64 = 4096;
 /// Slots per ring: the deepest nesting of calls on one (caller, callee) ring.
 pub const RING_SLOTS: u32 = 16;
+/// Bytes of one ring.
+pub const RING_BYTES: u64 = RING_SLOTS as u64 * LINE;
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 80;
-/// Offset of compartment 0's state line.
-pub const STATE_OFFSET: u64 = 128;
+/// Offset of compartment 0's dead flag (a u32 per compartment) in the header page.
+pub const DEAD_OFFSET: u64 = 128;
+/// Offset of compartment 0's state page.
+pub const STATES_OFFSET: u64 = PAGE;
 /// Alignment of the heap and of every arena.
-pub const ARENA_ALIGN: u64 = 4096;
-/// Smallest arena a region must leave every compartment.
-pub const MIN_ARENA: u64 = 4096;
+pub const ARENA_ALIGN: u64 = PAGE;
+/// Smallest arena a region must leave every compartment in every channel.
+pub const MIN_ARENA: u64 = PAGE;
 /// Largest region: [`crate::SharedBuf`] offsets and lengths are u32.
-pub const MAX_REGION: u64 = (1 << 32) - 4096;
+pub const MAX_REGION: u64 = (1 << 32) - PAGE;
 
-/// Offset of the dead flag inside a state line.
-const DEAD: u64 = 0;
-/// Offset of the sleeping flag inside a state line.
-const SLEEPING: u64 = 4;
-/// Offset of the ready flag inside a state line.
-const READY: u64 = 8;
+/// Offset of the sleeping flag inside a state page.
+const SLEEPING: u64 = 0;
+/// Offset of the ready flag inside a state page.
+const READY: u64 = 4;
+/// Offset of the heap inside a channel.
+const CHANNEL_HEAP: u64 = PAGE;
 
-const fn align_up(x: u64, a: u64) -> u64 {
-    x.div_ceil(a) * a
+const _: () = assert!(2 * RING_BYTES <= CHANNEL_HEAP);
+const _: () = assert!(DEAD_OFFSET + 4 * MAX_COMPARTMENTS as u64 <= PAGE);
+const _: () = assert!(HEADER_SIZE as u64 <= DEAD_OFFSET);
+
+/// Number of channels for `n` compartments: one per unordered pair, self-pairs included.
+pub const fn channel_count(n: u32) -> u32 {
+    n * (n + 1) / 2
 }
 
 /// The region header, as the monitor writes it at offset 0. Plain integers, no padding;
@@ -56,14 +81,14 @@ pub struct Header {
     pub version: u32,
     pub compartments: u32,
     pub ring_slots: u32,
-    /// Size of one slot (and of one state line): 64.
+    /// Size of one slot: 64.
     pub slot_size: u32,
     pub region_size: u64,
-    pub state_offset: u64,
-    pub rings_offset: u64,
-    pub rings_size: u64,
-    pub heap_offset: u64,
-    pub heap_size: u64,
+    pub dead_offset: u64,
+    pub states_offset: u64,
+    pub channels_offset: u64,
+    pub channel_size: u64,
+    pub channel_heap_offset: u64,
     pub arena_size: u64,
 }
 
@@ -82,11 +107,11 @@ impl Header {
             pair(self.version, self.compartments),
             pair(self.ring_slots, self.slot_size),
             self.region_size,
-            self.state_offset,
-            self.rings_offset,
-            self.rings_size,
-            self.heap_offset,
-            self.heap_size,
+            self.dead_offset,
+            self.states_offset,
+            self.channels_offset,
+            self.channel_size,
+            self.channel_heap_offset,
             self.arena_size,
         ]
     }
@@ -100,11 +125,11 @@ impl Header {
             ring_slots: w[2] as u32,
             slot_size: (w[2] >> 32) as u32,
             region_size: w[3],
-            state_offset: w[4],
-            rings_offset: w[5],
-            rings_size: w[6],
-            heap_offset: w[7],
-            heap_size: w[8],
+            dead_offset: w[4],
+            states_offset: w[5],
+            channels_offset: w[6],
+            channel_size: w[7],
+            channel_heap_offset: w[8],
             arena_size: w[9],
         }
     }
@@ -135,48 +160,65 @@ impl Header {
 pub struct Layout {
     compartments: u32,
     region_size: u64,
-    rings_offset: u64,
-    rings_size: u64,
-    heap_offset: u64,
-    heap_size: u64,
+    channels_offset: u64,
+    channel_size: u64,
     arena_size: u64,
+}
+
+/// What a part of the region is, for one compartment: see [`Layout::parts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Region offsets (page aligned).
+    pub range: Range<u64>,
+    pub kind: PartKind,
+}
+
+/// The kinds of page ranges in a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    /// The header page (header and dead flags): the monitor's, read-only to guests.
+    Header,
+    /// A compartment's state page.
+    State(u32),
+    /// The channel of compartments `a <= b`.
+    Channel(u32, u32),
+    /// Past the last channel: not part of the layout.
+    Unused,
 }
 
 impl Layout {
     /// Lays out a region of `region_size` bytes for `compartments` compartments.
     ///
-    /// The size must be a multiple of 4 KiB, at most [`MAX_REGION`], and leave at least
-    /// [`MIN_ARENA`] bytes of heap per compartment.
+    /// The size must be a multiple of 4 KiB, at most [`MAX_REGION`], and leave every
+    /// channel its rings and at least [`MIN_ARENA`] bytes of heap per side.
     #[inline]
     pub const fn new(region_size: u64, compartments: u32) -> Result<Layout, LayoutError> {
         if compartments == 0 || compartments as usize > MAX_COMPARTMENTS {
             return Err(LayoutError::BadCompartments(compartments));
         }
-        if region_size % ARENA_ALIGN != 0 {
+        if region_size % PAGE != 0 {
             return Err(LayoutError::Misaligned);
         }
         if region_size > MAX_REGION {
             return Err(LayoutError::TooLarge(region_size));
         }
         let n = compartments as u64;
-        let rings_offset = align_up(STATE_OFFSET + n * LINE, LINE);
-        let rings_size = n * (n - 1) * RING_SLOTS as u64 * LINE;
-        let heap_offset = align_up(rings_offset + rings_size, ARENA_ALIGN);
-        let need = heap_offset + n * MIN_ARENA;
+        let channels_offset = STATES_OFFSET + n * PAGE;
+        let channels = channel_count(compartments) as u64;
+        let need = channels_offset + channels * (CHANNEL_HEAP + 2 * MIN_ARENA);
         if region_size < need {
             return Err(LayoutError::TooSmall {
                 need,
                 have: region_size,
             });
         }
-        let arena_size = (region_size - heap_offset) / n / ARENA_ALIGN * ARENA_ALIGN;
+        let per_channel = (region_size - channels_offset) / channels;
+        let arena_size = (per_channel - CHANNEL_HEAP) / 2 / ARENA_ALIGN * ARENA_ALIGN;
         Ok(Layout {
             compartments,
             region_size,
-            rings_offset,
-            rings_size,
-            heap_offset,
-            heap_size: arena_size * n,
+            channels_offset,
+            channel_size: CHANNEL_HEAP + 2 * arena_size,
             arena_size,
         })
     }
@@ -210,11 +252,11 @@ impl Layout {
             ring_slots: RING_SLOTS,
             slot_size: LINE as u32,
             region_size: self.region_size,
-            state_offset: STATE_OFFSET,
-            rings_offset: self.rings_offset,
-            rings_size: self.rings_size,
-            heap_offset: self.heap_offset,
-            heap_size: self.heap_size,
+            dead_offset: DEAD_OFFSET,
+            states_offset: STATES_OFFSET,
+            channels_offset: self.channels_offset,
+            channel_size: self.channel_size,
+            channel_heap_offset: CHANNEL_HEAP,
             arena_size: self.arena_size,
         }
     }
@@ -230,43 +272,42 @@ impl Layout {
     }
 
     #[inline]
-    pub const fn rings_offset(&self) -> u64 {
-        self.rings_offset
+    pub const fn channels_offset(&self) -> u64 {
+        self.channels_offset
     }
 
     #[inline]
-    pub const fn rings_size(&self) -> u64 {
-        self.rings_size
+    pub const fn channel_size(&self) -> u64 {
+        self.channel_size
     }
 
-    #[inline]
-    pub const fn heap_offset(&self) -> u64 {
-        self.heap_offset
-    }
-
-    #[inline]
-    pub const fn heap_size(&self) -> u64 {
-        self.heap_size
-    }
-
+    /// Bytes of one compartment's arena in a channel with a peer.
     #[inline]
     pub const fn arena_size(&self) -> u64 {
         self.arena_size
     }
 
-    /// Byte offset of `compartment`'s state line. Panics if it is out of range.
+    /// End of the last channel; the rest of the region (less than a channel) is unused.
+    #[inline]
+    pub const fn channels_end(&self) -> u64 {
+        self.channels_offset + channel_count(self.compartments) as u64 * self.channel_size
+    }
+
+    /// Byte offset of `compartment`'s state page. Panics if it is out of range.
     #[inline]
     pub const fn state_offset(&self, compartment: u32) -> u64 {
         assert!(compartment < self.compartments, "compartment out of range");
-        STATE_OFFSET + compartment as u64 * LINE
+        STATES_OFFSET + compartment as u64 * PAGE
     }
 
-    /// Byte offset (inside the region) of `compartment`'s u32 dead flag. The monitor
-    /// stores 1 there (atomically, e.g. vm-memory's `GuestMemory::store`) when the
-    /// compartment crashed. Panics if the compartment is out of range.
+    /// Byte offset (inside the region) of `compartment`'s u32 dead flag, in the header
+    /// page. The monitor stores 1 there (atomically, e.g. vm-memory's
+    /// `GuestMemory::store`) when the compartment crashed. Panics if the compartment is
+    /// out of range.
     #[inline]
     pub const fn dead_flag_offset(&self, compartment: u32) -> u64 {
-        self.state_offset(compartment) + DEAD
+        assert!(compartment < self.compartments, "compartment out of range");
+        DEAD_OFFSET + 4 * compartment as u64
     }
 
     /// Byte offset of `compartment`'s u32 sleeping flag.
@@ -281,96 +322,227 @@ impl Layout {
         self.state_offset(compartment) + READY
     }
 
-    /// Position of the ring `caller -> callee` among all rings. Panics unless both are
-    /// in range and different.
+    /// Position of the channel of `a` and `b` (in either order) among all channels.
+    /// Pairs are ordered `(0,0), (0,1) .. (0,n-1), (1,1), (1,2) ..`. Panics unless both
+    /// are in range.
     #[inline]
-    pub const fn ring_index(&self, caller: u32, callee: u32) -> u64 {
-        assert!(caller < self.compartments && callee < self.compartments && caller != callee);
-        let j = if callee < caller { callee } else { callee - 1 };
-        caller as u64 * (self.compartments as u64 - 1) + j as u64
+    pub const fn channel_index(&self, a: u32, b: u32) -> u64 {
+        assert!(a < self.compartments && b < self.compartments);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let n = self.compartments as u64;
+        let lo = lo as u64;
+        // Channels of the rows before `lo`: n + (n-1) + .. + (n-lo+1).
+        lo * n - lo * (lo.saturating_sub(1)) / 2 + (hi as u64 - lo)
     }
 
-    /// Byte offset of slot `index % RING_SLOTS` of the ring `caller -> callee`.
+    /// Region offsets of the channel of `a` and `b` (in either order).
+    #[inline]
+    pub const fn channel(&self, a: u32, b: u32) -> Range<u64> {
+        let start = self.channels_offset + self.channel_index(a, b) * self.channel_size;
+        start..start + self.channel_size
+    }
+
+    /// Byte offset of slot `index % RING_SLOTS` of the ring `caller -> callee`, inside
+    /// their channel. Panics unless both are in range and different.
     #[inline]
     pub const fn slot_offset(&self, caller: u32, callee: u32, index: u32) -> u64 {
-        self.rings_offset
-            + (self.ring_index(caller, callee) * RING_SLOTS as u64 + (index % RING_SLOTS) as u64)
-                * LINE
+        assert!(caller != callee);
+        let ring = if caller < callee { 0 } else { RING_BYTES };
+        self.channel(caller, callee).start + ring + (index % RING_SLOTS) as u64 * LINE
     }
 
-    /// The heap as seen by validation.
+    /// The heap of the channel of `a` and `b`: what a handle passed between them must
+    /// lie in. Out-of-range compartments get an empty heap that contains nothing.
     #[inline]
-    pub const fn heap_bounds(&self) -> HeapBounds {
-        HeapBounds {
-            offset: self.heap_offset as u32,
-            size: self.heap_size as u32,
-            arena_size: self.arena_size as u32,
-            compartments: self.compartments,
+    pub const fn channel_heap(&self, a: u32, b: u32) -> HeapBounds {
+        if a >= self.compartments || b >= self.compartments {
+            return HeapBounds::EMPTY;
         }
+        let start = self.channel(a, b).start + CHANNEL_HEAP;
+        HeapBounds {
+            offset: start as u32,
+            size: (2 * self.arena_size) as u32,
+        }
+    }
+
+    /// `(offset, size)` of the arena `owner` allocates from for data it passes to
+    /// `peer` (`peer == owner`: data that stays in the compartment). `None` if either
+    /// is out of range.
+    #[inline]
+    pub const fn arena(&self, owner: u32, peer: u32) -> Option<(u32, u32)> {
+        if owner >= self.compartments || peer >= self.compartments {
+            return None;
+        }
+        let heap = self.channel_heap(owner, peer);
+        if owner == peer {
+            Some((heap.offset, heap.size))
+        } else if owner < peer {
+            Some((heap.offset, self.arena_size as u32))
+        } else {
+            Some((heap.offset + self.arena_size as u32, self.arena_size as u32))
+        }
+    }
+
+    /// Is `offset .. offset + len` inside the heap of some channel? (What any
+    /// compartment may name as shared bytes; which channels it can actually reach is
+    /// the monitor's business.)
+    #[inline]
+    pub const fn in_some_heap(&self, offset: u32, len: u32) -> bool {
+        let off = offset as u64;
+        if off < self.channels_offset || off >= self.channels_end() {
+            return false;
+        }
+        let rel = (off - self.channels_offset) % self.channel_size;
+        let start = off - rel;
+        HeapBounds {
+            offset: (start + CHANNEL_HEAP) as u32,
+            size: (2 * self.arena_size) as u32,
+        }
+        .contains(offset, len)
+    }
+
+    /// The region as sorted, contiguous, page-aligned parts that cover it, each with
+    /// what it is; [`Layout::access`] says what a compartment may do with each.
+    pub fn parts(&self) -> PartsIter {
+        PartsIter {
+            layout: *self,
+            next: 0,
+        }
+    }
+
+    /// What `compartment` may do with region offset `offset`.
+    #[inline]
+    pub fn access(&self, compartment: u32, offset: u64) -> Access {
+        if offset < STATES_OFFSET {
+            return Access::Read;
+        }
+        if offset < self.channels_offset {
+            let owner = ((offset - STATES_OFFSET) / PAGE) as u32;
+            return if owner == compartment {
+                Access::Write
+            } else {
+                Access::Read
+            };
+        }
+        match self.channel_at(offset) {
+            Some((a, b)) if a == compartment || b == compartment => Access::Write,
+            _ => Access::None,
+        }
+    }
+
+    /// The pair whose channel holds region offset `offset`, if any.
+    pub fn channel_at(&self, offset: u64) -> Option<(u32, u32)> {
+        if offset < self.channels_offset || offset >= self.channels_end() {
+            return None;
+        }
+        let mut index = (offset - self.channels_offset) / self.channel_size;
+        let n = self.compartments;
+        for a in 0..n {
+            let row = (n - a) as u64;
+            if index < row {
+                return Some((a, a + index as u32));
+            }
+            index -= row;
+        }
+        None
     }
 }
 
-/// The shared heap's bounds (region offsets), against which every
-/// [`crate::SharedBuf`] from a peer is checked. Taken from the validated private
+/// What a compartment may do with a page of the region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Not mapped for it at all.
+    None,
+    /// Read-only: the header, dead flags and other compartments' state pages.
+    Read,
+    /// Read and write: its own state page and the channels it is a party to.
+    Write,
+}
+
+/// Iterator behind [`Layout::parts`]: the header page, each state page, each channel,
+/// then the unused tail.
+pub struct PartsIter {
+    layout: Layout,
+    next: u64,
+}
+
+impl Iterator for PartsIter {
+    type Item = Part;
+
+    fn next(&mut self) -> Option<Part> {
+        let l = &self.layout;
+        let at = self.next;
+        if at >= l.region_size {
+            return None;
+        }
+        let part = if at < STATES_OFFSET {
+            Part {
+                range: 0..STATES_OFFSET,
+                kind: PartKind::Header,
+            }
+        } else if at < l.channels_offset {
+            let c = ((at - STATES_OFFSET) / PAGE) as u32;
+            Part {
+                range: at..at + PAGE,
+                kind: PartKind::State(c),
+            }
+        } else if let Some(pair) = l.channel_at(at) {
+            Part {
+                range: l.channel(pair.0, pair.1),
+                kind: PartKind::Channel(pair.0, pair.1),
+            }
+        } else {
+            Part {
+                range: at..l.region_size,
+                kind: PartKind::Unused,
+            }
+        };
+        self.next = part.range.end;
+        Some(part)
+    }
+}
+
+/// The heap of one channel (region offsets), against which every [`crate::SharedBuf`]
+/// from the peer on that channel is checked. Taken from the validated private
 /// [`Layout`], never re-read from shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeapBounds {
     offset: u32,
     size: u32,
-    arena_size: u32,
-    compartments: u32,
 }
 
 impl HeapBounds {
+    /// A heap that contains nothing (no channel).
+    pub const EMPTY: HeapBounds = HeapBounds { offset: 0, size: 0 };
+
     /// Region offset of the heap's first byte.
     #[inline]
     pub const fn offset(&self) -> u32 {
         self.offset
     }
 
-    /// Heap size in bytes (all arenas).
+    /// Heap size in bytes (both arenas of the channel).
     #[inline]
     pub const fn size(&self) -> u32 {
         self.size
     }
 
-    /// Does `offset .. offset + len` (region offsets) lie inside the heap?
+    /// Does `offset .. offset + len` (region offsets) lie inside the heap? Never for
+    /// [`HeapBounds::EMPTY`].
     #[inline]
     pub const fn contains(&self, offset: u32, len: u32) -> bool {
         let start = offset as u64;
         let end = start + len as u64;
-        start >= self.offset as u64 && end <= self.offset as u64 + self.size as u64
-    }
-
-    /// `(offset, size)` of `compartment`'s arena, or `None` if out of range.
-    #[inline]
-    pub const fn arena(&self, compartment: u32) -> Option<(u32, u32)> {
-        if compartment >= self.compartments {
-            return None;
-        }
-        Some((self.offset + compartment * self.arena_size, self.arena_size))
-    }
-
-    /// The compartment whose arena wholly holds `offset .. offset + len`, if any.
-    /// An empty range belongs to the arena its offset falls in.
-    #[inline]
-    pub const fn owner(&self, offset: u32, len: u32) -> Option<u32> {
-        if !self.contains(offset, len) || offset - self.offset >= self.size {
-            return None;
-        }
-        let c = (offset - self.offset) / self.arena_size;
-        let arena_end = self.offset as u64 + (c as u64 + 1) * self.arena_size as u64;
-        if offset as u64 + len as u64 <= arena_end {
-            Some(c)
-        } else {
-            None
-        }
+        self.size != 0
+            && start >= self.offset as u64
+            && end <= self.offset as u64 + self.size as u64
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     const MIB: u64 = 1 << 20;
 
@@ -385,35 +557,113 @@ mod tests {
     }
 
     #[test]
+    fn channel_indices_are_dense_and_symmetric() {
+        for n in 1..=MAX_COMPARTMENTS as u32 {
+            let l = Layout::new(MAX_REGION, n).unwrap();
+            let mut expected = 0;
+            for a in 0..n {
+                for b in a..n {
+                    assert_eq!(l.channel_index(a, b), expected, "n {n} ({a},{b})");
+                    assert_eq!(l.channel_index(b, a), expected);
+                    assert_eq!(l.channel_at(l.channel(a, b).start), Some((a, b)));
+                    assert_eq!(l.channel_at(l.channel(a, b).end - 1), Some((a, b)));
+                    expected += 1;
+                }
+            }
+            assert_eq!(expected, channel_count(n) as u64);
+            assert_eq!(l.channel_at(l.channels_end()), None);
+        }
+    }
+
+    #[test]
     fn deterministic_and_disjoint() {
         for n in 1..=MAX_COMPARTMENTS as u32 {
             let a = Layout::new(16 * MIB, n).unwrap();
-            let b = Layout::new(16 * MIB, n).unwrap();
-            assert_eq!(a, b);
-            assert!(a.state_offset(n - 1) + LINE <= a.rings_offset());
-            assert!(a.rings_offset() + a.rings_size() <= a.heap_offset());
-            assert_eq!(a.heap_offset() % ARENA_ALIGN, 0);
-            assert_eq!(a.arena_size() % ARENA_ALIGN, 0);
-            assert!(a.heap_offset() + a.heap_size() <= a.region_size());
-            assert_eq!(a.heap_size(), a.arena_size() * n as u64);
-            // Every slot of every ring is distinct and inside the rings area.
+            assert_eq!(a, Layout::new(16 * MIB, n).unwrap());
+            assert_eq!(a.channels_offset() % PAGE, 0);
+            assert_eq!(a.channel_size() % PAGE, 0);
+            assert!(a.arena_size() >= MIN_ARENA);
+            assert!(a.channels_end() <= a.region_size());
+            // Every slot of every ring is distinct, line-aligned, and in the rings page
+            // of its pair's channel.
             let mut seen = std::collections::BTreeSet::new();
             for i in 0..n {
                 for j in 0..n {
                     if i == j {
                         continue;
                     }
+                    let ch = a.channel(i, j);
                     for k in 0..RING_SLOTS {
                         let o = a.slot_offset(i, j, k);
-                        assert!(o >= a.rings_offset());
-                        assert!(o + LINE <= a.rings_offset() + a.rings_size());
+                        assert!(o >= ch.start && o + LINE <= ch.start + CHANNEL_HEAP);
                         assert_eq!(o % LINE, 0);
                         assert!(seen.insert(o));
                     }
                 }
+                // Arenas: inside the channel heap, page aligned, disjoint per side.
+                for j in 0..n {
+                    let heap = a.channel_heap(i, j);
+                    let (off, size) = a.arena(i, j).unwrap();
+                    assert!(heap.contains(off, size));
+                    assert_eq!(off as u64 % ARENA_ALIGN, 0);
+                    if i != j {
+                        let (peer_off, _) = a.arena(j, i).unwrap();
+                        assert_ne!(off, peer_off);
+                        assert_eq!(heap.size(), 2 * size);
+                    } else {
+                        assert_eq!(heap.size(), size);
+                    }
+                    assert!(a.in_some_heap(off, size));
+                    assert!(
+                        !a.in_some_heap(heap.offset() - 1, 1),
+                        "the rings page is no heap"
+                    );
+                }
             }
-            assert_eq!(seen.len() as u64 * LINE, a.rings_size());
             assert_eq!(Layout::from_header(&a.header(), 16 * MIB), Ok(a));
+        }
+    }
+
+    #[test]
+    fn parts_cover_the_region_and_each_compartment_reaches_exactly_its_pairs() {
+        for n in [1u32, 2, 3, 4, 16] {
+            let l = Layout::new(16 * MIB, n).unwrap();
+            let parts: Vec<Part> = l.parts().collect();
+            assert_eq!(parts[0].range.start, 0);
+            assert_eq!(parts.last().unwrap().range.end, l.region_size());
+            for w in parts.windows(2) {
+                assert_eq!(w[0].range.end, w[1].range.start);
+            }
+            for p in &parts {
+                assert_eq!(p.range.start % PAGE, 0);
+                assert_eq!(p.range.end % PAGE, 0);
+            }
+            for me in 0..n {
+                let mut channels = Vec::new();
+                for p in &parts {
+                    let access = l.access(me, p.range.start);
+                    assert_eq!(access, l.access(me, p.range.end - 1), "{p:?}");
+                    match p.kind {
+                        PartKind::Header => assert_eq!(access, Access::Read),
+                        PartKind::State(c) if c == me => assert_eq!(access, Access::Write),
+                        PartKind::State(_) => assert_eq!(access, Access::Read),
+                        PartKind::Channel(a, b) => {
+                            if access == Access::Write {
+                                channels.push((a, b));
+                            } else {
+                                assert_eq!(access, Access::None);
+                            }
+                        }
+                        PartKind::Unused => assert_eq!(access, Access::None),
+                    }
+                }
+                let want: Vec<(u32, u32)> = (0..n).map(|p| (p.min(me), p.max(me))).collect();
+                let mut got = channels.clone();
+                got.sort();
+                let mut want_sorted = want.clone();
+                want_sorted.sort();
+                assert_eq!(got, want_sorted, "compartment {me} of {n}");
+            }
         }
     }
 
@@ -423,13 +673,16 @@ mod tests {
         // VERSION bump.
         let l = Layout::new(16 * MIB, 2).unwrap();
         assert_eq!(l.dead_flag_offset(0), 128);
-        assert_eq!(l.sleeping_flag_offset(0), 132);
-        assert_eq!(l.dead_flag_offset(1), 192);
-        assert_eq!(l.rings_offset(), 256);
-        assert_eq!(l.rings_size(), 2 * 16 * 64);
-        assert_eq!(l.heap_offset(), 4096);
-        assert_eq!(l.arena_size(), (16 * MIB - 4096) / 2 / 4096 * 4096);
-        assert_eq!(l.slot_offset(1, 0, 17), 256 + (16 + 1) * 64);
+        assert_eq!(l.dead_flag_offset(1), 132);
+        assert_eq!(l.sleeping_flag_offset(0), 4096);
+        assert_eq!(l.ready_flag_offset(1), 8192 + 4);
+        assert_eq!(l.channels_offset(), 3 * 4096);
+        // Channels (0,0), (0,1), (1,1).
+        let per = (16 * MIB - 3 * 4096) / 3;
+        assert_eq!(l.arena_size(), (per - 4096) / 2 / 4096 * 4096);
+        assert_eq!(l.channel(0, 1).start, 3 * 4096 + l.channel_size());
+        assert_eq!(l.slot_offset(0, 1, 17), l.channel(0, 1).start + 64);
+        assert_eq!(l.slot_offset(1, 0, 0), l.channel(0, 1).start + 1024);
     }
 
     #[test]
@@ -439,13 +692,14 @@ mod tests {
         assert_eq!(Layout::new(MIB + 64, 2), Err(LayoutError::Misaligned));
         assert_eq!(Layout::new(1 << 32, 2), Err(LayoutError::TooLarge(1 << 32)));
         assert!(matches!(
-            Layout::new(4096, 1),
+            Layout::new(4 * 4096, 1),
             Err(LayoutError::TooSmall { .. })
         ));
-        assert!(Layout::new(8192, 1).is_ok());
+        assert!(Layout::new(5 * 4096, 1).is_ok());
         assert!(Layout::new(MAX_REGION, 16).is_ok());
+        assert!(Layout::new(16 * MIB, 16).is_ok());
         assert!(matches!(
-            Layout::new(64 * 1024, 16),
+            Layout::new(MIB, 16),
             Err(LayoutError::TooSmall { .. })
         ));
     }
@@ -461,17 +715,17 @@ mod tests {
             Err(LayoutError::BadMagic(h.magic))
         );
         let mut h = good;
-        h.version = 2;
+        h.version = 1;
         assert_eq!(
             Layout::from_header(&h, MIB),
-            Err(LayoutError::BadVersion(2))
+            Err(LayoutError::BadVersion(1))
         );
         assert_eq!(
             Layout::from_header(&good, 2 * MIB),
             Err(LayoutError::Mismatch)
         );
         let mut h = good;
-        h.heap_offset += 4096;
+        h.channel_size += 4096;
         assert_eq!(Layout::from_header(&h, MIB), Err(LayoutError::Mismatch));
         let mut h = good;
         h.compartments = 99;
@@ -490,19 +744,20 @@ mod tests {
     #[test]
     fn heap_bounds() {
         let l = Layout::new(MIB, 2).unwrap();
-        let hb = l.heap_bounds();
-        let o = l.heap_offset() as u32;
+        let hb = l.channel_heap(1, 0);
+        assert_eq!(hb, l.channel_heap(0, 1));
+        let o = hb.offset();
         let a = l.arena_size() as u32;
         assert!(hb.contains(o, 0));
         assert!(hb.contains(o, 2 * a));
         assert!(!hb.contains(o, 2 * a + 1));
         assert!(!hb.contains(o - 1, 1));
         assert!(!hb.contains(u32::MAX, u32::MAX));
-        assert_eq!(hb.owner(o, a), Some(0));
-        assert_eq!(hb.owner(o + a - 1, 2), None);
-        assert_eq!(hb.owner(o + a, a), Some(1));
-        assert_eq!(hb.owner(o + 2 * a, 0), None);
-        assert_eq!(hb.arena(1), Some((o + a, a)));
-        assert_eq!(hb.arena(2), None);
+        assert_eq!(l.arena(0, 1), Some((o, a)));
+        assert_eq!(l.arena(1, 0), Some((o + a, a)));
+        assert_eq!(l.arena(2, 0), None);
+        assert!(!l.channel_heap(0, 0).contains(o, 1), "another channel");
+        assert!(!HeapBounds::EMPTY.contains(0, 0));
+        assert_eq!(l.channel_heap(0, 7), HeapBounds::EMPTY);
     }
 }

@@ -10,11 +10,16 @@
 //! # Region
 //!
 //! [`Layout`] (a pure function of region size and compartment count, so the monitor
-//! and every guest agree) places a header, one 64-byte state line per compartment
-//! (`dead`, `sleeping`, `ready` flags), one ring per ordered compartment pair and a
-//! heap split into one arena per compartment. [`Region::from_raw`] reads the header
-//! once, checks magic, version and every field against the computed layout, and keeps
-//! that private copy: a peer that later scribbles on the header changes nothing.
+//! and every guest agree) cuts the region into pages: a header page (header and one
+//! dead flag per compartment, written by the monitor only), one state page per
+//! compartment (`sleeping`, `ready`, written by its owner only), and one *channel* per
+//! unordered pair of compartments, self-pairs included: the two rings between them and
+//! a heap split into one arena per side. The monitor maps into each VM only the pages
+//! the compartment is a party to, read-only where it is not the writer (see
+//! [`Layout::access`]), so a third compartment cannot forge replies on, read buffers
+//! of, or wedge a channel between two others. [`Region::from_raw`] reads the header
+//! once, checks magic, version and every field against the computed layout, and
+//! keeps that private copy.
 //!
 //! # Rings and slots
 //!
@@ -48,7 +53,7 @@
 //! interface id must have a registered server ([`GateError::UnknownInterface`]), the
 //! method id must exist ([`GateError::UnknownMethod`]), and every argument is decoded
 //! by its [`GateSafe`] type (`2` is not a `bool`; a [`SharedBuf`] must lie inside the
-//! shared heap: [`GateError::BadHandle`]). The caller likewise rejects a malformed
+//! heap of the caller's and callee's channel: [`GateError::BadHandle`]). The caller likewise rejects a malformed
 //! reply ([`GateError::BadReply`]). Only [`GateSafe`] types cross a gate, checked at
 //! compile time by [`interface!`]: integers, `bool`, `()`, enums declared with
 //! [`gate_enum!`], and [`SharedBuf`] handles, never references or pointers.
@@ -56,10 +61,11 @@
 //! copy-out; see its aliasing contract), and [`Arena`] keeps all allocator metadata in
 //! private memory.
 //!
-//! What this does not give: a compartment can still scribble on the rings between two
-//! other compartments and make their calls fail or return wrong values. It cannot make
-//! any compartment using this crate panic, hang (other than by not replying to its
-//! own calls) or touch memory outside the region.
+//! What this does not give by itself: a peer can scribble on the rings of a channel it
+//! is a party to (its own calls to and from us) and make those calls fail. It cannot
+//! make any compartment using this crate panic, hang (other than by not replying to
+//! its own calls) or touch memory outside the region; the monitor's per-channel
+//! mappings keep it away from every other channel.
 //!
 //! # Idle: spinning, sleeping and the doorbell
 //!
@@ -126,8 +132,9 @@ pub use error::{GateError, LayoutError};
 pub use flexos_abi::MAX_COMPARTMENTS;
 pub use gate::{GateSafe, SharedBuf};
 pub use layout::{
-    Header, HeapBounds, Layout, ARENA_ALIGN, HEADER_SIZE, LINE, MAGIC, MAX_REGION, MIN_ARENA,
-    RING_SLOTS, STATE_OFFSET, VERSION,
+    channel_count, Access, Header, HeapBounds, Layout, Part, PartKind, ARENA_ALIGN, DEAD_OFFSET,
+    HEADER_SIZE, LINE, MAGIC, MAX_REGION, MIN_ARENA, PAGE, RING_BYTES, RING_SLOTS, STATES_OFFSET,
+    VERSION,
 };
 pub use region::{Region, SharedBytes};
 pub use route::{Placement, Route, Router};

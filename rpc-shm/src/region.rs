@@ -1,19 +1,20 @@
 //! [`Region`]: a validated view of the mapped shared region, and [`SharedBytes`]: the
 //! only way to touch shared-heap bytes.
 //!
-//! Every compartment can write every byte of the region at any time, so no Rust
-//! reference to plain data (`&u64`, `&[u8]`, `&mut [u8]`) ever points into it: the
-//! compiler would be entitled to assume such data does not change underneath. All
-//! accesses are atomics (`AtomicU32`/`AtomicU64` for the header, state lines and ring
-//! slots; 8-byte aligned `AtomicU64` words for the heap), which is sound however
-//! peers race with them, and the layout is read once, validated, and kept privately.
+//! A peer can write any byte of a channel it shares with this compartment at any time
+//! (and the monitor the header), so no Rust reference to plain data (`&u64`, `&[u8]`,
+//! `&mut [u8]`) ever points into the region: the compiler would be entitled to assume
+//! such data does not change underneath. All accesses are atomics, with one size per
+//! location (`AtomicU64` for header words, ring slots and heap words; `AtomicU32` for
+//! the dead, sleeping and ready flags), which is sound however peers race with them,
+//! and the layout is read once, validated, and kept privately.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{GateError, LayoutError};
 use crate::gate::SharedBuf;
-use crate::layout::{Header, HeapBounds, Layout, HEADER_SIZE, LINE};
+use crate::layout::{Header, Layout, HEADER_SIZE, LINE};
 use crate::slot::SLOT_WORDS;
 
 /// One ring slot, one cache line.
@@ -22,17 +23,14 @@ pub(crate) struct Slot {
     pub(crate) w: [AtomicU64; SLOT_WORDS],
 }
 
-/// One compartment's state line.
-#[repr(C, align(64))]
+/// The start of one compartment's state page (written by its owner only).
+#[repr(C)]
 pub(crate) struct StateLine {
-    pub(crate) dead: AtomicU32,
     pub(crate) sleeping: AtomicU32,
     pub(crate) ready: AtomicU32,
-    _reserved: [AtomicU32; 13],
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == LINE as usize);
-const _: () = assert!(core::mem::size_of::<StateLine>() == LINE as usize);
 
 /// A validated view of the shared region mapped at `base`. Copying it is cheap; its
 /// [`Layout`] is a private copy taken when it was validated, never re-read.
@@ -90,9 +88,9 @@ impl Region {
     }
 
     /// Lays out a fresh region of `size` bytes for `compartments` compartments: zeroes
-    /// the state lines and rings, then writes the header. For tests and host-side
-    /// users; the monitor instead writes [`Header::to_bytes`] at offset 0 of zeroed
-    /// guest memory.
+    /// the flags and rings (each with the atomic size it is used with later), then
+    /// writes the header. For tests and host-side users; the monitor instead writes
+    /// [`Header::to_bytes`] at offset 0 of zeroed guest memory.
     ///
     /// # Safety
     ///
@@ -104,17 +102,27 @@ impl Region {
     ) -> Result<Region, LayoutError> {
         let base = check_base(base)?;
         let layout = Layout::new(size as u64, compartments)?;
-        let header = layout.header();
-        let words = header.to_words();
-        let zero_end = (layout.rings_offset() + layout.rings_size()) as usize;
-        for off in (0..zero_end).step_by(8) {
-            let w = if off < HEADER_SIZE { words[off / 8] } else { 0 };
-            // SAFETY: off < zero_end <= size is inside the mapping and 8-byte aligned;
-            // the mapping is only accessed atomically (caller's promise).
-            let a = unsafe { &*(base.as_ptr().add(off) as *const AtomicU64) };
-            a.store(w, Ordering::Release);
+        let region = Region { base, layout };
+        let n = layout.compartments();
+        for c in 0..n {
+            region.dead(c).store(0, Ordering::Relaxed);
+            let state = region.state(c);
+            state.sleeping.store(0, Ordering::Relaxed);
+            state.ready.store(0, Ordering::Relaxed);
+            for peer in (0..n).filter(|&p| p != c) {
+                for i in 0..crate::RING_SLOTS {
+                    for w in &region.slot(c, peer, i).w {
+                        w.store(0, Ordering::Relaxed);
+                    }
+                }
+            }
         }
-        Ok(Region { base, layout })
+        for (i, w) in layout.header().to_words().into_iter().enumerate() {
+            region
+                .at::<AtomicU64>(i as u64 * 8)
+                .store(w, Ordering::Release);
+        }
+        Ok(region)
     }
 
     /// The validated layout.
@@ -127,12 +135,6 @@ impl Region {
     #[inline]
     pub fn base(&self) -> *mut u8 {
         self.base.as_ptr()
-    }
-
-    /// The heap, for validating handles.
-    #[inline]
-    pub fn heap_bounds(&self) -> HeapBounds {
-        self.layout.heap_bounds()
     }
 
     /// Number of compartments.
@@ -160,16 +162,22 @@ impl Region {
         self.at(self.layout.slot_offset(caller, callee, index))
     }
 
-    /// The state line of `compartment`.
+    /// The state page of `compartment`.
     #[inline(always)]
     pub(crate) fn state(&self, compartment: u32) -> &StateLine {
         self.at(self.layout.state_offset(compartment))
     }
 
+    /// The dead flag of `compartment`, in the header page.
+    #[inline(always)]
+    fn dead(&self, compartment: u32) -> &AtomicU32 {
+        self.at(self.layout.dead_flag_offset(compartment))
+    }
+
     /// Has the monitor marked `compartment` dead? Panics if it is out of range.
     #[inline(always)]
     pub fn is_dead(&self, compartment: u32) -> bool {
-        self.state(compartment).dead.load(Ordering::Acquire) != 0
+        self.dead(compartment).load(Ordering::Acquire) != 0
     }
 
     /// Marks `compartment` dead, as the monitor does when it crashes (the monitor
@@ -178,7 +186,7 @@ impl Region {
     /// [`crate::IdlePolicy::sleep_us`], or at once if they are spinning or get a
     /// doorbell.
     pub fn set_dead(&self, compartment: u32) {
-        self.state(compartment).dead.store(1, Ordering::Release);
+        self.dead(compartment).store(1, Ordering::Release);
     }
 
     /// Has `compartment` called [`crate::Endpoint::mark_ready`]?
@@ -187,9 +195,12 @@ impl Region {
         self.state(compartment).ready.load(Ordering::Acquire) != 0
     }
 
-    /// The bytes of `buf`, after checking that it lies inside the shared heap.
+    /// The bytes of `buf`, after checking that it lies inside the heap of one channel.
+    /// (Whether this compartment can reach that channel is enforced by the monitor;
+    /// handles from a peer were already checked against the pair's channel when
+    /// decoded.)
     pub fn bytes(&self, buf: SharedBuf) -> Result<SharedBytes<'_>, GateError> {
-        if buf.is_inside(&self.layout.heap_bounds()) {
+        if self.layout.in_some_heap(buf.offset(), buf.len()) {
             Ok(SharedBytes { region: self, buf })
         } else {
             Err(GateError::BadHandle)
@@ -383,7 +394,7 @@ mod tests {
         let size = m.len() * 4096;
         // SAFETY: `m` outlives the Region and is only used through it.
         let r = unsafe { Region::init(m.as_mut_ptr() as *mut u8, size, 1) }.unwrap();
-        let heap = r.heap_bounds();
+        let heap = r.layout().channel_heap(0, 0);
         let whole = SharedBuf::from_parts(heap.offset(), heap.size());
         let all = r.bytes(whole).unwrap();
         all.fill(0xAA);
@@ -412,6 +423,8 @@ mod tests {
         );
         assert_eq!(view.get(64), None);
         assert!(r.bytes(SharedBuf::from_parts(0, 8)).is_err());
+        let ring = r.layout().channels_offset();
+        assert!(r.bytes(SharedBuf::from_parts(ring as u32, 8)).is_err());
         assert!(r
             .bytes(SharedBuf::from_parts(heap.offset(), heap.size() + 1))
             .is_err());

@@ -29,8 +29,8 @@ pub trait Router {
         method: u16,
         args: [u64; ARGS],
     ) -> Result<u64, GateError>;
-    /// The shared heap, to validate handles in replies.
-    fn heap(&self) -> HeapBounds;
+    /// The heap of the channel with `compartment`, to validate handles in its replies.
+    fn heap(&self, compartment: u32) -> HeapBounds;
 }
 
 /// A [`Router`] over an endpoint and a placement table: component index ->
@@ -72,7 +72,7 @@ impl<P: Platform> Router for Placement<'_, '_, P> {
         self.endpoint.call(compartment, iface, method, args)
     }
 
-    fn heap(&self) -> HeapBounds {
-        self.endpoint.heap()
+    fn heap(&self, compartment: u32) -> HeapBounds {
+        self.endpoint.heap(compartment)
     }
 }

@@ -124,7 +124,7 @@ fn word(rng: &mut Rng, heap: &HeapBounds) -> u64 {
 
 #[test]
 fn decoder_matches_model_on_random_slots() {
-    let heap = Layout::new(1 << 20, 3).unwrap().heap_bounds();
+    let heap = Layout::new(1 << 20, 3).unwrap().channel_heap(1, 2);
     let server = probe::Server(Impl);
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
     let (mut calls, mut oks) = (0u32, 0u32);
@@ -206,7 +206,7 @@ fn requests_round_trip() {
 
 #[test]
 fn gate_words_round_trip_and_reject() {
-    let heap = Layout::new(1 << 20, 2).unwrap().heap_bounds();
+    let heap = Layout::new(1 << 20, 2).unwrap().channel_heap(0, 1);
     let mut rng = Rng(5);
     for _ in 0..100_000 {
         let w = word(&mut rng, &heap);

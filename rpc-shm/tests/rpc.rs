@@ -794,7 +794,7 @@ fn malicious_caller_gets_errors_and_callee_keeps_serving() {
             }),
             // 2: the malicious caller writing raw slots.
             Box::new(|ctx| {
-                let heap = ctx.region.heap_bounds();
+                let heap = ctx.region.layout().channel_heap(2, 1);
                 let long = Duration::from_secs(10);
                 let seq = Cell::new(0u32);
                 let mut errors = 0;
@@ -1032,7 +1032,7 @@ fn shared_heap_buffers_cross_compartments() {
                 let ep = ctx.endpoint();
                 let router = Placement::new(&ep, &IDENTITY[..2]);
                 let callee = callee::Client::new(&router, 1, &NOWHERE);
-                let mut arena = Arena::new(ctx.region.layout(), 0).unwrap();
+                let mut arena = Arena::new(ctx.region.layout(), 0, 1).unwrap();
                 for len in [1usize, 7, 64, 100, 4096, 65_537] {
                     let buf = arena.alloc(len).unwrap();
                     let bytes = ctx.region.bytes(buf).unwrap();
@@ -1048,6 +1048,12 @@ fn shared_heap_buffers_cross_compartments() {
                 // A handle outside the heap never reaches the method.
                 let bad = SharedBuf::from_parts(0, 16);
                 assert_eq!(callee.touch(bad), Err(GateError::BadHandle));
+                // Nor does one into another channel's heap (here our own channel,
+                // which the callee could not even map in a real deployment).
+                let mut own = Arena::new(ctx.region.layout(), 0, 0).unwrap();
+                let elsewhere = own.alloc(64).unwrap();
+                assert!(ctx.region.bytes(elsewhere).is_ok());
+                assert_eq!(callee.touch(elsewhere), Err(GateError::BadHandle));
                 stop.store(true, Ordering::Release);
                 ep.platform().doorbell(1);
             }),

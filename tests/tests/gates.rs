@@ -386,7 +386,8 @@ fn malicious_ring_writes_get_error_replies_and_the_callee_keeps_serving() {
         "[evil] evil: control word in state 0xdead: got error reply 'malformed request slot' (code 5)",
         "[evil] evil: victim.add with reserved bits set in the id word: got error reply 'malformed request slot' (code 5)",
         "[evil] evil: a well-formed victim.add(40, 2): got reply ok 42",
-        "[app] gatecheck: malicious: 9 of 9 hand-made requests answered as expected (8 error replies, 1 ok); victim served 9 of 9 well-behaved calls from app",
+        "[evil] evil: victim.measure(SharedBuf in the heap of the channel between app and victim): got error reply 'shared buffer outside the shared heap' (code 4)",
+        "[app] gatecheck: malicious: 10 of 10 hand-made requests answered as expected (9 error replies, 1 ok); victim served 10 of 10 well-behaved calls from app",
     ]);
 }
 
@@ -433,6 +434,77 @@ fn gatecheck_rejects_unknown_scenarios() {
     out.assert_status(2)
         .assert_stderr_empty()
         .assert_stdout_lines(&[
-            "gatecheck: unknown scenario 'meltdown' (want leak, malicious or peer-death)",
+            "gatecheck: unknown scenario 'meltdown' (want leak|malicious|peer-death|forge-reply|read-buffer|set-dead|write-header|write-state)",
         ]);
+}
+
+/// Runs an intrusion scenario (app = 0, evil = 1, victim = 2) and checks that the
+/// monitor stopped evil at its first touch of `what`, before anything got through.
+fn intrusion(scenario: &str, access: &str, what: &str, at: &str) {
+    let out = gatecheck("3", scenario);
+    out.assert_status(EXIT_CRASH);
+    assert!(
+        !out.stdout.contains("got through"),
+        "evil's intrusion must not succeed\n{out:?}"
+    );
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    let want_start = format!("flexos-vmm: compartment 1 (evil) violated isolation: {access}");
+    let want_what = format!(", which is {what}, at {at}+");
+    assert!(
+        headline.starts_with(&want_start) && headline.contains(&want_what),
+        "headline should start with {want_start:?} and contain {want_what:?}\n{out:?}"
+    );
+    out.assert_stderr_contains("  components: evil\n");
+}
+
+#[test]
+fn a_third_compartment_cannot_forge_replies_on_another_pairs_ring() {
+    intrusion(
+        "forge-reply",
+        "write of 8 bytes at guest-physical 0x",
+        "the channel between compartment 0 (app) and compartment 2 (victim)",
+        "gatecheck::evil::poke_u64",
+    );
+}
+
+#[test]
+fn a_third_compartment_cannot_read_a_buffer_in_flight_between_two_others() {
+    intrusion(
+        "read-buffer",
+        "read of 8 bytes at guest-physical 0x",
+        "the channel between compartment 0 (app) and compartment 2 (victim)",
+        "rpc_shm::region::SharedBytes::read",
+    );
+}
+
+#[test]
+fn a_compartment_cannot_set_a_peers_dead_flag() {
+    // Victim's dead flag: header page, DEAD_OFFSET 128 + 4 * 2.
+    intrusion(
+        "set-dead",
+        "write at guest-physical 0x100000088,",
+        "the shared region's header page (written by the monitor only)",
+        "gatecheck::evil::poke_u32",
+    );
+}
+
+#[test]
+fn a_compartment_cannot_write_the_region_header() {
+    intrusion(
+        "write-header",
+        "write at guest-physical 0x100000000,",
+        "the shared region's header page (written by the monitor only)",
+        "gatecheck::evil::poke_u64",
+    );
+}
+
+#[test]
+fn a_compartment_cannot_write_another_compartments_state_page() {
+    // Victim's state page: the fourth page of the region.
+    intrusion(
+        "write-state",
+        "write at guest-physical 0x100003000,",
+        "the state page of compartment 2 (victim) (written by its owner only)",
+        "gatecheck::evil::poke_u32",
+    );
 }

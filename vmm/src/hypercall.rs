@@ -202,7 +202,7 @@ mod tests {
     use flexos_abi::{BOOT_INFO_ADDR, DATA_WINDOW_BASE, SHARED_BASE};
 
     fn setup() -> (GuestMemoryMmap, GuestBounds) {
-        let shared = SharedRegion::new(2 << 20).unwrap();
+        let shared = SharedRegion::new(2 << 20, 2).unwrap();
         let plan = MemoryPlan::new(8 << 20, 0x10_1000, 2).unwrap();
         let mem = compartment_memory(&plan, 0, &shared).unwrap();
         (

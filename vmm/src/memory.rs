@@ -5,19 +5,22 @@
 //!
 //! Private memory is anonymous and THP-advised: with 4 KiB host pages the guest's first
 //! touch of each page costs ~4 us on this host, with 2 MiB pages almost nothing. The
-//! shared region is one `MAP_SHARED` mapping inserted into every compartment's memory.
+//! shared region is a memfd; each compartment maps only the parts it is a party to.
 
+use std::fs::File;
+use std::ops::Range;
+use std::os::fd::FromRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use flexos_abi::{DATA_WINDOW_BASE, MIN_PRIVATE_MEM, PRIVATE_MEM_LIMIT, SHARED_BASE, SHARED_MAX};
-use rpc_shm::Layout;
+use rpc_shm::{Access, Layout, PartKind};
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress,
-    MmapRegion,
+    Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress, MmapRegion,
 };
 
-use crate::arch::layout::MemoryPlan;
+use crate::arch::layout::{MemoryPlan, SharedMapping};
 use crate::error::{Result, VmmError};
 
 const MIB: u64 = 1 << 20;
@@ -73,22 +76,22 @@ fn host_available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn map_anonymous(size: u64, shared: bool, what: &str) -> Result<MmapRegion> {
-    let share = if shared {
-        libc::MAP_SHARED
-    } else {
-        libc::MAP_PRIVATE
-    };
+fn map_anonymous(size: u64, what: &str) -> Result<MmapRegion> {
     let region = MmapRegion::build(
         None,
         size as usize,
         libc::PROT_READ | libc::PROT_WRITE,
-        share | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
     )
     .map_err(|e| VmmError::Memory(format!("cannot map {} MiB of {what}: {e}", size / MIB)))?;
-    // SAFETY: the pointer and length describe the mapping we just created and still own;
+    advise_huge(&region, what);
+    Ok(region)
+}
+
+fn advise_huge(region: &MmapRegion, what: &str) {
+    // SAFETY: the pointer and length describe a mapping we created and still own;
     // madvise only changes how the kernel backs it and cannot invalidate it.
-    let rc = unsafe { libc::madvise(region.as_ptr().cast(), size as usize, libc::MADV_HUGEPAGE) };
+    let rc = unsafe { libc::madvise(region.as_ptr().cast(), region.size(), libc::MADV_HUGEPAGE) };
     if rc != 0 {
         // Not fatal: the kernel may have THP disabled; the guest is then slower to touch
         // memory for the first time, but correct.
@@ -97,21 +100,53 @@ fn map_anonymous(size: u64, shared: bool, what: &str) -> Result<MmapRegion> {
             std::io::Error::last_os_error()
         );
     }
-    Ok(region)
 }
 
-/// The region all compartments share.
+/// The shared area: a memfd holding the region, laid out for the run's compartments.
+///
+/// The monitor keeps one read/write mapping of all of it (to write the header and dead
+/// flags); each compartment gets its own mappings of exactly the parts it is a party
+/// to (header, state pages, its channels: [`Layout::access`]), so a page it may not
+/// reach is simply absent from its guest-physical address space, and a page it may
+/// only read is a KVM_MEM_READONLY slot (and a read-only page in its page tables).
 pub struct SharedRegion {
-    region: Arc<GuestRegionMmap>,
+    file: Arc<File>,
+    region: GuestRegionMmap,
+    layout: Layout,
 }
 
 impl SharedRegion {
-    pub fn new(size: u64) -> Result<Self> {
-        let mapping = map_anonymous(size, true, "shared memory")?;
-        let region = GuestRegionMmap::new(mapping, GuestAddress(SHARED_BASE))
-            .ok_or_else(|| VmmError::Memory("shared region overflows the address space".into()))?;
+    /// Creates the region for `compartments` compartments and writes the header every
+    /// compartment validates before its first gate call.
+    pub fn new(size: u64, compartments: u32) -> Result<Self> {
+        let layout = Layout::new(size, compartments).map_err(|e| {
+            VmmError::Usage(format!(
+                "--shared-mem {} MiB for {compartments} compartment(s): {e}",
+                size / MIB
+            ))
+        })?;
+        // SAFETY: the name is a valid NUL-terminated string; memfd_create has no other
+        // preconditions and returns a new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"flexos-shared".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(VmmError::Memory(format!(
+                "cannot create the shared region (memfd_create): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `fd` is a descriptor we just created and nobody else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(size)
+            .map_err(|e| VmmError::Memory(format!("cannot size the shared region: {e}")))?;
+        let file = Arc::new(file);
+        let region = map_shared(&file, 0..size, SHARED_BASE, "shared memory")?;
+        region
+            .write_slice(&layout.header().to_bytes(), MemoryRegionAddress(0))
+            .map_err(|e| VmmError::Memory(format!("writing the shared-region header: {e}")))?;
         Ok(SharedRegion {
-            region: Arc::new(region),
+            file,
+            region,
+            layout,
         })
     }
 
@@ -119,24 +154,13 @@ impl SharedRegion {
         self.region.len()
     }
 
-    /// Lays the region out for `compartments` and writes the header every compartment
-    /// validates before its first gate call.
-    pub fn init(&self, compartments: u32) -> Result<Layout> {
-        let layout = Layout::new(self.size(), compartments).map_err(|e| {
-            VmmError::Usage(format!(
-                "--shared-mem {} MiB for {compartments} compartment(s): {e}",
-                self.size() / MIB
-            ))
-        })?;
-        self.region
-            .write_slice(&layout.header().to_bytes(), MemoryRegionAddress(0))
-            .map_err(|e| VmmError::Memory(format!("writing the shared-region header: {e}")))?;
-        Ok(layout)
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
-    /// Marks `compartment` dead in the region header: peers waiting on it stop waiting.
-    pub fn mark_dead(&self, layout: &Layout, compartment: u32) {
-        let at = MemoryRegionAddress(layout.dead_flag_offset(compartment));
+    /// Marks `compartment` dead in the header page: peers waiting on it stop waiting.
+    pub fn mark_dead(&self, compartment: u32) {
+        let at = MemoryRegionAddress(self.layout.dead_flag_offset(compartment));
         if let Err(e) = self.region.store(1u32, at, Ordering::Release) {
             tracing::warn!("cannot mark compartment {compartment} dead: {e}");
         }
@@ -144,20 +168,91 @@ impl SharedRegion {
 
     /// Reads the dead flag of `compartment` (for tests and diagnostics).
     #[cfg(test)]
-    pub fn is_dead(&self, layout: &Layout, compartment: u32) -> bool {
-        let at = MemoryRegionAddress(layout.dead_flag_offset(compartment));
+    pub fn is_dead(&self, compartment: u32) -> bool {
+        let at = MemoryRegionAddress(self.layout.dead_flag_offset(compartment));
         self.region.load::<u32>(at, Ordering::Acquire).unwrap_or(0) != 0
+    }
+
+    /// The shared pages `compartment` can reach, merged into as few mappings (and so
+    /// KVM memory slots) as the layout allows.
+    pub fn mappings(&self, compartment: u32) -> Vec<SharedMapping> {
+        let mut out: Vec<SharedMapping> = Vec::new();
+        for part in self.layout.parts() {
+            let writable = match self.layout.access(compartment, part.range.start) {
+                Access::None => continue,
+                Access::Read => false,
+                Access::Write => true,
+            };
+            let gpa = SHARED_BASE + part.range.start..SHARED_BASE + part.range.end;
+            match out.last_mut() {
+                Some(last) if last.gpa.end == gpa.start && last.writable == writable => {
+                    last.gpa.end = gpa.end;
+                }
+                _ => out.push(SharedMapping { gpa, writable }),
+            }
+        }
+        out
+    }
+
+    /// What the shared page at guest-physical `gpa` is: see [`describe_shared`].
+    pub fn describe(&self, gpa: u64, names: &[String]) -> Option<String> {
+        describe_shared(&self.layout, gpa, names)
     }
 }
 
+/// What the shared page at guest-physical `gpa` is, in words for a report, with
+/// compartment names from `names`; `None` outside the region.
+pub fn describe_shared(layout: &Layout, gpa: u64, names: &[String]) -> Option<String> {
+    let offset = gpa
+        .checked_sub(SHARED_BASE)
+        .filter(|&o| o < layout.region_size())?;
+    let name = |c: u32| {
+        let n = names.get(c as usize).map(String::as_str).unwrap_or("?");
+        format!("compartment {c} ({n})")
+    };
+    let part = layout.parts().find(|p| p.range.contains(&offset))?;
+    Some(match part.kind {
+        PartKind::Header => {
+            "the shared region's header page (written by the monitor only)".to_string()
+        }
+        PartKind::State(c) => format!("the state page of {} (written by its owner only)", name(c)),
+        PartKind::Channel(a, b) if a == b => format!("the own channel of {}", name(a)),
+        PartKind::Channel(a, b) => format!("the channel between {} and {}", name(a), name(b)),
+        PartKind::Unused => "unused space at the end of the shared region".to_string(),
+    })
+}
+
+/// Maps `range` of the memfd read/write and shared at guest-physical `gpa`.
+fn map_shared(
+    file: &Arc<File>,
+    range: Range<u64>,
+    gpa: u64,
+    what: &str,
+) -> Result<GuestRegionMmap> {
+    let len = range.end - range.start;
+    let mapping = MmapRegion::build(
+        Some(FileOffset::from_arc(file.clone(), range.start)),
+        len as usize,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED | libc::MAP_NORESERVE,
+    )
+    .map_err(|e| VmmError::Memory(format!("cannot map {} KiB of {what}: {e}", len / 1024)))?;
+    advise_huge(&mapping, what);
+    GuestRegionMmap::new(mapping, GuestAddress(gpa))
+        .ok_or_else(|| VmmError::Memory(format!("{what} overflows the address space")))
+}
+
 fn private_region(size: u64, base: u64, what: &str) -> Result<Arc<GuestRegionMmap>> {
-    let mapping = map_anonymous(size, false, what)?;
+    let mapping = map_anonymous(size, what)?;
     GuestRegionMmap::new(mapping, GuestAddress(base))
         .map(Arc::new)
         .ok_or_else(|| VmmError::Memory(format!("{what} overflows the address space")))
 }
 
-/// Builds compartment `id`'s guest memory: low region, data window, shared region.
+/// Builds compartment `id`'s guest memory: low region, data window, and the shared
+/// pages it can reach ([`SharedRegion::mappings`]). The monitor's own view of the
+/// shared pages is read/write even where the guest's is read-only: the read-only
+/// part is enforced in the VM (memory slot flags and page tables).
 pub fn compartment_memory(
     plan: &MemoryPlan,
     id: u32,
@@ -169,7 +264,17 @@ pub fn compartment_memory(
         plan.data_window(id).start,
         "the data window",
     )?;
-    GuestMemoryMmap::from_arc_regions(vec![low, data, shared.region.clone()])
+    let mut regions = vec![low, data];
+    for m in shared.mappings(id) {
+        let range = m.gpa.start - SHARED_BASE..m.gpa.end - SHARED_BASE;
+        regions.push(Arc::new(map_shared(
+            &shared.file,
+            range,
+            m.gpa.start,
+            "shared memory",
+        )?));
+    }
+    GuestMemoryMmap::from_arc_regions(regions)
         .map_err(|e| VmmError::Memory(format!("cannot assemble guest memory: {e}")))
 }
 
@@ -190,33 +295,70 @@ mod tests {
     }
 
     #[test]
-    fn shared_region_is_shared_between_memories() {
-        let shared = SharedRegion::new(2 * MIB).unwrap();
-        let plan = MemoryPlan::new(8 * MIB, 0x10_1000, 2).unwrap();
-        let a = compartment_memory(&plan, 0, &shared).unwrap();
-        let b = compartment_memory(&plan, 1, &shared).unwrap();
-        a.write_obj(0xfeed_u64, GuestAddress(SHARED_BASE + 64))
+    fn a_channel_is_shared_by_its_two_compartments_only() {
+        let shared = SharedRegion::new(2 * MIB, 3).unwrap();
+        let layout = *shared.layout();
+        let plan = MemoryPlan::new(8 * MIB, 0x10_1000, 3).unwrap();
+        let mems: Vec<_> = (0..3)
+            .map(|c| compartment_memory(&plan, c, &shared).unwrap())
+            .collect();
+        let ch01 = SHARED_BASE + layout.channel(0, 1).start;
+        mems[0]
+            .write_obj(0xfeed_u64, GuestAddress(ch01 + 64))
             .unwrap();
         assert_eq!(
-            b.read_obj::<u64>(GuestAddress(SHARED_BASE + 64)).unwrap(),
+            mems[1].read_obj::<u64>(GuestAddress(ch01 + 64)).unwrap(),
             0xfeed
         );
-        a.write_obj(7_u64, GuestAddress(0x2000)).unwrap();
-        assert_eq!(b.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 0);
-        assert_eq!(a.num_regions(), 3);
-        let (w0, w1) = (plan.data_window(0), plan.data_window(1));
-        assert!(a.read_obj::<u64>(GuestAddress(w0.start)).is_ok());
         assert!(
-            a.read_obj::<u64>(GuestAddress(w1.start)).is_err(),
-            "not a's memory"
+            mems[2].read_obj::<u64>(GuestAddress(ch01 + 64)).is_err(),
+            "compartment 2 has no mapping of the channel between 0 and 1"
         );
-        assert!(b.read_obj::<u64>(GuestAddress(w1.end - 8)).is_ok());
+        // Private memory stays private.
+        mems[0].write_obj(7_u64, GuestAddress(0x2000)).unwrap();
+        assert_eq!(mems[1].read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 0);
+        let (w0, w1) = (plan.data_window(0), plan.data_window(1));
+        assert!(mems[0].read_obj::<u64>(GuestAddress(w0.start)).is_ok());
+        assert!(mems[0].read_obj::<u64>(GuestAddress(w1.start)).is_err());
+        assert_eq!(
+            shared.describe(ch01 + 8, &["app".into(), "net".into(), "evil".into()]),
+            Some("the channel between compartment 0 (app) and compartment 1 (net)".into())
+        );
     }
 
     #[test]
-    fn header_and_dead_flags_are_visible_to_every_compartment() {
-        let shared = SharedRegion::new(2 * MIB).unwrap();
-        let layout = shared.init(3).unwrap();
+    fn each_compartment_maps_exactly_its_parts() {
+        for n in [1u32, 2, 3, 4, 16] {
+            let shared = SharedRegion::new(16 * MIB, n).unwrap();
+            let layout = *shared.layout();
+            for me in 0..n {
+                let maps = shared.mappings(me);
+                for w in maps.windows(2) {
+                    assert!(w[0].gpa.end <= w[1].gpa.start);
+                }
+                // Every page of the region: mapped as the layout says, or not at all.
+                let mut page = 0;
+                while page < layout.region_size() {
+                    let gpa = SHARED_BASE + page;
+                    let found = maps.iter().find(|m| m.gpa.contains(&gpa));
+                    match layout.access(me, page) {
+                        Access::None => assert!(found.is_none(), "n {n} me {me} {page:#x}"),
+                        Access::Read => assert!(!found.unwrap().writable),
+                        Access::Write => assert!(found.unwrap().writable),
+                    }
+                    page += rpc_shm::PAGE;
+                }
+                // Header + states before me, my state, states after me, my channels
+                // with higher peers (adjacent), one per lower peer.
+                assert!(maps.len() as u32 <= 4 + me, "n {n} me {me}: {maps:x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn dead_flags_are_visible_to_every_compartment() {
+        let shared = SharedRegion::new(2 * MIB, 3).unwrap();
+        let layout = *shared.layout();
         let plan = MemoryPlan::new(8 * MIB, 0x10_1000, 3).unwrap();
         let mem = compartment_memory(&plan, 2, &shared).unwrap();
         let mut header = [0u8; rpc_shm::HEADER_SIZE];
@@ -226,17 +368,15 @@ mod tests {
             rpc_shm::Layout::from_header(&rpc_shm::Header::from_bytes(&header), 2 * MIB),
             Ok(layout)
         );
-        assert!(!shared.is_dead(&layout, 1));
-        shared.mark_dead(&layout, 1);
-        assert!(shared.is_dead(&layout, 1));
+        assert!(!shared.is_dead(1));
+        shared.mark_dead(1);
+        assert!(shared.is_dead(1));
         let flag: u32 = mem
             .read_obj(GuestAddress(SHARED_BASE + layout.dead_flag_offset(1)))
             .unwrap();
         assert_eq!(flag, 1);
-        assert!(
-            SharedRegion::new(MIB).unwrap().init(17).is_err(),
-            "at most 16"
-        );
+        assert!(SharedRegion::new(MIB, 17).is_err(), "at most 16");
+        assert_eq!(mem.num_regions(), 2 + shared.mappings(2).len());
     }
 
     #[test]

@@ -59,8 +59,7 @@ fn serve_gdb(addr: &str, dbg: Arc<Debugger>) -> Result<bool> {
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     let count = run.placement.compartments.len() as u32;
-    let shared = SharedRegion::new(run.shared_size)?;
-    let layout = shared.init(count)?;
+    let shared = SharedRegion::new(run.shared_size, count)?;
     let doorbells = Doorbells::new(count)?;
     let names: Arc<Vec<String>> = Arc::new(
         run.placement
@@ -91,6 +90,15 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
             data_window = ?run.plan.data_window(id as u32),
             "compartment created"
         );
+        for m in shared.mappings(id as u32) {
+            tracing::debug!(
+                compartment = id,
+                gpa = format_args!("{:#x}..{:#x}", m.gpa.start, m.gpa.end),
+                access = if m.writable { "read-write" } else { "read-only" },
+                what = %shared.describe(m.gpa.start, &names).unwrap_or_default(),
+                "shared mapping"
+            );
+        }
     }
     let milestones: Vec<Arc<Milestones>> =
         compartments.iter().map(|c| c.milestones.clone()).collect();
@@ -134,7 +142,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     if !matches!(outcome, Outcome::Exited(_)) {
         // Peers blocked in a gate call to it return PeerDead instead of waiting; the
         // process then ends, which stops every vCPU.
-        shared.mark_dead(&layout, id);
+        shared.mark_dead(id);
     }
 
     if run.timings {

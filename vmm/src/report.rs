@@ -22,12 +22,14 @@ pub enum CrashKind {
         cr2: u64,
     },
     /// An access to guest-physical memory that is neither the compartment's nor a
-    /// device's; `owner` names the compartment whose private memory it is, if any.
+    /// device's, or a write to a shared page it may only read; `owner` says whose
+    /// memory it is (another compartment's, a channel between others, ...), if known;
+    /// `len` is 0 when the access size is unknown (a page fault).
     Violation {
         gpa: u64,
         len: usize,
         write: bool,
-        owner: Option<(u32, String)>,
+        owner: Option<String>,
     },
     /// The guest panicked.
     Panic {
@@ -147,15 +149,17 @@ impl CrashReport {
                 write,
                 owner,
             } => {
-                let whose = match owner {
-                    Some((id, name)) => {
-                        format!("private memory of compartment {id} ({name})")
-                    }
-                    None => "neither its memory nor a device it owns".to_string(),
+                let whose = owner
+                    .as_deref()
+                    .unwrap_or("neither its memory nor a device it owns");
+                let access = if *write { "write" } else { "read" };
+                let size = if *len == 0 {
+                    String::new()
+                } else {
+                    format!(" of {len} bytes")
                 };
                 format!(
-                    "violated isolation: {} of {len} bytes at guest-physical {gpa:#x}, which is {whose}, at {at}",
-                    if *write { "write" } else { "read" }
+                    "violated isolation: {access}{size} at guest-physical {gpa:#x}, which is {whose}, at {at}"
                 )
             }
             CrashKind::Panic {

@@ -16,11 +16,13 @@
 //! - [`args`]: the guest arguments passed on the monitor's command line;
 //! - [`components`]: the component table an image exports, and placement queries;
 //! - [`gate`]: the gate layer: this compartment's rpc-shm endpoint, the router generated
-//!   clients use, server registration ([`servers!`]) and the shared-heap arena;
+//!   clients use, server registration ([`servers!`]) and shared-heap buffers;
 //! - [`sync`]: the spin lock and boot-time cell the runtime uses instead of `static mut`;
 //! - `panic`: the panic handler, which reports to the monitor without allocating.
 
 #![no_std]
+
+extern crate alloc;
 
 pub mod args;
 pub mod components;

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let expected = u32::from_le_bytes(*seq);
     let slot: [u64; SLOT_WORDS] = words(slot);
-    let heap = LAYOUT.heap_bounds();
+    let heap = LAYOUT.channel_heap(1, 2);
     match decode_slot(&slot, expected) {
         Incoming::Nothing => {}
         Incoming::Reject(e) => assert_eq!(e, GateError::BadSlot),

@@ -107,6 +107,14 @@ impl MemoryPlan {
     }
 }
 
+/// One contiguous run of shared pages a compartment can reach, as it is mapped into
+/// its VM: guest-physical range and whether the guest may write it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedMapping {
+    pub gpa: Range<u64>,
+    pub writable: bool,
+}
+
 /// One compartment's address space: image, heap, guard, stack, shared region.
 #[derive(Clone, Debug)]
 pub struct GuestLayout {
@@ -118,6 +126,8 @@ pub struct GuestLayout {
     pub heap_end: u64,
     pub stack_bottom: u64,
     pub stack_top: u64,
+    /// The parts of the shared region this compartment can reach (sorted).
+    pub shared_maps: Vec<SharedMapping>,
     pub shared_size: u64,
 }
 
@@ -127,6 +137,7 @@ impl GuestLayout {
         id: u32,
         segments: Vec<Segment>,
         image_end: u64,
+        shared_maps: Vec<SharedMapping>,
         shared_size: u64,
     ) -> Self {
         let data = plan.data_window(id);
@@ -141,6 +152,7 @@ impl GuestLayout {
             data,
             stack_bottom,
             stack_top,
+            shared_maps,
             shared_size,
         }
     }
@@ -208,7 +220,21 @@ impl GuestLayout {
         r.push((guard.start, guard.end, Perm::Unmapped));
         r.push((self.stack_bottom, self.stack_top, Perm::UserWrite));
         r.push((self.data.end, SHARED_BASE, Perm::UserWrite));
-        r.push((SHARED_BASE, SHARED_BASE + self.shared_size, Perm::UserWrite));
+        // The shared parts this compartment reaches, read-only where it is not the
+        // writer; the rest of the region (other pairs' channels) is unbacked like the
+        // space above, so an access there is reported as an isolation violation.
+        let mut cursor = SHARED_BASE;
+        for m in &self.shared_maps {
+            r.push((cursor, m.gpa.start, Perm::UserWrite));
+            let perm = if m.writable {
+                Perm::UserWrite
+            } else {
+                Perm::UserRead
+            };
+            r.push((m.gpa.start, m.gpa.end, perm));
+            cursor = m.gpa.end;
+        }
+        r.push((cursor, SHARED_BASE + self.shared_size, Perm::UserWrite));
         if self.span_end() > SHARED_BASE + self.shared_size {
             r.push((
                 SHARED_BASE + self.shared_size,
@@ -251,8 +277,20 @@ mod tests {
     fn ranges_are_contiguous_and_cover_the_span() {
         let plan = MemoryPlan::new(64 << 20, 0x10_6000, 2).unwrap();
         for id in 0..2 {
-            let l = GuestLayout::new(plan, id, segs(), 0x10_6000, 16 << 20);
+            let maps = vec![
+                SharedMapping {
+                    gpa: SHARED_BASE..SHARED_BASE + 0x1000,
+                    writable: false,
+                },
+                SharedMapping {
+                    gpa: SHARED_BASE + 0x3000..SHARED_BASE + 0x5000,
+                    writable: true,
+                },
+            ];
+            let l = GuestLayout::new(plan, id, segs(), 0x10_6000, maps, 16 << 20);
             let r = l.ranges();
+            assert!(r.contains(&(SHARED_BASE, SHARED_BASE + 0x1000, Perm::UserRead)));
+            assert!(r.contains(&(SHARED_BASE + 0x1000, SHARED_BASE + 0x3000, Perm::UserWrite)));
             assert_eq!(r[0].0, 0);
             for w in r.windows(2) {
                 assert_eq!(w[0].1, w[1].0, "{r:x?}");
@@ -272,7 +310,7 @@ mod tests {
         assert!(w[0].end <= w[1].start && w[1].end <= w[2].start);
         assert_eq!(plan.window_owner(w[1].start + 5), Some(1));
         assert_eq!(plan.window_owner(0x10_0000), None);
-        let l = GuestLayout::new(plan, 1, segs(), 0x10_6000, 16 << 20);
+        let l = GuestLayout::new(plan, 1, segs(), 0x10_6000, Vec::new(), 16 << 20);
         assert_eq!(l.stack_top, w[1].end);
         assert_eq!(
             l.stack_guard(),

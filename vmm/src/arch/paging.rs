@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn maps_each_region_with_its_permission() {
-        let shared = SharedRegion::new(2 << 20).unwrap();
+        let shared = SharedRegion::new(2 << 20, 1).unwrap();
         let plan = MemoryPlan::new(16 << 20, 0x10_6000, 1).unwrap();
         let mem = compartment_memory(&plan, 0, &shared).unwrap();
         let segs = vec![
@@ -174,7 +174,7 @@ mod tests {
                 },
             },
         ];
-        let layout = GuestLayout::new(plan, 0, segs, 0x10_6000, 2 << 20);
+        let layout = GuestLayout::new(plan, 0, segs, 0x10_6000, shared.mappings(0), 2 << 20);
         let cr3 = build(&mem, &layout).unwrap();
 
         assert_eq!(walk(&mem, cr3, 0x0), None, "null page");
@@ -203,7 +203,18 @@ mod tests {
             walk(&mem, cr3, 0x8000_0000).unwrap() & HUGE != 0,
             "unbacked space, large page"
         );
-        assert!(walk(&mem, cr3, flexos_abi::SHARED_BASE).is_some());
+        let header = walk(&mem, cr3, flexos_abi::SHARED_BASE).unwrap();
+        assert_eq!(
+            header & (USER | WRITABLE | NO_EXEC),
+            USER | NO_EXEC,
+            "the shared header is read-only"
+        );
+        let state = walk(&mem, cr3, flexos_abi::SHARED_BASE + rpc_shm::STATES_OFFSET).unwrap();
+        assert_eq!(
+            state & (USER | WRITABLE | NO_EXEC),
+            USER | WRITABLE | NO_EXEC,
+            "own state page"
+        );
         assert_eq!(
             walk(&mem, cr3, flexos_abi::SHARED_BASE + (2 << 20)),
             None,

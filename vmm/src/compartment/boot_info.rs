@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn boot_info_packs_arguments_after_the_block() {
-        let shared = SharedRegion::new(2 << 20).unwrap();
+        let shared = SharedRegion::new(2 << 20, 2).unwrap();
         let plan = MemoryPlan::new(64 << 20, 0x10_1000, 2).unwrap();
         let mem = compartment_memory(&plan, 1, &shared).unwrap();
         let spec = CompartmentSpec {
@@ -88,7 +88,7 @@ mod tests {
             guest_args: vec!["a=1".into(), "".into(), "b c".into()],
             timings: true,
         };
-        let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, 2 << 20);
+        let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, shared.mappings(1), 2 << 20);
         write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
         let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
         let info = info.0;

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use flexos_abi::BOOT_INFO_ADDR;
-use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs};
+use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_MEM_READONLY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -29,8 +29,8 @@ use crate::console::Console;
 use crate::error::{Result, VmmError};
 use crate::hypercall::GuestBounds;
 use crate::image::Image;
-use crate::memory::{compartment_memory, SharedRegion};
-use crate::report::CrashReport;
+use crate::memory::{compartment_memory, describe_shared, SharedRegion};
+use crate::report::{CrashKind, CrashReport};
 
 const MSR_IA32_TSC: u32 = 0x10;
 
@@ -69,6 +69,8 @@ pub struct Compartment {
     vcpu: VcpuFd,
     mem: GuestMemoryMmap,
     layout: GuestLayout,
+    /// The shared region's layout, to name what a stray access touched.
+    shared_layout: rpc_shm::Layout,
     console: Console,
     doorbell: EventFd,
     /// Ring other compartments' doorbells when their ioeventfd did not catch the write.
@@ -91,14 +93,31 @@ impl Compartment {
     ) -> Result<Compartment> {
         let vm = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
         let mem = compartment_memory(plan, spec.id, shared)?;
+        let readonly: Vec<_> = shared
+            .mappings(spec.id)
+            .into_iter()
+            .filter(|m| !m.writable)
+            .map(|m| m.gpa)
+            .collect();
+        let readonly_slots = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
         for (slot, region) in mem.iter().enumerate() {
             let host = mem
                 .get_host_address(region.start_addr())
                 .map_err(|e| VmmError::Memory(format!("host address of a region: {e}")))?;
+            let gpa = region.start_addr().0;
+            // Read-only shared pages are also read-only in the page tables, which ring-3
+            // code cannot change; the slot flag is the second wall (a write that got
+            // past the page tables would exit as MMIO and be reported).
+            let flags = if readonly_slots && readonly.iter().any(|r| r.start == gpa) {
+                KVM_MEM_READONLY
+            } else {
+                0
+            };
             let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
+                slot: u32::try_from(slot)
+                    .map_err(|_| VmmError::Memory("too many memory regions".into()))?,
+                flags,
+                guest_phys_addr: gpa,
                 memory_size: region.len(),
                 userspace_addr: host as u64,
             };
@@ -107,6 +126,12 @@ impl Compartment {
             unsafe { vm.set_user_memory_region(region_desc) }
                 .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
+        tracing::debug!(
+            compartment = spec.id,
+            memory_slots = mem.num_regions(),
+            readonly_slots,
+            "memory slots registered"
+        );
         // A lone compartment has nobody to ring, and each VM with an ioeventfd costs
         // ~10 ms more to destroy on this host (measured), so bind only when useful; the
         // userspace fallback in `serve` still answers a stray doorbell.
@@ -124,6 +149,7 @@ impl Compartment {
             spec.id,
             image.segments.clone(),
             image.end,
+            shared.mappings(spec.id),
             shared.size(),
         );
         image.load(&mem)?;
@@ -158,6 +184,7 @@ impl Compartment {
             vcpu,
             mem,
             layout,
+            shared_layout: *shared.layout(),
             console: Console::new(prefix),
             doorbell,
             peers,
@@ -169,6 +196,44 @@ impl Compartment {
     /// This compartment's guest memory (a cheap handle onto the same mappings).
     pub fn memory(&self) -> GuestMemoryMmap {
         self.mem.clone()
+    }
+
+    /// Whose memory guest-physical `gpa` is, in words for a report: another
+    /// compartment's private memory, or a part of the shared region.
+    fn describe_gpa(&self, gpa: u64) -> Option<String> {
+        if let Some(c) = self.layout.plan.window_owner(gpa) {
+            let name = &self.spec.all_names[c as usize];
+            return Some(format!("private memory of compartment {c} ({name})"));
+        }
+        describe_shared(&self.shared_layout, gpa, &self.spec.all_names)
+    }
+
+    /// A page fault that is a ring-3 write to a shared page this compartment may only
+    /// read (the header, dead flags, a peer's state page) is an isolation violation,
+    /// not a bug of its own: the page tables made it read-only on purpose.
+    fn readonly_write(&self, kind: &CrashKind) -> Option<CrashKind> {
+        const PF_PRESENT_USER_WRITE: u64 = 0x1 | 0x2 | 0x4;
+        match *kind {
+            CrashKind::Exception {
+                vector: 14,
+                error_code,
+                cr2,
+            } if error_code & PF_PRESENT_USER_WRITE == PF_PRESENT_USER_WRITE
+                && self
+                    .layout
+                    .shared_maps
+                    .iter()
+                    .any(|m| !m.writable && m.gpa.contains(&cr2)) =>
+            {
+                Some(CrashKind::Violation {
+                    gpa: cr2,
+                    len: 0,
+                    write: true,
+                    owner: None,
+                })
+            }
+            _ => None,
+        }
     }
 
     fn bounds(&self) -> GuestBounds {

@@ -151,12 +151,11 @@ impl Compartment {
             regs.rip = regs.rcx.wrapping_sub(2);
             regs.rflags = regs.r11;
         }
+        if let Some(violation) = self.readonly_write(&kind) {
+            kind = violation;
+        }
         if let CrashKind::Violation { gpa, owner, .. } = &mut kind {
-            *owner = self
-                .layout
-                .plan
-                .window_owner(*gpa)
-                .map(|c| (c, self.spec.all_names[c as usize].clone()));
+            *owner = self.describe_gpa(*gpa);
         }
         let (backtrace, truncated) = self.backtrace(regs.rip, regs.rbp);
         Outcome::Crashed(Box::new(CrashReport {

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn reads_and_writes_cross_pages_and_stop_at_holes() {
-        let shared = SharedRegion::new(2 << 20).unwrap();
+        let shared = SharedRegion::new(2 << 20, 1).unwrap();
         let plan = MemoryPlan::new(16 << 20, 0x10_2000, 1).unwrap();
         let mem = compartment_memory(&plan, 0, &shared).unwrap();
         let segs = vec![Segment {
@@ -90,7 +90,7 @@ mod tests {
                 exec: false,
             },
         }];
-        let layout = GuestLayout::new(plan, 0, segs, 0x10_2000, 2 << 20);
+        let layout = GuestLayout::new(plan, 0, segs, 0x10_2000, shared.mappings(0), 2 << 20);
         let cr3 = paging::build(&mem, &layout).unwrap();
 
         assert_eq!(translate(&mem, cr3, 0x10_1234), Some(0x10_1234));

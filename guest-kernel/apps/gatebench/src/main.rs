@@ -195,7 +195,7 @@ fn parse_args(args: &Args) -> Result<usize, ()> {
 /// A shared-heap buffer of `len` bytes filled with a pattern, and the checksum callee
 /// must return for it.
 fn shared_pattern(len: usize) -> Option<(flexos_kernel::rpc::SharedBuf, u64)> {
-    let buf = gate::shared_alloc(len)?;
+    let buf = gate::shared_alloc(CALLEE, len)?;
     let pattern: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ 0x5A).collect();
     gate::bytes(buf).ok()?.write(0, &pattern).ok()?;
     Some((buf, checksum(&pattern)))

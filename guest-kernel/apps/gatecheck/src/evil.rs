@@ -10,7 +10,14 @@
 //! The ring `evil -> victim` is used by nothing else (evil never calls victim through
 //! its endpoint), so this module keeps its own sequence number for it. It speaks the
 //! wire format of `rpc_shm::slot`, and touches the region only through atomics.
+//!
+//! [`Intrusion`]s go further: evil reaches for shared memory that is not its own (the
+//! channel between app and victim, the monitor's header page, victim's state page).
+//! The monitor maps none of it writable into evil's VM, so each ends the run as an
+//! isolation violation naming what was touched.
 
+use core::arch::asm;
+use core::hint::black_box;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use flexos_kernel::components::compartment_of;
@@ -20,8 +27,8 @@ use flexos_kernel::rpc::slot::{
 use flexos_kernel::rpc::{self, GateError, GateSafe, SharedBuf};
 use flexos_kernel::{gate, hypercall, println, time};
 
-use crate::VICTIM;
 use crate::victim::victim;
+use crate::{APP, VICTIM};
 
 rpc::gate_enum! {
     /// One hand-made request.
@@ -36,12 +43,30 @@ rpc::gate_enum! {
         GarbageControlWord = 6,
         ReservedBits = 7,
         WellFormed = 8,
+        HandleOtherChannel = 9,
+    }
+}
+
+rpc::gate_enum! {
+    /// One reach beyond evil's own shared memory.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Intrusion {
+        /// Write a forged reply into the ring app -> victim.
+        ForgeReply = 0,
+        /// Read a buffer app allocated for victim (its handle leaked as an integer).
+        ReadBuffer = 1,
+        /// Set victim's dead flag in the header page.
+        SetDead = 2,
+        /// Overwrite the region header's magic.
+        WriteHeader = 3,
+        /// Set victim's sleeping flag in its state page.
+        WriteState = 4,
     }
 }
 
 impl Attack {
     /// Every attack, in the order the scenario runs them.
-    pub const ALL: [Attack; 9] = [
+    pub const ALL: [Attack; 10] = [
         Attack::UnknownInterface,
         Attack::InterfaceOutOfRange,
         Attack::UnknownMethod,
@@ -51,6 +76,7 @@ impl Attack {
         Attack::GarbageControlWord,
         Attack::ReservedBits,
         Attack::WellFormed,
+        Attack::HandleOtherChannel,
     ];
 
     /// What the slot holds, in words.
@@ -65,6 +91,9 @@ impl Attack {
             Attack::GarbageControlWord => "control word in state 0xdead",
             Attack::ReservedBits => "victim.add with reserved bits set in the id word",
             Attack::WellFormed => "a well-formed victim.add(40, 2)",
+            Attack::HandleOtherChannel => {
+                "victim.measure(SharedBuf in the heap of the channel between app and victim)"
+            }
         }
     }
 
@@ -75,7 +104,7 @@ impl Attack {
                 RawReply::Err(GateError::UnknownInterface)
             }
             Attack::UnknownMethod => RawReply::Err(GateError::UnknownMethod),
-            Attack::HandleOutsideHeap | Attack::HandleWrapsAround => {
+            Attack::HandleOutsideHeap | Attack::HandleWrapsAround | Attack::HandleOtherChannel => {
                 RawReply::Err(GateError::BadHandle)
             }
             Attack::BadBool => RawReply::Err(GateError::BadArgument),
@@ -123,6 +152,15 @@ impl Attack {
                 w
             }
             Attack::WellFormed => request(victim::ID, v, [40, 2, 0, 0, 0, 0]),
+            Attack::HandleOtherChannel => {
+                let layout = gate::region().layout();
+                let heap = layout.channel_heap(compartment_of(APP), compartment_of(VICTIM));
+                request(
+                    victim::ID,
+                    victim::methods::measure,
+                    [buf(heap.offset(), 64), 0, 0, 0, 0, 0],
+                )
+            }
         }
     }
 }
@@ -180,6 +218,9 @@ rpc::interface! {
     pub mod evil (id = 2) {
         /// Posts one hand-made request to victim; returns the reply as `RawReply::to_word`.
         fn attack(which: Attack) -> u64 = 0;
+        /// Reaches for shared memory that is not evil's (`buf`: a handle app leaked as
+        /// an integer); returns what it read, or 0 after a write, if the monitor let it.
+        fn intrude(which: Intrusion, buf: u64) -> u64 = 1;
     }
 }
 
@@ -197,6 +238,81 @@ impl evil::Api for Evil {
         let reply = raw_call(|seq| which.slot(seq));
         println!("evil: {}: got {reply}", which.describe());
         reply.to_word()
+    }
+
+    fn intrude(&self, which: Intrusion, buf: u64) -> u64 {
+        let region = gate::region();
+        let layout = region.layout();
+        let (app, victim) = (compartment_of(APP), compartment_of(VICTIM));
+        let at = |offset: u64| region.base().wrapping_add(offset as usize);
+        println!("evil: intruding: {which:?}");
+        match which {
+            Intrusion::ForgeReply => {
+                // A reply to app's next call on its ring to victim, with our value.
+                let slot = at(layout.slot_offset(app, victim, 0));
+                let forged = control(REPLY_OK, 0);
+                poke_u64(slot.wrapping_add(8), 1337);
+                poke_u64(slot, forged);
+                0
+            }
+            Intrusion::ReadBuffer => {
+                // Rebuilt from the leaked integer, as an attacker holding it would.
+                let buf = SharedBuf::from_parts(buf as u32, (buf >> 32) as u32);
+                let mut secret = [0u8; 8];
+                match gate::bytes(buf).and_then(|b| b.read(0, &mut secret)) {
+                    Ok(()) => u64::from_le_bytes(secret),
+                    Err(e) => {
+                        println!("evil: bytes() refused the handle: {e}");
+                        0
+                    }
+                }
+            }
+            Intrusion::SetDead => {
+                poke_u32(at(layout.dead_flag_offset(victim)), 1);
+                0
+            }
+            Intrusion::WriteHeader => {
+                poke_u64(at(0), 0);
+                0
+            }
+            Intrusion::WriteState => {
+                poke_u32(at(layout.sleeping_flag_offset(victim)), 1);
+                0
+            }
+        }
+    }
+}
+
+/// Stores `value` at `addr` with one `mov`, in `asm!` so it is exactly the instruction
+/// the monitor reports (a Rust store through a forged pointer would be undefined
+/// behaviour).
+#[inline(never)]
+fn poke_u64(addr: *mut u8, value: u64) {
+    // SAFETY: deliberately writes shared memory this compartment may not write: the
+    // monitor stops the compartment at this instruction (isolation violation). Were it
+    // mapped writable, the store is to an 8-byte aligned word of the region, which
+    // everyone accesses atomically only, so it could not break Rust's rules either.
+    unsafe {
+        asm!(
+            "mov qword ptr [{addr}], {value}",
+            addr = in(reg) black_box(addr),
+            value = in(reg) value,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// As [`poke_u64`], for a 32-bit flag.
+#[inline(never)]
+fn poke_u32(addr: *mut u8, value: u32) {
+    // SAFETY: as for poke_u64, on a 4-byte aligned flag.
+    unsafe {
+        asm!(
+            "mov dword ptr [{addr}], {value:e}",
+            addr = in(reg) black_box(addr),
+            value = in(reg) value,
+            options(nostack, preserves_flags),
+        );
     }
 }
 

@@ -15,6 +15,12 @@
 //! - `peer-death` (2 compartments): `app` calls `victim.crash()`, which dereferences null
 //!   in `crash_in_callee` while app waits for the reply: the run ends with victim's
 //!   crash report and exit 70.
+//! - `forge-reply`, `read-buffer`, `set-dead`, `write-header`, `write-state` (3
+//!   compartments): app calls victim (so their channel is in use, with a secret in a
+//!   buffer app allocated for victim), then asks evil to reach for shared memory that
+//!   is not evil's (see [`evil::Intrusion`]). The monitor must stop evil with an
+//!   isolation violation naming what it touched (exit 70); if evil gets through, app
+//!   prints what it got and exits 1.
 //!
 //! Bad arguments, or a placement a scenario cannot use, exit 2.
 
@@ -29,11 +35,11 @@ mod victim;
 use alloc::boxed::Box;
 
 use flexos_kernel::components::compartment_of;
-use flexos_kernel::gate::router;
-use flexos_kernel::rpc::GateError;
+use flexos_kernel::gate::{self, router};
+use flexos_kernel::rpc::{self, GateError};
 use flexos_kernel::{Args, println};
 
-use evil::{Attack, EVIL_SERVER, RawReply, evil as evil_iface};
+use evil::{Attack, EVIL_SERVER, Intrusion, RawReply, evil as evil_iface};
 use victim::{VICTIM_SERVER, victim as victim_iface};
 
 flexos_kernel::main!(main);
@@ -52,6 +58,9 @@ flexos_kernel::servers! {
     EVIL => evil_iface(EVIL_SERVER),
 }
 
+const SCENARIOS: &str =
+    "leak|malicious|peer-death|forge-reply|read-buffer|set-dead|write-header|write-state";
+
 /// Exit code for bad arguments or an unusable placement.
 const EXIT_USAGE: i32 = 2;
 /// Exit code for a scenario that saw something it should not have.
@@ -60,15 +69,20 @@ const EXIT_WRONG: i32 = 1;
 fn main(args: &Args) -> i32 {
     let mut it = args.iter();
     let (Some(scenario), None) = (it.next(), it.next()) else {
-        println!("usage: gatecheck leak|malicious|peer-death");
+        println!("usage: gatecheck {SCENARIOS}");
         return EXIT_USAGE;
     };
     match scenario {
         "leak" => leak(),
         "malicious" => malicious(),
         "peer-death" => peer_death(),
+        "forge-reply" => intrude(Intrusion::ForgeReply),
+        "read-buffer" => intrude(Intrusion::ReadBuffer),
+        "set-dead" => intrude(Intrusion::SetDead),
+        "write-header" => intrude(Intrusion::WriteHeader),
+        "write-state" => intrude(Intrusion::WriteState),
         other => {
-            println!("gatecheck: unknown scenario '{other}' (want leak, malicious or peer-death)");
+            println!("gatecheck: unknown scenario '{other}' (want {SCENARIOS})");
             EXIT_USAGE
         }
     }
@@ -98,17 +112,53 @@ fn leak() -> i32 {
     }
 }
 
-/// Lets evil attack victim's ring while app keeps calling victim.
-fn malicious() -> i32 {
+/// Are app, evil and victim in three compartments? Says so if not.
+fn three_compartments(scenario: &str) -> bool {
     let (app, evil_at, victim_at) = (
         compartment_of(APP),
         compartment_of(EVIL),
         compartment_of(VICTIM),
     );
-    if app == evil_at || evil_at == victim_at || app == victim_at {
+    let apart = app != evil_at && evil_at != victim_at && app != victim_at;
+    if !apart {
         println!(
-            "gatecheck: malicious needs app, evil and victim in three compartments (try --compartments 3)"
+            "gatecheck: {scenario} needs app, evil and victim in three compartments (try --compartments 3)"
         );
+    }
+    apart
+}
+
+/// Lets evil reach for the channel between app and victim, or the monitor's pages.
+fn intrude(which: Intrusion) -> i32 {
+    if !three_compartments("this scenario") {
+        return EXIT_USAGE;
+    }
+    let victim = victim();
+    let evil = evil_iface::Client::new(router(), EVIL, &EVIL_SERVER.0);
+    // The channel app <-> victim in use: a call, and a secret in a buffer for victim.
+    let secret = 0x5EC2_E7ED_u64;
+    let Some(buf) = gate::shared_alloc(VICTIM, 8) else {
+        println!("gatecheck: cannot allocate a shared buffer for victim");
+        return EXIT_WRONG;
+    };
+    let written = gate::bytes(buf).and_then(|b| b.write(0, &secret.to_le_bytes()));
+    if victim.add(1, 2) != Ok(3) || written.is_err() || victim.measure(buf) != Ok(8) {
+        println!("gatecheck: app cannot use its channel to victim");
+        return EXIT_WRONG;
+    }
+    println!("gatecheck: app asks evil to intrude: {which:?}");
+    let got = evil.intrude(which, rpc::GateSafe::to_word(buf));
+    // Only reached if the monitor let evil through.
+    println!(
+        "gatecheck: evil got through: {got:?}; app's next call to victim: {:?}",
+        victim.add(1, 2)
+    );
+    EXIT_WRONG
+}
+
+/// Lets evil attack victim's ring while app keeps calling victim.
+fn malicious() -> i32 {
+    if !three_compartments("malicious") {
         return EXIT_USAGE;
     }
     let victim = victim();

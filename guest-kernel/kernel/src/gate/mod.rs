@@ -10,8 +10,13 @@
 //!
 //! - [`router()`]: what `iface::Client::new(router(), COMPONENT, &LOCAL)` takes;
 //! - [`endpoint()`] / [`region()`]: the raw endpoint and shared region;
-//! - [`shared_alloc`] / [`shared_free`] / [`bytes`]: this compartment's arena of the
-//!   shared heap, for data that crosses compartments as a [`SharedBuf`].
+//! - [`shared_alloc`] / [`shared_free`] / [`bytes`]: shared-heap buffers for data that
+//!   crosses to one component as a [`SharedBuf`]. A buffer is allocated *for* its
+//!   destination, from this compartment's arena in the channel with the destination's
+//!   compartment (its own channel when the destination is co-located): the monitor maps
+//!   a channel into its two compartments only, and a callee refuses a handle from any
+//!   other channel, so data in flight between two compartments is out of every third
+//!   one's reach.
 //!
 //! # Boot flow (called from `_start` in every compartment)
 //!
@@ -36,6 +41,8 @@ mod servers;
 pub use platform::Hypercalls;
 pub use servers::{ServerEntry, table as server_table};
 
+use alloc::boxed::Box;
+
 use flexos_abi::{BootInfo, MAX_COMPARTMENTS, MAX_COMPONENTS, SHARED_MAX};
 use rpc_shm::{Arena, Endpoint, GateError, IdlePolicy, Placement, Region, SharedBuf, SharedBytes};
 
@@ -50,9 +57,12 @@ pub type GateRouter = Placement<'static, 'static, Hypercalls>;
 
 static ENDPOINT: BootCell<GateEndpoint> = BootCell::new();
 static ROUTER: BootCell<GateRouter> = BootCell::new();
-/// This compartment's arena of the shared heap. Its bookkeeping is private memory; the
-/// lock is never contended (one thread) and never held across a gate call.
-static ARENA: SpinLock<Option<Arena>> = SpinLock::new(None);
+/// This compartment's arenas, one per channel (index = peer compartment, or this one
+/// for its own channel), created on first use (each keeps ~16 KiB of bookkeeping, in
+/// private memory). The lock is never contended (one thread) and never held across a
+/// gate call.
+static ARENAS: SpinLock<[Option<Box<Arena>>; MAX_COMPARTMENTS]> =
+    SpinLock::new([const { None }; MAX_COMPARTMENTS]);
 
 /// Ends the run: the boot info or the shared region is unusable.
 fn bad_boot(args: core::fmt::Arguments<'_>) -> ! {
@@ -111,14 +121,6 @@ pub(crate) fn init(info: &'static BootInfo) {
     if let Err(e) = servers::check(table, info.component_count) {
         panic!("the image's gate server table is inconsistent: {e}");
     }
-
-    let arena = match Arena::new(region.layout(), me) {
-        Ok(arena) => arena,
-        Err(e) => bad_boot(format_args!(
-            "no shared-heap arena for compartment {me}: {e}"
-        )),
-    };
-    *ARENA.lock() = Some(arena);
 
     let endpoint = match Endpoint::new(region, me, Hypercalls) {
         Ok(endpoint) => endpoint,
@@ -211,23 +213,49 @@ pub fn region() -> &'static Region {
     endpoint().region()
 }
 
-/// The bytes of a shared buffer, after checking it lies inside the shared heap. Read
-/// and write them by copying ([`SharedBytes::read`] / [`SharedBytes::write`]): peers may
-/// change them at any time.
+/// The bytes of a shared buffer, after checking it lies inside a channel's heap. Read
+/// and write them by copying ([`SharedBytes::read`] / [`SharedBytes::write`]): the peer
+/// may change them at any time. (A buffer of a channel this compartment is not a party
+/// to is not mapped here: touching it ends the run as an isolation violation.)
 pub fn bytes(buf: SharedBuf) -> Result<SharedBytes<'static>, GateError> {
     region().bytes(buf)
 }
 
-/// Allocates `len` bytes from this compartment's arena of the shared heap; `None` if
-/// `len` is 0 or the arena has no room.
-pub fn shared_alloc(len: usize) -> Option<SharedBuf> {
-    ARENA.lock().as_mut()?.alloc(len)
+/// Allocates `len` bytes to pass to `component` (a component id from the image's
+/// `components!`): from this compartment's arena in the channel with the compartment
+/// hosting it. `None` if `len` is 0, the component is unknown, or the arena has no room.
+pub fn shared_alloc(component: u16, len: usize) -> Option<SharedBuf> {
+    let boot = crate::boot_info();
+    if u32::from(component) >= boot.component_count {
+        return None;
+    }
+    shared_alloc_for_compartment(u32::from(boot.placement[usize::from(component)]), len)
+}
+
+/// Allocates `len` bytes to pass to a component in compartment `peer` (this
+/// compartment's id: data that stays here). `None` if `len` is 0, `peer` does not
+/// exist, or the arena has no room.
+pub fn shared_alloc_for_compartment(peer: u32, len: usize) -> Option<SharedBuf> {
+    let ep = endpoint();
+    if peer >= ep.compartments() {
+        return None;
+    }
+    let mut arenas = ARENAS.lock();
+    let slot = &mut arenas[peer as usize];
+    if slot.is_none() {
+        // Cannot fail: both compartments are in range of the validated layout.
+        *slot = Some(Box::new(
+            Arena::new(ep.region().layout(), ep.me(), peer).ok()?,
+        ));
+    }
+    slot.as_mut()?.alloc(len)
 }
 
 /// Frees a buffer [`shared_alloc`] returned; anything else is refused with
 /// [`GateError::BadHandle`].
 pub fn shared_free(buf: SharedBuf) -> Result<(), GateError> {
-    match ARENA.lock().as_mut() {
+    let mut arenas = ARENAS.lock();
+    match arenas.iter_mut().flatten().find(|a| a.contains(buf)) {
         Some(arena) => arena.free(buf),
         None => Err(GateError::BadHandle),
     }
