@@ -194,6 +194,28 @@ impl SharedRegion {
         out
     }
 
+    /// Every part of the region as `compartment` sees it: guest-physical range, its
+    /// access ("read-write", "read-only" or "absent") and what the part is.
+    pub fn channel_map(
+        &self,
+        compartment: u32,
+        names: &[String],
+    ) -> Vec<(Range<u64>, &'static str, String)> {
+        self.layout
+            .parts()
+            .map(|part| {
+                let gpa = SHARED_BASE + part.range.start..SHARED_BASE + part.range.end;
+                let access = match self.layout.access(compartment, part.range.start) {
+                    Access::None => "absent",
+                    Access::Read => "read-only",
+                    Access::Write => "read-write",
+                };
+                let what = describe_shared(&self.layout, gpa.start, names).unwrap_or_default();
+                (gpa, access, what)
+            })
+            .collect()
+    }
+
     /// What the shared page at guest-physical `gpa` is: see [`describe_shared`].
     pub fn describe(&self, gpa: u64, names: &[String]) -> Option<String> {
         describe_shared(&self.layout, gpa, names)
@@ -353,6 +375,20 @@ mod tests {
                 assert!(maps.len() as u32 <= 4 + me, "n {n} me {me}: {maps:x?}");
             }
         }
+    }
+
+    #[test]
+    fn memory_slots_per_vm() {
+        // Two private slots plus the merged shared mappings; the README quotes these.
+        let slots = |n: u32| -> (usize, usize) {
+            let shared = SharedRegion::new(16 * MIB, n).unwrap();
+            let per_vm: Vec<usize> = (0..n).map(|k| 2 + shared.mappings(k).len()).collect();
+            (*per_vm.iter().min().unwrap(), *per_vm.iter().max().unwrap())
+        };
+        assert_eq!(slots(1), (4, 4));
+        assert_eq!(slots(2), (5, 6));
+        assert_eq!(slots(4), (6, 7));
+        assert_eq!(slots(16), (6, 19));
     }
 
     #[test]

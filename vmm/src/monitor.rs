@@ -90,13 +90,13 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
             data_window = ?run.plan.data_window(id as u32),
             "compartment created"
         );
-        for m in shared.mappings(id as u32) {
+        for (range, access, what) in shared.channel_map(id as u32, &names) {
             tracing::debug!(
                 compartment = id,
-                gpa = format_args!("{:#x}..{:#x}", m.gpa.start, m.gpa.end),
-                access = if m.writable { "read-write" } else { "read-only" },
-                what = %shared.describe(m.gpa.start, &names).unwrap_or_default(),
-                "shared mapping"
+                gpa = format_args!("{:#x}..{:#x}", range.start, range.end),
+                access,
+                what = %what,
+                "shared part"
             );
         }
     }

@@ -43,7 +43,8 @@ pub struct BootInfo {
     /// Top (exclusive) of the main stack; RSP starts here.
     pub stack_top: u64,
     pub stack_size: u64,
-    /// The shared region, mapped at the same address in every compartment.
+    /// The shared region, at the same address in every compartment; only the parts this
+    /// compartment is a party to are mapped (rpc-shm's `Layout::access`).
     pub shared_base: u64,
     pub shared_size: u64,
     /// Guest TSC frequency in kHz (KVM_GET_TSC_KHZ).

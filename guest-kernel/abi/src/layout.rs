@@ -24,7 +24,9 @@ pub const DATA_WINDOW_BASE: u64 = 0x1000_0000;
 pub const MMIO_BASE: u64 = 0xD000_0000;
 /// Every compartment's data window must end below the MMIO windows.
 pub const PRIVATE_MEM_LIMIT: u64 = MMIO_BASE;
-/// The shared region: same guest-physical (and virtual) address in every compartment.
+/// The shared region: same guest-physical (and virtual) address in every compartment,
+/// which maps only its parts of it (header and state pages read-only except its own,
+/// the channels of the pairs it belongs to read/write, nothing of other pairs).
 pub const SHARED_BASE: u64 = 0x1_0000_0000;
 /// Largest shared region the page tables cover.
 pub const SHARED_MAX: u64 = 1 << 30;

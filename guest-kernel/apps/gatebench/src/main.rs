@@ -1,10 +1,13 @@
 //! `gatebench`: gate latency in the style of FlexOS Figure 11.
 //!
 //! Measures, from the `bench` component, the cost of one call in each case below, over
-//! `calls=N` calls (default 1 000 000) after a warm-up, with `rdtsc` around every call
-//! (ring 3 may read the TSC; the read does not exit). The timer overhead (the minimum of
-//! back-to-back reads) is subtracted from min and median, as the host ping-pong
-//! baseline does. Every result is checked; a wrong value prints an error and exits 1.
+//! `calls=N` calls (default 1 000 000) or `seconds=S` seconds (default 5), whichever
+//! ends first, after a warm-up (a tenth of each, at most), with `rdtsc` around every call
+//! (ring 3 may read the TSC; the read does not exit). The time bound keeps a run with
+//! more busy compartments than host cores (where a call can cost ~100 us) within a
+//! minute. The timer overhead (the minimum of back-to-back reads) is subtracted from
+//! min and median, as the host ping-pong baseline does. Every result is checked; a
+//! wrong value prints an error and exits 1.
 //!
 //! What one sample of each case is:
 //!
@@ -21,11 +24,15 @@
 //! - `gate-chain`: `relay1.forward()`: relay1 -> relay2 -> `callee.nop()`, and back.
 //!
 //! "remote" is whatever the placement makes it: with one compartment every case is a
-//! direct call. stdout carries exactly one JSON line per case and nothing else:
+//! direct call. stdout carries exactly one JSON line per case, then one line with the
+//! bench compartment's endpoint counters, and nothing else:
 //!
 //! ```text
-//! {"bench":"gate","case":"gate-remote-0","compartments":2,"cycles_min":..,
-//!  "cycles_median":..,"ns_median":..}   (one line)
+//! {"bench":"gate","case":"gate-remote-0","compartments":2,"calls":..,"bound":"calls",
+//!  "cycles_min":..,"cycles_median":..,"ns_median":..}   (one line; bound: "calls" or
+//!                                                        "time", whichever ended it)
+//! {"bench":"gate-endpoint","compartments":2,"calls":..,"served":..,"errors":..,
+//!  "sleeps":..,"doorbells":..}
 //! ```
 //!
 //! # Reading the numbers on this host
@@ -70,6 +77,11 @@ flexos_kernel::components! {
 
 /// Default number of timed calls per case.
 const DEFAULT_CALLS: usize = 1_000_000;
+/// Most timed calls per case: every sample is kept (8 bytes each) to find the median,
+/// and the heap is the compartment's private memory (64 MiB by default).
+const MAX_CALLS: usize = 4_000_000;
+/// Default time budget per case, in seconds.
+const DEFAULT_SECONDS: u64 = 5;
 /// Exit code for bad arguments.
 const EXIT_USAGE: i32 = 2;
 /// Exit code for a wrong result or a failed gate call.
@@ -98,18 +110,28 @@ enum Failure {
     Wrong { call: u64, got: u64, want: u64 },
 }
 
-/// Min and median cycles of one case, timer overhead not yet subtracted.
+/// Min and median cycles of one case, timer overhead not yet subtracted, and how many
+/// calls were timed before the call or time bound ended the case.
 struct Stats {
     min: u64,
     median: u64,
+    calls: usize,
+    by_time: bool,
 }
 
-/// Runs `op` `warmup` times untimed, then `calls` times timed into `samples`, checking
-/// each result against `want(i)` outside the timed window.
+/// How long each case runs: at most `calls` timed calls and `ticks` TSC ticks.
+#[derive(Clone, Copy)]
+struct Budget {
+    calls: usize,
+    ticks: u64,
+}
+
+/// Runs `op` untimed as a warm-up (a tenth of the budget), then timed into `samples`
+/// until the call or time budget runs out, checking each result against `want(i)`
+/// outside the timed window.
 fn measure(
     samples: &mut Vec<u64>,
-    calls: usize,
-    warmup: usize,
+    budget: Budget,
     mut op: impl FnMut(u64) -> Result<u64, GateError>,
     want: impl Fn(u64) -> u64,
 ) -> Result<Stats, Failure> {
@@ -122,17 +144,29 @@ fn measure(
         }),
         Err(e) => Err(Failure::Gate(e)),
     };
+    let warmup = (budget.calls / 10).clamp(100, 100_000);
+    let start = tsc();
     for i in 0..warmup as u64 {
         check(i, op(i))?;
+        if tsc().wrapping_sub(start) > budget.ticks / 10 {
+            break;
+        }
     }
     samples.clear();
-    for i in 0..calls as u64 {
+    let start = tsc();
+    let mut by_time = false;
+    for i in 0..budget.calls as u64 {
         let t0 = tsc();
         let r = op(i);
         let t1 = tsc();
         check(i, r)?;
         samples.push(t1.wrapping_sub(t0));
+        if t1.wrapping_sub(start) > budget.ticks {
+            by_time = (i + 1) < budget.calls as u64;
+            break;
+        }
     }
+    let calls = samples.len();
     let min = samples.iter().copied().min().unwrap_or(0);
     let mid = samples.len() / 2;
     let median = if samples.is_empty() {
@@ -140,7 +174,12 @@ fn measure(
     } else {
         *samples.select_nth_unstable(mid).1
     };
-    Ok(Stats { min, median })
+    Ok(Stats {
+        min,
+        median,
+        calls,
+        by_time,
+    })
 }
 
 /// The smallest cost of two back-to-back TSC reads.
@@ -164,32 +203,70 @@ fn report(case: &str, stats: &Stats, overhead: u64) {
         .checked_div(khz)
         .unwrap_or(0);
     println!(
-        "{{\"bench\":\"gate\",\"case\":\"{case}\",\"compartments\":{},\"cycles_min\":{min},\"cycles_median\":{median},\"ns_median\":{}.{}}}",
+        "{{\"bench\":\"gate\",\"case\":\"{case}\",\"compartments\":{},\"calls\":{},\"bound\":\"{}\",\"cycles_min\":{min},\"cycles_median\":{median},\"ns_median\":{}.{}}}",
         boot_info().compartment_count,
+        stats.calls,
+        if stats.by_time { "time" } else { "calls" },
         tenths / 10,
         tenths % 10
     );
 }
 
+/// Prints the bench compartment's endpoint counters (whether waits slept, doorbells
+/// rang: the idle path a placement exercised).
+fn report_endpoint() {
+    let st = gate::endpoint().stats();
+    println!(
+        "{{\"bench\":\"gate-endpoint\",\"compartments\":{},\"calls\":{},\"served\":{},\"errors\":{},\"sleeps\":{},\"doorbells\":{}}}",
+        boot_info().compartment_count,
+        st.calls,
+        st.served,
+        st.errors,
+        st.sleeps,
+        st.doorbells
+    );
+}
+
 /// Parses `calls=N` (N >= 1); rejects anything else.
-fn parse_args(args: &Args) -> Result<usize, ()> {
+/// Parses `calls=N` and `seconds=S` (both >= 1); rejects anything else.
+fn parse_args(args: &Args) -> Result<Budget, ()> {
     let mut calls = DEFAULT_CALLS;
+    let mut seconds = DEFAULT_SECONDS;
     for arg in args {
         match arg.split_once('=') {
             Some(("calls", n)) => match n.parse::<usize>() {
+                Ok(n) if n > MAX_CALLS => {
+                    println!(
+                        "gatebench: bad calls={n} (want 1..={MAX_CALLS}: every sample is kept for the median)"
+                    );
+                    return Err(());
+                }
                 Ok(n) if n > 0 => calls = n,
                 _ => {
                     println!("gatebench: bad calls={n} (want a positive integer)");
                     return Err(());
                 }
             },
+            Some(("seconds", n)) => match n.parse::<u64>() {
+                Ok(n) if (1..=3600).contains(&n) => seconds = n,
+                _ => {
+                    println!("gatebench: bad seconds={n} (want 1..=3600)");
+                    return Err(());
+                }
+            },
             _ => {
-                println!("gatebench: unknown argument '{arg}' (usage: gatebench [calls=N])");
+                println!(
+                    "gatebench: unknown argument '{arg}' (usage: gatebench [calls=N] [seconds=S])"
+                );
                 return Err(());
             }
         }
     }
-    Ok(calls)
+    // The monitor always passes the TSC rate (it refuses to boot without one).
+    let ticks = seconds
+        .saturating_mul(boot_info().tsc_khz)
+        .saturating_mul(1000);
+    Ok(Budget { calls, ticks })
 }
 
 /// A shared-heap buffer of `len` bytes filled with a pattern, and the checksum callee
@@ -202,11 +279,10 @@ fn shared_pattern(len: usize) -> Option<(flexos_kernel::rpc::SharedBuf, u64)> {
 }
 
 fn main(args: &Args) -> i32 {
-    let Ok(calls) = parse_args(args) else {
+    let Ok(budget) = parse_args(args) else {
         return EXIT_USAGE;
     };
-    let warmup = (calls / 10).clamp(100, 100_000);
-    let mut samples: Vec<u64> = Vec::with_capacity(calls);
+    let mut samples: Vec<u64> = Vec::with_capacity(budget.calls);
 
     let r = router();
     let callee = callee::Client::new(r, CALLEE, &CALLEE_SERVER.0);
@@ -243,67 +319,51 @@ fn main(args: &Args) -> i32 {
     let mut run = || -> Result<(), i32> {
         emit(
             "function-call",
-            measure(s, calls, warmup, |i| Ok(plain_nop(i)), |i| i),
+            measure(s, budget, |i| Ok(plain_nop(i)), |i| i),
         )?;
         emit(
             "gate-local",
             if relay1_here {
-                measure(s, calls, warmup, |_| black_box(&relay1).nop(), |_| 0)
+                measure(s, budget, |_| black_box(&relay1).nop(), |_| 0)
             } else {
-                measure(s, calls, warmup, |i| black_box(&own).ping(i), |i| i + 1)
+                measure(s, budget, |i| black_box(&own).ping(i), |i| i + 1)
             },
         )?;
         emit(
             "gate-remote-0",
-            measure(s, calls, warmup, |_| black_box(&callee).nop(), |_| 0),
+            measure(s, budget, |_| black_box(&callee).nop(), |_| 0),
         )?;
         emit(
             "gate-remote-6",
             measure(
                 s,
-                calls,
-                warmup,
+                budget,
                 |i| black_box(&callee).sum6(i, i + 1, i + 2, i + 3, i + 4, i + 5),
                 |i| 6 * i + 15,
             ),
         )?;
         emit(
             "gate-remote-buf64",
-            measure(
-                s,
-                calls,
-                warmup,
-                |_| black_box(&callee).touch(buf64),
-                |_| sum64,
-            ),
+            measure(s, budget, |_| black_box(&callee).touch(buf64), |_| sum64),
         )?;
         emit(
             "gate-remote-buf4k",
-            measure(
-                s,
-                calls,
-                warmup,
-                |_| black_box(&callee).touch(buf4k),
-                |_| sum4k,
-            ),
+            measure(s, budget, |_| black_box(&callee).touch(buf4k), |_| sum4k),
         )?;
         emit(
             "gate-nested",
-            measure(
-                s,
-                calls,
-                warmup,
-                |i| black_box(&callee).nested(i),
-                |i| i + 2,
-            ),
+            measure(s, budget, |i| black_box(&callee).nested(i), |i| i + 2),
         )?;
         emit(
             "gate-chain",
-            measure(s, calls, warmup, |_| black_box(&relay1).forward(), |_| 2),
+            measure(s, budget, |_| black_box(&relay1).forward(), |_| 2),
         )
     };
     match run() {
-        Ok(()) => 0,
+        Ok(()) => {
+            report_endpoint();
+            0
+        }
         Err(code) => code,
     }
 }
