@@ -6,6 +6,7 @@ pub mod arch;
 pub mod cli;
 pub mod compartment;
 pub mod console;
+pub mod coredump;
 pub mod debug;
 pub mod error;
 pub mod hypercall;
