@@ -61,6 +61,9 @@ pub enum VmmError {
     #[error("KVM could not run the guest: {0}")]
     KvmRun(String),
 
+    #[error("KVM could not run the guest: internal error (suberror {suberror})")]
+    KvmInternal { suberror: u32 },
+
     #[error("guest memory: {0}")]
     Memory(String),
 }
@@ -75,9 +78,10 @@ impl VmmError {
             | VmmError::ImageIsDirectory { .. }
             | VmmError::ConfigUnreadable { .. } => EXIT_NO_INPUT,
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
-            VmmError::KvmUnavailable { .. } | VmmError::Kvm { .. } | VmmError::KvmRun(_) => {
-                EXIT_KVM
-            }
+            VmmError::KvmUnavailable { .. }
+            | VmmError::Kvm { .. }
+            | VmmError::KvmRun(_)
+            | VmmError::KvmInternal { .. } => EXIT_KVM,
             VmmError::Memory(_) => EXIT_KVM,
         }
     }

@@ -5,12 +5,14 @@
 //! - `boot_info`: the boot-info block the guest reads at its first instruction;
 //! - `doorbell`: the eventfds compartments wake each other with;
 //! - `run`: the vCPU loop that serves exits and hypercalls until the guest ends;
-//! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking).
+//! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking);
+//! - `unemulated`: instructions KVM could not emulate, explained as violations.
 
 mod boot_info;
 mod doorbell;
 mod run;
 mod stop;
+mod unemulated;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

@@ -88,9 +88,10 @@ impl Compartment {
                         "KVM refused to enter the guest (hardware entry failure reason {reason:#x})"
                     )))
                 }
-                VcpuExit::InternalError => {
-                    return Outcome::Failed(VmmError::KvmRun("KVM internal error".into()))
-                }
+                VcpuExit::InternalError => match self.internal_error() {
+                    Ok(kind) => kind,
+                    Err(e) => return Outcome::Failed(e),
+                },
                 other => CrashKind::UnexpectedExit(format!("unexpected VM exit {other:?}")),
             };
             return self.fatal(event, None, debug);
@@ -120,6 +121,7 @@ impl Compartment {
                 None
             }
             Hypercall::Exit(code) => {
+                self.console.finish();
                 if let Some(d) = debug {
                     d.exited(self.spec.id, code);
                 }
