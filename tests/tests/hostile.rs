@@ -1,7 +1,15 @@
 //! A guest (or its environment) working against the monitor: console output meant to
 //! exhaust memory or drive the terminal, signals, and a stderr nobody reads.
 
-use flexos_e2e::{hello, EXIT_CRASH, HELLO_LINE};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use flexos_e2e::{
+    hello, image, repo_root, require_kvm, vmm_path, TempDir, EXIT_CRASH, HELLO_LINE, TIMEOUT,
+};
 
 /// Guest bytes on one console line before it is broken (vmm/src/console.rs).
 const LINE_MAX: usize = 4096;
@@ -80,4 +88,184 @@ fn a_character_split_across_console_writes_stays_whole() {
             r"cut: \xe2\x82x",
         ])
         .assert_stderr_empty();
+}
+
+/// A monitor run in the background, to be signalled mid-run.
+struct Background {
+    child: Child,
+    /// Lines of the stream being watched, as they arrive.
+    lines: mpsc::Receiver<String>,
+    /// The other stream, collected to its end.
+    rest: thread::JoinHandle<String>,
+}
+
+impl Background {
+    /// Starts the monitor with `args`; `watch_stderr` picks the stream to watch.
+    fn start(args: &[&str], watch_stderr: bool) -> Background {
+        require_kvm();
+        let mut child = Command::new(vmm_path())
+            .args(args)
+            .current_dir(repo_root())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the monitor");
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let (watched, other) = if watch_stderr { (err, out) } else { (out, err) };
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(watched).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let rest = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(other).read_to_string(&mut text);
+            text
+        });
+        Background { child, lines, rest }
+    }
+
+    /// Waits until the watched stream prints `want`; panics if it ends first.
+    fn wait_for(&self, want: &str) {
+        self.wait_until(|line| line == want, want);
+    }
+
+    /// Waits for a line that satisfies `ok` (described by `what`).
+    fn wait_until(&self, ok: impl Fn(&str) -> bool, what: &str) {
+        loop {
+            match self.lines.recv_timeout(TIMEOUT) {
+                Ok(line) if ok(&line) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line {what:?} from the monitor: {e}"),
+            }
+        }
+    }
+
+    /// Sends `signal` (a `kill` name) and returns the exit status, the rest of the
+    /// watched stream and the other stream.
+    fn signal(self, signal: &str) -> (i32, Vec<String>, String) {
+        let pid = self.child.id().to_string();
+        let kill = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("cannot run kill");
+        assert!(kill.success());
+        let (tx, rx) = mpsc::channel();
+        let mut child = self.child;
+        thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("the monitor did not end after SIG{signal}"))
+            .expect("wait failed");
+        let rest: Vec<String> = self.lines.iter().collect();
+        let other = self.rest.join().unwrap();
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("killed by the signal instead of exiting: {status}"));
+        (code, rest, other)
+    }
+}
+
+#[test]
+fn sigint_stops_every_compartment_with_130() {
+    let hello = image("hello");
+    let run = Background::start(&[hello.to_str().unwrap(), "--", "spin=forever"], false);
+    run.wait_for("hello: spinning");
+    let (status, rest, stderr) = run.signal("INT");
+    assert_eq!(status, 130, "{stderr}");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(
+        stderr,
+        "flexos-vmm: stopped by SIGINT: every compartment stopped\n"
+    );
+}
+
+#[test]
+fn sigterm_stops_a_two_compartment_run_with_143() {
+    // Two compartments calling each other: the bench's first result line comes before
+    // millions of remote calls.
+    let bench = image("gatebench");
+    let run = Background::start(
+        &["-c", "2", bench.to_str().unwrap(), "--", "calls=2000000"],
+        false,
+    );
+    run.wait_until(|l| l.starts_with("[bench] "), "[bench] ...");
+    let (status, _, stderr) = run.signal("TERM");
+    assert_eq!(status, 143, "{stderr}");
+    assert_eq!(
+        stderr,
+        "flexos-vmm: stopped by SIGTERM: every compartment stopped\n"
+    );
+}
+
+#[test]
+fn sigterm_while_waiting_for_gdb_removes_the_socket() {
+    let dir = TempDir::new("sig-gdb");
+    let sock = dir.path().join("gdb.sock");
+    let sock_s = sock.to_str().unwrap();
+    let hello = image("hello");
+    let run = Background::start(&["--gdb", sock_s, hello.to_str().unwrap()], true);
+    run.wait_for(&format!(
+        "flexos-vmm: waiting for gdb on {sock_s} (target remote {sock_s})"
+    ));
+    assert!(Path::new(&sock).exists());
+    let (status, rest, stdout) = run.signal("TERM");
+    assert_eq!(status, 143, "{rest:?}");
+    assert_eq!(
+        rest,
+        ["flexos-vmm: stopped by SIGTERM: every compartment stopped"]
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(!sock.exists(), "the run's gdb socket is left behind");
+}
+
+/// Runs hello with `guest_args` under `sh -c script`, where the script runs the monitor
+/// as `"$@"`; returns the shell's exit status.
+fn under_shell(script: &str, guest_args: &[&str]) -> i32 {
+    require_kvm();
+    let status = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(vmm_path())
+        .arg(image("hello"))
+        .arg("--")
+        .args(guest_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("cannot run sh");
+    status.code().expect("sh killed by a signal")
+}
+
+#[test]
+fn a_closed_stderr_keeps_the_exit_status() {
+    assert_eq!(under_shell(r#""$@" 2>&-"#, &["crash=null"]), EXIT_CRASH);
+    assert_eq!(under_shell(r#""$@" 2>&-"#, &["exit=3"]), 3);
+    // Closed stdout and stdin too: the console output is lost, the status is not.
+    assert_eq!(under_shell(r#""$@" <&- >&- 2>&-"#, &["exit=5"]), 5);
+}
+
+#[test]
+fn a_stderr_pipe_whose_reader_is_gone_keeps_the_exit_status() {
+    require_kvm();
+    let mut child = Command::new(vmm_path())
+        .arg(image("hello"))
+        .args(["--", "crash=null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the monitor");
+    // Close the only reader before the monitor writes its report.
+    drop(child.stderr.take());
+    let status = child.wait().expect("wait failed");
+    assert_eq!(status.code(), Some(EXIT_CRASH), "{status}");
 }

@@ -80,6 +80,40 @@ pub struct Compartment {
     pub cr3: u64,
 }
 
+/// The guest's TSC frequency. Guest time is TSC ticks over this, so 0 (or no answer)
+/// is an error rather than a silent "every time is 0".
+fn tsc_khz(answer: std::result::Result<u32, kvm_ioctls::Error>) -> Result<u64> {
+    match answer {
+        Ok(0) => Err(VmmError::TscUnknown),
+        Ok(khz) => Ok(u64::from(khz)),
+        Err(source) => Err(VmmError::Kvm {
+            what: "KVM_GET_TSC_KHZ",
+            source,
+        }),
+    }
+}
+
+/// The vCPU's TSC now: the guest's time origin.
+fn read_tsc(vcpu: &VcpuFd) -> Result<u64> {
+    const WHAT: &str = "KVM_GET_MSRS";
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_TSC,
+        ..Default::default()
+    }])
+    .map_err(|e| VmmError::MsrList {
+        what: WHAT,
+        detail: format!("{e:?}"),
+    })?;
+    match vcpu.get_msrs(&mut msrs).map_err(VmmError::kvm(WHAT))? {
+        1 => Ok(msrs.as_slice()[0].data),
+        done => Err(VmmError::MsrCount {
+            what: WHAT,
+            done,
+            want: 1,
+        }),
+    }
+}
+
 impl Compartment {
     /// Creates the VM, its memory and vCPU, loads the image and sets up the machine
     /// state for the first instruction. Nothing runs yet.
@@ -137,16 +171,8 @@ impl Compartment {
         cpu::setup_syscall_msrs(&vcpu)?;
         cpu::setup_regs(&vcpu, image.entry, layout.stack_top, BOOT_INFO_ADDR)?;
 
-        let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
-        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-            index: MSR_IA32_TSC,
-            ..Default::default()
-        }])
-        .map_err(|e| VmmError::Memory(format!("MSR list: {e:?}")))?;
-        let tsc_now = match vcpu.get_msrs(&mut msrs) {
-            Ok(1) => msrs.as_slice()[0].data,
-            _ => 0,
-        };
+        let tsc_khz = tsc_khz(vcpu.get_tsc_khz())?;
+        let tsc_now = read_tsc(&vcpu)?;
         boot_info::write(&mem, &spec, &layout, tsc_khz, tsc_now)?;
 
         let prefix = (spec.all_names.len() > 1).then(|| format!("[{}] ", spec.name));
@@ -178,5 +204,21 @@ impl Compartment {
             ranges: self.layout.user_ranges(),
             compartments: self.spec.all_names.len() as u32,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tsc_frequency_of_zero_is_an_error() {
+        assert!(matches!(tsc_khz(Ok(0)), Err(VmmError::TscUnknown)));
+        assert_eq!(tsc_khz(Ok(2_596_000)).unwrap(), 2_596_000);
+        let e = tsc_khz(Err(kvm_ioctls::Error::new(libc::ENOTTY))).unwrap_err();
+        assert!(
+            e.to_string().starts_with("KVM KVM_GET_TSC_KHZ failed"),
+            "{e}"
+        );
     }
 }

@@ -84,9 +84,7 @@ impl Compartment {
                 VcpuExit::Shutdown => CrashKind::TripleFault,
                 VcpuExit::Hlt => CrashKind::UnexpectedExit("halted".into()),
                 VcpuExit::FailEntry(reason, _) => {
-                    return Outcome::Failed(VmmError::KvmRun(format!(
-                        "KVM refused to enter the guest (hardware entry failure reason {reason:#x})"
-                    )))
+                    return Outcome::Failed(VmmError::EntryFailed { reason })
                 }
                 VcpuExit::InternalError => match self.internal_error() {
                     Ok(kind) => kind,
