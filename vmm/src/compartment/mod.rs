@@ -29,6 +29,7 @@ use crate::arch::layout::{GuestLayout, MemoryPlan};
 use crate::arch::{cpu, descriptors, paging};
 use crate::console::Console;
 use crate::error::{Result, VmmError};
+use crate::escape;
 use crate::hypercall::GuestBounds;
 use crate::image::Image;
 use crate::memory::{compartment_memory, SharedRegion};
@@ -175,7 +176,9 @@ impl Compartment {
         let tsc_now = read_tsc(&vcpu)?;
         boot_info::write(&mem, &spec, &layout, tsc_khz, tsc_now)?;
 
-        let prefix = (spec.all_names.len() > 1).then(|| format!("[{}] ", spec.name));
+        // Names may come from the image: shown escaped, like guest text.
+        let name = escape::line(&spec.name);
+        let prefix = (spec.all_names.len() > 1).then(|| format!("[{name}] "));
         let doorbell = doorbells.own(spec.id)?;
         let peers = (0..spec.all_names.len() as u32)
             .map(|id| doorbells.own(id))
