@@ -66,9 +66,6 @@ pub enum VmmError {
         source: kvm_ioctls::Error,
     },
 
-    #[error("KVM could not run the guest: {0}")]
-    KvmRun(String),
-
     #[error("KVM could not run the guest: internal error (suberror {suberror})")]
     KvmInternal { suberror: u32 },
 
@@ -92,6 +89,17 @@ pub enum VmmError {
     #[error("guest memory: {0}")]
     Memory(String),
 
+    #[error("cannot {what} doorbell eventfds: {source}")]
+    Doorbell {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The debugger could not be set up (its errors are still text, see debug/).
+    #[error("debugger: {0}")]
+    Debugger(String),
+
     #[error("cannot start a vCPU thread: {0}")]
     VcpuThread(#[source] std::io::Error),
 
@@ -114,7 +122,6 @@ impl VmmError {
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
             VmmError::KvmUnavailable { .. }
             | VmmError::Kvm { .. }
-            | VmmError::KvmRun(_)
             | VmmError::KvmInternal { .. }
             | VmmError::EntryFailed { .. }
             | VmmError::TscUnknown
@@ -122,6 +129,8 @@ impl VmmError {
             | VmmError::MsrCount { .. } => EXIT_KVM,
             // Not KVM's fault, but the host's: the same status (EX_OSERR), its own text.
             VmmError::Memory(_)
+            | VmmError::Doorbell { .. }
+            | VmmError::Debugger(_)
             | VmmError::VcpuThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_) => EXIT_KVM,
@@ -200,6 +209,13 @@ mod tests {
                 EXIT_KVM,
             ),
             (VmmError::Memory("m".into()), EXIT_KVM),
+            (
+                VmmError::Doorbell {
+                    what: "create",
+                    source: io(),
+                },
+                EXIT_KVM,
+            ),
             (VmmError::VcpuThread(io()), EXIT_KVM),
             (VmmError::Signals(io()), EXIT_KVM),
         ];

@@ -101,7 +101,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
                 compartments.iter().map(|c| c.memory()).collect(),
                 compartments.iter().map(|c| c.cr3).collect(),
             )
-            .map_err(VmmError::KvmRun)?,
+            .map_err(VmmError::Debugger)?,
         )),
         None => None,
     };
