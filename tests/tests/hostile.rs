@@ -269,3 +269,20 @@ fn a_stderr_pipe_whose_reader_is_gone_keeps_the_exit_status() {
     let status = child.wait().expect("wait failed");
     assert_eq!(status.code(), Some(EXIT_CRASH), "{status}");
 }
+
+#[test]
+fn a_listing_into_a_closed_pipe_still_succeeds() {
+    require_kvm();
+    let mut child = Command::new(vmm_path())
+        .args(["--list-components"])
+        .arg(image("gatebench"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start the monitor");
+    // `flexos-vmm --list-components ... | head -0`: the reader is gone before the listing.
+    drop(child.stdout.take());
+    let status = child.wait().expect("wait failed");
+    assert_eq!(status.code(), Some(0), "{status}");
+}

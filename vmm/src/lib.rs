@@ -91,7 +91,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
     let image = Image::open(&cli.image, MemoryPlan::image_limit(mem_size))?;
     let catalog = Catalog::from_image(&image)?;
     if cli.list_components {
-        print!("{}", catalog.listing(&cli.image));
+        stdio::stdout(&catalog.listing(&cli.image));
         return Ok(0);
     }
     let placement = match &cli.config {

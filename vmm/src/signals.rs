@@ -7,16 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Result, VmmError};
+use crate::error::{Result, VmmError, EXIT_SIGINT, EXIT_SIGTERM};
 
 /// Files to remove if the run is interrupted.
 static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// The exit status after signal `sig`, and its name.
+/// The exit status after signal `sig` (one of those [`install`] waits for), and its name.
 pub fn exit_status(sig: libc::c_int) -> (i32, &'static str) {
     match sig {
-        libc::SIGINT => (128 + libc::SIGINT, "SIGINT"),
-        _ => (128 + libc::SIGTERM, "SIGTERM"),
+        libc::SIGINT => (EXIT_SIGINT, "SIGINT"),
+        _ => (EXIT_SIGTERM, "SIGTERM"),
     }
 }
 
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_shell_convention() {
-        assert_eq!(exit_status(libc::SIGINT), (130, "SIGINT"));
-        assert_eq!(exit_status(libc::SIGTERM), (143, "SIGTERM"));
+        assert_eq!(exit_status(libc::SIGINT), (128 + libc::SIGINT, "SIGINT"));
+        assert_eq!(exit_status(libc::SIGTERM), (128 + libc::SIGTERM, "SIGTERM"));
     }
 }

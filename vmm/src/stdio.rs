@@ -2,13 +2,20 @@
 //! connected to: a closed descriptor, or a pipe whose reader has gone. `eprintln!`
 //! panics (exit 101) when stderr fails, so the monitor writes there only through
 //! [`stderr_line!`](crate::stderr_line) and [`stderr`], which drop what cannot be
-//! written.
+//! written; likewise stdout through [`stdout`] (and the console).
 
 use std::io::Write;
 
 /// Writes `text` to stderr; a failure loses the text, nothing else.
 pub fn stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Writes `text` to stdout (`print!` panics on a closed pipe, e.g. `| head -1`).
+pub fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// `eprintln!` that never panics (see the module docs).
