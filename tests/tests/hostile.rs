@@ -45,6 +45,28 @@ fn a_line_without_end_is_broken_and_the_report_stays_small() {
 }
 
 #[test]
+fn a_line_without_end_does_not_grow_the_monitor() {
+    // The monitor's peak memory after a 64 MiB line, read while the guest spins.
+    let hello = image("hello");
+    let run = Background::start(
+        &[hello.to_str().unwrap(), "--", "print=flood", "spin=forever"],
+        false,
+    );
+    run.wait_for("hello: spinning");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.child.id()))
+        .expect("cannot read the monitor's /proc status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    let (code, _, _) = run.signal("TERM");
+    assert_eq!(code, 143);
+    // A few MiB of its own and the guest's touched pages; the line would be 64 MiB.
+    assert!(peak_kib < 32 << 10, "peak RSS {peak_kib} KiB");
+}
+
+#[test]
 fn control_characters_are_escaped_in_console_panic_and_report() {
     let out = hello(["print=escapes"]);
     out.assert_status(EXIT_CRASH);
