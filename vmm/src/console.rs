@@ -336,4 +336,61 @@ mod tests {
         assert_eq!(c.show(b"x\n\nab"), "[a] x\n[a] \n[a] ab");
         assert_eq!(c.show(b"c\n"), "c\n");
     }
+
+    /// Random text cut into random writes: whatever the cuts, valid text comes out as
+    /// it went in (lines broken only at LINE_MAX, with the marker), and nothing shown
+    /// holds a control character but the newline and tab.
+    #[test]
+    fn random_writes_keep_text_and_bounds() {
+        let mut rng = crate::testing::Rng::new(8);
+        let alphabet = [
+            "a",
+            "\u{e9}",
+            "\u{1f600}",
+            "\u{20ac}",
+            " ",
+            "\t",
+            "\n",
+            "\u{3b1}",
+        ];
+        for round in 0..200 {
+            let mut text = String::new();
+            for _ in 0..rng.below(20_000) {
+                text.push_str(alphabet[rng.below(alphabet.len())]);
+            }
+            let mut c = Console::new(None);
+            let mut shown = String::new();
+            let mut rest = text.as_bytes();
+            while !rest.is_empty() {
+                let (now, later) = rest.split_at(1 + rng.below(rest.len().min(5000)));
+                shown.push_str(&c.show(now));
+                rest = later;
+            }
+            assert!(c.pending.is_empty(), "round {round}");
+            assert_eq!(shown.replace("[+]\n", ""), text, "round {round}");
+            for line in shown.lines() {
+                let bytes = line.strip_suffix(CONTINUES).unwrap_or(line).len();
+                assert!(bytes <= LINE_MAX, "round {round}: {bytes}");
+                assert!(line.len() == bytes || bytes + 4 > LINE_MAX, "broken early");
+            }
+            assert!(c.tail().iter().all(|l| l.len() <= TAIL_LINE_MAX + 8));
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_show_raw_controls() {
+        let mut rng = crate::testing::Rng::new(9);
+        let mut c = Console::new(Some("[x] ".into()));
+        for _ in 0..2_000 {
+            let chunk: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
+            let shown = c.show(&chunk);
+            assert!(!shown
+                .chars()
+                .any(|ch| ch.is_control() && ch != '\n' && ch != '\t'));
+            assert!(c.pending.len() <= 3);
+            for line in c.tail() {
+                assert!(!line.chars().any(|ch| ch.is_control() && ch != '\t'));
+            }
+        }
+    }
 }

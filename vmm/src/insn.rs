@@ -142,7 +142,8 @@ fn decode(bytes: &[u8]) -> Option<MemOperand> {
         _ => 0,
     };
     operand.len = i + disp_len + imm;
-    (operand.len <= MAX_LEN).then_some(operand)
+    // The bytes must hold the whole instruction, immediates included.
+    (operand.len <= MAX_LEN.min(bytes.len())).then_some(operand)
 }
 
 /// Reads the opcode at `*i`: (map, byte) with map 0 = one-byte, 1 = 0F, 2 = 0F38, 3 = 0F3A.
@@ -304,5 +305,22 @@ mod tests {
         assert_eq!(addr(&[0x0f, 0x0b]), None); // ud2
         assert_eq!(addr(&[0x66, 0x0f, 0x38]), None); // cut short
         assert_eq!(addr(&[0x66; 20]), None);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_lengths_fit() {
+        let mut rng = crate::testing::Rng::new(5);
+        for _ in 0..100_000 {
+            let mut bytes: Vec<u8> = (0..rng.below(MAX_LEN + 1))
+                .map(|_| rng.next() as u8)
+                .collect();
+            // Often start like the instructions this is for.
+            if rng.below(2) == 0 && bytes.len() > 2 {
+                bytes[0] = [0x0f, 0x66, 0xf3, 0xd9, 0xc4, 0x48][rng.below(6)];
+            }
+            if let Some((_, len)) = operand_address(&bytes, &regs(), 0, 0) {
+                assert!(len <= bytes.len() && len <= MAX_LEN, "{bytes:02x?}");
+            }
+        }
     }
 }
