@@ -160,7 +160,11 @@ impl Compartment {
                             .map(Outcome::Failed);
                     }
                 }
-                let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
+                // No silent 0 here: it would read as a null dereference.
+                let cr2 = match self.vcpu.get_sregs() {
+                    Ok(s) => s.cr2,
+                    Err(e) => return Some(Outcome::Failed(VmmError::kvm("KVM_GET_SREGS")(e))),
+                };
                 if frame.vector == 14 && frame.rip == SYSCALL_TRAP_ADDR && cr2 == SYSCALL_TRAP_ADDR
                 {
                     return Some(self.fatal(CrashKind::Syscall, Some((at, frame)), debug));
