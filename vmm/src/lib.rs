@@ -51,7 +51,7 @@ fn open_kvm() -> Result<Kvm> {
     // A node that opens but answers no KVM ioctl (say /dev/null) is not KVM, and a KVM
     // with another API version would not mean what our ioctls say.
     let version = kvm.get_api_version();
-    if version != KVM_API_VERSION as i32 {
+    if u32::try_from(version).ok() != Some(KVM_API_VERSION) {
         let source = if version < 0 {
             std::io::Error::last_os_error()
         } else {
