@@ -54,8 +54,16 @@ fn arguments_keep_spaces_and_utf8() {
 
 #[test]
 fn a_long_argument_is_passed_whole() {
+    // The console breaks lines after 4096 bytes, ending each piece in `[+]`.
     let long = "a".repeat(8192);
-    clean_run(&[&long, "end"], 0, &format!("{long} end"), &[]);
+    let out = hello([long.as_str(), "end"]);
+    out.assert_status(0).assert_stderr_empty();
+    assert_eq!(
+        out.stdout.replace("[+]\n", ""),
+        format!("{HELLO_LINE}\nargs: {long} end\n"),
+        "{out:?}"
+    );
+    assert_eq!(out.stdout.lines().nth(1).map(str::len), Some(4096 + 3));
 }
 
 #[test]

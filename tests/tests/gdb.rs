@@ -314,7 +314,7 @@ fn ctrl_c_stops_a_running_guest() {
         "2".into(),
         elf.display().to_string(),
         "--".into(),
-        "calls=10000000".into(),
+        "calls=4000000".into(),
     ];
     let monitor = thread::spawn(move || run(args));
     wait_for_socket(&socket);

@@ -275,3 +275,48 @@ fn breakpoint() {
     let out = boot(Asm::default().bytes(&[0xcc]).ud2(), &[]); // int3
     assert_crash(&out, &["breakpoint (#BP)"]);
 }
+
+/// Unbacked guest-physical memory the page tables map (past the default 64 MiB).
+const UNBACKED: u64 = 0x420_0000;
+
+#[test]
+fn instructions_kvm_cannot_emulate_on_unbacked_memory_are_violations() {
+    // Each on [rax] with rax = UNBACKED: kvm-pvm's emulator gives up on all of them,
+    // which used to end the run with 71 "KVM internal error" and no report.
+    let cases: &[(&str, &[u8])] = &[
+        ("addps", &[0x0f, 0x58, 0x00]),
+        ("pshufb", &[0x66, 0x0f, 0x38, 0x00, 0x00]),
+        ("pcmpeqb", &[0x66, 0x0f, 0x74, 0x00]),
+        ("popcnt", &[0xf3, 0x48, 0x0f, 0xb8, 0x00]),
+        ("crc32", &[0xf2, 0x0f, 0x38, 0xf0, 0x00]),
+        ("lddqu", &[0xf2, 0x0f, 0xf0, 0x00]),
+        ("movntdqa", &[0x66, 0x0f, 0x38, 0x2a, 0x00]),
+        ("aesenc", &[0x66, 0x0f, 0x38, 0xdc, 0x00]),
+        ("fld", &[0xd9, 0x00]),
+        ("fisttp", &[0xdd, 0x08]),
+        ("fnstenv", &[0xd9, 0x30]),
+        ("fxsave", &[0x0f, 0xae, 0x00]),
+        ("fxrstor", &[0x0f, 0xae, 0x08]),
+        ("paddb", &[0x0f, 0xfc, 0x00]),
+    ];
+    for (name, insn) in cases {
+        // movabs rax, UNBACKED; <insn>; ud2
+        let code = Asm::default()
+            .bytes(&[0x48, 0xb8])
+            .bytes(&UNBACKED.to_le_bytes())
+            .bytes(insn)
+            .ud2();
+        let out = boot(code, &[]);
+        out.assert_status(EXIT_CRASH);
+        let hex: Vec<String> = insn.iter().map(|b| format!("{b:02x}")).collect();
+        let want = format!(
+            "flexos-vmm: compartment 0 (app) violated isolation: instruction {}, which the \
+             monitor cannot emulate, accessed guest-physical {UNBACKED:#x}, which is neither \
+             its memory nor a device it owns, at 0x10000a (no symbol)",
+            hex.join(" ")
+        );
+        assert_eq!(out.stderr.lines().next(), Some(&*want), "{name}\n{out:?}");
+        out.assert_stderr_contains("    rip 0x000000000010000a");
+        out.assert_stderr_contains("\n  backtrace:\n");
+    }
+}

@@ -1,6 +1,9 @@
 //! Errors the monitor reports before or instead of running a guest, and the exit status
-//! each one maps to (DESIGN section 8). Guest crashes are not errors: they are reports
-//! (see `report`), and end the run with [`EXIT_CRASH`].
+//! each one maps to (DESIGN section 8): [`VmmError::exit_code`] is the one place that
+//! decides. Guest crashes are not errors: they are reports (see `report`), and end the
+//! run with [`EXIT_CRASH`]; a refused hypercall is a [`HypercallError`] inside one.
+//!
+//! [`HypercallError`]: crate::hypercall::HypercallError
 
 use std::path::PathBuf;
 
@@ -12,8 +15,13 @@ pub const EXIT_BAD_IMAGE: i32 = 65;
 pub const EXIT_NO_INPUT: i32 = 66;
 /// A compartment crashed or violated isolation.
 pub const EXIT_CRASH: i32 = 70;
-/// KVM is unavailable or failed.
+/// KVM is unavailable or failed, or the host could not give the run what it needs
+/// (memory, threads): sysexits' EX_OSERR.
 pub const EXIT_KVM: i32 = 71;
+/// The run was stopped by SIGINT (128 + 2).
+pub const EXIT_SIGINT: i32 = 130;
+/// The run was stopped by SIGTERM (128 + 15).
+pub const EXIT_SIGTERM: i32 = 143;
 
 /// Everything that can stop the monitor before a guest result exists.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +66,48 @@ pub enum VmmError {
         source: kvm_ioctls::Error,
     },
 
-    #[error("KVM could not run the guest: {0}")]
-    KvmRun(String),
+    #[error("KVM could not run the guest: internal error (suberror {suberror})")]
+    KvmInternal { suberror: u32 },
 
+    #[error("KVM refused to enter the guest (hardware entry failure reason {reason:#x})")]
+    EntryFailed { reason: u64 },
+
+    #[error("KVM reports a TSC frequency of 0 kHz; guest time cannot be measured")]
+    TscUnknown,
+
+    #[error("the MSR list for {what}: {detail}")]
+    MsrList { what: &'static str, detail: String },
+
+    #[error("KVM {what} transferred {done} of {want} MSRs")]
+    MsrCount {
+        what: &'static str,
+        done: usize,
+        want: usize,
+    },
+
+    /// Host memory for the guest (mapping, writing the machine state) failed.
     #[error("guest memory: {0}")]
     Memory(String),
+
+    #[error("cannot {what} doorbell eventfds: {source}")]
+    Doorbell {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The debugger could not be set up (its errors are still text, see debug/).
+    #[error("debugger: {0}")]
+    Debugger(String),
+
+    #[error("cannot start a vCPU thread: {0}")]
+    VcpuThread(#[source] std::io::Error),
+
+    #[error("every vCPU thread ended without an outcome")]
+    NoOutcome,
+
+    #[error("cannot set up SIGINT/SIGTERM handling: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 impl VmmError {
@@ -75,10 +120,20 @@ impl VmmError {
             | VmmError::ImageIsDirectory { .. }
             | VmmError::ConfigUnreadable { .. } => EXIT_NO_INPUT,
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
-            VmmError::KvmUnavailable { .. } | VmmError::Kvm { .. } | VmmError::KvmRun(_) => {
-                EXIT_KVM
-            }
-            VmmError::Memory(_) => EXIT_KVM,
+            VmmError::KvmUnavailable { .. }
+            | VmmError::Kvm { .. }
+            | VmmError::KvmInternal { .. }
+            | VmmError::EntryFailed { .. }
+            | VmmError::TscUnknown
+            | VmmError::MsrList { .. }
+            | VmmError::MsrCount { .. } => EXIT_KVM,
+            // Not KVM's fault, but the host's: the same status (EX_OSERR), its own text.
+            VmmError::Memory(_)
+            | VmmError::Doorbell { .. }
+            | VmmError::Debugger(_)
+            | VmmError::VcpuThread(_)
+            | VmmError::NoOutcome
+            | VmmError::Signals(_) => EXIT_KVM,
         }
     }
 
@@ -89,3 +144,97 @@ impl VmmError {
 }
 
 pub type Result<T> = std::result::Result<T, VmmError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_documented_status() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let path = PathBuf::from("x");
+        let cases = [
+            (VmmError::Usage("u".into()), EXIT_USAGE),
+            (
+                VmmError::ImageNotFound { path: path.clone() },
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::ImageUnreadable {
+                    path: path.clone(),
+                    source: io(),
+                },
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::ConfigUnreadable {
+                    path: path.clone(),
+                    source: io(),
+                },
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::ImageIsDirectory { path: path.clone() },
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::BadImage {
+                    path,
+                    reason: "r".into(),
+                },
+                EXIT_BAD_IMAGE,
+            ),
+            (
+                VmmError::KvmUnavailable {
+                    what: "w".into(),
+                    source: io(),
+                },
+                EXIT_KVM,
+            ),
+            (
+                VmmError::Kvm {
+                    what: "KVM_RUN",
+                    source: kvm_ioctls::Error::new(libc::EFAULT),
+                },
+                EXIT_KVM,
+            ),
+            (VmmError::KvmInternal { suberror: 3 }, EXIT_KVM),
+            (VmmError::EntryFailed { reason: 7 }, EXIT_KVM),
+            (VmmError::TscUnknown, EXIT_KVM),
+            (
+                VmmError::MsrList {
+                    what: "KVM_GET_MSRS",
+                    detail: "d".into(),
+                },
+                EXIT_KVM,
+            ),
+            (VmmError::Memory("m".into()), EXIT_KVM),
+            (
+                VmmError::Doorbell {
+                    what: "create",
+                    source: io(),
+                },
+                EXIT_KVM,
+            ),
+            (VmmError::VcpuThread(io()), EXIT_KVM),
+            (VmmError::Signals(io()), EXIT_KVM),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.exit_code(), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn msr_and_memory_errors_say_what_failed() {
+        let msr = VmmError::MsrCount {
+            what: "KVM_GET_MSRS",
+            done: 0,
+            want: 1,
+        };
+        assert_eq!(msr.to_string(), "KVM KVM_GET_MSRS transferred 0 of 1 MSRs");
+        assert!(!msr.to_string().contains("memory"));
+        assert!(VmmError::TscUnknown
+            .to_string()
+            .contains("TSC frequency of 0"));
+    }
+}

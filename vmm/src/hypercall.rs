@@ -11,8 +11,9 @@ use flexos_abi::{
 };
 use std::ops::Range;
 
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
+use crate::escape;
 use crate::pod::Pod;
 
 use crate::arch::layout::{IST1_TOP, IST2_TOP};
@@ -60,24 +61,83 @@ impl GuestBounds {
     }
 }
 
+/// Why a hypercall was refused; the report shows it after "invalid hypercall: ".
+#[derive(Debug, thiserror::Error)]
+pub enum HypercallError {
+    #[error("hypercall on port {port:#x} with a {len}-byte value; use a 32-bit out")]
+    ValueWidth { port: u16, len: usize },
+
+    #[error("{what} argument block at {gpa:#x} is outside the compartment's memory")]
+    BlockOutside { what: &'static str, gpa: u64 },
+
+    #[error("{what} argument block at {gpa:#x} unreadable: {source}")]
+    BlockUnreadable {
+        what: &'static str,
+        gpa: u64,
+        #[source]
+        source: GuestMemoryError,
+    },
+
+    #[error("{what} of {len} bytes exceeds the limit of {max}")]
+    TooLong {
+        what: &'static str,
+        len: u64,
+        max: u64,
+    },
+
+    #[error("{what} buffer {addr:#x}+{len} is outside the compartment's memory")]
+    BufferOutside {
+        what: &'static str,
+        addr: u64,
+        len: u64,
+    },
+
+    #[error("{what} buffer {addr:#x}+{len} unreadable: {source}")]
+    BufferUnreadable {
+        what: &'static str,
+        addr: u64,
+        len: u64,
+        #[source]
+        source: GuestMemoryError,
+    },
+
+    #[error("exit code {0} is out of range 0..={EXIT_CODE_MAX}")]
+    ExitCode(u64),
+
+    #[error("unknown milestone id {0}")]
+    Milestone(u64),
+
+    #[error("doorbell for compartment {target}, but the run has {count}")]
+    Doorbell { target: u64, count: u32 },
+
+    #[error("exception report that did not come from a monitor trampoline")]
+    ForgedException,
+
+    #[error("exception frame unreadable: {0}")]
+    ExceptionFrame(#[source] GuestMemoryError),
+
+    #[error("write to I/O port {0:#x}, which is not a hypercall port and no device owns")]
+    NotAHypercall(u16),
+}
+
+type Result<T> = std::result::Result<T, HypercallError>;
+
 fn read_block<T>(
     mem: &GuestMemoryMmap,
     bounds: &GuestBounds,
     gpa: u64,
-    what: &str,
-) -> Result<T, String>
+    what: &'static str,
+) -> Result<T>
 where
     Pod<T>: ByteValued,
 {
     let len = std::mem::size_of::<T>() as u64;
     if !bounds.contains(gpa, len) {
-        return Err(format!(
-            "{what} argument block at {gpa:#x} is outside the compartment's memory"
-        ));
+        return Err(HypercallError::BlockOutside { what, gpa });
     }
     mem.read_obj::<Pod<T>>(GuestAddress(gpa))
         .map(|b| b.0)
-        .map_err(|e| format!("{what} argument block at {gpa:#x} unreadable: {e}"))
+        .map_err(|source| HypercallError::BlockUnreadable { what, gpa, source })
 }
 
 fn read_buf(
@@ -86,19 +146,22 @@ fn read_buf(
     addr: u64,
     len: u64,
     max: u64,
-    what: &str,
-) -> Result<Vec<u8>, String> {
+    what: &'static str,
+) -> Result<Vec<u8>> {
     if len > max {
-        return Err(format!("{what} of {len} bytes exceeds the limit of {max}"));
+        return Err(HypercallError::TooLong { what, len, max });
     }
     if !bounds.contains(addr, len) {
-        return Err(format!(
-            "{what} buffer {addr:#x}+{len} is outside the compartment's memory"
-        ));
+        return Err(HypercallError::BufferOutside { what, addr, len });
     }
     let mut buf = vec![0u8; len as usize];
     mem.read_slice(&mut buf, GuestAddress(addr))
-        .map_err(|e| format!("{what} buffer {addr:#x}+{len} unreadable: {e}"))?;
+        .map_err(|source| HypercallError::BufferUnreadable {
+            what,
+            addr,
+            len,
+            source,
+        })?;
     Ok(buf)
 }
 
@@ -110,14 +173,14 @@ pub fn decode(
     port: u16,
     data: &[u8],
     cpl: u8,
-) -> Result<Hypercall, String> {
+) -> Result<Hypercall> {
     let value = match data {
         [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]) as u64,
         _ => {
-            return Err(format!(
-                "hypercall on port {port:#x} with a {}-byte value; use a 32-bit out",
-                data.len()
-            ))
+            return Err(HypercallError::ValueWidth {
+                port,
+                len: data.len(),
+            })
         }
     };
     match port {
@@ -136,18 +199,16 @@ pub fn decode(
         PORT_EXIT => {
             let args: ExitArgs = read_block(mem, bounds, value, "exit")?;
             if args.code > EXIT_CODE_MAX {
-                return Err(format!(
-                    "exit code {} is out of range 0..={EXIT_CODE_MAX}",
-                    args.code
-                ));
+                return Err(HypercallError::ExitCode(args.code));
             }
             Ok(Hypercall::Exit(args.code as u8))
         }
         PORT_PANIC => {
             let args: PanicArgs = read_block(mem, bounds, value, "panic")?;
+            // Guest text: escaped here (control characters, invalid UTF-8), so it is
+            // safe wherever it is shown.
             let text = |addr, len, what| {
-                read_buf(mem, bounds, addr, len, PANIC_TEXT_MAX, what)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                read_buf(mem, bounds, addr, len, PANIC_TEXT_MAX, what).map(|b| escape::bytes(&b))
             };
             Ok(Hypercall::Panic {
                 message: text(args.msg, args.msg_len, "panic message")?,
@@ -160,15 +221,15 @@ pub fn decode(
             let args: MilestoneArgs = read_block(mem, bounds, value, "milestone")?;
             match args.id {
                 MILESTONE_MAIN => Ok(Hypercall::MainReached),
-                id => Err(format!("unknown milestone id {id}")),
+                id => Err(HypercallError::Milestone(id)),
             }
         }
         PORT_DOORBELL => {
             if value >= bounds.compartments as u64 {
-                return Err(format!(
-                    "doorbell for compartment {value}, but the run has {}",
-                    bounds.compartments
-                ));
+                return Err(HypercallError::Doorbell {
+                    target: value,
+                    count: bounds.compartments,
+                });
             }
             Ok(Hypercall::Doorbell(value as u32))
         }
@@ -179,18 +240,16 @@ pub fn decode(
         PORT_EXCEPTION => {
             let frame_len = std::mem::size_of::<ExceptionFrame>() as u64;
             if cpl != 0 || (value != IST1_TOP - frame_len && value != IST2_TOP - frame_len) {
-                return Err("exception report that did not come from a monitor trampoline".into());
+                return Err(HypercallError::ForgedException);
             }
             mem.read_obj::<Pod<ExceptionFrame>>(GuestAddress(value))
                 .map(|b| Hypercall::Exception {
                     frame: b.0,
                     at: value,
                 })
-                .map_err(|e| format!("exception frame unreadable: {e}"))
+                .map_err(HypercallError::ExceptionFrame)
         }
-        _ => Err(format!(
-            "write to I/O port {port:#x}, which is not a hypercall port and no device owns"
-        )),
+        _ => Err(HypercallError::NotAHypercall(port)),
     }
 }
 
@@ -257,6 +316,7 @@ mod tests {
         );
         assert!(decode(&mem, &b, PORT_CONSOLE, &v, 3)
             .unwrap_err()
+            .to_string()
             .contains("exceeds"));
         put(
             &mem,
@@ -268,6 +328,7 @@ mod tests {
         );
         assert!(decode(&mem, &b, PORT_CONSOLE, &v, 3)
             .unwrap_err()
+            .to_string()
             .contains("outside"));
         put(
             &mem,
@@ -280,6 +341,7 @@ mod tests {
         assert!(
             decode(&mem, &b, PORT_CONSOLE, &v, 3)
                 .unwrap_err()
+                .to_string()
                 .contains("outside"),
             "VMM area"
         );
@@ -287,10 +349,12 @@ mod tests {
         put(&mem, A, ExitArgs { code: 64 });
         assert!(decode(&mem, &b, PORT_EXIT, &v, 3)
             .unwrap_err()
+            .to_string()
             .contains("out of range"));
         assert!(decode(&mem, &b, PORT_CONSOLE, &[1], 3).is_err());
         assert!(decode(&mem, &b, 0x60, &v, 3)
             .unwrap_err()
+            .to_string()
             .contains("not a hypercall port"));
     }
 
@@ -338,6 +402,7 @@ mod tests {
         ));
         assert!(decode(&mem, &b, PORT_DOORBELL, &2u32.to_le_bytes(), 3)
             .unwrap_err()
+            .to_string()
             .contains("has 2"));
         put(
             &mem,
@@ -360,6 +425,7 @@ mod tests {
         put(&mem, A, ConsoleWrite { buf: other, len: 8 });
         assert!(decode(&mem, &b, PORT_CONSOLE, &(A as u32).to_le_bytes(), 3)
             .unwrap_err()
+            .to_string()
             .contains("outside"));
     }
 
@@ -373,6 +439,34 @@ mod tests {
             Ok(Hypercall::Exception { .. })
         ));
         assert!(decode(&mem, &b, PORT_EXCEPTION, &(A as u32).to_le_bytes(), 0).is_err());
+    }
+
+    #[test]
+    fn panic_text_is_escaped() {
+        let (mem, b) = setup();
+        mem.write_slice(b"\x1b[2K\rfake\n\xff", GuestAddress(A + 0x100))
+            .unwrap();
+        mem.write_slice(b"src/\x07.rs", GuestAddress(A + 0x200))
+            .unwrap();
+        put(
+            &mem,
+            A,
+            PanicArgs {
+                msg: A + 0x100,
+                msg_len: 11,
+                file: A + 0x200,
+                file_len: 8,
+                line: 1,
+                column: 2,
+            },
+        );
+        match decode(&mem, &b, PORT_PANIC, &(A as u32).to_le_bytes(), 3) {
+            Ok(Hypercall::Panic { message, file, .. }) => {
+                assert_eq!(message, "\\x1b[2K\\x0dfake\\x0a\\xff");
+                assert_eq!(file, "src/\\x07.rs");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -9,13 +9,17 @@ pub mod console;
 pub mod coredump;
 pub mod debug;
 pub mod error;
+pub mod escape;
 pub mod hypercall;
 pub mod image;
+pub mod insn;
 pub mod memory;
 pub mod monitor;
 pub mod placement;
 pub mod pod;
 pub mod report;
+pub mod signals;
+pub mod stdio;
 pub mod symbols;
 #[cfg(test)]
 mod testing;
@@ -23,6 +27,7 @@ mod testing;
 use std::time::Instant;
 
 use flexos_abi::MAX_COMPARTMENTS;
+use kvm_bindings::KVM_API_VERSION;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
@@ -44,8 +49,20 @@ fn open_kvm() -> Result<Kvm> {
     };
     let kvm = Kvm::new_with_path(&c_path)
         .map_err(|e| unavailable(format!("cannot open {path}"), e.errno()))?;
-    // A node that opens but answers no KVM ioctl (say /dev/null) is not KVM.
-    kvm.get_api_version();
+    // A node that opens but answers no KVM ioctl (say /dev/null) is not KVM, and a KVM
+    // with another API version would not mean what our ioctls say.
+    let version = kvm.get_api_version();
+    if u32::try_from(version).ok() != Some(KVM_API_VERSION) {
+        let source = if version < 0 {
+            std::io::Error::last_os_error()
+        } else {
+            std::io::Error::other(format!("version {version}, want {KVM_API_VERSION}"))
+        };
+        return Err(VmmError::KvmUnavailable {
+            what: format!("{path} is not a KVM device (KVM_GET_API_VERSION)"),
+            source,
+        });
+    }
     if kvm.check_extension_int(kvm_ioctls::Cap::UserMemory) <= 0 {
         return Err(unavailable(
             format!("{path} is not a usable KVM device"),
@@ -75,7 +92,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
     let image = Image::open(&cli.image, MemoryPlan::image_limit(mem_size))?;
     let catalog = Catalog::from_image(&image)?;
     if cli.list_components {
-        print!("{}", catalog.listing(&cli.image));
+        stdio::stdout(&catalog.listing(&cli.image));
         return Ok(0);
     }
     let placement = match &cli.config {

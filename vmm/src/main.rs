@@ -9,6 +9,7 @@ use std::time::Instant;
 use clap::Parser;
 use flexos_vmm::cli::Cli;
 use flexos_vmm::error::EXIT_USAGE;
+use flexos_vmm::stderr_line;
 
 /// One line from a clap error: its first line, plus the next one when the first only
 /// introduces it (e.g. "the following required arguments were not provided:").
@@ -25,6 +26,8 @@ fn clap_one_line(e: &clap::Error) -> String {
 
 fn main() -> ExitCode {
     let start = Instant::now();
+    // Before anything opens a file (see stdio.rs).
+    flexos_vmm::stdio::reserve_standard_fds();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -39,17 +42,19 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!(
+            stderr_line!(
                 "flexos-vmm: error: {} (see flexos-vmm --help)",
                 clap_one_line(&e)
             );
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    match flexos_vmm::run(cli, start) {
+    // Before the first vCPU thread, so that every thread has SIGINT/SIGTERM blocked.
+    let result = flexos_vmm::signals::install().and_then(|()| flexos_vmm::run(cli, start));
+    match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("flexos-vmm: error: {e}");
+            stderr_line!("flexos-vmm: error: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
     }

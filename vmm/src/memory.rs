@@ -387,8 +387,8 @@ mod tests {
         };
         assert_eq!(slots(1), (4, 4));
         assert_eq!(slots(2), (5, 6));
-        assert_eq!(slots(4), (6, 7));
-        assert_eq!(slots(16), (6, 19));
+        assert_eq!(slots(4), (6, 8));
+        assert_eq!(slots(16), (6, 20));
     }
 
     #[test]

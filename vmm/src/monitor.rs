@@ -49,7 +49,7 @@ fn serve_gdb(addr: &str, dbg: Arc<Debugger>) -> Result<bool> {
             Ok(false)
         }
         Err(e) => {
-            eprintln!("flexos-vmm: {e}; running on without the debugger");
+            crate::stderr_line!("flexos-vmm: {e}; running on without the debugger");
             dbg.detach();
             Ok(false)
         }
@@ -109,7 +109,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
                 compartments.iter().map(|c| c.memory()).collect(),
                 compartments.iter().map(|c| c.cr3).collect(),
             )
-            .map_err(VmmError::KvmRun)?,
+            .map_err(VmmError::Debugger)?,
         )),
         None => None,
     };
@@ -125,18 +125,16 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
                 let outcome = comp.run(debugger.as_deref());
                 let _ = tx.send((id, outcome));
             })
-            .map_err(|e| VmmError::KvmRun(format!("cannot start a vCPU thread: {e}")))?;
+            .map_err(VmmError::VcpuThread)?;
     }
     drop(tx);
     if let (Some(addr), Some(dbg)) = (&run.gdb, &debugger) {
         if serve_gdb(addr, dbg.clone())? {
-            eprintln!("flexos-vmm: the run was killed from gdb");
+            crate::stderr_line!("flexos-vmm: the run was killed from gdb");
             return Ok(EXIT_CRASH);
         }
     }
-    let (id, outcome) = rx
-        .recv()
-        .map_err(|_| VmmError::KvmRun("every vCPU thread ended without an outcome".into()))?;
+    let (id, outcome) = rx.recv().map_err(|_| VmmError::NoOutcome)?;
     let end = Instant::now();
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {
@@ -147,19 +145,19 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
 
     if run.timings {
         for (id, m) in milestones.iter().enumerate() {
-            eprintln!(
+            crate::stderr_line!(
                 "timings: compartment={id} vm_created_us={} guest_main_us={}",
                 micros(start, m.vm_created.get()),
                 micros(start, m.guest_main.get())
             );
         }
-        eprintln!("timings: exit_us={}", micros(start, Some(&end)));
+        crate::stderr_line!("timings: exit_us={}", micros(start, Some(&end)));
     }
     match outcome {
         Outcome::Exited(code) => Ok(code as i32),
         Outcome::Crashed(report) => {
             let sym = Symbolizer::new(&run.image.path, &run.image.bytes);
-            eprint!("{}", report.render(&sym));
+            crate::stdio::stderr(&report.render(&sym));
             Ok(EXIT_CRASH)
         }
         Outcome::Failed(e) => Err(e),

@@ -6,6 +6,8 @@ use std::fmt::Write;
 use flexos_abi::{NULL_GUARD_END, SHARED_BASE};
 use kvm_bindings::kvm_regs;
 
+use crate::escape;
+use crate::hypercall::HypercallError;
 use crate::symbols::Symbolizer;
 
 /// Frames walked before a backtrace is cut short. Deep recursion is folded when
@@ -13,7 +15,7 @@ use crate::symbols::Symbolizer;
 pub const MAX_FRAMES: usize = 1024;
 
 /// What went wrong in a compartment.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum CrashKind {
     /// A CPU exception delivered through a trampoline.
     Exception {
@@ -31,6 +33,14 @@ pub enum CrashKind {
         write: bool,
         owner: Option<String>,
     },
+    /// An instruction KVM could not emulate on memory the guest does not own (only
+    /// such accesses reach the emulator); `gpa` is its operand's address where the
+    /// instruction decodes, `owner` as for `Violation`.
+    Unemulated {
+        bytes: Vec<u8>,
+        gpa: Option<u64>,
+        owner: Option<String>,
+    },
     /// The guest panicked.
     Panic {
         message: String,
@@ -41,7 +51,7 @@ pub enum CrashKind {
     /// KVM_EXIT_SHUTDOWN: a fault while delivering a fault.
     TripleFault,
     /// A hypercall the monitor refused.
-    BadHypercall(String),
+    BadHypercall(HypercallError),
     /// The guest executed `syscall` (RIP is moved back onto it).
     Syscall,
     /// Any other exit the guest has no business causing.
@@ -57,7 +67,7 @@ pub struct AddressMap {
 }
 
 /// Everything a report prints; collected on the vCPU thread, rendered once.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CrashReport {
     pub compartment: u32,
     pub name: String,
@@ -134,6 +144,16 @@ pub fn describe_page_fault(error_code: u64, cr2: u64, map: &AddressMap) -> Strin
     format!("{access} of {cause} in {mode} mode ({what})")
 }
 
+/// Whose memory a violating access touched.
+/// Whose memory a stray access touched, as the monitor described it (names inside
+/// come from the image or a placement file: escaped like guest text).
+fn whose(owner: &Option<String>) -> String {
+    match owner {
+        Some(what) => escape::line(what),
+        None => "neither its memory nor a device it owns".to_string(),
+    }
+}
+
 impl CrashReport {
     /// The headline, e.g. "crashed: page fault (#PF) at hello::crash_null+0x4 (...)".
     fn headline(&self, sym: &Symbolizer) -> String {
@@ -149,9 +169,6 @@ impl CrashReport {
                 write,
                 owner,
             } => {
-                let whose = owner
-                    .as_deref()
-                    .unwrap_or("neither its memory nor a device it owns");
                 let access = if *write { "write" } else { "read" };
                 let size = if *len == 0 {
                     String::new()
@@ -159,7 +176,19 @@ impl CrashReport {
                     format!(" of {len} bytes")
                 };
                 format!(
-                    "violated isolation: {access}{size} at guest-physical {gpa:#x}, which is {whose}, at {at}"
+                    "violated isolation: {access}{size} at guest-physical {gpa:#x}, which is {}, at {at}",
+                    whose(owner)
+                )
+            }
+            CrashKind::Unemulated { bytes, gpa, owner } => {
+                let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let target = match gpa {
+                    Some(gpa) => format!("guest-physical {gpa:#x}, which is {}", whose(owner)),
+                    None => format!("memory that is {}", whose(owner)),
+                };
+                format!(
+                    "violated isolation: instruction {}, which the monitor cannot emulate, accessed {target}, at {at}",
+                    hex.join(" ")
                 )
             }
             CrashKind::Panic {
@@ -168,6 +197,7 @@ impl CrashReport {
                 line,
                 column,
             } => {
+                let (file, message) = (escape::line(file), escape::line(message));
                 format!("panicked at {file}:{line}:{column}: {message}")
             }
             CrashKind::TripleFault => {
@@ -184,17 +214,18 @@ impl CrashReport {
     /// Renders the full report.
     pub fn render(&self, sym: &Symbolizer) -> String {
         let mut s = String::new();
+        // Names come from the image or a placement file: shown escaped like guest text.
         let _ = writeln!(
             s,
             "flexos-vmm: compartment {} ({}) {}",
             self.compartment,
-            self.name,
+            escape::line(&self.name),
             self.headline(sym)
         );
         let components = if self.components.is_empty() {
             "(the image declares none)".to_string()
         } else {
-            self.components.join(", ")
+            escape::line(&self.components.join(", "))
         };
         let _ = writeln!(s, "  components: {components}");
         if let CrashKind::Exception {
@@ -255,8 +286,10 @@ impl CrashReport {
         if self.console_tail.is_empty() {
             let _ = writeln!(s, "    (none)");
         }
+        // The console already escaped and bounded these; escaping again changes nothing
+        // and keeps this function safe for any producer.
         for line in &self.console_tail {
-            let _ = writeln!(s, "    | {line}");
+            let _ = writeln!(s, "    | {}", escape::line(line));
         }
         s
     }
@@ -365,5 +398,37 @@ mod tests {
         assert!(text.contains("    rip 0x0000000000100123"));
         assert!(text.contains("    | hello\n"));
         assert!(text.contains("#0   0x0000000000100123 (no symbol)\n"));
+    }
+
+    #[test]
+    fn guest_text_cannot_forge_lines() {
+        let report = CrashReport {
+            compartment: 0,
+            name: "a\x1b[31m".into(),
+            components: vec!["c\r".into()],
+            kind: CrashKind::Panic {
+                message: "\x1b[1A\x1b[2K\rflexos-vmm: error: fake\nsecond".into(),
+                file: "f\u{9b}.rs".into(),
+                line: 1,
+                column: 2,
+            },
+            regs: kvm_regs::default(),
+            backtrace: vec![],
+            truncated: false,
+            console_tail: vec!["\x07bell".into()],
+            map: map(),
+        };
+        let sym = Symbolizer::new(std::path::Path::new("/nonexistent"), b"");
+        let text = report.render(&sym);
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "flexos-vmm: compartment 0 (a\\x1b[31m) panicked at f\\u{9b}.rs:1:2: \\x1b[1A\\x1b[2K\\x0dflexos-vmm: error: fake\\x0asecond"
+        );
+        assert!(text.contains("  components: c\\x0d\n"));
+        assert!(text.contains("    | \\x07bell\n"));
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
     }
 }

@@ -110,10 +110,17 @@ pub fn setup_syscall_msrs(vcpu: &VcpuFd) -> Result<()> {
         // Clear IF, TF, DF and AC on entry, like any kernel would.
         entry(MSR_SFMASK, 0x4_0700),
     ])
-    .map_err(|e| VmmError::KvmRun(format!("MSR list: {e:?}")))?;
+    .map_err(|e| VmmError::MsrList {
+        what: "KVM_SET_MSRS",
+        detail: format!("{e:?}"),
+    })?;
     match vcpu.set_msrs(&msrs) {
         Ok(3) => Ok(()),
-        Ok(n) => Err(VmmError::KvmRun(format!("KVM set {n} of 3 syscall MSRs"))),
+        Ok(done) => Err(VmmError::MsrCount {
+            what: "KVM_SET_MSRS",
+            done,
+            want: 3,
+        }),
         Err(e) => Err(VmmError::Kvm {
             what: "KVM_SET_MSRS",
             source: e,

@@ -19,7 +19,10 @@ impl Doorbells {
         let eventfds = (0..count)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| VmmError::KvmRun(format!("cannot create doorbell eventfds: {e}")))?;
+            .map_err(|e| VmmError::Doorbell {
+                what: "create",
+                source: e,
+            })?;
         Ok(Doorbells { eventfds })
     }
 
@@ -38,6 +41,9 @@ impl Doorbells {
     pub(super) fn own(&self, id: u32) -> Result<EventFd> {
         self.eventfds[id as usize]
             .try_clone()
-            .map_err(|e| VmmError::KvmRun(format!("cannot clone doorbell eventfd: {e}")))
+            .map_err(|e| VmmError::Doorbell {
+                what: "clone",
+                source: e,
+            })
     }
 }

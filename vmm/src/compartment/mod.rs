@@ -5,12 +5,14 @@
 //! - `boot_info`: the boot-info block the guest reads at its first instruction;
 //! - `doorbell`: the eventfds compartments wake each other with;
 //! - `run`: the vCPU loop that serves exits and hypercalls until the guest ends;
-//! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking).
+//! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking);
+//! - `unemulated`: instructions KVM could not emulate, explained as violations.
 
 mod boot_info;
 mod doorbell;
 mod run;
 mod stop;
+mod unemulated;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -27,6 +29,7 @@ use crate::arch::layout::{GuestLayout, MemoryPlan};
 use crate::arch::{cpu, descriptors, paging};
 use crate::console::Console;
 use crate::error::{Result, VmmError};
+use crate::escape;
 use crate::hypercall::GuestBounds;
 use crate::image::Image;
 use crate::memory::{compartment_memory, describe_shared, SharedRegion};
@@ -78,6 +81,40 @@ pub struct Compartment {
     pub milestones: Arc<Milestones>,
     /// The page tables' root, for the debugger's address translation.
     pub cr3: u64,
+}
+
+/// The guest's TSC frequency. Guest time is TSC ticks over this, so 0 (or no answer)
+/// is an error rather than a silent "every time is 0".
+fn tsc_khz(answer: std::result::Result<u32, kvm_ioctls::Error>) -> Result<u64> {
+    match answer {
+        Ok(0) => Err(VmmError::TscUnknown),
+        Ok(khz) => Ok(u64::from(khz)),
+        Err(source) => Err(VmmError::Kvm {
+            what: "KVM_GET_TSC_KHZ",
+            source,
+        }),
+    }
+}
+
+/// The vCPU's TSC now: the guest's time origin.
+fn read_tsc(vcpu: &VcpuFd) -> Result<u64> {
+    const WHAT: &str = "KVM_GET_MSRS";
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_TSC,
+        ..Default::default()
+    }])
+    .map_err(|e| VmmError::MsrList {
+        what: WHAT,
+        detail: format!("{e:?}"),
+    })?;
+    match vcpu.get_msrs(&mut msrs).map_err(VmmError::kvm(WHAT))? {
+        1 => Ok(msrs.as_slice()[0].data),
+        done => Err(VmmError::MsrCount {
+            what: WHAT,
+            done,
+            want: 1,
+        }),
+    }
 }
 
 impl Compartment {
@@ -161,19 +198,13 @@ impl Compartment {
         cpu::setup_syscall_msrs(&vcpu)?;
         cpu::setup_regs(&vcpu, image.entry, layout.stack_top, BOOT_INFO_ADDR)?;
 
-        let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
-        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-            index: MSR_IA32_TSC,
-            ..Default::default()
-        }])
-        .map_err(|e| VmmError::Memory(format!("MSR list: {e:?}")))?;
-        let tsc_now = match vcpu.get_msrs(&mut msrs) {
-            Ok(1) => msrs.as_slice()[0].data,
-            _ => 0,
-        };
+        let tsc_khz = tsc_khz(vcpu.get_tsc_khz())?;
+        let tsc_now = read_tsc(&vcpu)?;
         boot_info::write(&mem, &spec, &layout, tsc_khz, tsc_now)?;
 
-        let prefix = (spec.all_names.len() > 1).then(|| format!("[{}] ", spec.name));
+        // Names may come from the image: shown escaped, like guest text.
+        let name = escape::line(&spec.name);
+        let prefix = (spec.all_names.len() > 1).then(|| format!("[{name}] "));
         let doorbell = doorbells.own(spec.id)?;
         let peers = (0..spec.all_names.len() as u32)
             .map(|id| doorbells.own(id))
@@ -241,5 +272,21 @@ impl Compartment {
             ranges: self.layout.user_ranges(),
             compartments: self.spec.all_names.len() as u32,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tsc_frequency_of_zero_is_an_error() {
+        assert!(matches!(tsc_khz(Ok(0)), Err(VmmError::TscUnknown)));
+        assert_eq!(tsc_khz(Ok(2_596_000)).unwrap(), 2_596_000);
+        let e = tsc_khz(Err(kvm_ioctls::Error::new(libc::ENOTTY))).unwrap_err();
+        assert!(
+            e.to_string().starts_with("KVM KVM_GET_TSC_KHZ failed"),
+            "{e}"
+        );
     }
 }

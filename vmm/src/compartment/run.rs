@@ -84,13 +84,12 @@ impl Compartment {
                 VcpuExit::Shutdown => CrashKind::TripleFault,
                 VcpuExit::Hlt => CrashKind::UnexpectedExit("halted".into()),
                 VcpuExit::FailEntry(reason, _) => {
-                    return Outcome::Failed(VmmError::KvmRun(format!(
-                        "KVM refused to enter the guest (hardware entry failure reason {reason:#x})"
-                    )))
+                    return Outcome::Failed(VmmError::EntryFailed { reason })
                 }
-                VcpuExit::InternalError => {
-                    return Outcome::Failed(VmmError::KvmRun("KVM internal error".into()))
-                }
+                VcpuExit::InternalError => match self.internal_error() {
+                    Ok(kind) => kind,
+                    Err(e) => return Outcome::Failed(e),
+                },
                 other => CrashKind::UnexpectedExit(format!("unexpected VM exit {other:?}")),
             };
             return self.fatal(event, None, debug);
@@ -120,6 +119,7 @@ impl Compartment {
                 None
             }
             Hypercall::Exit(code) => {
+                self.console.finish();
                 if let Some(d) = debug {
                     d.exited(self.spec.id, code);
                 }
@@ -160,7 +160,11 @@ impl Compartment {
                             .map(Outcome::Failed);
                     }
                 }
-                let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
+                // No silent 0 here: it would read as a null dereference.
+                let cr2 = match self.vcpu.get_sregs() {
+                    Ok(s) => s.cr2,
+                    Err(e) => return Some(Outcome::Failed(VmmError::kvm("KVM_GET_SREGS")(e))),
+                };
                 if frame.vector == 14 && frame.rip == SYSCALL_TRAP_ADDR && cr2 == SYSCALL_TRAP_ADDR
                 {
                     return Some(self.fatal(CrashKind::Syscall, Some((at, frame)), debug));

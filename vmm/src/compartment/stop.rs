@@ -28,7 +28,9 @@ impl Compartment {
             CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) | CrashKind::Syscall => {
                 Signal::SIGSYS
             }
-            CrashKind::Violation { .. } | CrashKind::TripleFault => Signal::SIGSEGV,
+            CrashKind::Violation { .. } | CrashKind::Unemulated { .. } | CrashKind::TripleFault => {
+                Signal::SIGSEGV
+            }
         };
         let outcome = self.crash(kind, frame.map(|f| f.1));
         if let Some(d) = debug.filter(|d| !d.is_detached()) {

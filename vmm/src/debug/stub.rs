@@ -33,7 +33,7 @@ pub fn listen(addr: &str) -> Result<Conn, String> {
         if let Some(sock) = addrs.next() {
             let listener =
                 TcpListener::bind(sock).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            eprintln!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
+            crate::stderr_line!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
             let (stream, _) = listener
                 .accept()
                 .map_err(|e| format!("accepting gdb on {addr}: {e}"))?;
@@ -43,7 +43,8 @@ pub fn listen(addr: &str) -> Result<Conn, String> {
     }
     let _ = std::fs::remove_file(addr);
     let listener = UnixListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    eprintln!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
+    crate::signals::remove_on_interrupt(std::path::Path::new(addr));
+    crate::stderr_line!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
     let (stream, _) = listener
         .accept()
         .map_err(|e| format!("accepting gdb on {addr}: {e}"))?;

@@ -147,13 +147,21 @@ fn intrude(which: Intrusion) -> i32 {
         return EXIT_WRONG;
     }
     println!("gatecheck: app asks evil to intrude: {which:?}");
-    let got = evil.intrude(which, rpc::GateSafe::to_word(buf));
-    // Only reached if the monitor let evil through.
-    println!(
-        "gatecheck: evil got through: {got:?}; app's next call to victim: {:?}",
-        victim.add(1, 2)
-    );
-    EXIT_WRONG
+    match evil.intrude(which, rpc::GateSafe::to_word(buf)) {
+        // The monitor ends the run with evil's report; this only runs if app sees
+        // evil's dead flag first.
+        Err(GateError::PeerDead) => {
+            println!("gatecheck: evil is dead");
+            3
+        }
+        got => {
+            println!(
+                "gatecheck: evil got through: {got:?}; app's next call to victim: {:?}",
+                victim.add(1, 2)
+            );
+            EXIT_WRONG
+        }
+    }
 }
 
 /// Lets evil attack victim's ring while app keeps calling victim.

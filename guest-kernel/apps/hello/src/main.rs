@@ -11,6 +11,13 @@
 //!
 //! Every crash mode is its own `#[inline(never)]` function, so the monitor's symbolized
 //! backtrace shows `main -> crash_<mode>`.
+//!
+//! Hostile console output, for the monitor's console checks, comes before any crash:
+//! - `print=flood`: 64 MiB of `A` without a newline;
+//! - `print=escapes`: escape sequences, CR, NUL, DEL, C1, bidi and invalid UTF-8 in
+//!   console lines, then a panic whose message holds them too;
+//! - `print=split-utf8`: multi-byte characters split across console writes;
+//! - `spin=forever`: prints `hello: spinning` and never ends (for signal tests).
 
 #![no_std]
 #![no_main]
@@ -22,8 +29,8 @@ use core::arch::asm;
 use core::hint::black_box;
 use core::mem::MaybeUninit;
 
-use flexos_kernel::abi::{EXIT_CODE_MAX, LARGE_PAGE_SIZE};
-use flexos_kernel::{Args, boot_info, println};
+use flexos_kernel::abi::{CONSOLE_MAX, EXIT_CODE_MAX, LARGE_PAGE_SIZE};
+use flexos_kernel::{Args, boot_info, console, println};
 
 flexos_kernel::main!(main);
 
@@ -61,6 +68,29 @@ fn main(args: &Args) -> i32 {
         },
     };
 
+    if let Some(mode) = args.get("print") {
+        match mode {
+            "flood" => print_flood(),
+            "escapes" => print_escapes(),
+            "split-utf8" => print_split_utf8(),
+            _ => {
+                println!("hello: unknown print mode '{mode}' (want flood|escapes|split-utf8)");
+                return 1;
+            }
+        }
+    }
+
+    if let Some(how) = args.get("spin") {
+        if how != "forever" {
+            println!("hello: unknown spin '{how}' (want forever)");
+            return 1;
+        }
+        println!("hello: spinning");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
     if let Some(name) = args.get("crash") {
         let Some(mode) = CrashMode::parse(name) else {
             println!(
@@ -84,6 +114,43 @@ fn main(args: &Args) -> i32 {
     }
 
     code
+}
+
+/// Size of the `print=flood` line.
+const FLOOD_BYTES: usize = 64 << 20;
+
+/// Prints [`FLOOD_BYTES`] of `A` without a newline, a console buffer at a time.
+fn print_flood() {
+    let chunk = [b'A'; CONSOLE_MAX as usize];
+    for _ in 0..FLOOD_BYTES / chunk.len() {
+        console::write_bytes(&chunk);
+    }
+}
+
+/// Prints text that would drive a terminal (colour, cursor moves, erasing the line, a
+/// forged monitor error), then panics with such a message.
+fn print_escapes() -> ! {
+    println!("esc:\x1b[31mred\x1b[0m cr:\r nul:\0 del:\x7f csi:\u{9b}2J bidi:\u{202e}olleh");
+    console::write_bytes(b"invalid:\xff\xfe\xc3( end\n");
+    println!("\x1b[1A\x1b[2K\rflexos-vmm: error: forged by the guest");
+    panic!("\x1b[2K\rflexos-vmm: error: forged panic\nsecond line");
+}
+
+/// Sends characters of 2 and 4 bytes split across console writes, and a sequence that
+/// turns out invalid.
+fn print_split_utf8() {
+    for part in [
+        &b"split: caf\xc3"[..],
+        b"\xa9 \xf0\x9f",
+        b"\x98",
+        b"\x80 end\n",
+    ] {
+        console::write_bytes(part);
+        console::flush();
+    }
+    console::write_bytes(b"cut: \xe2\x82");
+    console::flush();
+    console::write_bytes(b"x\n");
 }
 
 /// The ways `hello` can crash on request.
