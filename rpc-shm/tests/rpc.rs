@@ -395,7 +395,7 @@ fn four_compartments(calls: u32, policy: IdlePolicy) -> [Stats; 4] {
                 .collect(),
         });
         ep.register(relay::ID, &server).unwrap();
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (me as u64 + 1));
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15 ^ (me as u64 + 1));
         for _ in 0..calls {
             let mut target = rng.below(4) as u32;
             if target == me {
@@ -881,7 +881,7 @@ fn malicious_caller_gets_errors_and_callee_keeps_serving() {
                 expect(req(seq.get(), id, callee::methods::nop, [0; 6]), Ok(0));
                 // Random garbage in every word: always answered (unless the state
                 // is one the callee must leave alone).
-                let mut rng = Rng(42);
+                let mut rng = Rng::new(42);
                 for _ in 0..5_000 {
                     let s = seq.get();
                     let mut w = [0u64; 8];

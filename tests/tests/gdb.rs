@@ -102,7 +102,7 @@ fn breakpoint_backtrace_registers_memory_step_finish_exit() {
     assert_has(&gdb, ":\t0x1122334455667788");
     assert_has(&gdb, "Breakpoint 1, hello::main ()");
     assert_has(&gdb, "#0  hello::main () at apps/hello/src/main.rs:");
-    assert_has(&gdb, "in flexos_kernel::rt::_start ()");
+    assert_has(&gdb, "in flexos_kernel::start::_start ()");
     assert_has(&gdb, "<hello::main+");
     // x/4gx prints the stack address followed by two 8-byte words, twice.
     let words = gdb

@@ -312,14 +312,14 @@ mod tests {
             for w in block.chunks_mut(8) {
                 // Mostly plausible addresses and lengths, sometimes garbage.
                 let v = match rng.below(3) {
-                    0 => A + rng.below(0x3000) as u64,
-                    1 => rng.below(5000) as u64,
+                    0 => A + rng.below(0x3000),
+                    1 => rng.below(5000),
                     _ => rng.next(),
                 };
                 w.copy_from_slice(&v.to_le_bytes());
             }
             mem.write_slice(&block, GuestAddress(A)).unwrap();
-            let port = ports[rng.below(ports.len())];
+            let port = ports[rng.index(ports.len())];
             let value = match rng.below(3) {
                 0 => A as u32,
                 1 => rng.next() as u32,

@@ -14,23 +14,8 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
+pub use crate::arch::image_segment::{Segment, SegmentPerms};
 use crate::error::{Result, VmmError};
-
-/// Access rights of one loadable segment, from its `p_flags`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentPerms {
-    pub write: bool,
-    pub exec: bool,
-}
-
-/// One `PT_LOAD` segment, page-aligned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub start: u64,
-    /// End of the segment in memory (`p_vaddr + p_memsz`), rounded up to a page.
-    pub end: u64,
-    pub perms: SegmentPerms,
-}
 
 /// An image file's bytes: mapped from the file (only the pages the monitor reads are
 /// ever faulted in; a page fault costs ~2 us on this nested host, so reading a 1 MB
