@@ -3,7 +3,8 @@
 //! The tests boot real guest images under `/dev/kvm` with the release monitor that
 //! `scripts/build` produces (`target/release/flexos-vmm`, `target/images/<app>.elf`).
 //! Nothing here skips: a missing binary, image or KVM device fails the test with a
-//! message that says what to do (DESIGN section 9).
+//! message that says what to do (DESIGN section 9), and so does a binary or image older
+//! than a source it is built from ([`fresh`]).
 //!
 //! - [`run`] / [`run_env`] / [`hello`]: run the monitor with a timeout and collect its
 //!   exit status, stdout and stderr into an [`Outcome`].
@@ -12,12 +13,15 @@
 //!   targets): a minimal ELF whose fields can be bent one at a time, to feed the monitor
 //!   bad images.
 
+pub mod fresh;
+
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -51,7 +55,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/release/flexos-vmm`; panics if it has not been built.
+/// `target/release/flexos-vmm`; panics if it has not been built or is older than a
+/// source it is built from (see [`fresh`]).
 pub fn vmm_path() -> PathBuf {
     let path = repo_root().join("target/release/flexos-vmm");
     assert!(
@@ -59,17 +64,24 @@ pub fn vmm_path() -> PathBuf {
         "the monitor {} is missing: run scripts/build first",
         path.display()
     );
+    fresh::require_fresh(&path, &path.with_extension("d"), None);
     path
 }
 
-/// `target/images/<app>.elf`; panics if it has not been built.
+/// `target/images/<app>.elf`; panics if it has not been built or is older than a source
+/// it is built from (see [`fresh`]).
 pub fn image(app: &str) -> PathBuf {
-    let path = repo_root().join("target/images").join(format!("{app}.elf"));
+    let root = repo_root();
+    let path = root.join("target/images").join(format!("{app}.elf"));
     assert!(
         path.is_file(),
         "the guest image {} is missing: run scripts/build first",
         path.display()
     );
+    let built = root
+        .join("guest-kernel/target/x86_64-unknown-none/release")
+        .join(app);
+    fresh::require_fresh(&path, &built.with_extension("d"), Some(&built));
     path
 }
 
@@ -190,6 +202,52 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
+    let (cmd, command) = monitor_command(args, envs);
+    run_with_timeout(cmd, command, TIMEOUT, None)
+}
+
+/// Runs the monitor with `args` like [`run`], and also sends every line it prints (on
+/// stdout or stderr) to `lines` as it appears, so that a test can wait for an event
+/// ("waiting for gdb", the guest's first line) with [`wait_for_line`] instead of
+/// sleeping.
+#[track_caller]
+pub fn run_watching<I, S>(args: I, lines: Sender<String>) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (cmd, command) = monitor_command(args, std::iter::empty::<(&str, &str)>());
+    run_with_timeout(cmd, command, TIMEOUT, Some(lines))
+}
+
+/// Waits up to [`TIMEOUT`] for a line from [`run_watching`] that contains `needle` and
+/// returns it; panics with every line seen so far if none comes.
+#[track_caller]
+pub fn wait_for_line(lines: &Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push_str(&line),
+            Err(e) => panic!(
+                "no line containing {needle:?} within {TIMEOUT:?} ({e}); lines so far:\n{seen}"
+            ),
+        }
+    }
+}
+
+/// The monitor's command line with a clean environment: `RUST_LOG` and
+/// `FLEXOS_KVM_DEVICE` from the caller's environment are removed, then `envs` added.
+fn monitor_command<I, S, E, K, V>(args: I, envs: E) -> (Command, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+    E: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
     require_kvm();
     let vmm = vmm_path();
     let mut cmd = Command::new(&vmm);
@@ -202,7 +260,7 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let command = describe(&cmd);
-    run_with_timeout(cmd, command, TIMEOUT)
+    (cmd, command)
 }
 
 /// Boots `hello` with the given guest arguments (after `--`).
@@ -232,7 +290,7 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let command = describe(&cmd);
-    run_with_timeout(cmd, command, TIMEOUT)
+    run_with_timeout(cmd, command, TIMEOUT, None)
 }
 
 /// Fails the test, naming the package to install, when `tool` is not on PATH.
@@ -270,21 +328,37 @@ fn describe(cmd: &Command) -> String {
 }
 
 #[track_caller]
-fn run_with_timeout(mut cmd: Command, command: String, timeout: Duration) -> Outcome {
+fn run_with_timeout(
+    mut cmd: Command,
+    command: String,
+    timeout: Duration,
+    lines: Option<Sender<String>>,
+) -> Outcome {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    // Each pipe is read line by line, so a watcher sees a line as soon as it is printed.
+    let drain = |pipe: Option<Box<dyn Read + Send>>, lines: Option<Sender<String>>| {
         thread::spawn(move || {
             let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
+            if let Some(pipe) = pipe {
+                let mut reader = BufReader::new(pipe);
+                loop {
+                    let start = buf.len();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if let Some(tx) = &lines {
+                        let _ = tx.send(String::from_utf8_lossy(&buf[start..]).into_owned());
+                    }
+                }
             }
             buf
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _), lines.clone());
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _), lines);
 
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -374,7 +448,7 @@ mod tests {
     fn a_hanging_child_is_killed() {
         let mut cmd = Command::new("sleep");
         cmd.arg("30").stdout(Stdio::piped()).stderr(Stdio::piped());
-        run_with_timeout(cmd, "sleep 30".into(), Duration::from_millis(100));
+        run_with_timeout(cmd, "sleep 30".into(), Duration::from_millis(100), None);
     }
 
     #[test]
@@ -383,11 +457,26 @@ mod tests {
         cmd.args(["-c", "echo out; echo err >&2; exit 3"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT);
+        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT, None);
         assert_eq!(
             (out.status, &*out.stdout, &*out.stderr),
             (3, "out\n", "err\n")
         );
+    }
+
+    #[test]
+    fn a_watcher_sees_every_line_of_both_streams() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; echo three"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT, Some(tx));
+        assert_eq!(out.stdout, "one\nthree\n");
+        assert_eq!(wait_for_line(&rx, "one"), "one\n");
+        let rest: Vec<String> = rx.iter().collect();
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert!(rest.contains(&"two\n".to_string()) && rest.contains(&"three\n".to_string()));
     }
 
     #[test]

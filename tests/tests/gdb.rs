@@ -2,11 +2,12 @@
 //! and memory reads, single steps, `finish`, a clean exit, and a crash that stops with
 //! SIGSEGV at the faulting instruction and ends with the usual report after `detach`.
 
-use std::path::Path;
+use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
-use flexos_e2e::{image, require_tool, run, run_program, Outcome, TempDir, EXIT_CRASH};
+use flexos_e2e::{
+    image, require_tool, run_program, run_watching, wait_for_line, Outcome, TempDir, EXIT_CRASH,
+};
 
 /// Boots `app` with `--gdb <socket>` and `vmm_args`, runs gdb with `commands` against
 /// it, and returns (gdb's outcome, the monitor's outcome).
@@ -25,9 +26,10 @@ fn debug_session(
     args.push(elf.display().to_string());
     args.push("--".into());
     args.extend(guest_args.iter().map(|a| a.to_string()));
-    let monitor = thread::spawn(move || run(args));
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
 
-    wait_for_socket(&socket);
+    wait_for_line(&lines, "waiting for gdb");
     let mut gdb_args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off", "-ex"]
         .iter()
         .map(|s| s.to_string())
@@ -42,18 +44,6 @@ fn debug_session(
     let gdb = run_program("gdb", gdb_args);
     let vmm = monitor.join().expect("monitor thread panicked");
     (gdb, vmm)
-}
-
-fn wait_for_socket(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the monitor never opened its gdb socket {}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[track_caller]
@@ -316,8 +306,9 @@ fn ctrl_c_stops_a_running_guest() {
         "--".into(),
         "calls=10000000".into(),
     ];
-    let monitor = thread::spawn(move || run(args));
-    wait_for_socket(&socket);
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    wait_for_line(&lines, "waiting for gdb");
     let mut c = rsp::Client::connect(&socket);
     c.send("?");
     let first = c.recv();
@@ -326,7 +317,10 @@ fn ctrl_c_stops_a_running_guest() {
         "initial stop reply: {first:?}"
     );
     c.send("vCont;c");
-    thread::sleep(Duration::from_millis(300));
+    // The guest's first result line (the quick in-compartment case) proves it is
+    // running; the remote cases that follow take minutes at this call count, so the
+    // interrupt lands while the vCPUs are inside KVM_RUN.
+    wait_for_line(&lines, "\"case\":\"function-call\"");
     c.raw(&[0x03]);
     let stop = c.recv();
     assert!(
