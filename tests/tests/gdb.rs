@@ -335,3 +335,38 @@ fn ctrl_c_stops_a_running_guest() {
         "{vmm:?}"
     );
 }
+
+#[test]
+fn a_thread_id_beyond_the_compartments_names_none() {
+    // GDB thread ids are compartment + 1. An id past u32 once wrapped onto compartment
+    // 0 (0x1_0000_0001 read compartment 0's registers); it names no compartment.
+    let dir = TempDir::new("gdb-tid");
+    let socket = dir.path().join("gdb.sock");
+    let args: Vec<String> = vec![
+        "--gdb".into(),
+        socket.display().to_string(),
+        image("hello").display().to_string(),
+    ];
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    wait_for_line(&lines, "waiting for gdb");
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    c.recv();
+    c.send("Hg1");
+    assert_eq!(c.recv(), "OK");
+    c.send("g");
+    let own = c.recv();
+    assert!(!own.starts_with('E'), "compartment 0's registers: {own:?}");
+    c.send("Hg100000001");
+    let set = c.recv();
+    c.send("g");
+    let wrapped = c.recv();
+    assert!(
+        set.starts_with('E') || wrapped.starts_with('E'),
+        "thread 0x100000001 must not read compartment 0 (Hg -> {set:?}, g -> {wrapped:?})"
+    );
+    c.send("vKill;1");
+    let vmm = monitor.join().expect("monitor thread panicked");
+    vmm.assert_status(EXIT_CRASH);
+}

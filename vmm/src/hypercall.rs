@@ -96,7 +96,7 @@ fn read_buf(
             "{what} buffer {addr:#x}+{len} is outside the compartment's memory"
         ));
     }
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| format!("{what} of {len} bytes"))?];
     mem.read_slice(&mut buf, GuestAddress(addr))
         .map_err(|e| format!("{what} buffer {addr:#x}+{len} unreadable: {e}"))?;
     Ok(buf)
@@ -135,13 +135,16 @@ pub fn decode(
         }
         PORT_EXIT => {
             let args: ExitArgs = read_block(mem, bounds, value, "exit")?;
-            if args.code > EXIT_CODE_MAX {
-                return Err(format!(
-                    "exit code {} is out of range 0..={EXIT_CODE_MAX}",
-                    args.code
-                ));
-            }
-            Ok(Hypercall::Exit(args.code as u8))
+            let code = u8::try_from(args.code)
+                .ok()
+                .filter(|&c| u64::from(c) <= EXIT_CODE_MAX)
+                .ok_or_else(|| {
+                    format!(
+                        "exit code {} is out of range 0..={EXIT_CODE_MAX}",
+                        args.code
+                    )
+                })?;
+            Ok(Hypercall::Exit(code))
         }
         PORT_PANIC => {
             let args: PanicArgs = read_block(mem, bounds, value, "panic")?;
@@ -164,13 +167,16 @@ pub fn decode(
             }
         }
         PORT_DOORBELL => {
-            if value >= bounds.compartments as u64 {
-                return Err(format!(
-                    "doorbell for compartment {value}, but the run has {}",
-                    bounds.compartments
-                ));
-            }
-            Ok(Hypercall::Doorbell(value as u32))
+            let target = u32::try_from(value)
+                .ok()
+                .filter(|&t| t < bounds.compartments)
+                .ok_or_else(|| {
+                    format!(
+                        "doorbell for compartment {value}, but the run has {}",
+                        bounds.compartments
+                    )
+                })?;
+            Ok(Hypercall::Doorbell(target))
         }
         PORT_SLEEP => {
             let args: SleepArgs = read_block(mem, bounds, value, "sleep")?;
@@ -195,6 +201,10 @@ pub fn decode(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the tests narrow small known addresses and random words into port values on purpose"
+)]
 mod tests {
     use super::*;
     use crate::arch::layout::MemoryPlan;

@@ -79,16 +79,18 @@ fn map_anonymous(size: u64, shared: bool, what: &str) -> Result<MmapRegion> {
     } else {
         libc::MAP_PRIVATE
     };
+    let len = usize::try_from(size)
+        .map_err(|_| VmmError::Memory(format!("{size} bytes of {what} do not fit this host")))?;
     let region = MmapRegion::build(
         None,
-        size as usize,
+        len,
         libc::PROT_READ | libc::PROT_WRITE,
         share | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
     )
     .map_err(|e| VmmError::Memory(format!("cannot map {} MiB of {what}: {e}", size / MIB)))?;
     // SAFETY: the pointer and length describe the mapping we just created and still own;
     // madvise only changes how the kernel backs it and cannot invalidate it.
-    let rc = unsafe { libc::madvise(region.as_ptr().cast(), size as usize, libc::MADV_HUGEPAGE) };
+    let rc = unsafe { libc::madvise(region.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
     if rc != 0 {
         // Not fatal: the kernel may have THP disabled; the guest is then slower to touch
         // memory for the first time, but correct.

@@ -91,12 +91,12 @@ impl Compartment {
     ) -> Result<Compartment> {
         let vm = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
         let mem = compartment_memory(plan, spec.id, shared)?;
-        for (slot, region) in mem.iter().enumerate() {
+        for (slot, region) in (0u32..).zip(mem.iter()) {
             let host = mem
                 .get_host_address(region.start_addr())
                 .map_err(|e| VmmError::Memory(format!("host address of a region: {e}")))?;
             let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
+                slot,
                 flags: 0,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
@@ -149,8 +149,9 @@ impl Compartment {
 
         let prefix = (spec.all_names.len() > 1).then(|| format!("[{}] ", spec.name));
         let doorbell = doorbells.own(spec.id)?;
-        let peers = (0..spec.all_names.len() as u32)
-            .map(|id| doorbells.own(id))
+        let peers = (0u32..)
+            .zip(spec.all_names.iter())
+            .map(|(id, _)| doorbells.own(id))
             .collect::<Result<Vec<_>>>()?;
         Ok(Compartment {
             spec,
@@ -174,7 +175,8 @@ impl Compartment {
     fn bounds(&self) -> GuestBounds {
         GuestBounds {
             ranges: self.layout.user_ranges(),
-            compartments: self.spec.all_names.len() as u32,
+            compartments: u32::try_from(self.spec.all_names.len())
+                .expect("a run has at most MAX_COMPARTMENTS compartments"),
         }
     }
 }
