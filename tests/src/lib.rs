@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -360,26 +360,34 @@ fn run_with_timeout(
     let out = drain(child.stdout.take().map(|p| Box::new(p) as _), lines.clone());
     let err = drain(child.stderr.take().map(|p| Box::new(p) as _), lines);
 
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stdout = out.join().unwrap_or_default();
-                let stderr = err.join().unwrap_or_default();
-                panic!(
-                    "`{command}` did not finish within {timeout:?}; killed it\n\
-                     --- stdout ---\n{}--- stderr ---\n{}--- end ---",
-                    String::from_utf8_lossy(&stdout),
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(1)),
-            Err(e) => panic!("waiting for `{command}` failed: {e}"),
-        }
-    };
+    // The child is waited for on a thread of its own, so that its exit is an event the
+    // deadline races against (no polling); on the deadline it is killed by pid.
+    let pid = child.id();
+    let (exited_tx, exited) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let status = child.wait();
+        let _ = exited_tx.send(());
+        status
+    });
+    if exited.recv_timeout(timeout).is_err() {
+        let pid = libc::pid_t::try_from(pid).expect("pids fit pid_t");
+        // SAFETY: kill(2) takes plain integers and touches none of our memory. `pid` is
+        // our child, reaped only by the waiter, which has not reported its exit.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = waiter.join();
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        panic!(
+            "`{command}` did not finish within {timeout:?}; killed it\n\
+             --- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    }
+    let status = waiter
+        .join()
+        .expect("the waiter thread panicked")
+        .unwrap_or_else(|e| panic!("waiting for `{command}` failed: {e}"));
     let stdout = String::from_utf8_lossy(&out.join().expect("stdout reader panicked")).into_owned();
     let stderr = String::from_utf8_lossy(&err.join().expect("stderr reader panicked")).into_owned();
     let Some(code) = status.code() else {
