@@ -359,15 +359,11 @@ mod tests {
         let r2 = unsafe { Region::from_raw(base, size) }.unwrap();
         assert_eq!(r.layout(), r2.layout());
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { Region::from_raw(base, size - 4096) }.unwrap_err(),
-            LayoutError::Mismatch
-        );
+        let short = unsafe { Region::from_raw(base, size - 4096) };
+        assert_eq!(short.unwrap_err(), LayoutError::Mismatch);
         // SAFETY: as above (a misaligned base is rejected before any access).
-        assert_eq!(
-            unsafe { Region::from_raw(base.add(8), size - 64) }.unwrap_err(),
-            LayoutError::Misaligned
-        );
+        let misaligned = unsafe { Region::from_raw(base.add(8), size - 64) };
+        assert_eq!(misaligned.unwrap_err(), LayoutError::Misaligned);
         assert!(!r.is_dead(2));
         r.set_dead(2);
         assert!(r2.is_dead(2));

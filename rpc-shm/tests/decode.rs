@@ -126,7 +126,7 @@ fn word(rng: &mut Rng, heap: &HeapBounds) -> u64 {
 fn decoder_matches_model_on_random_slots() {
     let heap = Layout::new(1 << 20, 3).unwrap().channel_heap(1, 2);
     let server = probe::Server(Impl);
-    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
     let (mut calls, mut oks) = (0u32, 0u32);
     for i in 0..1_000_000u32 {
         let expected = rng.next() as u32;
@@ -188,7 +188,7 @@ fn decoder_matches_model_on_random_slots() {
 
 #[test]
 fn requests_round_trip() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     for _ in 0..100_000 {
         let mut args = [0u64; ARGS];
         for a in &mut args {
@@ -207,7 +207,7 @@ fn requests_round_trip() {
 #[test]
 fn gate_words_round_trip_and_reject() {
     let heap = Layout::new(1 << 20, 2).unwrap().channel_heap(0, 1);
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for _ in 0..100_000 {
         let w = word(&mut rng, &heap);
         // Whatever the word, decoding never panics, and what decodes re-encodes to

@@ -3,23 +3,30 @@
 //! The tests boot real guest images under `/dev/kvm` with the release monitor that
 //! `scripts/build` produces (`target/release/flexos-vmm`, `target/images/<app>.elf`).
 //! Nothing here skips: a missing binary, image or KVM device fails the test with a
-//! message that says what to do (DESIGN section 9).
+//! message that says what to do (DESIGN section 9), and so does a binary or image older
+//! than a source it is built from ([`fresh`]).
 //!
 //! - [`run`] / [`run_env`] / [`hello`]: run the monitor with a timeout and collect its
 //!   exit status, stdout and stderr into an [`Outcome`].
 //! - [`TempDir`]: a scratch directory for crafted files, removed on drop.
-//! - [`ElfBuilder`]: a minimal ELF (one `PT_LOAD`) whose fields can be bent one at a
-//!   time, to feed the monitor bad images.
+//! - [`ElfBuilder`] (from `flexos-testkit`, shared with the unit tests and fuzz
+//!   targets): a minimal ELF whose fields can be bent one at a time, to feed the monitor
+//!   bad images.
+
+pub mod fresh;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+pub use flexos_testkit::{elf, ElfBuilder, IMAGE_BASE};
 
 /// How long one monitor run may take before it is killed and the test fails. A boot of
 /// `hello` takes a few milliseconds; this only exists so that no test can hang.
@@ -48,7 +55,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/release/flexos-vmm`; panics if it has not been built.
+/// `target/release/flexos-vmm`; panics if it has not been built or is older than a
+/// source it is built from (see [`fresh`]).
 pub fn vmm_path() -> PathBuf {
     let path = repo_root().join("target/release/flexos-vmm");
     assert!(
@@ -56,17 +64,24 @@ pub fn vmm_path() -> PathBuf {
         "the monitor {} is missing: run scripts/build first",
         path.display()
     );
+    fresh::require_fresh(&path, &path.with_extension("d"), None);
     path
 }
 
-/// `target/images/<app>.elf`; panics if it has not been built.
+/// `target/images/<app>.elf`; panics if it has not been built or is older than a source
+/// it is built from (see [`fresh`]).
 pub fn image(app: &str) -> PathBuf {
-    let path = repo_root().join("target/images").join(format!("{app}.elf"));
+    let root = repo_root();
+    let path = root.join("target/images").join(format!("{app}.elf"));
     assert!(
         path.is_file(),
         "the guest image {} is missing: run scripts/build first",
         path.display()
     );
+    let built = root
+        .join("guest-kernel/target/x86_64-unknown-none/release")
+        .join(app);
+    fresh::require_fresh(&path, &built.with_extension("d"), Some(&built));
     path
 }
 
@@ -187,6 +202,52 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
+    let (cmd, command) = monitor_command(args, envs);
+    run_with_timeout(cmd, command, TIMEOUT, None)
+}
+
+/// Runs the monitor with `args` like [`run`], and also sends every line it prints (on
+/// stdout or stderr) to `lines` as it appears, so that a test can wait for an event
+/// ("waiting for gdb", the guest's first line) with [`wait_for_line`] instead of
+/// sleeping.
+#[track_caller]
+pub fn run_watching<I, S>(args: I, lines: Sender<String>) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (cmd, command) = monitor_command(args, std::iter::empty::<(&str, &str)>());
+    run_with_timeout(cmd, command, TIMEOUT, Some(lines))
+}
+
+/// Waits up to [`TIMEOUT`] for a line from [`run_watching`] that contains `needle` and
+/// returns it; panics with every line seen so far if none comes.
+#[track_caller]
+pub fn wait_for_line(lines: &Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push_str(&line),
+            Err(e) => panic!(
+                "no line containing {needle:?} within {TIMEOUT:?} ({e}); lines so far:\n{seen}"
+            ),
+        }
+    }
+}
+
+/// The monitor's command line with a clean environment: `RUST_LOG` and
+/// `FLEXOS_KVM_DEVICE` from the caller's environment are removed, then `envs` added.
+fn monitor_command<I, S, E, K, V>(args: I, envs: E) -> (Command, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+    E: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
     require_kvm();
     let vmm = vmm_path();
     let mut cmd = Command::new(&vmm);
@@ -199,7 +260,7 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let command = describe(&cmd);
-    run_with_timeout(cmd, command, TIMEOUT)
+    (cmd, command)
 }
 
 /// Boots `hello` with the given guest arguments (after `--`).
@@ -229,7 +290,7 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let command = describe(&cmd);
-    run_with_timeout(cmd, command, TIMEOUT)
+    run_with_timeout(cmd, command, TIMEOUT, None)
 }
 
 /// Fails the test, naming the package to install, when `tool` is not on PATH.
@@ -267,42 +328,66 @@ fn describe(cmd: &Command) -> String {
 }
 
 #[track_caller]
-fn run_with_timeout(mut cmd: Command, command: String, timeout: Duration) -> Outcome {
+fn run_with_timeout(
+    mut cmd: Command,
+    command: String,
+    timeout: Duration,
+    lines: Option<Sender<String>>,
+) -> Outcome {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    // Each pipe is read line by line, so a watcher sees a line as soon as it is printed.
+    let drain = |pipe: Option<Box<dyn Read + Send>>, lines: Option<Sender<String>>| {
         thread::spawn(move || {
             let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
+            if let Some(pipe) = pipe {
+                let mut reader = BufReader::new(pipe);
+                loop {
+                    let start = buf.len();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if let Some(tx) = &lines {
+                        let _ = tx.send(String::from_utf8_lossy(&buf[start..]).into_owned());
+                    }
+                }
             }
             buf
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _), lines.clone());
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _), lines);
 
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stdout = out.join().unwrap_or_default();
-                let stderr = err.join().unwrap_or_default();
-                panic!(
-                    "`{command}` did not finish within {timeout:?}; killed it\n\
-                     --- stdout ---\n{}--- stderr ---\n{}--- end ---",
-                    String::from_utf8_lossy(&stdout),
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(1)),
-            Err(e) => panic!("waiting for `{command}` failed: {e}"),
-        }
-    };
+    // The child is waited for on a thread of its own, so that its exit is an event the
+    // deadline races against (no polling); on the deadline it is killed by pid.
+    let pid = child.id();
+    let (exited_tx, exited) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let status = child.wait();
+        let _ = exited_tx.send(());
+        status
+    });
+    if exited.recv_timeout(timeout).is_err() {
+        let pid = libc::pid_t::try_from(pid).expect("pids fit pid_t");
+        // SAFETY: kill(2) takes plain integers and touches none of our memory. `pid` is
+        // our child, reaped only by the waiter, which has not reported its exit.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = waiter.join();
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        panic!(
+            "`{command}` did not finish within {timeout:?}; killed it\n\
+             --- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    }
+    let status = waiter
+        .join()
+        .expect("the waiter thread panicked")
+        .unwrap_or_else(|e| panic!("waiting for `{command}` failed: {e}"));
     let stdout = String::from_utf8_lossy(&out.join().expect("stdout reader panicked")).into_owned();
     let stderr = String::from_utf8_lossy(&err.join().expect("stderr reader panicked")).into_owned();
     let Some(code) = status.code() else {
@@ -350,175 +435,15 @@ impl TempDir {
     }
 }
 
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// ELF constants the crafted images use.
-pub mod elf {
-    pub const ELFCLASS32: u8 = 1;
-    pub const ELFCLASS64: u8 = 2;
-    pub const ELFDATA2LSB: u8 = 1;
-    pub const ELFDATA2MSB: u8 = 2;
-    pub const ET_EXEC: u16 = 2;
-    pub const ET_DYN: u16 = 3;
-    pub const EM_386: u16 = 3;
-    pub const EM_X86_64: u16 = 62;
-    pub const EM_AARCH64: u16 = 183;
-    pub const EM_RISCV: u16 = 243;
-    pub const PT_LOAD: u32 = 1;
-    pub const PF_X: u32 = 1;
-    pub const PF_W: u32 = 2;
-    pub const PF_R: u32 = 4;
-}
-
-/// Where the image is linked (guest-physical 1 MiB).
-pub const IMAGE_BASE: u64 = 0x10_0000;
-
-/// A minimal ELF with one `PT_LOAD` segment whose contents are `code`, at file offset
-/// 0x1000. [`ElfBuilder::new`] describes a bootable static x86_64 executable whose entry
-/// executes `ud2`; each setter bends one field so a test changes exactly what it tests.
-#[derive(Clone, Debug)]
-pub struct ElfBuilder {
-    pub class: u8,
-    pub data: u8,
-    pub machine: u16,
-    pub e_type: u16,
-    pub entry: u64,
-    pub vaddr: u64,
-    pub memsz: u64,
-    pub flags: u32,
-    pub code: Vec<u8>,
-}
-
-impl Default for ElfBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ElfBuilder {
-    /// Offset of the segment contents in the file.
-    const SEGMENT_OFFSET: usize = 0x1000;
-
-    /// A valid x86_64 ET_EXEC: one R+X page at 1 MiB holding `ud2`, entry at its start.
-    pub fn new() -> Self {
-        ElfBuilder {
-            class: elf::ELFCLASS64,
-            data: elf::ELFDATA2LSB,
-            machine: elf::EM_X86_64,
-            e_type: elf::ET_EXEC,
-            entry: IMAGE_BASE,
-            vaddr: IMAGE_BASE,
-            memsz: 0x1000,
-            flags: elf::PF_R | elf::PF_X,
-            code: vec![0x0f, 0x0b], // ud2
-        }
-    }
-
-    pub fn class(mut self, class: u8) -> Self {
-        self.class = class;
-        self
-    }
-
-    pub fn machine(mut self, machine: u16) -> Self {
-        self.machine = machine;
-        self
-    }
-
-    pub fn e_type(mut self, e_type: u16) -> Self {
-        self.e_type = e_type;
-        self
-    }
-
-    pub fn entry(mut self, entry: u64) -> Self {
-        self.entry = entry;
-        self
-    }
-
-    /// Moves the segment (and the entry point with it).
-    pub fn vaddr(mut self, vaddr: u64) -> Self {
-        self.vaddr = vaddr;
-        self.entry = vaddr;
-        self
-    }
-
-    pub fn memsz(mut self, memsz: u64) -> Self {
-        self.memsz = memsz;
-        self
-    }
-
-    pub fn flags(mut self, flags: u32) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    pub fn code(mut self, code: &[u8]) -> Self {
-        self.code = code.to_vec();
-        self
-    }
-
-    /// The file bytes: an ELF32 layout for `ELFCLASS32`, ELF64 otherwise. Multi-byte
-    /// fields follow `data` (little- or big-endian).
-    pub fn build(&self) -> Vec<u8> {
-        let off = Self::SEGMENT_OFFSET;
-        let mut b = vec![0u8; off + self.code.len()];
-        b[off..].copy_from_slice(&self.code);
-        b[..4].copy_from_slice(b"\x7fELF");
-        b[4] = self.class;
-        b[5] = self.data;
-        b[6] = 1; // EV_CURRENT
-        let be = self.data == elf::ELFDATA2MSB;
-        let mut put = |at: usize, bytes: &[u8]| {
-            let mut v = bytes.to_vec();
-            if be {
-                v.reverse();
-            }
-            b[at..at + v.len()].copy_from_slice(&v);
-        };
-        let filesz = self.code.len() as u64;
-        put(16, &self.e_type.to_le_bytes());
-        put(18, &self.machine.to_le_bytes());
-        put(20, &1u32.to_le_bytes()); // e_version
-        if self.class == elf::ELFCLASS32 {
-            let ph = 52usize;
-            put(24, &(self.entry as u32).to_le_bytes());
-            put(28, &(ph as u32).to_le_bytes()); // e_phoff
-            put(40, &52u16.to_le_bytes()); // e_ehsize
-            put(42, &32u16.to_le_bytes()); // e_phentsize
-            put(44, &1u16.to_le_bytes()); // e_phnum
-            put(ph, &elf::PT_LOAD.to_le_bytes());
-            put(ph + 4, &(off as u32).to_le_bytes());
-            put(ph + 8, &(self.vaddr as u32).to_le_bytes());
-            put(ph + 12, &(self.vaddr as u32).to_le_bytes());
-            put(ph + 16, &(filesz as u32).to_le_bytes());
-            put(ph + 20, &(self.memsz as u32).to_le_bytes());
-            put(ph + 24, &self.flags.to_le_bytes());
-            put(ph + 28, &0x1000u32.to_le_bytes());
-        } else {
-            let ph = 64usize;
-            put(24, &self.entry.to_le_bytes());
-            put(32, &(ph as u64).to_le_bytes()); // e_phoff
-            put(52, &64u16.to_le_bytes()); // e_ehsize
-            put(54, &56u16.to_le_bytes()); // e_phentsize
-            put(56, &1u16.to_le_bytes()); // e_phnum
-            put(ph, &elf::PT_LOAD.to_le_bytes());
-            put(ph + 4, &self.flags.to_le_bytes());
-            put(ph + 8, &(off as u64).to_le_bytes());
-            put(ph + 16, &self.vaddr.to_le_bytes());
-            put(ph + 24, &self.vaddr.to_le_bytes());
-            put(ph + 32, &filesz.to_le_bytes());
-            put(ph + 40, &self.memsz.to_le_bytes());
-            put(ph + 48, &0x1000u64.to_le_bytes());
-        }
-        b
-    }
-
-    /// Writes the image into `dir` as `name` and returns its path.
-    pub fn write(&self, dir: &TempDir, name: &str) -> PathBuf {
-        dir.write(name, &self.build())
     }
 }
 
@@ -527,38 +452,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn elf64_header_fields_land_where_the_spec_puts_them() {
-        let b = ElfBuilder::new().memsz(0x5000).build();
-        assert_eq!(&b[..4], b"\x7fELF");
-        assert_eq!(b[4], elf::ELFCLASS64);
-        assert_eq!(u16::from_le_bytes([b[18], b[19]]), elf::EM_X86_64);
-        assert_eq!(
-            u64::from_le_bytes(b[24..32].try_into().unwrap()),
-            IMAGE_BASE
-        );
-        assert_eq!(
-            u64::from_le_bytes(b[64 + 40..64 + 48].try_into().unwrap()),
-            0x5000
-        );
-        assert_eq!(&b[0x1000..], &[0x0f, 0x0b]);
-    }
-
-    #[test]
-    fn elf32_uses_the_32_bit_layout() {
-        let b = ElfBuilder::new().class(elf::ELFCLASS32).build();
-        assert_eq!(u16::from_le_bytes([b[42], b[43]]), 32); // e_phentsize
-        assert_eq!(
-            u32::from_le_bytes(b[52 + 8..52 + 12].try_into().unwrap()),
-            0x10_0000
-        );
-    }
-
-    #[test]
     #[should_panic(expected = "did not finish within")]
     fn a_hanging_child_is_killed() {
         let mut cmd = Command::new("sleep");
         cmd.arg("30").stdout(Stdio::piped()).stderr(Stdio::piped());
-        run_with_timeout(cmd, "sleep 30".into(), Duration::from_millis(100));
+        run_with_timeout(cmd, "sleep 30".into(), Duration::from_millis(100), None);
     }
 
     #[test]
@@ -567,11 +465,26 @@ mod tests {
         cmd.args(["-c", "echo out; echo err >&2; exit 3"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT);
+        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT, None);
         assert_eq!(
             (out.status, &*out.stdout, &*out.stderr),
             (3, "out\n", "err\n")
         );
+    }
+
+    #[test]
+    fn a_watcher_sees_every_line_of_both_streams() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; echo three"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = run_with_timeout(cmd, "sh".into(), TIMEOUT, Some(tx));
+        assert_eq!(out.stdout, "one\nthree\n");
+        assert_eq!(wait_for_line(&rx, "one"), "one\n");
+        let rest: Vec<String> = rx.iter().collect();
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert!(rest.contains(&"two\n".to_string()) && rest.contains(&"three\n".to_string()));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! and memory reads, single steps, `finish`, a clean exit, and a crash that stops with
 //! SIGSEGV at the faulting instruction and ends with the usual report after `detach`.
 
-use std::path::Path;
+use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
-use flexos_e2e::{image, require_tool, run, run_program, Outcome, TempDir, EXIT_CRASH};
+use flexos_e2e::{
+    image, require_tool, run_program, run_watching, wait_for_line, Outcome, TempDir, EXIT_CRASH,
+};
 
 /// Boots `app` with `--gdb <socket>` and `vmm_args`, runs gdb with `commands` against
 /// it, and returns (gdb's outcome, the monitor's outcome).
@@ -25,9 +26,10 @@ fn debug_session(
     args.push(elf.display().to_string());
     args.push("--".into());
     args.extend(guest_args.iter().map(|a| a.to_string()));
-    let monitor = thread::spawn(move || run(args));
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
 
-    wait_for_socket(&socket);
+    wait_for_line(&lines, "waiting for gdb");
     let mut gdb_args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off", "-ex"]
         .iter()
         .map(|s| s.to_string())
@@ -42,18 +44,6 @@ fn debug_session(
     let gdb = run_program("gdb", gdb_args);
     let vmm = monitor.join().expect("monitor thread panicked");
     (gdb, vmm)
-}
-
-fn wait_for_socket(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the monitor never opened its gdb socket {}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[track_caller]
@@ -102,7 +92,7 @@ fn breakpoint_backtrace_registers_memory_step_finish_exit() {
     assert_has(&gdb, ":\t0x1122334455667788");
     assert_has(&gdb, "Breakpoint 1, hello::main ()");
     assert_has(&gdb, "#0  hello::main () at apps/hello/src/main.rs:");
-    assert_has(&gdb, "in flexos_kernel::rt::_start ()");
+    assert_has(&gdb, "in flexos_kernel::start::_start ()");
     assert_has(&gdb, "<hello::main+");
     // x/4gx prints the stack address followed by two 8-byte words, twice.
     let words = gdb
@@ -316,8 +306,9 @@ fn ctrl_c_stops_a_running_guest() {
         "--".into(),
         "calls=4000000".into(),
     ];
-    let monitor = thread::spawn(move || run(args));
-    wait_for_socket(&socket);
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    wait_for_line(&lines, "waiting for gdb");
     let mut c = rsp::Client::connect(&socket);
     c.send("?");
     let first = c.recv();
@@ -326,7 +317,10 @@ fn ctrl_c_stops_a_running_guest() {
         "initial stop reply: {first:?}"
     );
     c.send("vCont;c");
-    thread::sleep(Duration::from_millis(300));
+    // The guest's first result line (the quick in-compartment case) proves it is
+    // running; the remote cases that follow take minutes at this call count, so the
+    // interrupt lands while the vCPUs are inside KVM_RUN.
+    wait_for_line(&lines, "\"case\":\"function-call\"");
     c.raw(&[0x03]);
     let stop = c.recv();
     assert!(
@@ -340,4 +334,39 @@ fn ctrl_c_stops_a_running_guest() {
         vmm.stderr.contains("the run was killed from gdb"),
         "{vmm:?}"
     );
+}
+
+#[test]
+fn a_thread_id_beyond_the_compartments_names_none() {
+    // GDB thread ids are compartment + 1. An id past u32 once wrapped onto compartment
+    // 0 (0x1_0000_0001 read compartment 0's registers); it names no compartment.
+    let dir = TempDir::new("gdb-tid");
+    let socket = dir.path().join("gdb.sock");
+    let args: Vec<String> = vec![
+        "--gdb".into(),
+        socket.display().to_string(),
+        image("hello").display().to_string(),
+    ];
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    wait_for_line(&lines, "waiting for gdb");
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    c.recv();
+    c.send("Hg1");
+    assert_eq!(c.recv(), "OK");
+    c.send("g");
+    let own = c.recv();
+    assert!(!own.starts_with('E'), "compartment 0's registers: {own:?}");
+    c.send("Hg100000001");
+    let set = c.recv();
+    c.send("g");
+    let wrapped = c.recv();
+    assert!(
+        set.starts_with('E') || wrapped.starts_with('E'),
+        "thread 0x100000001 must not read compartment 0 (Hg -> {set:?}, g -> {wrapped:?})"
+    );
+    c.send("vKill;1");
+    let vmm = monitor.join().expect("monitor thread panicked");
+    vmm.assert_status(EXIT_CRASH);
 }

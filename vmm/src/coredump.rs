@@ -23,8 +23,10 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 const PAGE: u64 = 4096;
-const EHDR_SIZE: u64 = 64;
-const PHDR_SIZE: u64 = 56;
+/// [`PAGE`] as a buffer length.
+const PAGE_BYTES: usize = 4096;
+const EHDR_SIZE: usize = 64;
+const PHDR_SIZE: usize = 56;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const PF_R: u32 = 4;
@@ -86,9 +88,9 @@ pub fn write_core(
     let segments = segments(mem);
     let notes = notes(thread, owner);
     let phnum = segments.len() + 1;
-    let headers_end = EHDR_SIZE + PHDR_SIZE * phnum as u64;
-    let notes_at = headers_end;
-    let mut data_at = (notes_at + notes.len() as u64).next_multiple_of(PAGE);
+    let notes_at = (EHDR_SIZE + PHDR_SIZE * phnum) as u64;
+    let notes_len = notes.len() as u64;
+    let mut data_at = (notes_at + notes_len).next_multiple_of(PAGE);
 
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     out.write_all(&elf_header(u16::try_from(phnum).map_err(|_| {
@@ -126,7 +128,7 @@ pub fn write_core(
     }
     out.write_all(&notes)?;
     let mut memory = 0;
-    let mut page = vec![0u8; PAGE as usize];
+    let mut page = vec![0u8; PAGE_BYTES];
     for (at, range) in placed {
         out.seek(SeekFrom::Start(at))?;
         let mut gpa = range.start;
@@ -152,12 +154,16 @@ fn segments(mem: &GuestMemoryMmap) -> Vec<Segment> {
     for region in mem.iter() {
         let start = region.start_addr().0;
         let len = region.len();
-        let resident = match mem.get_host_address(GuestAddress(start)) {
-            Ok(host) => resident_pages(host, len),
-            Err(_) => vec![true; (len / PAGE) as usize],
-        };
-        for (i, touched) in resident.into_iter().enumerate() {
-            let page = start + i as u64 * PAGE;
+        let resident = mem
+            .get_host_address(GuestAddress(start))
+            .ok()
+            .and_then(|host| resident_pages(host, len));
+        let pages = (start..start + len).step_by(PAGE_BYTES);
+        for (i, page) in pages.enumerate() {
+            // Unknown residency counts as touched: the core is then bigger, never wrong.
+            let touched = resident
+                .as_ref()
+                .is_none_or(|r| r.get(i).copied().unwrap_or(true));
             match out.last_mut() {
                 Some(last) if last.range.end == page && last.in_file == touched => {
                     last.range.end = page + PAGE;
@@ -172,24 +178,20 @@ fn segments(mem: &GuestMemoryMmap) -> Vec<Segment> {
     out
 }
 
-/// Which pages of the host mapping at `host .. host + len` are resident. If the
-/// kernel cannot say, every page counts as touched (the core is then bigger, never
-/// wrong).
-fn resident_pages(host: *mut u8, len: u64) -> Vec<bool> {
-    let pages = len.div_ceil(PAGE) as usize;
-    let mut vec = vec![0u8; pages];
+/// Which pages of the host mapping at `host .. host + len` are resident; `None` if
+/// the kernel cannot say.
+fn resident_pages(host: *mut u8, len: u64) -> Option<Vec<bool>> {
+    let len = usize::try_from(len).ok()?;
+    let mut vec = vec![0u8; len.div_ceil(PAGE_BYTES)];
     // SAFETY: `host .. host + len` is a live, page-aligned mapping owned by the guest
     // memory we were given; mincore only reads the kernel's page tables for it and
     // writes one byte per page into `vec`, which has exactly that many.
-    let rc = unsafe { libc::mincore(host.cast(), len as usize, vec.as_mut_ptr().cast()) };
-    if rc != 0 {
-        return vec![true; pages];
-    }
-    vec.into_iter().map(|b| b & 1 != 0).collect()
+    let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr().cast()) };
+    (rc == 0).then(|| vec.into_iter().map(|b| b & 1 != 0).collect())
 }
 
-fn elf_header(phnum: u16) -> [u8; EHDR_SIZE as usize] {
-    let mut h = [0u8; EHDR_SIZE as usize];
+fn elf_header(phnum: u16) -> [u8; EHDR_SIZE] {
+    let mut h = [0u8; EHDR_SIZE];
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = 2; // ELFCLASS64
     h[5] = 1; // little-endian
@@ -197,9 +199,9 @@ fn elf_header(phnum: u16) -> [u8; EHDR_SIZE as usize] {
     h[16..18].copy_from_slice(&4u16.to_le_bytes()); // ET_CORE
     h[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
     h[20..24].copy_from_slice(&1u32.to_le_bytes());
-    h[32..40].copy_from_slice(&EHDR_SIZE.to_le_bytes()); // e_phoff
-    h[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
-    h[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
+    h[32..40].copy_from_slice(&(EHDR_SIZE as u64).to_le_bytes()); // e_phoff
+    h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    h[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
     h[56..58].copy_from_slice(&phnum.to_le_bytes());
     h[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize (no sections)
     h
@@ -213,8 +215,8 @@ fn program_header(
     filesz: u64,
     memsz: u64,
     align: u64,
-) -> [u8; PHDR_SIZE as usize] {
-    let mut p = [0u8; PHDR_SIZE as usize];
+) -> [u8; PHDR_SIZE] {
+    let mut p = [0u8; PHDR_SIZE];
     p[0..4].copy_from_slice(&kind.to_le_bytes());
     p[4..8].copy_from_slice(&flags.to_le_bytes());
     p[8..16].copy_from_slice(&offset.to_le_bytes());
@@ -229,7 +231,8 @@ fn program_header(
 /// One ELF note: name "CORE", 4-byte aligned name and descriptor.
 fn note(out: &mut Vec<u8>, kind: u32, desc: &[u8]) {
     let name = b"CORE\0";
-    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(&5u32.to_le_bytes()); // name.len()
+                                                // Descriptors are the fixed-size structures below (at most 512 bytes).
     out.extend_from_slice(&u32::try_from(desc.len()).unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(name);
@@ -382,7 +385,7 @@ mod tests {
             .find(|s| (s.address()..s.address() + s.size()).contains(&(data + 0x5000)))
             .expect("a segment holds the data window");
         let body = seg.data().unwrap();
-        let off = (data + 0x5000 - seg.address()) as usize;
+        let off = usize::try_from(data + 0x5000 - seg.address()).unwrap();
         assert_eq!(&body[off..off + 22], b"known string in memory");
         // No segment reaches another compartment's window.
         let other = plan.data_window(0);

@@ -154,7 +154,9 @@ fn read_buf(
     if !bounds.contains(addr, len) {
         return Err(HypercallError::BufferOutside { what, addr, len });
     }
-    let mut buf = vec![0u8; len as usize];
+    // Cannot fail: len <= max, a small constant.
+    let size = usize::try_from(len).map_err(|_| HypercallError::TooLong { what, len, max })?;
+    let mut buf = vec![0u8; size];
     mem.read_slice(&mut buf, GuestAddress(addr))
         .map_err(|source| HypercallError::BufferUnreadable {
             what,
@@ -198,10 +200,11 @@ pub fn decode(
         }
         PORT_EXIT => {
             let args: ExitArgs = read_block(mem, bounds, value, "exit")?;
-            if args.code > EXIT_CODE_MAX {
-                return Err(HypercallError::ExitCode(args.code));
-            }
-            Ok(Hypercall::Exit(args.code as u8))
+            let code = u8::try_from(args.code)
+                .ok()
+                .filter(|&c| u64::from(c) <= EXIT_CODE_MAX)
+                .ok_or(HypercallError::ExitCode(args.code))?;
+            Ok(Hypercall::Exit(code))
         }
         PORT_PANIC => {
             let args: PanicArgs = read_block(mem, bounds, value, "panic")?;
@@ -225,13 +228,14 @@ pub fn decode(
             }
         }
         PORT_DOORBELL => {
-            if value >= bounds.compartments as u64 {
-                return Err(HypercallError::Doorbell {
+            let target = u32::try_from(value)
+                .ok()
+                .filter(|&t| t < bounds.compartments)
+                .ok_or(HypercallError::Doorbell {
                     target: value,
                     count: bounds.compartments,
-                });
-            }
-            Ok(Hypercall::Doorbell(value as u32))
+                })?;
+            Ok(Hypercall::Doorbell(target))
         }
         PORT_SLEEP => {
             let args: SleepArgs = read_block(mem, bounds, value, "sleep")?;
@@ -254,6 +258,10 @@ pub fn decode(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the tests narrow small known addresses and random words into port values on purpose"
+)]
 mod tests {
     use super::*;
     use crate::arch::layout::MemoryPlan;
@@ -376,14 +384,14 @@ mod tests {
             for w in block.chunks_mut(8) {
                 // Mostly plausible addresses and lengths, sometimes garbage.
                 let v = match rng.below(3) {
-                    0 => A + rng.below(0x3000) as u64,
-                    1 => rng.below(5000) as u64,
+                    0 => A + rng.below(0x3000),
+                    1 => rng.below(5000),
                     _ => rng.next(),
                 };
                 w.copy_from_slice(&v.to_le_bytes());
             }
             mem.write_slice(&block, GuestAddress(A)).unwrap();
-            let port = ports[rng.below(ports.len())];
+            let port = ports[rng.index(ports.len())];
             let value = match rng.below(3) {
                 0 => A as u32,
                 1 => rng.next() as u32,

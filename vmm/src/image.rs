@@ -14,23 +14,8 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
+pub use crate::arch::image_segment::{Segment, SegmentPerms};
 use crate::error::{Result, VmmError};
-
-/// Access rights of one loadable segment, from its `p_flags`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentPerms {
-    pub write: bool,
-    pub exec: bool,
-}
-
-/// One `PT_LOAD` segment, page-aligned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub start: u64,
-    /// End of the segment in memory (`p_vaddr + p_memsz`), rounded up to a page.
-    pub end: u64,
-    pub perms: SegmentPerms,
-}
 
 /// An image file's bytes: mapped from the file (only the pages the monitor reads are
 /// ever faulted in; a page fault costs ~2 us on this nested host, so reading a 1 MB
@@ -276,7 +261,8 @@ impl Image {
 pub(crate) mod tests {
     use super::*;
 
-    /// A minimal ELF64 image with the given header fields and one PT_LOAD segment.
+    /// A minimal ELF image with the given header fields and one PT_LOAD segment
+    /// (vaddr, memsz, flags), from the workspace's one ELF builder.
     pub(crate) fn elf_bytes(
         class: u8,
         machine: u16,
@@ -284,28 +270,15 @@ pub(crate) mod tests {
         seg: (u64, u64, u32),
         entry: u64,
     ) -> Vec<u8> {
-        let mut b = vec![0u8; 0x1000 + 16];
-        b[..4].copy_from_slice(b"\x7fELF");
-        b[4] = class;
-        b[5] = 1;
-        b[6] = 1;
-        b[16..18].copy_from_slice(&e_type.to_le_bytes());
-        b[18..20].copy_from_slice(&machine.to_le_bytes());
-        b[20..24].copy_from_slice(&1u32.to_le_bytes());
-        b[24..32].copy_from_slice(&entry.to_le_bytes());
-        b[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-        b[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-        b[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-        b[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
-        let ph = 64;
-        b[ph..ph + 4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
-        b[ph + 4..ph + 8].copy_from_slice(&seg.2.to_le_bytes());
-        b[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes()); // p_offset
-        b[ph + 16..ph + 24].copy_from_slice(&seg.0.to_le_bytes());
-        b[ph + 24..ph + 32].copy_from_slice(&seg.0.to_le_bytes());
-        b[ph + 32..ph + 40].copy_from_slice(&16u64.to_le_bytes());
-        b[ph + 40..ph + 48].copy_from_slice(&seg.1.to_le_bytes());
-        b
+        flexos_testkit::ElfBuilder::new()
+            .class(class)
+            .machine(machine)
+            .e_type(e_type)
+            .vaddr(seg.0)
+            .memsz(seg.1)
+            .flags(seg.2)
+            .entry(entry)
+            .build()
     }
 
     fn check(bytes: Vec<u8>) -> std::result::Result<Image, String> {

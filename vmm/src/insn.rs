@@ -311,12 +311,12 @@ mod tests {
     fn random_bytes_never_panic_and_lengths_fit() {
         let mut rng = crate::testing::Rng::new(5);
         for _ in 0..100_000 {
-            let mut bytes: Vec<u8> = (0..rng.below(MAX_LEN + 1))
-                .map(|_| rng.next() as u8)
+            let mut bytes: Vec<u8> = (0..rng.index(MAX_LEN + 1))
+                .map(|_| rng.next().to_le_bytes()[0])
                 .collect();
             // Often start like the instructions this is for.
             if rng.below(2) == 0 && bytes.len() > 2 {
-                bytes[0] = [0x0f, 0x66, 0xf3, 0xd9, 0xc4, 0x48][rng.below(6)];
+                bytes[0] = [0x0f, 0x66, 0xf3, 0xd9, 0xc4, 0x48][rng.index(6)];
             }
             if let Some((_, len)) = operand_address(&bytes, &regs(), 0, 0) {
                 assert!(len <= bytes.len() && len <= MAX_LEN, "{bytes:02x?}");

@@ -2,6 +2,10 @@
 //! tools can drive the parsers (image, component table, placement files) directly.
 //! The binary (`main.rs`) only parses the command line and maps results to exit codes.
 
+// Guest- and file-supplied values are narrowed with checked conversions; a cast that
+// truncates on purpose carries an `#[allow]` that says why.
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod arch;
 pub mod cli;
 pub mod compartment;
@@ -105,7 +109,8 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         }
         None => catalog.default_split(cli.compartments)?,
     };
-    let count = placement.compartments.len() as u32;
+    let count = u32::try_from(placement.compartments.len())
+        .expect("a placement has at most MAX_COMPARTMENTS compartments");
     memory::private_size_from_mib(cli.mem, count)?;
     let plan = MemoryPlan::new(mem_size, image.end, count)?;
     let kvm = open_kvm()?;

@@ -3,6 +3,9 @@
 //! main() only parses the command line and turns the result into an exit status; the
 //! pieces live in the library's modules, named after what they hold.
 
+// See lib.rs: narrowing casts are checked conversions or say why they truncate.
+#![warn(clippy::cast_possible_truncation)]
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -46,16 +49,22 @@ fn main() -> ExitCode {
                 "flexos-vmm: error: {} (see flexos-vmm --help)",
                 clap_one_line(&e)
             );
-            return ExitCode::from(EXIT_USAGE as u8);
+            return exit_status(EXIT_USAGE);
         }
     };
     // Before the first vCPU thread, so that every thread has SIGINT/SIGTERM blocked.
     let result = flexos_vmm::signals::install().and_then(|()| flexos_vmm::run(cli, start));
     match result {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(code) => exit_status(code),
         Err(e) => {
             stderr_line!("flexos-vmm: error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            exit_status(e.exit_code())
         }
     }
+}
+
+/// The process status for `code`: guest codes are checked to 0..=63 and the monitor's
+/// own are constants below 256, so a code outside a byte is a monitor bug.
+fn exit_status(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).expect("exit statuses fit in a byte"))
 }

@@ -77,9 +77,11 @@ fn host_available_bytes() -> Option<u64> {
 }
 
 fn map_anonymous(size: u64, what: &str) -> Result<MmapRegion> {
+    let len = usize::try_from(size)
+        .map_err(|_| VmmError::Memory(format!("{size} bytes of {what} do not fit this host")))?;
     let region = MmapRegion::build(
         None,
-        size as usize,
+        len,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
     )
@@ -252,9 +254,11 @@ fn map_shared(
     what: &str,
 ) -> Result<GuestRegionMmap> {
     let len = range.end - range.start;
+    let size = usize::try_from(len)
+        .map_err(|_| VmmError::Memory(format!("{len} bytes of {what} do not fit this host")))?;
     let mapping = MmapRegion::build(
         Some(FileOffset::from_arc(file.clone(), range.start)),
-        len as usize,
+        size,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_SHARED | libc::MAP_NORESERVE,
     )
@@ -372,7 +376,7 @@ mod tests {
                 }
                 // Header + states before me, my state, states after me, my channels
                 // with higher peers (adjacent), one per lower peer.
-                assert!(maps.len() as u32 <= 4 + me, "n {n} me {me}: {maps:x?}");
+                assert!(maps.len() <= 4 + me as usize, "n {n} me {me}: {maps:x?}");
             }
         }
     }

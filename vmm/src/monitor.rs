@@ -58,7 +58,8 @@ fn serve_gdb(addr: &str, dbg: Arc<Debugger>) -> Result<bool> {
 
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
-    let count = run.placement.compartments.len() as u32;
+    let count = u32::try_from(run.placement.compartments.len())
+        .expect("a placement has at most MAX_COMPARTMENTS compartments");
     let shared = SharedRegion::new(run.shared_size, count)?;
     let doorbells = Doorbells::new(count)?;
     let names: Arc<Vec<String>> = Arc::new(
@@ -70,9 +71,9 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     );
 
     let mut compartments = Vec::with_capacity(count as usize);
-    for (id, plan) in run.placement.compartments.iter().enumerate() {
+    for (id, plan) in (0u32..).zip(&run.placement.compartments) {
         let spec = CompartmentSpec {
-            id: id as u32,
+            id,
             name: plan.name.clone(),
             components: plan.components.clone(),
             assignment: run.placement.assignment.clone(),
@@ -87,10 +88,10 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
             compartment = id,
             name = %plan.name,
             components = ?plan.components,
-            data_window = ?run.plan.data_window(id as u32),
+            data_window = ?run.plan.data_window(id),
             "compartment created"
         );
-        for (range, access, what) in shared.channel_map(id as u32, &names) {
+        for (range, access, what) in shared.channel_map(id, &names) {
             tracing::debug!(
                 compartment = id,
                 gpa = format_args!("{:#x}..{:#x}", range.start, range.end),

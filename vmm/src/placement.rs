@@ -250,7 +250,7 @@ impl Catalog {
                 if assignment[i] != u8::MAX {
                     return Err(usage(format!("component '{comp}' is placed twice")));
                 }
-                assignment[i] = c as u8;
+                assignment[i] = u8::try_from(c).expect("at most MAX_COMPARTMENTS, checked above");
             }
             compartments.push(CompartmentPlan {
                 name: entry.name,

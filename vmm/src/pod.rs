@@ -13,9 +13,10 @@ use vm_memory::ByteValued;
 #[derive(Clone, Copy, Default)]
 pub struct Pod<T>(pub T);
 
-// SAFETY (for every impl below): each wrapped type is `repr(C)`, made only of integer
-// fields and byte arrays with no padding (sizes are pinned by the abi crate's tests), so
-// every byte pattern is a valid value and no uninitialised bytes are ever exposed.
+// SAFETY: (this reasoning holds for every impl below) each wrapped type is `repr(C)`,
+// made only of integer fields and byte arrays with no padding (sizes are pinned by the
+// abi crate's tests), so every byte pattern is a valid value and no uninitialised bytes
+// are ever exposed.
 unsafe impl ByteValued for Pod<ConsoleWrite> {}
 // SAFETY: see above.
 unsafe impl ByteValued for Pod<ExitArgs> {}

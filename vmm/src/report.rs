@@ -241,7 +241,7 @@ impl CrashReport {
                     describe_page_fault(*error_code, *cr2, &self.map)
                 );
             }
-            if crate::arch::trampolines::has_error_code(*vector as usize) {
+            if usize::try_from(*vector).is_ok_and(crate::arch::trampolines::has_error_code) {
                 let _ = writeln!(s, "  error code: {error_code:#x}");
             }
         }

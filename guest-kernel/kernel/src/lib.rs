@@ -7,8 +7,9 @@
 //! the hypercalls of [`flexos_abi`] (`out dx, eax`). Memory is identity-mapped.
 //!
 //! What lives here:
-//! - [`rt`]: the entry point `_start`, boot-info checks, [`exit`], and the
-//!   [`main!`] macro through which an app declares its `main`;
+//! - `start`: the entry point `_start` (the order of boot) and the [`main!`] macro
+//!   through which an app declares its `main`;
+//! - [`rt`]: the boot-info checks, [`boot_info`] and [`exit`];
 //! - [`hypercall`]: safe wrappers around the hypercall ports;
 //! - [`console`]: the line-buffered console behind [`print!`] and [`println!`];
 //! - [`time`]: TSC-based time since boot;
@@ -32,6 +33,7 @@ pub mod heap;
 pub mod hypercall;
 mod panic;
 pub mod rt;
+mod start;
 pub mod sync;
 pub mod time;
 

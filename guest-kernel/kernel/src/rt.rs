@@ -1,25 +1,14 @@
-//! Boot and exit: the image entry point, the boot-info checks, and the hook through
-//! which the runtime calls the app's `main`.
+//! The boot info and the end of the run: the checks of the monitor's boot-info block,
+//! [`boot_info`] for every part of the kernel, and [`exit`].
 //!
-//! Every compartment runs `_start`: it checks the boot info, sets up the heap and the
-//! gate layer ([`crate::gate`]); then the compartment hosting the entry component
-//! (component 0) runs `main` and exits with its code, and every other compartment
-//! serves gate calls until the run ends.
-//!
-//! # Entry contract (set up by the monitor)
-//!
-//! The vCPU starts in 64-bit ring 3 at the ELF entry `_start`, with
-//! RDI = address of the [`BootInfo`] (at [`flexos_abi::BOOT_INFO_ADDR`], user read-only),
-//! RSP = `stack_top - 8` (so RSP ≡ 8 mod 16, as right after a `call`, which makes
-//! `_start` an ordinary `extern "C"` function), RBP = 0 (ends the frame-pointer chain
-//! the monitor walks for backtraces) and the private memory identity-mapped.
+//! Everything here is a leaf of the kernel (console and hypercalls only), so the gate
+//! layer and time can use it; the boot sequence that calls them is in `start`.
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use flexos_abi::{BOOT_FLAG_TIMINGS, BOOT_MAGIC, BOOT_VERSION, BootInfo, MILESTONE_MAIN};
+use flexos_abi::{BOOT_MAGIC, BOOT_VERSION, BootInfo};
 
-use crate::components::ENTRY_COMPONENT;
-use crate::{Args, console, gate, heap, hypercall, println, time};
+use crate::{console, hypercall, println};
 
 /// Exit code for a boot info the kernel cannot use (the highest code a guest may pass).
 pub const EXIT_BAD_BOOT: i32 = 63;
@@ -27,25 +16,20 @@ pub const EXIT_BAD_BOOT: i32 = 63;
 /// The monitor's boot-info block, once `_start` has checked it.
 static BOOT: AtomicPtr<BootInfo> = AtomicPtr::new(core::ptr::null_mut());
 
-unsafe extern "Rust" {
-    /// The app's `main`, defined by [`main!`](crate::main).
-    fn __flexos_app_main(args: &Args) -> i32;
-}
-
-/// The image entry point (ELF `e_entry`), called by nobody: the monitor starts the vCPU
-/// here.
+/// Checks the boot info the monitor passed to `_start` and keeps it for
+/// [`boot_info`]; exits with [`EXIT_BAD_BOOT`] (after saying why) if it is unusable.
 ///
 /// # Safety
 ///
-/// Only the monitor may enter here, once, with the entry contract of this module.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn _start(boot: *const BootInfo) -> ! {
+/// `boot` is what the monitor passed in RDI: null, misaligned, or the address of its
+/// boot-info block, mapped user-readable and never written for the whole run.
+pub(crate) unsafe fn accept_boot_info(boot: *const BootInfo) -> &'static BootInfo {
     if boot.is_null() || !boot.is_aligned() {
         println!("flexos: no usable boot info (RDI = {boot:p}); is this image run by flexos-vmm?");
         exit(EXIT_BAD_BOOT);
     }
-    // SAFETY: the monitor passes the address of its boot-info block, mapped user-readable
-    // for the whole run and never written after boot; the pointer is non-null and aligned.
+    // SAFETY: the caller guarantees a non-null, aligned `boot` is the monitor's block,
+    // mapped for the whole run and never written after boot.
     let info: &'static BootInfo = unsafe { &*boot };
     if info.magic != BOOT_MAGIC {
         println!(
@@ -62,36 +46,7 @@ pub unsafe extern "C" fn _start(boot: *const BootInfo) -> ! {
         exit(EXIT_BAD_BOOT);
     }
     BOOT.store(boot.cast_mut(), Ordering::Release);
-
-    // SAFETY: the monitor reserves the heap range for us alone, mapped and writable, and
-    // this is the only call.
-    if let Err(err) = unsafe { heap::init(info.heap_start, info.heap_size) } {
-        println!(
-            "flexos: unusable heap {:#x}+{:#x} in boot info: {err:?}",
-            info.heap_start, info.heap_size
-        );
-        exit(EXIT_BAD_BOOT);
-    }
-
-    // Every compartment: endpoint, router, shared-heap arena, and the servers of the
-    // components placed here. Exits with EXIT_BAD_BOOT on an unusable shared region.
-    gate::init(info);
-
-    if info.flags & BOOT_FLAG_TIMINGS != 0 {
-        hypercall::milestone(MILESTONE_MAIN, time::rdtsc());
-    }
-
-    // Only the compartment hosting the entry component runs `main`; the others serve
-    // their components' gates until the run ends (`gate::init` checked the placement).
-    if u32::from(info.placement[usize::from(ENTRY_COMPONENT)]) != info.compartment_id {
-        gate::serve_forever();
-    }
-
-    let args = Args::from_boot(info).for_app();
-    // SAFETY: `__flexos_app_main` is defined by `main!` in the app with exactly this
-    // signature; the linker fails if the app did not declare a main.
-    let code = unsafe { __flexos_app_main(&args) };
-    exit(code)
+    info
 }
 
 /// Flushes the console and ends the whole run with `code`.
@@ -100,7 +55,7 @@ pub unsafe extern "C" fn _start(boot: *const BootInfo) -> ! {
 /// (it reserves them for itself). Negative codes are passed as their 32-bit pattern.
 pub fn exit(code: i32) -> ! {
     console::flush();
-    hypercall::exit(u64::from(code as u32))
+    hypercall::exit(u64::from(code.cast_unsigned()))
 }
 
 /// The boot info of this compartment.
@@ -119,22 +74,4 @@ pub fn boot_info() -> &'static BootInfo {
 /// This compartment's id (0-based).
 pub fn compartment_id() -> u32 {
     boot_info().compartment_id
-}
-
-/// Declares the app's entry point: `flexos_kernel::main!(main);` with
-/// `fn main(args: &flexos_kernel::Args) -> i32`. The runtime calls it after boot and
-/// exits with its return value.
-///
-/// The call goes through an opaque function pointer so that `main` keeps its own frame
-/// and shows up by name in crash backtraces.
-#[macro_export]
-macro_rules! main {
-    ($main:path) => {
-        #[doc(hidden)]
-        #[unsafe(no_mangle)]
-        pub fn __flexos_app_main(args: &$crate::Args) -> i32 {
-            let main: fn(&$crate::Args) -> i32 = $main;
-            ::core::hint::black_box(main)(args)
-        }
-    };
 }

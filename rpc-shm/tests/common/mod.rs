@@ -228,18 +228,5 @@ pub fn policy(spin_rounds: u32, sleep_us: u64) -> IdlePolicy {
     }
 }
 
-/// xorshift64*: a tiny deterministic PRNG.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The workspace's one test PRNG.
+pub use flexos_testkit::Rng;

@@ -1,47 +1,24 @@
 //! Image files: ELF validation, then the component table read from the same bytes.
 //! Whatever is accepted must obey the rules the loader and the page tables rely on.
 //!
-//! Each input is tried twice: as a whole file, and as edits (offset, byte pairs) to a
-//! valid minimal image, so the fuzzer spends its time past the ELF magic.
+//! Each input is tried twice: as a whole file, and as edits (offset, byte pairs) to the
+//! headers of a valid minimal image (the test kit's `ElfBuilder`), so the fuzzer spends
+//! its time past the ELF magic.
 
 #![no_main]
 
 use std::path::Path;
 
+use flexos_testkit::ElfBuilder;
 use flexos_vmm::image::{Image, ImageBytes};
 use flexos_vmm::placement::Catalog;
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: u64 = 0x400_0000;
 
-/// A valid image: ELF64 header, one R+X PT_LOAD of one page at 1 MiB holding `ud2`.
-fn template() -> Vec<u8> {
-    let mut b = vec![0u8; 0x1010];
-    b[..4].copy_from_slice(b"\x7fELF");
-    (b[4], b[5], b[6]) = (2, 1, 1);
-    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    b[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    b[20..24].copy_from_slice(&1u32.to_le_bytes());
-    b[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes()); // entry
-    b[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-    b[52..54].copy_from_slice(&64u16.to_le_bytes());
-    b[54..56].copy_from_slice(&56u16.to_le_bytes());
-    b[56..58].copy_from_slice(&1u16.to_le_bytes());
-    let ph = 64;
-    b[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    b[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
-    b[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes());
-    b[ph + 16..ph + 24].copy_from_slice(&0x10_0000u64.to_le_bytes());
-    b[ph + 24..ph + 32].copy_from_slice(&0x10_0000u64.to_le_bytes());
-    b[ph + 32..ph + 40].copy_from_slice(&16u64.to_le_bytes());
-    b[ph + 40..ph + 48].copy_from_slice(&0x1000u64.to_le_bytes());
-    b[0x1000..0x1002].copy_from_slice(&[0x0f, 0x0b]);
-    b
-}
-
 fuzz_target!(|data: &[u8]| {
     check(data.to_vec());
-    let mut edited = template();
+    let mut edited = ElfBuilder::new().build();
     for pair in data.chunks_exact(2) {
         let at = pair[0] as usize % 128;
         edited[at] = pair[1];

@@ -4,9 +4,9 @@ use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msr
 use kvm_ioctls::{Kvm, VcpuFd};
 
 use super::descriptors::{
-    GDT_ENTRIES, IDT_ENTRIES, KERNEL_CS, TSS_SEL, TSS_SIZE, USER_CS, USER_DS,
+    segment_register, GDT_ENTRIES, IDT_ENTRIES, KERNEL_CS, TSS_SEL, USER_CS, USER_DS,
 };
-use super::layout::{GDT_ADDR, IDT_ADDR, TSS_ADDR};
+use super::layout::{GDT_ADDR, IDT_ADDR};
 use super::trampolines::SYSCALL_TRAP_ADDR;
 use crate::error::{Result, VmmError};
 
@@ -29,24 +29,6 @@ pub const RFLAGS_TF: u64 = 1 << 8;
 const MXCSR_DEFAULT: u32 = 0x1f80;
 const FCW_DEFAULT: u16 = 0x37f;
 
-fn segment(selector: u16, code: bool) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_: if code { 0xb } else { 0x3 },
-        present: 1,
-        dpl: (selector & 3) as u8,
-        db: if code { 0 } else { 1 },
-        s: 1,
-        l: if code { 1 } else { 0 },
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
-
 /// Gives the vCPU what KVM supports of CPUID (needed for long mode and NX).
 pub fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<()> {
     let cpuid = kvm
@@ -63,21 +45,14 @@ pub fn setup_sregs(vcpu: &VcpuFd, cr3: u64) -> Result<()> {
     sregs.cr3 = cr3;
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
     sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
-    sregs.cs = segment(USER_CS, true);
-    let data = segment(USER_DS, false);
+    sregs.cs = segment_register(USER_CS);
+    let data = segment_register(USER_DS);
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = kvm_segment {
-        base: TSS_ADDR,
-        limit: (TSS_SIZE - 1) as u32,
-        selector: TSS_SEL,
-        type_: 0xb, // busy 64-bit TSS
-        present: 1,
-        ..Default::default()
-    };
+    sregs.tr = segment_register(TSS_SEL);
     sregs.ldt = kvm_segment {
         type_: 0x2,
         present: 1,
@@ -85,9 +60,9 @@ pub fn setup_sregs(vcpu: &VcpuFd, cr3: u64) -> Result<()> {
         ..Default::default()
     };
     sregs.gdt.base = GDT_ADDR;
-    sregs.gdt.limit = (GDT_ENTRIES * 8 - 1) as u16;
+    sregs.gdt.limit = u16::try_from(GDT_ENTRIES * 8 - 1).expect("the GDT is 56 bytes");
     sregs.idt.base = IDT_ADDR;
-    sregs.idt.limit = (IDT_ENTRIES * 16 - 1) as u16;
+    sregs.idt.limit = u16::try_from(IDT_ENTRIES * 16 - 1).expect("the IDT is 512 bytes");
     vcpu.set_sregs(&sregs)
         .map_err(VmmError::kvm("KVM_SET_SREGS"))
 }

@@ -10,8 +10,8 @@ use flexos_abi::{
     NULL_GUARD_END, PRIVATE_MEM_LIMIT, SHARED_BASE, STACK_GUARD_SIZE, VMM_AREA_END,
 };
 
+use super::image_segment::Segment;
 use crate::error::{Result, VmmError};
-use crate::image::Segment;
 
 /// Global descriptor table (7 slots: null, kernel code/data, user data/code, TSS).
 pub const GDT_ADDR: u64 = 0x1000;
@@ -250,7 +250,7 @@ impl GuestLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::SegmentPerms;
+    use crate::arch::image_segment::SegmentPerms;
 
     fn segs() -> Vec<Segment> {
         vec![

@@ -50,7 +50,7 @@ impl Tables<'_> {
     }
 
     fn write(&self, addr: u64, table: &[u64; ENTRIES]) -> Result<()> {
-        let mut bytes = [0u8; PAGE_SIZE as usize];
+        let mut bytes = [0u8; ENTRIES * 8];
         for (chunk, e) in bytes.chunks_exact_mut(8).zip(table) {
             chunk.copy_from_slice(&e.to_le_bytes());
         }
@@ -82,9 +82,19 @@ pub fn build(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<u64> {
     let mut pdpt = [0u64; ENTRIES];
     pml4[0] = pdpt_addr | TABLE;
 
-    for gib in 0..layout.span_end() / GIB {
+    // One PDPT maps 512 GiB; the layout never gets near that, but say so if it did.
+    let gibs = usize::try_from(layout.span_end() / GIB)
+        .ok()
+        .filter(|&n| n <= ENTRIES)
+        .ok_or_else(|| {
+            VmmError::Memory(format!(
+                "the address space ends at {:#x}, beyond the 512 GiB one table maps",
+                layout.span_end()
+            ))
+        })?;
+    for (gib, pdpte) in (0u64..).zip(&mut pdpt[..gibs]) {
         let pd_addr = tables.alloc()?;
-        pdpt[gib as usize] = pd_addr | TABLE;
+        *pdpte = pd_addr | TABLE;
         let mut pd = [0u64; ENTRIES];
         for (i, pde) in pd.iter_mut().enumerate() {
             let start = gib * GIB + i as u64 * LARGE_PAGE_SIZE;
@@ -122,8 +132,8 @@ pub fn build(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::image_segment::{Segment, SegmentPerms};
     use crate::arch::layout::MemoryPlan;
-    use crate::image::{Segment, SegmentPerms};
     use crate::memory::{compartment_memory, SharedRegion};
 
     /// Walks the tables like the MMU does; returns the leaf entry for `va`.

@@ -11,15 +11,18 @@
 //!
 //! The resulting stack is exactly [`flexos_abi::ExceptionFrame`].
 
-use flexos_abi::PORT_EXCEPTION;
+use flexos_abi::{ExceptionFrame, PORT_EXCEPTION};
+use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::descriptors::IDT_ENTRIES;
 use super::layout::TRAMPOLINE_ADDR;
 use crate::error::{Result, VmmError};
 
-const STRIDE: u64 = 16;
-const COMMON_ADDR: u64 = TRAMPOLINE_ADDR + STRIDE * IDT_ENTRIES as u64;
+/// Exceptions are vectors 0..32, each with its own trampoline; nothing else is
+/// delivered (the guest takes no IRQs). The IDT has exactly these entries.
+pub const VECTORS: usize = 32;
+const STRIDE: usize = 16;
+const COMMON_ADDR: u64 = TRAMPOLINE_ADDR + (STRIDE * VECTORS) as u64;
 
 /// Vectors for which the CPU pushes an error code.
 pub fn has_error_code(vector: usize) -> bool {
@@ -28,20 +31,22 @@ pub fn has_error_code(vector: usize) -> bool {
 
 /// Address of the trampoline for `vector`.
 pub fn entry(vector: usize) -> u64 {
-    TRAMPOLINE_ADDR + STRIDE * vector as u64
+    TRAMPOLINE_ADDR + (STRIDE * vector) as u64
 }
 
-fn vector_stub(vector: usize) -> [u8; STRIDE as usize] {
-    let mut code = Vec::with_capacity(STRIDE as usize);
+fn vector_stub(vector: usize) -> [u8; STRIDE] {
+    let mut code = Vec::with_capacity(STRIDE);
     if !has_error_code(vector) {
         code.extend([0x6a, 0x00]); // push 0
     }
-    code.extend([0x6a, vector as u8]); // push imm8
+    let imm8 = u8::try_from(vector).expect("exception vectors are below 32");
+    code.extend([0x6a, imm8]); // push imm8
     let jmp_end = entry(vector) + code.len() as u64 + 5;
-    let rel = (COMMON_ADDR as i64 - jmp_end as i64) as i32;
+    let rel = i32::try_from(i128::from(COMMON_ADDR) - i128::from(jmp_end))
+        .expect("the common tail is a few hundred bytes away");
     code.push(0xe9); // jmp rel32
     code.extend(rel.to_le_bytes());
-    let mut out = [0xcc; STRIDE as usize]; // int3 padding
+    let mut out = [0xcc; STRIDE]; // int3 padding
     out[..code.len()].copy_from_slice(&code);
     out
 }
@@ -70,10 +75,32 @@ fn common() -> Vec<u8> {
 /// can name it; on VT-x/SVM (EFER.SCE clear) it raises #UD at the instruction itself.
 pub const SYSCALL_TRAP_ADDR: u64 = TRAMPOLINE_ADDR + 0x400;
 
+/// The registers as the exception interrupted them, from the vCPU's registers inside a
+/// trampoline and the frame it pushed: the trampoline saved RAX and RDX, the CPU pushed
+/// RIP, RSP and RFLAGS; every other register still holds the interrupted value.
+pub fn interrupted_regs(mut regs: kvm_regs, frame: &ExceptionFrame) -> kvm_regs {
+    regs.rax = frame.rax;
+    regs.rdx = frame.rdx;
+    regs.rip = frame.rip;
+    regs.rsp = frame.rsp;
+    regs.rflags = frame.rflags;
+    regs
+}
+
+/// The inverse of [`interrupted_regs`]: puts the frame's share of `regs` back into the
+/// frame the trampoline restores from and `iretq`s through.
+pub fn write_frame(frame: &mut ExceptionFrame, regs: &kvm_regs) {
+    frame.rax = regs.rax;
+    frame.rdx = regs.rdx;
+    frame.rip = regs.rip;
+    frame.rsp = regs.rsp;
+    frame.rflags = regs.rflags;
+}
+
 /// Writes all trampolines into guest memory.
 pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
     let mut code = Vec::new();
-    for v in 0..IDT_ENTRIES {
+    for v in 0..VECTORS {
         code.extend(vector_stub(v));
     }
     code.extend(common());
@@ -88,7 +115,7 @@ mod tests {
 
     #[test]
     fn stubs_jump_to_common() {
-        for v in 0..IDT_ENTRIES {
+        for v in 0..VECTORS {
             let s = vector_stub(v);
             let at = if has_error_code(v) { 0 } else { 2 };
             assert_eq!(s[at], 0x6a);
@@ -98,6 +125,33 @@ mod tests {
             let next = entry(v) + at as u64 + 7;
             assert_eq!((next as i64 + rel as i64) as u64, COMMON_ADDR);
         }
+    }
+
+    #[test]
+    fn frame_and_registers_round_trip() {
+        let frame = ExceptionFrame {
+            rax: 1,
+            rdx: 2,
+            rip: 3,
+            rsp: 4,
+            rflags: 5,
+            ..Default::default()
+        };
+        let vcpu = kvm_regs {
+            rax: 10,
+            rbx: 11,
+            rip: 12,
+            ..Default::default()
+        };
+        let regs = interrupted_regs(vcpu, &frame);
+        assert_eq!((regs.rax, regs.rdx, regs.rip, regs.rsp), (1, 2, 3, 4));
+        assert_eq!((regs.rflags, regs.rbx), (5, 11));
+        let mut back = ExceptionFrame::default();
+        write_frame(&mut back, &regs);
+        assert_eq!(
+            (back.rax, back.rdx, back.rip, back.rsp, back.rflags),
+            (1, 2, 3, 4, 5)
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub(super) fn write(
     let mut info = BootInfo::empty();
     info.flags = if spec.timings { BOOT_FLAG_TIMINGS } else { 0 };
     info.compartment_id = spec.id;
-    info.compartment_count = spec.all_names.len() as u32;
+    info.compartment_count = count_u32(spec.all_names.len(), "compartments")?;
     let name = &spec.name.as_bytes()[..spec.name.len().min(NAME_LEN)];
     info.compartment_name[..name.len()].copy_from_slice(name);
     info.mem_size = layout.plan.mem_size;
@@ -53,10 +53,10 @@ pub(super) fn write(
     info.shared_size = layout.shared_size;
     info.tsc_khz = tsc_khz;
     info.tsc_at_start = tsc_now;
-    info.argc = spec.guest_args.len() as u32;
+    info.argc = count_u32(spec.guest_args.len(), "guest arguments")?;
     info.args_addr = BOOT_INFO_ADDR + header;
     info.args_len = args.len() as u64;
-    info.component_count = spec.assignment.len() as u32;
+    info.component_count = count_u32(spec.assignment.len(), "components")?;
     info.placement[..spec.assignment.len()].copy_from_slice(&spec.assignment);
 
     let write = |r: std::result::Result<(), vm_memory::GuestMemoryError>| {
@@ -64,6 +64,12 @@ pub(super) fn write(
     };
     write(mem.write_obj(Pod(info), GuestAddress(BOOT_INFO_ADDR)))?;
     write(mem.write_slice(&args, GuestAddress(BOOT_INFO_ADDR + header)))
+}
+
+/// A count for a u32 field of the boot info; the placement and the argument size limit
+/// keep every count far below, so a failure here is a monitor bug, reported as such.
+fn count_u32(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| VmmError::Usage(format!("{n} {what} do not fit the boot info")))
 }
 
 #[cfg(test)]
@@ -97,7 +103,7 @@ mod tests {
         assert_eq!(info.name(), "net");
         assert_eq!(&info.placement[..3], &[0, 1, 1]);
         assert_eq!(info.stack_top, plan.data_window(1).end);
-        let mut args = vec![0u8; info.args_len as usize];
+        let mut args = vec![0u8; usize::try_from(info.args_len).unwrap()];
         mem.read_slice(&mut args, GuestAddress(info.args_addr))
             .unwrap();
         assert_eq!(args, b"a=1\0\0b c\0");
@@ -105,7 +111,7 @@ mod tests {
         let mut bad = spec;
         bad.guest_args = vec!["x\0y".into()];
         assert!(write(&mem, &bad, &layout, 0, 0).is_err());
-        bad.guest_args = vec!["x".repeat(BOOT_INFO_SIZE as usize)];
+        bad.guest_args = vec!["x".repeat(usize::try_from(BOOT_INFO_SIZE).unwrap())];
         assert!(write(&mem, &bad, &layout, 0, 0).is_err());
     }
 }

@@ -27,13 +27,9 @@ impl Doorbells {
     }
 
     pub(super) fn bind(&self, vm: &VmFd) -> Result<()> {
-        for (target, evt) in self.eventfds.iter().enumerate() {
-            vm.register_ioevent(
-                evt,
-                &IoEventAddress::Pio(PORT_DOORBELL as u64),
-                target as u32,
-            )
-            .map_err(VmmError::kvm("KVM_IOEVENTFD (doorbell)"))?;
+        for (target, evt) in (0u32..).zip(&self.eventfds) {
+            vm.register_ioevent(evt, &IoEventAddress::Pio(PORT_DOORBELL as u64), target)
+                .map_err(VmmError::kvm("KVM_IOEVENTFD (doorbell)"))?;
         }
         Ok(())
     }

@@ -137,7 +137,7 @@ impl Compartment {
             .map(|m| m.gpa)
             .collect();
         let readonly_slots = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
-        for (slot, region) in mem.iter().enumerate() {
+        for (slot, region) in (0u32..).zip(mem.iter()) {
             let host = mem
                 .get_host_address(region.start_addr())
                 .map_err(|e| VmmError::Memory(format!("host address of a region: {e}")))?;
@@ -151,8 +151,7 @@ impl Compartment {
                 0
             };
             let region_desc = kvm_userspace_memory_region {
-                slot: u32::try_from(slot)
-                    .map_err(|_| VmmError::Memory("too many memory regions".into()))?,
+                slot,
                 flags,
                 guest_phys_addr: gpa,
                 memory_size: region.len(),
@@ -206,8 +205,9 @@ impl Compartment {
         let name = escape::line(&spec.name);
         let prefix = (spec.all_names.len() > 1).then(|| format!("[{name}] "));
         let doorbell = doorbells.own(spec.id)?;
-        let peers = (0..spec.all_names.len() as u32)
-            .map(|id| doorbells.own(id))
+        let peers = (0u32..)
+            .zip(spec.all_names.iter())
+            .map(|(id, _)| doorbells.own(id))
             .collect::<Result<Vec<_>>>()?;
         Ok(Compartment {
             spec,
@@ -270,7 +270,8 @@ impl Compartment {
     fn bounds(&self) -> GuestBounds {
         GuestBounds {
             ranges: self.layout.user_ranges(),
-            compartments: self.spec.all_names.len() as u32,
+            compartments: u32::try_from(self.spec.all_names.len())
+                .expect("a run has at most MAX_COMPARTMENTS compartments"),
         }
     }
 }

@@ -190,7 +190,8 @@ impl Compartment {
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // Saturates: poll's timeout is an i32 of milliseconds.
+        let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: `pfd` is a valid pollfd for the duration of the call and we pass a
         // count of exactly one.
         unsafe { libc::poll(&mut pfd, 1, ms) };

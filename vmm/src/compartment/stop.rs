@@ -7,7 +7,7 @@ use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{Compartment, Outcome};
-use crate::arch::cpu;
+use crate::arch::{cpu, trampolines};
 use crate::debug::{self, Action, Debugger, Resumed, Snapshot, StopKind};
 use crate::error::{Result, VmmError};
 use crate::pod::Pod;
@@ -60,11 +60,7 @@ impl Compartment {
             .map_err(VmmError::kvm("KVM_GET_SREGS"))?;
         let (mut cs, mut ss) = (sregs.cs.selector as u64, sregs.ss.selector as u64);
         if let Some((_, f)) = frame {
-            regs.rax = f.rax;
-            regs.rdx = f.rdx;
-            regs.rip = f.rip;
-            regs.rsp = f.rsp;
-            regs.rflags = f.rflags;
+            regs = trampolines::interrupted_regs(regs, &f);
             (cs, ss) = (f.cs, f.ss);
         }
         Ok(Snapshot {
@@ -111,7 +107,7 @@ impl Compartment {
                 self.vcpu
                     .set_regs(&cur)
                     .map_err(VmmError::kvm("KVM_SET_REGS"))?;
-                (f.rax, f.rdx, f.rip, f.rsp, f.rflags) = (r.rax, r.rdx, r.rip, r.rsp, rflags);
+                trampolines::write_frame(&mut f, &kvm_regs { rflags, ..r });
                 self.mem
                     .write_obj(Pod(f), GuestAddress(at))
                     .map_err(|e| VmmError::Memory(format!("writing the exception frame: {e}")))?;
@@ -142,11 +138,7 @@ impl Compartment {
             }
         };
         if let Some(f) = frame {
-            regs.rax = f.rax;
-            regs.rdx = f.rdx;
-            regs.rip = f.rip;
-            regs.rsp = f.rsp;
-            regs.rflags = f.rflags;
+            regs = trampolines::interrupted_regs(regs, &f);
         }
         if let CrashKind::Syscall = kind {
             // `syscall` left the return address in RCX and the flags in R11.

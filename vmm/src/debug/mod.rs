@@ -144,7 +144,7 @@ impl Debugger {
     }
 
     pub fn count(&self) -> u32 {
-        self.names.len() as u32
+        u32::try_from(self.names.len()).expect("a run has at most MAX_COMPARTMENTS compartments")
     }
 
     // ---- called on vCPU threads -------------------------------------------------
@@ -283,7 +283,10 @@ impl Debugger {
     pub fn interrupt(&self) -> u32 {
         let s = self.lock();
         let s = self.stop_all(s);
-        s.threads.iter().position(|t| !t.finished).unwrap_or(0) as u32
+        (0u32..)
+            .zip(&s.threads)
+            .find_map(|(id, t)| (!t.finished).then_some(id))
+            .unwrap_or(0)
     }
 
     /// Resumes parked vCPUs with their actions: unmentioned ones continue, or stay
@@ -297,8 +300,8 @@ impl Debugger {
         {
             return;
         }
-        for (id, t) in s.threads.iter_mut().enumerate() {
-            let action = match actions.get(&(id as u32)) {
+        for (id, t) in (0u32..).zip(s.threads.iter_mut()) {
+            let action = match actions.get(&id) {
                 Some(a) => Some(*a),
                 None if locked => None,
                 None => Some(Action::Continue),
@@ -368,8 +371,8 @@ impl Debugger {
             let mut b = [0u8];
             if self.read_memory(id, addr, &mut b) != 1 {
                 // Undo what was planted so far.
-                for (done, byte) in orig.iter().enumerate() {
-                    self.write_memory(done as u32, addr, &[*byte]);
+                for (done, byte) in (0u32..).zip(&orig) {
+                    self.write_memory(done, addr, &[*byte]);
                 }
                 return false;
             }
@@ -381,8 +384,8 @@ impl Debugger {
     }
 
     fn restore_breakpoint(&self, addr: u64, orig: &[u8]) {
-        for (id, byte) in orig.iter().enumerate() {
-            self.write_memory(id as u32, addr, &[*byte]);
+        for (id, byte) in (0u32..).zip(orig) {
+            self.write_memory(id, addr, &[*byte]);
         }
     }
 

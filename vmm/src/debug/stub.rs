@@ -73,12 +73,12 @@ impl GdbTarget {
     }
 
     fn compartment(&self, tid: Tid) -> Result<u32, TargetError<&'static str>> {
-        let id = tid.get() as u32 - 1;
-        if id < self.dbg.count() {
-            Ok(id)
-        } else {
-            Err(TargetError::NonFatal)
-        }
+        // GDB's thread id is compartment + 1; an id beyond u32 names no compartment
+        // (it must not wrap onto one).
+        u32::try_from(tid.get() - 1)
+            .ok()
+            .filter(|&id| id < self.dbg.count())
+            .ok_or(TargetError::NonFatal)
     }
 
     /// Runs the protocol until GDB detaches or kills, or the guest ends.
@@ -117,9 +117,17 @@ impl MultiThreadBase for GdbTarget {
             r.r12, r.r13, r.r14, r.r15,
         ];
         regs.rip = r.rip;
-        regs.eflags = r.rflags as u32;
-        regs.segments.cs = snap.cs as u32;
-        regs.segments.ss = snap.ss as u32;
+        // GDB's x86-64 register file has 32-bit eflags and selectors: the upper bits
+        // of RFLAGS are reserved zero, and a selector is 16 bits in a pushed 64-bit slot.
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the fields are 32 bits wide"
+        )]
+        {
+            regs.eflags = r.rflags as u32;
+            regs.segments.cs = snap.cs as u32;
+            regs.segments.ss = snap.ss as u32;
+        }
         let f = snap.fpu;
         for (st, fpr) in regs.st.iter_mut().zip(f.fpr.iter()) {
             st.copy_from_slice(&fpr[..10]);

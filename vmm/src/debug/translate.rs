@@ -43,7 +43,8 @@ fn for_each_page(
     let mut done = 0;
     while done < len {
         let addr = va.wrapping_add(done as u64);
-        let n = ((0x1000 - (addr & 0xfff)) as usize).min(len - done);
+        let to_page_end = usize::try_from(0x1000 - (addr & 0xfff)).expect("at most a page");
+        let n = to_page_end.min(len - done);
         match translate(mem, cr3, addr) {
             Some(gpa) if f(GuestAddress(gpa), done, done + n) => done += n,
             _ => break,
