@@ -4,7 +4,7 @@
 /// "FLEXBOOT" in little-endian ASCII.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FLEXBOOT");
 /// Bumped on every incompatible change to [`BootInfo`].
-pub const BOOT_VERSION: u32 = 1;
+pub const BOOT_VERSION: u32 = 2;
 
 /// Boot flag: the monitor runs with `--timings`; the guest reports reaching `main`.
 pub const BOOT_FLAG_TIMINGS: u32 = 1 << 0;
@@ -15,6 +15,28 @@ pub const MAX_COMPONENTS: usize = 32;
 pub const MAX_COMPARTMENTS: usize = 16;
 /// Maximum length of a compartment name, in bytes.
 pub const NAME_LEN: usize = 16;
+/// Maximum number of devices one compartment owns.
+pub const MAX_DEVICES: usize = 4;
+/// Size of one device's virtio-mmio window; device `i` of a run sits at
+/// `MMIO_BASE + i * MMIO_WINDOW_SIZE` in the compartment that owns it.
+pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
+/// virtio device id of a network device ([`DeviceInfo::kind`]).
+pub const DEVICE_NET: u32 = 1;
+/// virtio device id of a block device ([`DeviceInfo::kind`]).
+pub const DEVICE_BLOCK: u32 = 2;
+
+/// A device this compartment owns: a virtio-mmio (version 2) window. The guest drives
+/// it by polling its used rings; it takes no interrupts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// virtio device id: [`DEVICE_NET`], [`DEVICE_BLOCK`].
+    pub kind: u32,
+    pub reserved: u32,
+    /// Guest-physical address of its MMIO window (identity-mapped, uncached).
+    pub mmio_base: u64,
+    pub mmio_size: u64,
+}
 
 /// Monitor -> guest: everything the guest needs to know before its first instruction.
 ///
@@ -59,6 +81,12 @@ pub struct BootInfo {
     pub args_len: u64,
     /// Component index -> compartment id that hosts it.
     pub placement: [u8; MAX_COMPONENTS],
+    /// Number of valid entries in `devices`.
+    pub device_count: u32,
+    pub reserved: u32,
+    /// The devices this compartment owns (the monitor attaches a device to the
+    /// compartment hosting its driver component).
+    pub devices: [DeviceInfo; MAX_DEVICES],
 }
 
 impl BootInfo {
@@ -86,7 +114,21 @@ impl BootInfo {
             args_addr: 0,
             args_len: 0,
             placement: [0; MAX_COMPONENTS],
+            device_count: 0,
+            reserved: 0,
+            devices: [DeviceInfo {
+                kind: 0,
+                reserved: 0,
+                mmio_base: 0,
+                mmio_size: 0,
+            }; MAX_DEVICES],
         }
+    }
+
+    /// The devices this compartment owns.
+    pub fn devices(&self) -> &[DeviceInfo] {
+        let n = (self.device_count as usize).min(MAX_DEVICES);
+        &self.devices[..n]
     }
 
     /// The compartment name as text (up to the first NUL).
@@ -106,7 +148,8 @@ mod tests {
 
     #[test]
     fn layout_is_pinned() {
-        assert_eq!(core::mem::size_of::<BootInfo>(), 176);
+        assert_eq!(core::mem::size_of::<DeviceInfo>(), 24);
+        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24);
         assert_eq!(core::mem::align_of::<BootInfo>(), 8);
     }
 
