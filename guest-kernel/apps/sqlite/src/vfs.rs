@@ -15,24 +15,25 @@
 //! No float crosses between Rust and C here: time goes through xCurrentTimeInt64
 //! (iVersion 2), and xCurrentTime, which takes a `double`, is left out.
 
+mod file;
+
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use core::ffi::{CStr, c_char, c_int, c_void};
+use core::ffi::{CStr, c_char, c_int};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use flexos_kernel::sync::SpinLock;
 use flexos_kernel::time;
 use libsqlite3_sys::{
     SQLITE_CANTOPEN, SQLITE_FULL, SQLITE_IOERR, SQLITE_IOERR_DELETE, SQLITE_IOERR_DELETE_NOENT,
-    SQLITE_IOERR_FSTAT, SQLITE_IOERR_FSYNC, SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ,
-    SQLITE_IOERR_TRUNCATE, SQLITE_IOERR_WRITE, SQLITE_LOCK_RESERVED, SQLITE_NOTFOUND, SQLITE_OK,
-    SQLITE_OPEN_CREATE, SQLITE_OPEN_DELETEONCLOSE, SQLITE_OPEN_EXCLUSIVE, SQLITE_OPEN_READONLY,
-    SQLITE_READONLY, sqlite3_file, sqlite3_int64, sqlite3_io_methods, sqlite3_vfs,
-    sqlite3_vfs_register, sqlite3_vfs_unregister,
+    SQLITE_OK, SQLITE_OPEN_CREATE, SQLITE_OPEN_DELETEONCLOSE, SQLITE_OPEN_EXCLUSIVE,
+    SQLITE_OPEN_READONLY, sqlite3_file, sqlite3_int64, sqlite3_vfs, sqlite3_vfs_register,
+    sqlite3_vfs_unregister,
 };
 
-use crate::storage::{FileId, OpenMode, Storage, StorageError};
+use crate::storage::{OpenMode, Storage, StorageError};
+use file::{IO_METHODS, OpenFile};
 
 /// The VFS's name, as `sqlite3_vfs_find` knows it.
 pub const VFS_NAME: &CStr = c"flexos";
@@ -40,9 +41,6 @@ pub const VFS_NAME: &CStr = c"flexos";
 /// Longest path SQLite may hand us (FAT long names are at most 255 characters; the
 /// journal suffixes fit in the rest).
 const MAX_PATHNAME: c_int = 512;
-
-/// What SQLite pads journal headers to; FAT clusters here are 4 KiB.
-const SECTOR_SIZE: c_int = 4096;
 
 /// Julian day of the Unix epoch, in milliseconds (xCurrentTimeInt64's unit).
 const UNIX_EPOCH_JULIAN_MS: i64 = 210_866_760_000_000;
@@ -115,43 +113,6 @@ fn new_vfs() -> sqlite3_vfs {
     }
 }
 
-/// The methods of every open file.
-static IO_METHODS: sqlite3_io_methods = sqlite3_io_methods {
-    iVersion: 1,
-    xClose: Some(x_close),
-    xRead: Some(x_read),
-    xWrite: Some(x_write),
-    xTruncate: Some(x_truncate),
-    xSync: Some(x_sync),
-    xFileSize: Some(x_file_size),
-    xLock: Some(x_lock),
-    xUnlock: Some(x_unlock),
-    xCheckReservedLock: Some(x_check_reserved_lock),
-    xFileControl: Some(x_file_control),
-    xSectorSize: Some(x_sector_size),
-    xDeviceCharacteristics: Some(x_device_characteristics),
-    xShmMap: None,
-    xShmLock: None,
-    xShmBarrier: None,
-    xShmUnmap: None,
-    xFetch: None,
-    xUnfetch: None,
-};
-
-/// SQLite's `sqlite3_file` for us: it allocates `szOsFile` bytes and hands them to
-/// xOpen, then passes the same pointer to every io method.
-#[repr(C)]
-struct OpenFile {
-    /// Must come first: SQLite sees only this part.
-    base: sqlite3_file,
-    id: FileId,
-    /// The lock level SQLite last asked for (SQLITE_LOCK_*).
-    lock: c_int,
-    readonly: bool,
-    /// The name to delete on close (SQLITE_OPEN_DELETEONCLOSE).
-    delete_on_close: Option<String>,
-}
-
 /// Runs `op` on the installed storage; an I/O error if there is none or the lock is
 /// already held (re-entrance).
 fn with_storage<T>(
@@ -182,18 +143,6 @@ unsafe fn name_of<'a>(name: *const c_char) -> Option<&'a str> {
     }
     // SAFETY: per the caller, a valid NUL-terminated string.
     unsafe { CStr::from_ptr(name) }.to_str().ok()
-}
-
-/// Our state behind an `sqlite3_file` that xOpen filled in.
-///
-/// # Safety
-///
-/// `file` was opened by [`x_open`] successfully and not closed yet.
-unsafe fn open_file<'a>(file: *mut sqlite3_file) -> &'a mut OpenFile {
-    // SAFETY: SQLite allocated `szOsFile` = size_of::<OpenFile>() bytes (8-aligned) and
-    // x_open initialised all of them as an OpenFile; SQLite uses one file from one
-    // thread, so this is the only reference while the callback runs.
-    unsafe { &mut *file.cast::<OpenFile>() }
 }
 
 unsafe extern "C" fn x_open(
@@ -339,143 +288,4 @@ unsafe extern "C" fn x_current_time_int64(
     // SAFETY: SQLite passes a valid i64 pointer.
     unsafe { *out = UNIX_EPOCH_JULIAN_MS.saturating_add(ms) };
     SQLITE_OK
-}
-
-unsafe extern "C" fn x_close(file: *mut sqlite3_file) -> c_int {
-    // SAFETY: SQLite closes only files x_open opened, once; after this it frees the
-    // buffer without looking at our part, so we move our state out (and drop it).
-    let state = unsafe { file.cast::<OpenFile>().read() };
-    // SAFETY: as above; marks the file closed for anyone who looks again.
-    unsafe { (*file).pMethods = core::ptr::null() };
-    let closed = with_storage(|s| s.close(state.id));
-    let deleted = match &state.delete_on_close {
-        Some(name) => with_storage(|s| s.delete(name)),
-        None => Ok(()),
-    };
-    match (closed, deleted) {
-        (Ok(()), Ok(())) => SQLITE_OK,
-        _ => SQLITE_IOERR,
-    }
-}
-
-unsafe extern "C" fn x_read(
-    file: *mut sqlite3_file,
-    buf: *mut c_void,
-    amount: c_int,
-    offset: sqlite3_int64,
-) -> c_int {
-    // SAFETY: an open file (SQLite calls io methods only between xOpen and xClose).
-    let f = unsafe { open_file(file) };
-    let (Ok(len), Ok(offset)) = (usize::try_from(amount), u64::try_from(offset)) else {
-        return SQLITE_IOERR_READ;
-    };
-    // SAFETY: SQLite passes a writable buffer of `amount` bytes.
-    let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
-    match with_storage(|s| s.read_at(f.id, offset, buf)) {
-        Ok(n) if n >= len => SQLITE_OK,
-        Ok(n) => {
-            // SQLite relies on the rest being zeros after a short read.
-            buf[n..].fill(0);
-            SQLITE_IOERR_SHORT_READ
-        }
-        Err(err) => io_code(err, SQLITE_IOERR_READ),
-    }
-}
-
-unsafe extern "C" fn x_write(
-    file: *mut sqlite3_file,
-    buf: *const c_void,
-    amount: c_int,
-    offset: sqlite3_int64,
-) -> c_int {
-    // SAFETY: an open file.
-    let f = unsafe { open_file(file) };
-    if f.readonly {
-        return SQLITE_READONLY;
-    }
-    let (Ok(len), Ok(offset)) = (usize::try_from(amount), u64::try_from(offset)) else {
-        return SQLITE_IOERR_WRITE;
-    };
-    // SAFETY: SQLite passes a readable buffer of `amount` bytes.
-    let data = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
-    match with_storage(|s| s.write_at(f.id, offset, data)) {
-        Ok(()) => SQLITE_OK,
-        Err(err) => io_code(err, SQLITE_IOERR_WRITE),
-    }
-}
-
-unsafe extern "C" fn x_truncate(file: *mut sqlite3_file, size: sqlite3_int64) -> c_int {
-    // SAFETY: an open file.
-    let f = unsafe { open_file(file) };
-    let Ok(size) = u64::try_from(size) else {
-        return SQLITE_IOERR_TRUNCATE;
-    };
-    match with_storage(|s| s.truncate(f.id, size)) {
-        Ok(()) => SQLITE_OK,
-        Err(err) => io_code(err, SQLITE_IOERR_TRUNCATE),
-    }
-}
-
-unsafe extern "C" fn x_sync(file: *mut sqlite3_file, _flags: c_int) -> c_int {
-    // SAFETY: an open file.
-    let f = unsafe { open_file(file) };
-    match with_storage(|s| s.sync(f.id)) {
-        Ok(()) => SQLITE_OK,
-        Err(err) => io_code(err, SQLITE_IOERR_FSYNC),
-    }
-}
-
-unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, size: *mut sqlite3_int64) -> c_int {
-    // SAFETY: an open file.
-    let f = unsafe { open_file(file) };
-    match with_storage(|s| s.size(f.id)) {
-        Ok(n) => {
-            // SAFETY: SQLite passes a valid i64 pointer.
-            unsafe { *size = i64::try_from(n).unwrap_or(i64::MAX) };
-            SQLITE_OK
-        }
-        Err(err) => io_code(err, SQLITE_IOERR_FSTAT),
-    }
-}
-
-unsafe extern "C" fn x_lock(file: *mut sqlite3_file, level: c_int) -> c_int {
-    // One connection in one compartment: every lock is granted; remembered for
-    // xCheckReservedLock.
-    // SAFETY: an open file.
-    unsafe { open_file(file) }.lock = level;
-    SQLITE_OK
-}
-
-unsafe extern "C" fn x_unlock(file: *mut sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: an open file.
-    unsafe { open_file(file) }.lock = level;
-    SQLITE_OK
-}
-
-unsafe extern "C" fn x_check_reserved_lock(file: *mut sqlite3_file, res_out: *mut c_int) -> c_int {
-    // SAFETY: an open file.
-    let f = unsafe { open_file(file) };
-    // SAFETY: SQLite passes a valid int pointer.
-    unsafe { *res_out = c_int::from(f.lock >= SQLITE_LOCK_RESERVED) };
-    SQLITE_OK
-}
-
-unsafe extern "C" fn x_file_control(
-    _file: *mut sqlite3_file,
-    _op: c_int,
-    _arg: *mut c_void,
-) -> c_int {
-    // No file controls: SQLite falls back to its defaults for every one.
-    SQLITE_NOTFOUND
-}
-
-unsafe extern "C" fn x_sector_size(_file: *mut sqlite3_file) -> c_int {
-    SECTOR_SIZE
-}
-
-unsafe extern "C" fn x_device_characteristics(_file: *mut sqlite3_file) -> c_int {
-    // Promise nothing (no atomic or safe-append writes): what the FAT component behind
-    // a sector cache will be able to keep, so SQLite's behaviour does not change when
-    // it replaces the in-memory storage.
-    0
 }
