@@ -90,6 +90,12 @@ fn semicolons_inside_literals_do_not_split_statements() {
     query("SELECT 'a;b', ';'; SELECT 2", &["a;b|;", "2"]);
 }
 
+#[test]
+fn empty_statements_and_comments_print_nothing() {
+    query("SELECT 1;; -- a comment\n ;  /* another */ ", &["1"]);
+    query("", &[]);
+}
+
 /// One line of `bench` JSON, with its keys checked in order and its values returned.
 #[track_caller]
 fn bench_json(out: &Outcome, line: &str) -> (u64, u64, String, String) {

@@ -110,6 +110,10 @@ impl Db {
     pub fn run(&self, mut sql: &str, mut row: impl FnMut(&[&str])) -> Result<(), SqlError> {
         while !sql.is_empty() {
             let (stmt, rest) = self.prepare(sql)?;
+            if stmt.is_none() && rest.len() >= sql.len() {
+                // Nothing compiled and nothing consumed: only a stop would follow.
+                break;
+            }
             sql = rest;
             let Some(mut stmt) = stmt else { continue };
             while stmt.step()? {
