@@ -1,0 +1,388 @@
+//! The `sqlite` image: SQLite 3 compiled freestanding, over the image's own VFS and
+//! (for now) in-memory storage. Exact console output of `sql=` runs (including the two
+//! float traps of DEVICES.md), the Figure 10 `bench` in both journal modes, SQL and
+//! argument errors, a full heap reported as SQLITE_FULL, and the allowlist of C symbols
+//! the SQLite object expects the image to provide.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use flexos_e2e::{image, repo_root, require_tool, run, run_program, Outcome};
+
+const USAGE: &str = "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"]";
+
+/// Runs the sqlite image with `vmm_args` before the image and `guest_args` after `--`.
+#[track_caller]
+fn sqlite_with(vmm_args: &[&str], guest_args: &[&str]) -> Outcome {
+    let mut args: Vec<OsString> = vmm_args.iter().map(OsString::from).collect();
+    args.push(image("sqlite").into_os_string());
+    args.push("--".into());
+    args.extend(guest_args.iter().map(OsString::from));
+    run(args)
+}
+
+#[track_caller]
+fn sqlite(guest_args: &[&str]) -> Outcome {
+    sqlite_with(&[], guest_args)
+}
+
+/// Runs `sql=<statements>` and checks a clean exit with exactly `rows` on stdout.
+#[track_caller]
+fn query(statements: &str, rows: &[&str]) {
+    let arg = format!("sql={statements}");
+    sqlite(&[&arg])
+        .assert_status(0)
+        .assert_stdout_lines(rows)
+        .assert_stderr_empty();
+}
+
+/// Trap 1 of DEVICES.md: gcc under -ffreestanding calls `fabs` as a function, which
+/// bound to compiler_builtins' soft-float fabs (argument in rdi, not xmm0), and SQLite's
+/// compensated sum came out 0.0.
+#[test]
+fn compensated_sum_is_exact() {
+    // SQLite names a VALUES list's columns column1, column2, ...
+    query(
+        "SELECT sum(column1) FROM (VALUES(-1e100),(1.0),(1e100))",
+        &["1.0"],
+    );
+    query(
+        "WITH v(x) AS (VALUES(-1e100),(1.0),(1e100)) SELECT sum(x) FROM v",
+        &["1.0"],
+    );
+}
+
+/// Trap 2 of DEVICES.md: doubles through C varargs (SQLite's printf) must come out
+/// right, not as 1.358e-312.
+#[test]
+fn doubles_format_through_varargs() {
+    query("SELECT 1.5*2", &["3.0"]);
+    query(
+        "SELECT 0.1+0.2, 2.0/3, -2.5e-300, 1e308*10, round(2.5), abs(-1.5)",
+        &["0.30000000000000004|0.66666666666666663|-2.5e-300|Inf|3.0|1.5"],
+    );
+}
+
+#[test]
+fn create_insert_select_round_trip() {
+    query(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL);\
+         INSERT INTO t(name, score) VALUES ('ada', 1.5), ('bob', NULL), ('cy|d', -2);\
+         UPDATE t SET score = score * 2 WHERE name = 'ada';\
+         SELECT * FROM t ORDER BY id;\
+         SELECT count(*), sum(score), group_concat(name, ',') FROM t;\
+         DELETE FROM t WHERE id = 2;\
+         SELECT id FROM t ORDER BY id DESC",
+        &[
+            "1|ada|3.0",
+            "2|bob|",
+            "3|cy|d|-2.0",
+            "3|1.0|ada,bob,cy|d",
+            "3",
+            "1",
+        ],
+    );
+}
+
+#[test]
+fn semicolons_inside_literals_do_not_split_statements() {
+    query("SELECT 'a;b', ';'; SELECT 2", &["a;b|;", "2"]);
+}
+
+#[test]
+fn empty_statements_and_comments_print_nothing() {
+    query("SELECT 1;; -- a comment\n ;  /* another */ ", &["1"]);
+    query("", &[]);
+}
+
+/// One line of `bench` JSON, with its keys checked in order and its values returned.
+#[track_caller]
+fn bench_json(out: &Outcome, line: &str) -> (u64, u64, String, String) {
+    let body = line
+        .strip_prefix('{')
+        .and_then(|l| l.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("not a JSON object: {line:?}\n{out:?}"));
+    let fields: Vec<(&str, &str)> = body
+        .split(',')
+        .map(|field| {
+            field
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad JSON field {field:?} in {line:?}"))
+        })
+        .collect();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "\"bench\"",
+            "\"compartments\"",
+            "\"inserts\"",
+            "\"journal\"",
+            "\"seconds\""
+        ],
+        "JSON keys\n{out:?}"
+    );
+    assert_eq!(fields[0].1, "\"sqlite\"", "bench name\n{out:?}");
+    let number = |v: &str| {
+        v.parse::<u64>()
+            .unwrap_or_else(|_| panic!("not an integer: {v:?}\n{out:?}"))
+    };
+    let seconds = fields[4].1;
+    let (whole, frac) = seconds
+        .split_once('.')
+        .unwrap_or_else(|| panic!("seconds {seconds:?} is not S.SSSSSS\n{out:?}"));
+    assert!(
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() == 6
+            && frac.bytes().all(|b| b.is_ascii_digit()),
+        "seconds {seconds:?} is not S.SSSSSS\n{out:?}"
+    );
+    let journal = fields[3]
+        .1
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("journal is not a string\n{out:?}"));
+    (
+        number(fields[1].1),
+        number(fields[2].1),
+        journal.to_string(),
+        seconds.to_string(),
+    )
+}
+
+/// Checks a bench run: exit 0, `progress` lines, the JSON line, then `after` lines.
+#[track_caller]
+fn check_bench(out: &Outcome, progress: &[&str], inserts: u64, journal: &str, after: &[&str]) {
+    out.assert_status(0).assert_stderr_empty();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        progress.len() + 1 + after.len(),
+        "line count\n{out:?}"
+    );
+    assert_eq!(
+        &lines[..progress.len()],
+        progress,
+        "progress lines\n{out:?}"
+    );
+    let (compartments, n, mode, _seconds) = bench_json(out, lines[progress.len()]);
+    assert_eq!(
+        (compartments, n, mode.as_str()),
+        (1, inserts, journal),
+        "{out:?}"
+    );
+    assert_eq!(
+        &lines[progress.len() + 1..],
+        after,
+        "lines after JSON\n{out:?}"
+    );
+}
+
+#[test]
+fn bench_prints_progress_and_json() {
+    let out = sqlite(&["bench", "n=200"]);
+    check_bench(&out, &["committed 200"], 200, "delete", &[]);
+}
+
+#[test]
+fn bench_commits_every_row_it_reports() {
+    let out = sqlite(&[
+        "bench",
+        "n=1200",
+        "sql=SELECT count(*), min(id), max(id), count(DISTINCT text) FROM tab; PRAGMA journal_mode",
+    ]);
+    check_bench(
+        &out,
+        &["committed 500", "committed 1000", "committed 1200"],
+        1200,
+        "delete",
+        &["1200|1|1200|1", "delete"],
+    );
+}
+
+#[test]
+fn bench_runs_in_wal_mode() {
+    let out = sqlite(&[
+        "bench",
+        "n=1000",
+        "journal=wal",
+        "sql=PRAGMA journal_mode; PRAGMA locking_mode; SELECT count(*) FROM tab; PRAGMA integrity_check",
+    ]);
+    // 1000 is a multiple of 500: no extra line at the end.
+    check_bench(
+        &out,
+        &["committed 500", "committed 1000"],
+        1000,
+        "wal",
+        &["wal", "exclusive", "1000", "ok"],
+    );
+}
+
+#[test]
+fn bench_default_is_5000_rows() {
+    let out = sqlite(&["bench"]);
+    let progress: Vec<String> = (1..=10).map(|k| format!("committed {}", k * 500)).collect();
+    let progress: Vec<&str> = progress.iter().map(String::as_str).collect();
+    check_bench(&out, &progress, 5000, "delete", &[]);
+}
+
+#[test]
+fn sql_error_prints_message_and_exits_1() {
+    sqlite(&["sql=SELEC 1"])
+        .assert_status(1)
+        .assert_stdout_lines(&["error: near \"SELEC\": syntax error"])
+        .assert_stderr_empty();
+    // Statements before the error ran and printed; nothing after it runs.
+    sqlite(&["sql=SELECT 1; SELECT * FROM nope; SELECT 2"])
+        .assert_status(1)
+        .assert_stdout_lines(&["1", "error: no such table: nope"])
+        .assert_stderr_empty();
+    // The brief's literal float query names a column VALUES does not have.
+    sqlite(&["sql=SELECT sum(x) FROM (VALUES(-1e100),(1.0),(1e100))"])
+        .assert_status(1)
+        .assert_stdout_lines(&["error: no such column: x"])
+        .assert_stderr_empty();
+}
+
+#[test]
+fn constraint_error_after_bench() {
+    let out = sqlite(&["bench", "n=3", "sql=INSERT INTO tab VALUES (null, null)"]);
+    out.assert_status(1).assert_stderr_empty();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:?}");
+    assert_eq!(lines[0], "committed 3", "{out:?}");
+    bench_json(&out, lines[1]);
+    assert_eq!(
+        lines[2], "error: NOT NULL constraint failed: tab.text",
+        "{out:?}"
+    );
+}
+
+/// MemStorage turns heap exhaustion into SQLITE_FULL; the run ends cleanly.
+#[test]
+fn full_heap_is_sqlite_full() {
+    sqlite_with(
+        &["--mem", "16"],
+        &["sql=CREATE TABLE b(x); INSERT INTO b VALUES (zeroblob(64000000))"],
+    )
+    .assert_status(1)
+    .assert_stdout_lines(&["error: database or disk is full"])
+    .assert_stderr_empty();
+}
+
+#[test]
+fn bad_arguments_print_usage_and_exit_2() {
+    for (args, problem) in [
+        (&[][..], "sqlite: nothing to do"),
+        (&["foo"][..], "sqlite: unknown argument 'foo'"),
+        (
+            &["bench", "n=0"][..],
+            "sqlite: bad row count '0' (want 1..=4294967295)",
+        ),
+        (
+            &["bench", "n=+5"][..],
+            "sqlite: bad row count '+5' (want 1..=4294967295)",
+        ),
+        (
+            &["bench", "n=x"][..],
+            "sqlite: bad row count 'x' (want 1..=4294967295)",
+        ),
+        (
+            &["bench", "journal=truncate"][..],
+            "sqlite: bad journal mode 'truncate' (want delete|wal)",
+        ),
+        (&["n=5"][..], "sqlite: n= needs bench"),
+        (
+            &["sql=SELECT 1", "sql=SELECT 2"][..],
+            "sqlite: sql= given twice",
+        ),
+    ] {
+        sqlite(args)
+            .assert_status(2)
+            .assert_stdout_lines(&[problem, USAGE])
+            .assert_stderr_empty();
+    }
+}
+
+/// The symbols the SQLite object may leave undefined, and who provides each.
+const ALLOWED_UNDEFINED: [&str; 17] = [
+    // compiler_builtins (linked into every Rust no_std binary).
+    "memcmp",
+    "memcpy",
+    "memmove",
+    "memset",
+    // tinyrlibc, features listed in apps/sqlite/Cargo.toml.
+    "memchr",
+    "strchr",
+    "strcmp",
+    "strcspn",
+    "strlen",
+    "strncmp",
+    "strrchr",
+    "strspn",
+    // tinyrlibc's `alloc` feature, on the image's global allocator.
+    "malloc",
+    "free",
+    "realloc",
+    // The app's OS layer (SQLITE_OS_OTHER).
+    "sqlite3_os_init",
+    "sqlite3_os_end",
+];
+
+/// The libsqlite3 archive of the last guest build: the newest one under the guest's
+/// build directories (old builds with other hashes may linger).
+fn sqlite_archive() -> PathBuf {
+    let build = repo_root().join("guest-kernel/target/x86_64-unknown-none/release/build");
+    let entries = std::fs::read_dir(&build).unwrap_or_else(|e| {
+        panic!(
+            "cannot list {} ({e}): run scripts/build first",
+            build.display()
+        )
+    });
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("libsqlite3-sys-")
+        })
+        .map(|e| e.path().join("out/libsqlite3.a"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no libsqlite3-sys-*/out/libsqlite3.a under {}: run scripts/build first",
+                build.display()
+            )
+        })
+}
+
+/// Any libm or libc function outside the list would bind to something unexpected (or
+/// to compiler_builtins' soft-float version, trap 1), so the list only changes on
+/// purpose.
+#[test]
+fn sqlite_object_needs_only_allowed_symbols() {
+    require_tool("nm", "binutils");
+    let archive = sqlite_archive();
+    let out = run_program("nm", [std::ffi::OsStr::new("-u"), archive.as_os_str()]);
+    out.assert_status(0);
+    let undefined: BTreeSet<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("U "))
+        .collect();
+    let allowed: BTreeSet<&str> = ALLOWED_UNDEFINED.into_iter().collect();
+    let extra: Vec<&str> = undefined.difference(&allowed).copied().collect();
+    assert!(
+        extra.is_empty(),
+        "{} needs symbols outside the allowlist: {extra:?}\n{out:?}",
+        archive.display()
+    );
+    // The check saw the real object: SQLite's OS hooks are always undefined in it.
+    assert!(
+        undefined.contains("sqlite3_os_init") && undefined.contains("malloc"),
+        "nm found none of the expected symbols\n{out:?}"
+    );
+}
