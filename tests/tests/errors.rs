@@ -277,6 +277,38 @@ fn writable_and_executable_segment() {
     );
 }
 
+#[test]
+fn file_bytes_without_memory() {
+    // A second PT_LOAD with 2 file bytes and p_memsz 0, aimed at the shared region's
+    // header: it used to skip validation and still be copied there by the loader.
+    let mut bytes = ElfBuilder::new().build();
+    bytes[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+    let ph = 64 + 56;
+    bytes[ph..ph + 4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
+    bytes[ph + 4..ph + 8].copy_from_slice(&(elf::PF_R | elf::PF_W).to_le_bytes());
+    bytes[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes()); // p_offset
+    bytes[ph + 16..ph + 24].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+    bytes[ph + 24..ph + 32].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+    bytes[ph + 32..ph + 40].copy_from_slice(&2u64.to_le_bytes()); // p_filesz
+    bytes[ph + 40..ph + 48].copy_from_slice(&0u64.to_le_bytes()); // p_memsz
+    let dir = TempDir::new("memsz0");
+    let path = dir.write("image.elf", &bytes);
+    assert_error(
+        &boot(&[], &path),
+        EXIT_BAD_IMAGE,
+        &["segment 1: file size 0x2 exceeds its memory size 0x0"],
+    );
+}
+
+#[test]
+fn image_that_is_not_a_regular_file() {
+    assert_error(
+        &boot(&[], Path::new("/dev/zero")),
+        EXIT_BAD_IMAGE,
+        &["'/dev/zero' is not bootable: not a regular file"],
+    );
+}
+
 // --- files (66) -------------------------------------------------------------------
 
 #[test]

@@ -2,17 +2,20 @@
 //!
 //! Validation happens on the raw bytes before anything touches guest memory, so a bad
 //! file gets a message that names the exact problem (class, machine, type, a segment
-//! that does not fit) instead of a loader error code. Loading itself is linux-loader's.
+//! that does not fit) instead of a loader error code. The file is read exactly once:
+//! every compartment is loaded from, and every report symbolized with, the very bytes
+//! that were validated, whatever happens to the file during the run.
 
-use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use flexos_abi::{IMAGE_BASE, PAGE_SIZE};
-use linux_loader::loader::{Elf, KernelLoader};
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::error::{Result, VmmError};
 
@@ -32,11 +35,12 @@ pub struct Segment {
     pub perms: SegmentPerms,
 }
 
-/// An image file's bytes: mapped from the file (only the pages the monitor reads are
-/// ever faulted in; a page fault costs ~2 us on this nested host, so reading a 1 MB
-/// image with debug info into a fresh buffer cost 0.6 ms of boot), or owned (tests).
+/// An image file's bytes, a private copy made once. Never a mapping of the file: a
+/// file truncated under a mapping turns the next read of it into SIGBUS.
 pub enum ImageBytes {
-    Mapped(memmap2::Mmap),
+    /// Read from the file into pre-faulted anonymous memory (a page fault costs ~2 us
+    /// on this nested host; populating the copy in one call avoids one per page).
+    Copied(memmap2::Mmap),
     /// Bytes that came from elsewhere (tests, fuzzing).
     Owned(Vec<u8>),
 }
@@ -46,10 +50,17 @@ impl std::ops::Deref for ImageBytes {
 
     fn deref(&self) -> &[u8] {
         match self {
-            ImageBytes::Mapped(m) => m,
+            ImageBytes::Copied(m) => m,
             ImageBytes::Owned(v) => v,
         }
     }
+}
+
+/// File bytes one segment puts into guest memory: `file` indexes [`Image::bytes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub addr: u64,
+    pub file: Range<usize>,
 }
 
 /// A validated image: its bytes (kept for symbolization) and its loadable layout.
@@ -60,7 +71,12 @@ pub struct Image {
     pub segments: Vec<Segment>,
     /// First page-aligned address after the last segment.
     pub end: u64,
+    /// What loading copies, each inside its segment (checked at validation).
+    chunks: Vec<Chunk>,
 }
+
+/// Largest image file the monitor reads (debug info included).
+pub const MAX_IMAGE_FILE: u64 = 1 << 30;
 
 fn bad(path: &Path, reason: impl Into<String>) -> VmmError {
     VmmError::BadImage {
@@ -99,19 +115,48 @@ impl Image {
                 path: path.to_path_buf(),
             });
         }
-        if meta.len() == 0 {
-            return Err(bad(path, "the file is empty"));
-        }
         let unreadable = |e| VmmError::ImageUnreadable {
             path: path.to_path_buf(),
             source: e,
         };
-        let file = File::open(path).map_err(unreadable)?;
-        // SAFETY: the mapping is private and read-only, and every byte of it is treated
-        // as untrusted input; if the file changed under us the parsers would see other
-        // bytes, which they already handle as bad input, never as memory safety.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(unreadable)?;
-        Self::from_bytes(path, ImageBytes::Mapped(map), load_limit)
+        // Non-blocking, so that a FIFO given as the image cannot hang the open; regular
+        // files ignore the flag.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(unreadable)?;
+        // Size and type of what was opened, not of what the path named a moment ago.
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(bad(path, "not a regular file"));
+        }
+        if meta.len() > MAX_IMAGE_FILE {
+            return Err(bad(
+                path,
+                format!(
+                    "{} bytes; an image file is at most {} MiB",
+                    meta.len(),
+                    MAX_IMAGE_FILE >> 20
+                ),
+            ));
+        }
+        if meta.len() == 0 {
+            return Err(bad(path, "the file is empty"));
+        }
+        let len = meta.len() as usize;
+        let mut copy = memmap2::MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_anon()
+            .map_err(unreadable)?;
+        file.read_exact(&mut copy[..len])
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => bad(path, "the file shrank while it was read"),
+                _ => unreadable(e),
+            })?;
+        let copy = copy.make_read_only().map_err(unreadable)?;
+        Self::from_bytes(path, ImageBytes::Copied(copy), load_limit)
     }
 
     /// Validates image bytes as [`Image::open`] does; `path` only names it in errors.
@@ -171,6 +216,7 @@ impl Image {
             .map_err(|e| bad(path, format!("malformed program headers: {e}")))?;
 
         let mut segments: Vec<Segment> = Vec::new();
+        let mut chunks = Vec::new();
         for (i, ph) in phdrs.iter().enumerate() {
             match ph.p_type(endian) {
                 elf::PT_LOAD => {}
@@ -184,6 +230,16 @@ impl Image {
             let memsz = ph.p_memsz(endian);
             let filesz = ph.p_filesz(endian);
             let offset = ph.p_offset(endian);
+            // Checked before anything else: a segment with file bytes but no memory
+            // would otherwise skip the checks below and still be copied somewhere.
+            if filesz > memsz {
+                return Err(bad(
+                    path,
+                    format!(
+                        "segment {i}: file size {filesz:#x} exceeds its memory size {memsz:#x}"
+                    ),
+                ));
+            }
             if memsz == 0 {
                 continue;
             }
@@ -193,16 +249,15 @@ impl Image {
             if vaddr % PAGE_SIZE != 0 {
                 return Err(bad(path, format!("segment {i} at {vaddr:#x} is not page-aligned; link with the flexos linker script")));
             }
-            if filesz > memsz
-                || offset
-                    .checked_add(filesz)
-                    .is_none_or(|end| end > bytes.len() as u64)
-            {
-                return Err(bad(
-                    path,
-                    format!("segment {i}: file range is outside the file (truncated image?)"),
-                ));
-            }
+            let file = match offset.checked_add(filesz) {
+                Some(end) if end <= bytes.len() as u64 => offset as usize..end as usize,
+                _ => {
+                    return Err(bad(
+                        path,
+                        format!("segment {i}: file range is outside the file (truncated image?)"),
+                    ))
+                }
+            };
             let end = vaddr
                 .checked_add(memsz)
                 .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
@@ -216,6 +271,9 @@ impl Image {
                 return Err(bad(path, format!(
                     "segment {i} ({vaddr:#x}..{end:#x}) shares a page with the segment at {:#x}; page-align segments", prev.start
                 )));
+            }
+            if !file.is_empty() {
+                chunks.push(Chunk { addr: vaddr, file });
             }
             let flags = ph.p_flags(endian);
             segments.push(Segment {
@@ -257,17 +315,25 @@ impl Image {
             entry,
             segments,
             end,
+            chunks,
         })
     }
 
-    /// Copies the segments into guest memory (bss stays zero: guest memory is fresh).
+    /// What [`Image::load`] copies: guest-physical address and file bytes, per segment.
+    pub fn chunks(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.chunks
+            .iter()
+            .map(|c| (c.addr, &self.bytes[c.file.clone()]))
+    }
+
+    /// Copies the validated segment bytes into guest memory (bss stays zero: guest
+    /// memory is fresh).
     pub fn load(&self, mem: &GuestMemoryMmap) -> Result<()> {
-        let mut file = File::open(&self.path).map_err(|e| VmmError::ImageUnreadable {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        Elf::load(mem, None, &mut file, Some(GuestAddress(IMAGE_BASE)))
-            .map_err(|e| bad(&self.path, format!("loading failed: {e}")))?;
+        for (addr, bytes) in self.chunks() {
+            mem.write_slice(bytes, GuestAddress(addr)).map_err(|e| {
+                VmmError::Memory(format!("loading the image segment at {addr:#x}: {e}"))
+            })?;
+        }
         Ok(())
     }
 }
@@ -431,6 +497,87 @@ pub(crate) mod tests {
         }
     }
 
+    /// `elf_bytes` with a second PT_LOAD header: `(vaddr, filesz, memsz, flags)`, its
+    /// file bytes at offset 0x1000 like the first's.
+    fn with_second_segment(mut b: Vec<u8>, seg: (u64, u64, u64, u32)) -> Vec<u8> {
+        b[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+        let ph = 64 + 56;
+        b[ph..ph + 4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
+        b[ph + 4..ph + 8].copy_from_slice(&seg.3.to_le_bytes());
+        b[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+        b[ph + 16..ph + 24].copy_from_slice(&seg.0.to_le_bytes());
+        b[ph + 24..ph + 32].copy_from_slice(&seg.0.to_le_bytes());
+        b[ph + 32..ph + 40].copy_from_slice(&seg.1.to_le_bytes());
+        b[ph + 40..ph + 48].copy_from_slice(&seg.2.to_le_bytes());
+        b
+    }
+
+    fn minimal() -> Vec<u8> {
+        elf_bytes(
+            2,
+            elf::EM_X86_64,
+            elf::ET_EXEC,
+            (0x10_0000, 0x1000, RX),
+            0x10_0000,
+        )
+    }
+
+    #[test]
+    fn file_bytes_without_memory_are_rejected_wherever_they_point() {
+        // memsz 0 used to skip every check while the loader still copied filesz bytes.
+        for vaddr in [0x1000, 0x10_0000, 0x1_0000_0000, 0x10_0003] {
+            let b = with_second_segment(minimal(), (vaddr, 16, 0, elf::PF_R | elf::PF_W));
+            let err = check(b).err().expect("filesz > memsz must be rejected");
+            assert!(
+                err.contains("segment 1: file size 0x10 exceeds its memory size 0x0"),
+                "{err}"
+            );
+        }
+        let b = with_second_segment(minimal(), (0x20_0000, 17, 16, elf::PF_R));
+        let err = check(b).err().expect("filesz > memsz must be rejected");
+        assert!(
+            err.contains("file size 0x11 exceeds its memory size 0x10"),
+            "{err}"
+        );
+        // An empty segment (nothing in the file, nothing in memory) is harmless.
+        let b = with_second_segment(minimal(), (0x1_0000_0000, 0, 0, elf::PF_R));
+        assert_eq!(check(b).unwrap().segments.len(), 1);
+    }
+
+    #[test]
+    fn loading_copies_exactly_the_validated_bytes() {
+        let dir = std::env::temp_dir().join(format!("flexos-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img.elf");
+        let mut bytes = minimal();
+        bytes[0x1000..0x1010].copy_from_slice(b"validated bytes!");
+        std::fs::write(&path, &bytes).unwrap();
+        let img = Image::open(&path, 0x40_0000).unwrap();
+        // The file changes after validation: loading must not see it (it used to reopen
+        // the file by path), and a truncated file must not fault the reads.
+        let mut other = bytes.clone();
+        other[0x1000..0x1010].copy_from_slice(b"swapped in later");
+        std::fs::write(&path, &other).unwrap();
+        std::fs::File::create(&path).unwrap().set_len(10).unwrap();
+
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        img.load(&mem).unwrap();
+        let mut seen = [0u8; 16];
+        mem.read_slice(&mut seen, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(&seen, b"validated bytes!");
+        assert_eq!(&img.bytes[..], &bytes[..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_image_must_be_a_regular_file() {
+        let err = Image::open(Path::new("/dev/zero"), 0x40_0000)
+            .err()
+            .expect("/dev/zero is no image");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_IMAGE);
+    }
+
     #[test]
     fn truncated_files_never_panic() {
         let full = elf_bytes(
@@ -447,19 +594,15 @@ pub(crate) mod tests {
 
     #[test]
     fn mutated_headers_are_rejected_or_accepted_but_never_panic() {
-        let full = elf_bytes(
-            2,
-            elf::EM_X86_64,
-            elf::ET_EXEC,
-            (0x10_0000, 0x1000, RX),
-            0x10_0000,
-        );
+        // Text and data, so mutations reach a second program header too.
+        let full = with_second_segment(minimal(), (0x10_1000, 16, 0x1000, elf::PF_R | elf::PF_W));
+        assert_eq!(check(full.clone()).unwrap().segments.len(), 2);
         let mut rng = crate::testing::Rng::new(0x5eed);
         let mut accepted = 0;
         for _ in 0..50_000 {
             let mut bytes = full.clone();
-            // Only the headers matter to validation: mutate the first 128 bytes.
-            rng.mutate(&mut bytes[..128]);
+            // Only the headers matter to validation: mutate the ELF and program headers.
+            rng.mutate(&mut bytes[..176]);
             if let Ok(img) = check(bytes) {
                 accepted += 1;
                 // Whatever was accepted obeys the rules the loader relies on.
@@ -471,6 +614,11 @@ pub(crate) mod tests {
                     .segments
                     .iter()
                     .any(|s| s.perms.exec && (s.start..s.end).contains(&img.entry)));
+                // ...and what loading copies lies inside an accepted segment.
+                for (addr, bytes) in img.chunks() {
+                    let end = addr + bytes.len() as u64;
+                    assert!(img.segments.iter().any(|s| s.start <= addr && end <= s.end));
+                }
             }
         }
         assert!(

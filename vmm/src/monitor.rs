@@ -150,7 +150,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     match outcome {
         Outcome::Exited(code) => Ok(code as i32),
         Outcome::Crashed(report) => {
-            let sym = Symbolizer::new(&run.image.path, &run.image.bytes);
+            let sym = Symbolizer::new(&run.image.bytes);
             eprint!("{}", report.render(&sym));
             Ok(EXIT_CRASH)
         }

@@ -348,7 +348,7 @@ mod tests {
             console_tail: vec!["hello".into()],
             map: map(),
         };
-        let sym = Symbolizer::new(std::path::Path::new("/nonexistent"), b"");
+        let sym = Symbolizer::new(b"");
         let text = report.render(&sym);
         assert!(
             text.starts_with(

@@ -1,5 +1,6 @@
-//! Image files: ELF validation, then the component table read from the same bytes.
-//! Whatever is accepted must obey the rules the loader and the page tables rely on.
+//! Image files: ELF validation, loading into guest memory, then the component table
+//! read from the same bytes. Whatever is accepted must obey the rules the loader and the
+//! page tables rely on, and loading it writes only inside its accepted segments.
 //!
 //! Each input is tried twice: as a whole file, and as edits (offset, byte pairs) to a
 //! valid minimal image, so the fuzzer spends its time past the ELF magic.
@@ -11,6 +12,7 @@ use std::path::Path;
 use flexos_vmm::image::{Image, ImageBytes};
 use flexos_vmm::placement::Catalog;
 use libfuzzer_sys::fuzz_target;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const LIMIT: u64 = 0x400_0000;
 
@@ -49,6 +51,12 @@ fuzz_target!(|data: &[u8]| {
     check(edited);
 });
 
+thread_local! {
+    /// Guest memory up to LIMIT, reused across inputs (fresh pages are never touched).
+    static MEMORY: GuestMemoryMmap =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), LIMIT as usize)]).expect("guest memory");
+}
+
 fn check(bytes: Vec<u8>) {
     let Ok(image) = Image::from_bytes(Path::new("fuzz.elf"), ImageBytes::Owned(bytes), LIMIT)
     else {
@@ -62,6 +70,16 @@ fn check(bytes: Vec<u8>) {
         .segments
         .iter()
         .any(|s| s.perms.exec && (s.start..s.end).contains(&image.entry)));
+    for (addr, bytes) in image.chunks() {
+        let end = addr + bytes.len() as u64;
+        assert!(image
+            .segments
+            .iter()
+            .any(|s| s.start <= addr && end <= s.end));
+    }
+    // The real load path, into memory that ends where the image's may: a write past a
+    // segment the checks missed fails the load.
+    MEMORY.with(|mem| image.load(mem).expect("an accepted image loads"));
     if let Ok(catalog) = Catalog::from_image(&image) {
         for split in &catalog.splits {
             assert_eq!(split.assignment.len(), catalog.components.len());
