@@ -63,6 +63,9 @@ pub enum VmmError {
 
     #[error("guest memory: {0}")]
     Memory(String),
+
+    #[error(transparent)]
+    Debug(#[from] crate::debug::DebugError),
 }
 
 impl VmmError {
@@ -79,6 +82,8 @@ impl VmmError {
                 EXIT_KVM
             }
             VmmError::Memory(_) => EXIT_KVM,
+            VmmError::Debug(crate::debug::DebugError::KickHandler(_)) => EXIT_KVM,
+            VmmError::Debug(_) => EXIT_USAGE,
         }
     }
 

@@ -319,6 +319,15 @@ impl Image {
         })
     }
 
+    /// The executable segments' memory: where code, and so breakpoints, can be.
+    pub fn code(&self) -> Vec<Range<u64>> {
+        self.segments
+            .iter()
+            .filter(|s| s.perms.exec)
+            .map(|s| s.start..s.end)
+            .collect()
+    }
+
     /// What [`Image::load`] copies: guest-physical address and file bytes, per segment.
     pub fn chunks(&self) -> impl Iterator<Item = (u64, &[u8])> {
         self.chunks

@@ -8,10 +8,9 @@ use std::time::Instant;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
-use gdbstub::stub::DisconnectReason;
-
-use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome};
-use crate::debug::stub::{self, GdbTarget};
+use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome, StopHook};
+use crate::debug::listen::GdbListener;
+use crate::debug::stub::{self, SessionEnd};
 use crate::debug::Debugger;
 use crate::error::{Result, VmmError, EXIT_CRASH};
 use crate::image::Image;
@@ -37,27 +36,16 @@ fn micros(start: Instant, t: Option<&Instant>) -> String {
     })
 }
 
-/// Serves GDB until it detaches or kills the run, or the guest ends; true on kill.
-fn serve_gdb(addr: &str, dbg: Arc<Debugger>) -> Result<bool> {
-    let conn = stub::listen(addr).map_err(VmmError::Usage)?;
-    let mut target = GdbTarget::new(dbg.clone());
-    match target.serve(conn) {
-        Ok(DisconnectReason::Kill) => Ok(true),
-        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(false),
-        Ok(DisconnectReason::Disconnect) => {
-            dbg.detach();
-            Ok(false)
-        }
-        Err(e) => {
-            eprintln!("flexos-vmm: {e}; running on without the debugger");
-            dbg.detach();
-            Ok(false)
-        }
-    }
+/// What the monitor thread waits for: a compartment's end, or the GDB session's.
+enum Report {
+    Ended(u32, Outcome),
+    Gdb(SessionEnd),
 }
 
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
+    // Before any VM exists: a --gdb address that cannot be served is a usage error.
+    let listener = run.gdb.as_deref().map(GdbListener::bind).transpose()?;
     let count = run.placement.compartments.len() as u32;
     let shared = SharedRegion::new(run.shared_size)?;
     let layout = shared.init(count)?;
@@ -94,15 +82,13 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     }
     let milestones: Vec<Arc<Milestones>> =
         compartments.iter().map(|c| c.milestones.clone()).collect();
-    let debugger = match &run.gdb {
-        Some(_) => Some(Arc::new(
-            Debugger::new(
-                names.to_vec(),
-                compartments.iter().map(|c| c.memory()).collect(),
-                compartments.iter().map(|c| c.cr3).collect(),
-            )
-            .map_err(VmmError::KvmRun)?,
-        )),
+    let debugger = match &listener {
+        Some(_) => Some(Arc::new(Debugger::new(
+            names.to_vec(),
+            compartments.iter().map(|c| c.memory()).collect(),
+            compartments.iter().map(|c| c.cr3).collect(),
+            run.image.code(),
+        )?)),
         None => None,
     };
 
@@ -114,21 +100,41 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
         std::thread::Builder::new()
             .name(format!("vcpu-{}", comp.spec.name))
             .spawn(move || {
-                let outcome = comp.run(debugger.as_deref());
-                let _ = tx.send((id, outcome));
+                let outcome = comp.run(debugger.as_deref().map(|d| d as &dyn StopHook));
+                let _ = tx.send(Report::Ended(id, outcome));
             })
             .map_err(|e| VmmError::KvmRun(format!("cannot start a vCPU thread: {e}")))?;
     }
-    drop(tx);
-    if let (Some(addr), Some(dbg)) = (&run.gdb, &debugger) {
-        if serve_gdb(addr, dbg.clone())? {
-            eprintln!("flexos-vmm: the run was killed from gdb");
-            return Ok(EXIT_CRASH);
-        }
+    if let (Some(listener), Some(dbg)) = (listener, &debugger) {
+        let tx = tx.clone();
+        stub::serve_in_background(listener, dbg.clone(), move |end| {
+            let _ = tx.send(Report::Gdb(end));
+        })
+        .map_err(|e| VmmError::KvmRun(format!("cannot start the gdb thread: {e}")))?;
     }
-    let (id, outcome) = rx
-        .recv()
-        .map_err(|_| VmmError::KvmRun("every vCPU thread ended without an outcome".into()))?;
+    drop(tx);
+    // The first compartment to end decides; the GDB session may end the run first.
+    let (id, outcome) = loop {
+        match rx.recv() {
+            Ok(Report::Gdb(SessionEnd::Killed)) => {
+                eprintln!("flexos-vmm: the run was killed from gdb");
+                return Ok(EXIT_CRASH);
+            }
+            Ok(Report::Gdb(SessionEnd::Over)) => {}
+            Ok(Report::Ended(id, outcome)) => {
+                // The stub is telling a connected GDB how the run ended: let it finish.
+                if debugger.as_ref().is_some_and(|d| d.in_session()) {
+                    while !matches!(rx.recv(), Ok(Report::Gdb(_)) | Err(_)) {}
+                }
+                break (id, outcome);
+            }
+            Err(_) => {
+                return Err(VmmError::KvmRun(
+                    "every vCPU thread ended without an outcome".into(),
+                ))
+            }
+        }
+    };
     let end = Instant::now();
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {

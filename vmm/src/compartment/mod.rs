@@ -5,10 +5,12 @@
 //! - `boot_info`: the boot-info block the guest reads at its first instruction;
 //! - `doorbell`: the eventfds compartments wake each other with;
 //! - `run`: the vCPU loop that serves exits and hypercalls until the guest ends;
-//! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking).
+//! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking);
+//! - `hook`: the one interface a debugger implements to stop the loop.
 
 mod boot_info;
 mod doorbell;
+mod hook;
 mod run;
 mod stop;
 
@@ -22,6 +24,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use doorbell::Doorbells;
+pub use hook::{Resume, Snapshot, Stop, StopHook};
 
 use crate::arch::layout::{GuestLayout, MemoryPlan};
 use crate::arch::{cpu, descriptors, paging};
