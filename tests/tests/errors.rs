@@ -11,8 +11,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use flexos_e2e::{
-    elf, hello, image, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_BAD_IMAGE, EXIT_CRASH,
-    EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
+    elf, hello, image, repo_root, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_BAD_IMAGE,
+    EXIT_CRASH, EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
 };
 
 /// Asserts an error run: `status`, nothing on stdout, one `flexos-vmm: error:` line on
@@ -362,6 +362,72 @@ fn gdb_socket_that_cannot_be_created() {
             "cannot listen on /nonexistent/dir/gdb.sock",
             "No such file or directory",
         ],
+    );
+}
+
+#[test]
+fn gdb_address_that_is_empty() {
+    let out = boot(&["--gdb", ""], &image("hello"));
+    assert_error(&out, EXIT_USAGE, &["--gdb needs HOST:PORT"]);
+}
+
+#[test]
+fn gdb_address_that_looks_like_host_port_but_is_not() {
+    // Names unique to this run, so that nothing left by another run can interfere.
+    let pid = std::process::id();
+    for addr in [
+        format!("999.1.1.1:{pid}"),
+        format!("127.0.0.1:{}", 99_999 + pid),
+    ] {
+        let addr = addr.as_str();
+        let out = boot(&["--gdb", addr], &image("hello"));
+        assert_error(
+            &out,
+            EXIT_USAGE,
+            &[&format!("--gdb {addr}: not a usable HOST:PORT"), "./"],
+        );
+        // The monitor runs in the repository root: no socket file may appear there.
+        assert!(
+            !repo_root().join(addr).exists(),
+            "no socket file named {addr} may be created"
+        );
+    }
+}
+
+#[test]
+fn gdb_path_that_is_a_regular_file() {
+    let dir = TempDir::new("gdb-file");
+    let file = dir.write("notes.txt", b"precious");
+    let out = boot(&["--gdb", &file.to_string_lossy()], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &["notes.txt: refusing to replace it", "not a socket"],
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[test]
+fn placement_file_that_is_not_a_regular_file() {
+    let out = boot(&["--config", "/dev/zero"], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_NO_INPUT,
+        &["placement file '/dev/zero' is unreadable: not a regular file"],
+    );
+}
+
+#[test]
+fn placement_file_over_1_mib() {
+    let dir = TempDir::new("big-config");
+    let mut text = b"# padding\n".repeat(110_000);
+    text.extend_from_slice(b"[[compartment]]\nname = \"all\"\ncomponents = [\"app\"]\n");
+    let path = dir.write("placement.toml", &text);
+    let out = boot(&["--config", &path.to_string_lossy()], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_NO_INPUT,
+        &["placement.toml", "larger than 1024 KiB"],
     );
 }
 

@@ -261,9 +261,13 @@ mod rsp {
 
     impl Client {
         pub fn connect(path: &std::path::Path) -> Client {
-            let s = UnixStream::connect(path).expect("connect to the gdb socket");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            Client(s)
+            Client::try_connect(path).expect("connect to the gdb socket")
+        }
+
+        pub fn try_connect(path: &std::path::Path) -> std::io::Result<Client> {
+            let s = UnixStream::connect(path)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            Ok(Client(s))
         }
 
         pub fn send(&mut self, body: &str) {
@@ -379,4 +383,117 @@ fn an_image_truncated_during_the_run_still_gets_its_report() {
         "{vmm:?}"
     );
     vmm.assert_stderr_contains("hello::main+");
+}
+
+#[test]
+fn a_breakpoint_in_the_shared_region_is_refused_and_leaves_it_intact() {
+    // The shared region is the same memory in every compartment: a planted 0xCC used
+    // to be read back as the second compartment's "original" byte and outlive the
+    // breakpoint, corrupting the region header (the guests then exit 63).
+    let (gdb, vmm) = debug_session(
+        "gatebench",
+        &["--compartments", "2"],
+        &["calls=100"],
+        &[
+            "break *0x100000000",
+            "break gatebench::main",
+            "continue",
+            "delete 1",
+            "continue",
+            "delete",
+            "continue",
+        ],
+    );
+    assert!(
+        gdb.stderr
+            .contains("Cannot insert breakpoint 1.\nCannot access memory at address 0x100000000"),
+        "gdb should be refused the shared-region breakpoint\n{gdb:?}"
+    );
+    assert_has(&gdb, "Thread 1 hit Breakpoint 2, ");
+    assert_has(&gdb, "[Inferior 1 (process 1) exited normally]");
+    vmm.assert_status(0);
+    assert!(
+        vmm.stdout
+            .contains("\"case\":\"gate-remote-6\",\"compartments\":2"),
+        "gatebench ran every case with an intact shared region\n{vmm:?}"
+    );
+}
+
+#[test]
+fn a_second_monitor_cannot_take_a_live_monitors_socket() {
+    let dir = TempDir::new("gdb-live");
+    let socket = dir.path().join("gdb.sock");
+    let sock = socket.display().to_string();
+    let first = {
+        let args = vec![
+            "--gdb".to_string(),
+            sock.clone(),
+            image("hello").display().to_string(),
+            "--".into(),
+            "exit=3".into(),
+        ];
+        thread::spawn(move || run(args))
+    };
+    wait_for_socket(&socket);
+    let second = run(["--gdb", &sock, &image("hello").display().to_string()]);
+    second.assert_status(flexos_e2e::EXIT_USAGE);
+    assert_eq!(
+        second.stderr,
+        format!("flexos-vmm: error: --gdb {sock}: another monitor is serving gdb on that socket\n"),
+    );
+    // The first monitor took the probe for what it was and still serves gdb.
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    c.recv();
+    c.send("vCont;c");
+    assert_eq!(c.recv(), "W03");
+    let first = first.join().expect("monitor thread panicked");
+    first.assert_status(3);
+    assert!(
+        !socket.exists(),
+        "the socket file goes once gdb is connected"
+    );
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    let dir = TempDir::new("gdb-stale");
+    let socket = dir.path().join("gdb.sock");
+    // A socket nobody listens on, as a monitor that was killed leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let args = vec![
+        "--gdb".to_string(),
+        socket.display().to_string(),
+        image("hello").display().to_string(),
+        "--".into(),
+        "exit=4".into(),
+    ];
+    let monitor = thread::spawn(move || run(args));
+    let mut c = connect_when_listening(&socket);
+    c.send("?");
+    c.recv();
+    c.send("vCont;c");
+    assert_eq!(c.recv(), "W04");
+    monitor
+        .join()
+        .expect("monitor thread panicked")
+        .assert_status(4);
+}
+
+/// Connects to the monitor's socket once it listens there (the stale file exists from
+/// the start, so its existence says nothing).
+fn connect_when_listening(path: &Path) -> rsp::Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(c) = rsp::Client::try_connect(path) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the monitor never listened on {}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 }
