@@ -458,3 +458,135 @@ pub fn exception_signal(vector: u64) -> Signal {
         _ => Signal::SIGSEGV,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flexos_abi::{IMAGE_BASE, SHARED_BASE};
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::arch::layout::{GuestLayout, MemoryPlan};
+    use crate::arch::paging;
+    use crate::error::VmmError;
+    use crate::image::{Segment, SegmentPerms};
+    use crate::memory::{compartment_memory, SharedRegion};
+
+    /// A debugger over two compartments with one page of code at 1 MiB each and a
+    /// shared region both see, as a run has them.
+    fn two_compartments() -> (Debugger, SharedRegion) {
+        let shared = SharedRegion::new(2 << 20).unwrap();
+        let plan = MemoryPlan::new(16 << 20, IMAGE_BASE + 0x1000, 2).unwrap();
+        let code = Segment {
+            start: IMAGE_BASE,
+            end: IMAGE_BASE + 0x1000,
+            perms: SegmentPerms {
+                write: false,
+                exec: true,
+            },
+        };
+        let (mut mems, mut cr3s) = (vec![], vec![]);
+        for id in 0..2 {
+            let mem = compartment_memory(&plan, id, &shared).unwrap();
+            let layout = GuestLayout::new(plan, id, vec![code], code.end, 2 << 20);
+            cr3s.push(paging::build(&mem, &layout).unwrap());
+            mem.write_slice(&[0x90, 0xc3], GuestAddress(IMAGE_BASE))
+                .unwrap();
+            mems.push(mem);
+        }
+        mems[0]
+            .write_slice(b"MAGIC", GuestAddress(SHARED_BASE))
+            .unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let dbg = Debugger::new(names, mems, cr3s, image_code(&[code])).unwrap();
+        (dbg, shared)
+    }
+
+    fn image_code(segments: &[Segment]) -> Vec<Range<u64>> {
+        segments.iter().map(|s| s.start..s.end).collect()
+    }
+
+    fn byte(dbg: &Debugger, id: u32, addr: u64) -> u8 {
+        let mut b = [0u8];
+        assert_eq!(dbg.read_memory(id, addr, &mut b), 1);
+        b[0]
+    }
+
+    #[test]
+    fn breakpoints_go_only_into_code_and_come_out_exactly() {
+        let (dbg, _shared) = two_compartments();
+        // Both compartments see the shared region: planting there would have read the
+        // first compartment's 0xCC back as the second's original byte.
+        assert!(matches!(
+            dbg.add_breakpoint(SHARED_BASE),
+            Err(DebugError::NotCode { .. })
+        ));
+        assert_eq!(byte(&dbg, 1, SHARED_BASE), b'M');
+        assert!(matches!(
+            dbg.add_breakpoint(IMAGE_BASE + 0x1000),
+            Err(DebugError::NotCode { .. })
+        ));
+
+        dbg.add_breakpoint(IMAGE_BASE + 1).unwrap();
+        assert!(dbg.is_breakpoint(IMAGE_BASE + 1));
+        assert_eq!(
+            (byte(&dbg, 0, IMAGE_BASE + 1), byte(&dbg, 1, IMAGE_BASE + 1)),
+            (0xcc, 0xcc)
+        );
+        assert!(dbg.remove_breakpoint(IMAGE_BASE + 1).unwrap());
+        assert_eq!(
+            (byte(&dbg, 0, IMAGE_BASE + 1), byte(&dbg, 1, IMAGE_BASE + 1)),
+            (0xc3, 0xc3)
+        );
+        assert!(!dbg.remove_breakpoint(IMAGE_BASE + 1).unwrap());
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            regs: Default::default(),
+            fpu: Default::default(),
+            cs: 0,
+            ss: 0,
+            frame: None,
+        }
+    }
+
+    #[test]
+    fn a_vcpu_that_fails_tells_gdb_and_is_never_kicked_again() {
+        let (dbg, _shared) = two_compartments();
+        let dbg = Arc::new(dbg);
+        // Compartment 0 parks before its first instruction, as vCPUs do under gdb.
+        let parked = {
+            let dbg = dbg.clone();
+            std::thread::spawn(move || {
+                dbg.vcpu_started(0);
+                assert!(dbg.must_stop(0));
+                matches!(dbg.stop(0, snapshot(), Stop::Held), Resume::Continue(_))
+            })
+        };
+        // Compartment 1's vCPU fails (KVM_RUN, say) and its thread exits.
+        {
+            let dbg = dbg.clone();
+            std::thread::spawn(move || {
+                dbg.vcpu_started(1);
+                let failed = Outcome::Failed(VmmError::KvmRun("KVM internal error".into()));
+                dbg.vcpu_finished(1, Some(&failed));
+            })
+            .join()
+            .unwrap();
+        }
+        // Stopping everyone returns (it used to wait for, and signal, the dead thread),
+        // and gdb hears that the run is over.
+        dbg.interrupt();
+        assert_eq!(
+            dbg.next_event(Duration::ZERO),
+            Some(DebugEvent::Terminated(Signal::SIGKILL))
+        );
+        dbg.detach();
+        assert!(
+            parked.join().unwrap(),
+            "detaching lets the parked vCPU run on"
+        );
+    }
+}
