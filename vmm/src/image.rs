@@ -6,10 +6,12 @@
 //! every compartment is loaded from, and every report symbolized with, the very bytes
 //! that were validated, whatever happens to the file during the run.
 
-use std::io::Read;
+use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use flexos_abi::{IMAGE_BASE, PAGE_SIZE};
 use object::elf;
@@ -38,8 +40,9 @@ pub struct Segment {
 /// An image file's bytes, a private copy made once. Never a mapping of the file: a
 /// file truncated under a mapping turns the next read of it into SIGBUS.
 pub enum ImageBytes {
-    /// Read from the file into pre-faulted anonymous memory (a page fault costs ~2 us
-    /// on this nested host; populating the copy in one call avoids one per page).
+    /// What booting needs, read from the file into anonymous memory of the file's
+    /// size (see `read_boot_copy`; a page fault costs ~2 us on this nested host, so
+    /// only the pages read are ever touched).
     Copied(memmap2::Mmap),
     /// Bytes that came from elsewhere (tests, fuzzing).
     Owned(Vec<u8>),
@@ -73,6 +76,100 @@ pub struct Image {
     pub end: u64,
     /// What loading copies, each inside its segment (checked at validation).
     chunks: Vec<Chunk>,
+    /// The whole file, when `bytes` holds only what booting needs.
+    full: Option<FullCopy>,
+}
+
+/// The whole image file, read on a thread of its own while the monitor boots: only a
+/// crash report needs it, and reading (and faulting in) a megabyte of debug info on the
+/// boot path cost ~0.25 ms.
+struct FullCopy {
+    reader: Mutex<Option<JoinHandle<Option<Vec<u8>>>>>,
+    bytes: OnceLock<Option<Vec<u8>>>,
+}
+
+impl FullCopy {
+    fn start(file: &File, len: usize) -> std::io::Result<FullCopy> {
+        let file = file.try_clone()?;
+        let reader = std::thread::Builder::new()
+            .name("image-read".into())
+            .spawn(move || {
+                let mut bytes = vec![0u8; len];
+                file.read_exact_at(&mut bytes, 0).ok().map(|()| bytes)
+            })?;
+        Ok(FullCopy {
+            reader: Mutex::new(Some(reader)),
+            bytes: OnceLock::new(),
+        })
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        self.bytes
+            .get_or_init(|| {
+                let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
+                reader.and_then(|r| r.join().ok()).flatten()
+            })
+            .as_deref()
+    }
+}
+
+/// Reads what booting needs from `file` (`len` bytes long) into a private copy of the
+/// file's size whose other bytes stay zero, and untouched, so they cost nothing: the
+/// ELF and program headers, the loadable segments, the section headers, the section
+/// names and every allocated section (the component table among them). A file whose
+/// headers look unusual is read whole; validation then says what is wrong with it.
+fn read_boot_copy(file: &File, len: usize) -> std::io::Result<memmap2::Mmap> {
+    let mut copy = memmap2::MmapOptions::new().len(len).map_anon()?;
+    let end = len as u64;
+    let read = |copy: &mut [u8], start: u64, size: u64| -> std::io::Result<()> {
+        let (from, to) = (start.min(end), start.saturating_add(size).min(end));
+        file.read_exact_at(&mut copy[from as usize..to as usize], from)
+    };
+    let u16_at = |b: &[u8], at: u64| -> u64 {
+        let at = at as usize;
+        b.get(at..at + 2)
+            .map_or(0, |v| u16::from_le_bytes([v[0], v[1]]) as u64)
+    };
+    let u64_at = |b: &[u8], at: u64| -> u64 {
+        let at = at as usize;
+        b.get(at..at + 8)
+            .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8])))
+    };
+    read(&mut copy, 0, 64)?;
+    let (phoff, shoff) = (u64_at(&copy, 32), u64_at(&copy, 40));
+    let (phsize, phnum) = (u16_at(&copy, 54), u16_at(&copy, 56));
+    let (shsize, shnum, shstrndx) = (u16_at(&copy, 58), u16_at(&copy, 60), u16_at(&copy, 62));
+    let usual = len >= 64
+        && copy[..4] == *b"\x7fELF"
+        && copy[4] == elf::ELFCLASS64
+        && copy[5] == elf::ELFDATA2LSB
+        && phsize == 56
+        && shsize == 64
+        && shnum > 0
+        && shstrndx < shnum;
+    if !usual {
+        read(&mut copy, 0, end)?;
+        return copy.make_read_only();
+    }
+    read(&mut copy, phoff, phsize * phnum)?;
+    for i in 0..phnum {
+        let ph = phoff.saturating_add(i * phsize);
+        if u64_at(&copy, ph) as u32 == elf::PT_LOAD {
+            let (offset, size) = (u64_at(&copy, ph + 8), u64_at(&copy, ph + 32));
+            read(&mut copy, offset, size)?;
+        }
+    }
+    read(&mut copy, shoff, shsize * shnum)?;
+    for i in 0..shnum {
+        let sh = shoff.saturating_add(i * shsize);
+        let (kind, flags) = (u64_at(&copy, sh + 4) as u32, u64_at(&copy, sh + 8));
+        let alloc = flags & u64::from(elf::SHF_ALLOC) != 0 && kind != elf::SHT_NOBITS;
+        if alloc || i == shstrndx {
+            let (offset, size) = (u64_at(&copy, sh + 24), u64_at(&copy, sh + 32));
+            read(&mut copy, offset, size)?;
+        }
+    }
+    copy.make_read_only()
 }
 
 /// Largest image file the monitor reads (debug info included).
@@ -121,7 +218,7 @@ impl Image {
         };
         // Non-blocking, so that a FIFO given as the image cannot hang the open; regular
         // files ignore the flag.
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
@@ -145,18 +242,15 @@ impl Image {
             return Err(bad(path, "the file is empty"));
         }
         let len = meta.len() as usize;
-        let mut copy = memmap2::MmapOptions::new()
-            .len(len)
-            .populate()
-            .map_anon()
-            .map_err(unreadable)?;
-        file.read_exact(&mut copy[..len])
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bad(path, "the file shrank while it was read"),
-                _ => unreadable(e),
-            })?;
-        let copy = copy.make_read_only().map_err(unreadable)?;
-        Self::from_bytes(path, ImageBytes::Copied(copy), load_limit)
+        let shrank = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad(path, "the file shrank while it was read"),
+            _ => unreadable(e),
+        };
+        let boot = read_boot_copy(&file, len).map_err(shrank)?;
+        let full = FullCopy::start(&file, len).map_err(unreadable)?;
+        let mut image = Self::from_bytes(path, ImageBytes::Copied(boot), load_limit)?;
+        image.full = Some(full);
+        Ok(image)
     }
 
     /// Validates image bytes as [`Image::open`] does; `path` only names it in errors.
@@ -316,7 +410,18 @@ impl Image {
             segments,
             end,
             chunks,
+            full: None,
         })
+    }
+
+    /// The whole image file as read at start, for symbolization (symbols and line
+    /// tables are not in the boot copy). Waits for the background read if it is still
+    /// going; if the file shrank before it was read, the boot copy stands in.
+    pub fn file_bytes(&self) -> &[u8] {
+        match &self.full {
+            Some(full) => full.get().unwrap_or(&self.bytes),
+            None => &self.bytes,
+        }
     }
 
     /// The executable segments' memory: where code, and so breakpoints, can be.
@@ -562,6 +667,8 @@ pub(crate) mod tests {
         bytes[0x1000..0x1010].copy_from_slice(b"validated bytes!");
         std::fs::write(&path, &bytes).unwrap();
         let img = Image::open(&path, 0x40_0000).unwrap();
+        // The whole file is in memory before it changes.
+        assert_eq!(img.file_bytes(), &bytes[..]);
         // The file changes after validation: loading must not see it (it used to reopen
         // the file by path), and a truncated file must not fault the reads.
         let mut other = bytes.clone();
@@ -576,6 +683,43 @@ pub(crate) mod tests {
         assert_eq!(&seen, b"validated bytes!");
         assert_eq!(&img.bytes[..], &bytes[..]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_boot_copy_holds_what_booting_reads_and_nothing_else() {
+        use object::{Object, ObjectSection, SectionFlags};
+        // Our own executable has allocated sections and, in tests, debug info.
+        let exe = std::env::current_exe().unwrap();
+        let full = std::fs::read(&exe).unwrap();
+        let boot = read_boot_copy(&File::open(&exe).unwrap(), full.len()).unwrap();
+        assert_eq!(boot.len(), full.len());
+        assert_eq!(&boot[..64], &full[..64]);
+        let obj = object::File::parse(&*full).unwrap();
+        let (mut alloc, mut other) = (0, 0);
+        for section in obj.sections() {
+            let Some((offset, size)) = section.file_range() else {
+                continue;
+            };
+            let range = offset as usize..(offset + size) as usize;
+            let SectionFlags::Elf { sh_flags } = section.flags() else {
+                unreachable!("an ELF section")
+            };
+            if sh_flags & u64::from(elf::SHF_ALLOC) != 0 {
+                assert_eq!(&boot[range.clone()], &full[range], "{:?}", section.name());
+                alloc += 1;
+            } else if section.name() == Ok(".debug_info") || section.name() == Ok(".symtab") {
+                assert!(boot[range].iter().all(|&b| b == 0), "{:?}", section.name());
+                other += 1;
+            }
+        }
+        assert!(
+            alloc > 0 && other > 0,
+            "{alloc} allocated, {other} others checked"
+        );
+        // Parsing the section table works on the boot copy (the component table is
+        // found the same way).
+        let parsed = object::File::parse(&*boot).unwrap();
+        assert!(parsed.section_by_name(".text").is_some());
     }
 
     #[test]

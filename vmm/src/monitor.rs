@@ -44,8 +44,15 @@ enum Report {
 
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
-    // Before any VM exists: a --gdb address that cannot be served is a usage error.
-    let listener = run.gdb.as_deref().map(GdbListener::bind).transpose()?;
+    // Before any VM exists: a --gdb address that cannot be served is a usage error. A
+    // debugging session can outlast the image file, so finish reading it first.
+    let listener = match run.gdb.as_deref() {
+        Some(addr) => {
+            run.image.file_bytes();
+            Some(GdbListener::bind(addr)?)
+        }
+        None => None,
+    };
     let count = run.placement.compartments.len() as u32;
     let shared = SharedRegion::new(run.shared_size)?;
     let layout = shared.init(count)?;
@@ -156,7 +163,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     match outcome {
         Outcome::Exited(code) => Ok(code as i32),
         Outcome::Crashed(report) => {
-            let sym = Symbolizer::new(&run.image.bytes);
+            let sym = Symbolizer::new(run.image.file_bytes());
             eprint!("{}", report.render(&sym));
             Ok(EXIT_CRASH)
         }
