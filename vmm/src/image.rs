@@ -94,6 +94,11 @@ impl FullCopy {
         let reader = std::thread::Builder::new()
             .name("image-read".into())
             .spawn(move || {
+                // Boot comes first: on two cores this thread would otherwise take one
+                // from the monitor's own setup. (Linux applies nice to the calling
+                // thread for PRIO_PROCESS with who = 0.)
+                // SAFETY: setpriority only changes this thread's scheduling weight.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
                 let mut bytes = vec![0u8; len];
                 file.read_exact_at(&mut bytes, 0).ok().map(|()| bytes)
             })?;
