@@ -408,6 +408,24 @@ fn gdb_path_that_is_a_regular_file() {
 }
 
 #[test]
+fn gdb_socket_is_removed_when_the_run_fails_before_gdb_connects() {
+    // The socket is bound before any VM exists; guest arguments that do not fit fail
+    // after that, while the compartments are created.
+    let dir = TempDir::new("gdb-early");
+    let socket = dir.path().join("gdb.sock");
+    let big = "a".repeat(64 * 1024 + 1);
+    let out = run([
+        "--gdb",
+        &socket.to_string_lossy(),
+        &image("hello").to_string_lossy(),
+        "--",
+        &big,
+    ]);
+    assert_error(&out, EXIT_USAGE, &["guest arguments", "bytes"]);
+    assert!(!socket.exists(), "the run left its gdb socket behind");
+}
+
+#[test]
 fn placement_file_that_is_not_a_regular_file() {
     let out = boot(&["--config", "/dev/zero"], &image("hello"));
     assert_error(

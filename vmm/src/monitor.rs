@@ -53,6 +53,8 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
         }
         None => None,
     };
+    // Whichever way the run ends, the socket file it created goes with it.
+    let _socket_file = listener.as_ref().and_then(GdbListener::socket_file);
     let count = run.placement.compartments.len() as u32;
     let shared = SharedRegion::new(run.shared_size)?;
     let layout = shared.init(count)?;

@@ -27,11 +27,26 @@ pub enum GdbListener {
     },
     Unix {
         listener: UnixListener,
-        path: PathBuf,
-        /// Device and inode of the socket file we created, so that we only ever remove
-        /// our own.
-        id: (u64, u64),
+        file: SocketFile,
     },
+}
+
+/// The socket file a listener created; dropping it removes the file if it is still
+/// that socket (device and inode match), never anything that replaced it.
+#[derive(Clone, Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.id);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl GdbListener {
@@ -70,22 +85,33 @@ impl GdbListener {
         let meta = std::fs::symlink_metadata(path).map_err(listen)?;
         Ok(GdbListener::Unix {
             listener,
-            path: path.to_path_buf(),
-            id: (meta.dev(), meta.ino()),
+            file: SocketFile {
+                path: path.to_path_buf(),
+                id: (meta.dev(), meta.ino()),
+            },
         })
+    }
+
+    /// A second owner of the socket file, for the run to drop on its way out (the
+    /// listener itself may be stuck in `accept` on another thread then).
+    pub fn socket_file(&self) -> Option<SocketFile> {
+        match self {
+            GdbListener::Tcp { .. } => None,
+            GdbListener::Unix { file, .. } => Some(file.clone()),
+        }
     }
 
     /// What to tell GDB's `target remote`.
     pub fn address(&self) -> String {
         match self {
             GdbListener::Tcp { addr, .. } => addr.clone(),
-            GdbListener::Unix { path, .. } => path.display().to_string(),
+            GdbListener::Unix { file, .. } => file.path.display().to_string(),
         }
     }
 
     /// Waits for GDB. A connection closed before it sent anything (another monitor
     /// checking whether this socket is live) is not GDB: keep waiting. The socket file
-    /// goes once GDB is connected.
+    /// goes (with the listener) once GDB is connected.
     pub fn accept(self) -> Result<Conn, DebugError> {
         let accept_err = |source| DebugError::Accept {
             addr: self.address(),
@@ -106,18 +132,6 @@ impl GdbListener {
                         return Ok(Box::new(stream));
                     }
                 }
-            }
-        }
-    }
-}
-
-impl Drop for GdbListener {
-    fn drop(&mut self) {
-        if let GdbListener::Unix { path, id, .. } = self {
-            let ours = std::fs::symlink_metadata(&*path)
-                .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == *id);
-            if ours {
-                let _ = std::fs::remove_file(&*path);
             }
         }
     }
