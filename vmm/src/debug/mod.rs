@@ -9,7 +9,9 @@
 //! all-stop: when one vCPU stops (breakpoint, step, crash, Ctrl-C), every other vCPU is
 //! kicked out of KVM_RUN with a signal and parks at its next checkpoint, leaving a
 //! [`Snapshot`] of its registers for GDB to read and edit. Resuming writes the
-//! snapshots back. This module holds that shared state; `stub` speaks the protocol.
+//! snapshots back. This module holds that shared state and is the vCPU loop's
+//! [`StopHook`]; `stub` speaks the protocol, `listen` binds the `--gdb` address and
+//! `error` says what can go wrong.
 
 pub mod error;
 pub mod listen;
