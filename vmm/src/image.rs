@@ -10,8 +10,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 
 use flexos_abi::{IMAGE_BASE, PAGE_SIZE};
 use object::elf;
@@ -80,39 +79,23 @@ pub struct Image {
     full: Option<FullCopy>,
 }
 
-/// The whole image file, read on a thread of its own while the monitor boots: only a
-/// crash report needs it, and reading (and faulting in) a megabyte of debug info on the
-/// boot path cost ~0.25 ms.
+/// The whole image file, read when a crash report (or a debugging session) first needs
+/// it, through the file opened at start: replacing the file by rename cannot change
+/// what is read, and a file truncated in place gives a short read, never a fault.
+/// Reading and faulting in a megabyte of debug info on the boot path cost ~0.25 ms.
 struct FullCopy {
-    reader: Mutex<Option<JoinHandle<Option<Vec<u8>>>>>,
+    /// The file as opened at start: the same file even if the path was replaced since.
+    file: File,
+    len: usize,
     bytes: OnceLock<Option<Vec<u8>>>,
 }
 
 impl FullCopy {
-    fn start(file: &File, len: usize) -> std::io::Result<FullCopy> {
-        let file = file.try_clone()?;
-        let reader = std::thread::Builder::new()
-            .name("image-read".into())
-            .spawn(move || {
-                // Boot comes first: on two cores this thread would otherwise take one
-                // from the monitor's own setup. (Linux applies nice to the calling
-                // thread for PRIO_PROCESS with who = 0.)
-                // SAFETY: setpriority only changes this thread's scheduling weight.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-                let mut bytes = vec![0u8; len];
-                file.read_exact_at(&mut bytes, 0).ok().map(|()| bytes)
-            })?;
-        Ok(FullCopy {
-            reader: Mutex::new(Some(reader)),
-            bytes: OnceLock::new(),
-        })
-    }
-
     fn get(&self) -> Option<&[u8]> {
         self.bytes
             .get_or_init(|| {
-                let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
-                reader.and_then(|r| r.join().ok()).flatten()
+                let mut bytes = vec![0u8; self.len];
+                self.file.read_exact_at(&mut bytes, 0).ok().map(|()| bytes)
             })
             .as_deref()
     }
@@ -252,9 +235,12 @@ impl Image {
             _ => unreadable(e),
         };
         let boot = read_boot_copy(&file, len).map_err(shrank)?;
-        let full = FullCopy::start(&file, len).map_err(unreadable)?;
         let mut image = Self::from_bytes(path, ImageBytes::Copied(boot), load_limit)?;
-        image.full = Some(full);
+        image.full = Some(FullCopy {
+            file,
+            len,
+            bytes: OnceLock::new(),
+        });
         Ok(image)
     }
 
@@ -419,9 +405,9 @@ impl Image {
         })
     }
 
-    /// The whole image file as read at start, for symbolization (symbols and line
-    /// tables are not in the boot copy). Waits for the background read if it is still
-    /// going; if the file shrank before it was read, the boot copy stands in.
+    /// The whole image file, for symbolization (symbols and line tables are not in the
+    /// boot copy), read on the first call. If the file shrank before then, the boot
+    /// copy stands in: addresses without names, but a report all the same.
     pub fn file_bytes(&self) -> &[u8] {
         match &self.full {
             Some(full) => full.get().unwrap_or(&self.bytes),
@@ -672,8 +658,6 @@ pub(crate) mod tests {
         bytes[0x1000..0x1010].copy_from_slice(b"validated bytes!");
         std::fs::write(&path, &bytes).unwrap();
         let img = Image::open(&path, 0x40_0000).unwrap();
-        // The whole file is in memory before it changes.
-        assert_eq!(img.file_bytes(), &bytes[..]);
         // The file changes after validation: loading must not see it (it used to reopen
         // the file by path), and a truncated file must not fault the reads.
         let mut other = bytes.clone();
@@ -687,6 +671,19 @@ pub(crate) mod tests {
         mem.read_slice(&mut seen, GuestAddress(0x10_0000)).unwrap();
         assert_eq!(&seen, b"validated bytes!");
         assert_eq!(&img.bytes[..], &bytes[..]);
+
+        // The whole file is read when first needed, through the file opened at start: a
+        // file replaced by rename (as scripts/build does) is still the old one...
+        std::fs::write(&path, &bytes).unwrap();
+        let img = Image::open(&path, 0x40_0000).unwrap();
+        std::fs::write(dir.join("new.elf"), &other).unwrap();
+        std::fs::rename(dir.join("new.elf"), &path).unwrap();
+        assert_eq!(img.file_bytes(), &bytes[..]);
+        // ...and one truncated in place leaves the boot copy, not a fault.
+        std::fs::write(&path, &bytes).unwrap();
+        let img = Image::open(&path, 0x40_0000).unwrap();
+        std::fs::File::create(&path).unwrap().set_len(10).unwrap();
+        assert_eq!(img.file_bytes(), &img.bytes[..]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -45,7 +45,7 @@ enum Report {
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     // Before any VM exists: a --gdb address that cannot be served is a usage error. A
-    // debugging session can outlast the image file, so finish reading it first.
+    // debugging session can outlast the image file: read all of it before waiting.
     let listener = match run.gdb.as_deref() {
         Some(addr) => {
             run.image.file_bytes();
