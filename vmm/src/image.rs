@@ -2,9 +2,10 @@
 //!
 //! Validation happens on the raw bytes before anything touches guest memory, so a bad
 //! file gets a message that names the exact problem (class, machine, type, a segment
-//! that does not fit) instead of a loader error code. The file is read exactly once:
-//! every compartment is loaded from, and every report symbolized with, the very bytes
-//! that were validated, whatever happens to the file during the run.
+//! that does not fit) instead of a loader error code. The file is read once, never
+//! mapped: every compartment is loaded from the very bytes that were validated,
+//! whatever happens to the file during the run; crash reports read the rest (symbols,
+//! line tables) through the file opened at start.
 
 use std::fs::File;
 use std::ops::Range;
@@ -113,16 +114,18 @@ fn read_boot_copy(file: &File, len: usize) -> std::io::Result<memmap2::Mmap> {
         let (from, to) = (start.min(end), start.saturating_add(size).min(end));
         file.read_exact_at(&mut copy[from as usize..to as usize], from)
     };
-    let u16_at = |b: &[u8], at: u64| -> u64 {
-        let at = at as usize;
-        b.get(at..at + 2)
-            .map_or(0, |v| u16::from_le_bytes([v[0], v[1]]) as u64)
+    // Header fields; offsets come from the file, so anything out of range reads as 0.
+    let field = |b: &[u8], at: u64, n: usize| -> u64 {
+        let Some(v) = usize::try_from(at)
+            .ok()
+            .and_then(|at| b.get(at..at.checked_add(n)?))
+        else {
+            return 0;
+        };
+        v.iter().rev().fold(0, |acc, &x| acc << 8 | u64::from(x))
     };
-    let u64_at = |b: &[u8], at: u64| -> u64 {
-        let at = at as usize;
-        b.get(at..at + 8)
-            .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8])))
-    };
+    let u16_at = |b: &[u8], at: u64| field(b, at, 2);
+    let u64_at = |b: &[u8], at: u64| field(b, at, 8);
     read(&mut copy, 0, 64)?;
     let (phoff, shoff) = (u64_at(&copy, 32), u64_at(&copy, 40));
     let (phsize, phnum) = (u16_at(&copy, 54), u16_at(&copy, 56));
@@ -142,18 +145,25 @@ fn read_boot_copy(file: &File, len: usize) -> std::io::Result<memmap2::Mmap> {
     read(&mut copy, phoff, phsize * phnum)?;
     for i in 0..phnum {
         let ph = phoff.saturating_add(i * phsize);
-        if u64_at(&copy, ph) as u32 == elf::PT_LOAD {
-            let (offset, size) = (u64_at(&copy, ph + 8), u64_at(&copy, ph + 32));
+        if field(&copy, ph, 4) as u32 == elf::PT_LOAD {
+            let (offset, size) = (
+                u64_at(&copy, ph.saturating_add(8)),
+                u64_at(&copy, ph.saturating_add(32)),
+            );
             read(&mut copy, offset, size)?;
         }
     }
     read(&mut copy, shoff, shsize * shnum)?;
     for i in 0..shnum {
         let sh = shoff.saturating_add(i * shsize);
-        let (kind, flags) = (u64_at(&copy, sh + 4) as u32, u64_at(&copy, sh + 8));
+        let kind = field(&copy, sh.saturating_add(4), 4) as u32;
+        let flags = u64_at(&copy, sh.saturating_add(8));
         let alloc = flags & u64::from(elf::SHF_ALLOC) != 0 && kind != elf::SHT_NOBITS;
         if alloc || i == shstrndx {
-            let (offset, size) = (u64_at(&copy, sh + 24), u64_at(&copy, sh + 32));
+            let (offset, size) = (
+                u64_at(&copy, sh.saturating_add(24)),
+                u64_at(&copy, sh.saturating_add(32)),
+            );
             read(&mut copy, offset, size)?;
         }
     }
@@ -722,6 +732,26 @@ pub(crate) mod tests {
         // found the same way).
         let parsed = object::File::parse(&*boot).unwrap();
         assert!(parsed.section_by_name(".text").is_some());
+    }
+
+    #[test]
+    fn the_boot_copy_of_mutated_headers_never_panics() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let dir = std::env::temp_dir().join(format!("flexos-bootcopy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img");
+        let mut rng = crate::testing::Rng::new(0xb007);
+        for _ in 0..300 {
+            // The ELF header plus the first program and section headers it points at.
+            let mut bytes = exe[..exe.len().min(256 << 10)].to_vec();
+            rng.mutate(&mut bytes[..64]);
+            std::fs::write(&path, &bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            if let Ok(copy) = read_boot_copy(&file, bytes.len()) {
+                assert_eq!(&copy[..64], &bytes[..64]);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
