@@ -108,11 +108,20 @@ impl FullCopy {
 /// names and every allocated section (the component table among them). A file whose
 /// headers look unusual is read whole; validation then says what is wrong with it.
 fn read_boot_copy(file: &File, len: usize) -> std::io::Result<memmap2::Mmap> {
+    boot_copy(len, |buf, offset| file.read_exact_at(buf, offset))
+}
+
+/// [`read_boot_copy`] from any source of a `len`-byte file: `read_at(buf, offset)` fills
+/// `buf` from `offset` (fuzzing reads from memory).
+pub fn boot_copy(
+    len: usize,
+    read_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
+) -> std::io::Result<memmap2::Mmap> {
     let mut copy = memmap2::MmapOptions::new().len(len).map_anon()?;
     let end = len as u64;
     let read = |copy: &mut [u8], start: u64, size: u64| -> std::io::Result<()> {
         let (from, to) = (start.min(end), start.saturating_add(size).min(end));
-        file.read_exact_at(&mut copy[from as usize..to as usize], from)
+        read_at(&mut copy[from as usize..to as usize], from)
     };
     // Header fields; offsets come from the file, so anything out of range reads as 0.
     let field = |b: &[u8], at: u64, n: usize| -> u64 {

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use flexos_vmm::image::{Image, ImageBytes};
+use flexos_vmm::image::{self, Image, ImageBytes};
 use flexos_vmm::placement::Catalog;
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -57,11 +57,35 @@ thread_local! {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), LIMIT as usize)]).expect("guest memory");
 }
 
+/// What booting reads of a file (`image::boot_copy`) must hold every byte validation,
+/// loading and the component table use: the same image comes out of it.
+fn check_boot_copy(bytes: &[u8], full: &Image) {
+    let Ok(copy) = image::boot_copy(bytes.len(), |buf, offset| {
+        buf.copy_from_slice(&bytes[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }) else {
+        return; // an empty file: no mapping, and no image either
+    };
+    let boot = Image::from_bytes(Path::new("fuzz.elf"), ImageBytes::Copied(copy), LIMIT)
+        .expect("the boot copy validates like the file");
+    assert_eq!(boot.segments, full.segments);
+    assert_eq!(boot.entry, full.entry);
+    assert!(boot.chunks().eq(full.chunks()), "loads the file's bytes");
+    assert_eq!(
+        Catalog::from_image(&boot).ok(),
+        Catalog::from_image(full).ok()
+    );
+}
+
 fn check(bytes: Vec<u8>) {
-    let Ok(image) = Image::from_bytes(Path::new("fuzz.elf"), ImageBytes::Owned(bytes), LIMIT)
-    else {
+    let Ok(image) = Image::from_bytes(
+        Path::new("fuzz.elf"),
+        ImageBytes::Owned(bytes.clone()),
+        LIMIT,
+    ) else {
         return;
     };
+    check_boot_copy(&bytes, &image);
     for s in &image.segments {
         assert!(s.start >= 0x10_0000 && s.end <= LIMIT && s.start < s.end);
         assert!(!(s.perms.write && s.perms.exec));
