@@ -147,6 +147,9 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     let end = Instant::now();
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {
+        // The report reads the rest of the image file: do that while peers still wait,
+        // so that they get no more time to run (and print) than before.
+        run.image.file_bytes();
         // Peers blocked in a gate call to it return PeerDead instead of waiting; the
         // process then ends, which stops every vCPU.
         shared.mark_dead(&layout, id);
