@@ -11,8 +11,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use flexos_e2e::{
-    elf, hello, image, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_BAD_IMAGE, EXIT_CRASH,
-    EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
+    elf, hello, image, repo_root, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_BAD_IMAGE,
+    EXIT_CRASH, EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
 };
 
 /// Asserts an error run: `status`, nothing on stdout, one `flexos-vmm: error:` line on
@@ -277,6 +277,38 @@ fn writable_and_executable_segment() {
     );
 }
 
+#[test]
+fn file_bytes_without_memory() {
+    // A second PT_LOAD with 2 file bytes and p_memsz 0, aimed at the shared region's
+    // header: it used to skip validation and still be copied there by the loader.
+    let mut bytes = ElfBuilder::new().build();
+    bytes[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+    let ph = 64 + 56;
+    bytes[ph..ph + 4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
+    bytes[ph + 4..ph + 8].copy_from_slice(&(elf::PF_R | elf::PF_W).to_le_bytes());
+    bytes[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes()); // p_offset
+    bytes[ph + 16..ph + 24].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+    bytes[ph + 24..ph + 32].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+    bytes[ph + 32..ph + 40].copy_from_slice(&2u64.to_le_bytes()); // p_filesz
+    bytes[ph + 40..ph + 48].copy_from_slice(&0u64.to_le_bytes()); // p_memsz
+    let dir = TempDir::new("memsz0");
+    let path = dir.write("image.elf", &bytes);
+    assert_error(
+        &boot(&[], &path),
+        EXIT_BAD_IMAGE,
+        &["segment 1: file size 0x2 exceeds its memory size 0x0"],
+    );
+}
+
+#[test]
+fn image_that_is_not_a_regular_file() {
+    assert_error(
+        &boot(&[], Path::new("/dev/zero")),
+        EXIT_BAD_IMAGE,
+        &["'/dev/zero' is not bootable: not a regular file"],
+    );
+}
+
 // --- files (66) -------------------------------------------------------------------
 
 #[test]
@@ -338,6 +370,90 @@ fn gdb_socket_that_cannot_be_created() {
             "cannot listen on /nonexistent/dir/gdb.sock",
             "No such file or directory",
         ],
+    );
+}
+
+#[test]
+fn gdb_address_that_is_empty() {
+    let out = boot(&["--gdb", ""], &image("hello"));
+    assert_error(&out, EXIT_USAGE, &["--gdb needs HOST:PORT"]);
+}
+
+#[test]
+fn gdb_address_that_looks_like_host_port_but_is_not() {
+    // Names unique to this run, so that nothing left by another run can interfere.
+    let pid = std::process::id();
+    for addr in [
+        format!("999.1.1.1:{pid}"),
+        format!("127.0.0.1:{}", 99_999 + pid),
+    ] {
+        let addr = addr.as_str();
+        let out = boot(&["--gdb", addr], &image("hello"));
+        assert_error(
+            &out,
+            EXIT_USAGE,
+            &[&format!("--gdb {addr}: not a usable HOST:PORT"), "./"],
+        );
+        // The monitor runs in the repository root: no socket file may appear there.
+        assert!(
+            !repo_root().join(addr).exists(),
+            "no socket file named {addr} may be created"
+        );
+    }
+}
+
+#[test]
+fn gdb_path_that_is_a_regular_file() {
+    let dir = TempDir::new("gdb-file");
+    let file = dir.write("notes.txt", b"precious");
+    let out = boot(&["--gdb", &file.to_string_lossy()], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &["notes.txt: refusing to replace it", "not a socket"],
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[test]
+fn gdb_socket_is_removed_when_the_run_fails_before_gdb_connects() {
+    // The socket is bound before any VM exists; guest arguments that do not fit fail
+    // after that, while the compartments are created.
+    let dir = TempDir::new("gdb-early");
+    let socket = dir.path().join("gdb.sock");
+    let big = "a".repeat(64 * 1024 + 1);
+    let out = run([
+        "--gdb",
+        &socket.to_string_lossy(),
+        &image("hello").to_string_lossy(),
+        "--",
+        &big,
+    ]);
+    assert_error(&out, EXIT_USAGE, &["guest arguments", "bytes"]);
+    assert!(!socket.exists(), "the run left its gdb socket behind");
+}
+
+#[test]
+fn placement_file_that_is_not_a_regular_file() {
+    let out = boot(&["--config", "/dev/zero"], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_NO_INPUT,
+        &["placement file '/dev/zero' is unreadable: not a regular file"],
+    );
+}
+
+#[test]
+fn placement_file_over_1_mib() {
+    let dir = TempDir::new("big-config");
+    let mut text = b"# padding\n".repeat(110_000);
+    text.extend_from_slice(b"[[compartment]]\nname = \"all\"\ncomponents = [\"app\"]\n");
+    let path = dir.write("placement.toml", &text);
+    let out = boot(&["--config", &path.to_string_lossy()], &image("hello"));
+    assert_error(
+        &out,
+        EXIT_NO_INPUT,
+        &["placement.toml", "larger than 1024 KiB"],
     );
 }
 

@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use flexos_e2e::{
-    image, require_tool, run_program, run_watching, wait_for_line, Outcome, TempDir, EXIT_CRASH,
+    image, require_tool, run, run_program, run_watching, wait_for_line, Outcome, TempDir,
+    EXIT_CRASH,
 };
 
 /// Boots `app` with `--gdb <socket>` and `vmm_args`, runs gdb with `commands` against
@@ -251,9 +252,13 @@ mod rsp {
 
     impl Client {
         pub fn connect(path: &std::path::Path) -> Client {
-            let s = UnixStream::connect(path).expect("connect to the gdb socket");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            Client(s)
+            Client::try_connect(path).expect("connect to the gdb socket")
+        }
+
+        pub fn try_connect(path: &std::path::Path) -> std::io::Result<Client> {
+            let s = UnixStream::connect(path)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            Ok(Client(s))
         }
 
         pub fn send(&mut self, body: &str) {
@@ -284,7 +289,8 @@ mod rsp {
             }
             let mut sum = [0u8; 2];
             self.0.read_exact(&mut sum).unwrap();
-            self.0.write_all(b"+").unwrap();
+            // The stub may close right after its last reply (detach, kill).
+            let _ = self.0.write_all(b"+");
             String::from_utf8(body).unwrap()
         }
     }
@@ -369,4 +375,144 @@ fn a_thread_id_beyond_the_compartments_names_none() {
     c.send("vKill;1");
     let vmm = monitor.join().expect("monitor thread panicked");
     vmm.assert_status(EXIT_CRASH);
+}
+
+#[test]
+fn an_image_truncated_during_the_run_still_gets_its_report() {
+    // The monitor holds before the first instruction until a debugger attaches: the
+    // image file is truncated in that window, then the guest crashes. The report is
+    // built from the bytes read at start (it used to fault on the file: SIGBUS, 135).
+    let dir = TempDir::new("gdb-trunc");
+    let socket = dir.path().join("gdb.sock");
+    let elf = dir.path().join("hello.elf");
+    std::fs::copy(image("hello"), &elf).unwrap();
+    let args: Vec<String> = vec![
+        "--gdb".into(),
+        socket.display().to_string(),
+        elf.display().to_string(),
+        "--".into(),
+        "crash=null".into(),
+    ];
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    wait_for_line(&lines, "waiting for gdb");
+    std::fs::File::create(&elf).unwrap().set_len(0).unwrap();
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    c.recv();
+    c.send("vCont;c");
+    let stop = c.recv();
+    assert!(stop.starts_with("T0b"), "SIGSEGV expected, got {stop:?}");
+    c.send("D");
+    assert_eq!(c.recv(), "OK");
+    let vmm = monitor.join().expect("monitor thread panicked");
+    vmm.assert_status(EXIT_CRASH);
+    assert!(
+        vmm.stderr.contains(
+            "flexos-vmm: compartment 0 (app) crashed: page fault (#PF) at hello::crash_null+"
+        ),
+        "{vmm:?}"
+    );
+    vmm.assert_stderr_contains("hello::main+");
+}
+
+#[test]
+fn a_breakpoint_in_the_shared_region_is_refused_and_leaves_it_intact() {
+    // The shared region is the same memory in every compartment: a planted 0xCC used
+    // to be read back as the second compartment's "original" byte and outlive the
+    // breakpoint, corrupting the region header (the guests then exit 63).
+    let (gdb, vmm) = debug_session(
+        "gatebench",
+        &["--compartments", "2"],
+        &["calls=100"],
+        &[
+            "break *0x100000000",
+            "break gatebench::main",
+            "continue",
+            "delete 1",
+            "continue",
+            "delete",
+            "continue",
+        ],
+    );
+    assert!(
+        gdb.stderr
+            .contains("Cannot insert breakpoint 1.\nCannot access memory at address 0x100000000"),
+        "gdb should be refused the shared-region breakpoint\n{gdb:?}"
+    );
+    assert_has(&gdb, "Thread 1 hit Breakpoint 2, ");
+    assert_has(&gdb, "[Inferior 1 (process 1) exited normally]");
+    vmm.assert_status(0);
+    assert!(
+        vmm.stdout
+            .contains("\"case\":\"gate-remote-6\",\"compartments\":2"),
+        "gatebench ran every case with an intact shared region\n{vmm:?}"
+    );
+}
+
+#[test]
+fn a_second_monitor_cannot_take_a_live_monitors_socket() {
+    let dir = TempDir::new("gdb-live");
+    let socket = dir.path().join("gdb.sock");
+    let sock = socket.display().to_string();
+    let first = {
+        let args = vec![
+            "--gdb".to_string(),
+            sock.clone(),
+            image("hello").display().to_string(),
+            "--".into(),
+            "exit=3".into(),
+        ];
+        let (tx, lines) = mpsc::channel();
+        let first = thread::spawn(move || run_watching(args, tx));
+        wait_for_line(&lines, "waiting for gdb");
+        first
+    };
+    let second = run(["--gdb", &sock, &image("hello").display().to_string()]);
+    second.assert_status(flexos_e2e::EXIT_USAGE);
+    assert_eq!(
+        second.stderr,
+        format!("flexos-vmm: error: --gdb {sock}: another monitor is serving gdb on that socket\n"),
+    );
+    // The first monitor took the probe for what it was and still serves gdb.
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    c.recv();
+    c.send("vCont;c");
+    assert_eq!(c.recv(), "W03");
+    let first = first.join().expect("monitor thread panicked");
+    first.assert_status(3);
+    assert!(
+        !socket.exists(),
+        "the socket file goes once gdb is connected"
+    );
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    let dir = TempDir::new("gdb-stale");
+    let socket = dir.path().join("gdb.sock");
+    // A socket nobody listens on, as a monitor that was killed leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let args = vec![
+        "--gdb".to_string(),
+        socket.display().to_string(),
+        image("hello").display().to_string(),
+        "--".into(),
+        "exit=4".into(),
+    ];
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    // The stale file exists from the start: wait for the monitor to say it listens.
+    wait_for_line(&lines, "waiting for gdb");
+    let mut c = rsp::Client::connect(&socket);
+    c.send("?");
+    c.recv();
+    c.send("vCont;c");
+    assert_eq!(c.recv(), "W04");
+    monitor
+        .join()
+        .expect("monitor thread panicked")
+        .assert_status(4);
 }

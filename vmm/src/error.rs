@@ -96,12 +96,14 @@ pub enum VmmError {
         source: std::io::Error,
     },
 
-    /// The debugger could not be set up (its errors are still text, see debug/).
-    #[error("debugger: {0}")]
-    Debugger(String),
+    #[error(transparent)]
+    Debug(#[from] crate::debug::DebugError),
 
     #[error("cannot start a vCPU thread: {0}")]
     VcpuThread(#[source] std::io::Error),
+
+    #[error("cannot start the gdb thread: {0}")]
+    GdbThread(#[source] std::io::Error),
 
     #[error("every vCPU thread ended without an outcome")]
     NoOutcome,
@@ -130,10 +132,12 @@ impl VmmError {
             // Not KVM's fault, but the host's: the same status (EX_OSERR), its own text.
             VmmError::Memory(_)
             | VmmError::Doorbell { .. }
-            | VmmError::Debugger(_)
             | VmmError::VcpuThread(_)
+            | VmmError::GdbThread(_)
             | VmmError::NoOutcome
-            | VmmError::Signals(_) => EXIT_KVM,
+            | VmmError::Signals(_)
+            | VmmError::Debug(crate::debug::DebugError::KickHandler(_)) => EXIT_KVM,
+            VmmError::Debug(_) => EXIT_USAGE,
         }
     }
 

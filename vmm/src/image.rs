@@ -2,26 +2,33 @@
 //!
 //! Validation happens on the raw bytes before anything touches guest memory, so a bad
 //! file gets a message that names the exact problem (class, machine, type, a segment
-//! that does not fit) instead of a loader error code. Loading itself is linux-loader's.
+//! that does not fit) instead of a loader error code. The file is read once, never
+//! mapped: every compartment is loaded from the very bytes that were validated,
+//! whatever happens to the file during the run; crash reports read the rest (symbols,
+//! line tables) through the file opened at start.
 
 use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use flexos_abi::{IMAGE_BASE, PAGE_SIZE};
-use linux_loader::loader::{Elf, KernelLoader};
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 pub use crate::arch::image_segment::{Segment, SegmentPerms};
 use crate::error::{Result, VmmError};
 
-/// An image file's bytes: mapped from the file (only the pages the monitor reads are
-/// ever faulted in; a page fault costs ~2 us on this nested host, so reading a 1 MB
-/// image with debug info into a fresh buffer cost 0.6 ms of boot), or owned (tests).
+/// An image file's bytes, a private copy made once. Never a mapping of the file: a
+/// file truncated under a mapping turns the next read of it into SIGBUS.
 pub enum ImageBytes {
-    Mapped(memmap2::Mmap),
+    /// What booting needs, read from the file into anonymous memory of the file's
+    /// size (see `read_boot_copy`; a page fault costs ~2 us on this nested host, so
+    /// only the pages read are ever touched).
+    Copied(memmap2::Mmap),
     /// Bytes that came from elsewhere (tests, fuzzing).
     Owned(Vec<u8>),
 }
@@ -31,10 +38,17 @@ impl std::ops::Deref for ImageBytes {
 
     fn deref(&self) -> &[u8] {
         match self {
-            ImageBytes::Mapped(m) => m,
+            ImageBytes::Copied(m) => m,
             ImageBytes::Owned(v) => v,
         }
     }
+}
+
+/// File bytes one segment puts into guest memory: `file` indexes [`Image::bytes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub addr: u64,
+    pub file: Range<usize>,
 }
 
 /// A validated image: its bytes (kept for symbolization) and its loadable layout.
@@ -45,7 +59,115 @@ pub struct Image {
     pub segments: Vec<Segment>,
     /// First page-aligned address after the last segment.
     pub end: u64,
+    /// What loading copies, each inside its segment (checked at validation).
+    chunks: Vec<Chunk>,
+    /// The whole file, when `bytes` holds only what booting needs.
+    full: Option<FullCopy>,
 }
+
+/// The whole image file, read when a crash report (or a debugging session) first needs
+/// it, through the file opened at start: replacing the file by rename cannot change
+/// what is read, and a file truncated in place gives a short read, never a fault.
+/// Reading and faulting in a megabyte of debug info on the boot path cost ~0.25 ms.
+struct FullCopy {
+    /// The file as opened at start: the same file even if the path was replaced since.
+    file: File,
+    len: usize,
+    bytes: OnceLock<Option<Vec<u8>>>,
+}
+
+impl FullCopy {
+    fn get(&self) -> Option<&[u8]> {
+        self.bytes
+            .get_or_init(|| {
+                let mut bytes = vec![0u8; self.len];
+                self.file.read_exact_at(&mut bytes, 0).ok().map(|()| bytes)
+            })
+            .as_deref()
+    }
+}
+
+/// Reads what booting needs from `file` (`len` bytes long) into a private copy of the
+/// file's size whose other bytes stay zero, and untouched, so they cost nothing: the
+/// ELF and program headers, the loadable segments, the section headers, the section
+/// names and every allocated section (the component table among them). A file whose
+/// headers look unusual is read whole; validation then says what is wrong with it.
+fn read_boot_copy(file: &File, len: usize) -> std::io::Result<memmap2::Mmap> {
+    boot_copy(len, |buf, offset| file.read_exact_at(buf, offset))
+}
+
+/// [`read_boot_copy`] from any source of a `len`-byte file: `read_at(buf, offset)` fills
+/// `buf` from `offset` (fuzzing reads from memory).
+pub fn boot_copy(
+    len: usize,
+    read_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
+) -> std::io::Result<memmap2::Mmap> {
+    let mut copy = memmap2::MmapOptions::new().len(len).map_anon()?;
+    let end = len as u64;
+    let read = |copy: &mut [u8], start: u64, size: u64| -> std::io::Result<()> {
+        let (from, to) = (start.min(end), start.saturating_add(size).min(end));
+        // Both are at most `end`, which came from a usize.
+        let range = usize::try_from(from).unwrap_or(len)..usize::try_from(to).unwrap_or(len);
+        read_at(&mut copy[range], from)
+    };
+    // Header fields; offsets come from the file, so anything out of range reads as 0.
+    let field = |b: &[u8], at: u64, n: usize| -> u64 {
+        let Some(v) = usize::try_from(at)
+            .ok()
+            .and_then(|at| b.get(at..at.checked_add(n)?))
+        else {
+            return 0;
+        };
+        v.iter().rev().fold(0, |acc, &x| acc << 8 | u64::from(x))
+    };
+    let u16_at = |b: &[u8], at: u64| field(b, at, 2);
+    let u64_at = |b: &[u8], at: u64| field(b, at, 8);
+    read(&mut copy, 0, 64)?;
+    let (phoff, shoff) = (u64_at(&copy, 32), u64_at(&copy, 40));
+    let (phsize, phnum) = (u16_at(&copy, 54), u16_at(&copy, 56));
+    let (shsize, shnum, shstrndx) = (u16_at(&copy, 58), u16_at(&copy, 60), u16_at(&copy, 62));
+    let usual = len >= 64
+        && copy[..4] == *b"\x7fELF"
+        && copy[4] == elf::ELFCLASS64
+        && copy[5] == elf::ELFDATA2LSB
+        && phsize == 56
+        && shsize == 64
+        && shnum > 0
+        && shstrndx < shnum;
+    if !usual {
+        read(&mut copy, 0, end)?;
+        return copy.make_read_only();
+    }
+    read(&mut copy, phoff, phsize * phnum)?;
+    for i in 0..phnum {
+        let ph = phoff.saturating_add(i * phsize);
+        if field(&copy, ph, 4) == u64::from(elf::PT_LOAD) {
+            let (offset, size) = (
+                u64_at(&copy, ph.saturating_add(8)),
+                u64_at(&copy, ph.saturating_add(32)),
+            );
+            read(&mut copy, offset, size)?;
+        }
+    }
+    read(&mut copy, shoff, shsize * shnum)?;
+    for i in 0..shnum {
+        let sh = shoff.saturating_add(i * shsize);
+        let kind = field(&copy, sh.saturating_add(4), 4);
+        let flags = u64_at(&copy, sh.saturating_add(8));
+        let alloc = flags & u64::from(elf::SHF_ALLOC) != 0 && kind != u64::from(elf::SHT_NOBITS);
+        if alloc || i == shstrndx {
+            let (offset, size) = (
+                u64_at(&copy, sh.saturating_add(24)),
+                u64_at(&copy, sh.saturating_add(32)),
+            );
+            read(&mut copy, offset, size)?;
+        }
+    }
+    copy.make_read_only()
+}
+
+/// Largest image file the monitor reads (debug info included).
+pub const MAX_IMAGE_FILE: u64 = 1 << 30;
 
 fn bad(path: &Path, reason: impl Into<String>) -> VmmError {
     VmmError::BadImage {
@@ -84,19 +206,49 @@ impl Image {
                 path: path.to_path_buf(),
             });
         }
-        if meta.len() == 0 {
-            return Err(bad(path, "the file is empty"));
-        }
         let unreadable = |e| VmmError::ImageUnreadable {
             path: path.to_path_buf(),
             source: e,
         };
-        let file = File::open(path).map_err(unreadable)?;
-        // SAFETY: the mapping is private and read-only, and every byte of it is treated
-        // as untrusted input; if the file changed under us the parsers would see other
-        // bytes, which they already handle as bad input, never as memory safety.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(unreadable)?;
-        Self::from_bytes(path, ImageBytes::Mapped(map), load_limit)
+        // Non-blocking, so that a FIFO given as the image cannot hang the open; regular
+        // files ignore the flag.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(unreadable)?;
+        // Size and type of what was opened, not of what the path named a moment ago.
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(bad(path, "not a regular file"));
+        }
+        if meta.len() > MAX_IMAGE_FILE {
+            return Err(bad(
+                path,
+                format!(
+                    "{} bytes; an image file is at most {} MiB",
+                    meta.len(),
+                    MAX_IMAGE_FILE >> 20
+                ),
+            ));
+        }
+        if meta.len() == 0 {
+            return Err(bad(path, "the file is empty"));
+        }
+        let len = usize::try_from(meta.len())
+            .map_err(|_| bad(path, "the file is larger than this host's address space"))?;
+        let shrank = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad(path, "the file shrank while it was read"),
+            _ => unreadable(e),
+        };
+        let boot = read_boot_copy(&file, len).map_err(shrank)?;
+        let mut image = Self::from_bytes(path, ImageBytes::Copied(boot), load_limit)?;
+        image.full = Some(FullCopy {
+            file,
+            len,
+            bytes: OnceLock::new(),
+        });
+        Ok(image)
     }
 
     /// Validates image bytes as [`Image::open`] does; `path` only names it in errors.
@@ -156,6 +308,7 @@ impl Image {
             .map_err(|e| bad(path, format!("malformed program headers: {e}")))?;
 
         let mut segments: Vec<Segment> = Vec::new();
+        let mut chunks = Vec::new();
         for (i, ph) in phdrs.iter().enumerate() {
             match ph.p_type(endian) {
                 elf::PT_LOAD => {}
@@ -169,6 +322,16 @@ impl Image {
             let memsz = ph.p_memsz(endian);
             let filesz = ph.p_filesz(endian);
             let offset = ph.p_offset(endian);
+            // Checked before anything else: a segment with file bytes but no memory
+            // would otherwise skip the checks below and still be copied somewhere.
+            if filesz > memsz {
+                return Err(bad(
+                    path,
+                    format!(
+                        "segment {i}: file size {filesz:#x} exceeds its memory size {memsz:#x}"
+                    ),
+                ));
+            }
             if memsz == 0 {
                 continue;
             }
@@ -178,16 +341,18 @@ impl Image {
             if vaddr % PAGE_SIZE != 0 {
                 return Err(bad(path, format!("segment {i} at {vaddr:#x} is not page-aligned; link with the flexos linker script")));
             }
-            if filesz > memsz
-                || offset
-                    .checked_add(filesz)
-                    .is_none_or(|end| end > bytes.len() as u64)
-            {
-                return Err(bad(
-                    path,
-                    format!("segment {i}: file range is outside the file (truncated image?)"),
-                ));
-            }
+            let file = match offset.checked_add(filesz) {
+                // Both fit: end <= bytes.len(), a usize.
+                Some(end) if end <= bytes.len() as u64 => {
+                    usize::try_from(offset).unwrap_or(0)..usize::try_from(end).unwrap_or(0)
+                }
+                _ => {
+                    return Err(bad(
+                        path,
+                        format!("segment {i}: file range is outside the file (truncated image?)"),
+                    ))
+                }
+            };
             let end = vaddr
                 .checked_add(memsz)
                 .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
@@ -201,6 +366,9 @@ impl Image {
                 return Err(bad(path, format!(
                     "segment {i} ({vaddr:#x}..{end:#x}) shares a page with the segment at {:#x}; page-align segments", prev.start
                 )));
+            }
+            if !file.is_empty() {
+                chunks.push(Chunk { addr: vaddr, file });
             }
             let flags = ph.p_flags(endian);
             segments.push(Segment {
@@ -242,17 +410,45 @@ impl Image {
             entry,
             segments,
             end,
+            chunks,
+            full: None,
         })
     }
 
-    /// Copies the segments into guest memory (bss stays zero: guest memory is fresh).
+    /// The whole image file, for symbolization (symbols and line tables are not in the
+    /// boot copy), read on the first call. If the file shrank before then, the boot
+    /// copy stands in: addresses without names, but a report all the same.
+    pub fn file_bytes(&self) -> &[u8] {
+        match &self.full {
+            Some(full) => full.get().unwrap_or(&self.bytes),
+            None => &self.bytes,
+        }
+    }
+
+    /// The executable segments' memory: where code, and so breakpoints, can be.
+    pub fn code(&self) -> Vec<Range<u64>> {
+        self.segments
+            .iter()
+            .filter(|s| s.perms.exec)
+            .map(|s| s.start..s.end)
+            .collect()
+    }
+
+    /// What [`Image::load`] copies: guest-physical address and file bytes, per segment.
+    pub fn chunks(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.chunks
+            .iter()
+            .map(|c| (c.addr, &self.bytes[c.file.clone()]))
+    }
+
+    /// Copies the validated segment bytes into guest memory (bss stays zero: guest
+    /// memory is fresh).
     pub fn load(&self, mem: &GuestMemoryMmap) -> Result<()> {
-        let mut file = File::open(&self.path).map_err(|e| VmmError::ImageUnreadable {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        Elf::load(mem, None, &mut file, Some(GuestAddress(IMAGE_BASE)))
-            .map_err(|e| bad(&self.path, format!("loading failed: {e}")))?;
+        for (addr, bytes) in self.chunks() {
+            mem.write_slice(bytes, GuestAddress(addr)).map_err(|e| {
+                VmmError::Memory(format!("loading the image segment at {addr:#x}: {e}"))
+            })?;
+        }
         Ok(())
     }
 }
@@ -278,6 +474,8 @@ pub(crate) mod tests {
             .memsz(seg.1)
             .flags(seg.2)
             .entry(entry)
+            // 16 bytes of file contents: `ud2` and padding (tests overwrite them).
+            .code(&[0x0f, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
             .build()
     }
 
@@ -404,6 +602,157 @@ pub(crate) mod tests {
         }
     }
 
+    /// `elf_bytes` with a second PT_LOAD header: `(vaddr, filesz, memsz, flags)`, its
+    /// file bytes at offset 0x1000 like the first's.
+    fn with_second_segment(mut b: Vec<u8>, seg: (u64, u64, u64, u32)) -> Vec<u8> {
+        b[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+        let ph = 64 + 56;
+        b[ph..ph + 4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
+        b[ph + 4..ph + 8].copy_from_slice(&seg.3.to_le_bytes());
+        b[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+        b[ph + 16..ph + 24].copy_from_slice(&seg.0.to_le_bytes());
+        b[ph + 24..ph + 32].copy_from_slice(&seg.0.to_le_bytes());
+        b[ph + 32..ph + 40].copy_from_slice(&seg.1.to_le_bytes());
+        b[ph + 40..ph + 48].copy_from_slice(&seg.2.to_le_bytes());
+        b
+    }
+
+    fn minimal() -> Vec<u8> {
+        elf_bytes(
+            2,
+            elf::EM_X86_64,
+            elf::ET_EXEC,
+            (0x10_0000, 0x1000, RX),
+            0x10_0000,
+        )
+    }
+
+    #[test]
+    fn file_bytes_without_memory_are_rejected_wherever_they_point() {
+        // memsz 0 used to skip every check while the loader still copied filesz bytes.
+        for vaddr in [0x1000, 0x10_0000, 0x1_0000_0000, 0x10_0003] {
+            let b = with_second_segment(minimal(), (vaddr, 16, 0, elf::PF_R | elf::PF_W));
+            let err = check(b).err().expect("filesz > memsz must be rejected");
+            assert!(
+                err.contains("segment 1: file size 0x10 exceeds its memory size 0x0"),
+                "{err}"
+            );
+        }
+        let b = with_second_segment(minimal(), (0x20_0000, 17, 16, elf::PF_R));
+        let err = check(b).err().expect("filesz > memsz must be rejected");
+        assert!(
+            err.contains("file size 0x11 exceeds its memory size 0x10"),
+            "{err}"
+        );
+        // An empty segment (nothing in the file, nothing in memory) is harmless.
+        let b = with_second_segment(minimal(), (0x1_0000_0000, 0, 0, elf::PF_R));
+        assert_eq!(check(b).unwrap().segments.len(), 1);
+    }
+
+    #[test]
+    fn loading_copies_exactly_the_validated_bytes() {
+        let dir = std::env::temp_dir().join(format!("flexos-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img.elf");
+        let mut bytes = minimal();
+        bytes[0x1000..0x1010].copy_from_slice(b"validated bytes!");
+        std::fs::write(&path, &bytes).unwrap();
+        let img = Image::open(&path, 0x40_0000).unwrap();
+        // The file changes after validation: loading must not see it (it used to reopen
+        // the file by path), and a truncated file must not fault the reads.
+        let mut other = bytes.clone();
+        other[0x1000..0x1010].copy_from_slice(b"swapped in later");
+        std::fs::write(&path, &other).unwrap();
+        std::fs::File::create(&path).unwrap().set_len(10).unwrap();
+
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        img.load(&mem).unwrap();
+        let mut seen = [0u8; 16];
+        mem.read_slice(&mut seen, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(&seen, b"validated bytes!");
+        assert_eq!(&img.bytes[..], &bytes[..]);
+
+        // The whole file is read when first needed, through the file opened at start: a
+        // file replaced by rename (as scripts/build does) is still the old one...
+        std::fs::write(&path, &bytes).unwrap();
+        let img = Image::open(&path, 0x40_0000).unwrap();
+        std::fs::write(dir.join("new.elf"), &other).unwrap();
+        std::fs::rename(dir.join("new.elf"), &path).unwrap();
+        assert_eq!(img.file_bytes(), &bytes[..]);
+        // ...and one truncated in place leaves the boot copy, not a fault.
+        std::fs::write(&path, &bytes).unwrap();
+        let img = Image::open(&path, 0x40_0000).unwrap();
+        std::fs::File::create(&path).unwrap().set_len(10).unwrap();
+        assert_eq!(img.file_bytes(), &img.bytes[..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_boot_copy_holds_what_booting_reads_and_nothing_else() {
+        use object::{Object, ObjectSection, SectionFlags};
+        // Our own executable has allocated sections and, in tests, debug info.
+        let exe = std::env::current_exe().unwrap();
+        let full = std::fs::read(&exe).unwrap();
+        let boot = read_boot_copy(&File::open(&exe).unwrap(), full.len()).unwrap();
+        assert_eq!(boot.len(), full.len());
+        assert_eq!(&boot[..64], &full[..64]);
+        let obj = object::File::parse(&*full).unwrap();
+        let (mut alloc, mut other) = (0, 0);
+        for section in obj.sections() {
+            let Some((offset, size)) = section.file_range() else {
+                continue;
+            };
+            let range = usize::try_from(offset).unwrap()..usize::try_from(offset + size).unwrap();
+            let SectionFlags::Elf { sh_flags } = section.flags() else {
+                unreachable!("an ELF section")
+            };
+            if sh_flags & u64::from(elf::SHF_ALLOC) != 0 {
+                assert_eq!(&boot[range.clone()], &full[range], "{:?}", section.name());
+                alloc += 1;
+            } else if section.name() == Ok(".debug_info") || section.name() == Ok(".symtab") {
+                assert!(boot[range].iter().all(|&b| b == 0), "{:?}", section.name());
+                other += 1;
+            }
+        }
+        assert!(
+            alloc > 0 && other > 0,
+            "{alloc} allocated, {other} others checked"
+        );
+        // Parsing the section table works on the boot copy (the component table is
+        // found the same way).
+        let parsed = object::File::parse(&*boot).unwrap();
+        assert!(parsed.section_by_name(".text").is_some());
+    }
+
+    #[test]
+    fn the_boot_copy_of_mutated_headers_never_panics() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let dir = std::env::temp_dir().join(format!("flexos-bootcopy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img");
+        let mut rng = crate::testing::Rng::new(0xb007);
+        for _ in 0..300 {
+            // The ELF header plus the first program and section headers it points at.
+            let mut bytes = exe[..exe.len().min(256 << 10)].to_vec();
+            rng.mutate(&mut bytes[..64]);
+            std::fs::write(&path, &bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            if let Ok(copy) = read_boot_copy(&file, bytes.len()) {
+                assert_eq!(&copy[..64], &bytes[..64]);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_image_must_be_a_regular_file() {
+        let err = Image::open(Path::new("/dev/zero"), 0x40_0000)
+            .err()
+            .expect("/dev/zero is no image");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_IMAGE);
+    }
+
     #[test]
     fn truncated_files_never_panic() {
         let full = elf_bytes(
@@ -420,19 +769,15 @@ pub(crate) mod tests {
 
     #[test]
     fn mutated_headers_are_rejected_or_accepted_but_never_panic() {
-        let full = elf_bytes(
-            2,
-            elf::EM_X86_64,
-            elf::ET_EXEC,
-            (0x10_0000, 0x1000, RX),
-            0x10_0000,
-        );
+        // Text and data, so mutations reach a second program header too.
+        let full = with_second_segment(minimal(), (0x10_1000, 16, 0x1000, elf::PF_R | elf::PF_W));
+        assert_eq!(check(full.clone()).unwrap().segments.len(), 2);
         let mut rng = crate::testing::Rng::new(0x5eed);
         let mut accepted = 0;
         for _ in 0..50_000 {
             let mut bytes = full.clone();
-            // Only the headers matter to validation: mutate the first 128 bytes.
-            rng.mutate(&mut bytes[..128]);
+            // Only the headers matter to validation: mutate the ELF and program headers.
+            rng.mutate(&mut bytes[..176]);
             if let Ok(img) = check(bytes) {
                 accepted += 1;
                 // Whatever was accepted obeys the rules the loader relies on.
@@ -444,6 +789,11 @@ pub(crate) mod tests {
                     .segments
                     .iter()
                     .any(|s| s.perms.exec && (s.start..s.end).contains(&img.entry)));
+                // ...and what loading copies lies inside an accepted segment.
+                for (addr, bytes) in img.chunks() {
+                    let end = addr + bytes.len() as u64;
+                    assert!(img.segments.iter().any(|s| s.start <= addr && end <= s.end));
+                }
             }
         }
         assert!(

@@ -100,13 +100,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         return Ok(0);
     }
     let placement = match &cli.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| VmmError::ConfigUnreadable {
-                path: path.clone(),
-                source: e,
-            })?;
-            catalog.placement_from_config(path, &text)?
-        }
+        Some(path) => catalog.placement_from_config(path, &placement::read_config(path)?)?,
         None => catalog.default_split(cli.compartments)?,
     };
     let count = u32::try_from(placement.compartments.len())

@@ -8,10 +8,9 @@ use std::time::Instant;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
-use gdbstub::stub::DisconnectReason;
-
-use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome};
-use crate::debug::stub::{self, GdbTarget};
+use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome, StopHook};
+use crate::debug::listen::GdbListener;
+use crate::debug::stub::{self, SessionEnd};
 use crate::debug::Debugger;
 use crate::error::{Result, VmmError, EXIT_CRASH};
 use crate::image::Image;
@@ -37,27 +36,25 @@ fn micros(start: Instant, t: Option<&Instant>) -> String {
     })
 }
 
-/// Serves GDB until it detaches or kills the run, or the guest ends; true on kill.
-fn serve_gdb(addr: &str, dbg: Arc<Debugger>) -> Result<bool> {
-    let conn = stub::listen(addr).map_err(VmmError::Usage)?;
-    let mut target = GdbTarget::new(dbg.clone());
-    match target.serve(conn) {
-        Ok(DisconnectReason::Kill) => Ok(true),
-        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(false),
-        Ok(DisconnectReason::Disconnect) => {
-            dbg.detach();
-            Ok(false)
-        }
-        Err(e) => {
-            crate::stderr_line!("flexos-vmm: {e}; running on without the debugger");
-            dbg.detach();
-            Ok(false)
-        }
-    }
+/// What the monitor thread waits for: a compartment's end, or the GDB session's.
+enum Report {
+    Ended(u32, Outcome),
+    Gdb(SessionEnd),
 }
 
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
+    // Before any VM exists: a --gdb address that cannot be served is a usage error. A
+    // debugging session can outlast the image file: read all of it before waiting.
+    let listener = match run.gdb.as_deref() {
+        Some(addr) => {
+            run.image.file_bytes();
+            Some(GdbListener::bind(addr)?)
+        }
+        None => None,
+    };
+    // Whichever way the run ends, the socket file it created goes with it.
+    let _socket_file = listener.as_ref().and_then(GdbListener::socket_file);
     let count = u32::try_from(run.placement.compartments.len())
         .expect("a placement has at most MAX_COMPARTMENTS compartments");
     let shared = SharedRegion::new(run.shared_size, count)?;
@@ -103,15 +100,13 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     }
     let milestones: Vec<Arc<Milestones>> =
         compartments.iter().map(|c| c.milestones.clone()).collect();
-    let debugger = match &run.gdb {
-        Some(_) => Some(Arc::new(
-            Debugger::new(
-                names.to_vec(),
-                compartments.iter().map(|c| c.memory()).collect(),
-                compartments.iter().map(|c| c.cr3).collect(),
-            )
-            .map_err(VmmError::Debugger)?,
-        )),
+    let debugger = match &listener {
+        Some(_) => Some(Arc::new(Debugger::new(
+            names.to_vec(),
+            compartments.iter().map(|c| c.memory()).collect(),
+            compartments.iter().map(|c| c.cr3).collect(),
+            run.image.code(),
+        )?)),
         None => None,
     };
 
@@ -123,22 +118,43 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
         std::thread::Builder::new()
             .name(format!("vcpu-{}", comp.spec.name))
             .spawn(move || {
-                let outcome = comp.run(debugger.as_deref());
-                let _ = tx.send((id, outcome));
+                let outcome = comp.run(debugger.as_deref().map(|d| d as &dyn StopHook));
+                let _ = tx.send(Report::Ended(id, outcome));
             })
             .map_err(VmmError::VcpuThread)?;
     }
-    drop(tx);
-    if let (Some(addr), Some(dbg)) = (&run.gdb, &debugger) {
-        if serve_gdb(addr, dbg.clone())? {
-            crate::stderr_line!("flexos-vmm: the run was killed from gdb");
-            return Ok(EXIT_CRASH);
-        }
+    if let (Some(listener), Some(dbg)) = (listener, &debugger) {
+        let tx = tx.clone();
+        stub::serve_in_background(listener, dbg.clone(), move |end| {
+            let _ = tx.send(Report::Gdb(end));
+        })
+        .map_err(VmmError::GdbThread)?;
     }
-    let (id, outcome) = rx.recv().map_err(|_| VmmError::NoOutcome)?;
+    drop(tx);
+    // The first compartment to end decides; the GDB session may end the run first.
+    let (id, outcome) = loop {
+        match rx.recv() {
+            Ok(Report::Gdb(SessionEnd::Killed)) => {
+                crate::stderr_line!("flexos-vmm: the run was killed from gdb");
+                return Ok(EXIT_CRASH);
+            }
+            Ok(Report::Gdb(SessionEnd::Over)) => {}
+            Ok(Report::Ended(id, outcome)) => {
+                // The stub is telling a connected GDB how the run ended: let it finish.
+                if debugger.as_ref().is_some_and(|d| d.in_session()) {
+                    while !matches!(rx.recv(), Ok(Report::Gdb(_)) | Err(_)) {}
+                }
+                break (id, outcome);
+            }
+            Err(_) => return Err(VmmError::NoOutcome),
+        }
+    };
     let end = Instant::now();
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {
+        // The report reads the rest of the image file: do that while peers still wait,
+        // so that they get no more time to run (and print) than before.
+        run.image.file_bytes();
         // Peers blocked in a gate call to it return PeerDead instead of waiting; the
         // process then ends, which stops every vCPU.
         shared.mark_dead(id);
@@ -157,7 +173,7 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
     match outcome {
         Outcome::Exited(code) => Ok(code as i32),
         Outcome::Crashed(report) => {
-            let sym = Symbolizer::new(&run.image.path, &run.image.bytes);
+            let sym = Symbolizer::new(run.image.file_bytes());
             crate::stdio::stderr(&report.render(&sym));
             Ok(EXIT_CRASH)
         }

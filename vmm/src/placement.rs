@@ -7,6 +7,8 @@
 //! image offers.
 
 use std::fmt::Write;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use flexos_abi::{
@@ -21,6 +23,43 @@ use crate::image::Image;
 
 /// The name of the only component of an image that declares no component table.
 pub const IMPLICIT_COMPONENT: &str = "app";
+
+/// Largest placement file the monitor reads; real ones are a few hundred bytes.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Reads a `--config` file: a regular file of at most [`MAX_CONFIG_FILE`] bytes of
+/// UTF-8 (so `/dev/zero`, a FIFO or a huge file is refused instead of read forever).
+pub fn read_config(path: &Path) -> Result<String> {
+    let unreadable = |source| VmmError::ConfigUnreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse =
+        |why: String| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    // Non-blocking, so that opening a FIFO cannot hang; regular files ignore the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    let too_big = || refuse(format!("larger than {} KiB", MAX_CONFIG_FILE >> 10));
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(too_big());
+    }
+    // The file may grow after the check: never read more than the limit.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(too_big());
+    }
+    Ok(text)
+}
 
 /// One compartment of a placement.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -385,7 +385,7 @@ mod tests {
             console_tail: vec!["hello".into()],
             map: map(),
         };
-        let sym = Symbolizer::new(std::path::Path::new("/nonexistent"), b"");
+        let sym = Symbolizer::new(b"");
         let text = report.render(&sym);
         assert!(
             text.starts_with(
@@ -418,7 +418,7 @@ mod tests {
             console_tail: vec!["\x07bell".into()],
             map: map(),
         };
-        let sym = Symbolizer::new(std::path::Path::new("/nonexistent"), b"");
+        let sym = Symbolizer::new(b"");
         let text = report.render(&sym);
         assert_eq!(
             text.lines().next().unwrap(),

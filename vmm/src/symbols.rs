@@ -1,11 +1,14 @@
 //! Turns guest code addresses into `function+offset (file:line)` using the image's
 //! symbol table and DWARF line tables. Built only when a report needs it, so boot never
-//! pays for parsing debug info.
+//! pays for parsing debug info. Everything comes from the image bytes the monitor read
+//! at start: the file on disk may have been rebuilt or truncated since.
 
 use std::fmt;
-use std::path::Path;
 
-use object::{Object, ObjectSymbol, SymbolKind};
+use addr2line::gimli;
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+type DwarfReader<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
 
 /// A function symbol: start address, size and demangled name.
 struct Function {
@@ -14,10 +17,10 @@ struct Function {
     name: String,
 }
 
-/// Symbol and source lookups for one image.
-pub struct Symbolizer {
+/// Symbol and source lookups for one image, borrowing its bytes.
+pub struct Symbolizer<'a> {
     functions: Vec<Function>,
-    lines: Option<addr2line::Loader>,
+    lines: Option<addr2line::Context<DwarfReader<'a>>>,
 }
 
 /// Where an address lies in the image.
@@ -41,11 +44,13 @@ impl fmt::Display for Place {
     }
 }
 
-impl Symbolizer {
-    /// Reads symbols from `bytes` and line tables from the file at `path`.
-    pub fn new(path: &Path, bytes: &[u8]) -> Self {
+impl<'a> Symbolizer<'a> {
+    /// Reads symbols and line tables from an image's bytes.
+    pub fn new(bytes: &'a [u8]) -> Self {
         let mut functions = Vec::new();
+        let mut lines = None;
         if let Ok(file) = object::File::parse(bytes) {
+            lines = line_tables(&file);
             for sym in file.symbols() {
                 if sym.kind() != SymbolKind::Text || sym.address() == 0 {
                     continue;
@@ -60,7 +65,6 @@ impl Symbolizer {
             }
         }
         functions.sort_by_key(|f| f.start);
-        let lines = addr2line::Loader::new(path).ok();
         Symbolizer { functions, lines }
     }
 
@@ -95,6 +99,29 @@ impl Symbolizer {
     }
 }
 
+/// The DWARF line tables of `file`, if it has any (a missing or compressed section
+/// reads as empty).
+fn line_tables<'a>(file: &object::File<'a>) -> Option<addr2line::Context<DwarfReader<'a>>> {
+    let endian = if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    let load = |id: gimli::SectionId| -> Result<DwarfReader<'a>, gimli::Error> {
+        let data = file
+            .section_by_name(id.name())
+            .filter(|s| {
+                s.compressed_file_range()
+                    .is_ok_and(|r| r.format == object::CompressionFormat::None)
+            })
+            .and_then(|s| s.data().ok())
+            .unwrap_or(&[]);
+        Ok(gimli::EndianSlice::new(data, endian))
+    };
+    let dwarf = gimli::Dwarf::load(load).ok()?;
+    addr2line::Context::from_dwarf(dwarf).ok()
+}
+
 /// Keeps paths readable: drops everything up to the project or cargo registry folder.
 fn shorten(file: &str) -> String {
     for marker in ["/guest-kernel/", "/library/", "/registry/src/"] {
@@ -120,7 +147,7 @@ mod tests {
 
     #[test]
     fn unknown_addresses_render_as_question_marks() {
-        let s = Symbolizer::new(Path::new("/nonexistent"), b"not an elf");
+        let s = Symbolizer::new(b"not an elf");
         assert_eq!(s.place(0x1234, false).to_string(), "0x1234 (no symbol)");
     }
 
@@ -130,10 +157,18 @@ mod tests {
         // its name with a zero offset.
         let exe = std::env::current_exe().unwrap();
         let bytes = std::fs::read(&exe).unwrap();
-        let s = Symbolizer::new(&exe, &bytes);
+        let s = Symbolizer::new(&bytes);
         assert!(!s.functions.is_empty());
         let f = &s.functions[s.functions.len() / 2];
         let p = s.place(f.start, false);
         assert_eq!(p.function.as_ref().unwrap().1, 0);
+        // Line tables come from the same bytes (the release profile keeps them).
+        let here = s
+            .functions
+            .iter()
+            .find(|f| f.name.ends_with("symbolizes_the_test_binary_itself"))
+            .expect("this test's own symbol");
+        let loc = s.place(here.start, false).location.expect("a source line");
+        assert!(loc.0.ends_with("symbols.rs"), "{loc:?}");
     }
 }

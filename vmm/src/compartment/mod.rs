@@ -7,9 +7,11 @@
 //! - `run`: the vCPU loop that serves exits and hypercalls until the guest ends;
 //! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking);
 //! - `unemulated`: instructions KVM could not emulate, explained as violations.
+//! - `hook`: the one interface a debugger implements to stop the loop.
 
 mod boot_info;
 mod doorbell;
+mod hook;
 mod run;
 mod stop;
 mod unemulated;
@@ -24,6 +26,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use doorbell::Doorbells;
+pub use hook::{Resume, Snapshot, Stop, StopHook};
 
 use crate::arch::layout::{GuestLayout, MemoryPlan};
 use crate::arch::{cpu, descriptors, paging};

@@ -4,26 +4,51 @@
 use std::time::{Duration, Instant};
 
 use flexos_abi::PORT_EXCEPTION;
-use gdbstub::common::Signal;
 use kvm_ioctls::VcpuExit;
 
+use super::hook::{Stop, StopHook};
 use super::{Compartment, Outcome};
 use crate::arch::trampolines::SYSCALL_TRAP_ADDR;
-use crate::debug::{Debugger, StopKind};
 use crate::error::VmmError;
 use crate::hypercall::{self, Hypercall};
 use crate::report::CrashKind;
 
+/// Tells the debugger that a vCPU thread is done, however it leaves the loop.
+struct Finished<'a> {
+    hook: &'a dyn StopHook,
+    id: u32,
+    outcome: Option<&'a Outcome>,
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.hook.vcpu_finished(self.id, self.outcome);
+    }
+}
+
 impl Compartment {
-    /// Runs the vCPU until the guest exits or crashes. With a debugger, the vCPU parks
-    /// whenever GDB has the run stopped, and breakpoints, steps and crashes stop it.
-    pub fn run(&mut self, debug: Option<&Debugger>) -> Outcome {
-        if let Some(d) = debug {
-            d.register_thread(self.spec.id);
-        }
+    /// Runs the vCPU until the guest exits or crashes. With a debugger, the vCPU stops
+    /// whenever the debugger holds the run, and breakpoints, steps and crashes stop it.
+    pub fn run(&mut self, debug: Option<&dyn StopHook>) -> Outcome {
+        let Some(hook) = debug else {
+            return self.run_loop(None);
+        };
+        hook.vcpu_started(self.spec.id);
+        let mut finished = Finished {
+            hook,
+            id: self.spec.id,
+            outcome: None,
+        };
+        let outcome = self.run_loop(Some(hook));
+        finished.outcome = Some(&outcome);
+        drop(finished);
+        outcome
+    }
+
+    fn run_loop(&mut self, debug: Option<&dyn StopHook>) -> Outcome {
         loop {
-            if let Some(d) = debug.filter(|d| d.must_park(self.spec.id)) {
-                if let Err(e) = self.park(d, None, None) {
+            if let Some(d) = debug.filter(|d| d.must_stop(self.spec.id)) {
+                if let Err(e) = self.stop_for_debugger(d, None, Stop::Held) {
                     return Outcome::Failed(e);
                 }
             }
@@ -97,7 +122,7 @@ impl Compartment {
     }
 
     /// Serves one valid hypercall; returns an outcome when the run ends.
-    fn serve(&mut self, hc: Hypercall, debug: Option<&Debugger>) -> Option<Outcome> {
+    fn serve(&mut self, hc: Hypercall, debug: Option<&dyn StopHook>) -> Option<Outcome> {
         match hc {
             Hypercall::Console(bytes) => {
                 self.console.write(&bytes);
@@ -120,9 +145,6 @@ impl Compartment {
             }
             Hypercall::Exit(code) => {
                 self.console.finish();
-                if let Some(d) = debug {
-                    d.exited(self.spec.id, code);
-                }
                 Some(Outcome::Exited(code))
             }
             Hypercall::Panic {
@@ -141,21 +163,21 @@ impl Compartment {
                 debug,
             )),
             Hypercall::Exception { mut frame, at } => {
-                if let Some(d) = debug.filter(|d| !d.is_detached()) {
+                if let Some(d) = debug.filter(|d| d.is_attached()) {
                     let stop = match frame.vector {
                         3 if d.is_breakpoint(frame.rip.wrapping_sub(1)) => {
                             // Back onto the breakpoint: GDB expects the PC there, and the
                             // original instruction runs once GDB takes the 0xCC out.
                             frame.rip -= 1;
-                            Some(StopKind::SwBreak)
+                            Some(Stop::Breakpoint)
                         }
-                        1 => Some(StopKind::Step),
-                        3 => Some(StopKind::Signal(Signal::SIGTRAP)),
+                        1 => Some(Stop::Step),
+                        3 => Some(Stop::Trap),
                         _ => None,
                     };
-                    if let Some(kind) = stop {
+                    if let Some(why) = stop {
                         return self
-                            .park(d, Some((at, frame)), Some(kind))
+                            .stop_for_debugger(d, Some((at, frame)), why)
                             .err()
                             .map(Outcome::Failed);
                     }

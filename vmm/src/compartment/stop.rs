@@ -1,46 +1,31 @@
 //! How a compartment stops: crash reports (registers, frame-pointer backtrace, console
-//! tail) and, with a debugger, parking in a snapshot GDB can read and edit.
+//! tail) and, with a debugger, stopping in a snapshot the debugger can read and edit.
 
 use flexos_abi::ExceptionFrame;
-use gdbstub::common::Signal;
 use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress};
 
+use super::hook::{Resume, Snapshot, Stop, StopHook};
 use super::{Compartment, Outcome};
 use crate::arch::{cpu, trampolines};
-use crate::debug::{self, Action, Debugger, Resumed, Snapshot, StopKind};
 use crate::error::{Result, VmmError};
 use crate::pod::Pod;
 use crate::report::{AddressMap, CrashKind, CrashReport, MAX_FRAMES};
 
 impl Compartment {
-    /// A crash: with a debugger attached the compartment first stops with the matching
-    /// signal so GDB can inspect it; either way the run then ends with the report.
+    /// A crash: with a debugger attached the compartment first stops so the debugger
+    /// can inspect it; either way the run then ends with the report.
     pub(super) fn fatal(
         &mut self,
         kind: CrashKind,
         frame: Option<(u64, ExceptionFrame)>,
-        debug: Option<&Debugger>,
+        debug: Option<&dyn StopHook>,
     ) -> Outcome {
-        let signal = match &kind {
-            CrashKind::Exception { vector, .. } => debug::exception_signal(*vector),
-            CrashKind::Panic { .. } => Signal::SIGABRT,
-            CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) | CrashKind::Syscall => {
-                Signal::SIGSYS
-            }
-            CrashKind::Violation { .. } | CrashKind::Unemulated { .. } | CrashKind::TripleFault => {
-                Signal::SIGSEGV
-            }
-        };
         let outcome = self.crash(kind, frame.map(|f| f.1));
-        if let Some(d) = debug.filter(|d| !d.is_detached()) {
+        if let (Some(d), Outcome::Crashed(report)) = (debug.filter(|d| d.is_attached()), &outcome) {
             if let Ok(snap) = self.snapshot(frame) {
-                let _ = d.park(
-                    self.spec.id,
-                    snap,
-                    Some(StopKind::Signal(signal)),
-                    Some(signal),
-                );
+                // Resuming a crash stop always ends the run: nothing to restore.
+                let _ = d.stop(self.spec.id, snap, Stop::Crash(&report.kind));
             }
         }
         outcome
@@ -72,24 +57,20 @@ impl Compartment {
         })
     }
 
-    /// Stops this compartment for GDB and, once resumed, puts back whatever GDB left in
-    /// the snapshot (the frame for a trampoline stop, the vCPU otherwise), with TF set
-    /// exactly when GDB asked for a single step.
-    pub(super) fn park(
+    /// Stops this compartment for the debugger and, once resumed, puts back whatever
+    /// the debugger left in the snapshot (the frame for a trampoline stop, the vCPU
+    /// otherwise), with TF set exactly when it asked for a single step.
+    pub(super) fn stop_for_debugger(
         &mut self,
-        d: &Debugger,
+        d: &dyn StopHook,
         frame: Option<(u64, ExceptionFrame)>,
-        kind: Option<StopKind>,
+        why: Stop<'_>,
     ) -> Result<()> {
         let snap = self.snapshot(frame)?;
-        let (snap, action) = match d.park(self.spec.id, snap, kind, None) {
-            Resumed::Run(snap, action) => (snap, action),
-            Resumed::End => return Ok(()),
-        };
-        let tf = if action == Action::Step {
-            cpu::RFLAGS_TF
-        } else {
-            0
+        let (snap, tf) = match d.stop(self.spec.id, snap, why) {
+            Resume::Continue(snap) => (snap, 0),
+            Resume::Step(snap) => (snap, cpu::RFLAGS_TF),
+            Resume::End => return Ok(()),
         };
         let rflags = (snap.regs.rflags & !cpu::RFLAGS_TF) | tf;
         match (snap.frame, frame) {

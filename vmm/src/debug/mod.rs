@@ -9,18 +9,27 @@
 //! all-stop: when one vCPU stops (breakpoint, step, crash, Ctrl-C), every other vCPU is
 //! kicked out of KVM_RUN with a signal and parks at its next checkpoint, leaving a
 //! [`Snapshot`] of its registers for GDB to read and edit. Resuming writes the
-//! snapshots back. This module holds that shared state; `stub` speaks the protocol.
+//! snapshots back. This module holds that shared state and is the vCPU loop's
+//! [`StopHook`]; `stub` speaks the protocol, `listen` binds the `--gdb` address and
+//! `error` says what can go wrong.
 
+pub mod error;
+pub mod listen;
 pub mod stub;
 pub mod translate;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gdbstub::common::Signal;
-use kvm_bindings::{kvm_fpu, kvm_regs};
 use vm_memory::GuestMemoryMmap;
+
+pub use error::DebugError;
+
+use crate::compartment::{Outcome, Resume, Snapshot, Stop, StopHook};
+use crate::report::CrashKind;
 
 /// Signal used to kick a vCPU thread out of KVM_RUN (the handler does nothing; the
 /// interrupted ioctl returns EINTR).
@@ -30,20 +39,7 @@ fn kick_signal() -> libc::c_int {
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-/// What GDB sees of a stopped compartment, and what the vCPU restores on resume.
-#[derive(Clone, Copy, Debug)]
-pub struct Snapshot {
-    /// The interrupted registers (for a stop inside a trampoline: the frame's view).
-    pub regs: kvm_regs,
-    pub fpu: kvm_fpu,
-    pub cs: u64,
-    pub ss: u64,
-    /// Guest-physical address of the exception frame the trampoline will `iretq`
-    /// through, when the compartment stopped on an exception.
-    pub frame: Option<u64>,
-}
-
-/// Why a compartment stopped.
+/// Why a compartment stopped, as GDB is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopKind {
     SwBreak,
@@ -66,26 +62,18 @@ pub enum Action {
     Step,
 }
 
-/// What the vCPU does after a debug stop ends.
-#[derive(Clone, Debug)]
-pub enum Resumed {
-    /// Carry on running the guest with this (possibly edited) state and action.
-    Run(Box<Snapshot>, Action),
-    /// The stop was fatal (a crash): end this compartment's run with its report.
-    End,
-}
-
 #[derive(Default)]
 struct ThreadSlot {
     pthread: Option<libc::pthread_t>,
     /// Present while the vCPU is parked.
     parked: Option<Snapshot>,
     /// The vCPU parked on a crash: resuming it ends the run.
-    fatal: Option<Signal>,
+    fatal: bool,
     /// Set by the stub to let a parked vCPU go.
     go: Option<Action>,
     /// The vCPU must park at its next checkpoint (all-stop, or scheduler locking).
     hold: bool,
+    /// The vCPU thread has left its loop (or is about to exit): never kick it again.
     finished: bool,
 }
 
@@ -97,6 +85,8 @@ struct State {
     breakpoints: BTreeMap<u64, Vec<u8>>,
     /// GDB detached: no more stops, exceptions are crashes again.
     detached: bool,
+    /// GDB is connected and the stub is serving it.
+    in_session: bool,
 }
 
 /// State shared by the vCPU threads and the stub.
@@ -104,20 +94,36 @@ pub struct Debugger {
     pub names: Vec<String>,
     pub mems: Vec<GuestMemoryMmap>,
     pub cr3s: Vec<u64>,
+    /// The image's executable segments: the only place breakpoints may go.
+    code: Vec<Range<u64>>,
     state: Mutex<State>,
     changed: Condvar,
 }
 
+/// The signal GDB sees for a crash.
+fn crash_signal(kind: &CrashKind) -> Signal {
+    match kind {
+        CrashKind::Exception { vector, .. } => exception_signal(*vector),
+        CrashKind::Panic { .. } => Signal::SIGABRT,
+        CrashKind::BadHypercall(_) | CrashKind::UnexpectedExit(_) | CrashKind::Syscall => {
+            Signal::SIGSYS
+        }
+        // Violations, triple faults, and any other access the guest had no right to.
+        _ => Signal::SIGSEGV,
+    }
+}
+
 impl Debugger {
-    /// A debugger for the given compartments; every vCPU parks before its first
-    /// instruction until GDB resumes it.
+    /// A debugger for the given compartments, whose executable image memory is `code`;
+    /// every vCPU parks before its first instruction until GDB resumes it.
     pub fn new(
         names: Vec<String>,
         mems: Vec<GuestMemoryMmap>,
         cr3s: Vec<u64>,
-    ) -> Result<Self, String> {
+        code: Vec<Range<u64>>,
+    ) -> Result<Self, DebugError> {
         vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick)
-            .map_err(|e| format!("cannot install the vCPU kick signal handler: {e}"))?;
+            .map_err(DebugError::KickHandler)?;
         let threads = names
             .iter()
             .map(|_| ThreadSlot {
@@ -129,11 +135,13 @@ impl Debugger {
             names,
             mems,
             cr3s,
+            code,
             state: Mutex::new(State {
                 threads,
                 events: VecDeque::new(),
                 breakpoints: BTreeMap::new(),
                 detached: false,
+                in_session: false,
             }),
             changed: Condvar::new(),
         })
@@ -147,36 +155,29 @@ impl Debugger {
         u32::try_from(self.names.len()).expect("a run has at most MAX_COMPARTMENTS compartments")
     }
 
-    // ---- called on vCPU threads -------------------------------------------------
-
-    /// Records the calling thread as compartment `id`'s vCPU thread (for kicks).
-    pub fn register_thread(&self, id: u32) {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        self.lock().threads[id as usize].pthread = Some(me);
+    /// True while GDB is connected and being served: an ending run waits for the
+    /// session to tell GDB.
+    pub fn in_session(&self) -> bool {
+        self.lock().in_session
     }
 
-    /// True when compartment `id`'s vCPU must park before entering the guest again.
-    pub fn must_park(&self, id: u32) -> bool {
-        let s = self.lock();
-        s.threads[id as usize].hold && !s.detached
+    fn set_in_session(&self, on: bool) {
+        self.lock().in_session = on;
     }
 
     /// Parks compartment `id` with `snapshot` until GDB resumes it. `event` is reported
-    /// to GDB (a kicked vCPU reports nothing); `fatal` marks a crash stop.
-    pub fn park(
+    /// to GDB (a kicked vCPU reports nothing); `fatal` marks a crash stop, which ends
+    /// the run when resumed (`None`).
+    fn park(
         &self,
         id: u32,
         snapshot: Snapshot,
         event: Option<StopKind>,
-        fatal: Option<Signal>,
-    ) -> Resumed {
+        fatal: bool,
+    ) -> Option<(Snapshot, Action)> {
         let mut s = self.lock();
         if s.detached {
-            return match fatal {
-                Some(_) => Resumed::End,
-                None => Resumed::Run(Box::new(snapshot), Action::Continue),
-            };
+            return (!fatal).then_some((snapshot, Action::Continue));
         }
         let slot = &mut s.threads[id as usize];
         slot.parked = Some(snapshot);
@@ -194,38 +195,12 @@ impl Debugger {
             let slot = &mut s.threads[id as usize];
             if let Some(action) = slot.go.take() {
                 let snap = slot.parked.take().unwrap_or(snapshot);
-                let fatal = slot.fatal.take();
+                let fatal = std::mem::take(&mut slot.fatal);
                 self.changed.notify_all();
-                return match fatal {
-                    Some(sig) => {
-                        s.events.push_back(DebugEvent::Terminated(sig));
-                        self.changed.notify_all();
-                        Resumed::End
-                    }
-                    None => Resumed::Run(Box::new(snap), action),
-                };
+                return (!fatal).then_some((snap, action));
             }
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
-    }
-
-    /// The guest exited with `code` while GDB was attached.
-    pub fn exited(&self, id: u32, code: u8) {
-        let mut s = self.lock();
-        s.threads[id as usize].finished = true;
-        if !s.detached {
-            s.events.push_back(DebugEvent::Exited(code));
-        }
-        self.changed.notify_all();
-    }
-
-    /// True when `addr` holds one of GDB's breakpoints.
-    pub fn is_breakpoint(&self, addr: u64) -> bool {
-        self.lock().breakpoints.contains_key(&addr)
-    }
-
-    pub fn is_detached(&self) -> bool {
-        self.lock().detached
     }
 
     // ---- called on the stub's thread --------------------------------------------
@@ -249,9 +224,9 @@ impl Debugger {
                 return s;
             }
             for t in running {
-                // SAFETY: `t` is the pthread of a live vCPU thread (it is unparked and not
-                // finished, and vCPU threads outlive the debugger's use of them); the
-                // signal has a handler that does nothing.
+                // SAFETY: `t` is the pthread of a live vCPU thread: every vCPU thread marks
+                // itself finished (under this lock, which we hold) before it can exit, on
+                // every path out of its loop. The signal's handler does nothing.
                 unsafe { libc::pthread_kill(t, kick_signal()) };
             }
             s = self
@@ -321,7 +296,9 @@ impl Debugger {
             .into_iter()
             .collect();
         for (addr, orig) in bps {
-            self.restore_breakpoint(addr, &orig);
+            if let Err(e) = self.restore(addr, &orig) {
+                eprintln!("flexos-vmm: removing the breakpoint at {addr:#x}: {e}");
+            }
         }
         let mut s = self.lock();
         s.detached = true;
@@ -360,45 +337,121 @@ impl Debugger {
         translate::write_virt(&self.mems[id as usize], self.cr3s[id as usize], addr, data)
     }
 
-    /// Plants `int3` at `addr` in every compartment (they all run the same image).
-    pub fn add_breakpoint(&self, addr: u64) -> bool {
+    /// Plants `int3` at `addr` in every compartment (they all run the same image, each
+    /// from its own copy). Only executable image memory takes breakpoints: elsewhere
+    /// (the shared region above all, which every compartment sees) a planted byte could
+    /// be read back as some compartment's "original" and outlive the breakpoint.
+    pub fn add_breakpoint(&self, addr: u64) -> Result<(), DebugError> {
+        if !self.code.iter().any(|r| r.contains(&addr)) {
+            return Err(DebugError::NotCode { addr });
+        }
         let mut s = self.lock();
         if s.breakpoints.contains_key(&addr) {
-            return true;
+            return Ok(());
         }
         let mut orig = Vec::with_capacity(self.mems.len());
         for id in 0..self.count() {
             let mut b = [0u8];
             if self.read_memory(id, addr, &mut b) != 1 {
                 // Undo what was planted so far.
-                for (done, byte) in (0u32..).zip(&orig) {
-                    self.write_memory(done, addr, &[*byte]);
-                }
-                return false;
+                let _ = self.restore(addr, &orig);
+                return Err(DebugError::Write {
+                    addr,
+                    compartment: id,
+                });
             }
             orig.push(b[0]);
-            self.write_memory(id, addr, &[0xcc]);
+            if !self.write_memory(id, addr, &[0xcc]) {
+                let _ = self.restore(addr, &orig);
+                return Err(DebugError::Write {
+                    addr,
+                    compartment: id,
+                });
+            }
         }
         s.breakpoints.insert(addr, orig);
-        true
+        Ok(())
     }
 
-    fn restore_breakpoint(&self, addr: u64, orig: &[u8]) {
-        for (id, byte) in (0u32..).zip(orig) {
-            self.write_memory(id, addr, &[*byte]);
+    /// Writes the original bytes back, the last compartment's first: should memory ever
+    /// be shared, the first compartment's byte (read before anything was planted) wins.
+    fn restore(&self, addr: u64, orig: &[u8]) -> Result<(), DebugError> {
+        let mut result = Ok(());
+        for (id, byte) in orig.iter().enumerate().rev() {
+            // At most MAX_COMPARTMENTS entries: one per compartment.
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            if !self.write_memory(id, addr, &[*byte]) {
+                result = Err(DebugError::Write {
+                    addr,
+                    compartment: id,
+                });
+            }
         }
+        result
     }
 
-    /// Removes the breakpoint at `addr` from every compartment.
-    pub fn remove_breakpoint(&self, addr: u64) -> bool {
+    /// Removes the breakpoint at `addr` from every compartment; false if there is none.
+    pub fn remove_breakpoint(&self, addr: u64) -> Result<bool, DebugError> {
         let orig = self.lock().breakpoints.remove(&addr);
         match orig {
-            Some(orig) => {
-                self.restore_breakpoint(addr, &orig);
-                true
-            }
-            None => false,
+            Some(orig) => self.restore(addr, &orig).map(|()| true),
+            None => Ok(false),
         }
+    }
+}
+
+impl StopHook for Debugger {
+    fn vcpu_started(&self, id: u32) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.lock().threads[id as usize].pthread = Some(me);
+    }
+
+    fn must_stop(&self, id: u32) -> bool {
+        let s = self.lock();
+        s.threads[id as usize].hold && !s.detached
+    }
+
+    fn is_attached(&self) -> bool {
+        !self.lock().detached
+    }
+
+    fn is_breakpoint(&self, addr: u64) -> bool {
+        self.lock().breakpoints.contains_key(&addr)
+    }
+
+    fn stop(&self, id: u32, snapshot: Snapshot, why: Stop<'_>) -> Resume {
+        let (event, fatal) = match why {
+            Stop::Held => (None, false),
+            Stop::Breakpoint => (Some(StopKind::SwBreak), false),
+            Stop::Step => (Some(StopKind::Step), false),
+            Stop::Trap => (Some(StopKind::Signal(Signal::SIGTRAP)), false),
+            Stop::Crash(kind) => (Some(StopKind::Signal(crash_signal(kind))), true),
+        };
+        match self.park(id, snapshot, event, fatal) {
+            Some((snap, Action::Continue)) => Resume::Continue(Box::new(snap)),
+            Some((snap, Action::Step)) => Resume::Step(Box::new(snap)),
+            None => Resume::End,
+        }
+    }
+
+    fn vcpu_finished(&self, id: u32, outcome: Option<&Outcome>) {
+        let mut s = self.lock();
+        let slot = &mut s.threads[id as usize];
+        slot.finished = true;
+        slot.parked = None;
+        if !s.detached {
+            // GDB hears how the run ends, whichever way it does.
+            s.events.push_back(match outcome {
+                Some(Outcome::Exited(code)) => DebugEvent::Exited(*code),
+                Some(Outcome::Crashed(report)) => {
+                    DebugEvent::Terminated(crash_signal(&report.kind))
+                }
+                // KVM failed, or the vCPU thread panicked: the monitor ends the run.
+                _ => DebugEvent::Terminated(Signal::SIGKILL),
+            });
+        }
+        self.changed.notify_all();
     }
 }
 
@@ -410,5 +463,138 @@ pub fn exception_signal(vector: u64) -> Signal {
         6 => Signal::SIGILL,
         17 => Signal::SIGBUS,
         _ => Signal::SIGSEGV,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flexos_abi::{IMAGE_BASE, SHARED_BASE};
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::arch::layout::{GuestLayout, MemoryPlan};
+    use crate::arch::paging;
+    use crate::error::VmmError;
+    use crate::image::{Segment, SegmentPerms};
+    use crate::memory::{compartment_memory, SharedRegion};
+
+    /// A debugger over two compartments with one page of code at 1 MiB each and a
+    /// shared region both see, as a run has them.
+    fn two_compartments() -> (Debugger, SharedRegion) {
+        let shared = SharedRegion::new(2 << 20, 2).unwrap();
+        let plan = MemoryPlan::new(16 << 20, IMAGE_BASE + 0x1000, 2).unwrap();
+        let code = Segment {
+            start: IMAGE_BASE,
+            end: IMAGE_BASE + 0x1000,
+            perms: SegmentPerms {
+                write: false,
+                exec: true,
+            },
+        };
+        let (mut mems, mut cr3s) = (vec![], vec![]);
+        for id in 0..2 {
+            let mem = compartment_memory(&plan, id, &shared).unwrap();
+            let layout =
+                GuestLayout::new(plan, id, vec![code], code.end, shared.mappings(id), 2 << 20);
+            cr3s.push(paging::build(&mem, &layout).unwrap());
+            mem.write_slice(&[0x90, 0xc3], GuestAddress(IMAGE_BASE))
+                .unwrap();
+            mems.push(mem);
+        }
+        mems[0]
+            .write_slice(b"MAGIC", GuestAddress(SHARED_BASE))
+            .unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let dbg = Debugger::new(names, mems, cr3s, image_code(&[code])).unwrap();
+        (dbg, shared)
+    }
+
+    fn image_code(segments: &[Segment]) -> Vec<Range<u64>> {
+        segments.iter().map(|s| s.start..s.end).collect()
+    }
+
+    fn byte(dbg: &Debugger, id: u32, addr: u64) -> u8 {
+        let mut b = [0u8];
+        assert_eq!(dbg.read_memory(id, addr, &mut b), 1);
+        b[0]
+    }
+
+    #[test]
+    fn breakpoints_go_only_into_code_and_come_out_exactly() {
+        let (dbg, _shared) = two_compartments();
+        // Both compartments see the shared region: planting there would have read the
+        // first compartment's 0xCC back as the second's original byte.
+        assert!(matches!(
+            dbg.add_breakpoint(SHARED_BASE),
+            Err(DebugError::NotCode { .. })
+        ));
+        assert_eq!(byte(&dbg, 1, SHARED_BASE), b'M');
+        assert!(matches!(
+            dbg.add_breakpoint(IMAGE_BASE + 0x1000),
+            Err(DebugError::NotCode { .. })
+        ));
+
+        dbg.add_breakpoint(IMAGE_BASE + 1).unwrap();
+        assert!(dbg.is_breakpoint(IMAGE_BASE + 1));
+        assert_eq!(
+            (byte(&dbg, 0, IMAGE_BASE + 1), byte(&dbg, 1, IMAGE_BASE + 1)),
+            (0xcc, 0xcc)
+        );
+        assert!(dbg.remove_breakpoint(IMAGE_BASE + 1).unwrap());
+        assert_eq!(
+            (byte(&dbg, 0, IMAGE_BASE + 1), byte(&dbg, 1, IMAGE_BASE + 1)),
+            (0xc3, 0xc3)
+        );
+        assert!(!dbg.remove_breakpoint(IMAGE_BASE + 1).unwrap());
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            regs: Default::default(),
+            fpu: Default::default(),
+            cs: 0,
+            ss: 0,
+            frame: None,
+        }
+    }
+
+    #[test]
+    fn a_vcpu_that_fails_tells_gdb_and_is_never_kicked_again() {
+        let (dbg, _shared) = two_compartments();
+        let dbg = Arc::new(dbg);
+        // Compartment 0 parks before its first instruction, as vCPUs do under gdb.
+        let parked = {
+            let dbg = dbg.clone();
+            std::thread::spawn(move || {
+                dbg.vcpu_started(0);
+                assert!(dbg.must_stop(0));
+                matches!(dbg.stop(0, snapshot(), Stop::Held), Resume::Continue(_))
+            })
+        };
+        // Compartment 1's vCPU fails (KVM_RUN, say) and its thread exits.
+        {
+            let dbg = dbg.clone();
+            std::thread::spawn(move || {
+                dbg.vcpu_started(1);
+                let failed = Outcome::Failed(VmmError::NoOutcome);
+                dbg.vcpu_finished(1, Some(&failed));
+            })
+            .join()
+            .unwrap();
+        }
+        // Stopping everyone returns (it used to wait for, and signal, the dead thread),
+        // and gdb hears that the run is over.
+        dbg.interrupt();
+        assert_eq!(
+            dbg.next_event(Duration::ZERO),
+            Some(DebugEvent::Terminated(Signal::SIGKILL))
+        );
+        dbg.detach();
+        assert!(
+            parked.join().unwrap(),
+            "detaching lets the parked vCPU run on"
+        );
     }
 }

@@ -1,14 +1,11 @@
 //! The GDB remote protocol side: a `gdbstub` target whose threads are compartments.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, ToSocketAddrs};
 use std::num::NonZeroUsize;
-use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gdbstub::common::{Signal, Tid};
-use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, MultiThreadStopReason};
 use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
@@ -23,32 +20,57 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 
-use super::{Action, DebugEvent, Debugger, StopKind};
+use super::listen::{Conn, GdbListener};
+use super::{Action, DebugError, DebugEvent, Debugger, StopKind};
 
-type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
+/// How a GDB session ended, as far as the run is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// GDB killed the run.
+    Killed,
+    /// GDB detached or went away, or was told the run ended: the run goes on (or ends)
+    /// without it.
+    Over,
+}
 
-/// Where GDB connects: `HOST:PORT` for TCP, anything else is a Unix socket path.
-pub fn listen(addr: &str) -> Result<Conn, String> {
-    if let Ok(mut addrs) = addr.to_socket_addrs() {
-        if let Some(sock) = addrs.next() {
-            let listener =
-                TcpListener::bind(sock).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            crate::stderr_line!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
-            let (stream, _) = listener
-                .accept()
-                .map_err(|e| format!("accepting gdb on {addr}: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            return Ok(Box::new(stream));
-        }
-    }
-    let _ = std::fs::remove_file(addr);
-    let listener = UnixListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    crate::signals::remove_on_interrupt(std::path::Path::new(addr));
+/// Serves GDB on a thread of its own: waits for it on `listener`, then speaks the
+/// protocol until GDB detaches or kills, or the guest ends; `on_end` hears how it
+/// ended. A session that fails lets the run go on without the debugger.
+pub fn serve_in_background(
+    listener: GdbListener,
+    dbg: Arc<Debugger>,
+    on_end: impl FnOnce(SessionEnd) + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.address();
     crate::stderr_line!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
-    let (stream, _) = listener
-        .accept()
-        .map_err(|e| format!("accepting gdb on {addr}: {e}"))?;
-    Ok(Box::new(stream))
+    std::thread::Builder::new()
+        .name("gdb".into())
+        .spawn(move || on_end(session(listener, &dbg)))
+        .map(drop)
+}
+
+fn session(listener: GdbListener, dbg: &Arc<Debugger>) -> SessionEnd {
+    let served = listener.accept().and_then(|conn| {
+        dbg.set_in_session(true);
+        GdbTarget::new(dbg.clone()).serve(conn)
+    });
+    let end = match served {
+        Ok(DisconnectReason::Kill) => SessionEnd::Killed,
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
+            SessionEnd::Over
+        }
+        Ok(DisconnectReason::Disconnect) => {
+            dbg.detach();
+            SessionEnd::Over
+        }
+        Err(e) => {
+            crate::stderr_line!("flexos-vmm: {e}; running on without the debugger");
+            dbg.detach();
+            SessionEnd::Over
+        }
+    };
+    dbg.set_in_session(false);
+    end
 }
 
 fn tid(compartment: u32) -> Tid {
@@ -72,7 +94,7 @@ impl GdbTarget {
         }
     }
 
-    fn compartment(&self, tid: Tid) -> Result<u32, TargetError<&'static str>> {
+    fn compartment(&self, tid: Tid) -> Result<u32, TargetError<DebugError>> {
         // GDB's thread id is compartment + 1; an id beyond u32 names no compartment
         // (it must not wrap onto one).
         u32::try_from(tid.get() - 1)
@@ -82,19 +104,19 @@ impl GdbTarget {
     }
 
     /// Runs the protocol until GDB detaches or kills, or the guest ends.
-    pub fn serve(&mut self, conn: Conn) -> Result<DisconnectReason, String> {
+    pub fn serve(&mut self, conn: Conn) -> Result<DisconnectReason, DebugError> {
         // Every vCPU parks before its first instruction; wait for that so GDB's first
         // register reads have something to read.
         self.dbg.interrupt();
         GdbStub::new(conn)
             .run_blocking::<EventLoop>(self)
-            .map_err(|e| format!("gdb connection failed: {e}"))
+            .map_err(|e| DebugError::Connection(e.to_string()))
     }
 }
 
 impl Target for GdbTarget {
     type Arch = X86_64_SSE;
-    type Error = &'static str;
+    type Error = DebugError;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
         BaseOps::MultiThread(self)
@@ -227,7 +249,9 @@ impl MultiThreadResume for GdbTarget {
         tid: Tid,
         _signal: Option<Signal>,
     ) -> Result<(), Self::Error> {
-        let id = self.compartment(tid).map_err(|_| "no such compartment")?;
+        let id = self
+            .compartment(tid)
+            .map_err(|_| DebugError::NoSuchThread(tid.get()))?;
         self.actions.insert(id, Action::Continue);
         Ok(())
     }
@@ -243,7 +267,9 @@ impl MultiThreadSingleStep for GdbTarget {
         tid: Tid,
         _signal: Option<Signal>,
     ) -> Result<(), Self::Error> {
-        let id = self.compartment(tid).map_err(|_| "no such compartment")?;
+        let id = self
+            .compartment(tid)
+            .map_err(|_| DebugError::NoSuchThread(tid.get()))?;
         self.actions.insert(id, Action::Step);
         Ok(())
     }
@@ -263,19 +289,33 @@ impl Breakpoints for GdbTarget {
 }
 
 impl SwBreakpoint for GdbTarget {
+    // A refusal is an error reply: GDB says it cannot insert (or remove) the breakpoint.
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.dbg.add_breakpoint(addr))
+        match self.dbg.add_breakpoint(addr) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::info!("refused a breakpoint: {e}");
+                Ok(false)
+            }
+        }
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.dbg.remove_breakpoint(addr))
+        self.dbg.remove_breakpoint(addr).map_err(|e| {
+            tracing::warn!("removing a breakpoint: {e}");
+            TargetError::NonFatal
+        })
     }
 }
 
 impl ThreadExtraInfo for GdbTarget {
     fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, Self::Error> {
         let id = tid.get() - 1;
-        let name = self.dbg.names.get(id).ok_or("no such compartment")?;
+        let name = self
+            .dbg
+            .names
+            .get(id)
+            .ok_or(DebugError::NoSuchThread(tid.get()))?;
         let text = format!("compartment {id} ({name})");
         let n = text.len().min(buf.len());
         buf[..n].copy_from_slice(&text.as_bytes()[..n]);
@@ -296,7 +336,7 @@ impl run_blocking::BlockingEventLoop for EventLoop {
         conn: &mut Conn,
     ) -> Result<
         run_blocking::Event<Self::StopReason>,
-        run_blocking::WaitForStopReasonError<&'static str, std::io::Error>,
+        run_blocking::WaitForStopReasonError<DebugError, std::io::Error>,
     > {
         loop {
             if let Some(event) = target.dbg.next_event(Duration::from_millis(5)) {
@@ -330,7 +370,7 @@ impl run_blocking::BlockingEventLoop for EventLoop {
         }
     }
 
-    fn on_interrupt(target: &mut GdbTarget) -> Result<Option<Self::StopReason>, &'static str> {
+    fn on_interrupt(target: &mut GdbTarget) -> Result<Option<Self::StopReason>, DebugError> {
         let id = target.dbg.interrupt();
         Ok(Some(MultiThreadStopReason::SignalWithThread {
             tid: tid(id),
