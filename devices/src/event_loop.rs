@@ -124,3 +124,69 @@ impl Drop for DeviceThread {
         self.stop_and_join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use virtio_bindings::bindings::virtio_blk::{VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
+    use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use virtio_bindings::bindings::virtio_mmio::{VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_STATUS};
+    use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+    use vmm_sys_util::tempfile::TempFile;
+
+    use crate::block::Block;
+    use crate::testing::*;
+    use crate::virtio::mmio::MmioTransport;
+
+    /// Waits (spinning, as a polling guest does) until the device has used `n` chains.
+    /// The bound only turns a hang into a failure.
+    fn wait_used(d: &Driver, n: u16) {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while d.used_idx() != n {
+            assert!(Instant::now() < give_up, "device thread never answered");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn device_thread_answers_kicks_and_stops_on_reset() {
+        let file = TempFile::new().unwrap();
+        std::fs::write(file.as_path(), vec![9u8; 4096]).unwrap();
+        let mem = memory();
+        let mut t =
+            MmioTransport::new(Block::open(file.as_path(), false).unwrap(), mem.clone()).unwrap();
+        let mut d = Driver::new(&mem, 16);
+        d.init(
+            &mut t,
+            (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
+        );
+
+        // A kick as KVM delivers it for a registered ioeventfd.
+        d.header(DATA, VIRTIO_BLK_T_IN, 1);
+        d.chain(&[(DATA, 16, R), (DATA + 0x100, 512, W), (DATA + 0x80, 1, W)]);
+        t.queue_event(0).unwrap().write(1).unwrap();
+        wait_used(&d, 1);
+        assert_eq!(d.bytes(DATA + 0x100, 512), vec![9; 512]);
+        assert_eq!(d.byte(DATA + 0x80), 0);
+
+        // A QueueNotify that exits to the monitor instead.
+        d.header(DATA + 0x200, VIRTIO_BLK_T_OUT, 7);
+        d.fill(DATA + 0x400, 512, 0x42);
+        d.chain(&[
+            (DATA + 0x200, 16, R),
+            (DATA + 0x400, 512, R),
+            (DATA + 0x81, 1, W),
+        ]);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+        wait_used(&d, 2);
+        assert_eq!(
+            &std::fs::read(file.as_path()).unwrap()[3584..],
+            &[0x42; 512][..]
+        );
+
+        // Reset joins the thread; the device is gone until the next DRIVER_OK.
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, 0);
+        assert!(!t.is_activated());
+    }
+}

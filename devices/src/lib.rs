@@ -35,6 +35,6 @@
 
 pub mod block;
 pub mod event_loop;
-pub mod virtio;
 #[cfg(test)]
 mod testing;
+pub mod virtio;

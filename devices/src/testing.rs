@@ -74,7 +74,13 @@ impl Driver {
         read_reg(t, VIRTIO_MMIO_STATUS)
     }
 
-    pub fn setup_queue<D: VirtioDevice>(&self, t: &mut MmioTransport<D>, desc: u64, avail: u64, used: u64) {
+    pub fn setup_queue<D: VirtioDevice>(
+        &self,
+        t: &mut MmioTransport<D>,
+        desc: u64,
+        avail: u64,
+        used: u64,
+    ) {
         write_reg(t, VIRTIO_MMIO_QUEUE_SEL, 0);
         write_reg(t, VIRTIO_MMIO_QUEUE_NUM, u32::from(self.size));
         for (low, value) in [
@@ -92,9 +98,15 @@ impl Driver {
     pub fn put_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
         let at = GuestAddress(DESC + 16 * u64::from(index));
         self.mem.write_obj(addr.to_le(), at).unwrap();
-        self.mem.write_obj(len.to_le(), at.unchecked_add_u(8)).unwrap();
-        self.mem.write_obj(flags.to_le(), at.unchecked_add_u(12)).unwrap();
-        self.mem.write_obj(next.to_le(), at.unchecked_add_u(14)).unwrap();
+        self.mem
+            .write_obj(len.to_le(), at.unchecked_add_u(8))
+            .unwrap();
+        self.mem
+            .write_obj(flags.to_le(), at.unchecked_add_u(12))
+            .unwrap();
+        self.mem
+            .write_obj(next.to_le(), at.unchecked_add_u(14))
+            .unwrap();
     }
 
     /// Posts head `head` on the available ring.
@@ -108,7 +120,9 @@ impl Driver {
     }
 
     pub fn set_avail_idx(&self, idx: u16) {
-        self.mem.write_obj(idx.to_le(), GuestAddress(AVAIL + 2)).unwrap();
+        self.mem
+            .write_obj(idx.to_le(), GuestAddress(AVAIL + 2))
+            .unwrap();
     }
 
     /// Builds a chain from (addr, len, R or W) parts in fresh descriptors and posts it;
@@ -143,7 +157,9 @@ impl Driver {
     }
 
     pub fn fill(&self, addr: u64, len: usize, value: u8) {
-        self.mem.write_slice(&vec![value; len], GuestAddress(addr)).unwrap();
+        self.mem
+            .write_slice(&vec![value; len], GuestAddress(addr))
+            .unwrap();
     }
 
     pub fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {

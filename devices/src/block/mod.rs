@@ -58,9 +58,11 @@ impl ChainHandler for BlockHandler {
                 let (status, len) = request::execute(&req, &self.disk, mem);
                 (req.status, status, len)
             }
-            Err(ParseError::Rejected { status, .. }) => {
-                (status, virtio_bindings::bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8, 1)
-            }
+            Err(ParseError::Rejected { status, .. }) => (
+                status,
+                virtio_bindings::bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8,
+                1,
+            ),
             Err(ParseError::Unanswerable(e)) => return Err(e),
         };
         mem.write_obj(status, status_addr)
@@ -73,7 +75,10 @@ enum Running {
     Stopped,
     Inline(Box<QueueRunner<BlockHandler>>),
     /// The thread (stopped and joined on drop) and a clone of its kick EventFd.
-    Thread { _thread: DeviceThread, kick: EventFd },
+    Thread {
+        _thread: DeviceThread,
+        kick: EventFd,
+    },
 }
 
 /// A virtio-blk device model; put it in a [`crate::virtio::mmio::MmioTransport`].
@@ -193,8 +198,8 @@ impl VirtioDevice for Block {
             Execution::OwnThread => {
                 let notify = kick.try_clone().map_err(ActivateError::Thread)?;
                 let subscriber = QueueSubscriber::new(vec![(runner, kick)]);
-                let thread = DeviceThread::spawn("virtio-blk", subscriber)
-                    .map_err(ActivateError::Thread)?;
+                let thread =
+                    DeviceThread::spawn("virtio-blk", subscriber).map_err(ActivateError::Thread)?;
                 Running::Thread {
                     _thread: thread,
                     kick: notify,

@@ -93,7 +93,10 @@ pub enum Rejection {
 pub enum ParseError {
     /// There is a status byte to report the error in.
     #[error("{why}")]
-    Rejected { status: GuestAddress, why: Rejection },
+    Rejected {
+        status: GuestAddress,
+        why: Rejection,
+    },
     /// There is not: the chain is consumed with length 0 and the device needs a reset.
     #[error(transparent)]
     Unanswerable(#[from] Unanswerable),
@@ -115,8 +118,9 @@ pub fn parse(
     if last.has_next() {
         return Err(Unanswerable("chain loops, leaves the table or exceeds 4 GiB").into());
     }
-    let status = status_byte(last, mem)
-        .ok_or(Unanswerable("last descriptor is not a writable status byte in memory"))?;
+    let status = status_byte(last, mem).ok_or(Unanswerable(
+        "last descriptor is not a writable status byte in memory",
+    ))?;
     let reject = |why| ParseError::Rejected { status, why };
 
     let split = descs
@@ -218,7 +222,12 @@ pub fn execute(req: &Request, disk: &Disk, mem: &GuestMemory) -> (u8, u32) {
 
 /// Moves the data of an IN (`to_disk` false) or OUT request; returns bytes written to
 /// guest memory.
-fn transfer(req: &Request, disk: &Disk, mem: &GuestMemory, to_disk: bool) -> Result<u32, Rejection> {
+fn transfer(
+    req: &Request,
+    disk: &Disk,
+    mem: &GuestMemory,
+    to_disk: bool,
+) -> Result<u32, Rejection> {
     // Cannot overflow: parse checked sector * 512 + data_len against the disk size.
     let mut offset = req.sector * SECTOR_SIZE;
     for seg in &req.data {

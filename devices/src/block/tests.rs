@@ -17,7 +17,8 @@ use crate::testing::*;
 use crate::virtio::mmio::MmioTransport;
 
 const DISK_SECTORS: u64 = 64;
-const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | (1 << VIRTIO_BLK_F_FLUSH);
+const FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | (1 << VIRTIO_BLK_F_FLUSH);
 const OK: u8 = VIRTIO_BLK_S_OK as u8;
 const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 
@@ -51,7 +52,10 @@ fn setup_with(readonly: bool, features: u64) -> Setup {
     let mut t = MmioTransport::new(blk, mem.clone()).unwrap();
     let d = Driver::new(&mem, 16);
     let status = d.init(&mut t, features);
-    assert_eq!(status & VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_DRIVER_OK);
+    assert_eq!(
+        status & VIRTIO_CONFIG_S_DRIVER_OK,
+        VIRTIO_CONFIG_S_DRIVER_OK
+    );
     Setup { file, t, d }
 }
 
@@ -71,7 +75,11 @@ impl Setup {
         let before = self.d.used_idx();
         self.d.chain(parts);
         self.kick();
-        assert_eq!(self.d.used_idx(), before.wrapping_add(1), "chain not consumed");
+        assert_eq!(
+            self.d.used_idx(),
+            before.wrapping_add(1),
+            "chain not consumed"
+        );
         (self.d.byte(STATUS), self.d.used(before).1)
     }
 
@@ -86,7 +94,11 @@ impl Setup {
     /// One more good request still works (the device did not give up).
     fn still_serves(&mut self) {
         assert!(!self.needs_reset());
-        let r = self.request(VIRTIO_BLK_T_IN, 3, &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
+        let r = self.request(
+            VIRTIO_BLK_T_IN,
+            3,
+            &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)],
+        );
         assert_eq!(r, (OK, 513));
         assert_eq!(self.d.bytes(BUF, 512), vec![3; 512]);
     }
@@ -96,12 +108,20 @@ impl Setup {
 fn write_then_read_back() {
     let mut s = setup();
     let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();
-    s.d.mem.write_slice(&pattern, vm_memory::GuestAddress(BUF)).unwrap();
+    s.d.mem
+        .write_slice(&pattern, vm_memory::GuestAddress(BUF))
+        .unwrap();
     // Data split over two descriptors, header split too (any layout).
     let r = s.request(
         VIRTIO_BLK_T_OUT,
         2,
-        &[(HDR, 8, R), (HDR + 8, 8, R), (BUF, 300, R), (BUF + 300, 724, R), (STATUS, 1, W)],
+        &[
+            (HDR, 8, R),
+            (HDR + 8, 8, R),
+            (BUF, 300, R),
+            (BUF + 300, 724, R),
+            (STATUS, 1, W),
+        ],
     );
     assert_eq!(r, (OK, 1));
     let disk = s.disk();
@@ -109,7 +129,11 @@ fn write_then_read_back() {
     assert_eq!(&disk[2048..2560], &[4u8; 512][..]);
 
     let back = BUF + 0x2000;
-    let r = s.request(VIRTIO_BLK_T_IN, 2, &[(HDR, 16, R), (back, 1024, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        2,
+        &[(HDR, 16, R), (back, 1024, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (OK, 1025));
     assert_eq!(s.d.bytes(back, 1024), pattern);
 }
@@ -118,7 +142,11 @@ fn write_then_read_back() {
 fn flush_after_write_leaves_bytes_in_the_file() {
     let mut s = setup();
     s.d.fill(BUF, 512, 0x5a);
-    let r = s.request(VIRTIO_BLK_T_OUT, DISK_SECTORS - 1, &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_OUT,
+        DISK_SECTORS - 1,
+        &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (OK, 1));
     let r = s.request(VIRTIO_BLK_T_FLUSH, 0, &[(HDR, 16, R), (STATUS, 1, W)]);
     assert_eq!(r, (OK, 1));
@@ -132,11 +160,19 @@ fn get_id_answers_twenty_bytes_or_what_fits() {
     let mut s = setup();
     let id = *s.t.device().disk().id();
     assert!(id.iter().any(|&b| b != 0));
-    let r = s.request(VIRTIO_BLK_T_GET_ID, 0, &[(HDR, 16, R), (BUF, 20, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_GET_ID,
+        0,
+        &[(HDR, 16, R), (BUF, 20, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (OK, 21));
     assert_eq!(s.d.bytes(BUF, 20), id);
     s.d.fill(BUF, 20, 0);
-    let r = s.request(VIRTIO_BLK_T_GET_ID, 0, &[(HDR, 16, R), (BUF, 8, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_GET_ID,
+        0,
+        &[(HDR, 16, R), (BUF, 8, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (OK, 9));
     assert_eq!(s.d.bytes(BUF, 20), [&id[..8], &[0; 12]].concat());
 }
@@ -147,7 +183,11 @@ fn readonly_disk_offers_ro_and_refuses_writes() {
     assert_ne!(s.t.device().features() & (1 << VIRTIO_BLK_F_RO), 0);
     let before = s.disk();
     s.d.fill(BUF, 512, 0x77);
-    let r = s.request(VIRTIO_BLK_T_OUT, 1, &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_OUT,
+        1,
+        &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     assert_eq!(s.disk(), before);
     let r = s.request(VIRTIO_BLK_T_FLUSH, 0, &[(HDR, 16, R), (STATUS, 1, W)]);
@@ -158,7 +198,11 @@ fn readonly_disk_offers_ro_and_refuses_writes() {
 #[test]
 fn unsupported_type_gets_unsupp() {
     let mut s = setup();
-    let r = s.request(VIRTIO_BLK_T_DISCARD, 0, &[(HDR, 16, R), (BUF, 16, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_DISCARD,
+        0,
+        &[(HDR, 16, R), (BUF, 16, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (VIRTIO_BLK_S_UNSUPP as u8, 1));
     s.still_serves();
 }
@@ -190,16 +234,27 @@ fn disk_files_that_cannot_back_a_device_are_typed_errors() {
         other => panic!("{:?}", other.err()),
     }
     let empty = TempFile::new().unwrap();
-    assert!(matches!(Block::open(empty.as_path(), true), Err(DiskError::Size { size: 0, .. })));
+    assert!(matches!(
+        Block::open(empty.as_path(), true),
+        Err(DiskError::Size { size: 0, .. })
+    ));
     match Block::open(std::path::Path::new("/nonexistent/disk.img"), false) {
         Err(e @ DiskError::Open { .. }) => {
-            assert_eq!(e.to_string(), "cannot open disk /nonexistent/disk.img: No such file or directory (os error 2)");
-            let DiskError::Open { source, .. } = e else { unreachable!() };
+            assert_eq!(
+                e.to_string(),
+                "cannot open disk /nonexistent/disk.img: No such file or directory (os error 2)"
+            );
+            let DiskError::Open { source, .. } = e else {
+                unreachable!()
+            };
             assert_eq!(source.kind(), ErrorKind::NotFound);
         }
         other => panic!("{:?}", other.err()),
     }
-    assert!(matches!(Block::open(std::path::Path::new("/"), true), Err(DiskError::NotAFile { .. })));
+    assert!(matches!(
+        Block::open(std::path::Path::new("/"), true),
+        Err(DiskError::NotAFile { .. })
+    ));
 }
 
 // ---- hostile drivers ----
@@ -207,12 +262,24 @@ fn disk_files_that_cannot_back_a_device_are_typed_errors() {
 #[test]
 fn data_outside_memory_is_an_io_error() {
     let mut s = setup();
-    let r = s.request(VIRTIO_BLK_T_IN, 0, &[(HDR, 16, R), (MEM_END, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(HDR, 16, R), (MEM_END, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
-    let r = s.request(VIRTIO_BLK_T_OUT, 0, &[(HDR, 16, R), (0, 512, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_OUT,
+        0,
+        &[(HDR, 16, R), (0, 512, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     // Address arithmetic that wraps.
-    let r = s.request(VIRTIO_BLK_T_IN, 0, &[(HDR, 16, R), (u64::MAX - 100, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(HDR, 16, R), (u64::MAX - 100, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     s.still_serves();
 }
@@ -222,12 +289,20 @@ fn data_straddling_the_end_of_memory_moves_no_byte() {
     let mut s = setup();
     let tail = MEM_END - 256;
     s.d.fill(tail, 256, 0xaa);
-    let r = s.request(VIRTIO_BLK_T_IN, 5, &[(HDR, 16, R), (tail, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        5,
+        &[(HDR, 16, R), (tail, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     assert_eq!(s.d.bytes(tail, 256), vec![0xaa; 256]);
     // And an OUT from there leaves the file alone.
     let before = s.disk();
-    let r = s.request(VIRTIO_BLK_T_OUT, 5, &[(HDR, 16, R), (tail, 512, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_OUT,
+        5,
+        &[(HDR, 16, R), (tail, 512, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     assert_eq!(s.disk(), before);
 }
@@ -235,7 +310,11 @@ fn data_straddling_the_end_of_memory_moves_no_byte() {
 #[test]
 fn header_outside_memory_is_an_io_error() {
     let mut s = setup();
-    let r = s.request(VIRTIO_BLK_T_IN, 0, &[(MEM_END - 8, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(MEM_END - 8, 16, R), (BUF, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     s.still_serves();
 }
@@ -250,9 +329,17 @@ fn sector_ranges_past_the_disk_are_io_errors() {
         (DISK_SECTORS, 512),
         (DISK_SECTORS - 1, 1024),
     ] {
-        let r = s.request(VIRTIO_BLK_T_IN, sector, &[(HDR, 16, R), (BUF, len, W), (STATUS, 1, W)]);
+        let r = s.request(
+            VIRTIO_BLK_T_IN,
+            sector,
+            &[(HDR, 16, R), (BUF, len, W), (STATUS, 1, W)],
+        );
         assert_eq!(r, (IOERR, 1), "sector {sector} len {len}");
-        let r = s.request(VIRTIO_BLK_T_OUT, sector, &[(HDR, 16, R), (BUF, len, R), (STATUS, 1, W)]);
+        let r = s.request(
+            VIRTIO_BLK_T_OUT,
+            sector,
+            &[(HDR, 16, R), (BUF, len, R), (STATUS, 1, W)],
+        );
         assert_eq!(r, (IOERR, 1), "sector {sector} len {len}");
     }
     s.still_serves();
@@ -264,21 +351,41 @@ fn wrong_directions_are_io_errors() {
     let before = s.disk();
     s.d.fill(BUF, 512, 0x33);
     // IN whose data the device could only read.
-    let r = s.request(VIRTIO_BLK_T_IN, 1, &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        1,
+        &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     assert_eq!(s.d.bytes(BUF, 512), vec![0x33; 512]);
     // OUT whose data the device could only write.
-    let r = s.request(VIRTIO_BLK_T_OUT, 1, &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_OUT,
+        1,
+        &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     assert_eq!(s.disk(), before);
     // Header the device may only write.
-    let r = s.request(VIRTIO_BLK_T_IN, 1, &[(HDR, 16, W), (BUF, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        1,
+        &[(HDR, 16, W), (BUF, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     // A readable descriptor after a writable one.
-    let r = s.request(VIRTIO_BLK_T_IN, 1, &[(HDR, 16, R), (BUF, 512, W), (BUF, 16, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        1,
+        &[(HDR, 16, R), (BUF, 512, W), (BUF, 16, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     // FLUSH carrying data.
-    let r = s.request(VIRTIO_BLK_T_FLUSH, 0, &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_FLUSH,
+        0,
+        &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     s.still_serves();
 }
@@ -286,11 +393,23 @@ fn wrong_directions_are_io_errors() {
 #[test]
 fn short_header_and_partial_sectors_are_io_errors() {
     let mut s = setup();
-    let r = s.request(VIRTIO_BLK_T_IN, 0, &[(HDR, 8, R), (BUF, 512, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(HDR, 8, R), (BUF, 512, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
-    let r = s.request(VIRTIO_BLK_T_IN, 0, &[(HDR, 16, R), (BUF, 100, W), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(HDR, 16, R), (BUF, 100, W), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
-    let r = s.request(VIRTIO_BLK_T_OUT, 0, &[(HDR, 16, R), (BUF, 513, R), (STATUS, 1, W)]);
+    let r = s.request(
+        VIRTIO_BLK_T_OUT,
+        0,
+        &[(HDR, 16, R), (BUF, 513, R), (STATUS, 1, W)],
+    );
     assert_eq!(r, (IOERR, 1));
     s.still_serves();
 }
@@ -305,7 +424,10 @@ fn assert_unanswerable(s: &mut Setup, post: impl FnOnce(&mut Driver)) {
     assert_eq!(s.d.used_idx(), before.wrapping_add(1));
     assert_eq!(s.d.used(before).1, 0);
     assert!(s.needs_reset());
-    assert_eq!(read_reg(&mut s.t, VIRTIO_MMIO_INTERRUPT_STATUS), VIRTIO_MMIO_INT_CONFIG);
+    assert_eq!(
+        read_reg(&mut s.t, VIRTIO_MMIO_INTERRUPT_STATUS),
+        VIRTIO_MMIO_INT_CONFIG
+    );
     // Nothing more is processed until reset.
     s.d.header(HDR, VIRTIO_BLK_T_IN, 0);
     s.d.chain(&[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
@@ -315,7 +437,10 @@ fn assert_unanswerable(s: &mut Setup, post: impl FnOnce(&mut Driver)) {
     s.d = Driver::new(&s.d.mem, 16);
     s.d.fill(DESC, 0x3000, 0);
     let status = s.d.init(&mut s.t, FEATURES);
-    assert_eq!(status & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET), VIRTIO_CONFIG_S_DRIVER_OK);
+    assert_eq!(
+        status & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET),
+        VIRTIO_CONFIG_S_DRIVER_OK
+    );
     s.still_serves();
 }
 
@@ -344,7 +469,12 @@ fn lengths_summing_past_u32_need_reset() {
     let mut s = setup();
     assert_unanswerable(&mut s, |d| {
         d.header(HDR, VIRTIO_BLK_T_IN, 0);
-        d.chain(&[(HDR, 16, R), (BUF, 0x8000_0000, W), (BUF, 0x8000_0000, W), (STATUS, 1, W)]);
+        d.chain(&[
+            (HDR, 16, R),
+            (BUF, 0x8000_0000, W),
+            (BUF, 0x8000_0000, W),
+            (STATUS, 1, W),
+        ]);
     });
 }
 
@@ -405,7 +535,9 @@ fn available_index_far_ahead_needs_reset() {
 #[test]
 fn rings_outside_memory_refuse_driver_ok() {
     let file = disk_file();
-    let blk = Block::open(file.as_path(), false).unwrap().with_execution(Execution::Inline);
+    let blk = Block::open(file.as_path(), false)
+        .unwrap()
+        .with_execution(Execution::Inline);
     let mem = memory();
     let mut t = MmioTransport::new(blk, mem.clone()).unwrap();
     let d = Driver::new(&mem, 16);
@@ -424,7 +556,10 @@ fn rings_outside_memory_refuse_driver_ok() {
         write_reg(&mut t, VIRTIO_MMIO_STATUS, 11);
         d.setup_queue(&mut t, desc, avail, used);
         write_reg(&mut t, VIRTIO_MMIO_STATUS, 15);
-        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_STATUS), 11 | VIRTIO_CONFIG_S_NEEDS_RESET);
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_STATUS),
+            11 | VIRTIO_CONFIG_S_NEEDS_RESET
+        );
         assert!(!t.is_activated());
     }
 }
@@ -432,10 +567,21 @@ fn rings_outside_memory_refuse_driver_ok() {
 #[test]
 fn event_idx_publishes_avail_event_before_sleeping() {
     let mut s = setup();
-    s.request(VIRTIO_BLK_T_IN, 0, &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
-    s.request(VIRTIO_BLK_T_IN, 0, &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)]);
+    s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)],
+    );
+    s.request(
+        VIRTIO_BLK_T_IN,
+        0,
+        &[(HDR, 16, R), (BUF, 512, W), (STATUS, 1, W)],
+    );
     // avail_event sits after the used ring's 16 elements: it asks for a kick at the
     // next chain the device has not seen.
-    let avail_event: u16 = s.d.mem.read_obj(vm_memory::GuestAddress(USED + 4 + 8 * 16)).unwrap();
+    let avail_event: u16 =
+        s.d.mem
+            .read_obj(vm_memory::GuestAddress(USED + 4 + 8 * 16))
+            .unwrap();
     assert_eq!(avail_event, 2);
 }

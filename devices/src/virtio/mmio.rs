@@ -150,7 +150,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 .read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
         }
-        if data.len() == 4 && offset % 4 == 0 {
+        if data.len() == 4 && offset.is_multiple_of(4) {
             data.copy_from_slice(&self.read_register(offset as u32).to_le_bytes());
         } else {
             data.fill(0);
@@ -167,7 +167,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let Ok(word) = <[u8; 4]>::try_from(data) else {
             return;
         };
-        if offset % 4 == 0 {
+        if offset.is_multiple_of(4) {
             self.write_register(offset as u32, u32::from_le_bytes(word));
         }
     }
@@ -197,15 +197,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             VIRTIO_MMIO_QUEUE_AVAIL_HIGH => queue.map_or(0, |q| (q.avail >> 32) as u32),
             VIRTIO_MMIO_QUEUE_USED_LOW => queue.map_or(0, |q| q.used as u32),
             VIRTIO_MMIO_QUEUE_USED_HIGH => queue.map_or(0, |q| (q.used >> 32) as u32),
-            // No interrupts reach this guest, but keep the register honest: a device
-            // that needs a reset reports a configuration change until acknowledged.
-            VIRTIO_MMIO_INTERRUPT_STATUS => {
-                if self.needs_reset.is_raised() && !self.config_interrupt_acked {
-                    VIRTIO_MMIO_INT_CONFIG
-                } else {
-                    0
-                }
-            }
+            VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt_status(),
             VIRTIO_MMIO_STATUS => self.status(),
             // No shared memory regions: a length of all ones means "absent".
             VIRTIO_MMIO_SHM_LEN_LOW
@@ -233,24 +225,35 @@ impl<D: VirtioDevice> MmioTransport<D> {
             | VIRTIO_MMIO_QUEUE_AVAIL_HIGH
             | VIRTIO_MMIO_QUEUE_USED_LOW
             | VIRTIO_MMIO_QUEUE_USED_HIGH => self.write_queue_register(offset, value),
-            VIRTIO_MMIO_QUEUE_NOTIFY => {
-                if self.is_activated() && !self.needs_reset.is_raised() {
-                    if let Ok(index) = u16::try_from(value) {
-                        if usize::from(index) < self.queues.len() {
-                            self.device.queue_notify(index);
-                        }
-                    }
-                }
-            }
+            VIRTIO_MMIO_QUEUE_NOTIFY => self.queue_notify(value),
             VIRTIO_MMIO_INTERRUPT_ACK => {
-                if value & VIRTIO_MMIO_INT_CONFIG != 0 {
-                    self.config_interrupt_acked = true;
-                }
+                self.config_interrupt_acked |= value & VIRTIO_MMIO_INT_CONFIG != 0;
             }
             VIRTIO_MMIO_STATUS => self.write_status(value),
             VIRTIO_MMIO_SHM_SEL => self.shm_select = value,
             // Read-only and unknown registers ignore writes.
             _ => {}
+        }
+    }
+
+    /// No interrupts reach this guest, but the register stays honest: a device that
+    /// needs a reset reports a configuration change until the driver acknowledges it.
+    fn interrupt_status(&self) -> u32 {
+        if self.needs_reset.is_raised() && !self.config_interrupt_acked {
+            VIRTIO_MMIO_INT_CONFIG
+        } else {
+            0
+        }
+    }
+
+    fn queue_notify(&mut self, value: u32) {
+        if !self.is_activated() || self.needs_reset.is_raised() {
+            return;
+        }
+        if let Ok(index) = u16::try_from(value) {
+            if usize::from(index) < self.queues.len() {
+                self.device.queue_notify(index);
+            }
         }
     }
 
@@ -420,10 +423,298 @@ fn build_queue(regs: &QueueRegs, event_idx: bool, mem: &GuestMemory) -> Option<Q
     }
     let mut queue = Queue::new(regs.max_size).ok()?;
     queue.try_set_size(regs.size).ok()?;
-    queue.try_set_desc_table_address(GuestAddress(regs.desc)).ok()?;
-    queue.try_set_avail_ring_address(GuestAddress(regs.avail)).ok()?;
-    queue.try_set_used_ring_address(GuestAddress(regs.used)).ok()?;
+    queue
+        .try_set_desc_table_address(GuestAddress(regs.desc))
+        .ok()?;
+    queue
+        .try_set_avail_ring_address(GuestAddress(regs.avail))
+        .ok()?;
+    queue
+        .try_set_used_ring_address(GuestAddress(regs.used))
+        .ok()?;
     queue.set_event_idx(event_idx);
     queue.set_ready(true);
     queue.is_valid(mem).then_some(queue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use crate::virtio::ActivateError;
+
+    /// A device with two queues that records what the transport does to it.
+    #[derive(Default)]
+    struct Fake {
+        activations: usize,
+        resets: usize,
+        notified: Vec<u16>,
+        acked: u64,
+        event_idx: Vec<bool>,
+    }
+
+    const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | 0b101;
+
+    impl VirtioDevice for Fake {
+        fn device_type(&self) -> u32 {
+            42
+        }
+        fn features(&self) -> u64 {
+            OFFERED
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 8]
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = (offset as u8).wrapping_add(i as u8);
+            }
+        }
+        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
+            self.activations += 1;
+            self.acked = a.acked_features;
+            self.event_idx = a.queues.iter().map(|q| q.event_idx_enabled()).collect();
+            assert_eq!(a.kicks.len(), 2);
+            Ok(())
+        }
+        fn queue_notify(&mut self, queue: u16) {
+            self.notified.push(queue);
+        }
+        fn reset(&mut self) {
+            self.resets += 1;
+        }
+    }
+
+    fn transport() -> MmioTransport<Fake> {
+        MmioTransport::new(Fake::default(), memory()).unwrap()
+    }
+
+    const ACK_DRIVER: u32 = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
+    const FEAT_OK: u32 = ACK_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+
+    fn negotiate(t: &mut MmioTransport<Fake>, features: u64) -> u32 {
+        write_reg(t, VIRTIO_MMIO_STATUS, 0);
+        write_reg(t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        write_reg(t, VIRTIO_MMIO_STATUS, ACK_DRIVER);
+        write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+        write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES, features as u32);
+        write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES, (features >> 32) as u32);
+        write_reg(t, VIRTIO_MMIO_STATUS, FEAT_OK);
+        read_reg(t, VIRTIO_MMIO_STATUS)
+    }
+
+    /// Both queues in memory, second one after the first.
+    fn setup_queues(t: &mut MmioTransport<Fake>) {
+        for (sel, base) in [(0u32, DESC), (1, DATA)] {
+            write_reg(t, VIRTIO_MMIO_QUEUE_SEL, sel);
+            write_reg(t, VIRTIO_MMIO_QUEUE_NUM, 8);
+            write_reg(t, VIRTIO_MMIO_QUEUE_DESC_LOW, base as u32);
+            write_reg(t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (base + 0x1000) as u32);
+            write_reg(t, VIRTIO_MMIO_QUEUE_USED_LOW, (base + 0x2000) as u32);
+            write_reg(t, VIRTIO_MMIO_QUEUE_READY, 1);
+        }
+    }
+
+    #[test]
+    fn identity_registers() {
+        let mut t = transport();
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_MAGIC_VALUE), 0x7472_6976);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_VERSION), 2);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_DEVICE_ID), 42);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_VENDOR_ID), VENDOR_ID);
+        write_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES),
+            OFFERED as u32
+        );
+        write_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES),
+            (OFFERED >> 32) as u32
+        );
+        write_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES), 0);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_SEL, 1);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM_MAX), 8);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_SEL, 2);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_SHM_LEN_LOW), u32::MAX);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_CONFIG_GENERATION), 0);
+        let mut cfg = [0u8; 3];
+        t.read(0x105, &mut cfg);
+        assert_eq!(cfg, [5, 6, 7]);
+    }
+
+    #[test]
+    fn odd_accesses_read_zero_and_never_panic() {
+        let mut t = transport();
+        let mut b = [0xffu8; 2];
+        t.read(0, &mut b);
+        assert_eq!(b, [0, 0]);
+        let mut b = [0xffu8; 4];
+        t.read(1, &mut b);
+        assert_eq!(b, [0; 4]);
+        // Every offset and length a guest can produce below the config space, reads
+        // and writes (writes of junk included).
+        for offset in (0..0x100u64).chain([0xfff, u64::MAX - 1, u64::MAX]) {
+            for len in 0..=8 {
+                let mut buf = vec![0xa5u8; len];
+                t.read(offset, &mut buf);
+                t.write(offset, &buf);
+            }
+        }
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_MAGIC_VALUE), 0x7472_6976);
+    }
+
+    #[test]
+    fn full_initialisation_activates_with_event_idx() {
+        let mut t = transport();
+        let features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
+        assert_eq!(negotiate(&mut t, features), FEAT_OK);
+        setup_queues(&mut t);
+        write_reg(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            FEAT_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert!(t.is_activated());
+        assert_eq!(t.device().activations, 1);
+        assert_eq!(t.device().acked, features);
+        assert_eq!(t.device().event_idx, [true, true]);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 1);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 7);
+        assert_eq!(t.device().notified, [1]);
+        // Queue layout is frozen while running.
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_SEL, 0);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_DESC_LOW, 0x8000);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_DESC_LOW), DESC as u32);
+        // Status 0 resets the device and the registers.
+        let resets = t.device().resets;
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, 0);
+        assert_eq!(t.device().resets, resets + 1);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_STATUS), 0);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM), 16);
+    }
+
+    #[test]
+    fn features_not_offered_or_without_version_1_keep_features_ok_clear() {
+        let mut t = transport();
+        assert_eq!(
+            negotiate(&mut t, (1 << VIRTIO_F_VERSION_1) | (1 << 1)),
+            ACK_DRIVER
+        );
+        assert_eq!(negotiate(&mut t, 1), ACK_DRIVER);
+        assert_eq!(negotiate(&mut t, 1 << VIRTIO_F_VERSION_1), FEAT_OK);
+        // Feature writes after FEATURES_OK are ignored.
+        write_reg(&mut t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+        write_reg(&mut t, VIRTIO_MMIO_DRIVER_FEATURES, 0xffff_ffff);
+        setup_queues(&mut t);
+        write_reg(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            FEAT_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert_eq!(t.device().acked, 1 << VIRTIO_F_VERSION_1);
+        assert_eq!(t.device().event_idx, [false, false]);
+    }
+
+    #[test]
+    fn driver_ok_before_features_ok_needs_reset() {
+        let mut t = transport();
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, ACK_DRIVER);
+        setup_queues(&mut t);
+        write_reg(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            ACK_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_STATUS),
+            ACK_DRIVER | VIRTIO_CONFIG_S_NEEDS_RESET
+        );
+        assert_eq!(t.device().activations, 0);
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS),
+            VIRTIO_MMIO_INT_CONFIG
+        );
+        write_reg(&mut t, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_CONFIG);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS), 0);
+        // Nothing but a reset is accepted now.
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, FEAT_OK);
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_STATUS),
+            ACK_DRIVER | VIRTIO_CONFIG_S_NEEDS_RESET
+        );
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, 0);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_STATUS), 0);
+    }
+
+    #[test]
+    fn clearing_status_bits_needs_reset_and_failed_sticks() {
+        let mut t = transport();
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, ACK_DRIVER);
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        assert_ne!(
+            read_reg(&mut t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET,
+            0
+        );
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, 0);
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        write_reg(&mut t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_FAILED);
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_STATUS),
+            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_FAILED
+        );
+    }
+
+    #[test]
+    fn bad_queue_sizes_need_reset() {
+        for size in [0u32, 3, 12, 32, 0x1_0010] {
+            let mut t = transport();
+            negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+            write_reg(&mut t, VIRTIO_MMIO_QUEUE_SEL, 0);
+            write_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM, size);
+            assert_ne!(
+                read_reg(&mut t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET,
+                0,
+                "size {size}"
+            );
+            setup_queues(&mut t);
+            write_reg(
+                &mut t,
+                VIRTIO_MMIO_STATUS,
+                FEAT_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+            );
+            assert_eq!(t.device().activations, 0);
+        }
+        // A good smaller size sticks.
+        let mut t = transport();
+        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM, 4);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM), 4);
+        assert_eq!(read_reg(&mut t, VIRTIO_MMIO_STATUS), FEAT_OK);
+    }
+
+    #[test]
+    fn queue_not_ready_refuses_driver_ok() {
+        let mut t = transport();
+        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+        setup_queues(&mut t);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_SEL, 1);
+        write_reg(&mut t, VIRTIO_MMIO_QUEUE_READY, 0);
+        write_reg(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            FEAT_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert_eq!(
+            read_reg(&mut t, VIRTIO_MMIO_STATUS),
+            FEAT_OK | VIRTIO_CONFIG_S_NEEDS_RESET
+        );
+        assert_eq!(t.device().activations, 0);
+    }
 }
