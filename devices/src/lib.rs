@@ -1,13 +1,40 @@
 //! Devices the monitor attaches to compartments (DESIGN section 7).
 //!
-//! A virtio-mmio (version 2) transport, virtio-blk with a file backend and virtio-net
-//! with a tap backend, driven through `virtio-queue` and `vm-memory`, with
-//! notifications on ioeventfd and an `event-manager` loop. The crate knows nothing
-//! about compartments: the monitor decides which compartment owns a device and maps
-//! its MMIO window there (at `flexos_abi::MMIO_BASE` and up).
+//! Built here:
+//! - [`virtio::mmio::MmioTransport`]: the virtio-mmio version 2 register file, generic
+//!   over a device model ([`virtio::VirtioDevice`]); it negotiates features, runs the
+//!   status state machine and validates the queues before the device starts.
+//! - [`virtio::queue`]: queue processing shared by all devices (chains in, used ring
+//!   out, poll-then-sleep notification policy; see there for why).
+//! - [`event_loop`]: a device thread running an `event-manager` loop over each queue's
+//!   kick EventFd and a stop EventFd.
+//! - [`block`]: virtio-blk over a host file, with request parsing in
+//!   [`block::request`]. virtio-net will reuse the transport, queue and event loop.
 //!
-//! Every descriptor chain a guest hands over is untrusted: bad addresses, lengths,
-//! loops or directions are rejected without touching memory outside the owner.
+//! # How the monitor uses it
 //!
-//! Status: the foundation issue only reserves the crate and the MMIO window; the
-//! virtio-net and virtio-blk issues fill it.
+//! 1. `let blk = block::Block::open(path, readonly)?` (errors name the path; a
+//!    [`block::DiskError::Open`] is exit 66, a bad size exit 64).
+//! 2. `let mut dev = MmioTransport::new(blk, mem)?`. `mem` is a `GuestMemoryMmap`
+//!    holding **only** memory the guest may have the device read and write: the
+//!    owning compartment's data window and the read-write shared parts it may use for
+//!    buffers, never its page tables or the monitor's area. Every ring, descriptor and
+//!    buffer address is checked against it, so a hostile driver cannot reach anything
+//!    else through the device.
+//! 3. For each queue `i` in `0..dev.num_queues()`, register `dev.queue_event(i)` as a
+//!    KVM ioeventfd at `window_base + QUEUE_NOTIFY_OFFSET`, length 4, datamatch `i`.
+//! 4. Map nothing at the window (`MMIO_WINDOW_SIZE` bytes): the owner's MMIO exits in it
+//!    go to `dev.read(offset, data)` / `dev.write(offset, data)`, offsets relative to
+//!    the window. Accesses from any other compartment are isolation violations and
+//!    never reach the transport.
+//! 5. When the driver sets DRIVER_OK the device starts its own thread; writing 0 to the
+//!    status register (or dropping the transport) stops and joins it.
+//!
+//! The crate knows nothing about compartments: the monitor decides which compartment
+//! owns a device and where its MMIO window is (at `flexos_abi::MMIO_BASE` and up).
+
+pub mod block;
+pub mod event_loop;
+#[cfg(test)]
+mod testing;
+pub mod virtio;

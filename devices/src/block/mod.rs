@@ -1,0 +1,230 @@
+//! virtio-blk over a host file.
+//!
+//! Offers VERSION_1, RING_EVENT_IDX, FLUSH (fdatasync), SEG_MAX, BLK_SIZE (512) and,
+//! for a read-only disk, RO. Config space: capacity in 512-byte sectors, seg_max,
+//! blk_size. One request queue.
+
+pub mod disk;
+pub mod request;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use virtio_bindings::bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_queue::DescriptorChain;
+use vm_memory::Bytes;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use self::disk::{Disk, DiskError, SECTOR_SIZE};
+use self::request::ParseError;
+use crate::event_loop::{DeviceThread, QueueSubscriber};
+use crate::virtio::queue::{ChainHandler, QueueRunner, Unanswerable, DEFAULT_POLL};
+use crate::virtio::{ActivateError, Activation, GuestMemory, VirtioDevice};
+
+/// Size of the request queue (the driver may choose a smaller power of two).
+pub const QUEUE_SIZE: u16 = 256;
+
+/// Where the queue runs once the driver starts the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Execution {
+    /// On the device's own thread, woken by the kick EventFd (the monitor's setup).
+    OwnThread,
+    /// On the caller's thread: each QueueNotify that reaches the transport processes
+    /// the queue (for a VMM without ioeventfd, and for tests).
+    Inline,
+}
+
+/// Answers the chains of the request queue.
+pub struct BlockHandler {
+    disk: Arc<Disk>,
+}
+
+impl ChainHandler for BlockHandler {
+    fn handle(
+        &mut self,
+        mem: &GuestMemory,
+        chain: DescriptorChain<&GuestMemory>,
+    ) -> Result<u32, Unanswerable> {
+        let (status_addr, status, len) = match request::parse(chain, mem, self.disk.size()) {
+            Ok(req) => {
+                let (status, len) = request::execute(&req, &self.disk, mem);
+                (req.status, status, len)
+            }
+            Err(ParseError::Rejected { status, .. }) => (
+                status,
+                virtio_bindings::bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8,
+                1,
+            ),
+            Err(ParseError::Unanswerable(e)) => return Err(e),
+        };
+        mem.write_obj(status, status_addr)
+            .map_err(|_| Unanswerable("status byte not writable"))?;
+        Ok(len)
+    }
+}
+
+enum Running {
+    Stopped,
+    Inline(Box<QueueRunner<BlockHandler>>),
+    /// The thread (stopped and joined on drop) and a clone of its kick EventFd.
+    Thread {
+        _thread: DeviceThread,
+        kick: EventFd,
+    },
+}
+
+/// A virtio-blk device model; put it in a [`crate::virtio::mmio::MmioTransport`].
+pub struct Block {
+    disk: Arc<Disk>,
+    config: [u8; 24],
+    features: u64,
+    execution: Execution,
+    poll: Duration,
+    running: Running,
+}
+
+impl Block {
+    /// Opens the disk file (`readonly`: opened read-only and RO offered). Errors:
+    /// [`DiskError::Open`] (exit 66 in the monitor), [`DiskError::Size`] and
+    /// [`DiskError::NotAFile`] (exit 64).
+    pub fn open(path: &Path, readonly: bool) -> Result<Block, DiskError> {
+        Ok(Block::new(Disk::open(path, readonly)?))
+    }
+
+    pub fn new(disk: Disk) -> Block {
+        let mut features = (1u64 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE);
+        if disk.readonly() {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        // struct virtio_blk_config up to blk_size: capacity, size_max (not offered),
+        // seg_max, geometry (not offered), blk_size.
+        let mut config = [0u8; 24];
+        config[0..8].copy_from_slice(&(disk.size() / SECTOR_SIZE).to_le_bytes());
+        // Header and status take one descriptor each.
+        config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        Block {
+            disk: Arc::new(disk),
+            config,
+            features,
+            execution: Execution::OwnThread,
+            poll: DEFAULT_POLL,
+            running: Running::Stopped,
+        }
+    }
+
+    /// Chooses where the queue runs (default [`Execution::OwnThread`]).
+    pub fn with_execution(mut self, execution: Execution) -> Block {
+        self.execution = execution;
+        self
+    }
+
+    /// How long the device thread polls an empty queue before it sleeps.
+    pub fn with_poll(mut self, poll: Duration) -> Block {
+        self.poll = poll;
+        self
+    }
+
+    pub fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
+    /// In [`Execution::Inline`], answers every available request now; returns how
+    /// many. Does nothing otherwise.
+    pub fn process_queue(&mut self) -> usize {
+        match &mut self.running {
+            Running::Inline(runner) => runner.process_queue(),
+            _ => 0,
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| self.config.get(o))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // Every field we expose is read-only (no CONFIG_WCE).
+    }
+
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        self.reset();
+        let got = activation.queues.len();
+        let (Some(queue), Some(kick)) = (
+            activation.queues.into_iter().next(),
+            activation.kicks.into_iter().next(),
+        ) else {
+            return Err(ActivateError::QueueCount { expected: 1, got });
+        };
+        let handler = BlockHandler {
+            disk: self.disk.clone(),
+        };
+        let mut runner = QueueRunner::new(activation.mem, queue, handler, activation.needs_reset);
+        runner.set_poll(self.poll);
+        self.running = match self.execution {
+            Execution::Inline => Running::Inline(Box::new(runner)),
+            Execution::OwnThread => {
+                let notify = kick.try_clone().map_err(ActivateError::Thread)?;
+                let subscriber = QueueSubscriber::new(vec![(runner, kick)]);
+                let thread =
+                    DeviceThread::spawn("virtio-blk", subscriber).map_err(ActivateError::Thread)?;
+                Running::Thread {
+                    _thread: thread,
+                    kick: notify,
+                }
+            }
+        };
+        Ok(())
+    }
+
+    fn queue_notify(&mut self, _queue: u16) {
+        match &mut self.running {
+            Running::Inline(runner) => {
+                runner.process_queue();
+            }
+            // What KVM does when the kick is registered as an ioeventfd. A full
+            // counter (2^64 - 2 kicks) is impossible: the thread drains it.
+            Running::Thread { kick, .. } => {
+                let _ = kick.write(1);
+            }
+            Running::Stopped => {}
+        }
+    }
+
+    fn reset(&mut self) {
+        // Joins the device thread, if any, before the queues go away.
+        self.running = Running::Stopped;
+    }
+}
