@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use devices::block::DiskError;
+
 /// Command-line or placement mistake.
 pub const EXIT_USAGE: i32 = 64;
 /// The image is not something we can boot.
@@ -106,6 +108,17 @@ pub enum VmmError {
     #[error("every vCPU thread ended without an outcome")]
     NoOutcome,
 
+    /// `--disk`: the file cannot be opened (exit 66) or has an unusable size (exit 64).
+    #[error("--disk: {0}")]
+    Disk(#[from] devices::block::DiskError),
+
+    #[error("cannot set up the {what}: {source}")]
+    Device {
+        what: &'static str,
+        #[source]
+        source: devices::virtio::mmio::TransportError,
+    },
+
     #[error("cannot set up SIGINT/SIGTERM handling: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -120,6 +133,8 @@ impl VmmError {
             | VmmError::ImageIsDirectory { .. }
             | VmmError::ConfigUnreadable { .. } => EXIT_NO_INPUT,
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
+            VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
+            VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
             VmmError::KvmUnavailable { .. }
             | VmmError::Kvm { .. }
             | VmmError::KvmInternal { .. }
@@ -131,6 +146,7 @@ impl VmmError {
             VmmError::Memory(_)
             | VmmError::Doorbell { .. }
             | VmmError::Debugger(_)
+            | VmmError::Device { .. }
             | VmmError::VcpuThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_) => EXIT_KVM,
@@ -218,6 +234,24 @@ mod tests {
             ),
             (VmmError::VcpuThread(io()), EXIT_KVM),
             (VmmError::Signals(io()), EXIT_KVM),
+            (
+                VmmError::Disk(DiskError::Open {
+                    path: "d".into(),
+                    source: io(),
+                }),
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::Disk(DiskError::NotAFile { path: "d".into() }),
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::Disk(DiskError::Size {
+                    path: "d".into(),
+                    size: 513,
+                }),
+                EXIT_USAGE,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(e.exit_code(), want, "{e}");

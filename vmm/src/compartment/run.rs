@@ -1,5 +1,5 @@
-//! The vCPU loop: runs the guest, serves its hypercalls, and turns every other exit
-//! into a crash or an isolation violation.
+//! The vCPU loop: runs the guest, serves its hypercalls and its devices' MMIO windows,
+//! and turns every other exit into a crash or an isolation violation.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use crate::arch::trampolines::SYSCALL_TRAP_ADDR;
 use crate::debug::{Debugger, StopKind};
 use crate::error::VmmError;
 use crate::hypercall::{self, Hypercall};
+use crate::mmio;
 use crate::report::CrashKind;
 
 impl Compartment {
@@ -69,17 +70,29 @@ impl Compartment {
                 VcpuExit::IoIn(port, _) => CrashKind::UnexpectedExit(format!(
                     "read from I/O port {port:#x}, which no device owns"
                 )),
-                VcpuExit::MmioRead(gpa, data) => CrashKind::Violation {
-                    gpa,
-                    len: data.len(),
-                    write: false,
-                    owner: None,
+                VcpuExit::MmioRead(gpa, data) => match self.mmio.lookup(gpa, data.len()) {
+                    Some((device, offset)) => {
+                        mmio::lock(device).read(offset, data);
+                        continue;
+                    }
+                    None => CrashKind::Violation {
+                        gpa,
+                        len: data.len(),
+                        write: false,
+                        owner: None,
+                    },
                 },
-                VcpuExit::MmioWrite(gpa, data) => CrashKind::Violation {
-                    gpa,
-                    len: data.len(),
-                    write: true,
-                    owner: None,
+                VcpuExit::MmioWrite(gpa, data) => match self.mmio.lookup(gpa, data.len()) {
+                    Some((device, offset)) => {
+                        mmio::lock(device).write(offset, data);
+                        continue;
+                    }
+                    None => CrashKind::Violation {
+                        gpa,
+                        len: data.len(),
+                        write: true,
+                        owner: None,
+                    },
                 },
                 VcpuExit::Shutdown => CrashKind::TripleFault,
                 VcpuExit::Hlt => CrashKind::UnexpectedExit("halted".into()),
