@@ -1,0 +1,261 @@
+//! `--disk`: the command line's errors (66 for a missing file, 64 for an unusable size,
+//! flag or image), and the device's MMIO window end to end with crafted guests (no
+//! guest kernel): the owner's reads and writes reach the virtio-mmio transport, and any
+//! other compartment's access is an isolation violation that names the window.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use flexos_e2e::{image, run, ElfBuilder, Outcome, TempDir, EXIT_CRASH, EXIT_NO_INPUT, EXIT_USAGE};
+
+const PORT_EXIT: u32 = 0x0F01;
+/// The first device window (flexos_abi::MMIO_BASE).
+const MMIO_BASE: u64 = 0xD000_0000;
+/// Boot-info offsets (flexos_abi::BootInfo; the guest gets its address in RDI).
+const BOOT_COMPARTMENT_ID: u32 = 16;
+const BOOT_DEVICE_COUNT: u32 = 176;
+const BOOT_DEVICE0_KIND: u32 = 184;
+const BOOT_DEVICE0_BASE: u32 = 192;
+const BOOT_DEVICE0_SIZE: u32 = 200;
+/// virtio device id of a block device, and the virtio-mmio "virt" magic.
+const DEVICE_BLOCK: u32 = 2;
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
+
+/// Runs the monitor with `args`.
+fn vmm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Outcome {
+    run(args.iter().map(|a| OsString::from(a.as_ref())))
+}
+
+/// Asserts an error run: `status`, nothing on stdout, exactly one
+/// `flexos-vmm: error:` line on stderr containing every needle.
+#[track_caller]
+fn assert_error(out: &Outcome, status: i32, needles: &[&str]) {
+    out.assert_status(status);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line\n{out:?}");
+    assert!(out.stderr.starts_with("flexos-vmm: error: "), "{out:?}");
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "{needle:?}\n{out:?}");
+    }
+}
+
+/// A file of `len` bytes in `dir`.
+fn disk(dir: &TempDir, len: usize) -> PathBuf {
+    dir.write("disk.img", &vec![0u8; len])
+}
+
+#[test]
+fn a_missing_disk_file_exits_66() {
+    let dir = TempDir::new("disk");
+    let missing = dir.path().join("nope.img");
+    let out = vmm(&[&"--disk", &missing, &image("hello")]);
+    assert_error(&out, EXIT_NO_INPUT, &["--disk", "nope.img", "No such file"]);
+}
+
+#[test]
+fn a_disk_whose_size_is_not_whole_sectors_exits_64() {
+    let dir = TempDir::new("disk");
+    let out = vmm(&[&"--disk", &disk(&dir, 1000), &image("hello")]);
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &["disk.img", "1000 bytes", "multiple of 512"],
+    );
+}
+
+#[test]
+fn an_unknown_disk_flag_exits_64() {
+    let dir = TempDir::new("disk");
+    let arg = format!("{},rw", disk(&dir, 4096).display());
+    let out = vmm(&[&"--disk", &arg, &image("hello")]);
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &["--disk", "unknown flag \"rw\"", "readonly"],
+    );
+}
+
+#[test]
+fn an_image_without_a_blkdev_component_cannot_take_a_disk() {
+    let dir = TempDir::new("disk");
+    let out = vmm(&[&"--disk", &disk(&dir, 4096), &image("gatebench")]);
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &[
+            "--disk needs a `blkdev` component",
+            "which has: bench, callee, relay1, relay2",
+        ],
+    );
+}
+
+/// x86-64 machine code, a few instructions at a time.
+#[derive(Default)]
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// Continues if the flags say equal, else `ud2` (a crash report names the spot).
+    fn or_crash(self) -> Self {
+        self.bytes(&[0x74, 0x02, 0x0f, 0x0b]) // je +2; ud2
+    }
+    /// `cmp dword [rdi + off], imm32`, then [`Self::or_crash`]: checks a boot-info field.
+    fn expect_boot_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0x81, 0xbf])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+            .or_crash()
+    }
+    /// `mov rbx, [rdi + off]`: a u64 boot-info field into rbx.
+    fn rbx_from_boot(self, off: u32) -> Self {
+        self.bytes(&[0x48, 0x8b, 0x9f]).bytes(&off.to_le_bytes())
+    }
+    /// `mov rbx, imm64`.
+    fn rbx(self, value: u64) -> Self {
+        self.bytes(&[0x48, 0xbb]).bytes(&value.to_le_bytes())
+    }
+    /// `mov eax, [rbx + off]`: a 4-byte MMIO read of register `off`.
+    fn read_reg(self, off: u8) -> Self {
+        self.bytes(&[0x8b, 0x43, off])
+    }
+    /// `mov dword [rbx + off], imm32`: a 4-byte MMIO write of register `off`.
+    fn write_reg(self, off: u8, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x43, off]).bytes(&value.to_le_bytes())
+    }
+    /// `push rax; mov eax, esp; mov edx, PORT_EXIT; out dx, eax`: exits with the
+    /// code in rax (ExitArgs on the stack, below 4 GiB in the data window).
+    fn exit_with_rax(self) -> Self {
+        self.bytes(&[0x50, 0x89, 0xe0, 0xba])
+            .bytes(&PORT_EXIT.to_le_bytes())
+            .bytes(&[0xef, 0x0f, 0x0b])
+    }
+}
+
+/// An ELF component table (flexos_abi::ComponentTable, version 1) with `components`
+/// and one split into `names.len()` compartments by `placement`.
+fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {
+    fn name(s: &str) -> [u8; 16] {
+        let mut n = [0u8; 16];
+        n[..s.len()].copy_from_slice(s.as_bytes());
+        n
+    }
+    let mut t = Vec::new();
+    t.extend_from_slice(b"FLEXCOMP");
+    for word in [1u32, components.len() as u32, 1, 0] {
+        t.extend_from_slice(&word.to_le_bytes());
+    }
+    for i in 0..32 {
+        t.extend_from_slice(&name(components.get(i).copied().unwrap_or("")));
+    }
+    for split in 0..8 {
+        let mut s = vec![0u8; 8 + 32 + 16 * 16];
+        if split == 0 {
+            s[..4].copy_from_slice(&(names.len() as u32).to_le_bytes());
+            s[8..8 + placement.len()].copy_from_slice(placement);
+            for (c, n) in names.iter().enumerate() {
+                s[40 + 16 * c..56 + 16 * c].copy_from_slice(&name(n));
+            }
+        }
+        t.extend_from_slice(&s);
+    }
+    t
+}
+
+/// Writes a one-page image running `code`, with a component table, into `dir`.
+fn crafted(dir: &TempDir, code: Asm, table: Vec<u8>) -> PathBuf {
+    let mut page = code.0;
+    assert!(page.len() <= 0x1000);
+    page.resize(0x1000, 0);
+    ElfBuilder::new()
+        .code(&page)
+        .section(".flexos.components", &table)
+        .write(dir, "guest.elf")
+}
+
+fn boot_with_disk(opts: &[&str], img: &Path, disk: &Path) -> Outcome {
+    let mut args: Vec<OsString> = opts.iter().map(OsString::from).collect();
+    args.extend(["--disk".into(), disk.into(), img.into()]);
+    run(args)
+}
+
+#[test]
+fn the_owner_reaches_the_transport_through_its_window() {
+    // The window comes from the boot info; the registers answer as a virtio-mmio v2
+    // block device; a status write is kept. Exit code: DeviceID * 10 + Status = 23.
+    let code = Asm::default()
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 1)
+        .expect_boot_u32(BOOT_DEVICE0_KIND, DEVICE_BLOCK)
+        .expect_boot_u32(BOOT_DEVICE0_SIZE, 0x1000)
+        .rbx_from_boot(BOOT_DEVICE0_BASE)
+        .read_reg(0x00)
+        .bytes(&[0x3d])
+        .bytes(&VIRTIO_MAGIC.to_le_bytes()) // cmp eax, "virt"
+        .or_crash()
+        .read_reg(0x04)
+        .bytes(&[0x83, 0xf8, 0x02]) // cmp eax, 2 (version)
+        .or_crash()
+        .write_reg(0x70, 1) // ACKNOWLEDGE
+        .write_reg(0x70, 3) // ... | DRIVER
+        .read_reg(0x08) // DeviceID
+        .bytes(&[0x6b, 0xc8, 0x0a]) // imul ecx, eax, 10
+        .read_reg(0x70) // Status
+        .bytes(&[0x01, 0xc8]) // add eax, ecx
+        .exit_with_rax();
+    let dir = TempDir::new("mmio");
+    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let out = boot_with_disk(&[], &img, &disk(&dir, 4096));
+    out.assert_status(23).assert_stderr_empty();
+}
+
+#[test]
+fn the_window_is_not_the_owners_beyond_its_end() {
+    // The page after the window belongs to no device: the owner's read there is a
+    // violation like any access to unbacked memory.
+    let code = Asm::default()
+        .rbx(MMIO_BASE + 0x1000)
+        .read_reg(0)
+        .bytes(&[0x0f, 0x0b]);
+    let dir = TempDir::new("mmio");
+    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let out = boot_with_disk(&[], &img, &disk(&dir, 4096));
+    out.assert_status(EXIT_CRASH);
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (blk) violated isolation: read of 4 bytes at guest-physical 0xd0001000, which is "
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn another_compartment_touching_the_window_violates_isolation() {
+    // Compartment 1 (fs) hosts blkdev and owns the disk; it waits. Compartment 0 (app)
+    // reads the window's magic register.
+    let code = Asm::default()
+        .bytes(&[0x83, 0x7f, BOOT_COMPARTMENT_ID as u8, 0x00]) // cmp dword [rdi+16], 0
+        .bytes(&[0x74, 0x02, 0xeb, 0xfe]) // je +2; jmp $ (the owner spins)
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 0)
+        .rbx(MMIO_BASE)
+        .read_reg(0)
+        .bytes(&[0x0f, 0x0b]);
+    let dir = TempDir::new("mmio");
+    let table = component_table(&["app", "blkdev"], &["app", "fs"], &[0, 1]);
+    let img = crafted(&dir, code, table);
+    let listing = run([OsString::from("--list-components"), img.clone().into()]);
+    listing.assert_status(0);
+    assert!(listing.stdout.contains("blkdev"), "{listing:?}");
+
+    let out = boot_with_disk(&["--compartments", "2"], &img, &disk(&dir, 4096));
+    out.assert_status(EXIT_CRASH);
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: read of 4 bytes at guest-physical 0xd0000000, which is the MMIO window of the block device owned by compartment 1 (fs), at "
+        ),
+        "{out:?}"
+    );
+}
