@@ -6,7 +6,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use flexos_e2e::{image, run, ElfBuilder, Outcome, TempDir, EXIT_CRASH, EXIT_NO_INPUT, EXIT_USAGE};
+use flexos_e2e::{
+    image, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_CRASH, EXIT_NO_INPUT, EXIT_USAGE,
+};
 
 const PORT_EXIT: u32 = 0x0F01;
 /// The first device window (flexos_abi::MMIO_BASE).
@@ -358,22 +360,67 @@ fn one_request(kind: u32, data: Data) -> Asm {
         .exit_with_rax()
 }
 
-/// Boots `code` (one component, `blkdev`) with a 4 KiB disk of 7s; returns the run
-/// and the disk's contents afterwards.
-fn request_run(code: Asm) -> (Outcome, Vec<u8>) {
+/// Boots `code` (one component, `blkdev`) with a 4 KiB disk of 7s (`,readonly` if
+/// asked), the monitor's register accesses traced; returns the run and the disk's
+/// contents afterwards.
+fn request_run(code: Asm, readonly: bool) -> (Outcome, Vec<u8>) {
     let dir = TempDir::new("blk");
     let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
     let disk = dir.write("disk.img", &[7u8; 4096]);
-    let out = boot_with_disk(&[], &img, &disk);
+    let mut arg = OsString::from(&disk);
+    if readonly {
+        arg.push(",readonly");
+    }
+    let out = run_env(
+        [OsString::from("--disk"), arg, img.into()],
+        [("RUST_LOG", "flexos_vmm=trace")],
+    );
     let after = std::fs::read(&disk).unwrap();
     (out, after)
 }
 
+/// The run's stderr without the monitor's trace lines.
+fn without_traces(out: &Outcome) -> String {
+    out.stderr
+        .lines()
+        .filter(|l| !l.contains("flexos_vmm"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Asserts a clean exit with `code` and no output but traces.
+#[track_caller]
+fn assert_exit(out: &Outcome, code: i32) {
+    out.assert_status(code);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(without_traces(out), "", "{out:?}");
+}
+
 #[test]
 fn a_read_request_is_answered_by_the_device_thread() {
-    let (out, disk) = request_run(one_request(0, Data::Heap));
+    let (out, disk) = request_run(one_request(0, Data::Heap), false);
     // Data byte 7 from the disk, status 0 (VIRTIO_BLK_S_OK).
-    out.assert_status(7).assert_stderr_empty();
+    assert_exit(&out, 7);
+    assert_eq!(disk, [7u8; 4096]);
+    // Register accesses exit to the monitor; the kick (QueueNotify, offset 0x50) does
+    // not: KVM signals the device thread's ioeventfd itself.
+    out.assert_stderr_contains("device register write offset=112 len=4");
+    assert!(
+        !out.stderr.contains("device register write offset=80 "),
+        "the kick reached the monitor: no ioeventfd\n{out:?}"
+    );
+}
+
+#[test]
+fn a_write_request_reaches_the_disk_file_unless_it_is_readonly() {
+    // The heap's 512 zero bytes to sector 0.
+    let (out, disk) = request_run(one_request(1, Data::Heap), false);
+    assert_exit(&out, 0);
+    assert_eq!(&disk[..512], &[0u8; 512][..]);
+    assert_eq!(&disk[512..], &[7u8; 4096 - 512][..]);
+    // Read-only: VIRTIO_BLK_S_IOERR, and the file is untouched.
+    let (out, disk) = request_run(one_request(1, Data::Heap), true);
+    assert_exit(&out, 32);
     assert_eq!(disk, [7u8; 4096]);
 }
 
@@ -381,15 +428,15 @@ fn a_read_request_is_answered_by_the_device_thread() {
 fn the_device_cannot_write_the_owners_page_tables() {
     // 0x10000 is the first page-table page: outside the device's memory, so the
     // request fails with VIRTIO_BLK_S_IOERR (1) and the guest runs on to report it.
-    let (out, _) = request_run(one_request(0, Data::Low(0x1_0000)));
-    out.assert_status(32).assert_stderr_empty();
+    let (out, _) = request_run(one_request(0, Data::Low(0x1_0000)), false);
+    assert_exit(&out, 32);
 }
 
 #[test]
 fn the_device_cannot_read_the_owners_image() {
     // A write request whose data is the image's code: refused (IOERR), and the disk
     // keeps its contents.
-    let (out, disk) = request_run(one_request(1, Data::Low(0x10_0000)));
-    out.assert_status(32).assert_stderr_empty();
+    let (out, disk) = request_run(one_request(1, Data::Low(0x10_0000)), false);
+    assert_exit(&out, 32);
     assert_eq!(disk, [7u8; 4096]);
 }

@@ -73,6 +73,7 @@ impl Compartment {
                 VcpuExit::MmioRead(gpa, data) => match self.mmio.lookup(gpa, data.len()) {
                     Some((device, offset)) => {
                         mmio::lock(device).read(offset, data);
+                        tracing::trace!(offset, len = data.len(), "device register read");
                         continue;
                     }
                     None => CrashKind::Violation {
@@ -84,6 +85,8 @@ impl Compartment {
                 },
                 VcpuExit::MmioWrite(gpa, data) => match self.mmio.lookup(gpa, data.len()) {
                     Some((device, offset)) => {
+                        // A queue kick never gets here: it is an ioeventfd (see attach).
+                        tracing::trace!(offset, len = data.len(), "device register write");
                         mmio::lock(device).write(offset, data);
                         continue;
                     }
