@@ -30,9 +30,9 @@ fn read(t: &mut MmioTransport<Block>, offset: u32) -> u32 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // 10 control bytes: flags, queue size, descriptor/avail/used offsets (u16 each,
-    // relative to BASE, so also misaligned and past the end), kick count. The rest is
-    // the initial content of guest memory.
+    // 10 control bytes: flags (1 read-only, 2 EVENT_IDX, 4 FLUSH, 8 raw addresses),
+    // queue size, descriptor/avail/used offsets (u16 each, relative to BASE, so past
+    // the end too), kick count. The rest is the initial content of guest memory.
     let Some((ctl, contents)) = data.split_first_chunk::<10>() else {
         return;
     };
@@ -54,9 +54,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let word = |i: usize| u16::from_le_bytes([ctl[i], ctl[i + 1]]);
     let size = word(1);
-    let desc = BASE + u64::from(word(3));
-    let avail = BASE + u64::from(word(5));
-    let used = BASE + u64::from(word(7));
+    // Flag 8 keeps the ring addresses as given; otherwise they are aligned so that
+    // most inputs reach a running device.
+    let align = |w: u16, a: u16| if ctl[0] & 8 != 0 { w } else { w & !(a - 1) };
+    let desc = BASE + u64::from(align(word(3), 16));
+    let avail = BASE + u64::from(align(word(5), 2));
+    let used = BASE + u64::from(align(word(7), 4));
 
     write(&mut t, VIRTIO_MMIO_STATUS, 1);
     write(&mut t, VIRTIO_MMIO_STATUS, 3);

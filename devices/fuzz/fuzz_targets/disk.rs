@@ -13,8 +13,8 @@ pub fn path() -> &'static PathBuf {
     static DISK: OnceLock<(File, PathBuf)> = OnceLock::new();
     &DISK
         .get_or_init(|| {
-            let path =
-                std::env::temp_dir().join(format!("devices-fuzz-{}.img", std::process::id()));
+            let path = std::path::Path::new("/dev/shm")
+                .join(format!("devices-fuzz-{}.img", std::process::id()));
             std::fs::write(&path, vec![0u8; (SECTORS * 512) as usize]).expect("fuzz disk");
             let file = File::options()
                 .read(true)

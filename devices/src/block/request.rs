@@ -143,6 +143,9 @@ pub fn parse(
     if let Some(s) = writable.last_mut() {
         s.len -= 1;
     }
+    // Empty pieces (the status descriptor, once its byte is taken) carry nothing.
+    let readable: Vec<Segment> = readable.into_iter().filter(|s| s.len > 0).collect();
+    writable.retain(|s| s.len > 0);
     // Sums fit: the chain iterator stops before the total passes u32::MAX.
     let readable_len: u32 = readable.iter().map(|s| s.len).sum();
     let writable_len: u32 = writable.iter().map(|s| s.len).sum();

@@ -585,3 +585,15 @@ fn event_idx_publishes_avail_event_before_sleeping() {
             .unwrap();
     assert_eq!(avail_event, 2);
 }
+
+#[test]
+fn without_event_idx_notifications_are_reenabled_through_used_flags() {
+    let mut s = setup_with(false, (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_BLK_F_FLUSH));
+    // As if an earlier batch had left NO_NOTIFY set.
+    s.d.mem
+        .write_obj(1u16, vm_memory::GuestAddress(USED))
+        .unwrap();
+    s.still_serves();
+    let flags: u16 = s.d.mem.read_obj(vm_memory::GuestAddress(USED)).unwrap();
+    assert_eq!(flags, 0);
+}

@@ -62,8 +62,6 @@ pub enum ActivateError {
     QueueCount { expected: usize, got: usize },
     #[error("cannot start the device thread: {0}")]
     Thread(#[source] std::io::Error),
-    #[error("cannot duplicate the disk file for the device thread: {0}")]
-    File(#[source] std::io::Error),
 }
 
 /// The DEVICE_NEEDS_RESET flag, shared between the transport and the thread that runs
