@@ -55,6 +55,19 @@ fn a_missing_disk_file_exits_66() {
 }
 
 #[test]
+fn a_directory_is_not_a_disk() {
+    let dir = TempDir::new("disk");
+    for arg in [
+        dir.path().display().to_string(),
+        format!("{},readonly", dir.path().display()),
+    ] {
+        let out = vmm(&[&"--disk", &arg, &image("hello")]);
+        let path = dir.path().display().to_string();
+        assert_error(&out, EXIT_NO_INPUT, &["--disk: ", &path]);
+    }
+}
+
+#[test]
 fn a_disk_whose_size_is_not_whole_sectors_exits_64() {
     let dir = TempDir::new("disk");
     let out = vmm(&[&"--disk", &disk(&dir, 1000), &image("hello")]);

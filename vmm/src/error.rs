@@ -109,8 +109,8 @@ pub enum VmmError {
     NoOutcome,
 
     /// `--disk`: the file cannot be opened (exit 66) or has an unusable size (exit 64).
-    #[error("--disk: {0}")]
-    Disk(#[from] devices::block::DiskError),
+    #[error("--disk: {0}; {hint}", hint = disk_hint(.0))]
+    Disk(#[from] DiskError),
 
     #[error("cannot set up the {what}: {source}")]
     Device {
@@ -160,6 +160,19 @@ impl VmmError {
 }
 
 pub type Result<T> = std::result::Result<T, VmmError>;
+
+/// What to do about a `--disk` file the device cannot use.
+fn disk_hint(e: &DiskError) -> &'static str {
+    match e {
+        DiskError::Open { .. } => {
+            "give an existing file this user can read and write (or read, with ,readonly)"
+        }
+        DiskError::NotAFile { .. } => "give a regular file (a disk image)",
+        DiskError::Size { .. } => {
+            "give a file of whole 512-byte sectors (e.g. truncate -s 64M, or mkfs.fat -C)"
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -270,5 +283,13 @@ mod tests {
         assert!(VmmError::TscUnknown
             .to_string()
             .contains("TSC frequency of 0"));
+        let size = VmmError::Disk(DiskError::Size {
+            path: "d.img".into(),
+            size: 1000,
+        });
+        assert_eq!(
+            size.to_string(),
+            "--disk: disk d.img is 1000 bytes, not a non-zero multiple of 512; give a file of whole 512-byte sectors (e.g. truncate -s 64M, or mkfs.fat -C)"
+        );
     }
 }
