@@ -274,16 +274,16 @@ fn the_window_is_not_the_owners_beyond_its_end() {
     );
 }
 
-#[test]
-fn another_compartment_touching_the_window_violates_isolation() {
-    // Compartment 1 (fs) hosts blkdev and owns the disk; it waits. Compartment 0 (app)
-    // reads the window's magic register.
+/// Runs a 2-compartment guest whose compartment 1 (fs) hosts blkdev and owns the disk
+/// (it waits), while compartment 0 (app), which owns no device, runs `access` with rbx
+/// at the window; returns the first line of the crash report.
+fn non_owner_access(access: Asm) -> String {
     let code = Asm::default()
         .bytes(&[0x83, 0x7f, BOOT_COMPARTMENT_ID as u8, 0x00]) // cmp dword [rdi+16], 0
         .bytes(&[0x74, 0x02, 0xeb, 0xfe]) // je +2; jmp $ (the owner spins)
         .expect_boot_u32(BOOT_DEVICE_COUNT, 0)
         .rbx(MMIO_BASE)
-        .read_reg(0)
+        .bytes(&access.0)
         .bytes(&[0x0f, 0x0b]);
     let dir = TempDir::new("mmio");
     let table = component_table(&["app", "blkdev"], &["app", "fs"], &[0, 1]);
@@ -294,12 +294,29 @@ fn another_compartment_touching_the_window_violates_isolation() {
 
     let out = boot_with_disk(&["--compartments", "2"], &img, &disk(&dir, 4096));
     out.assert_status(EXIT_CRASH);
-    let headline = out.stderr.lines().next().unwrap_or_default();
+    out.stderr.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn another_compartment_reading_the_window_violates_isolation() {
+    let headline = non_owner_access(Asm::default().read_reg(0));
     assert!(
         headline.starts_with(
             "flexos-vmm: compartment 0 (app) violated isolation: read of 4 bytes at guest-physical 0xd0000000, which is the MMIO window of the block device owned by compartment 1 (fs), at "
         ),
-        "{out:?}"
+        "{headline}"
+    );
+}
+
+#[test]
+fn another_compartment_cannot_kick_the_queue() {
+    // The ioeventfd is the owner's VM's only: here the kick exits and is a violation.
+    let headline = non_owner_access(Asm::default().write_reg(0x50, 0));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: write of 4 bytes at guest-physical 0xd0000050, which is the MMIO window of the block device owned by compartment 1 (fs), at "
+        ),
+        "{headline}"
     );
 }
 
