@@ -245,6 +245,27 @@ mod tests {
     }
 
     #[test]
+    fn sections_get_a_header_table_and_names() {
+        let b = ElfBuilder::new().section(".x", b"abc").build();
+        let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+        let (shoff, shnum, strndx) = (u64_at(40), u16_at(60), u16_at(62));
+        assert_eq!((u16_at(58), shnum, strndx), (64, 3, 2));
+        assert_eq!(b.len(), shoff + 3 * 64);
+        let x = shoff + 64;
+        assert_eq!(&b[u64_at(x + 24)..u64_at(x + 24) + u64_at(x + 32)], b"abc");
+        let strtab = u64_at(shoff + 2 * 64 + 24);
+        let name = strtab + u32::from_le_bytes(b[x..x + 4].try_into().unwrap()) as usize;
+        assert_eq!(&b[name..name + 3], b".x\0");
+        // Without sections nothing changes.
+        assert_eq!(u64_at_plain(&ElfBuilder::new().build(), 40), 0);
+    }
+
+    fn u64_at_plain(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
     fn elf32_uses_the_32_bit_layout() {
         let b = ElfBuilder::new().class(elf::ELFCLASS32).build();
         assert_eq!(u16::from_le_bytes([b[42], b[43]]), 32); // e_phentsize
