@@ -37,6 +37,9 @@ pub struct ElfBuilder {
     pub memsz: u64,
     pub flags: u32,
     pub code: Vec<u8>,
+    /// Extra non-loaded sections (name, contents), ELF64 only: with any, the file gets
+    /// a section header table and a `.shstrtab`.
+    pub sections: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for ElfBuilder {
@@ -61,6 +64,7 @@ impl ElfBuilder {
             memsz: 0x1000,
             flags: elf::PF_R | elf::PF_X,
             code: vec![0x0f, 0x0b], // ud2
+            sections: Vec::new(),
         }
     }
 
@@ -103,6 +107,13 @@ impl ElfBuilder {
 
     pub fn code(mut self, code: &[u8]) -> Self {
         self.code = code.to_vec();
+        self
+    }
+
+    /// Adds a section in the file, flagged SHF_ALLOC like the images' component table
+    /// (the monitor reads allocated sections at boot), outside any segment.
+    pub fn section(mut self, name: &str, contents: &[u8]) -> Self {
+        self.sections.push((name.to_string(), contents.to_vec()));
         self
     }
 
@@ -159,7 +170,52 @@ impl ElfBuilder {
             put(ph + 40, &self.memsz.to_le_bytes());
             put(ph + 48, &0x1000u64.to_le_bytes());
         }
+        if self.class != elf::ELFCLASS32 && !self.sections.is_empty() {
+            self.append_sections(&mut b);
+        }
         b
+    }
+
+    /// Appends the sections' contents, a `.shstrtab` and the section header table
+    /// (null section first, `.shstrtab` last), and points the ELF64 header at them.
+    fn append_sections(&self, b: &mut Vec<u8>) {
+        const SHT_PROGBITS: u32 = 1;
+        const SHT_STRTAB: u32 = 3;
+        let mut strtab = vec![0u8];
+        // (name offset in strtab, type, file offset, size)
+        let mut headers = Vec::new();
+        for (name, contents) in &self.sections {
+            let name_at = strtab.len() as u32;
+            strtab.extend_from_slice(name.as_bytes());
+            strtab.push(0);
+            b.resize(b.len().next_multiple_of(8), 0);
+            headers.push((name_at, SHT_PROGBITS, b.len() as u64, contents.len() as u64));
+            b.extend_from_slice(contents);
+        }
+        let name_at = strtab.len() as u32;
+        strtab.extend_from_slice(b".shstrtab\0");
+        headers.push((name_at, SHT_STRTAB, b.len() as u64, strtab.len() as u64));
+        b.extend_from_slice(&strtab);
+        b.resize(b.len().next_multiple_of(8), 0);
+        let shoff = b.len() as u64;
+        b.resize(b.len() + 64, 0); // the null section
+        for (name, kind, offset, size) in headers.iter().copied() {
+            let mut sh = [0u8; 64];
+            sh[0..4].copy_from_slice(&name.to_le_bytes());
+            sh[4..8].copy_from_slice(&kind.to_le_bytes());
+            if kind == SHT_PROGBITS {
+                sh[8..16].copy_from_slice(&2u64.to_le_bytes()); // sh_flags: SHF_ALLOC
+            }
+            sh[24..32].copy_from_slice(&offset.to_le_bytes());
+            sh[32..40].copy_from_slice(&size.to_le_bytes());
+            sh[48..56].copy_from_slice(&1u64.to_le_bytes()); // sh_addralign
+            b.extend_from_slice(&sh);
+        }
+        let count = headers.len() as u16 + 1;
+        b[40..48].copy_from_slice(&shoff.to_le_bytes());
+        b[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+        b[60..62].copy_from_slice(&count.to_le_bytes()); // e_shnum
+        b[62..64].copy_from_slice(&(count - 1).to_le_bytes()); // e_shstrndx
     }
 
     /// Writes the image into `dir` as `name` and returns its path.
@@ -190,6 +246,27 @@ mod tests {
             0x5000
         );
         assert_eq!(&b[0x1000..], &[0x0f, 0x0b]);
+    }
+
+    #[test]
+    fn sections_get_a_header_table_and_names() {
+        let b = ElfBuilder::new().section(".x", b"abc").build();
+        let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+        let (shoff, shnum, strndx) = (u64_at(40), u16_at(60), u16_at(62));
+        assert_eq!((u16_at(58), shnum, strndx), (64, 3, 2));
+        assert_eq!(b.len(), shoff + 3 * 64);
+        let x = shoff + 64;
+        assert_eq!(&b[u64_at(x + 24)..u64_at(x + 24) + u64_at(x + 32)], b"abc");
+        let strtab = u64_at(shoff + 2 * 64 + 24);
+        let name = strtab + u32::from_le_bytes(b[x..x + 4].try_into().unwrap()) as usize;
+        assert_eq!(&b[name..name + 3], b".x\0");
+        // Without sections nothing changes.
+        assert_eq!(u64_at_plain(&ElfBuilder::new().build(), 40), 0);
+    }
+
+    fn u64_at_plain(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
     }
 
     #[test]

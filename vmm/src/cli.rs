@@ -58,6 +58,14 @@ pub struct Cli {
     #[arg(long = "shared-mem", value_name = "MiB", default_value_t = 16)]
     pub shared_mem: u64,
 
+    /// Attach a virtio-blk disk backed by the host file PATH (its size a multiple of 512
+    /// bytes); `,readonly` offers it read-only, so guest writes fail with an I/O error.
+    /// The disk belongs to the compartment hosting the image's `blkdev` component: only
+    /// that compartment sees its MMIO window; an access from any other is an isolation
+    /// violation.
+    #[arg(long, value_name = "PATH[,readonly]", value_parser = crate::mmio::parse_disk_arg)]
+    pub disk: Option<crate::mmio::DiskArg>,
+
     /// Start a GDB stub on HOST:PORT (TCP) or a Unix socket path and wait for gdb
     /// before the first guest instruction. Each compartment is one gdb thread.
     #[arg(long, value_name = "ADDR:PORT|PATH")]
@@ -88,6 +96,15 @@ mod tests {
             .unwrap();
         assert_eq!(cli.mem, 32);
         assert_eq!(cli.guest_args, ["exit=3", "-x"]);
+    }
+
+    #[test]
+    fn disk_takes_a_path_and_an_optional_readonly_flag() {
+        let cli = Cli::try_parse_from(["flexos-vmm", "--disk", "d.img,readonly", "i"]).unwrap();
+        let disk = cli.disk.unwrap();
+        assert_eq!((disk.path.to_str(), disk.readonly), (Some("d.img"), true));
+        let e = Cli::try_parse_from(["flexos-vmm", "--disk", "d.img,rw", "i"]).unwrap_err();
+        assert!(e.to_string().contains("unknown flag \"rw\""), "{e}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use devices::block::DiskError;
+
 /// Command-line or placement mistake.
 pub const EXIT_USAGE: i32 = 64;
 /// The image is not something we can boot.
@@ -108,6 +110,17 @@ pub enum VmmError {
     #[error("every vCPU thread ended without an outcome")]
     NoOutcome,
 
+    /// `--disk`: the file cannot be opened (exit 66) or has an unusable size (exit 64).
+    #[error("--disk: {0}; {hint}", hint = disk_hint(.0))]
+    Disk(#[from] DiskError),
+
+    #[error("cannot set up the {what}: {source}")]
+    Device {
+        what: &'static str,
+        #[source]
+        source: devices::virtio::mmio::TransportError,
+    },
+
     #[error("cannot set up SIGINT/SIGTERM handling: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -122,6 +135,8 @@ impl VmmError {
             | VmmError::ImageIsDirectory { .. }
             | VmmError::ConfigUnreadable { .. } => EXIT_NO_INPUT,
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
+            VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
+            VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
             VmmError::KvmUnavailable { .. }
             | VmmError::Kvm { .. }
             | VmmError::KvmInternal { .. }
@@ -132,6 +147,7 @@ impl VmmError {
             // Not KVM's fault, but the host's: the same status (EX_OSERR), its own text.
             VmmError::Memory(_)
             | VmmError::Doorbell { .. }
+            | VmmError::Device { .. }
             | VmmError::VcpuThread(_)
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
@@ -148,6 +164,19 @@ impl VmmError {
 }
 
 pub type Result<T> = std::result::Result<T, VmmError>;
+
+/// What to do about a `--disk` file the device cannot use.
+fn disk_hint(e: &DiskError) -> &'static str {
+    match e {
+        DiskError::Open { .. } => {
+            "give an existing file this user can read and write (or read, with ,readonly)"
+        }
+        DiskError::NotAFile { .. } => "give a regular file (a disk image)",
+        DiskError::Size { .. } => {
+            "give a file of whole 512-byte sectors (e.g. truncate -s 64M, or mkfs.fat -C)"
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -222,6 +251,24 @@ mod tests {
             ),
             (VmmError::VcpuThread(io()), EXIT_KVM),
             (VmmError::Signals(io()), EXIT_KVM),
+            (
+                VmmError::Disk(DiskError::Open {
+                    path: "d".into(),
+                    source: io(),
+                }),
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::Disk(DiskError::NotAFile { path: "d".into() }),
+                EXIT_NO_INPUT,
+            ),
+            (
+                VmmError::Disk(DiskError::Size {
+                    path: "d".into(),
+                    size: 513,
+                }),
+                EXIT_USAGE,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(e.exit_code(), want, "{e}");
@@ -240,5 +287,13 @@ mod tests {
         assert!(VmmError::TscUnknown
             .to_string()
             .contains("TSC frequency of 0"));
+        let size = VmmError::Disk(DiskError::Size {
+            path: "d.img".into(),
+            size: 1000,
+        });
+        assert_eq!(
+            size.to_string(),
+            "--disk: disk d.img is 1000 bytes, not a non-zero multiple of 512; give a file of whole 512-byte sectors (e.g. truncate -s 64M, or mkfs.fat -C)"
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod hypercall;
 pub mod image;
 pub mod insn;
 pub mod memory;
+pub mod mmio;
 pub mod monitor;
 pub mod placement;
 pub mod pod;
@@ -30,7 +31,8 @@ mod testing;
 
 use std::time::Instant;
 
-use flexos_abi::MAX_COMPARTMENTS;
+use devices::block::Block;
+use flexos_abi::{DEVICE_BLOCK, MAX_COMPARTMENTS};
 use kvm_bindings::KVM_API_VERSION;
 use kvm_ioctls::Kvm;
 
@@ -38,8 +40,12 @@ use crate::arch::layout::MemoryPlan;
 use crate::cli::Cli;
 use crate::error::{Result, VmmError};
 use crate::image::Image;
-use crate::monitor::RunPlan;
+use crate::mmio::Window;
+use crate::monitor::{DiskPlan, RunPlan};
 use crate::placement::Catalog;
+
+/// The component that drives a `--disk`: the disk belongs to its compartment.
+pub const BLOCK_DRIVER: &str = "blkdev";
 
 /// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
 /// path without taking /dev/kvm away from the machine).
@@ -107,6 +113,23 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         .expect("a placement has at most MAX_COMPARTMENTS compartments");
     memory::private_size_from_mib(cli.mem, count)?;
     let plan = MemoryPlan::new(mem_size, image.end, count)?;
+    // The file first: a missing disk is reported as such whatever the image.
+    let disk = match &cli.disk {
+        Some(arg) => {
+            let block = Block::open(&arg.path, arg.readonly)?;
+            let owner = mmio::owner_of(
+                BLOCK_DRIVER,
+                "--disk",
+                &catalog.components,
+                &placement.assignment,
+            )?;
+            Some(DiskPlan {
+                window: Window::new(0, DEVICE_BLOCK, owner),
+                block,
+            })
+        }
+        None => None,
+    };
     let kvm = open_kvm()?;
     monitor::run(
         &kvm,
@@ -118,6 +141,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             guest_args: cli.guest_args,
             timings: cli.timings,
             gdb: cli.gdb,
+            disk,
         },
         start,
     )

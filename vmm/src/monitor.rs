@@ -5,6 +5,7 @@
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use devices::block::Block;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
@@ -15,6 +16,7 @@ use crate::debug::Debugger;
 use crate::error::{Result, VmmError, EXIT_CRASH};
 use crate::image::Image;
 use crate::memory::SharedRegion;
+use crate::mmio::{self, Window};
 use crate::placement::Placement;
 use crate::symbols::Symbolizer;
 
@@ -28,6 +30,14 @@ pub struct RunPlan {
     pub timings: bool,
     /// Where to serve GDB, if at all.
     pub gdb: Option<String>,
+    /// The `--disk` device and the window of the compartment that owns it.
+    pub disk: Option<DiskPlan>,
+}
+
+/// A virtio-blk device and where it goes.
+pub struct DiskPlan {
+    pub window: Window,
+    pub block: Block,
 }
 
 fn micros(start: Instant, t: Option<&Instant>) -> String {
@@ -43,7 +53,7 @@ enum Report {
 }
 
 /// Boots every compartment and returns the process exit status.
-pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
+pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
     // Before any VM exists: a --gdb address that cannot be served is a usage error. A
     // debugging session can outlast the image file: read all of it before waiting.
     let listener = match run.gdb.as_deref() {
@@ -67,6 +77,10 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
             .collect(),
     );
 
+    let windows: Arc<Vec<Window>> = Arc::new(run.disk.iter().map(|d| d.window.clone()).collect());
+    // Stopped when the run ends, so a device thread never outlives its run's answer
+    // (in-flight requests finish, the disk file is closed before the process exits).
+    let mut devices = Vec::new();
     let mut compartments = Vec::with_capacity(count as usize);
     for (id, plan) in (0u32..).zip(&run.placement.compartments) {
         let spec = CompartmentSpec {
@@ -77,10 +91,21 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
             all_names: names.clone(),
             guest_args: run.guest_args.clone(),
             timings: run.timings,
+            windows: windows.clone(),
         };
-        compartments.push(Compartment::create(
-            kvm, spec, &run.image, &run.plan, &shared, &doorbells,
-        )?);
+        let mut comp = Compartment::create(kvm, spec, &run.image, &run.plan, &shared, &doorbells)?;
+        if let Some(disk) = run.disk.take_if(|d| d.window.owner == id) {
+            devices.push(comp.attach(&disk.window, disk.block, "virtio-blk device")?);
+            tracing::debug!(
+                compartment = id,
+                window = format_args!(
+                    "{:#x}..{:#x}",
+                    disk.window.range.start, disk.window.range.end
+                ),
+                "virtio-blk attached"
+            );
+        }
+        compartments.push(comp);
         tracing::debug!(
             compartment = id,
             name = %plan.name,
@@ -150,6 +175,9 @@ pub fn run(kvm: &Kvm, run: RunPlan, start: Instant) -> Result<i32> {
         }
     };
     let end = Instant::now();
+    for device in &devices {
+        mmio::lock(device).stop();
+    }
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {
         // The report reads the rest of the image file: do that while peers still wait,

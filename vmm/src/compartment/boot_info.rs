@@ -2,7 +2,7 @@
 //! the compartment's first instruction.
 
 use flexos_abi::{
-    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, NAME_LEN, SHARED_BASE,
+    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, MAX_DEVICES, NAME_LEN, SHARED_BASE,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -58,6 +58,17 @@ pub(super) fn write(
     info.args_len = args.len() as u64;
     info.component_count = count_u32(spec.assignment.len(), "components")?;
     info.placement[..spec.assignment.len()].copy_from_slice(&spec.assignment);
+    let own = spec.windows.iter().filter(|w| w.owner == spec.id);
+    for (slot, w) in own.enumerate() {
+        let Some(entry) = info.devices.get_mut(slot) else {
+            return Err(VmmError::Usage(format!(
+                "compartment {} ({}) would own more than {MAX_DEVICES} devices",
+                spec.id, spec.name
+            )));
+        };
+        *entry = w.info();
+        info.device_count += 1;
+    }
 
     let write = |r: std::result::Result<(), vm_memory::GuestMemoryError>| {
         r.map_err(|e| VmmError::Memory(format!("writing boot info: {e}")))
@@ -79,6 +90,8 @@ mod tests {
     use super::*;
     use crate::arch::layout::MemoryPlan;
     use crate::memory::{compartment_memory, SharedRegion};
+    use crate::mmio::Window;
+    use flexos_abi::{DEVICE_BLOCK, DEVICE_NET};
 
     #[test]
     fn boot_info_packs_arguments_after_the_block() {
@@ -93,6 +106,10 @@ mod tests {
             all_names: Arc::new(vec!["app".into(), "net".into()]),
             guest_args: vec!["a=1".into(), "".into(), "b c".into()],
             timings: true,
+            windows: Arc::new(vec![
+                Window::new(0, DEVICE_NET, 0),
+                Window::new(1, DEVICE_BLOCK, 1),
+            ]),
         };
         let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, shared.mappings(1), 2 << 20);
         write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
@@ -102,6 +119,16 @@ mod tests {
         assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
         assert_eq!(info.name(), "net");
         assert_eq!(&info.placement[..3], &[0, 1, 1]);
+        // Only its own device, at the run's window for it.
+        assert_eq!(
+            info.devices(),
+            [flexos_abi::DeviceInfo {
+                kind: DEVICE_BLOCK,
+                reserved: 0,
+                mmio_base: flexos_abi::MMIO_BASE + flexos_abi::MMIO_WINDOW_SIZE,
+                mmio_size: flexos_abi::MMIO_WINDOW_SIZE,
+            }]
+        );
         assert_eq!(info.stack_top, plan.data_window(1).end);
         let mut args = vec![0u8; usize::try_from(info.args_len).unwrap()];
         mem.read_slice(&mut args, GuestAddress(info.args_addr))

@@ -4,12 +4,14 @@
 //! - this file: what a compartment is, and creating it;
 //! - `boot_info`: the boot-info block the guest reads at its first instruction;
 //! - `doorbell`: the eventfds compartments wake each other with;
+//! - `devices`: attaching a device to the compartment that owns it;
 //! - `run`: the vCPU loop that serves exits and hypercalls until the guest ends;
 //! - `stop`: crashes (reports, backtraces) and debugger stops (snapshots, parking);
 //! - `unemulated`: instructions KVM could not emulate, explained as violations.
 //! - `hook`: the one interface a debugger implements to stop the loop.
 
 mod boot_info;
+mod devices;
 mod doorbell;
 mod hook;
 mod run;
@@ -36,6 +38,7 @@ use crate::escape;
 use crate::hypercall::GuestBounds;
 use crate::image::Image;
 use crate::memory::{compartment_memory, describe_shared, SharedRegion};
+use crate::mmio::{MmioBus, Window};
 use crate::report::{CrashKind, CrashReport};
 
 const MSR_IA32_TSC: u32 = 0x10;
@@ -51,6 +54,9 @@ pub struct CompartmentSpec {
     pub all_names: Arc<Vec<String>>,
     pub guest_args: Vec<String>,
     pub timings: bool,
+    /// Every device window of the run (the owner's boot info lists its own; the others
+    /// name a stray access in a report).
+    pub windows: Arc<Vec<Window>>,
 }
 
 /// How a compartment's run ended.
@@ -70,14 +76,16 @@ pub struct Milestones {
 
 pub struct Compartment {
     pub spec: CompartmentSpec,
-    // The VM must outlive its vCPU and memory slots.
-    _vm: VmFd,
+    // The VM must outlive its vCPU, memory slots and ioeventfds.
+    vm: VmFd,
     vcpu: VcpuFd,
     mem: GuestMemoryMmap,
     layout: GuestLayout,
     /// The shared region's layout, to name what a stray access touched.
     shared_layout: rpc_shm::Layout,
     console: Console,
+    /// The devices this compartment owns, by MMIO window.
+    mmio: MmioBus,
     doorbell: EventFd,
     /// Ring other compartments' doorbells when their ioeventfd did not catch the write.
     peers: Vec<EventFd>,
@@ -214,12 +222,13 @@ impl Compartment {
             .collect::<Result<Vec<_>>>()?;
         Ok(Compartment {
             spec,
-            _vm: vm,
+            vm,
             vcpu,
             mem,
             layout,
             shared_layout: *shared.layout(),
             console: Console::new(prefix),
+            mmio: MmioBus::default(),
             doorbell,
             peers,
             milestones,
@@ -235,6 +244,9 @@ impl Compartment {
     /// Whose memory guest-physical `gpa` is, in words for a report: another
     /// compartment's private memory, or a part of the shared region.
     fn describe_gpa(&self, gpa: u64) -> Option<String> {
+        if let Some(w) = self.spec.windows.iter().find(|w| w.range.contains(&gpa)) {
+            return Some(w.describe(&self.spec.all_names));
+        }
         if let Some(c) = self.layout.plan.window_owner(gpa) {
             let name = &self.spec.all_names[c as usize];
             return Some(format!("private memory of compartment {c} ({name})"));

@@ -1,5 +1,5 @@
-//! The vCPU loop: runs the guest, serves its hypercalls, and turns every other exit
-//! into a crash or an isolation violation.
+//! The vCPU loop: runs the guest, serves its hypercalls and its devices' MMIO windows,
+//! and turns every other exit into a crash or an isolation violation.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use super::{Compartment, Outcome};
 use crate::arch::trampolines::SYSCALL_TRAP_ADDR;
 use crate::error::VmmError;
 use crate::hypercall::{self, Hypercall};
+use crate::mmio;
 use crate::report::CrashKind;
 
 /// Tells the debugger that a vCPU thread is done, however it leaves the loop.
@@ -94,17 +95,32 @@ impl Compartment {
                 VcpuExit::IoIn(port, _) => CrashKind::UnexpectedExit(format!(
                     "read from I/O port {port:#x}, which no device owns"
                 )),
-                VcpuExit::MmioRead(gpa, data) => CrashKind::Violation {
-                    gpa,
-                    len: data.len(),
-                    write: false,
-                    owner: None,
+                VcpuExit::MmioRead(gpa, data) => match self.mmio.lookup(gpa, data.len()) {
+                    Some((device, offset)) => {
+                        mmio::lock(device).read(offset, data);
+                        tracing::trace!(offset, len = data.len(), "device register read");
+                        continue;
+                    }
+                    None => CrashKind::Violation {
+                        gpa,
+                        len: data.len(),
+                        write: false,
+                        owner: None,
+                    },
                 },
-                VcpuExit::MmioWrite(gpa, data) => CrashKind::Violation {
-                    gpa,
-                    len: data.len(),
-                    write: true,
-                    owner: None,
+                VcpuExit::MmioWrite(gpa, data) => match self.mmio.lookup(gpa, data.len()) {
+                    Some((device, offset)) => {
+                        // A queue kick never gets here: it is an ioeventfd (see attach).
+                        tracing::trace!(offset, len = data.len(), "device register write");
+                        mmio::lock(device).write(offset, data);
+                        continue;
+                    }
+                    None => CrashKind::Violation {
+                        gpa,
+                        len: data.len(),
+                        write: true,
+                        owner: None,
+                    },
                 },
                 VcpuExit::Shutdown => CrashKind::TripleFault,
                 VcpuExit::Hlt => CrashKind::UnexpectedExit("halted".into()),

@@ -1,0 +1,472 @@
+//! `--disk`: the command line's errors (66 for a missing file, 64 for an unusable size,
+//! flag or image), and the device's MMIO window end to end with crafted guests (no
+//! guest kernel): the owner's reads and writes reach the virtio-mmio transport, and any
+//! other compartment's access is an isolation violation that names the window.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use flexos_e2e::{
+    image, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_CRASH, EXIT_NO_INPUT, EXIT_USAGE,
+};
+
+const PORT_EXIT: u32 = 0x0F01;
+/// The first device window (flexos_abi::MMIO_BASE).
+const MMIO_BASE: u64 = 0xD000_0000;
+/// Boot-info offsets (flexos_abi::BootInfo; the guest gets its address in RDI).
+const BOOT_COMPARTMENT_ID: u32 = 16;
+const BOOT_DEVICE_COUNT: u32 = 176;
+const BOOT_DEVICE0_KIND: u32 = 184;
+const BOOT_DEVICE0_BASE: u32 = 192;
+const BOOT_DEVICE0_SIZE: u32 = 200;
+/// virtio device id of a block device, and the virtio-mmio "virt" magic.
+const DEVICE_BLOCK: u32 = 2;
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
+
+/// Runs the monitor with `args`.
+fn vmm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Outcome {
+    run(args.iter().map(|a| OsString::from(a.as_ref())))
+}
+
+/// Asserts an error run: `status`, nothing on stdout, exactly one
+/// `flexos-vmm: error:` line on stderr containing every needle.
+#[track_caller]
+fn assert_error(out: &Outcome, status: i32, needles: &[&str]) {
+    out.assert_status(status);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line\n{out:?}");
+    assert!(out.stderr.starts_with("flexos-vmm: error: "), "{out:?}");
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "{needle:?}\n{out:?}");
+    }
+}
+
+/// A file of `len` bytes in `dir`.
+fn disk(dir: &TempDir, len: usize) -> PathBuf {
+    dir.write("disk.img", &vec![0u8; len])
+}
+
+#[test]
+fn a_missing_disk_file_exits_66() {
+    let dir = TempDir::new("disk");
+    let missing = dir.path().join("nope.img");
+    let out = vmm(&[&"--disk", &missing, &image("hello")]);
+    assert_error(&out, EXIT_NO_INPUT, &["--disk", "nope.img", "No such file"]);
+}
+
+#[test]
+fn a_directory_is_not_a_disk() {
+    let dir = TempDir::new("disk");
+    for arg in [
+        dir.path().display().to_string(),
+        format!("{},readonly", dir.path().display()),
+    ] {
+        let out = vmm(&[&"--disk", &arg, &image("hello")]);
+        let path = dir.path().display().to_string();
+        assert_error(&out, EXIT_NO_INPUT, &["--disk: ", &path]);
+    }
+}
+
+#[test]
+fn a_disk_whose_size_is_not_whole_sectors_exits_64() {
+    let dir = TempDir::new("disk");
+    let out = vmm(&[&"--disk", &disk(&dir, 1000), &image("hello")]);
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &["disk.img", "1000 bytes", "multiple of 512"],
+    );
+}
+
+#[test]
+fn an_unknown_disk_flag_exits_64() {
+    let dir = TempDir::new("disk");
+    let arg = format!("{},rw", disk(&dir, 4096).display());
+    let out = vmm(&[&"--disk", &arg, &image("hello")]);
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &["--disk", "unknown flag \"rw\"", "readonly"],
+    );
+}
+
+#[test]
+fn an_image_without_a_blkdev_component_cannot_take_a_disk() {
+    let dir = TempDir::new("disk");
+    let out = vmm(&[&"--disk", &disk(&dir, 4096), &image("gatebench")]);
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &[
+            "--disk needs a `blkdev` component",
+            "which has: bench, callee, relay1, relay2",
+        ],
+    );
+}
+
+/// x86-64 machine code, a few instructions at a time.
+#[derive(Default)]
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// Continues if the flags say equal, else `ud2` (a crash report names the spot).
+    fn or_crash(self) -> Self {
+        self.bytes(&[0x74, 0x02, 0x0f, 0x0b]) // je +2; ud2
+    }
+    /// `cmp dword [rdi + off], imm32`, then [`Self::or_crash`]: checks a boot-info field.
+    fn expect_boot_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0x81, 0xbf])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+            .or_crash()
+    }
+    /// `mov rbx, [rdi + off]`: a u64 boot-info field into rbx.
+    fn rbx_from_boot(self, off: u32) -> Self {
+        self.bytes(&[0x48, 0x8b, 0x9f]).bytes(&off.to_le_bytes())
+    }
+    /// `mov rbx, imm64`.
+    fn rbx(self, value: u64) -> Self {
+        self.bytes(&[0x48, 0xbb]).bytes(&value.to_le_bytes())
+    }
+    /// `mov eax, [rbx + off]`: a 4-byte MMIO read of register `off`.
+    fn read_reg(self, off: u32) -> Self {
+        self.bytes(&[0x8b, 0x83]).bytes(&off.to_le_bytes())
+    }
+    /// `mov dword [rbx + off], imm32`: a 4-byte MMIO write of register `off`.
+    fn write_reg(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x83])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `lea eax, [rsi + off]; mov [rbx + reg], eax`: a heap address into register `reg`.
+    fn write_reg_heap(self, reg: u32, off: u32) -> Self {
+        self.bytes(&[0x8d, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&[0x89, 0x83])
+            .bytes(&reg.to_le_bytes())
+    }
+    /// `mov dword [rsi + off], imm32`: heap memory.
+    fn heap_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `lea rax, [rsi + target]; mov [rsi + off], rax`: a heap address into the heap.
+    fn heap_ptr(self, off: u32, target: u32) -> Self {
+        self.bytes(&[0x48, 0x8d, 0x86])
+            .bytes(&target.to_le_bytes())
+            .bytes(&[0x48, 0x89, 0x86])
+            .bytes(&off.to_le_bytes())
+    }
+    /// `mov qword [rsi + off], imm32`: an absolute (low) address into the heap.
+    fn heap_abs(self, off: u32, addr: u32) -> Self {
+        self.bytes(&[0x48, 0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&addr.to_le_bytes())
+    }
+    /// `push rax; mov eax, esp; mov edx, PORT_EXIT; out dx, eax`: exits with the
+    /// code in rax (ExitArgs on the stack, below 4 GiB in the data window).
+    fn exit_with_rax(self) -> Self {
+        self.bytes(&[0x50, 0x89, 0xe0, 0xba])
+            .bytes(&PORT_EXIT.to_le_bytes())
+            .bytes(&[0xef, 0x0f, 0x0b])
+    }
+}
+
+/// An ELF component table (flexos_abi::ComponentTable, version 1) with `components`
+/// and one split into `names.len()` compartments by `placement`.
+fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {
+    fn name(s: &str) -> [u8; 16] {
+        let mut n = [0u8; 16];
+        n[..s.len()].copy_from_slice(s.as_bytes());
+        n
+    }
+    let mut t = Vec::new();
+    t.extend_from_slice(b"FLEXCOMP");
+    for word in [1u32, components.len() as u32, 1, 0] {
+        t.extend_from_slice(&word.to_le_bytes());
+    }
+    for i in 0..32 {
+        t.extend_from_slice(&name(components.get(i).copied().unwrap_or("")));
+    }
+    for split in 0..8 {
+        let mut s = vec![0u8; 8 + 32 + 16 * 16];
+        if split == 0 {
+            s[..4].copy_from_slice(&(names.len() as u32).to_le_bytes());
+            s[8..8 + placement.len()].copy_from_slice(placement);
+            for (c, n) in names.iter().enumerate() {
+                s[40 + 16 * c..56 + 16 * c].copy_from_slice(&name(n));
+            }
+        }
+        t.extend_from_slice(&s);
+    }
+    t
+}
+
+/// Writes a one-page image running `code`, with a component table, into `dir`.
+fn crafted(dir: &TempDir, code: Asm, table: Vec<u8>) -> PathBuf {
+    let mut page = code.0;
+    assert!(page.len() <= 0x1000);
+    page.resize(0x1000, 0);
+    ElfBuilder::new()
+        .code(&page)
+        .section(".flexos.components", &table)
+        .write(dir, "guest.elf")
+}
+
+fn boot_with_disk(opts: &[&str], img: &Path, disk: &Path) -> Outcome {
+    let mut args: Vec<OsString> = opts.iter().map(OsString::from).collect();
+    args.extend(["--disk".into(), disk.into(), img.into()]);
+    run(args)
+}
+
+#[test]
+fn the_owner_reaches_the_transport_through_its_window() {
+    // The window comes from the boot info; the registers answer as a virtio-mmio v2
+    // block device; a status write is kept. Exit code: DeviceID * 10 + Status = 23.
+    let code = Asm::default()
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 1)
+        .expect_boot_u32(BOOT_DEVICE0_KIND, DEVICE_BLOCK)
+        .expect_boot_u32(BOOT_DEVICE0_SIZE, 0x1000)
+        .rbx_from_boot(BOOT_DEVICE0_BASE)
+        .read_reg(0x000)
+        .bytes(&[0x3d])
+        .bytes(&VIRTIO_MAGIC.to_le_bytes()) // cmp eax, "virt"
+        .or_crash()
+        .read_reg(0x04)
+        .bytes(&[0x83, 0xf8, 0x02]) // cmp eax, 2 (version)
+        .or_crash()
+        .write_reg(0x70, 1) // ACKNOWLEDGE
+        .write_reg(0x70, 3) // ... | DRIVER
+        .read_reg(0x08) // DeviceID
+        .bytes(&[0x6b, 0xc8, 0x0a]) // imul ecx, eax, 10
+        .read_reg(0x70) // Status
+        .bytes(&[0x01, 0xc8]) // add eax, ecx
+        .exit_with_rax();
+    let dir = TempDir::new("mmio");
+    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let out = boot_with_disk(&[], &img, &disk(&dir, 4096));
+    out.assert_status(23).assert_stderr_empty();
+}
+
+#[test]
+fn the_window_is_not_the_owners_beyond_its_end() {
+    // The page after the window belongs to no device: the owner's read there is a
+    // violation like any access to unbacked memory.
+    let code = Asm::default()
+        .rbx(MMIO_BASE + 0x1000)
+        .read_reg(0)
+        .bytes(&[0x0f, 0x0b]);
+    let dir = TempDir::new("mmio");
+    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let out = boot_with_disk(&[], &img, &disk(&dir, 4096));
+    out.assert_status(EXIT_CRASH);
+    let headline = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (blk) violated isolation: read of 4 bytes at guest-physical 0xd0001000, which is "
+        ),
+        "{out:?}"
+    );
+}
+
+/// Runs a 2-compartment guest whose compartment 1 (fs) hosts blkdev and owns the disk
+/// (it waits), while compartment 0 (app), which owns no device, runs `access` with rbx
+/// at the window; returns the first line of the crash report.
+fn non_owner_access(access: Asm) -> String {
+    let code = Asm::default()
+        .bytes(&[0x83, 0x7f, BOOT_COMPARTMENT_ID as u8, 0x00]) // cmp dword [rdi+16], 0
+        .bytes(&[0x74, 0x02, 0xeb, 0xfe]) // je +2; jmp $ (the owner spins)
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 0)
+        .rbx(MMIO_BASE)
+        .bytes(&access.0)
+        .bytes(&[0x0f, 0x0b]);
+    let dir = TempDir::new("mmio");
+    let table = component_table(&["app", "blkdev"], &["app", "fs"], &[0, 1]);
+    let img = crafted(&dir, code, table);
+    let listing = run([OsString::from("--list-components"), img.clone().into()]);
+    listing.assert_status(0);
+    assert!(listing.stdout.contains("blkdev"), "{listing:?}");
+
+    let out = boot_with_disk(&["--compartments", "2"], &img, &disk(&dir, 4096));
+    out.assert_status(EXIT_CRASH);
+    out.stderr.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn another_compartment_reading_the_window_violates_isolation() {
+    let headline = non_owner_access(Asm::default().read_reg(0));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: read of 4 bytes at guest-physical 0xd0000000, which is the MMIO window of the block device owned by compartment 1 (fs), at "
+        ),
+        "{headline}"
+    );
+}
+
+#[test]
+fn another_compartment_cannot_kick_the_queue() {
+    // The ioeventfd is the owner's VM's only: here the kick exits and is a violation.
+    let headline = non_owner_access(Asm::default().write_reg(0x50, 0));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: write of 4 bytes at guest-physical 0xd0000050, which is the MMIO window of the block device owned by compartment 1 (fs), at "
+        ),
+        "{headline}"
+    );
+}
+
+/// Where a request's data segment points.
+enum Data {
+    /// The guest's heap (in the device's memory).
+    Heap,
+    /// An absolute low address: page tables, the image.
+    Low(u32),
+}
+
+/// A guest that brings the block device up by hand (virtio 1.2 section 3.1.1: one
+/// queue of 4 in its heap, VERSION_1 only), posts one request of `kind` (0 IN, 1 OUT)
+/// for sector 0 whose data segment is `data`, kicks the queue (a QueueNotify write: an
+/// ioeventfd), spins on the used ring, and exits with the data buffer's first byte +
+/// 32 * the status byte. Heap layout: descriptors 0x000, available ring 0x100, used
+/// ring 0x200, header 0x300, data 0x400, status 0x600.
+fn one_request(kind: u32, data: Data) -> Asm {
+    const NEXT: u32 = 1;
+    const WRITE: u32 = 2;
+    let data_flags = if kind == 0 { NEXT | WRITE } else { NEXT };
+    let code = Asm::default()
+        .bytes(&[0x48, 0x8b, 0xb7])
+        .bytes(&56u32.to_le_bytes()) // mov rsi, [rdi + heap_start]
+        .rbx_from_boot(BOOT_DEVICE0_BASE)
+        // Descriptor 0: the header, device-readable, next 1.
+        .heap_ptr(0x000, 0x300)
+        .heap_u32(0x008, 16)
+        .heap_u32(0x00c, NEXT | (1 << 16));
+    // Descriptor 1: 512 bytes of data, next 2.
+    let code = match data {
+        Data::Heap => code.heap_ptr(0x010, 0x400),
+        Data::Low(addr) => code.heap_abs(0x010, addr),
+    };
+    code.heap_u32(0x018, 512)
+        .heap_u32(0x01c, data_flags | (2 << 16))
+        // Descriptor 2: the status byte, device-writable.
+        .heap_ptr(0x020, 0x600)
+        .heap_u32(0x028, 1)
+        .heap_u32(0x02c, WRITE)
+        .heap_u32(0x300, kind) // header: type, sector 0
+        .heap_u32(0x600, 0xff) // status: "not answered"
+        .write_reg(0x70, 1) // ACKNOWLEDGE
+        .write_reg(0x70, 3) // DRIVER
+        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
+        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
+        .write_reg(0x70, 11) // FEATURES_OK
+        .write_reg(0x30, 0) // QueueSel
+        .write_reg(0x38, 4) // QueueNum
+        .write_reg_heap(0x80, 0x000) // QueueDescLow
+        .write_reg_heap(0x90, 0x100) // QueueDriverLow
+        .write_reg_heap(0xa0, 0x200) // QueueDeviceLow
+        .write_reg(0x44, 1) // QueueReady
+        .write_reg(0x70, 15) // DRIVER_OK
+        .read_reg(0x70)
+        .bytes(&[0x83, 0xf8, 0x0f]) // cmp eax, 15: the device is live
+        .or_crash()
+        .bytes(&[0x66, 0xc7, 0x86])
+        .bytes(&0x102u32.to_le_bytes())
+        .bytes(&1u16.to_le_bytes()) // avail.idx = 1
+        .write_reg(0x50, 0) // QueueNotify(0)
+        // Spin until used.idx == 1: pause; movzx eax, word [rsi+0x202]; cmp eax, 1; jne.
+        .bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
+        .bytes(&0x202u32.to_le_bytes())
+        .bytes(&[0x83, 0xf8, 0x01, 0x75, 0xf2])
+        .bytes(&[0x0f, 0xb6, 0x86])
+        .bytes(&0x400u32.to_le_bytes()) // movzx eax, byte [rsi+0x400]
+        .bytes(&[0x0f, 0xb6, 0x8e])
+        .bytes(&0x600u32.to_le_bytes()) // movzx ecx, byte [rsi+0x600]
+        .bytes(&[0xc1, 0xe1, 0x05, 0x01, 0xc8]) // shl ecx, 5; add eax, ecx
+        .exit_with_rax()
+}
+
+/// Boots `code` (one component, `blkdev`) with a 4 KiB disk of 7s (`,readonly` if
+/// asked), the monitor's register accesses traced; returns the run and the disk's
+/// contents afterwards.
+fn request_run(code: Asm, readonly: bool) -> (Outcome, Vec<u8>) {
+    let dir = TempDir::new("blk");
+    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let disk = dir.write("disk.img", &[7u8; 4096]);
+    let mut arg = OsString::from(&disk);
+    if readonly {
+        arg.push(",readonly");
+    }
+    let out = run_env(
+        [OsString::from("--disk"), arg, img.into()],
+        [("RUST_LOG", "flexos_vmm=trace")],
+    );
+    let after = std::fs::read(&disk).unwrap();
+    (out, after)
+}
+
+/// The run's stderr without the monitor's trace lines.
+fn without_traces(out: &Outcome) -> String {
+    out.stderr
+        .lines()
+        .filter(|l| !l.contains("flexos_vmm"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Asserts a clean exit with `code` and no output but traces.
+#[track_caller]
+fn assert_exit(out: &Outcome, code: i32) {
+    out.assert_status(code);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(without_traces(out), "", "{out:?}");
+}
+
+#[test]
+fn a_read_request_is_answered_by_the_device_thread() {
+    let (out, disk) = request_run(one_request(0, Data::Heap), false);
+    // Data byte 7 from the disk, status 0 (VIRTIO_BLK_S_OK).
+    assert_exit(&out, 7);
+    assert_eq!(disk, [7u8; 4096]);
+    // Register accesses exit to the monitor; the kick (QueueNotify, offset 0x50) does
+    // not: KVM signals the device thread's ioeventfd itself.
+    out.assert_stderr_contains("device register write offset=112 len=4");
+    assert!(
+        !out.stderr.contains("device register write offset=80 "),
+        "the kick reached the monitor: no ioeventfd\n{out:?}"
+    );
+}
+
+#[test]
+fn a_write_request_reaches_the_disk_file_unless_it_is_readonly() {
+    // The heap's 512 zero bytes to sector 0.
+    let (out, disk) = request_run(one_request(1, Data::Heap), false);
+    assert_exit(&out, 0);
+    assert_eq!(&disk[..512], &[0u8; 512][..]);
+    assert_eq!(&disk[512..], &[7u8; 4096 - 512][..]);
+    // Read-only: VIRTIO_BLK_S_IOERR, and the file is untouched.
+    let (out, disk) = request_run(one_request(1, Data::Heap), true);
+    assert_exit(&out, 32);
+    assert_eq!(disk, [7u8; 4096]);
+}
+
+#[test]
+fn the_device_cannot_write_the_owners_page_tables() {
+    // 0x10000 is the first page-table page: outside the device's memory, so the
+    // request fails with VIRTIO_BLK_S_IOERR (1) and the guest runs on to report it.
+    let (out, _) = request_run(one_request(0, Data::Low(0x1_0000)), false);
+    assert_exit(&out, 32);
+}
+
+#[test]
+fn the_device_cannot_read_the_owners_image() {
+    // A write request whose data is the image's code: refused (IOERR), and the disk
+    // keeps its contents.
+    let (out, disk) = request_run(one_request(1, Data::Low(0x10_0000)), false);
+    assert_exit(&out, 32);
+    assert_eq!(disk, [7u8; 4096]);
+}

@@ -1,0 +1,43 @@
+//! Attaching a device to the compartment that owns it: its transport answers this
+//! VM's MMIO exits in the device's window, and its queue kicks are ioeventfds here.
+
+use std::sync::{Arc, Mutex};
+
+use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::VirtioDevice;
+use kvm_ioctls::IoEventAddress;
+
+use super::Compartment;
+use crate::error::{Result, VmmError};
+use crate::mmio::{device_memory, DeviceHandle, Window};
+
+impl Compartment {
+    /// Puts `device` behind `window` in this compartment and returns the handle the
+    /// monitor stops it with. The device sees only the memory [`device_memory`] allows.
+    pub fn attach<D: VirtioDevice + 'static>(
+        &mut self,
+        window: &Window,
+        device: D,
+        what: &'static str,
+    ) -> Result<DeviceHandle> {
+        debug_assert_eq!(window.owner, self.spec.id);
+        let mem = device_memory(&self.mem, &self.layout.data, &self.layout.shared_maps)?;
+        let transport =
+            MmioTransport::new(device, mem).map_err(|source| VmmError::Device { what, source })?;
+        // A kick is a 4-byte write of the queue index to QueueNotify; KVM matches it
+        // and signals the queue's eventfd without leaving the kernel.
+        let notify = IoEventAddress::Mmio(window.range.start + QUEUE_NOTIFY_OFFSET);
+        for index in 0..transport.num_queues() {
+            let (Some(kick), Ok(datamatch)) = (transport.queue_event(index), u32::try_from(index))
+            else {
+                continue;
+            };
+            self.vm
+                .register_ioevent(kick, &notify, datamatch)
+                .map_err(VmmError::kvm("KVM_IOEVENTFD"))?;
+        }
+        let handle: DeviceHandle = Arc::new(Mutex::new(transport));
+        self.mmio.add(window.range.clone(), handle.clone());
+        Ok(handle)
+    }
+}
