@@ -9,8 +9,8 @@
 use core::arch::asm;
 
 use flexos_abi::{
-    CONSOLE_MAX, ConsoleWrite, ExitArgs, MilestoneArgs, PANIC_TEXT_MAX, PORT_CONSOLE,
-    PORT_DOORBELL, PORT_EXIT, PORT_MILESTONE, PORT_PANIC, PORT_SLEEP, PanicArgs, SleepArgs,
+    ConsoleWrite, ExitArgs, MilestoneArgs, PanicArgs, SleepArgs, CONSOLE_MAX, PANIC_TEXT_MAX,
+    PORT_CONSOLE, PORT_DOORBELL, PORT_EXIT, PORT_MILESTONE, PORT_PANIC, PORT_SLEEP,
 };
 
 /// Sends the block at `block` to `port`.
