@@ -1,5 +1,6 @@
 //! The driver state and the `blk` server.
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -33,7 +34,7 @@ enum State {
     Unstarted,
     /// No device, or it failed to start (reported once, on the console).
     Absent,
-    Running(Running),
+    Running(Box<Running>),
 }
 
 /// The driver: one virtio-blk device, started on first use.
@@ -84,10 +85,10 @@ fn start() -> State {
         }
     };
     match Disk::new(transport) {
-        Ok(disk) => State::Running(Running {
+        Ok(disk) => State::Running(Box::new(Running {
             disk,
             bounce: vec![0; CHUNK],
-        }),
+        })),
         Err(e) => {
             println!("blkdev: the block device did not start: {e}");
             State::Absent

@@ -39,7 +39,7 @@ pub fn describe(code: i64) -> &'static str {
 /// Checks a transfer of `len` bytes at `sector` on a disk of `capacity` sectors and
 /// returns how many sectors it covers, or the error code.
 pub fn check_transfer(capacity: u64, sector: u64, len: usize) -> Result<u64, i64> {
-    if len == 0 || len % SECTOR_SIZE != 0 {
+    if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
         return Err(E_LENGTH);
     }
     let count = (len / SECTOR_SIZE) as u64;
