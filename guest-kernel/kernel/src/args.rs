@@ -6,7 +6,7 @@
 //! window yields no arguments, a missing final NUL ends the last string at the end of the
 //! block, and a string that is not UTF-8 is skipped.
 
-use flexos_abi::{BootInfo, BOOT_INFO_ADDR, BOOT_INFO_SIZE};
+use flexos_abi::{BOOT_INFO_ADDR, BOOT_INFO_SIZE, BootInfo};
 
 /// The guest arguments.
 #[derive(Clone, Copy, Debug)]

@@ -10,7 +10,7 @@
 //! Component 0 is the image's entry component: the compartment hosting it runs the
 //! app's `main`; every other compartment serves gate calls.
 
-use flexos_abi::{name, ComponentTable, Split, MAX_COMPARTMENTS, MAX_COMPONENTS, MAX_SPLITS};
+use flexos_abi::{ComponentTable, MAX_COMPARTMENTS, MAX_COMPONENTS, MAX_SPLITS, Split, name};
 
 use crate::boot_info;
 

@@ -9,8 +9,8 @@
 use core::arch::asm;
 
 use flexos_abi::{
-    ConsoleWrite, ExitArgs, MilestoneArgs, PanicArgs, SleepArgs, CONSOLE_MAX, PANIC_TEXT_MAX,
-    PORT_CONSOLE, PORT_DOORBELL, PORT_EXIT, PORT_MILESTONE, PORT_PANIC, PORT_SLEEP,
+    CONSOLE_MAX, ConsoleWrite, ExitArgs, MilestoneArgs, PANIC_TEXT_MAX, PORT_CONSOLE,
+    PORT_DOORBELL, PORT_EXIT, PORT_MILESTONE, PORT_PANIC, PORT_SLEEP, PanicArgs, SleepArgs,
 };
 
 /// Sends the block at `block` to `port`.

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use flexos_abi::{BootInfo, BOOT_MAGIC, BOOT_VERSION};
+use flexos_abi::{BOOT_MAGIC, BOOT_VERSION, BootInfo};
 
 use crate::{console, hypercall, println};
 

@@ -15,11 +15,11 @@
 //! `_start` an ordinary `extern "C"` function), RBP = 0 (ends the frame-pointer chain
 //! the monitor walks for backtraces) and the private memory identity-mapped.
 
-use flexos_abi::{BootInfo, BOOT_FLAG_TIMINGS, MILESTONE_MAIN};
+use flexos_abi::{BOOT_FLAG_TIMINGS, BootInfo, MILESTONE_MAIN};
 
 use crate::components::ENTRY_COMPONENT;
-use crate::rt::{exit, EXIT_BAD_BOOT};
-use crate::{gate, heap, hypercall, println, rt, time, Args};
+use crate::rt::{EXIT_BAD_BOOT, exit};
+use crate::{Args, gate, heap, hypercall, println, rt, time};
 
 unsafe extern "Rust" {
     /// The app's `main`, defined by [`main!`](crate::main).

@@ -1,6 +1,6 @@
 //! A disk in memory for the tests in `tests/`.
 
-use flexos_vfs::cache::{Sectors, SECTOR};
+use flexos_vfs::cache::{SECTOR, Sectors};
 use flexos_vfs::codes::E_IO;
 
 /// A disk in memory that counts what reaches it, and can be made to fail.

@@ -39,16 +39,16 @@ mod platform;
 mod servers;
 
 pub use platform::Hypercalls;
-pub use servers::{table as server_table, ServerEntry};
+pub use servers::{ServerEntry, table as server_table};
 
 use alloc::boxed::Box;
 
 use flexos_abi::{BootInfo, MAX_COMPARTMENTS, MAX_COMPONENTS, SHARED_MAX};
 use rpc_shm::{Arena, Endpoint, GateError, IdlePolicy, Placement, Region, SharedBuf, SharedBytes};
 
-use crate::rt::{exit, EXIT_BAD_BOOT};
+use crate::rt::{EXIT_BAD_BOOT, exit};
 use crate::sync::{BootCell, SpinLock};
-use crate::{println, Args};
+use crate::{Args, println};
 
 /// This compartment's endpoint type.
 pub type GateEndpoint = Endpoint<'static, Hypercalls>;
