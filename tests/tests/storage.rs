@@ -39,6 +39,33 @@ fn without_a_disk_every_split_reports_a_clean_error() {
 }
 
 #[test]
+fn bad_names_are_refused_by_vfs_before_it_touches_the_disk() {
+    // vfs checks a name it got through the gate before mounting: a path separator,
+    // `..`, a control character or an over-long name is an invalid argument (-22), in
+    // every split, and neither vfs nor blkdev prints anything.
+    let long = format!("read={}", "n".repeat(256));
+    let cases = [
+        "read=dir/file",
+        "read=..",
+        "read=a\tb",
+        "write=a\\b:x",
+        long.as_str(),
+    ];
+    let prefix = ["", "[app] ", "[app] "];
+    for n in 1..=3u32 {
+        for case in cases {
+            fscheck(n, &[case])
+                .assert_status(1)
+                .assert_stdout_lines(&[&format!(
+                    "{}fscheck: open failed: invalid argument (code -22)",
+                    prefix[n as usize - 1]
+                )])
+                .assert_stderr_empty();
+        }
+    }
+}
+
+#[test]
 fn bad_arguments_are_usage_errors() {
     let usage = "fscheck: bad argument 'write=nocolon': want write=NAME:TEXT";
     fscheck(1, &["write=nocolon"])
