@@ -62,6 +62,13 @@ fn bad_names_are_refused_by_vfs_before_it_touches_the_disk() {
                 )])
                 .assert_stderr_empty();
         }
+        fscheck(n, &["rm=x/y"])
+            .assert_status(1)
+            .assert_stdout_lines(&[&format!(
+                "{}fscheck: delete failed: invalid argument (code -22)",
+                prefix[n as usize - 1]
+            )])
+            .assert_stderr_empty();
     }
 }
 
@@ -75,11 +82,11 @@ fn bad_arguments_are_usage_errors() {
     fscheck(1, &["format"])
         .assert_status(2)
         .assert_stdout_lines(&[
-            "fscheck: unknown argument 'format'; usage: fscheck [write=NAME:TEXT | read=NAME | ls]...",
+            "fscheck: unknown argument 'format'; usage: fscheck [write=NAME:TEXT | read=NAME | rm=NAME | ls]...",
         ])
         .assert_stderr_empty();
     fscheck(1, &[])
         .assert_status(2)
-        .assert_stdout_lines(&["usage: fscheck [write=NAME:TEXT | read=NAME | ls]..."])
+        .assert_stdout_lines(&["usage: fscheck [write=NAME:TEXT | read=NAME | rm=NAME | ls]..."])
         .assert_stderr_empty();
 }

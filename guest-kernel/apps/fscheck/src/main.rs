@@ -5,6 +5,7 @@
 //! - `write=NAME:TEXT`: creates or empties NAME, writes TEXT, syncs; prints
 //!   `fscheck: wrote N bytes to NAME`;
 //! - `read=NAME`: prints `fscheck: read NAME (N bytes): TEXT`;
+//! - `rm=NAME`: deletes NAME (durable when it returns); prints `fscheck: deleted NAME`;
 //! - `ls`: prints `fscheck: ls`, then one `NAME<TAB>SIZE` line per file of the root
 //!   directory.
 //!
@@ -45,7 +46,7 @@ flexos_kernel::servers! {
     BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
 }
 
-const USAGE: &str = "usage: fscheck [write=NAME:TEXT | read=NAME | ls]...";
+const USAGE: &str = "usage: fscheck [write=NAME:TEXT | read=NAME | rm=NAME | ls]...";
 const EXIT_FAILED: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 
@@ -121,6 +122,14 @@ fn read(files: &Files, name: &str) -> Result<(), Failed> {
     Ok(())
 }
 
+fn remove(files: &Files, name: &str) -> Result<(), Failed> {
+    let name_buf = shared(name.as_bytes())?;
+    ok("delete", files.delete(name_buf))?;
+    let _ = gate::shared_free(name_buf);
+    println!("fscheck: deleted {name}");
+    Ok(())
+}
+
 fn list(files: &Files) -> Result<(), Failed> {
     let mut len = 4096;
     loop {
@@ -156,6 +165,8 @@ fn main(args: &Args) -> i32 {
             write(&files, name, text)
         } else if let Some(name) = arg.strip_prefix("read=") {
             read(&files, name)
+        } else if let Some(name) = arg.strip_prefix("rm=") {
+            remove(&files, name)
         } else if arg == "ls" {
             list(&files)
         } else {
