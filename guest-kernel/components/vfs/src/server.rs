@@ -1,0 +1,263 @@
+//! The `fs` server: the gate side of [`Volume`] over the `blk` interface.
+
+use alloc::vec;
+
+use flexos_blkdev::{Driver, blk, request as blk_codes};
+use flexos_kernel::gate::{self, GateRouter, router};
+use flexos_kernel::println;
+use flexos_kernel::rpc::SharedBuf;
+use flexos_kernel::sync::SpinLock;
+
+use crate::cache::{BLOCK, Sectors};
+use crate::codes::{E_BAD_BUFFER, E_BUSY, E_INVALID, E_IO, E_NO_DISK, E_READ_ONLY, describe};
+use crate::fs;
+use crate::names;
+use crate::volume::Volume;
+
+/// The `blk` interface as the file system sees it: one shared buffer of a cache block,
+/// allocated for the blkdev component, through which every sector crosses.
+pub struct BlkSectors {
+    disk: blk::Client<'static, Driver, GateRouter>,
+    capacity: u64,
+    buf: SharedBuf,
+}
+
+/// A `blk` result or gate failure as an `fs` code.
+fn blk_code(code: i64) -> i64 {
+    match code {
+        blk_codes::E_NO_DEVICE => E_NO_DISK,
+        blk_codes::E_READ_ONLY => E_READ_ONLY,
+        _ => E_IO,
+    }
+}
+
+impl BlkSectors {
+    /// Connects to the blkdev component; `Err` with the code if there is no disk.
+    fn connect(blkdev: u16) -> Result<Self, i64> {
+        let disk = blk::Client::new(router(), blkdev, &flexos_blkdev::SERVER.0);
+        let capacity = disk.capacity().map_err(|_| E_IO)?;
+        if capacity == 0 {
+            return Err(E_NO_DISK);
+        }
+        let buf = gate::shared_alloc(blkdev, BLOCK).ok_or(E_IO)?;
+        Ok(BlkSectors {
+            disk,
+            capacity,
+            buf,
+        })
+    }
+
+    /// The first `len` bytes of the shared buffer.
+    fn window(&self, len: usize) -> Result<SharedBuf, i64> {
+        self.buf.slice(0, len as u32).ok_or(E_IO)
+    }
+
+    /// Runs `op(sector, window)` on `data.len()` bytes at `sector`, a block at a time.
+    fn each_block(
+        &mut self,
+        sector: u64,
+        len: usize,
+        mut op: impl FnMut(&Self, u64, SharedBuf, usize) -> Result<(), i64>,
+    ) -> Result<(), i64> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(BLOCK);
+            let window = self.window(n)?;
+            op(self, sector + (done / 512) as u64, window, done)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Sectors for BlkSectors {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), i64> {
+        let len = buf.len();
+        self.each_block(sector, len, |me, at, window, done| {
+            let n = window.len() as usize;
+            match me.disk.read(at, window) {
+                Ok(got) if got == n as i64 => gate::bytes(window)
+                    .and_then(|b| b.read(0, &mut buf[done..done + n]))
+                    .map_err(|_| E_IO),
+                Ok(code) if code < 0 => Err(blk_code(code)),
+                _ => Err(E_IO),
+            }
+        })
+    }
+
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), i64> {
+        self.each_block(sector, buf.len(), |me, at, window, done| {
+            let n = window.len() as usize;
+            gate::bytes(window)
+                .and_then(|b| b.write(0, &buf[done..done + n]))
+                .map_err(|_| E_IO)?;
+            match me.disk.write(at, window) {
+                Ok(got) if got == n as i64 => Ok(()),
+                Ok(code) if code < 0 => Err(blk_code(code)),
+                _ => Err(E_IO),
+            }
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), i64> {
+        match self.disk.flush() {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(blk_code(code)),
+            Err(_) => Err(E_IO),
+        }
+    }
+}
+
+enum State {
+    Unmounted,
+    /// Mounting failed with this code (said once on the console).
+    Failed(i64),
+    Mounted(Volume<BlkSectors>),
+}
+
+struct StateCell(State);
+
+// SAFETY: a compartment runs on one vCPU and the state is only reached under the lock;
+// the `Rc`s inside the volume never leave it, so no two contexts touch their counts.
+unsafe impl Send for StateCell {}
+
+/// The vfs component's server: the volume on the disk of the `blkdev` component, mounted
+/// on the first call.
+pub struct Vfs {
+    blkdev: u16,
+    state: SpinLock<StateCell>,
+}
+
+impl Vfs {
+    /// A server over the component `blkdev` (the image's `components!` id).
+    pub const fn new(blkdev: u16) -> Self {
+        Vfs {
+            blkdev,
+            state: SpinLock::new(StateCell(State::Unmounted)),
+        }
+    }
+
+    /// Runs `f` on the mounted volume, or returns the error code.
+    fn with(&self, f: impl FnOnce(&mut Volume<BlkSectors>) -> i64) -> i64 {
+        let Some(mut guard) = self.state.try_lock() else {
+            return E_BUSY;
+        };
+        if let State::Unmounted = guard.0 {
+            guard.0 = match BlkSectors::connect(self.blkdev) {
+                Ok(dev) => match Volume::mount(dev) {
+                    Ok(volume) => State::Mounted(volume),
+                    Err((code, why)) => {
+                        println!("vfs: cannot mount the disk: {why}");
+                        State::Failed(code)
+                    }
+                },
+                Err(code) => {
+                    println!("vfs: cannot mount the disk: {}", describe(code));
+                    State::Failed(code)
+                }
+            };
+        }
+        match &mut guard.0 {
+            State::Mounted(volume) => f(volume),
+            State::Failed(code) => *code,
+            State::Unmounted => E_IO,
+        }
+    }
+}
+
+/// The name in `buf`, copied out and checked.
+fn name_of(buf: SharedBuf) -> Result<alloc::string::String, i64> {
+    let bytes = gate::bytes(buf).map_err(|_| E_BAD_BUFFER)?;
+    if bytes.len() > names::MAX_NAME {
+        return Err(E_INVALID);
+    }
+    let mut raw = vec![0u8; bytes.len()];
+    bytes.read(0, &mut raw).map_err(|_| E_BAD_BUFFER)?;
+    names::check(&raw)
+        .map(alloc::string::String::from)
+        .map_err(|_| E_INVALID)
+}
+
+/// Runs `f` with a checked name, or returns the error code.
+fn with_name(buf: SharedBuf, f: impl FnOnce(&str) -> i64) -> i64 {
+    match name_of(buf) {
+        Ok(name) => f(&name),
+        Err(code) => code,
+    }
+}
+
+impl fs::Api for Vfs {
+    fn open(&self, name: SharedBuf, create: bool) -> i64 {
+        with_name(name, |n| self.with(|v| v.open(n, create)))
+    }
+
+    fn read_at(&self, file: i64, offset: i64, buf: SharedBuf) -> i64 {
+        let (Some(offset), Ok(bytes)) = (names::offset(offset), gate::bytes(buf)) else {
+            return if offset < 0 { E_INVALID } else { E_BAD_BUFFER };
+        };
+        let mut data = vec![0u8; bytes.len()];
+        let n = self.with(|v| v.read_at(file, offset, &mut data));
+        if n > 0 && bytes.write(0, &data[..n as usize]).is_err() {
+            return E_BAD_BUFFER;
+        }
+        n
+    }
+
+    fn write_at(&self, file: i64, offset: i64, buf: SharedBuf) -> i64 {
+        let (Some(offset), Ok(bytes)) = (names::offset(offset), gate::bytes(buf)) else {
+            return if offset < 0 { E_INVALID } else { E_BAD_BUFFER };
+        };
+        let mut data = vec![0u8; bytes.len()];
+        if bytes.read(0, &mut data).is_err() {
+            return E_BAD_BUFFER;
+        }
+        self.with(|v| v.write_at(file, offset, &data))
+    }
+
+    fn size(&self, file: i64) -> i64 {
+        self.with(|v| v.size(file))
+    }
+
+    fn truncate(&self, file: i64, len: i64) -> i64 {
+        match names::offset(len) {
+            Some(len) => self.with(|v| v.truncate(file, len)),
+            None => E_INVALID,
+        }
+    }
+
+    fn sync(&self, file: i64) -> i64 {
+        self.with(|v| v.sync(file))
+    }
+
+    fn delete(&self, name: SharedBuf) -> i64 {
+        with_name(name, |n| self.with(|v| v.delete(n)))
+    }
+
+    fn exists(&self, name: SharedBuf) -> i64 {
+        with_name(name, |n| self.with(|v| v.exists(n)))
+    }
+
+    fn close(&self, file: i64) -> i64 {
+        self.with(|v| v.close(file))
+    }
+
+    fn list(&self, buf: SharedBuf) -> i64 {
+        let Ok(bytes) = gate::bytes(buf) else {
+            return E_BAD_BUFFER;
+        };
+        self.with(|v| match v.list() {
+            Ok(text) => {
+                let n = text.len().min(bytes.len());
+                if bytes.write(0, &text.as_bytes()[..n]).is_err() {
+                    return E_BAD_BUFFER;
+                }
+                text.len() as i64
+            }
+            Err(code) => code,
+        })
+    }
+}

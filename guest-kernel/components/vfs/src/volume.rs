@@ -1,0 +1,374 @@
+//! The files of a FAT volume (lamfat) over the sector [`Cache`], addressed by small
+//! integer ids: what the `fs` server does, minus the gate. Plain Rust over any
+//! [`Sectors`], so it is tested on the host against a disk in memory.
+//!
+//! Durability: [`Volume::sync`], [`Volume::truncate`] and [`Volume::delete`] write the
+//! directory entry (size, first cluster) into the cache, write every dirty block back
+//! and flush the device before they return: those are the commit points a database
+//! relies on. Everything else stays in the write-back cache.
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt::Write as _;
+
+use lamfat::{
+    DefaultTimeProvider, Error, FileSystem, FsOptions, IoBase, IoError, LossyOemCpConverter, Read,
+    Seek, SeekFrom, Write,
+};
+
+use crate::cache::{Cache, Sectors};
+use crate::codes::{E_BAD_FILE, E_INVALID, E_IO, E_NO_SPACE, E_NOT_FAT, E_NOT_FOUND, E_TOO_MANY};
+
+/// Most files open at once.
+pub const MAX_OPEN: usize = 32;
+/// Cache size in 4 KiB blocks (4 MiB).
+pub const CACHE_BLOCKS: usize = 1024;
+/// Largest file FAT can hold.
+const MAX_FILE: u64 = u32::MAX as u64;
+
+/// An I/O error code from the cache, as lamfat wants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskError(pub i64);
+
+impl core::fmt::Display for DiskError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "code {}", self.0)
+    }
+}
+
+impl IoError for DiskError {
+    fn is_interrupted(&self) -> bool {
+        false
+    }
+    fn new_unexpected_eof_error() -> Self {
+        DiskError(E_IO)
+    }
+    fn new_write_zero_error() -> Self {
+        DiskError(E_NO_SPACE)
+    }
+}
+
+/// The byte stream lamfat reads and writes: a position over the shared cache.
+pub struct Disk<D> {
+    cache: Rc<RefCell<Cache<D>>>,
+    pos: u64,
+}
+
+impl<D> IoBase for Disk<D> {
+    type Error = DiskError;
+}
+
+impl<D: Sectors> Read for Disk<D> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, DiskError> {
+        let n = self
+            .cache
+            .borrow_mut()
+            .read_at(self.pos, buf)
+            .map_err(DiskError)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<D: Sectors> Write for Disk<D> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, DiskError> {
+        let n = self
+            .cache
+            .borrow_mut()
+            .write_at(self.pos, buf)
+            .map_err(DiskError)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        // lamfat flushes after metadata updates; durability is the file layer's sync.
+        Ok(())
+    }
+}
+
+impl<D: Sectors> Seek for Disk<D> {
+    fn seek(&mut self, pos: SeekFrom) -> Result<u64, DiskError> {
+        let len = self.cache.borrow().len();
+        let new = match pos {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or(DiskError(E_INVALID))?;
+        Ok(self.pos)
+    }
+}
+
+type Fs<D> = FileSystem<Disk<D>, DefaultTimeProvider, LossyOemCpConverter>;
+type FatFile<D> = lamfat::File<'static, Disk<D>, DefaultTimeProvider, LossyOemCpConverter>;
+
+/// A lamfat error as an interface code.
+fn code(e: Error<DiskError>) -> i64 {
+    match e {
+        Error::Io(DiskError(c)) => c,
+        Error::NotFound => E_NOT_FOUND,
+        Error::NotEnoughSpace => E_NO_SPACE,
+        Error::CorruptedFileSystem => E_NOT_FAT,
+        Error::InvalidInput
+        | Error::InvalidFileNameLength
+        | Error::UnsupportedFileNameCharacter
+        | Error::AlreadyExists
+        | Error::DirectoryIsNotEmpty => E_INVALID,
+        _ => E_IO,
+    }
+}
+
+struct Open<D: Sectors + 'static> {
+    name: String,
+    file: FatFile<D>,
+}
+
+/// A mounted volume and its open files.
+pub struct Volume<D: Sectors + 'static> {
+    fs: &'static Fs<D>,
+    cache: Rc<RefCell<Cache<D>>>,
+    files: Vec<Option<Open<D>>>,
+}
+
+/// Why mounting failed: the code and a one-line reason.
+pub type MountError = (i64, String);
+
+impl<D: Sectors + 'static> Volume<D> {
+    /// Mounts the FAT volume on `dev`. The file system lives as long as the program
+    /// (open files borrow it), so mount once.
+    pub fn mount(dev: D) -> Result<Self, MountError> {
+        let cache = Rc::new(RefCell::new(Cache::new(dev, CACHE_BLOCKS)));
+        let disk = Disk {
+            cache: cache.clone(),
+            pos: 0,
+        };
+        match FileSystem::new(disk, FsOptions::new()) {
+            Ok(fs) => Ok(Volume {
+                fs: Box::leak(Box::new(fs)),
+                cache,
+                files: Vec::new(),
+            }),
+            Err(Error::Io(DiskError(c))) => Err((c, String::from("the disk cannot be read"))),
+            Err(e) => {
+                let mut why = String::new();
+                let _ = write!(why, "the disk holds no FAT file system ({e})");
+                Err((E_NOT_FAT, why))
+            }
+        }
+    }
+
+    /// The cache (for statistics and tests).
+    pub fn cache(&self) -> core::cell::Ref<'_, Cache<D>> {
+        self.cache.borrow()
+    }
+
+    fn file(&mut self, id: i64) -> Result<&mut Open<D>, i64> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.files.get_mut(i))
+            .and_then(Option::as_mut)
+            .ok_or(E_BAD_FILE)
+    }
+
+    /// Opens `name` in the root directory (creating it, empty, if `create` and it does
+    /// not exist); returns its id.
+    pub fn open(&mut self, name: &str, create: bool) -> i64 {
+        let root = self.fs.root_dir();
+        let opened = if create {
+            root.create_file(name)
+        } else {
+            root.open_file(name)
+        };
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => return code(e),
+        };
+        let open = Open {
+            name: String::from(name),
+            file,
+        };
+        if let Some(i) = self.files.iter().position(Option::is_none) {
+            self.files[i] = Some(open);
+            i as i64
+        } else if self.files.len() < MAX_OPEN {
+            self.files.push(Some(open));
+            (self.files.len() - 1) as i64
+        } else {
+            E_TOO_MANY
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at the end).
+    pub fn read_at(&mut self, id: i64, offset: u64, buf: &mut [u8]) -> i64 {
+        let mut run = |f: &mut FatFile<D>| -> Result<usize, Error<DiskError>> {
+            let size = f.seek(SeekFrom::End(0))?;
+            if offset >= size {
+                return Ok(0);
+            }
+            f.seek(SeekFrom::Start(offset))?;
+            let mut done = 0;
+            while done < buf.len() {
+                match f.read(&mut buf[done..])? {
+                    0 => break,
+                    n => done += n,
+                }
+            }
+            Ok(done)
+        };
+        match self.file(id) {
+            Ok(open) => run(&mut open.file).map_or_else(code, |n| n as i64),
+            Err(c) => c,
+        }
+    }
+
+    /// Writes `data` at `offset` (a gap past the end is filled with zeros); returns the
+    /// bytes written.
+    pub fn write_at(&mut self, id: i64, offset: u64, data: &[u8]) -> i64 {
+        if offset.saturating_add(data.len() as u64) > MAX_FILE {
+            return E_NO_SPACE;
+        }
+        match self.file(id) {
+            Ok(open) => match write_at(&mut open.file, offset, data) {
+                Ok(()) => data.len() as i64,
+                Err(e) => code(e),
+            },
+            Err(c) => c,
+        }
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&mut self, id: i64) -> i64 {
+        match self.file(id) {
+            Ok(open) => open
+                .file
+                .seek(SeekFrom::End(0))
+                .map_or_else(code, |n| n as i64),
+            Err(c) => c,
+        }
+    }
+
+    /// Sets the file's size to `len` (cutting or zero-filling), then syncs.
+    pub fn truncate(&mut self, id: i64, len: u64) -> i64 {
+        if len > MAX_FILE {
+            return E_NO_SPACE;
+        }
+        let run = |f: &mut FatFile<D>| -> Result<(), Error<DiskError>> {
+            let size = f.seek(SeekFrom::End(0))?;
+            if len < size {
+                f.seek(SeekFrom::Start(len))?;
+                f.truncate()?;
+            } else if len > size {
+                write_at(f, len, &[])?;
+            }
+            Ok(())
+        };
+        match self.file(id) {
+            Ok(open) => match run(&mut open.file) {
+                Ok(()) => self.sync(id),
+                Err(e) => code(e),
+            },
+            Err(c) => c,
+        }
+    }
+
+    /// Makes the file's data and size durable: writes its directory entry, writes back
+    /// the cache and flushes the device.
+    pub fn sync(&mut self, id: i64) -> i64 {
+        match self.file(id) {
+            Ok(open) => match open.file.flush() {
+                Ok(()) => self.sync_all(),
+                Err(e) => code(e),
+            },
+            Err(c) => c,
+        }
+    }
+
+    /// Writes back the whole cache and flushes the device.
+    pub fn sync_all(&mut self) -> i64 {
+        match self.cache.borrow_mut().sync() {
+            Ok(()) => 0,
+            Err(c) => c,
+        }
+    }
+
+    /// Closes a file id (its directory entry is written to the cache).
+    pub fn close(&mut self, id: i64) -> i64 {
+        match self.file(id) {
+            Ok(_) => {
+                let open = self.files[id as usize].take();
+                match open.map(|mut o| o.file.flush()) {
+                    Some(Err(e)) => code(e),
+                    _ => 0,
+                }
+            }
+            Err(c) => c,
+        }
+    }
+
+    /// Deletes `name` (closing any id still open on it) and makes the deletion durable.
+    pub fn delete(&mut self, name: &str) -> i64 {
+        for slot in self.files.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|o| o.name.eq_ignore_ascii_case(name))
+            {
+                *slot = None;
+            }
+        }
+        match self.fs.root_dir().remove(name) {
+            Ok(()) => self.sync_all(),
+            Err(e) => code(e),
+        }
+    }
+
+    /// 1 if `name` exists in the root directory, 0 if not.
+    pub fn exists(&mut self, name: &str) -> i64 {
+        match self.fs.root_dir().open_file(name) {
+            Ok(_) => 1,
+            Err(Error::NotFound) => 0,
+            Err(e) => code(e),
+        }
+    }
+
+    /// The root directory, one `name<TAB>size` line per file or `name/` per directory.
+    pub fn list(&mut self) -> Result<String, i64> {
+        let mut out = String::new();
+        for entry in self.fs.root_dir().iter() {
+            let entry = entry.map_err(code)?;
+            let name = entry.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            if entry.is_dir() {
+                let _ = writeln!(out, "{name}/");
+            } else {
+                let _ = writeln!(out, "{name}\t{}", entry.len());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `data` at `offset`, zero-filling from the current end if `offset` is past it.
+fn write_at<D: Sectors>(
+    f: &mut FatFile<D>,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), Error<DiskError>> {
+    let size = f.seek(SeekFrom::End(0))?;
+    if offset > size {
+        let zeros = [0u8; 512];
+        let mut gap = offset - size;
+        while gap > 0 {
+            let n = gap.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])?;
+            gap -= n as u64;
+        }
+    } else {
+        f.seek(SeekFrom::Start(offset))?;
+    }
+    f.write_all(data)
+}
