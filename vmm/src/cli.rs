@@ -63,6 +63,20 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT|PATH")]
     pub gdb: Option<String>,
 
+    /// Run at full speed; on a crash, stop every compartment and wait for gdb on
+    /// HOST:PORT (TCP) or a Unix socket path.
+    #[arg(long, value_name = "ADDR:PORT|PATH", conflicts_with = "gdb")]
+    pub gdb_on_crash: Option<String>,
+
+    /// How long --gdb-on-crash waits for gdb after a crash (default: for ever).
+    #[arg(long, value_name = "SECONDS", requires = "gdb_on_crash")]
+    pub gdb_wait: Option<u64>,
+
+    /// On a crash, write one ELF core file per compartment into DIR (created if
+    /// missing): DIR/<image stem>.<id>.<name>.core.
+    #[arg(long, value_name = "DIR")]
+    pub core: Option<PathBuf>,
+
     /// Print the image's components and default splits, then exit.
     #[arg(long)]
     pub list_components: bool,
@@ -88,6 +102,14 @@ mod tests {
             .unwrap();
         assert_eq!(cli.mem, 32);
         assert_eq!(cli.guest_args, ["exit=3", "-x"]);
+    }
+
+    #[test]
+    fn gdb_and_gdb_on_crash_conflict() {
+        assert!(
+            Cli::try_parse_from(["flexos-vmm", "--gdb", "a", "--gdb-on-crash", "b", "i"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["flexos-vmm", "--gdb-wait", "1", "i"]).is_err());
     }
 
     #[test]

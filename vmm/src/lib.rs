@@ -21,6 +21,7 @@ pub mod memory;
 pub mod monitor;
 pub mod placement;
 pub mod pod;
+pub mod postmortem;
 pub mod report;
 pub mod signals;
 pub mod stdio;
@@ -118,6 +119,11 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             guest_args: cli.guest_args,
             timings: cli.timings,
             gdb: cli.gdb,
+            post_mortem: postmortem::PostMortemPlan {
+                core_dir: cli.core,
+                gdb: cli.gdb_on_crash,
+                gdb_wait: cli.gdb_wait.map(std::time::Duration::from_secs),
+            },
         },
         start,
     )

@@ -49,7 +49,9 @@ pub fn serve_in_background(
         .map(drop)
 }
 
-fn session(listener: GdbListener, dbg: &Arc<Debugger>) -> SessionEnd {
+/// Serves one GDB session on the calling thread: waits for GDB on `listener`, then
+/// speaks the protocol until it detaches or kills, or the guest ends.
+pub(crate) fn session(listener: GdbListener, dbg: &Arc<Debugger>) -> SessionEnd {
     let served = listener.accept().and_then(|conn| {
         dbg.set_in_session(true);
         GdbTarget::new(dbg.clone()).serve(conn)
