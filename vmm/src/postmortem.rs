@@ -117,6 +117,22 @@ pub fn core_path(dir: &Path, image: &Path, id: u32, name: &str) -> PathBuf {
     dir.join(format!("{stem}.{id}.{name}.core"))
 }
 
+/// The Linux number of a signal (a core's `si_signo`) from GDB's numbering, which
+/// differs for some.
+fn linux_signal(signal: Signal) -> u32 {
+    let linux = match signal {
+        Signal::SIGBUS => libc::SIGBUS,
+        Signal::SIGSYS => libc::SIGSYS,
+        Signal::SIGSTOP => libc::SIGSTOP,
+        Signal::SIGABRT => libc::SIGABRT,
+        Signal::SIGFPE => libc::SIGFPE,
+        Signal::SIGILL => libc::SIGILL,
+        Signal::SIGTRAP => libc::SIGTRAP,
+        _ => libc::SIGSEGV,
+    };
+    linux.unsigned_abs()
+}
+
 /// Writes one core per stopped compartment into `dir`; `crashed` gets `signal`.
 fn write_cores(
     dir: &Path,
@@ -143,11 +159,11 @@ fn write_cores(
             sregs,
             fpu: snap.fpu,
             // The peers did nothing wrong: they were only stopped.
-            signal: if id == crashed {
-                u32::from(signal.0)
+            signal: linux_signal(if id == crashed {
+                signal
             } else {
-                u32::from(Signal::SIGSTOP.0)
-            },
+                Signal::SIGSTOP
+            }),
         };
         let name = &dbg.names[id as usize];
         let path = core_path(dir, image, id, name);
@@ -171,6 +187,14 @@ fn write_cores(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_signals_use_linux_numbers() {
+        assert_eq!(linux_signal(Signal::SIGSEGV), 11);
+        assert_eq!(linux_signal(Signal::SIGSTOP), 19);
+        assert_eq!(linux_signal(Signal::SIGSYS), 31);
+        assert_eq!(linux_signal(Signal::SIGBUS), 7);
+    }
 
     #[test]
     fn core_names_stay_in_the_directory() {
