@@ -287,3 +287,54 @@ fn bad_gdb_on_crash_usage_fails_before_the_run() {
         vmm.stderr_line("flexos-vmm: error:");
     }
 }
+
+#[test]
+fn gdb_attaches_to_the_crashed_compartment_of_two() {
+    require_tool("gdb", "gdb");
+    let dir = TempDir::new("gdb-on-crash-2");
+    let socket = dir.path().join("crash.sock");
+    let elf = image("gatecheck");
+    let args: Vec<String> = vec![
+        "-c".into(),
+        "2".into(),
+        "--gdb-on-crash".into(),
+        socket.display().to_string(),
+        elf.display().to_string(),
+        "--".into(),
+        "peer-death".into(),
+    ];
+    let (tx, lines) = mpsc::channel();
+    let monitor = thread::spawn(move || run_watching(args, tx));
+    let line = wait_for_line(&lines, "waiting for gdb");
+    assert!(
+        line.starts_with("flexos-vmm: compartment 1 (victim) crashed; waiting for gdb on "),
+        "{line}"
+    );
+    let gdb = run_program(
+        "gdb",
+        [
+            "-batch".to_string(),
+            "-nx".into(),
+            "-ex".into(),
+            format!("file {}", elf.display()),
+            "-ex".into(),
+            format!("target remote {}", socket.display()),
+            // Selected on attach: the crashed compartment.
+            "-ex".into(),
+            "bt 1".into(),
+            "-ex".into(),
+            "info threads".into(),
+            "-ex".into(),
+            "continue".into(),
+            "-ex".into(),
+            "detach".into(),
+        ],
+    );
+    let vmm = monitor.join().expect("monitor thread panicked");
+    vmm.assert_status(EXIT_CRASH);
+    assert_has(&gdb, "#0  gatecheck::victim::crash_in_callee () at ");
+    assert_has(&gdb, "(compartment 0 (app))");
+    assert_has(&gdb, "(compartment 1 (victim))");
+    assert_has(&gdb, "received signal SIGSEGV, Segmentation fault.");
+    vmm.stderr_line("flexos-vmm: compartment 1 (victim) crashed: ");
+}

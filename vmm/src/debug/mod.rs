@@ -305,6 +305,14 @@ impl Debugger {
         }
     }
 
+    /// The compartment of the oldest stop GDB has not heard of yet, if any.
+    pub fn pending_stop(&self) -> Option<u32> {
+        self.lock().events.iter().find_map(|e| match e {
+            DebugEvent::Stopped { compartment, .. } => Some(*compartment),
+            _ => None,
+        })
+    }
+
     /// Ctrl-C: stops every vCPU; returns the compartment to report.
     pub fn interrupt(&self) -> u32 {
         let s = self.lock();

@@ -213,7 +213,13 @@ impl MultiThreadBase for GdbTarget {
         &mut self,
         thread_is_active: &mut dyn FnMut(Tid),
     ) -> Result<(), Self::Error> {
-        for id in 0..self.dbg.count() {
+        // A stop not yet reported (a crash gdb attaches to) comes first: gdb selects
+        // the first thread it hears of.
+        let first = self.dbg.pending_stop();
+        if let Some(id) = first {
+            thread_is_active(tid(id));
+        }
+        for id in (0..self.dbg.count()).filter(|&id| Some(id) != first) {
             thread_is_active(tid(id));
         }
         Ok(())
