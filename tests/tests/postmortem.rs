@@ -274,10 +274,11 @@ fn bad_gdb_on_crash_usage_fails_before_the_run() {
     vmm.assert_status(EXIT_USAGE);
     assert!(vmm.stdout.is_empty(), "{vmm:?}");
     vmm.stderr_line("flexos-vmm: error:");
-    // --gdb and --gdb-on-crash exclude each other; --gdb-wait needs --gdb-on-crash.
+    // --gdb excludes --gdb-on-crash and --core; --gdb-wait needs --gdb-on-crash.
     for args in [
         &["--gdb", "a.sock", "--gdb-on-crash", "b.sock"][..],
         &["--gdb-wait", "1"][..],
+        &["--gdb", "a.sock", "--core", "cores"][..],
     ] {
         let mut args: Vec<&str> = args.to_vec();
         let elf = image("hello");

@@ -74,7 +74,8 @@ pub struct Cli {
 
     /// On a crash, write one ELF core file per compartment into DIR (created if
     /// missing): DIR/<image stem>.<id>.<name>.core.
-    #[arg(long, value_name = "DIR")]
+    /// (Not with --gdb, whose session owns the crash stop.)
+    #[arg(long, value_name = "DIR", conflicts_with = "gdb")]
     pub core: Option<PathBuf>,
 
     /// Print the image's components and default splits, then exit.
