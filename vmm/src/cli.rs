@@ -71,6 +71,21 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT|PATH")]
     pub gdb: Option<String>,
 
+    /// Run at full speed; on a crash, stop every compartment and wait for gdb on
+    /// HOST:PORT (TCP) or a Unix socket path.
+    #[arg(long, value_name = "ADDR:PORT|PATH", conflicts_with = "gdb")]
+    pub gdb_on_crash: Option<String>,
+
+    /// How long --gdb-on-crash waits for gdb after a crash (default: for ever).
+    #[arg(long, value_name = "SECONDS", requires = "gdb_on_crash")]
+    pub gdb_wait: Option<u64>,
+
+    /// On a crash, write one ELF core file per compartment into DIR (created if
+    /// missing): DIR/<image stem>.<id>.<name>.core.
+    /// (Not with --gdb, whose session owns the crash stop.)
+    #[arg(long, value_name = "DIR", conflicts_with = "gdb")]
+    pub core: Option<PathBuf>,
+
     /// Print the image's components and default splits, then exit.
     #[arg(long)]
     pub list_components: bool,
@@ -105,6 +120,14 @@ mod tests {
         assert_eq!((disk.path.to_str(), disk.readonly), (Some("d.img"), true));
         let e = Cli::try_parse_from(["flexos-vmm", "--disk", "d.img,rw", "i"]).unwrap_err();
         assert!(e.to_string().contains("unknown flag \"rw\""), "{e}");
+    }
+
+    #[test]
+    fn gdb_and_gdb_on_crash_conflict() {
+        assert!(
+            Cli::try_parse_from(["flexos-vmm", "--gdb", "a", "--gdb-on-crash", "b", "i"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["flexos-vmm", "--gdb-wait", "1", "i"]).is_err());
     }
 
     #[test]

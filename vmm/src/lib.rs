@@ -22,6 +22,7 @@ pub mod mmio;
 pub mod monitor;
 pub mod placement;
 pub mod pod;
+pub mod postmortem;
 pub mod report;
 pub mod signals;
 pub mod stdio;
@@ -142,6 +143,11 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             timings: cli.timings,
             gdb: cli.gdb,
             disk,
+            post_mortem: postmortem::PostMortemPlan {
+                core_dir: cli.core,
+                gdb: cli.gdb_on_crash,
+                gdb_wait: cli.gdb_wait.map(std::time::Duration::from_secs),
+            },
         },
         start,
     )

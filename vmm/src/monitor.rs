@@ -18,6 +18,7 @@ use crate::image::Image;
 use crate::memory::SharedRegion;
 use crate::mmio::{self, Window};
 use crate::placement::Placement;
+use crate::postmortem::{self, PostMortemEvent, PostMortemPlan};
 use crate::symbols::Symbolizer;
 
 /// Everything a run needs, decided before any VM exists.
@@ -30,6 +31,8 @@ pub struct RunPlan {
     pub timings: bool,
     /// Where to serve GDB, if at all.
     pub gdb: Option<String>,
+    /// What to do on a crash (`--core`, `--gdb-on-crash`).
+    pub post_mortem: PostMortemPlan,
     /// The `--disk` device and the window of the compartment that owns it.
     pub disk: Option<DiskPlan>,
 }
@@ -50,6 +53,7 @@ fn micros(start: Instant, t: Option<&Instant>) -> String {
 enum Report {
     Ended(u32, Outcome),
     Gdb(SessionEnd),
+    PostMortem(PostMortemEvent),
 }
 
 /// Boots every compartment and returns the process exit status.
@@ -63,8 +67,16 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         }
         None => None,
     };
+    let crash_listener = match run.post_mortem.gdb.as_deref() {
+        Some(addr) => {
+            run.image.file_bytes();
+            Some(GdbListener::bind(addr)?)
+        }
+        None => None,
+    };
     // Whichever way the run ends, the socket file it created goes with it.
     let _socket_file = listener.as_ref().and_then(GdbListener::socket_file);
+    let _crash_socket_file = crash_listener.as_ref().and_then(GdbListener::socket_file);
     let count = u32::try_from(run.placement.compartments.len())
         .expect("a placement has at most MAX_COMPARTMENTS compartments");
     let shared = SharedRegion::new(run.shared_size, count)?;
@@ -125,14 +137,20 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
     }
     let milestones: Vec<Arc<Milestones>> =
         compartments.iter().map(|c| c.milestones.clone()).collect();
-    let debugger = match &listener {
-        Some(_) => Some(Arc::new(Debugger::new(
+    let debugger = if listener.is_some() || run.post_mortem.wanted() {
+        let new = if listener.is_some() {
+            Debugger::new
+        } else {
+            Debugger::on_crash
+        };
+        Some(Arc::new(new(
             names.to_vec(),
             compartments.iter().map(|c| c.memory()).collect(),
             compartments.iter().map(|c| c.cr3).collect(),
             run.image.code(),
-        )?)),
-        None => None,
+        )?))
+    } else {
+        None
     };
 
     let (tx, rx) = mpsc::channel();
@@ -155,7 +173,21 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         })
         .map_err(VmmError::GdbThread)?;
     }
+    if let (true, Some(dbg)) = (run.post_mortem.wanted(), &debugger) {
+        let tx = tx.clone();
+        let watcher = postmortem::Watcher {
+            core_dir: run.post_mortem.core_dir.clone(),
+            gdb: crash_listener,
+            gdb_wait: run.post_mortem.gdb_wait,
+            image: run.image.path.clone(),
+        };
+        postmortem::watch_in_background(watcher, dbg.clone(), move |e| {
+            let _ = tx.send(Report::PostMortem(e));
+        })
+        .map_err(VmmError::GdbThread)?;
+    }
     drop(tx);
+    let mut cores = Vec::new();
     // The first compartment to end decides; the GDB session may end the run first.
     let (id, outcome) = loop {
         match rx.recv() {
@@ -163,11 +195,20 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
                 crate::stderr_line!("flexos-vmm: the run was killed from gdb");
                 return Ok(EXIT_CRASH);
             }
-            Ok(Report::Gdb(SessionEnd::Over)) => {}
+            Ok(Report::Gdb(SessionEnd::Over))
+            | Ok(Report::PostMortem(PostMortemEvent::Gdb(SessionEnd::Over))) => {}
+            Ok(Report::PostMortem(PostMortemEvent::Gdb(SessionEnd::Killed))) => {
+                crate::stderr_line!("flexos-vmm: the run was killed from gdb");
+                return Ok(EXIT_CRASH);
+            }
+            Ok(Report::PostMortem(PostMortemEvent::Cores(paths))) => cores = paths,
             Ok(Report::Ended(id, outcome)) => {
                 // The stub is telling a connected GDB how the run ended: let it finish.
                 if debugger.as_ref().is_some_and(|d| d.in_session()) {
-                    while !matches!(rx.recv(), Ok(Report::Gdb(_)) | Err(_)) {}
+                    while !matches!(
+                        rx.recv(),
+                        Ok(Report::Gdb(_) | Report::PostMortem(PostMortemEvent::Gdb(_))) | Err(_)
+                    ) {}
                 }
                 break (id, outcome);
             }
@@ -202,7 +243,15 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         Outcome::Exited(code) => Ok(code as i32),
         Outcome::Crashed(report) => {
             let sym = Symbolizer::new(run.image.file_bytes());
-            crate::stdio::stderr(&report.render(&sym));
+            let mut text = report.render(&sym);
+            if !cores.is_empty() {
+                let files: Vec<String> = cores
+                    .iter()
+                    .map(|p| crate::escape::line(&p.display().to_string()))
+                    .collect();
+                text.push_str(&format!("  core files: {}\n", files.join(", ")));
+            }
+            crate::stdio::stderr(&text);
             Ok(EXIT_CRASH)
         }
         Outcome::Failed(e) => Err(e),

@@ -13,8 +13,9 @@ use crate::pod::Pod;
 use crate::report::{AddressMap, CrashKind, CrashReport, MAX_FRAMES};
 
 impl Compartment {
-    /// A crash: with a debugger attached the compartment first stops so the debugger
-    /// can inspect it; either way the run then ends with the report.
+    /// A crash: with a debugger (attached, or waiting for a crash) the compartment
+    /// first stops so the debugger can inspect it; either way the run then ends with
+    /// the report. A detached debugger lets a crash stop go at once.
     pub(super) fn fatal(
         &mut self,
         kind: CrashKind,
@@ -22,7 +23,7 @@ impl Compartment {
         debug: Option<&dyn StopHook>,
     ) -> Outcome {
         let outcome = self.crash(kind, frame.map(|f| f.1));
-        if let (Some(d), Outcome::Crashed(report)) = (debug.filter(|d| d.is_attached()), &outcome) {
+        if let (Some(d), Outcome::Crashed(report)) = (debug, &outcome) {
             if let Ok(snap) = self.snapshot(frame) {
                 // Resuming a crash stop always ends the run: nothing to restore.
                 let _ = d.stop(self.spec.id, snap, Stop::Crash(&report.kind));

@@ -112,6 +112,50 @@ impl GdbListener {
         }
     }
 
+    /// Waits up to `timeout` (`None`: for ever) for a connection; true when one is
+    /// pending, false when the time ran out.
+    pub fn wait_for_client(
+        &self,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<bool, DebugError> {
+        let fd = match self {
+            GdbListener::Tcp { listener, .. } => listener.as_raw_fd(),
+            GdbListener::Unix { listener, .. } => listener.as_raw_fd(),
+        };
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    // Rounded up, so a wait never ends early; capped at what poll takes.
+                    i32::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+                }
+            };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `pfd` is one valid pollfd for the duration of the call, naming the
+            // listener's live descriptor.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            match n {
+                0 => return Ok(false),
+                n if n > 0 => return Ok(true),
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != ErrorKind::Interrupted {
+                        return Err(DebugError::Accept {
+                            addr: self.address(),
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits for GDB. A connection closed before it sent anything (another monitor
     /// checking whether this socket is live) is not GDB: keep waiting. The socket file
     /// goes (with the listener) once GDB is connected.

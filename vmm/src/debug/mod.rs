@@ -21,7 +21,7 @@ pub mod translate;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gdbstub::common::Signal;
 use vm_memory::GuestMemoryMmap;
@@ -87,6 +87,8 @@ struct State {
     detached: bool,
     /// GDB is connected and the stub is serving it.
     in_session: bool,
+    /// When the first crash stop parked its vCPU.
+    crashed_at: Option<Instant>,
 }
 
 /// State shared by the vCPU threads and the stub.
@@ -96,6 +98,8 @@ pub struct Debugger {
     pub cr3s: Vec<u64>,
     /// The image's executable segments: the only place breakpoints may go.
     code: Vec<Range<u64>>,
+    /// Post-mortem: no debugger until a crash, so only crashes stop a vCPU.
+    post_mortem: bool,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -122,12 +126,33 @@ impl Debugger {
         cr3s: Vec<u64>,
         code: Vec<Range<u64>>,
     ) -> Result<Self, DebugError> {
+        Self::with_hold(names, mems, cr3s, code, true)
+    }
+
+    /// A debugger for post-mortem work (`--core`, `--gdb-on-crash`): every vCPU runs
+    /// at once, and only a crash stops the run (all-stop) for [`Debugger::wait_for_crash`].
+    pub fn on_crash(
+        names: Vec<String>,
+        mems: Vec<GuestMemoryMmap>,
+        cr3s: Vec<u64>,
+        code: Vec<Range<u64>>,
+    ) -> Result<Self, DebugError> {
+        Self::with_hold(names, mems, cr3s, code, false)
+    }
+
+    fn with_hold(
+        names: Vec<String>,
+        mems: Vec<GuestMemoryMmap>,
+        cr3s: Vec<u64>,
+        code: Vec<Range<u64>>,
+        hold: bool,
+    ) -> Result<Self, DebugError> {
         vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick)
             .map_err(DebugError::KickHandler)?;
         let threads = names
             .iter()
             .map(|_| ThreadSlot {
-                hold: true,
+                hold,
                 ..ThreadSlot::default()
             })
             .collect();
@@ -136,12 +161,14 @@ impl Debugger {
             mems,
             cr3s,
             code,
+            post_mortem: !hold,
             state: Mutex::new(State {
                 threads,
                 events: VecDeque::new(),
                 breakpoints: BTreeMap::new(),
                 detached: false,
                 in_session: false,
+                crashed_at: None,
             }),
             changed: Condvar::new(),
         })
@@ -183,6 +210,9 @@ impl Debugger {
         slot.parked = Some(snapshot);
         slot.fatal = fatal;
         slot.go = None;
+        if fatal && s.crashed_at.is_none() {
+            s.crashed_at = Some(Instant::now());
+        }
         if let Some(kind) = event {
             s.threads.iter_mut().for_each(|t| t.hold = true);
             s.events.push_back(DebugEvent::Stopped {
@@ -252,6 +282,35 @@ impl Debugger {
             drop(self.stop_all(s));
         }
         Some(event)
+    }
+
+    /// Waits until a compartment stops on a crash, then stops every vCPU and returns
+    /// that compartment, the signal of its crash and when it crashed. The stop stays
+    /// queued for GDB to hear. `None` when the run ends some other way first.
+    pub fn wait_for_crash(&self) -> Option<(u32, Signal, Instant)> {
+        let mut s = self.lock();
+        loop {
+            match s.events.front() {
+                Some(&DebugEvent::Stopped {
+                    compartment,
+                    kind: StopKind::Signal(signal),
+                }) if s.threads[compartment as usize].fatal => {
+                    let at = s.crashed_at.unwrap_or_else(Instant::now);
+                    drop(self.stop_all(s));
+                    return Some((compartment, signal, at));
+                }
+                Some(_) => return None,
+                None => s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+
+    /// The compartment of the oldest stop GDB has not heard of yet, if any.
+    pub fn pending_stop(&self) -> Option<u32> {
+        self.lock().events.iter().find_map(|e| match e {
+            DebugEvent::Stopped { compartment, .. } => Some(*compartment),
+            _ => None,
+        })
     }
 
     /// Ctrl-C: stops every vCPU; returns the compartment to report.
@@ -413,7 +472,8 @@ impl StopHook for Debugger {
     }
 
     fn is_attached(&self) -> bool {
-        !self.lock().detached
+        let s = self.lock();
+        !s.detached && (!self.post_mortem || s.in_session)
     }
 
     fn is_breakpoint(&self, addr: u64) -> bool {

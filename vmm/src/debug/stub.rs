@@ -49,7 +49,9 @@ pub fn serve_in_background(
         .map(drop)
 }
 
-fn session(listener: GdbListener, dbg: &Arc<Debugger>) -> SessionEnd {
+/// Serves one GDB session on the calling thread: waits for GDB on `listener`, then
+/// speaks the protocol until it detaches or kills, or the guest ends.
+pub(crate) fn session(listener: GdbListener, dbg: &Arc<Debugger>) -> SessionEnd {
     let served = listener.accept().and_then(|conn| {
         dbg.set_in_session(true);
         GdbTarget::new(dbg.clone()).serve(conn)
@@ -211,7 +213,13 @@ impl MultiThreadBase for GdbTarget {
         &mut self,
         thread_is_active: &mut dyn FnMut(Tid),
     ) -> Result<(), Self::Error> {
-        for id in 0..self.dbg.count() {
+        // A stop not yet reported (a crash gdb attaches to) comes first: gdb selects
+        // the first thread it hears of.
+        let first = self.dbg.pending_stop();
+        if let Some(id) = first {
+            thread_is_active(tid(id));
+        }
+        for id in (0..self.dbg.count()).filter(|&id| Some(id) != first) {
             thread_is_active(tid(id));
         }
         Ok(())
