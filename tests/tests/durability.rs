@@ -8,6 +8,7 @@
 //! run that damaged the file system would fail the test too.
 
 use std::collections::hash_map::RandomState;
+use std::ffi::OsStr;
 use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -31,16 +32,18 @@ fn random_in(max: u32) -> u32 {
 
 /// Runs `program args`, asserting success; returns stdout.
 #[track_caller]
-fn tool(program: &str, args: &[&str]) -> String {
+fn tool(program: impl AsRef<OsStr>, args: &[&str]) -> String {
+    let program = program.as_ref();
     let out = Command::new(program)
         .args(args)
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.to_string_lossy()));
     assert!(
         out.status.success(),
-        "`{program} {}` failed ({}):\n{}{}",
+        "`{} {}` failed ({}):\n{}{}",
+        program.to_string_lossy(),
         args.join(" "),
         out.status,
         String::from_utf8_lossy(&out.stdout),
@@ -91,9 +94,11 @@ fn bench_until_killed(disk: &Path, db: &str, stop_after: u32) -> u32 {
         match lines.recv_timeout(RUN_TIMEOUT) {
             Ok(line) => {
                 if let Some(k) = line.strip_prefix("committed ") {
-                    committed.push(k.trim().parse::<u32>().unwrap_or_else(|e| {
-                        panic!("bad progress line {line:?}: {e}")
-                    }));
+                    committed.push(
+                        k.trim()
+                            .parse::<u32>()
+                            .unwrap_or_else(|e| panic!("bad progress line {line:?}: {e}")),
+                    );
                 }
                 seen.push(line);
             }
@@ -180,7 +185,7 @@ fn sigkill_during_the_bench_five_times_loses_no_committed_row() {
     let scratch = TempDir::new("durability");
     let disk = scratch.path().join("disk.img");
     tool(
-        "scripts/mkdisk",
+        repo_root().join("scripts/mkdisk"),
         &[disk.to_str().expect("UTF-8 temp path"), "64"],
     );
 
