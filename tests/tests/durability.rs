@@ -104,10 +104,13 @@ fn bench_until_killed(disk: &Path, db: &str, stop_after: u32) -> u32 {
             }
             Err(e) => {
                 let _ = child.kill();
-                let status = child.wait();
+                let status = match child.wait() {
+                    Ok(status) => status.to_string(),
+                    Err(e) => format!("wait failed: {e}"),
+                };
                 panic!(
                     "{db}: the bench stopped or stalled after {} committed line(s) ({e}; \
-                     status {status:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                     {status})\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     committed.len(),
                     seen.join("\n"),
                     stderr_reader.join().unwrap_or_default()
