@@ -1,16 +1,20 @@
-//! The `sqlite` image: SQLite 3 compiled freestanding, over the image's own VFS and
-//! (for now) in-memory storage. Exact console output of `sql=` runs (including the two
+//! The `sqlite` image: SQLite 3 compiled freestanding, over the image's own VFS. With
+//! `mem` (in-memory storage): exact console output of `sql=` runs (including the two
 //! float traps of DEVICES.md), the Figure 10 `bench` in both journal modes, SQL and
-//! argument errors, a full heap reported as SQLITE_FULL, and the allowlist of C symbols
-//! the SQLite object expects the image to provide.
+//! argument errors, a full heap reported as SQLITE_FULL. On a FAT disk image (`--disk`,
+//! through the vfs and blkdev components) in 1, 2 and 3 compartments: the database the
+//! bench leaves is read back by the host's mtools and sqlite3, a second run reads it,
+//! and a missing, non-FAT or full disk ends the run cleanly. Last, the allowlist of C
+//! symbols the SQLite object expects the image to provide.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use flexos_e2e::{image, repo_root, require_tool, run, run_program, Outcome};
+use flexos_e2e::{image, repo_root, require_tool, run, run_program, Outcome, TempDir};
 
-const USAGE: &str = "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"]";
+const USAGE: &str =
+    "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] [db=NAME | mem]";
 
 /// Runs the sqlite image with `vmm_args` before the image and `guest_args` after `--`.
 #[track_caller]
@@ -22,9 +26,12 @@ fn sqlite_with(vmm_args: &[&str], guest_args: &[&str]) -> Outcome {
     run(args)
 }
 
+/// Runs the sqlite image on in-memory storage (`mem` after `guest_args`).
 #[track_caller]
 fn sqlite(guest_args: &[&str]) -> Outcome {
-    sqlite_with(&[], guest_args)
+    let mut args = guest_args.to_vec();
+    args.push("mem");
+    sqlite_with(&[], &args)
 }
 
 /// Runs `sql=<statements>` and checks a clean exit with exactly `rows` on stdout.
@@ -265,7 +272,10 @@ fn constraint_error_after_bench() {
 fn full_heap_is_sqlite_full() {
     sqlite_with(
         &["--mem", "16"],
-        &["sql=CREATE TABLE b(x); INSERT INTO b VALUES (zeroblob(64000000))"],
+        &[
+            "mem",
+            "sql=CREATE TABLE b(x); INSERT INTO b VALUES (zeroblob(64000000))",
+        ],
     )
     .assert_status(1)
     .assert_stdout_lines(&["error: database or disk is full"])
@@ -298,12 +308,231 @@ fn bad_arguments_print_usage_and_exit_2() {
             &["sql=SELECT 1", "sql=SELECT 2"][..],
             "sqlite: sql= given twice",
         ),
+        (&["bench", "db=a/b"][..], "sqlite: bad database name 'a/b'"),
+        (&["bench", "db="][..], "sqlite: bad database name ''"),
+        (
+            &["bench", "db=x.db"][..],
+            "sqlite: db= and mem exclude each other",
+        ),
     ] {
         sqlite(args)
             .assert_status(2)
             .assert_stdout_lines(&[problem, USAGE])
             .assert_stderr_empty();
     }
+}
+
+/// The console prefix of the app's lines with `compartments` compartments.
+fn app_prefix(compartments: u32) -> &'static str {
+    if compartments == 1 {
+        ""
+    } else {
+        "[app] "
+    }
+}
+
+/// A fresh FAT image of `mib` MiB in `dir`, made by scripts/mkdisk (stock mkfs.fat).
+#[track_caller]
+fn mkdisk(dir: &TempDir, mib: u32) -> PathBuf {
+    require_tool("mkfs.fat", "dosfstools");
+    let img = dir.path().join("disk.img");
+    let script = repo_root().join("scripts/mkdisk");
+    run_program(
+        script.to_str().expect("UTF-8 repo path"),
+        [img.as_os_str(), std::ffi::OsStr::new(&mib.to_string())],
+    )
+    .assert_status(0);
+    img
+}
+
+/// Runs the sqlite image in `compartments` compartments on the disk `img`.
+#[track_caller]
+fn sqlite_on_disk(compartments: u32, img: &Path, guest_args: &[&str]) -> Outcome {
+    let n = compartments.to_string();
+    let disk = img.to_str().expect("UTF-8 temp path");
+    sqlite_with(&["-c", &n, "--disk", disk], guest_args)
+}
+
+/// Copies `name` out of the image with stock mtools and runs `sql` on it with the
+/// host's sqlite3; returns sqlite3's output lines.
+#[track_caller]
+fn host_sqlite3(dir: &TempDir, img: &Path, name: &str, sql: &str) -> Vec<String> {
+    require_tool("mcopy", "mtools");
+    require_tool("sqlite3", "sqlite3");
+    let out = dir.path().join(format!("host-{name}"));
+    let _ = std::fs::remove_file(&out);
+    let from = format!("::/{name}");
+    run_program(
+        "mcopy",
+        [
+            std::ffi::OsStr::new("-i"),
+            img.as_os_str(),
+            std::ffi::OsStr::new(&from),
+            out.as_os_str(),
+        ],
+    )
+    .assert_status(0);
+    let query = run_program("sqlite3", [out.as_os_str(), std::ffi::OsStr::new(sql)]);
+    query.assert_status(0).assert_stderr_empty();
+    query.stdout.lines().map(String::from).collect()
+}
+
+/// `bench n=300` on a fresh disk in each split and journal mode: the progress and JSON
+/// lines, then the host's sqlite3 finds an intact database with the 300 rows, and a
+/// second run on the same disk reads them with `sql=`.
+#[test]
+fn bench_on_disk_is_read_back_by_the_host_and_by_a_second_run() {
+    for journal in ["delete", "wal"] {
+        for n in 1..=3u32 {
+            let dir = TempDir::new("sqlite-disk");
+            let img = mkdisk(&dir, 16);
+            let mode = format!("journal={journal}");
+            let out = sqlite_on_disk(n, &img, &["bench", "n=300", &mode]);
+            out.assert_status(0).assert_stderr_empty();
+            let prefix = app_prefix(n);
+            let lines: Vec<&str> = out.stdout.lines().collect();
+            assert_eq!(lines.len(), 2, "{out:?}");
+            assert_eq!(lines[0], format!("{prefix}committed 300"), "{out:?}");
+            let json = lines[1]
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("no {prefix:?} prefix\n{out:?}"));
+            let (compartments, inserts, mode, _) = bench_json(&out, json);
+            assert_eq!(
+                (compartments, inserts, mode.as_str()),
+                (u64::from(n), 300, journal),
+                "{out:?}"
+            );
+
+            // The connection closed cleanly: in WAL mode that checkpointed and removed
+            // the -wal file, so the database file alone holds every row.
+            let rows = host_sqlite3(
+                &dir,
+                &img,
+                "bench.db",
+                "PRAGMA integrity_check; SELECT count(*), max(id) FROM tab; PRAGMA journal_mode",
+            );
+            assert_eq!(
+                rows,
+                ["ok", "300|300", journal],
+                "{n} compartments\n{out:?}"
+            );
+
+            sqlite_on_disk(n, &img, &["sql=SELECT count(*) FROM tab"])
+                .assert_status(0)
+                .assert_stdout_lines(&[&format!("{prefix}300")])
+                .assert_stderr_empty();
+        }
+    }
+}
+
+#[test]
+fn db_names_the_database_file() {
+    let dir = TempDir::new("sqlite-db");
+    let img = mkdisk(&dir, 16);
+    sqlite_on_disk(
+        2,
+        &img,
+        &[
+            "db=other.db",
+            "sql=CREATE TABLE t(x); INSERT INTO t VALUES (42)",
+        ],
+    )
+    .assert_status(0)
+    .assert_stdout_lines(&[])
+    .assert_stderr_empty();
+    assert_eq!(
+        host_sqlite3(&dir, &img, "other.db", "SELECT x FROM t"),
+        ["42"]
+    );
+    sqlite_on_disk(2, &img, &["db=other.db", "sql=SELECT x FROM t"])
+        .assert_status(0)
+        .assert_stdout_lines(&["[app] 42"])
+        .assert_stderr_empty();
+}
+
+/// Storage is chosen, never a fallback: without `--disk` and without `mem` the run
+/// says how to attach a disk and exits 1.
+#[test]
+fn without_a_disk_the_run_says_how_to_get_one() {
+    sqlite_with(&[], &["bench", "n=10"])
+        .assert_status(1)
+        .assert_stdout_lines(&[
+            "blkdev: no block device attached (run with --disk PATH)",
+            "vfs: cannot mount the disk: no block device",
+            "sqlite: no disk: run flexos-vmm with --disk IMAGE (scripts/mkdisk makes one), or pass mem",
+        ])
+        .assert_stderr_empty();
+}
+
+#[test]
+fn a_disk_without_fat_is_a_clean_error() {
+    let dir = TempDir::new("sqlite-zero");
+    let img = dir.write("zero.img", &vec![0u8; 4 << 20]);
+    sqlite_on_disk(3, &img, &["bench", "n=10"])
+        .assert_status(1)
+        .assert_stdout_lines(&[
+            "[vfs] vfs: cannot mount the disk: the disk holds no FAT file system (Corrupted file system)",
+        ])
+        .assert_stderr_empty();
+}
+
+/// A 1 MiB volume, nearly filled by the host first, fills up during the bench: SQLite
+/// reports SQLITE_FULL, the run exits 1 with no crash, and the database the host copies
+/// out is intact and holds at least every row the guest reported committed.
+#[test]
+fn a_full_disk_is_sqlite_full() {
+    require_tool("mkfs.fat", "dosfstools");
+    require_tool("mcopy", "mtools");
+    let dir = TempDir::new("sqlite-full");
+    let img = dir.path().join("small.img");
+    run_program(
+        "mkfs.fat",
+        [
+            std::ffi::OsStr::new("-C"),
+            img.as_os_str(),
+            std::ffi::OsStr::new("1024"),
+        ],
+    )
+    .assert_status(0);
+    // mkfs.fat makes 1 028 096 bytes free; the filler leaves 32 KiB of them, a few
+    // hundred rows, so the run stays well inside the timeout.
+    let filler = dir.write("filler", &vec![0x55; 1_028_096 - (32 << 10)]);
+    run_program(
+        "mcopy",
+        [
+            std::ffi::OsStr::new("-i"),
+            img.as_os_str(),
+            filler.as_os_str(),
+            std::ffi::OsStr::new("::/filler"),
+        ],
+    )
+    .assert_status(0);
+    let out = sqlite_on_disk(1, &img, &["bench", "n=1000000"]);
+    out.assert_status(1).assert_stderr_empty();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.last(),
+        Some(&"error: database or disk is full"),
+        "{out:?}"
+    );
+    let committed: u64 = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("committed "))
+        .map(|n| n.parse().expect("a row count"))
+        .max()
+        .unwrap_or(0);
+    let rows = host_sqlite3(
+        &dir,
+        &img,
+        "bench.db",
+        "PRAGMA integrity_check; SELECT count(*) FROM tab",
+    );
+    assert_eq!(rows[0], "ok", "{out:?}");
+    let count: u64 = rows[1].parse().expect("a row count");
+    assert!(
+        count >= committed,
+        "{count} rows, {committed} reported committed\n{out:?}"
+    );
 }
 
 /// The symbols the SQLite object may leave undefined, and who provides each.

@@ -5,7 +5,11 @@ use core::fmt;
 use flexos_kernel::Args;
 
 /// The line printed after any argument problem.
-pub const USAGE: &str = "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"]";
+pub const USAGE: &str =
+    "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] [db=NAME | mem]";
+
+/// The database file on the disk unless `db=` names another.
+pub const DEFAULT_DB: &str = "bench.db";
 
 /// Rows the bench inserts unless `n=` says otherwise (FlexOS Figure 10).
 pub const DEFAULT_INSERTS: u32 = 5000;
@@ -36,6 +40,10 @@ pub struct Command {
     pub journal: Option<Journal>,
     /// `sql=`: statements to run after the bench, if any.
     pub sql: Option<&'static str>,
+    /// The database file's name (`db=`, else [`DEFAULT_DB`]).
+    pub db: &'static str,
+    /// `mem`: the database lives in this compartment's heap, not on the disk.
+    pub mem: bool,
 }
 
 /// Why the arguments were rejected.
@@ -45,6 +53,8 @@ pub enum UsageError {
     BadCount(&'static str),
     BadJournal(&'static str),
     SqlTwice,
+    BadDbName(&'static str),
+    DbWithMem,
     CountWithoutBench,
     NothingToDo,
 }
@@ -60,6 +70,8 @@ impl fmt::Display for UsageError {
                 write!(f, "sqlite: bad journal mode '{mode}' (want delete|wal)")
             }
             UsageError::SqlTwice => f.write_str("sqlite: sql= given twice"),
+            UsageError::BadDbName(name) => write!(f, "sqlite: bad database name '{name}'"),
+            UsageError::DbWithMem => f.write_str("sqlite: db= and mem exclude each other"),
             UsageError::CountWithoutBench => f.write_str("sqlite: n= needs bench"),
             UsageError::NothingToDo => f.write_str("sqlite: nothing to do"),
         }
@@ -73,9 +85,19 @@ impl Command {
         let mut inserts = None;
         let mut journal = None;
         let mut sql = None;
+        let mut db = None;
+        let mut mem = false;
         for arg in args {
             if arg == "bench" {
                 bench = true;
+            } else if arg == "mem" {
+                mem = true;
+            } else if let Some(name) = arg.strip_prefix("db=") {
+                // One flat name: no directories, no NUL for the C string.
+                if name.is_empty() || name.contains(['/', '\\', '\0']) {
+                    return Err(UsageError::BadDbName(name));
+                }
+                db = Some(name);
             } else if let Some(n) = arg.strip_prefix("n=") {
                 match n.parse::<u32>() {
                     Ok(count) if count > 0 && !n.starts_with('+') => inserts = Some(count),
@@ -95,6 +117,9 @@ impl Command {
                 return Err(UsageError::Unknown(arg));
             }
         }
+        if mem && db.is_some() {
+            return Err(UsageError::DbWithMem);
+        }
         if inserts.is_some() && !bench {
             return Err(UsageError::CountWithoutBench);
         }
@@ -105,6 +130,8 @@ impl Command {
             bench: bench.then(|| inserts.unwrap_or(DEFAULT_INSERTS)),
             journal,
             sql,
+            db: db.unwrap_or(DEFAULT_DB),
+            mem,
         })
     }
 }

@@ -2,13 +2,19 @@
 //!
 //! The amalgamation is compiled freestanding by `libsqlite3-sys` (flags in
 //! `guest-kernel/.cargo/config.toml`); its OS layer is ours: [`vfs`] over a
-//! [`storage::Storage`], for now [`storage::mem::MemStorage`] in this compartment's
-//! heap. The database file is `bench.db`.
+//! [`storage::Storage`]: by default [`storage::gate::GateStorage`], the disk's FAT volume
+//! through the `vfs` and `blkdev` components (`--disk IMAGE` on the monitor); with the
+//! guest argument `mem`, [`storage::mem::MemStorage`] in this compartment's heap. The
+//! database file is `bench.db` unless `db=NAME` names another.
 //!
 //! ```text
 //! sqlite bench [n=N] [journal=delete|wal]   the FlexOS Figure 10 insert workload
 //! sqlite sql="STATEMENTS"                   run statements, print rows (a|b|c)
 //! ```
+//!
+//! Without a disk the run prints how to attach one and exits 1; a disk that holds no
+//! FAT volume exits 1 after the vfs component's message. Splits: 1 = everything;
+//! 2 = {app} | {vfs, blkdev}; 3 = {app} | {vfs} | {blkdev}.
 //!
 //! Both may be given (the bench runs first, on the same connection). Every connection
 //! uses `PRAGMA locking_mode=EXCLUSIVE` (no shared-memory methods needed for WAL, and
@@ -31,30 +37,75 @@ mod storage;
 mod vfs;
 
 use alloc::boxed::Box;
+use alloc::ffi::CString;
 use core::ffi::c_int;
 
+use flexos_kernel::gate::router;
 use flexos_kernel::{Args, println};
+use flexos_vfs::codes::E_NO_DISK;
+use flexos_vfs::{Vfs, fs};
 use libsqlite3_sys::{SQLITE_OK, sqlite3_initialize};
 
 use cli::{Command, Journal, USAGE};
 use db::{Db, SqlError};
+use storage::Storage;
+use storage::gate::GateStorage;
 use storage::mem::MemStorage;
 
 flexos_kernel::main!(main);
 
-// One component for now; the file system and block driver become their own later.
 flexos_kernel::components! {
-    components: [APP = "app"],
-    splits: [[("app", ["app"])]],
+    components: [APP = "app", VFS = "vfs", BLKDEV = "blkdev"],
+    splits: [
+        [("all", ["app", "vfs", "blkdev"])],
+        [("app", ["app"]), ("fs", ["vfs", "blkdev"])],
+        [("app", ["app"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
+    ],
 }
 
-/// Exit code for an SQL error.
+/// The file system, over the disk of the `blkdev` component.
+static VFS_SERVER: fs::Server<Vfs> = fs::Server(Vfs::new(BLKDEV));
+
+flexos_kernel::servers! {
+    VFS => flexos_vfs::fs(VFS_SERVER),
+    BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
+}
+
+/// Exit code for an SQL error or an unusable disk.
 const EXIT_SQL: i32 = 1;
 /// Exit code for bad arguments.
 const EXIT_USAGE: i32 = 2;
 
-/// The database file every run opens.
-const DB_NAME: &core::ffi::CStr = c"bench.db";
+/// What a run without a disk prints.
+const NO_DISK: &str =
+    "sqlite: no disk: run flexos-vmm with --disk IMAGE (scripts/mkdisk makes one), or pass mem";
+
+/// The storage `command` asks for: the heap with `mem`, else the disk, whose volume is
+/// checked here so that a missing or unusable disk is one clear message, not an SQLite
+/// "unable to open database file".
+fn storage(command: &Command) -> Result<Box<dyn Storage + Send>, ()> {
+    if command.mem {
+        return Ok(Box::new(MemStorage::new()));
+    }
+    let files = fs::Client::new(router(), VFS, &VFS_SERVER.0);
+    match GateStorage::connect(files, VFS, command.db) {
+        Ok(storage) => Ok(Box::new(storage)),
+        Err(err) if err.0 == E_NO_DISK => {
+            println!("{NO_DISK}");
+            Err(())
+        }
+        // Not FAT or corrupt: the vfs component has already said why on the console.
+        Err(err) if err.0 == flexos_vfs::codes::E_NOT_FAT => Err(()),
+        Err(err) if err.0 == flexos_vfs::codes::E_INVALID => {
+            println!("sqlite: bad database name '{}': {err}", command.db);
+            Err(())
+        }
+        Err(err) => {
+            println!("sqlite: the disk is unusable: {err}");
+            Err(())
+        }
+    }
+}
 
 fn main(args: &Args) -> i32 {
     let command = match Command::parse(args) {
@@ -66,7 +117,10 @@ fn main(args: &Args) -> i32 {
         }
     };
 
-    vfs::install(Box::new(MemStorage::new()));
+    let Ok(storage) = storage(&command) else {
+        return EXIT_SQL;
+    };
+    vfs::install(storage);
     // SQLITE_OMIT_AUTOINIT: nothing works before this; it calls sqlite3_os_init.
     // SAFETY: called once, before any other SQLite call, on the only thread.
     let rc = unsafe { sqlite3_initialize() };
@@ -86,7 +140,12 @@ fn main(args: &Args) -> i32 {
 
 /// Opens the database and runs what `command` asks for.
 fn run(command: &Command) -> Result<(), SqlError> {
-    let db = Db::open(DB_NAME)?;
+    // The parser refuses a name with a NUL, so this cannot fail.
+    let name = CString::new(command.db).map_err(|_| SqlError {
+        code: libsqlite3_sys::SQLITE_MISUSE,
+        message: alloc::format!("bad database name {:?}", command.db),
+    })?;
+    let db = Db::open(&name)?;
     db.run("PRAGMA locking_mode=EXCLUSIVE", |_| {})?;
     let journal = command.journal.unwrap_or(Journal::Delete);
     if command.journal.is_some() || command.bench.is_some() {

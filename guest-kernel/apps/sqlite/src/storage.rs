@@ -3,9 +3,10 @@
 //! It is the interface the file-system component will export through gates, so it is
 //! kept to what a gate can carry: files are named by flat strings and reached through
 //! small integer handles, data moves in byte ranges, and nothing holds a pointer into
-//! the other side. [`mem::MemStorage`] implements it in this compartment's heap; a gate
-//! client for the FAT component replaces it without touching the VFS.
+//! the other side. [`gate::GateStorage`] implements it over the `fs` gate of the vfs
+//! component (the disk), [`mem::MemStorage`] in this compartment's heap.
 
+pub mod gate;
 pub mod mem;
 
 use core::fmt;

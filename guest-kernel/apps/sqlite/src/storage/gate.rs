@@ -1,0 +1,198 @@
+//! [`GateStorage`]: files on the disk's FAT volume, through the `fs` gate of the `vfs`
+//! component.
+//!
+//! Names and data cross in one transfer buffer of the shared heap, allocated once for
+//! the vfs component; reads and writes larger than it go in chunks. Durability is the
+//! vfs component's: `delete` and `truncate` are durable when they return, `sync`
+//! writes the cache back and flushes the device.
+
+use flexos_kernel::gate::{self, GateRouter};
+use flexos_kernel::rpc::{GateError, SharedBuf};
+use flexos_vfs::codes::{E_BAD_FILE, E_INVALID, E_NO_SPACE, E_NOT_FOUND, E_TOO_MANY, describe};
+use flexos_vfs::{Vfs, fs};
+
+use super::{FileId, OpenMode, Storage, StorageError};
+
+/// Bytes of the transfer buffer: a chunk of a read or write, and the longest name.
+const TRANSFER: usize = 64 * 1024;
+
+/// The `fs` client the storage calls through.
+pub type Files = fs::Client<'static, Vfs, GateRouter>;
+
+/// The disk's files, through `files`.
+pub struct GateStorage {
+    files: Files,
+    /// TRANSFER bytes in the shared heap, for the vfs component.
+    buf: SharedBuf,
+}
+
+// SAFETY: the VFS's lock wants `Send` storage, but a compartment runs one thread: the
+// client (a reference to this compartment's router, whose cells are not `Sync`) and the
+// buffer handle are never used from another thread, because there is none.
+unsafe impl Send for GateStorage {}
+
+/// Why the storage could not be set up, or what the first call said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetupError(pub i64);
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} (code {})", describe(self.0), self.0)
+    }
+}
+
+/// A gate result as a value or an `fs` error code (a failed gate call is an I/O error).
+fn code(result: Result<i64, GateError>) -> Result<i64, i64> {
+    match result {
+        Ok(v) if v >= 0 => Ok(v),
+        Ok(code) => Err(code),
+        Err(_) => Err(flexos_vfs::codes::E_IO),
+    }
+}
+
+/// An `fs` error code as a [`StorageError`].
+fn storage_error(code: i64) -> StorageError {
+    match code {
+        E_NOT_FOUND => StorageError::NotFound,
+        E_NO_SPACE => StorageError::NoSpace,
+        E_BAD_FILE => StorageError::BadHandle,
+        E_INVALID => StorageError::BadName,
+        // Out of file ids is a resource limit SQLite cannot fix; the medium is fine.
+        E_TOO_MANY => StorageError::Io,
+        _ => StorageError::Io,
+    }
+}
+
+impl GateStorage {
+    /// Allocates the transfer buffer and checks the volume is usable by asking whether
+    /// `probe` exists: `Err` carries the code (no disk, not FAT, ...).
+    pub fn connect(files: Files, vfs: u16, probe: &str) -> Result<Self, SetupError> {
+        let buf = gate::shared_alloc(vfs, TRANSFER).ok_or(SetupError(flexos_vfs::codes::E_IO))?;
+        let mut storage = GateStorage { files, buf };
+        let name = storage.name(probe).map_err(|_| SetupError(E_INVALID))?;
+        code(storage.files.exists(name)).map_err(SetupError)?;
+        Ok(storage)
+    }
+
+    /// The first `len` bytes of the transfer buffer.
+    fn window(&self, len: usize) -> Result<SharedBuf, StorageError> {
+        self.buf.slice(0, len as u32).ok_or(StorageError::Io)
+    }
+
+    /// `name` copied into the transfer buffer.
+    fn name(&mut self, name: &str) -> Result<SharedBuf, StorageError> {
+        if name.is_empty() || name.len() > TRANSFER {
+            return Err(StorageError::BadName);
+        }
+        let window = self.window(name.len())?;
+        gate::bytes(window)
+            .and_then(|b| b.write(0, name.as_bytes()))
+            .map_err(|_| StorageError::Io)?;
+        Ok(window)
+    }
+
+    fn id(file: FileId) -> i64 {
+        i64::from(file.0)
+    }
+}
+
+/// `offset + done` as the interface's signed offset.
+fn at(offset: u64, done: usize) -> Result<i64, StorageError> {
+    offset
+        .checked_add(done as u64)
+        .and_then(|o| i64::try_from(o).ok())
+        .ok_or(StorageError::NoSpace)
+}
+
+impl Storage for GateStorage {
+    fn open(&mut self, name: &str, mode: OpenMode) -> Result<FileId, StorageError> {
+        if mode == OpenMode::CreateNew && self.exists(name)? {
+            return Err(StorageError::AlreadyExists);
+        }
+        let window = self.name(name)?;
+        let id =
+            code(self.files.open(window, mode != OpenMode::Existing)).map_err(storage_error)?;
+        u32::try_from(id).map(FileId).map_err(|_| StorageError::Io)
+    }
+
+    fn close(&mut self, file: FileId) -> Result<(), StorageError> {
+        code(self.files.close(Self::id(file))).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn read_at(
+        &mut self,
+        file: FileId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, StorageError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(TRANSFER);
+            let window = self.window(want)?;
+            let n = code(
+                self.files
+                    .read_at(Self::id(file), at(offset, done)?, window),
+            )
+            .map_err(storage_error)? as usize;
+            let n = n.min(want);
+            gate::bytes(window)
+                .and_then(|b| b.read(0, &mut buf[done..done + n]))
+                .map_err(|_| StorageError::Io)?;
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let mut done = 0;
+        while done < data.len() {
+            let len = (data.len() - done).min(TRANSFER);
+            let window = self.window(len)?;
+            gate::bytes(window)
+                .and_then(|b| b.write(0, &data[done..done + len]))
+                .map_err(|_| StorageError::Io)?;
+            let n = code(
+                self.files
+                    .write_at(Self::id(file), at(offset, done)?, window),
+            )
+            .map_err(storage_error)? as usize;
+            if n != len {
+                return Err(StorageError::Io);
+            }
+            done += len;
+        }
+        Ok(())
+    }
+
+    fn size(&mut self, file: FileId) -> Result<u64, StorageError> {
+        let size = code(self.files.size(Self::id(file))).map_err(storage_error)?;
+        Ok(size as u64)
+    }
+
+    fn truncate(&mut self, file: FileId, size: u64) -> Result<(), StorageError> {
+        let len = i64::try_from(size).map_err(|_| StorageError::NoSpace)?;
+        code(self.files.truncate(Self::id(file), len)).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn sync(&mut self, file: FileId) -> Result<(), StorageError> {
+        code(self.files.sync(Self::id(file))).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, name: &str) -> Result<(), StorageError> {
+        let window = self.name(name)?;
+        code(self.files.delete(window)).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn exists(&mut self, name: &str) -> Result<bool, StorageError> {
+        let window = self.name(name)?;
+        let found = code(self.files.exists(window)).map_err(storage_error)?;
+        Ok(found != 0)
+    }
+}
