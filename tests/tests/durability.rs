@@ -93,7 +93,12 @@ fn bench_until_killed(disk: &Path, db: &str, stop_after: u32) -> u32 {
     while committed.len() < stop_after as usize {
         match lines.recv_timeout(RUN_TIMEOUT) {
             Ok(line) => {
-                if let Some(k) = line.strip_prefix("committed ") {
+                // With more than one compartment the console prefixes "[app] ".
+                let text = match line.strip_prefix('[') {
+                    Some(rest) => rest.split_once("] ").map_or(line.as_str(), |(_, t)| t),
+                    None => line.as_str(),
+                };
+                if let Some(k) = text.strip_prefix("committed ") {
                     committed.push(
                         k.trim()
                             .parse::<u32>()
