@@ -212,6 +212,7 @@ fn sigkill_during_the_bench_five_times_loses_no_committed_row() {
                 count >= *committed,
                 "run {run}: {db} holds {count} rows, but the guest printed `committed {committed}`"
             );
+            eprintln!("  {db}: integrity ok, {count} rows (committed {committed})");
         }
     }
 }
