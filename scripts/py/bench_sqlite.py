@@ -1,0 +1,319 @@
+"""SQLite benchmark in the style of FlexOS Figure 10.
+
+One run measures, for each journal mode (DELETE, then WAL; synchronous FULL, SQLite's
+default, on both sides):
+  - the host baseline: Python's sqlite3 module (the system's libsqlite3) doing the
+    workload with ONE prepared statement executed N times in autocommit mode
+    (isolation_level=None), timed around the insert loop only. This is the fair
+    baseline: the guest also steps one prepared statement.
+  - the host's stock sqlite3 CLI on the same kind of file, timed around the process
+    (the CLI parses and prepares every INSERT line anew and pays process start-up, so
+    it is reported beside the baseline, never used for the ratios);
+  - the guest's `bench` under 1, 2 and 3 compartments, each on a fresh FAT image from
+    scripts/mkdisk.
+Host files and disk images live on /dev/shm (tmpfs), so neither side pays a real
+fdatasync. A last, durable row runs DELETE with the image and the host file on the real
+disk (target/bench), once, reported but not a goal.
+
+The table shows the median of REPS runs; the JSON keeps every run. After each guest run
+the database is copied out with mcopy and the host's sqlite3 checks that it holds the
+rows, so a figure is never one of a run that did not store its data.
+
+Usage: bench_sqlite.py VMM IMAGE MKDISK OUT_DIR [--inserts N] [--reps R]
+                       [--durable-inserts N] [--no-durable] [--storage disk|mem]
+                       [--compartments 1,2,3]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+COMPARTMENTS = [1, 2, 3]
+JOURNALS = ("delete", "wal")
+# FlexOS ASPLOS'22 Figure 10 (seconds, 5000 inserts, database on a ramfs).
+FLEXOS = [
+    ("Unikraft (none)", 0.052),
+    ("FlexOS NONE", 0.054),
+    ("FlexOS MPK3", 0.106),
+    ("FlexOS EPT2 (fs in 2nd VM)", 0.173),
+    ("Linux process", 0.177),
+    ("seL4/Genode", 0.333),
+]
+GOAL_1_HOST = 0.5
+GOAL_2_1 = 1.3
+
+
+def progress(msg):
+    print(f"bench-sqlite: {msg}", file=sys.stderr, flush=True)
+
+
+def workload_sql(journal, inserts):
+    lines = [
+        f"PRAGMA journal_mode={journal};",
+        "PRAGMA synchronous=FULL;",
+        "CREATE TABLE tab(id INTEGER PRIMARY KEY, text TEXT NOT NULL);",
+    ]
+    lines += ["INSERT INTO tab VALUES (null,'value');"] * inserts
+    return "\n".join(lines) + "\n"
+
+
+def host_python(directory, journal, inserts):
+    """One prepared statement (the module's statement cache) stepped `inserts` times."""
+    path = os.path.join(directory, "host.db")
+    remove_db(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = conn.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
+        if mode != journal:
+            sys.exit(f"host sqlite3 refused journal_mode={journal} (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE tab(id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+        insert = "INSERT INTO tab VALUES (null,'value')"
+        start = time.perf_counter()
+        for _ in range(inserts):
+            conn.execute(insert)
+        seconds = time.perf_counter() - start
+        count = conn.execute("SELECT count(*) FROM tab").fetchone()[0]
+    finally:
+        conn.close()
+    remove_db(path)
+    if count != inserts:
+        sys.exit(f"host baseline stored {count} rows, not {inserts}")
+    return seconds
+
+
+def host_cli(directory, journal, inserts):
+    """The stock sqlite3 CLI fed the SQL script; wall time of the whole process."""
+    path = os.path.join(directory, "cli.db")
+    remove_db(path)
+    script = workload_sql(journal, inserts)
+    start = time.perf_counter()
+    proc = subprocess.run(["sqlite3", path], input=script, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"sqlite3 CLI failed ({proc.returncode}): {proc.stderr.strip()}")
+    remove_db(path)
+    return seconds
+
+
+def remove_db(path):
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def guest(args, directory, compartments, journal, inserts):
+    """The guest bench on a fresh disk image in `directory`; returns its JSON row."""
+    cmd = [args.vmm, "-c", str(compartments)]
+    disk = None
+    if args.storage == "disk":
+        disk = os.path.join(directory, f"disk-{compartments}-{journal}.img")
+        if os.path.exists(disk):
+            os.remove(disk)
+        subprocess.run([args.mkdisk, disk], check=True, stderr=subprocess.DEVNULL)
+        cmd += ["--disk", disk]
+    cmd += [args.image, "--", "bench", f"n={inserts}", f"journal={journal}"]
+    if args.storage == "mem":
+        cmd.append("mem")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            sys.exit(f"`{' '.join(cmd)}` failed with status {proc.returncode}:\n"
+                     f"{proc.stdout[-2000:]}{proc.stderr.strip()}")
+        rows = [json.loads(line[line.index("{"):]) for line in proc.stdout.splitlines()
+                if '"bench":"sqlite"' in line]
+        if len(rows) != 1:
+            sys.exit(f"`{' '.join(cmd)}` printed {len(rows)} result lines:\n{proc.stdout[-2000:]}")
+        row = rows[0]
+        if row["compartments"] != compartments or row["inserts"] != inserts or row["journal"] != journal:
+            sys.exit(f"guest result does not match the request: {row}")
+        if disk:
+            row["rows_on_disk"] = rows_on_disk(disk, directory)
+            if row["rows_on_disk"] != inserts:
+                sys.exit(f"{disk}: bench.db holds {row['rows_on_disk']} rows, not {inserts}")
+        return row
+    finally:
+        if disk and os.path.exists(disk):
+            os.remove(disk)
+
+
+def rows_on_disk(disk, directory):
+    """Copies bench.db out of the FAT image with mtools and counts its rows (host sqlite3)."""
+    out = os.path.join(directory, "copied.db")
+    remove_db(out)
+    subprocess.run(["mcopy", "-o", "-i", disk, "::/bench.db", out], check=True)
+    try:
+        conn = sqlite3.connect(out)
+        ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        count = conn.execute("SELECT count(*) FROM tab").fetchone()[0]
+        conn.close()
+    finally:
+        remove_db(out)
+    if ok != "ok":
+        sys.exit(f"{disk}: integrity_check says {ok!r}")
+    return count
+
+
+def measure(args, directory, journal, inserts, reps):
+    """All cases of one table, REPS rounds interleaved (the machine's load drifts)."""
+    runs = {"host": [], "host_cli": [], **{str(c): [] for c in COMPARTMENTS}}
+    for r in range(reps):
+        tag = f"{journal.upper()} round {r + 1}/{reps}"
+        progress(f"{tag}: host, Python sqlite3 module, one prepared statement")
+        runs["host"].append(host_python(directory, journal, inserts))
+        progress(f"{tag}: host, sqlite3 CLI")
+        runs["host_cli"].append(host_cli(directory, journal, inserts))
+        for c in COMPARTMENTS:
+            progress(f"{tag}: guest, {c} compartment(s)")
+            runs[str(c)].append(guest(args, directory, c, journal, inserts)["seconds"])
+    return {"runs": runs, "median": {k: statistics.median(v) for k, v in runs.items()}}
+
+
+def print_table(title, table):
+    m = table["median"]
+    host, one = m["host"], m.get("1")
+    print(f"\n{title}")
+    print(f"{'case':<44}{'seconds':>10}{'ratio':>22}")
+    print(f"{'host: Python sqlite3, 1 prepared stmt':<44}{host:>10.4f}{'(baseline)':>22}")
+    print(f"{'host: sqlite3 CLI (parses each line)':<44}{m['host_cli']:>10.4f}{'':>22}")
+    for c in COMPARTMENTS:
+        s = m[str(c)]
+        if c == 1:
+            ratio = f"{s / host:.2f}x host"
+        else:
+            ratio = f"{s / one:.2f}x 1 compartment" if one else ""
+        print(f"{f'guest: {c} compartment(s)':<44}{s:>10.4f}{ratio:>22}")
+
+
+def svg_chart(groups, path, title):
+    """Vertical bars in the style of Figure 10: one group per table, seconds on y."""
+    bar_w, gap, group_gap, left, top, plot_h = 34, 6, 40, 60, 50, 300
+    bars = [b for _, items in groups for b in items]
+    width = left + sum(len(items) * (bar_w + gap) for _, items in groups) + group_gap * len(groups) + 40
+    height = top + plot_h + 170
+    peak = max(s for _, s, _ in bars) or 1
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<text x="10" y="22" font-size="16">{title}</text>',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 20}" y2="{top + plot_h}" stroke="black"/>',
+        f'<text x="10" y="{top + 10}">seconds</text>',
+    ]
+    x = left + 10
+    for name, items in groups:
+        start = x
+        for label, seconds, colour in items:
+            h = plot_h * seconds / peak
+            y = top + plot_h - h
+            out.append(f'<rect x="{x}" y="{y:.1f}" width="{bar_w}" height="{max(h, 1):.1f}" fill="{colour}"/>')
+            out.append(f'<text x="{x + bar_w / 2}" y="{y - 4:.1f}" text-anchor="middle" font-size="10">{seconds:.3f}</text>')
+            lx, ly = x + bar_w / 2, top + plot_h + 10
+            out.append(f'<text x="{lx}" y="{ly}" transform="rotate(60 {lx} {ly})" font-size="11">{label}</text>')
+            x += bar_w + gap
+        out.append(f'<text x="{(start + x) / 2}" y="{height - 10}" text-anchor="middle" font-size="13">{name}</text>')
+        x += group_gap
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("vmm")
+    p.add_argument("image")
+    p.add_argument("mkdisk")
+    p.add_argument("out_dir")
+    p.add_argument("--inserts", type=int, default=5000)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--durable-inserts", type=int, default=1000,
+                   help="rows of the durable row (real disk: ~3 fdatasyncs of ~2 ms per row)")
+    p.add_argument("--no-durable", action="store_true")
+    p.add_argument("--compartments", default="1,2,3",
+                   help="comma-separated subset of 1,2,3 (default: all three)")
+    p.add_argument("--storage", choices=("disk", "mem"), default="disk",
+                   help="guest storage: the FAT disk through vfs (default) or `mem` (in memory)")
+    args = p.parse_args()
+    wanted = [int(c) for c in args.compartments.split(",") if c]
+    if not wanted or any(c not in COMPARTMENTS for c in wanted):
+        sys.exit(f"--compartments: choose from {COMPARTMENTS}, got {args.compartments!r}")
+    COMPARTMENTS[:] = wanted
+    if args.inserts < 1 or args.reps < 1 or args.durable_inserts < 1:
+        sys.exit("--inserts, --reps and --durable-inserts must be at least 1")
+    for tool in ("sqlite3", "mcopy"):
+        if not shutil.which(tool):
+            sys.exit(f"`{tool}` not found: run scripts/setup")
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    results = {
+        "inserts": args.inserts,
+        "reps": args.reps,
+        "guest_storage": args.storage,
+        "host_sqlite_version": sqlite3.sqlite_version,
+        "baseline": "Python sqlite3 module, one prepared statement, isolation_level=None "
+                    "(autocommit), synchronous=FULL, default locking mode",
+        "load": os.getloadavg(),
+        "tables": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-", dir="/dev/shm") as shm:
+        for journal in JOURNALS:
+            results["tables"][journal] = measure(args, shm, journal, args.inserts, args.reps)
+    if not args.no_durable:
+        durable_dir = os.path.join(args.out_dir, "durable")
+        os.makedirs(durable_dir, exist_ok=True)
+        progress(f"DURABLE (real disk, {durable_dir}), {args.durable_inserts} inserts, once")
+        results["tables"]["durable"] = measure(args, durable_dir, "delete", args.durable_inserts, 1)
+        results["durable_inserts"] = args.durable_inserts
+        shutil.rmtree(durable_dir, ignore_errors=True)
+    results["load_after"] = os.getloadavg()
+
+    print(f"SQLite, {args.inserts} autocommit INSERTs, synchronous FULL, median of {args.reps}; "
+          f"load average {results['load'][0]:.1f} at start (other builds run on this 2-core host)")
+    print_table("journal DELETE, files and images on /dev/shm", results["tables"]["delete"])
+    print_table("journal WAL, files and images on /dev/shm", results["tables"]["wal"])
+    if "durable" in results["tables"]:
+        print_table(f"durable: journal DELETE on the real disk, {args.durable_inserts} inserts, "
+                    f"one run (reported, not a goal)", results["tables"]["durable"])
+    m = results["tables"]["delete"]["median"]
+    ratios = {}
+    if "1" in m:
+        ratios["1/host"] = m["1"] / m["host"]
+        for c in ("2", "3"):
+            if c in m:
+                ratios[f"{c}/1"] = m[c] / m["1"]
+    results["ratios_delete"] = ratios
+    print("\ngoals (DELETE):")
+    if "1/host" in ratios:
+        r = ratios["1/host"]
+        print(f"  1 compartment / host  = {r:.2f}x  goal <= {GOAL_1_HOST}x  "
+              f"{'MET' if r <= GOAL_1_HOST else 'NOT MET'}   (FlexOS NONE / Linux: 0.054/0.177 = 0.31x, ramfs, no block device)")
+    if "2/1" in ratios:
+        r = ratios["2/1"]
+        print(f"  2 / 1 compartment     = {r:.2f}x  goal <= {GOAL_2_1}x  "
+              f"{'MET' if r <= GOAL_2_1 else 'NOT MET'}   (FlexOS EPT2 / NONE: 0.173/0.054 = 3.2x)")
+    if "3/1" in ratios:
+        print(f"  3 / 1 compartment     = {ratios['3/1']:.2f}x  (no goal; FlexOS had no EPT3)")
+    print("FlexOS Figure 10 (s): " + ", ".join(f"{n} {s}" for n, s in FLEXOS))
+
+    with open(os.path.join(args.out_dir, "sqlite.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    grey = "#999999"
+    colours = {"host": "#4c72b0", "1": "#dd8452", "2": "#c44e52", "3": "#8172b2"}
+    groups = [("FlexOS Figure 10 (paper)", [(n, s, grey) for n, s in FLEXOS])]
+    for key, name in (("delete", "ours: DELETE, /dev/shm"), ("wal", "ours: WAL, /dev/shm")):
+        med = results["tables"][key]["median"]
+        groups.append((name, [("host sqlite3", med["host"], colours["host"])] +
+                       [(f"{c} compartment(s)", med[str(c)], colours[str(c)]) for c in COMPARTMENTS]))
+    svg_chart(groups, os.path.join(args.out_dir, "sqlite.svg"),
+              f"SQLite: {args.inserts} autocommit INSERTs, seconds (median of {args.reps})")
+    print(f"JSON: {args.out_dir}/sqlite.json  plot: {args.out_dir}/sqlite.svg")
+
+
+if __name__ == "__main__":
+    main()
