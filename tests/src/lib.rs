@@ -275,6 +275,26 @@ where
     run(args)
 }
 
+/// Stock gdb in batch mode with `elf`'s symbols, connected to the monitor's stub at
+/// `target` (`target remote`), running each of `commands` in turn.
+#[track_caller]
+pub fn gdb_remote(elf: &Path, target: &Path, commands: &[&str]) -> Outcome {
+    require_tool("gdb", "gdb");
+    let mut args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push("-ex".into());
+    args.push(format!("file {}", elf.display()));
+    args.push("-ex".into());
+    args.push(format!("target remote {}", target.display()));
+    for c in commands {
+        args.push("-ex".into());
+        args.push(c.to_string());
+    }
+    run_program("gdb", args)
+}
+
 /// Runs another program (a stock client such as gdb) with the same timeout and output
 /// capture as the monitor.
 #[track_caller]

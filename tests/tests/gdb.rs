@@ -6,8 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use flexos_e2e::{
-    image, require_tool, run, run_program, run_watching, wait_for_line, Outcome, TempDir,
-    EXIT_CRASH,
+    gdb_remote, image, require_tool, run, run_watching, wait_for_line, Outcome, TempDir, EXIT_CRASH,
 };
 
 /// Boots `app` with `--gdb <socket>` and `vmm_args`, runs gdb with `commands` against
@@ -31,18 +30,7 @@ fn debug_session(
     let monitor = thread::spawn(move || run_watching(args, tx));
 
     wait_for_line(&lines, "waiting for gdb");
-    let mut gdb_args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off", "-ex"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    gdb_args.push(format!("file {}", elf.display()));
-    gdb_args.push("-ex".into());
-    gdb_args.push(format!("target remote {}", socket.display()));
-    for c in commands {
-        gdb_args.push("-ex".into());
-        gdb_args.push(c.to_string());
-    }
-    let gdb = run_program("gdb", gdb_args);
+    let gdb = gdb_remote(&elf, &socket, commands);
     let vmm = monitor.join().expect("monitor thread panicked");
     (gdb, vmm)
 }

@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use flexos_e2e::{
-    image, require_tool, run, run_program, run_watching, wait_for_line, Outcome, TempDir,
-    EXIT_CRASH, EXIT_USAGE,
+    gdb_remote, image, require_tool, run, run_program, run_watching, wait_for_line, Outcome,
+    TempDir, EXIT_CRASH, EXIT_USAGE,
 };
 
 /// Runs gdb in batch mode on `app`'s image with `core` and `commands`.
@@ -191,26 +191,16 @@ fn gdb_attaches_after_a_crash_and_sees_the_segfault() {
             socket.display()
         )
     );
-    let gdb = run_program(
-        "gdb",
-        [
-            "-batch".to_string(),
-            "-nx".into(),
-            "-ex".into(),
-            format!("file {}", elf.display()),
-            "-ex".into(),
-            format!("target remote {}", socket.display()),
-            "-ex".into(),
-            "info threads".into(),
-            "-ex".into(),
+    let gdb = gdb_remote(
+        &elf,
+        &socket,
+        &[
+            "info threads",
             // The crash stop is the first thing gdb hears when it lets the run go.
-            "continue".into(),
-            "-ex".into(),
-            "bt".into(),
-            "-ex".into(),
-            "info registers rip".into(),
-            "-ex".into(),
-            "detach".into(),
+            "continue",
+            "bt",
+            "info registers rip",
+            "detach",
         ],
     );
     let vmm = monitor.join().expect("monitor thread panicked");
@@ -311,24 +301,15 @@ fn gdb_attaches_to_the_crashed_compartment_of_two() {
         line.starts_with("flexos-vmm: compartment 1 (victim) crashed; waiting for gdb on "),
         "{line}"
     );
-    let gdb = run_program(
-        "gdb",
-        [
-            "-batch".to_string(),
-            "-nx".into(),
-            "-ex".into(),
-            format!("file {}", elf.display()),
-            "-ex".into(),
-            format!("target remote {}", socket.display()),
+    let gdb = gdb_remote(
+        &elf,
+        &socket,
+        &[
             // Selected on attach: the crashed compartment.
-            "-ex".into(),
-            "bt 1".into(),
-            "-ex".into(),
-            "info threads".into(),
-            "-ex".into(),
-            "continue".into(),
-            "-ex".into(),
-            "detach".into(),
+            "bt 1",
+            "info threads",
+            "continue",
+            "detach",
         ],
     );
     let vmm = monitor.join().expect("monitor thread panicked");
