@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -210,15 +210,7 @@ impl Image {
             path: path.to_path_buf(),
             source: e,
         };
-        // Non-blocking, so that a FIFO given as the image cannot hang the open; regular
-        // files ignore the flag.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(unreadable)?;
-        // Size and type of what was opened, not of what the path named a moment ago.
-        let meta = file.metadata().map_err(unreadable)?;
+        let (file, meta) = crate::input_file::open_for_reading(path).map_err(unreadable)?;
         if !meta.is_file() {
             return Err(bad(path, "not a regular file"));
         }

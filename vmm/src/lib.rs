@@ -16,6 +16,7 @@ pub mod error;
 pub mod escape;
 pub mod hypercall;
 pub mod image;
+pub mod input_file;
 pub mod insn;
 pub mod memory;
 pub mod mmio;

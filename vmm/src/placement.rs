@@ -8,7 +8,6 @@
 
 use std::fmt::Write;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use flexos_abi::{
@@ -36,13 +35,7 @@ pub fn read_config(path: &Path) -> Result<String> {
     };
     let refuse =
         |why: String| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
-    // Non-blocking, so that opening a FIFO cannot hang; regular files ignore the flag.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
+    let (file, meta) = crate::input_file::open_for_reading(path).map_err(unreadable)?;
     if !meta.is_file() {
         return Err(refuse("not a regular file".into()));
     }
