@@ -118,7 +118,12 @@ fn open_tap(ns: &str, name: &str, vnet: bool) -> io::Result<OwnedFd> {
     }
     ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
     let what = format!("TUNSETIFF {ns}:{name}");
-    ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr as *mut _ as libc::c_ulong, &what)?;
+    ioctl(
+        fd.as_raw_fd(),
+        TUNSETIFF,
+        &mut ifr as *mut _ as libc::c_ulong,
+        &what,
+    )?;
     if vnet {
         let len: libc::c_int = VNET_HDR_LEN;
         ioctl(
