@@ -1,7 +1,7 @@
 //! The virtio layer every device shares: the MMIO transport ([`mmio`]), queue processing
 //! ([`queue`]) and the narrow [`VirtioDevice`] trait a device model implements.
 //!
-//! A device model (virtio-blk today, virtio-net next) only answers descriptor chains and
+//! A device model (virtio-blk, virtio-net) only answers descriptor chains and
 //! describes itself; register decoding, feature negotiation, the status state machine and
 //! queue validation live in the transport, and the poll/sleep policy in [`queue`].
 
@@ -68,6 +68,8 @@ pub enum ActivateError {
     QueueCount { expected: usize, got: usize },
     #[error("cannot start the device thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("the device's backend refused its settings: {0}")]
+    Backend(#[source] std::io::Error),
 }
 
 /// The DEVICE_NEEDS_RESET flag, shared between the transport and the thread that runs
