@@ -43,7 +43,8 @@ impl SocketBackend {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: socketpair succeeded: both are fresh descriptors nobody else owns.
-        let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (ours, theirs) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         Ok((
             SocketBackend {
                 fd: ours,

@@ -175,7 +175,13 @@ impl Backend for Tap {
             }
         }
         // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is touched.
-        if unsafe { libc::ioctl(self.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) } < 0
+        if unsafe {
+            libc::ioctl(
+                self.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                flags as libc::c_ulong,
+            )
+        } < 0
         {
             return Err(io::Error::last_os_error());
         }

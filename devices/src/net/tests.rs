@@ -194,7 +194,11 @@ impl Setup {
             VIRTIO_MMIO_STATUS,
             drv | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK,
         );
-        assert!(t.is_activated(), "status {:#x}", read_reg(t, VIRTIO_MMIO_STATUS));
+        assert!(
+            t.is_activated(),
+            "status {:#x}",
+            read_reg(t, VIRTIO_MMIO_STATUS)
+        );
     }
 
     fn kick(&mut self, queue: u16) {
@@ -209,7 +213,12 @@ impl Setup {
     fn send(&self, frame: &[u8]) {
         // SAFETY: `frame` is valid for reads of its length for the call.
         let n = unsafe { libc::send(self.peer.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(n, frame.len() as isize, "{}", std::io::Error::last_os_error());
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// What the host received, if anything (never blocks).
@@ -251,7 +260,10 @@ impl Setup {
         let reports = self.reports();
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert!(reports[0].contains(needle), "{reports:?}");
-        assert!(reports[0].ends_with("the device needs a reset"), "{reports:?}");
+        assert!(
+            reports[0].ends_with("the device needs a reset"),
+            "{reports:?}"
+        );
         assert_eq!(self.stats().faults.load(Ordering::Relaxed), 1);
         assert_eq!(self.stats().fault().as_deref(), Some(reports[0].as_str()));
     }
@@ -386,7 +398,10 @@ fn a_frame_longer_than_negotiated_is_counted_and_reported_not_cut() {
     assert_eq!(s.stats().rx_oversized.load(Ordering::Relaxed), 1);
     let reports = s.reports();
     assert_eq!(reports.len(), 1);
-    assert!(reports[0].contains("dropped a 1527-byte frame"), "{reports:?}");
+    assert!(
+        reports[0].contains("dropped a 1527-byte frame"),
+        "{reports:?}"
+    );
     assert!(!s.needs_reset());
 }
 
@@ -398,7 +413,11 @@ fn transmitted_chains_reach_the_host_whole() {
     // Header and frame split unevenly over three descriptors.
     s.tx.chain(
         &s.mem.clone(),
-        &[(TXB, 5, R), (TXB + 5, 1000, R), (TXB + 1005, 3007 - 1005, R)],
+        &[
+            (TXB, 5, R),
+            (TXB + 5, 1000, R),
+            (TXB + 1005, 3007 - 1005, R),
+        ],
     );
     s.tx.chain(&s.mem.clone(), &[(TXB, 12 + 60, R)]);
     s.kick(TX_QUEUE);
@@ -444,7 +463,11 @@ fn used_buffers_ring_the_interrupt_only_when_used_event_asks() {
 fn hostile(queue: u16, features: u64, parts: &[(u64, u32, u16)], needle: &str) {
     let mut s = setup(features);
     let mem = s.mem.clone();
-    let ring = if queue == RX_QUEUE { &mut s.rx } else { &mut s.tx };
+    let ring = if queue == RX_QUEUE {
+        &mut s.rx
+    } else {
+        &mut s.tx
+    };
     ring.chain(&mem, parts);
     s.send(&frame(10, 0));
     s.kick(queue);
@@ -469,7 +492,12 @@ fn hostile(queue: u16, features: u64, parts: &[(u64, u32, u16)], needle: &str) {
 #[test]
 fn receive_buffers_outside_device_memory_need_reset() {
     // Below the device's memory: where the monitor's own area lies in a compartment.
-    hostile(RX_QUEUE, TSO, &[(0x1000, BIG, W)], "outside the device's memory");
+    hostile(
+        RX_QUEUE,
+        TSO,
+        &[(0x1000, BIG, W)],
+        "outside the device's memory",
+    );
     // Straddling its end.
     hostile(RX_QUEUE, TSO, &[(MEM_END - 100, BIG, W)], "0x4ff9c+65562");
     hostile(
@@ -482,7 +510,12 @@ fn receive_buffers_outside_device_memory_need_reset() {
 
 #[test]
 fn transmit_buffers_outside_device_memory_need_reset() {
-    hostile(TX_QUEUE, TSO, &[(0x1000, 100, R)], "outside the device's memory");
+    hostile(
+        TX_QUEUE,
+        TSO,
+        &[(0x1000, 100, R)],
+        "outside the device's memory",
+    );
     hostile(TX_QUEUE, TSO, &[(TXB, 12, R), (MEM_END, 60, R)], "outside");
 }
 
@@ -534,7 +567,12 @@ fn tiny_receive_buffers_and_short_transmits_need_reset() {
         &[(RX0, SMALL - 1, W)],
         "holds 1525 bytes; it must hold 1526",
     );
-    hostile(TX_QUEUE, TSO, &[(TXB, 11, R)], "shorter than the 12-byte header");
+    hostile(
+        TX_QUEUE,
+        TSO,
+        &[(TXB, 11, R)],
+        "shorter than the 12-byte header",
+    );
 }
 
 #[test]
@@ -587,7 +625,10 @@ fn a_closed_backend_is_reported_once_and_transmits_are_counted() {
     let reports = s.reports();
     assert_eq!(reports.len(), 2, "{reports:?}");
     assert!(reports[0].contains("backend closed"), "{reports:?}");
-    assert!(reports[1].contains("refused a transmitted frame"), "{reports:?}");
+    assert!(
+        reports[1].contains("refused a transmitted frame"),
+        "{reports:?}"
+    );
 }
 
 /// Waits (as a polling guest does) until `ring` has used `n` chains; the bound only

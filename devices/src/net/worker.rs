@@ -275,7 +275,9 @@ impl<B: Backend> Worker<B> {
                             &mut self.reported,
                             &self.report,
                             Once::ReadError,
-                            &format!("reading the backend failed ({e}); no more frames are received"),
+                            &format!(
+                                "reading the backend failed ({e}); no more frames are received"
+                            ),
                         );
                         self.backend_gone = true;
                         break;
@@ -426,7 +428,6 @@ impl<B: Backend> Worker<B> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
     }
-
 }
 
 const CLOSED: &str = "the backend closed; no more frames are received";
