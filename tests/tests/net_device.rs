@@ -2,6 +2,10 @@
 //! status (64 for a bad value or a name that is not a tap, 66 for a missing tap, 71 for
 //! a busy tap or no permission), checked before the image's components.
 //!
+//! Crafted guests (no guest kernel) drive the device's window: it follows the disk's,
+//! answers as virtio-net, and a hostile driver fails the device (DEVICE_NEEDS_RESET and
+//! one `flexos-vmm: virtio-net:` line), never the monitor.
+//!
 //! Every test that needs an interface runs the monitor inside a network namespace the
 //! test creates on a thread of its own (the monitor, started from that thread, runs in
 //! it too): the host's own interfaces are never seen or touched.
@@ -10,9 +14,11 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
 use flexos_e2e::{
-    image, require_tool, run, run_program, vmm_path, Outcome, EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
+    image, require_tool, run, run_program, vmm_path, ElfBuilder, Outcome, TempDir, EXIT_KVM,
+    EXIT_NO_INPUT, EXIT_USAGE,
 };
 
 fn vmm(args: &[&str]) -> Outcome {
@@ -185,5 +191,246 @@ fn a_tap_this_user_may_not_open_exits_71() {
             "--net: no permission to open tap device flx0: ",
             "ip tuntap add NAME mode tap user USER",
         ],
+    );
+}
+
+// --- Crafted guests (no guest kernel): the device as a hostile driver meets it. ---
+
+/// Boot-info offsets (flexos_abi::BootInfo; the guest gets its address in RDI).
+const BOOT_HEAP_START: u32 = 56;
+const BOOT_DEVICE_COUNT: u32 = 176;
+/// devices[i] is 24 bytes: kind (u32), reserved, mmio_base (u64), mmio_size (u64).
+const BOOT_DEVICE0: u32 = 184;
+const DEVICE_SLOT: u32 = 24;
+const DEVICE_BLOCK: u32 = 2;
+const DEVICE_NET: u32 = 1;
+const PORT_EXIT: u32 = 0x0F01;
+
+/// x86-64 machine code, a few instructions at a time (as in devices.rs).
+#[derive(Default)]
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// Continues if the flags say equal, else `ud2` (a crash report names the spot).
+    fn or_crash(self) -> Self {
+        self.bytes(&[0x74, 0x02, 0x0f, 0x0b])
+    }
+    /// `cmp dword [rdi + off], imm32`, then [`Self::or_crash`].
+    fn expect_boot_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0x81, 0xbf])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+            .or_crash()
+    }
+    /// `mov rbx, [rdi + off]`.
+    fn rbx_from_boot(self, off: u32) -> Self {
+        self.bytes(&[0x48, 0x8b, 0x9f]).bytes(&off.to_le_bytes())
+    }
+    /// `mov rsi, [rdi + heap_start]`.
+    fn rsi_heap(self) -> Self {
+        self.bytes(&[0x48, 0x8b, 0xb7])
+            .bytes(&BOOT_HEAP_START.to_le_bytes())
+    }
+    /// `mov eax, [rbx + off]`: a 4-byte MMIO read.
+    fn read_reg(self, off: u32) -> Self {
+        self.bytes(&[0x8b, 0x83]).bytes(&off.to_le_bytes())
+    }
+    /// `cmp eax, imm32`, then [`Self::or_crash`].
+    fn expect_eax(self, value: u32) -> Self {
+        self.bytes(&[0x3d]).bytes(&value.to_le_bytes()).or_crash()
+    }
+    /// `mov dword [rbx + off], imm32`: a 4-byte MMIO write.
+    fn write_reg(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x83])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `lea eax, [rsi + off]; mov [rbx + reg], eax`: a heap address into a register.
+    fn write_reg_heap(self, reg: u32, off: u32) -> Self {
+        self.bytes(&[0x8d, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&[0x89, 0x83])
+            .bytes(&reg.to_le_bytes())
+    }
+    /// `mov dword [rsi + off], imm32`.
+    fn heap_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `lea rax, [rsi + target]; mov [rsi + off], rax`.
+    fn heap_ptr(self, off: u32, target: u32) -> Self {
+        self.bytes(&[0x48, 0x8d, 0x86])
+            .bytes(&target.to_le_bytes())
+            .bytes(&[0x48, 0x89, 0x86])
+            .bytes(&off.to_le_bytes())
+    }
+    /// `mov qword [rsi + off], imm32`: an absolute low address.
+    fn heap_abs(self, off: u32, addr: u32) -> Self {
+        self.bytes(&[0x48, 0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&addr.to_le_bytes())
+    }
+    /// `mov eax, imm32; push rax; mov eax, esp; mov edx, PORT_EXIT; out dx, eax`.
+    fn exit(self, code: u32) -> Self {
+        self.bytes(&[0xb8])
+            .bytes(&code.to_le_bytes())
+            .bytes(&[0x50, 0x89, 0xe0, 0xba])
+            .bytes(&PORT_EXIT.to_le_bytes())
+            .bytes(&[0xef, 0x0f, 0x0b])
+    }
+}
+
+/// A component table (flexos_abi::ComponentTable, version 1) with `components`, all in
+/// one compartment `name`.
+fn component_table(components: &[&str], name: &str) -> Vec<u8> {
+    fn field(s: &str) -> [u8; 16] {
+        let mut n = [0u8; 16];
+        n[..s.len()].copy_from_slice(s.as_bytes());
+        n
+    }
+    let mut t = Vec::new();
+    t.extend_from_slice(b"FLEXCOMP");
+    for word in [1u32, components.len() as u32, 1, 0] {
+        t.extend_from_slice(&word.to_le_bytes());
+    }
+    for i in 0..32 {
+        t.extend_from_slice(&field(components.get(i).copied().unwrap_or("")));
+    }
+    for split in 0..8 {
+        let mut s = vec![0u8; 8 + 32 + 16 * 16];
+        if split == 0 {
+            s[..4].copy_from_slice(&1u32.to_le_bytes());
+            s[40..56].copy_from_slice(&field(name));
+        }
+        t.extend_from_slice(&s);
+    }
+    t
+}
+
+/// A one-page image running `code` with components `blkdev` and `netdev`.
+fn crafted(dir: &TempDir, code: Asm) -> PathBuf {
+    let mut page = code.0;
+    assert!(page.len() <= 0x1000);
+    page.resize(0x1000, 0);
+    ElfBuilder::new()
+        .code(&page)
+        .section(
+            ".flexos.components",
+            &component_table(&["blkdev", "netdev"], "drivers"),
+        )
+        .write(dir, "guest.elf")
+}
+
+/// Boots `code` with `--net tap=flx0` (and a disk, if asked) in a private namespace.
+fn boot_with_tap(code: Asm, with_disk: bool) -> Outcome {
+    let dir = TempDir::new("net");
+    let img = crafted(&dir, code);
+    let mut args: Vec<OsString> = Vec::new();
+    if with_disk {
+        args.extend(["--disk".into(), dir.write("disk.img", &[0u8; 4096]).into()]);
+    }
+    args.extend(["--net".into(), "tap=flx0".into(), img.into()]);
+    in_private_netns(|| {
+        tap("flx0");
+        run(args)
+    })
+}
+
+#[test]
+fn the_network_window_follows_the_disks_and_answers_as_virtio_net() {
+    // The boot info lists the disk, then the network device in the next window; its
+    // registers say virtio-net and its config space holds the default MAC
+    // (52:54:00:12:34:56). Exit 21 once every check passed.
+    let second = BOOT_DEVICE0 + DEVICE_SLOT;
+    let code = Asm::default()
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 2)
+        .expect_boot_u32(BOOT_DEVICE0, DEVICE_BLOCK)
+        .expect_boot_u32(second, DEVICE_NET)
+        .expect_boot_u32(second + 8, 0xD000_1000)
+        .rbx_from_boot(second + 8)
+        .read_reg(0x000)
+        .expect_eax(0x7472_6976)
+        .read_reg(0x008)
+        .expect_eax(DEVICE_NET)
+        .read_reg(0x104) // config: mac[4..8] = 34 56 00 00
+        .expect_eax(0x5634)
+        .exit(21);
+    let out = boot_with_tap(code, true);
+    out.assert_status(21).assert_stderr_empty();
+}
+
+/// A driver that sets the device up by hand (VERSION_1 only: receive chains must hold
+/// 12 + 1514 bytes; both queues of 4 in its heap), posts one receive chain of a single
+/// descriptor (`addr` from `desc`, `len`), kicks, waits until the chain is used and the
+/// device shows DEVICE_NEEDS_RESET, and exits 33. Heap: receive queue 0x000/0x100/
+/// 0x200, transmit queue 0x400/0x500/0x600, buffer 0x800.
+fn hostile_receive(desc: Asm, len: u32) -> Asm {
+    let code = Asm::default().rsi_heap().rbx_from_boot(BOOT_DEVICE0 + 8);
+    Asm(code.0.into_iter().chain(desc.0).collect())
+        .heap_u32(0x008, len)
+        .heap_u32(0x00c, 2) // VRING_DESC_F_WRITE, no next
+        .write_reg(0x70, 1)
+        .write_reg(0x70, 3)
+        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
+        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
+        .write_reg(0x70, 11)
+        .write_reg(0x30, 0)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x000)
+        .write_reg_heap(0x90, 0x100)
+        .write_reg_heap(0xa0, 0x200)
+        .write_reg(0x44, 1)
+        .write_reg(0x30, 1)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x400)
+        .write_reg_heap(0x90, 0x500)
+        .write_reg_heap(0xa0, 0x600)
+        .write_reg(0x44, 1)
+        .write_reg(0x70, 15)
+        .read_reg(0x70)
+        .expect_eax(15)
+        .bytes(&[0x66, 0xc7, 0x86])
+        .bytes(&0x102u32.to_le_bytes())
+        .bytes(&1u16.to_le_bytes()) // avail.idx = 1
+        .write_reg(0x50, 0) // QueueNotify(receiveq)
+        // Spin until used.idx == 1: pause; movzx eax, word [rsi+0x202]; cmp eax, 1; jne.
+        .bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
+        .bytes(&0x202u32.to_le_bytes())
+        .bytes(&[0x83, 0xf8, 0x01, 0x75, 0xf2])
+        // Spin until Status has NEEDS_RESET: mov eax, [rbx+0x70]; test al, 0x40; je.
+        .read_reg(0x70)
+        .bytes(&[0xa8, 0x40, 0x74, 0xf6])
+        .exit(33)
+}
+
+#[test]
+fn a_receive_buffer_in_the_monitors_area_fails_the_device_not_the_monitor() {
+    // 0x1000: the compartment's page tables, outside the memory the device may use.
+    let out = boot_with_tap(
+        hostile_receive(Asm::default().heap_abs(0x000, 0x1000), 1526),
+        false,
+    );
+    out.assert_status(33);
+    assert_eq!(
+        out.stderr,
+        "flexos-vmm: virtio-net: receive queue, chain 0: descriptor 0x1000+1526 lies outside the device's memory; the device needs a reset\n"
+    );
+}
+
+#[test]
+fn a_tiny_receive_buffer_fails_the_device_not_the_monitor() {
+    let out = boot_with_tap(
+        hostile_receive(Asm::default().heap_ptr(0x000, 0x800), 64),
+        false,
+    );
+    out.assert_status(33);
+    assert_eq!(
+        out.stderr,
+        "flexos-vmm: virtio-net: receive queue, chain 0: receive chain holds 64 bytes; it must hold 1526 (header and largest frame); the device needs a reset\n"
     );
 }
