@@ -3,8 +3,9 @@
 //! a busy tap or no permission), checked before the image's components.
 //!
 //! Crafted guests (no guest kernel) drive the device's window: it follows the disk's,
-//! answers as virtio-net, and a hostile driver fails the device (DEVICE_NEEDS_RESET and
-//! one `flexos-vmm: virtio-net:` line), never the monitor.
+//! answers as virtio-net, a frame goes from the tap into a guest buffer and one from
+//! the guest out of the tap to a host socket, and a hostile driver fails the device
+//! (DEVICE_NEEDS_RESET and one `flexos-vmm: virtio-net:` line), never the monitor.
 //!
 //! Every test that needs an interface runs the monitor inside a network namespace the
 //! test creates on a thread of its own (the monitor, started from that thread, runs in
@@ -433,4 +434,249 @@ fn a_tiny_receive_buffer_fails_the_device_not_the_monitor() {
         out.stderr,
         "flexos-vmm: virtio-net: receive queue, chain 0: receive chain holds 64 bytes; it must hold 1526 (header and largest frame); the device needs a reset\n"
     );
+}
+
+impl Asm {
+    /// `mov word [rsi + off], imm16`.
+    fn heap_u16(self, off: u32, value: u16) -> Self {
+        self.bytes(&[0x66, 0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `bytes` into the heap at `off`, four at a time (zero-padded).
+    fn heap_bytes(mut self, off: u32, bytes: &[u8]) -> Self {
+        for (i, chunk) in bytes.chunks(4).enumerate() {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self = self.heap_u32(off + 4 * i as u32, u32::from_le_bytes(word));
+        }
+        self
+    }
+    /// Spins until the u16 at `[rsi + off]` is `value`: pause; movzx eax, word
+    /// [rsi + off]; cmp eax, value; jne back.
+    fn spin_heap_u16(self, off: u32, value: u8) -> Self {
+        self.bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&[0x83, 0xf8, value, 0x75, 0xf2])
+    }
+    /// `movzx eax, word [rsi + off]`, then [`Self::expect_eax`].
+    fn expect_heap_u16(self, off: u32, value: u16) -> Self {
+        self.bytes(&[0x0f, 0xb7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .expect_eax(u32::from(value))
+    }
+    /// `mov eax, [rsi + off]`, then [`Self::expect_eax`].
+    fn expect_heap_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0x8b, 0x86])
+            .bytes(&off.to_le_bytes())
+            .expect_eax(value)
+    }
+    /// Copies 6 heap bytes from `from` to `to` (a MAC address).
+    fn heap_copy6(self, from: u32, to: u32) -> Self {
+        self.bytes(&[0x8b, 0x86]) // mov eax, [rsi + from]
+            .bytes(&from.to_le_bytes())
+            .bytes(&[0x89, 0x86]) // mov [rsi + to], eax
+            .bytes(&to.to_le_bytes())
+            .bytes(&[0x0f, 0xb7, 0x86]) // movzx eax, word [rsi + from + 4]
+            .bytes(&(from + 4).to_le_bytes())
+            .bytes(&[0x66, 0x89, 0x86]) // mov [rsi + to + 4], ax
+            .bytes(&(to + 4).to_le_bytes())
+    }
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A vnet header (all zero: no offload) and a UDP/IPv4 frame from 10.77.0.2:4000
+/// (MAC 52:54:00:12:34:56) to 10.77.0.1:`port`, destination MAC left zero; no UDP
+/// checksum.
+fn udp_frame(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 12 + 6];
+    f.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend([10, 77, 0, 2, 10, 77, 0, 1]);
+    let sum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend(ip);
+    f.extend(4000u16.to_be_bytes());
+    f.extend(port.to_be_bytes());
+    f.extend((8 + payload.len() as u16).to_be_bytes());
+    f.extend([0, 0]);
+    f.extend(payload);
+    f
+}
+
+/// SIOCGIFFLAGS: true once `name` is up with a carrier (a tap has one while a
+/// process has it open).
+fn running(sock: i32, name: &str) -> bool {
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, &s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads and writes one ifreq, valid for the call.
+    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: SIOCGIFFLAGS filled in the flags member.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    flags & libc::IFF_RUNNING != 0
+}
+
+fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+#[test]
+fn a_guest_driver_receives_from_and_sends_into_the_tap() {
+    // The guest (VERSION_1 only: 1526-byte receive buffers) posts one receive buffer,
+    // waits for a frame, checks it is the host's ARP request for 10.77.0.2 with
+    // num_buffers 1, then answers the host's UDP socket from 10.77.0.2 with the ARP
+    // request's sender MAC as destination, waits for the transmit to be used, exits 42.
+    // Heap: queues as in hostile_receive, receive buffer 0x800, transmit frame 0x1000.
+    let payload = b"through the tap";
+    let frame = udp_frame(5555, payload);
+    let code = Asm::default()
+        .rsi_heap()
+        .rbx_from_boot(BOOT_DEVICE0 + 8)
+        .heap_ptr(0x000, 0x800)
+        .heap_u32(0x008, 1526)
+        .heap_u32(0x00c, 2)
+        .write_reg(0x70, 1)
+        .write_reg(0x70, 3)
+        .write_reg(0x24, 1)
+        .write_reg(0x20, 1)
+        .write_reg(0x70, 11)
+        .write_reg(0x30, 0)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x000)
+        .write_reg_heap(0x90, 0x100)
+        .write_reg_heap(0xa0, 0x200)
+        .write_reg(0x44, 1)
+        .write_reg(0x30, 1)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x400)
+        .write_reg_heap(0x90, 0x500)
+        .write_reg_heap(0xa0, 0x600)
+        .write_reg(0x44, 1)
+        .write_reg(0x70, 15)
+        .read_reg(0x70)
+        .expect_eax(15)
+        .heap_u16(0x102, 1)
+        .write_reg(0x50, 0)
+        .spin_heap_u16(0x202, 1)
+        // Used length: header + a 42-byte ARP frame.
+        .expect_heap_u32(0x208, 12 + 42)
+        .expect_heap_u16(0x80a, 1) // num_buffers
+        .expect_heap_u16(0x80c + 12, 0x0608) // EtherType ARP (big endian)
+        .expect_heap_u16(0x80c + 14 + 6, 0x0100) // request
+        .expect_heap_u32(0x80c + 14 + 24, u32::from_le_bytes([10, 77, 0, 2]))
+        .heap_bytes(0x1000, &frame)
+        .heap_copy6(0x80c + 6, 0x1000 + 12)
+        .heap_ptr(0x400, 0x1000)
+        .heap_u32(0x408, frame.len() as u32)
+        .heap_u32(0x40c, 0)
+        .heap_u16(0x502, 1)
+        .write_reg(0x50, 1)
+        .spin_heap_u16(0x602, 1)
+        .exit(42);
+    let dir = TempDir::new("net");
+    let img = crafted(&dir, code);
+    let (out, got) = in_private_netns(|| {
+        // No IPv6 chatter on the new link: the first frame out of the tap is the ARP
+        // request the test causes. /proc/sys/net is this thread's namespace's.
+        for conf in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1").unwrap();
+        }
+        tap("flx0");
+        run_program("ip", ["addr", "add", "10.77.0.1/24", "dev", "flx0"]).assert_status(0);
+        run_program("ip", ["link", "set", "flx0", "up"]).assert_status(0);
+        // SAFETY: plain socket creation; the descriptor is owned right below.
+        let udp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(udp >= 0);
+        // SAFETY: `udp` is a fresh descriptor nobody else owns.
+        let udp = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(udp) };
+        let here = sockaddr([10, 77, 0, 1], 5555);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `here` is a valid sockaddr_in of `len` bytes.
+        let rc = unsafe {
+            libc::bind(
+                udp.as_raw_fd(),
+                (&here as *const libc::sockaddr_in).cast(),
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let timeout = libc::timeval {
+            tv_sec: 20,
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO reads one timeval, valid for the call.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        std::thread::scope(|scope| {
+            let monitor = scope.spawn(|| {
+                run([
+                    OsString::from("--net"),
+                    "tap=flx0".into(),
+                    img.clone().into(),
+                ])
+            });
+            // The tap has a carrier once the monitor holds it: from then on a frame
+            // for the guest waits in the tap until the guest takes it. The bound only
+            // turns a monitor that never opens the tap into a failure.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !running(udp.as_raw_fd(), "flx0") {
+                assert!(
+                    std::time::Instant::now() < give_up && !monitor.is_finished(),
+                    "the tap never came up"
+                );
+                std::thread::yield_now();
+            }
+            // A datagram for 10.77.0.2: the host asks who has it, out of the tap.
+            let there = sockaddr([10, 77, 0, 2], 9);
+            // SAFETY: the buffer and `there` are valid for the call.
+            let n = unsafe {
+                libc::sendto(
+                    udp.as_raw_fd(),
+                    b"x".as_ptr().cast(),
+                    1,
+                    0,
+                    (&there as *const libc::sockaddr_in).cast(),
+                    len,
+                )
+            };
+            assert_eq!(n, 1, "{}", std::io::Error::last_os_error());
+            let mut buf = [0u8; 64];
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe { libc::recv(udp.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let got = buf[..usize::try_from(n).unwrap_or(0)].to_vec();
+            (monitor.join().unwrap(), got)
+        })
+    });
+    out.assert_status(42).assert_stderr_empty();
+    assert_eq!(got, payload);
 }
