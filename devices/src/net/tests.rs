@@ -631,6 +631,57 @@ fn a_closed_backend_is_reported_once_and_transmits_are_counted() {
     );
 }
 
+/// A backend whose host refuses the offloads (a tap of an old kernel).
+struct NoOffload(OwnedFd);
+
+impl AsRawFd for NoOffload {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Backend for NoOffload {
+    fn set_offload(&self, _csum: bool, _tso4: bool) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    }
+}
+
+#[test]
+fn offloads_the_host_refuses_keep_the_device_from_starting() {
+    let mem = memory();
+    let (_, fd) = SocketBackend::pair().unwrap();
+    let net = Net::new(NoOffload(fd), DEFAULT_MAC).with_execution(Execution::Inline);
+    let mut s = Setup {
+        mem: mem.clone(),
+        t: MmioTransport::new(net, mem).unwrap(),
+        rx: Ring::new(MEM_START, 16),
+        tx: Ring::new(MEM_START + 0x3000, 16),
+        peer: SocketBackend::pair().unwrap().1,
+        reports: Arc::default(),
+    };
+    let t = &mut s.t;
+    write_reg(t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    let drv = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
+    write_reg(t, VIRTIO_MMIO_STATUS, drv);
+    write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES, 1);
+    write_reg(t, VIRTIO_MMIO_STATUS, drv | VIRTIO_CONFIG_S_FEATURES_OK);
+    for (sel, ring) in [(0u32, &s.rx), (1, &s.tx)] {
+        write_reg(t, VIRTIO_MMIO_QUEUE_SEL, sel);
+        write_reg(t, VIRTIO_MMIO_QUEUE_DESC_LOW, ring.desc as u32);
+        write_reg(t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, ring.avail as u32);
+        write_reg(t, VIRTIO_MMIO_QUEUE_USED_LOW, ring.used as u32);
+        write_reg(t, VIRTIO_MMIO_QUEUE_READY, 1);
+    }
+    write_reg(
+        t,
+        VIRTIO_MMIO_STATUS,
+        drv | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+    );
+    assert!(!s.t.is_activated());
+    assert!(s.needs_reset());
+}
+
 /// Waits (as a polling guest does) until `ring` has used `n` chains; the bound only
 /// turns a hang into a failure.
 fn wait_used(ring: &Ring, mem: &GuestMemory, n: u16) {
