@@ -4,8 +4,9 @@
 //!
 //! Crafted guests (no guest kernel) drive the device's window: it follows the disk's,
 //! answers as virtio-net, a frame goes from the tap into a guest buffer and one from
-//! the guest out of the tap to a host socket, and a hostile driver fails the device
-//! (DEVICE_NEEDS_RESET and one `flexos-vmm: virtio-net:` line), never the monitor.
+//! the guest out of the tap to a host socket, a hostile driver fails the device
+//! (DEVICE_NEEDS_RESET and one `flexos-vmm: virtio-net:` line), never the monitor, and
+//! any other compartment's access to the window is an isolation violation.
 //!
 //! Every test that needs an interface runs the monitor inside a network namespace the
 //! test creates on a thread of its own (the monitor, started from that thread, runs in
@@ -18,8 +19,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use flexos_e2e::{
-    image, require_tool, run, run_program, vmm_path, ElfBuilder, Outcome, TempDir, EXIT_KVM,
-    EXIT_NO_INPUT, EXIT_USAGE,
+    image, require_tool, run, run_program, vmm_path, ElfBuilder, Outcome, TempDir, EXIT_CRASH,
+    EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
 };
 
 fn vmm(args: &[&str]) -> Outcome {
@@ -286,9 +287,9 @@ impl Asm {
     }
 }
 
-/// A component table (flexos_abi::ComponentTable, version 1) with `components`, all in
-/// one compartment `name`.
-fn component_table(components: &[&str], name: &str) -> Vec<u8> {
+/// A component table (flexos_abi::ComponentTable, version 1) with `components` and one
+/// split into `names.len()` compartments by `placement`.
+fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {
     fn field(s: &str) -> [u8; 16] {
         let mut n = [0u8; 16];
         n[..s.len()].copy_from_slice(s.as_bytes());
@@ -305,25 +306,34 @@ fn component_table(components: &[&str], name: &str) -> Vec<u8> {
     for split in 0..8 {
         let mut s = vec![0u8; 8 + 32 + 16 * 16];
         if split == 0 {
-            s[..4].copy_from_slice(&1u32.to_le_bytes());
-            s[40..56].copy_from_slice(&field(name));
+            s[..4].copy_from_slice(&(names.len() as u32).to_le_bytes());
+            s[8..8 + placement.len()].copy_from_slice(placement);
+            for (c, n) in names.iter().enumerate() {
+                s[40 + 16 * c..56 + 16 * c].copy_from_slice(&field(n));
+            }
         }
         t.extend_from_slice(&s);
     }
     t
 }
 
-/// A one-page image running `code` with components `blkdev` and `netdev`.
+/// A one-page image running `code` with components `blkdev` and `netdev` in one
+/// compartment, `drivers`.
 fn crafted(dir: &TempDir, code: Asm) -> PathBuf {
+    crafted_with(
+        dir,
+        code,
+        component_table(&["blkdev", "netdev"], &["drivers"], &[0, 0]),
+    )
+}
+
+fn crafted_with(dir: &TempDir, code: Asm, table: Vec<u8>) -> PathBuf {
     let mut page = code.0;
     assert!(page.len() <= 0x1000);
     page.resize(0x1000, 0);
     ElfBuilder::new()
         .code(&page)
-        .section(
-            ".flexos.components",
-            &component_table(&["blkdev", "netdev"], "drivers"),
-        )
+        .section(".flexos.components", &table)
         .write(dir, "guest.elf")
 }
 
@@ -679,4 +689,57 @@ fn a_guest_driver_receives_from_and_sends_into_the_tap() {
     });
     out.assert_status(42).assert_stderr_empty();
     assert_eq!(got, payload);
+}
+
+/// Runs a 2-compartment guest whose compartment 1 (net) hosts netdev and owns the
+/// network device (it spins), while compartment 0 (app) runs `access` with rbx at the
+/// device's window; returns the first line of the crash report.
+fn non_owner_access(access: Asm) -> String {
+    const BOOT_COMPARTMENT_ID: u8 = 16;
+    let code = Asm::default()
+        .bytes(&[0x83, 0x7f, BOOT_COMPARTMENT_ID, 0x00]) // cmp dword [rdi+16], 0
+        .bytes(&[0x74, 0x02, 0xeb, 0xfe]) // je +2; jmp $ (the owner spins)
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 0)
+        .bytes(&[0x48, 0xbb]) // mov rbx, MMIO_BASE
+        .bytes(&0xD000_0000u64.to_le_bytes())
+        .bytes(&access.0)
+        .bytes(&[0x0f, 0x0b]);
+    let dir = TempDir::new("net");
+    let table = component_table(&["app", "netdev"], &["app", "net"], &[0, 1]);
+    let img = crafted_with(&dir, code, table);
+    let out = in_private_netns(|| {
+        tap("flx0");
+        run([
+            OsString::from("--compartments"),
+            "2".into(),
+            "--net".into(),
+            "tap=flx0".into(),
+            img.into(),
+        ])
+    });
+    out.assert_status(EXIT_CRASH);
+    out.stderr.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn another_compartment_reading_the_network_window_violates_isolation() {
+    let headline = non_owner_access(Asm::default().read_reg(0));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: read of 4 bytes at guest-physical 0xd0000000, which is the MMIO window of the network device owned by compartment 1 (net), at "
+        ),
+        "{headline}"
+    );
+}
+
+#[test]
+fn another_compartment_cannot_kick_the_network_queues() {
+    // The ioeventfds are the owner's VM's only: here a kick exits and is a violation.
+    let headline = non_owner_access(Asm::default().write_reg(0x50, 1));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: write of 4 bytes at guest-physical 0xd0000050, which is the MMIO window of the network device owned by compartment 1 (net), at "
+        ),
+        "{headline}"
+    );
 }
