@@ -228,8 +228,11 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 // SAFETY: unshare only changes this thread's namespaces.
-                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "needs root");
+                assert_eq!(
+                    unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                    0,
+                    "needs root"
+                );
                 let e = open_tap("flxa", true).unwrap_err();
                 assert_eq!(e.kind(), io::ErrorKind::NotFound);
                 for name in ["flxa", "flxb"] {
