@@ -4,10 +4,6 @@
 //!
 //! - `host-pingpong`: two threads on two cores bounce one cache line; its round trip
 //!   is the floor of any cross-compartment gate (a call moves one line each way).
-//! - `tapfwd` ([`tapfwd`]): moves frames between two taps, plain or with a vnet header
-//!   and TSO: the userspace baseline for the virtio-net device.
-
-pub mod tapfwd;
 
 use std::time::{Duration, Instant};
 
