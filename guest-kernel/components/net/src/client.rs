@@ -1,0 +1,176 @@
+//! The app's side of the `sock` interface: [`Sockets`], [`Listener`], [`Conn`].
+//!
+//! Control (listen, accept, send, close) goes through the generated client (a direct
+//! call when net shares the compartment, a gate call otherwise); received bytes are
+//! read out of each connection's ring without a gate call. [`Sockets::wait`] blocks
+//! until a condition on shared words holds (`gate::wait_until`: it pumps the stack
+//! itself when net is here, or sleeps until net wakes it).
+
+use core::sync::atomic::{Ordering, fence};
+
+use flexos_kernel::components::compartment_of;
+use flexos_kernel::gate::{self, GateRouter, router};
+use flexos_kernel::rpc::{SharedBuf, SharedBytes};
+
+use crate::codes::{E_AGAIN, E_BAD_BUFFER, E_CLOSED, E_NO_MEMORY};
+use crate::ring::{OPEN, Reader};
+use crate::sock;
+use crate::stack::Net;
+
+/// Size of the shared buffer sends are copied through.
+const SEND_CHUNK: usize = 16 << 10;
+
+/// The socket interface of one `net` component.
+pub struct Sockets {
+    api: sock::Client<'static, Net, GateRouter>,
+    events: SharedBytes<'static>,
+    net: u32,
+    send_buf: SharedBuf,
+}
+
+/// A listening port.
+#[derive(Clone, Copy, Debug)]
+pub struct Listener(i64);
+
+/// A connection.
+pub struct Conn {
+    id: i64,
+    reader: Reader<'static>,
+    net: u32,
+}
+
+/// What a non-blocking receive found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recv {
+    /// This many bytes were copied.
+    Data(usize),
+    /// Nothing yet.
+    Empty,
+    /// The peer ended the stream (after every byte it sent was read).
+    End,
+}
+
+/// A gate failure or a negative code, as the code.
+fn code<T>(r: Result<T, flexos_kernel::rpc::GateError>) -> Result<T, i64> {
+    r.map_err(|_| crate::codes::E_NO_DEVICE)
+}
+
+impl Sockets {
+    /// Connects to the `net` component `component`, served by `server`.
+    pub fn new(server: &'static sock::Server<Net>, component: u16) -> Result<Sockets, i64> {
+        let api = sock::Client::new(router(), component, &server.0);
+        let events = code(api.events())?;
+        let events = gate::bytes(events).map_err(|_| E_BAD_BUFFER)?;
+        let send_buf = gate::shared_alloc(component, SEND_CHUNK).ok_or(E_NO_MEMORY)?;
+        Ok(Sockets {
+            api,
+            events,
+            net: compartment_of(component),
+            send_buf,
+        })
+    }
+
+    /// Listens on `port`.
+    pub fn listen(&self, port: u16) -> Result<Listener, i64> {
+        match code(self.api.listen(port))? {
+            id if id >= 0 => Ok(Listener(id)),
+            e => Err(e),
+        }
+    }
+
+    /// The event counter (changes on every new connection and end of stream).
+    pub fn events(&self) -> u64 {
+        self.events.load_u64(0).unwrap_or(0)
+    }
+
+    /// A connection that arrived on `l`, if any.
+    pub fn try_accept(&self, l: Listener) -> Result<Option<Conn>, i64> {
+        let id = code(self.api.accept(l.0))?;
+        if id == E_AGAIN {
+            return Ok(None);
+        }
+        if id < 0 {
+            return Err(id);
+        }
+        let ring = code(self.api.ring(id))?;
+        let bytes = gate::bytes(ring).map_err(|_| E_BAD_BUFFER)?;
+        let reader = Reader::open(bytes).map_err(|_| E_BAD_BUFFER)?;
+        Ok(Some(Conn {
+            id,
+            reader,
+            net: self.net,
+        }))
+    }
+
+    /// Waits until `ready()` holds; `ready` may only look at shared words (ring
+    /// indices, the event counter), not make gate calls.
+    pub fn wait(&self, ready: impl Fn() -> bool) {
+        gate::wait_until(ready);
+    }
+
+    /// Sends all of `data` (waiting for room in the send buffer).
+    pub fn send(&self, conn: &Conn, mut data: &[u8]) -> Result<(), i64> {
+        let bytes = gate::bytes(self.send_buf).map_err(|_| E_BAD_BUFFER)?;
+        while !data.is_empty() {
+            let n = data.len().min(SEND_CHUNK);
+            bytes.copy_in(0, &data[..n]).map_err(|_| E_BAD_BUFFER)?;
+            let chunk = self.send_buf.slice(0, n as u32).ok_or(E_BAD_BUFFER)?;
+            match code(self.api.send(conn.id, chunk))? {
+                E_AGAIN => {
+                    // The stack frees room as the peer acknowledges: let it run
+                    // (here, or in its own compartment), then retry.
+                    gate::poll_once();
+                    core::hint::spin_loop();
+                }
+                taken if taken > 0 => data = &data[(taken as usize).min(n)..],
+                e => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes `conn` (FIN after queued bytes).
+    pub fn close(&self, conn: Conn) -> Result<(), i64> {
+        match code(self.api.close(conn.id))? {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    /// Bytes of `conn` sent but not yet acknowledged.
+    pub fn unacked(&self, conn: &Conn) -> Result<usize, i64> {
+        match code(self.api.pending(conn.id))? {
+            n if n >= 0 => Ok(n as usize),
+            e => Err(e),
+        }
+    }
+}
+
+impl Conn {
+    /// Copies up to `buf.len()` received bytes into `buf`, without waiting.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Recv, i64> {
+        let n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        if n > 0 {
+            if self.reader.take_published() && self.reader.producer_waits() {
+                gate::endpoint().wake(self.net);
+            }
+            return Ok(Recv::Data(n));
+        }
+        // Dry: the tail is published (available() did it); make sure a producer
+        // that stopped on a full ring hears about the room.
+        fence(Ordering::SeqCst);
+        self.reader.take_published();
+        if self.reader.producer_waits() {
+            gate::endpoint().wake(self.net);
+        }
+        if self.reader.closed() != OPEN && self.reader.available().map_err(|_| E_CLOSED)? == 0 {
+            return Ok(Recv::End);
+        }
+        Ok(Recv::Empty)
+    }
+
+    /// Is there something to receive, or has the stream ended? (A wait condition.)
+    pub fn readable(&self) -> bool {
+        self.reader.readable()
+    }
+}

@@ -1,0 +1,77 @@
+//! The `net` component: a smoltcp 0.14 TCP/IPv4 stack (ARP, ICMP echo, TCP with 1 MiB
+//! windows) over the `netdev` driver, serving the [`sock`] interface to the app.
+//!
+//! # Data path (received bytes, the direction iperf measures)
+//!
+//! 1. The device writes each (TSO super-)frame straight into a receive buffer of the
+//!    driver (private heap of the compartment hosting net and netdev): no copy.
+//! 2. smoltcp processes the frame in place and copies the payload into the socket's
+//!    receive buffer (copy 1, private).
+//! 3. Between gate calls the compartment's poll loop moves bytes from the socket into
+//!    the connection's [`ring`] in the shared heap of the channel with the app
+//!    (copy 2, `rep movsb`). Freeing socket space reopens the TCP window.
+//! 4. The app's `recv` copies out of the ring (copy 3, `rep movsb`), with no gate call:
+//!    a recv(16) is a local copy plus, every few KiB, one store of the tail.
+//!
+//! # Who waits where
+//!
+//! - The net compartment runs `gate::serve_forever`, which polls the device, the stack
+//!   and the rings between gate calls ([`Poller`](flexos_kernel::gate::Poller)) and,
+//!   after a bounded spin with nothing to do, arms the device's used_event and sleeps
+//!   (woken by the device's doorbell, a gate call, or the app) at most until smoltcp's
+//!   next timer.
+//! - The app waits for data in `gate::wait_until` on its rings: it spins briefly, then
+//!   sleeps; net wakes it (doorbell, only if it sleeps) after pushing data or an event.
+//! - When a ring is full, net asks the app (ring word `wake_at`) to wake it once half
+//!   the ring has been read.
+//! - In one compartment there is nobody else: `gate::wait_until` runs the same poll
+//!   loop itself, so the app's waits pump the stack.
+//!
+//! The plain-Rust parts ([`ring`], [`args`], [`codes`]) build without the `guest`
+//! feature and are tested on the host (components/units).
+
+#![no_std]
+
+extern crate alloc;
+
+pub mod args;
+pub mod codes;
+pub mod ring;
+
+#[cfg(feature = "guest")]
+mod client;
+#[cfg(feature = "guest")]
+mod link;
+#[cfg(feature = "guest")]
+mod stack;
+
+#[cfg(feature = "guest")]
+pub use client::{Conn, Listener, Recv, Sockets};
+#[cfg(feature = "guest")]
+use flexos_kernel::rpc::SharedBuf;
+#[cfg(feature = "guest")]
+pub use stack::Net;
+
+#[cfg(feature = "guest")]
+flexos_kernel::rpc::interface! {
+    /// TCP sockets. Ids are small non-negative integers; every method returns a
+    /// negative [`codes`](crate::codes) value on error. Received bytes do not cross
+    /// here: each connection has a [`ring`](crate::ring) in the shared heap.
+    pub mod sock (id = 24) {
+        /// Listens on `port`; returns a listener id.
+        fn listen(port: u16) -> i64 = 0;
+        /// A connection that arrived on `listener`, or `E_AGAIN`.
+        fn accept(listener: i64) -> i64 = 1;
+        /// The receive ring of connection `conn` (an empty handle if there is none).
+        fn ring(conn: i64) -> SharedBuf = 2;
+        /// Queues the bytes of `buf` for sending; returns how many were taken, or
+        /// `E_AGAIN` if the send buffer is full.
+        fn send(conn: i64, buf: SharedBuf) -> i64 = 3;
+        /// Closes `conn` (FIN after the queued bytes); its id and ring are gone.
+        fn close(conn: i64) -> i64 = 4;
+        /// The event word: a counter bumped on every new connection and end of stream.
+        fn events() -> SharedBuf = 5;
+        /// Bytes queued for sending and not yet acknowledged.
+        fn pending(conn: i64) -> i64 = 6;
+    }
+}

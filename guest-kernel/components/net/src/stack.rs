@@ -1,0 +1,508 @@
+//! [`Net`]: the smoltcp stack over the netdev driver, the `sock` server, and the work
+//! the compartment hosting it does between gate calls ([`Poller`]).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use flexos_kernel::components::{compartment_of, is_local};
+use flexos_kernel::gate::{self, Poller};
+use flexos_kernel::rpc::SharedBuf;
+use flexos_kernel::sync::SpinLock;
+use flexos_kernel::{Args, boot_info, println, time};
+use flexos_netdev::{HeapRx, NetDevice};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+use crate::args::{DEFAULT_IP, parse_cidr};
+use crate::codes::*;
+use crate::link::Link;
+use crate::ring::{self, Writer};
+use crate::sock;
+
+/// Receive buffer of a TCP socket: 1 MiB gives a window scale of 4 and room for a
+/// dozen TSO super-frames in flight.
+const SOCKET_RX: usize = 1 << 20;
+/// Send buffer of a TCP socket (servers here send little: iperf3's control messages).
+const SOCKET_TX: usize = 64 << 10;
+/// Data bytes of a connection's ring to the app.
+const RING: usize = 512 << 10;
+/// Listening sockets kept per port: smoltcp has no backlog, so a second client
+/// arriving while the first is being accepted needs a second listener.
+const LISTENING: usize = 2;
+/// Receive buffers posted to the device (64 KiB each, private heap).
+const RX_BUFFERS: u16 = 64;
+/// Longest sleep when smoltcp has no timer pending (us).
+const IDLE_SLEEP_US: u64 = 10_000;
+
+/// The `net` component. `client` is the component whose compartment gets the rings
+/// and wake-ups (the app), `netdev` the driver's component.
+pub struct Net {
+    client: u16,
+    netdev: u16,
+    state: SpinLock<StateCell>,
+}
+
+struct StateCell(State);
+
+// SAFETY: a compartment runs on one vCPU; the state (raw pointers into its own heap,
+// MMIO window and shared region, all valid for the run) is only reached under the lock.
+unsafe impl Send for StateCell {}
+
+enum State {
+    Unstarted,
+    Absent,
+    Running(Box<Stack>),
+}
+
+struct Listener {
+    port: u16,
+    listening: Vec<SocketHandle>,
+    ready: VecDeque<SocketHandle>,
+}
+
+struct Conn {
+    handle: SocketHandle,
+    ring: SharedBuf,
+    writer: Option<Writer<'static>>,
+    /// The ring has been told the stream ended.
+    ended: bool,
+    /// The producer asked the app to wake it when the ring has room.
+    waiting_space: bool,
+}
+
+struct Stack {
+    link: Link,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    listeners: Vec<Listener>,
+    conns: Vec<Option<Conn>>,
+    events: SharedBuf,
+    events_count: u64,
+    /// The client's compartment, and whether it is another one (wake it up).
+    client: u32,
+    remote: bool,
+    /// A component in the client's compartment, to allocate its rings for.
+    client_component: u16,
+    armed: bool,
+    /// Sockets the app closed that smoltcp is still closing.
+    reap_list: Vec<SocketHandle>,
+}
+
+fn now() -> Instant {
+    Instant::from_micros((time::now_ns() / 1000) as i64)
+}
+
+impl Net {
+    pub const fn new(client: u16, netdev: u16) -> Net {
+        Net {
+            client,
+            netdev,
+            state: SpinLock::new(StateCell(State::Unstarted)),
+        }
+    }
+
+    /// Runs `f` on the started stack, or returns the error code.
+    fn with(&self, f: impl FnOnce(&mut Stack) -> i64) -> i64 {
+        let Some(mut guard) = self.state.try_lock() else {
+            return E_BUSY;
+        };
+        if let State::Unstarted = guard.0 {
+            guard.0 = self.start();
+        }
+        match &mut guard.0 {
+            State::Running(s) => f(s),
+            _ => E_NO_DEVICE,
+        }
+    }
+
+    fn start(&self) -> State {
+        if !is_local(self.netdev) {
+            println!("net: the netdev component must share the net component's compartment");
+            return State::Absent;
+        }
+        let nic = match NetDevice::start(&mut HeapRx, RX_BUFFERS) {
+            Ok(nic) => nic,
+            Err(e) => {
+                println!("net: {e}");
+                return State::Absent;
+            }
+        };
+        let args = Args::of_run();
+        let (ip, prefix) = match args.get("ip") {
+            None => DEFAULT_IP,
+            Some(text) => match parse_cidr(text) {
+                Some(cidr) => cidr,
+                None => {
+                    println!("net: bad ip={text}: want A.B.C.D/PREFIX; using 10.0.0.2/24");
+                    DEFAULT_IP
+                }
+            },
+        };
+        let mac = nic.mac();
+        let mut link = Link::new(nic);
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        config.random_seed = time::rdtsc();
+        let mut iface = Interface::new(config, &mut link, now());
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(Ipv4Address::from(ip).into(), prefix));
+        });
+        let Some(events) = gate::shared_alloc(self.client, 64) else {
+            println!("net: no shared memory for the event word");
+            return State::Absent;
+        };
+        if let Ok(bytes) = gate::bytes(events) {
+            bytes.store_u64(0, 0);
+        }
+        let client = compartment_of(self.client);
+        State::Running(Box::new(Stack {
+            link,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            listeners: Vec::new(),
+            conns: Vec::new(),
+            events,
+            events_count: 0,
+            client,
+            remote: client != boot_info().compartment_id,
+            client_component: self.client,
+            armed: false,
+            reap_list: Vec::new(),
+        }))
+    }
+
+    /// The stack's address as configured (for messages): a.b.c.d.
+    pub fn address(&self) -> [u8; 4] {
+        let args = Args::of_run();
+        args.get("ip").and_then(parse_cidr).unwrap_or(DEFAULT_IP).0
+    }
+}
+
+fn new_listener(sockets: &mut SocketSet<'static>, port: u16) -> Option<SocketHandle> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; SOCKET_RX]),
+        tcp::SocketBuffer::new(vec![0u8; SOCKET_TX]),
+    );
+    s.set_nagle_enabled(false);
+    s.listen(port).ok()?;
+    Some(sockets.add(s))
+}
+
+impl Stack {
+    fn bump_events(&mut self) {
+        self.events_count += 1;
+        if let Ok(bytes) = gate::bytes(self.events) {
+            bytes.store_u64(0, self.events_count);
+        }
+    }
+
+    /// One round: the device and the stack, then accepts and rings. Returns whether
+    /// anything happened.
+    fn poll(&mut self) -> bool {
+        if self.armed {
+            self.link.nic().disarm();
+            self.armed = false;
+        }
+        let before = {
+            let nic = self.link.nic();
+            nic.rx_frames + nic.tx_frames
+        };
+        self.iface.poll(now(), &mut self.link, &mut self.sockets);
+        let mut progress = {
+            let nic = self.link.nic();
+            nic.rx_frames + nic.tx_frames != before
+        };
+        let mut events = false;
+        // Listeners that left LISTEN are connections to accept; replace them.
+        for l in &mut self.listeners {
+            let mut i = 0;
+            while i < l.listening.len() {
+                let h = l.listening[i];
+                if self.sockets.get::<tcp::Socket>(h).state() != tcp::State::Listen {
+                    l.ready.push_back(h);
+                    l.listening.swap_remove(i);
+                    events = true;
+                } else {
+                    i += 1;
+                }
+            }
+            while l.listening.len() < LISTENING {
+                match new_listener(&mut self.sockets, l.port) {
+                    Some(h) => l.listening.push(h),
+                    None => break,
+                }
+            }
+        }
+        let mut moved = false;
+        for conn in self.conns.iter_mut().flatten() {
+            let sock = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            let Some(writer) = conn.writer.as_mut() else {
+                continue;
+            };
+            while sock.can_recv() {
+                let free = match writer.free() {
+                    Ok(f) => f,
+                    Err(_) => {
+                        // The app garbled its ring: end the connection.
+                        sock.abort();
+                        writer.close(ring::RESET);
+                        conn.ended = true;
+                        events = true;
+                        break;
+                    }
+                };
+                if free == 0 {
+                    if !conn.waiting_space {
+                        let half = (writer.capacity() / 2) as u64;
+                        writer.wake_at(writer.head().wrapping_sub(half).max(1));
+                        conn.waiting_space = true;
+                    }
+                    break;
+                }
+                if conn.waiting_space {
+                    writer.wake_at(0);
+                    conn.waiting_space = false;
+                }
+                let n = sock
+                    .recv(|buf| {
+                        let n = writer.write(buf).unwrap_or(0);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                moved = true;
+            }
+            if !conn.ended && !sock.may_recv() && sock.recv_queue() == 0 {
+                let how = if sock.state() == tcp::State::Closed {
+                    ring::RESET
+                } else {
+                    ring::EOF
+                };
+                // A FIN after all data: the normal end, whatever state follows.
+                let how = if matches!(
+                    sock.state(),
+                    tcp::State::CloseWait
+                        | tcp::State::LastAck
+                        | tcp::State::TimeWait
+                        | tcp::State::Closing
+                ) {
+                    ring::EOF
+                } else {
+                    how
+                };
+                writer.close(how);
+                conn.ended = true;
+                events = true;
+            }
+        }
+        if events {
+            self.bump_events();
+        }
+        if (moved || events) && self.remote {
+            gate::endpoint().wake(self.client);
+        }
+        progress |= moved || events;
+        progress
+    }
+
+    /// Arms the device and checks for pending work; the longest sleep, or `None`.
+    fn before_sleep(&mut self) -> Option<u64> {
+        self.armed = true;
+        if self.link.nic().arm() {
+            return None;
+        }
+        for conn in self.conns.iter().flatten() {
+            if let (true, Some(w)) = (conn.waiting_space, &conn.writer)
+                && w.free().map(|f| f >= w.capacity() / 2).unwrap_or(true)
+            {
+                return None;
+            }
+        }
+        match self.iface.poll_delay(now(), &self.sockets) {
+            Some(d) if d.total_micros() == 0 => None,
+            Some(d) => Some(d.total_micros().min(IDLE_SLEEP_US)),
+            None => Some(IDLE_SLEEP_US),
+        }
+    }
+
+    fn conn(&mut self, id: i64) -> Option<&mut Conn> {
+        self.conns.get_mut(usize::try_from(id).ok()?)?.as_mut()
+    }
+}
+
+impl Poller for Net {
+    fn poll(&self) -> bool {
+        let Some(mut guard) = self.state.try_lock() else {
+            return false;
+        };
+        match &mut guard.0 {
+            State::Running(s) => s.poll(),
+            _ => false,
+        }
+    }
+
+    fn before_sleep(&self) -> Option<u64> {
+        let mut guard = self.state.try_lock()?;
+        match &mut guard.0 {
+            State::Running(s) => s.before_sleep(),
+            _ => Some(IDLE_SLEEP_US),
+        }
+    }
+}
+
+impl sock::Api for Net {
+    fn listen(&self, port: u16) -> i64 {
+        self.with(|s| {
+            if port == 0 || s.listeners.iter().any(|l| l.port == port) {
+                return E_PORT;
+            }
+            let mut listening = Vec::new();
+            for _ in 0..LISTENING {
+                match new_listener(&mut s.sockets, port) {
+                    Some(h) => listening.push(h),
+                    None => return E_PORT,
+                }
+            }
+            s.listeners.push(Listener {
+                port,
+                listening,
+                ready: VecDeque::new(),
+            });
+            (s.listeners.len() - 1) as i64
+        })
+    }
+
+    fn accept(&self, listener: i64) -> i64 {
+        self.with(|s| {
+            let Some(l) = usize::try_from(listener)
+                .ok()
+                .and_then(|i| s.listeners.get_mut(i))
+            else {
+                return E_BAD_ID;
+            };
+            let Some(handle) = l.ready.pop_front() else {
+                return E_AGAIN;
+            };
+            let Some(buf) = gate::shared_alloc(s.client_component, ring::buffer_len(RING)) else {
+                s.sockets.get_mut::<tcp::Socket>(handle).abort();
+                return E_NO_MEMORY;
+            };
+            let writer = gate::bytes(buf).ok().and_then(|b| Writer::create(b).ok());
+            let Some(writer) = writer else {
+                let _ = gate::shared_free(buf);
+                return E_NO_MEMORY;
+            };
+            let conn = Conn {
+                handle,
+                ring: buf,
+                writer: Some(writer),
+                ended: false,
+                waiting_space: false,
+            };
+            let slot = match s.conns.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    s.conns.push(None);
+                    s.conns.len() - 1
+                }
+            };
+            s.conns[slot] = Some(conn);
+            slot as i64
+        })
+    }
+
+    fn ring(&self, conn: i64) -> SharedBuf {
+        let mut out = SharedBuf::from_parts(0, 0);
+        self.with(|s| {
+            if let Some(c) = s.conn(conn) {
+                out = c.ring;
+            }
+            0
+        });
+        out
+    }
+
+    fn send(&self, conn: i64, buf: SharedBuf) -> i64 {
+        self.with(|s| {
+            let Ok(bytes) = gate::bytes(buf) else {
+                return E_BAD_BUFFER;
+            };
+            let Some(handle) = s.conn(conn).map(|c| c.handle) else {
+                return E_BAD_ID;
+            };
+            let sock = s.sockets.get_mut::<tcp::Socket>(handle);
+            if !sock.may_send() {
+                return E_CLOSED;
+            }
+            let n = sock
+                .send(|space| {
+                    let n = space.len().min(bytes.len());
+                    if bytes.copy_out(0, &mut space[..n]).is_err() {
+                        return (0, 0);
+                    }
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 { E_AGAIN } else { n as i64 }
+        })
+    }
+
+    fn close(&self, conn: i64) -> i64 {
+        self.with(|s| {
+            let Some(c) = usize::try_from(conn)
+                .ok()
+                .and_then(|i| s.conns.get_mut(i))
+                .and_then(Option::take)
+            else {
+                return E_BAD_ID;
+            };
+            // FIN after what is queued; smoltcp keeps the socket until it is closed,
+            // and it is reaped then (`reap`).
+            s.sockets.get_mut::<tcp::Socket>(c.handle).close();
+            let _ = gate::shared_free(c.ring);
+            s.closing(c.handle);
+            0
+        })
+    }
+
+    fn events(&self) -> SharedBuf {
+        let mut out = SharedBuf::from_parts(0, 0);
+        self.with(|s| {
+            out = s.events;
+            0
+        });
+        out
+    }
+
+    fn pending(&self, conn: i64) -> i64 {
+        self.with(|s| {
+            let Some(handle) = s.conn(conn).map(|c| c.handle) else {
+                return E_BAD_ID;
+            };
+            s.sockets.get::<tcp::Socket>(handle).send_queue() as i64
+        })
+    }
+}
+
+impl Stack {
+    /// Remembers a socket the app closed, and drops the ones whose close finished.
+    fn closing(&mut self, handle: SocketHandle) {
+        self.reap_list.push(handle);
+        let sockets = &mut self.sockets;
+        self.reap_list.retain(|&h| {
+            let done = matches!(
+                sockets.get::<tcp::Socket>(h).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            );
+            if done {
+                sockets.remove(h);
+            }
+            !done
+        });
+    }
+}
