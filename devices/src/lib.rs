@@ -9,7 +9,11 @@
 //! - [`event_loop`]: a device thread running an `event-manager` loop over each queue's
 //!   kick EventFd and a stop EventFd.
 //! - [`block`]: virtio-blk over a host file, with request parsing in
-//!   [`block::request`]. virtio-net will reuse the transport, queue and event loop.
+//!   [`block::request`].
+//! - [`net`]: virtio-net over a tap (the contract with the guest driver is in its
+//!   docs), on the same transport and event loop with its own queue worker.
+//! - [`virtio::Interrupt`]: the optional EventFd a device writes when the driver asked
+//!   to hear of used buffers (the monitor passes the owner's doorbell).
 //!
 //! # How the monitor uses it
 //!
@@ -35,6 +39,7 @@
 
 pub mod block;
 pub mod event_loop;
+pub mod net;
 #[cfg(test)]
 mod testing;
 pub mod virtio;

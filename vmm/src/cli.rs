@@ -20,6 +20,7 @@ backtraces.",
 Examples:\n  flexos-vmm --timings target/images/hello.elf -- exit=3\n  \
 flexos-vmm --list-components target/images/gatebench.elf\n  \
 flexos-vmm --compartments 2 target/images/gatebench.elf -- calls=100000\n  \
+flexos-vmm --net tap=flx0 -c 2 target/images/iperf.elf -- ip=10.0.0.2/24\n  \
 flexos-vmm --gdb 127.0.0.1:1234 --compartments 2 target/images/gatebench.elf\n\n\
 Guest arguments starting with `gate.` tune the guest kernel (gate.spin=N: polling rounds \
 before an idle compartment sleeps) and are not passed to the app. RUST_LOG=debug traces \
@@ -65,6 +66,15 @@ pub struct Cli {
     /// violation.
     #[arg(long, value_name = "PATH[,readonly]", value_parser = crate::mmio::parse_disk_arg)]
     pub disk: Option<crate::mmio::DiskArg>,
+
+    /// Attach a virtio-net device backed by the existing tap interface NAME of this
+    /// network namespace (opened with a vnet header and TSO/checksum offloads; the
+    /// monitor never creates one: see scripts/net-up). `mac=` sets the guest's MAC
+    /// address (default 52:54:00:12:34:56). The device belongs to the compartment
+    /// hosting the image's `netdev` component: only that compartment sees its MMIO
+    /// window, after the disk's when there is one.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = crate::mmio::parse_net_arg)]
+    pub net: Option<crate::mmio::NetArg>,
 
     /// Start a GDB stub on HOST:PORT (TCP) or a Unix socket path and wait for gdb
     /// before the first guest instruction. Each compartment is one gdb thread.
@@ -120,6 +130,21 @@ mod tests {
         assert_eq!((disk.path.to_str(), disk.readonly), (Some("d.img"), true));
         let e = Cli::try_parse_from(["flexos-vmm", "--disk", "d.img,rw", "i"]).unwrap_err();
         assert!(e.to_string().contains("unknown flag \"rw\""), "{e}");
+    }
+
+    #[test]
+    fn net_takes_a_tap_and_an_optional_mac() {
+        let cli = Cli::try_parse_from(["flexos-vmm", "--net", "tap=flx0", "i"]).unwrap();
+        let net = cli.net.unwrap();
+        assert_eq!(
+            (net.tap.as_str(), net.mac),
+            ("flx0", crate::mmio::DEFAULT_MAC)
+        );
+        let cli = Cli::try_parse_from(["flexos-vmm", "--net", "tap=t,mac=02:00:00:00:00:07", "i"])
+            .unwrap();
+        assert_eq!(cli.net.unwrap().mac, [2, 0, 0, 0, 0, 7]);
+        let e = Cli::try_parse_from(["flexos-vmm", "--net", "tap=t,foo=1", "i"]).unwrap_err();
+        assert!(e.to_string().contains("unknown key \"foo\""), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use devices::block::DiskError;
+use devices::net::TapError;
 
 /// Command-line or placement mistake.
 pub const EXIT_USAGE: i32 = 64;
@@ -114,6 +115,10 @@ pub enum VmmError {
     #[error("--disk: {0}; {hint}", hint = disk_hint(.0))]
     Disk(#[from] DiskError),
 
+    /// `--net`: the tap cannot be used (missing: exit 66; busy, no permission: 71).
+    #[error("--net: {0}{hint}", hint = tap_hint(.0))]
+    Tap(#[from] TapError),
+
     #[error("cannot set up the {what}: {source}")]
     Device {
         what: &'static str,
@@ -137,6 +142,11 @@ impl VmmError {
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
             VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
             VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
+            VmmError::Tap(TapError::Missing { .. }) => EXIT_NO_INPUT,
+            VmmError::Tap(TapError::BadName { .. } | TapError::NotATap { .. }) => EXIT_USAGE,
+            VmmError::Tap(
+                TapError::Busy { .. } | TapError::Permission { .. } | TapError::Other { .. },
+            ) => EXIT_KVM,
             VmmError::KvmUnavailable { .. }
             | VmmError::Kvm { .. }
             | VmmError::KvmInternal { .. }
@@ -175,6 +185,19 @@ fn disk_hint(e: &DiskError) -> &'static str {
         DiskError::Size { .. } => {
             "give a file of whole 512-byte sectors (e.g. truncate -s 64M, or mkfs.fat -C)"
         }
+    }
+}
+
+/// What to do about a `--net` tap the device cannot use.
+fn tap_hint(e: &TapError) -> &'static str {
+    match e {
+        TapError::Missing { .. } => " (create one, e.g. scripts/net-up)",
+        TapError::NotATap { .. } => " (give a tap interface, e.g. from scripts/net-up)",
+        TapError::Busy { .. } => " (stop it, or give another tap)",
+        TapError::Permission { .. } => {
+            " (run as root, or create the tap for this user: ip tuntap add NAME mode tap user USER)"
+        }
+        TapError::BadName { .. } | TapError::Other { .. } => "",
     }
 }
 
@@ -272,6 +295,32 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(e.exit_code(), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn tap_errors_map_to_66_64_and_71_with_a_hint() {
+        let name = || "flx0".to_string();
+        let cases = [
+            (TapError::Missing { name: name() }, EXIT_NO_INPUT, "--net: no tap device flx0 in this network namespace (create one, e.g. scripts/net-up)"),
+            (TapError::NotATap { name: name() }, EXIT_USAGE, "--net: flx0 is not a tap device (give a tap interface, e.g. from scripts/net-up)"),
+            (TapError::BadName { name: "".into(), why: "it is empty" }, EXIT_USAGE, "--net: tap name \"\" is not an interface name: it is empty"),
+            (TapError::Busy { name: name() }, EXIT_KVM, "--net: tap device flx0 is busy (another process has it open) (stop it, or give another tap)"),
+            (
+                TapError::Permission { name: name(), source: std::io::Error::from_raw_os_error(libc::EPERM) },
+                EXIT_KVM,
+                "--net: no permission to open tap device flx0: Operation not permitted (os error 1) (run as root, or create the tap for this user: ip tuntap add NAME mode tap user USER)",
+            ),
+            (
+                TapError::Other { name: name(), what: "TUNSETVNETHDRSZ", source: std::io::Error::from_raw_os_error(libc::EINVAL) },
+                EXIT_KVM,
+                "--net: tap device flx0: TUNSETVNETHDRSZ: Invalid argument (os error 22)",
+            ),
+        ];
+        for (e, code, text) in cases {
+            let e = VmmError::Tap(e);
+            assert_eq!(e.exit_code(), code, "{e}");
+            assert_eq!(e.to_string(), text);
         }
     }
 

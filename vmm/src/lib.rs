@@ -34,7 +34,8 @@ mod testing;
 use std::time::Instant;
 
 use devices::block::Block;
-use flexos_abi::{DEVICE_BLOCK, MAX_COMPARTMENTS};
+use devices::net::{Net, Tap};
+use flexos_abi::{DEVICE_BLOCK, DEVICE_NET, MAX_COMPARTMENTS};
 use kvm_bindings::KVM_API_VERSION;
 use kvm_ioctls::Kvm;
 
@@ -43,11 +44,13 @@ use crate::cli::Cli;
 use crate::error::{Result, VmmError};
 use crate::image::Image;
 use crate::mmio::Window;
-use crate::monitor::{DiskPlan, RunPlan};
+use crate::monitor::{DiskPlan, NetPlan, RunPlan};
 use crate::placement::Catalog;
 
 /// The component that drives a `--disk`: the disk belongs to its compartment.
 pub const BLOCK_DRIVER: &str = "blkdev";
+/// The component that drives a `--net`: the network device belongs to its compartment.
+pub const NET_DRIVER: &str = "netdev";
 
 /// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
 /// path without taking /dev/kvm away from the machine).
@@ -132,6 +135,26 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         }
         None => None,
     };
+    // The tap first, like the disk file: a missing tap is reported as such whatever
+    // the image. Its window follows the disk's.
+    let net = match &cli.net {
+        Some(arg) => {
+            let tap = Tap::open(&arg.tap)?;
+            let owner = mmio::owner_of(
+                NET_DRIVER,
+                "--net",
+                &catalog.components,
+                &placement.assignment,
+            )?;
+            let report: devices::net::Report =
+                std::sync::Arc::new(|text: &str| stderr_line!("flexos-vmm: virtio-net: {text}"));
+            Some(NetPlan {
+                window: Window::new(u32::from(disk.is_some()), DEVICE_NET, owner),
+                net: Net::new(tap, arg.mac).with_report(report),
+            })
+        }
+        None => None,
+    };
     let kvm = open_kvm()?;
     monitor::run(
         &kvm,
@@ -144,6 +167,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             timings: cli.timings,
             gdb: cli.gdb,
             disk,
+            net,
             post_mortem: postmortem::PostMortemPlan {
                 core_dir: cli.core,
                 gdb: cli.gdb_on_crash,

@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use devices::block::Block;
+use devices::net::{Net, Tap};
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
@@ -35,12 +36,20 @@ pub struct RunPlan {
     pub post_mortem: PostMortemPlan,
     /// The `--disk` device and the window of the compartment that owns it.
     pub disk: Option<DiskPlan>,
+    /// The `--net` device and the window of the compartment that owns it.
+    pub net: Option<NetPlan>,
 }
 
 /// A virtio-blk device and where it goes.
 pub struct DiskPlan {
     pub window: Window,
     pub block: Block,
+}
+
+/// A virtio-net device and where it goes.
+pub struct NetPlan {
+    pub window: Window,
+    pub net: Net<Tap>,
 }
 
 fn micros(start: Instant, t: Option<&Instant>) -> String {
@@ -89,7 +98,14 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             .collect(),
     );
 
-    let windows: Arc<Vec<Window>> = Arc::new(run.disk.iter().map(|d| d.window.clone()).collect());
+    let windows: Arc<Vec<Window>> = Arc::new(
+        run.disk
+            .iter()
+            .map(|d| d.window.clone())
+            .chain(run.net.iter().map(|n| n.window.clone()))
+            .collect(),
+    );
+    let net_stats = run.net.as_ref().map(|n| n.net.stats().clone());
     // Stopped when the run ends, so a device thread never outlives its run's answer
     // (in-flight requests finish, the disk file is closed before the process exits).
     let mut devices = Vec::new();
@@ -115,6 +131,14 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
                     disk.window.range.start, disk.window.range.end
                 ),
                 "virtio-blk attached"
+            );
+        }
+        if let Some(net) = run.net.take_if(|n| n.window.owner == id) {
+            devices.push(comp.attach(&net.window, net.net, "virtio-net device")?);
+            tracing::debug!(
+                compartment = id,
+                window = format_args!("{:#x}..{:#x}", net.window.range.start, net.window.range.end),
+                "virtio-net attached"
             );
         }
         compartments.push(comp);
@@ -218,6 +242,9 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
     let end = Instant::now();
     for device in &devices {
         mmio::lock(device).stop();
+    }
+    if let Some(stats) = &net_stats {
+        tracing::debug!(counters = %stats.summary(), "virtio-net");
     }
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
     if !matches!(outcome, Outcome::Exited(_)) {

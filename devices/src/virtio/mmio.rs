@@ -20,7 +20,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Activation, GuestMemory, NeedsReset, VirtioDevice};
+use super::{Activation, GuestMemory, Interrupt, NeedsReset, VirtioDevice};
 
 /// "virt" in little endian.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -72,6 +72,8 @@ pub struct MmioTransport<D: VirtioDevice> {
     needs_reset: NeedsReset,
     config_interrupt_acked: bool,
     shm_select: u32,
+    /// Handed (as a clone) to the device on each activation; see [`Self::set_interrupt`].
+    interrupt: Option<EventFd>,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
@@ -106,7 +108,16 @@ impl<D: VirtioDevice> MmioTransport<D> {
             needs_reset: NeedsReset::default(),
             config_interrupt_acked: false,
             shm_select: 0,
+            interrupt: None,
         })
+    }
+
+    /// The EventFd the device writes when it puts buffers on a used ring and the
+    /// driver asked to hear about it (see [`Interrupt`]). The monitor passes a clone of
+    /// the owning compartment's doorbell, so a guest sleeping on it wakes up. Takes
+    /// effect at the next DRIVER_OK.
+    pub fn set_interrupt(&mut self, event: EventFd) {
+        self.interrupt = Some(event);
     }
 
     /// The kick EventFd of queue `index`. The monitor registers it as an ioeventfd on
@@ -384,6 +395,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 Err(_) => return false,
             }
         }
+        let interrupt = match &self.interrupt {
+            Some(event) => match event.try_clone() {
+                Ok(e) => Interrupt::new(Some(e)),
+                Err(_) => return false,
+            },
+            None => Interrupt::new(None),
+        };
         self.device
             .activate(Activation {
                 mem: self.mem.clone(),
@@ -391,6 +409,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 kicks,
                 acked_features: self.driver_features,
                 needs_reset: self.needs_reset.clone(),
+                interrupt,
             })
             .is_ok()
     }
@@ -451,6 +470,7 @@ mod tests {
         notified: Vec<u16>,
         acked: u64,
         event_idx: Vec<bool>,
+        interrupt: Option<bool>,
     }
 
     const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | 0b101;
@@ -476,6 +496,7 @@ mod tests {
             self.acked = a.acked_features;
             self.event_idx = a.queues.iter().map(|q| q.event_idx_enabled()).collect();
             assert_eq!(a.kicks.len(), 2);
+            self.interrupt = Some(a.interrupt.is_connected());
             Ok(())
         }
         fn queue_notify(&mut self, queue: u16) {
@@ -597,6 +618,29 @@ mod tests {
         assert_eq!(read_reg(&mut t, VIRTIO_MMIO_STATUS), 0);
         assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
         assert_eq!(read_reg(&mut t, VIRTIO_MMIO_QUEUE_NUM), 16);
+    }
+
+    #[test]
+    fn the_interrupt_eventfd_reaches_the_device_at_activation() {
+        let mut t = transport();
+        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+        setup_queues(&mut t);
+        write_reg(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            FEAT_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert_eq!(t.device().interrupt, Some(false));
+        t.set_interrupt(EventFd::new(EFD_NONBLOCK).unwrap());
+        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+        setup_queues(&mut t);
+        write_reg(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            FEAT_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert_eq!(t.device().activations, 2);
+        assert_eq!(t.device().interrupt, Some(true));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The virtio layer every device shares: the MMIO transport ([`mmio`]), queue processing
 //! ([`queue`]) and the narrow [`VirtioDevice`] trait a device model implements.
 //!
-//! A device model (virtio-blk today, virtio-net next) only answers descriptor chains and
+//! A device model (virtio-blk, virtio-net) only answers descriptor chains and
 //! describes itself; register decoding, feature negotiation, the status state machine and
 //! queue validation live in the transport, and the poll/sleep policy in [`queue`].
 
+pub mod interrupt;
 pub mod mmio;
 pub mod queue;
 
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+pub use self::interrupt::Interrupt;
 
 /// Guest memory as the devices see it. It must hold only memory the guest may have a
 /// device read and write (see the crate docs): a descriptor outside it is refused.
@@ -33,6 +36,9 @@ pub struct Activation {
     pub acked_features: u64,
     /// Raised by the device when the guest broke the protocol.
     pub needs_reset: NeedsReset,
+    /// How the device tells the guest about new used buffers (see [`Interrupt`]); a
+    /// device that leaves the guest to poll its used rings may ignore it.
+    pub interrupt: Interrupt,
 }
 
 /// A device model behind a virtio transport.
@@ -62,6 +68,8 @@ pub enum ActivateError {
     QueueCount { expected: usize, got: usize },
     #[error("cannot start the device thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("the device's backend refused its settings: {0}")]
+    Backend(#[source] std::io::Error),
 }
 
 /// The DEVICE_NEEDS_RESET flag, shared between the transport and the thread that runs

@@ -1,5 +1,6 @@
 //! Attaching a device to the compartment that owns it: its transport answers this
-//! VM's MMIO exits in the device's window, and its queue kicks are ioeventfds here.
+//! VM's MMIO exits in the device's window, its queue kicks are ioeventfds here, and
+//! its used-buffer notifications ring this compartment's doorbell.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,8 +23,19 @@ impl Compartment {
     ) -> Result<DeviceHandle> {
         debug_assert_eq!(window.owner, self.spec.id);
         let mem = device_memory(&self.mem, &self.layout.data, &self.layout.shared_maps)?;
-        let transport =
+        let mut transport =
             MmioTransport::new(device, mem).map_err(|source| VmmError::Device { what, source })?;
+        // No interrupts here: new used buffers ring the owner's doorbell, which wakes a
+        // driver that sleeps with the sleep hypercall (and only when it asked to be
+        // woken, see devices::virtio::Interrupt).
+        let doorbell = self
+            .doorbell
+            .try_clone()
+            .map_err(|source| VmmError::Doorbell {
+                what: "clone",
+                source,
+            })?;
+        transport.set_interrupt(doorbell);
         // A kick is a 4-byte write of the queue index to QueueNotify; KVM matches it
         // and signals the queue's eventfd without leaving the kernel.
         let notify = IoEventAddress::Mmio(window.range.start + QUEUE_NOTIFY_OFFSET);
