@@ -148,6 +148,7 @@ struct Server {
     two: Vec<Stream>,
     three: three::Three,
     tests: u32,
+    last_stats: [u64; 6],
 }
 
 fn main(args: &Args) -> i32 {
@@ -186,9 +187,13 @@ fn main(args: &Args) -> i32 {
         two: Vec::new(),
         three: three::Three::new(),
         tests: 0,
+        last_stats: [0; 6],
     };
     match server.run() {
-        Ok(()) => 0,
+        Ok(()) => {
+            server.net.linger(1_000_000_000);
+            0
+        }
         Err(code) => {
             println!("iperf: network error: {}", describe(code));
             EXIT_NET
@@ -220,6 +225,7 @@ impl Server {
             progress |= moved;
             if finished {
                 self.tests += 1;
+                self.stats();
             }
             if self.config.count != 0 && self.tests >= self.config.count {
                 return Ok(());
@@ -245,6 +251,23 @@ impl Server {
             self.net.close(s.conn)?;
         }
         self.tests += 1;
+        self.stats();
         Ok(())
+    }
+
+    /// The stack's counters since the previous test.
+    fn stats(&mut self) {
+        let now: [u64; 6] = core::array::from_fn(|i| self.net.stat(i as u16));
+        let d: [u64; 6] = core::array::from_fn(|i| now[i] - self.last_stats[i]);
+        self.last_stats = now;
+        println!(
+            "iperf: net: {} frames in ({} bytes each on average), {} out, {} kicks, {} sleeps, {} doorbells",
+            d[0],
+            d[1].checked_div(d[0]).unwrap_or(0),
+            d[2],
+            d[3],
+            d[4],
+            d[5]
+        );
     }
 }

@@ -137,6 +137,23 @@ impl Sockets {
         }
     }
 
+    /// Waits (at most `timeout_ns`) until every closed connection's FIN has been
+    /// acknowledged: what an app does before it exits, so its peers see a clean end.
+    pub fn linger(&self, timeout_ns: u64) {
+        let deadline = flexos_kernel::time::now_ns().saturating_add(timeout_ns);
+        while matches!(self.api.closing(), Ok(n) if n > 0)
+            && flexos_kernel::time::now_ns() < deadline
+        {
+            gate::poll_once();
+            core::hint::spin_loop();
+        }
+    }
+
+    /// A counter of the stack (see `sock::stat`), 0 if unavailable.
+    pub fn stat(&self, which: u16) -> u64 {
+        self.api.stat(which).ok().filter(|&v| v >= 0).unwrap_or(0) as u64
+    }
+
     /// Bytes of `conn` sent but not yet acknowledged.
     pub fn unacked(&self, conn: &Conn) -> Result<usize, i64> {
         match code(self.api.pending(conn.id))? {

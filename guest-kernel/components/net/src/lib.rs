@@ -73,5 +73,10 @@ flexos_kernel::rpc::interface! {
         fn events() -> SharedBuf = 5;
         /// Bytes queued for sending and not yet acknowledged.
         fn pending(conn: i64) -> i64 = 6;
+        /// Sockets the app closed that are still closing (their FIN not yet acked).
+        fn closing() -> i64 = 7;
+        /// A counter of the stack's compartment: 0 frames received, 1 bytes
+        /// received, 2 frames sent, 3 device kicks, 4 sleeps, 5 doorbells rung.
+        fn stat(which: u16) -> i64 = 8;
     }
 }

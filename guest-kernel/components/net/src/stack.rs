@@ -479,6 +479,30 @@ impl sock::Api for Net {
         out
     }
 
+    fn closing(&self) -> i64 {
+        self.with(|s| {
+            s.reap();
+            s.reap_list.len() as i64
+        })
+    }
+
+    fn stat(&self, which: u16) -> i64 {
+        self.with(|s| {
+            let nic = s.link.nic();
+            let ep = gate::endpoint().stats();
+            let v = match which {
+                0 => nic.rx_frames,
+                1 => nic.rx_bytes,
+                2 => nic.tx_frames,
+                3 => nic.kicks,
+                4 => ep.sleeps,
+                5 => ep.doorbells,
+                _ => return E_BAD_ID,
+            };
+            v as i64
+        })
+    }
+
     fn pending(&self, conn: i64) -> i64 {
         self.with(|s| {
             let Some(handle) = s.conn(conn).map(|c| c.handle) else {
@@ -493,6 +517,11 @@ impl Stack {
     /// Remembers a socket the app closed, and drops the ones whose close finished.
     fn closing(&mut self, handle: SocketHandle) {
         self.reap_list.push(handle);
+        self.reap();
+    }
+
+    /// Drops the closed sockets whose close finished.
+    fn reap(&mut self) {
         let sockets = &mut self.sockets;
         self.reap_list.retain(|&h| {
             let done = matches!(

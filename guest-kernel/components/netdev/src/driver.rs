@@ -104,6 +104,7 @@ pub struct NetDevice {
     mac: [u8; 6],
     /// Frames received and sent, for the stack's statistics.
     pub rx_frames: u64,
+    pub rx_bytes: u64,
     pub tx_frames: u64,
     pub kicks: u64,
 }
@@ -174,6 +175,7 @@ impl NetDevice {
             tx_free: Vec::new(),
             mac,
             rx_frames: 0,
+            rx_bytes: 0,
             tx_frames: 0,
             kicks: 0,
         };
@@ -225,8 +227,10 @@ impl NetDevice {
     pub fn rx_pop(&mut self) -> Option<(u16, usize)> {
         while let Some((id, len)) = self.rx.pop_used() {
             if usize::from(id) < self.rx_bufs.len() {
+                let len = (len as usize).min(RX_BUF);
                 self.rx_frames += 1;
-                return Some((id, (len as usize).min(RX_BUF)));
+                self.rx_bytes += len as u64;
+                return Some((id, len));
             }
         }
         None
