@@ -277,24 +277,18 @@ impl Stack {
                 }
                 moved = true;
             }
-            if !conn.ended && !sock.may_recv() && sock.recv_queue() == 0 {
-                let how = if sock.state() == tcp::State::Closed {
-                    ring::RESET
-                } else {
-                    ring::EOF
-                };
-                // A FIN after all data: the normal end, whatever state follows.
-                let how = if matches!(
-                    sock.state(),
-                    tcp::State::CloseWait
-                        | tcp::State::LastAck
-                        | tcp::State::TimeWait
-                        | tcp::State::Closing
-                ) {
-                    ring::EOF
-                } else {
-                    how
-                };
+            // The stream ended once the peer's FIN (or a reset) came and every byte
+            // before it is in the ring. Not before the handshake completes: a socket
+            // still in SYN-RECEIVED cannot receive yet either.
+            let how = match sock.state() {
+                tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait => Some(ring::EOF),
+                tcp::State::Closed => Some(ring::RESET),
+                _ => None,
+            };
+            if let (false, Some(how), 0) = (conn.ended, how, sock.recv_queue()) {
                 writer.close(how);
                 conn.ended = true;
                 events = true;
