@@ -148,7 +148,7 @@ struct Server {
     two: Vec<Stream>,
     three: three::Three,
     tests: u32,
-    last_stats: [u64; 6],
+    last_stats: [u64; 8],
 }
 
 fn main(args: &Args) -> i32 {
@@ -187,7 +187,7 @@ fn main(args: &Args) -> i32 {
         two: Vec::new(),
         three: three::Three::new(),
         tests: 0,
-        last_stats: [0; 6],
+        last_stats: [0; 8],
     };
     match server.run() {
         Ok(()) => {
@@ -257,17 +257,19 @@ impl Server {
 
     /// The stack's counters since the previous test.
     fn stats(&mut self) {
-        let now: [u64; 6] = core::array::from_fn(|i| self.net.stat(i as u16));
-        let d: [u64; 6] = core::array::from_fn(|i| now[i] - self.last_stats[i]);
+        let now: [u64; 8] = core::array::from_fn(|i| self.net.stat(i as u16));
+        let d: [u64; 8] = core::array::from_fn(|i| now[i] - self.last_stats[i]);
         self.last_stats = now;
         println!(
-            "iperf: net: {} frames in ({} bytes each on average), {} out, {} kicks, {} sleeps, {} doorbells",
+            "iperf: net: {} frames in ({} bytes each on average), {} out, {} kicks, {} sleeps, {} doorbells, {} ms in the stack, {} ms filling rings",
             d[0],
             d[1].checked_div(d[0]).unwrap_or(0),
             d[2],
             d[3],
             d[4],
-            d[5]
+            d[5],
+            time::ticks_to_ns(d[6]) / 1_000_000,
+            time::ticks_to_ns(d[7]) / 1_000_000
         );
     }
 }

@@ -90,6 +90,9 @@ struct Stack {
     armed: bool,
     /// Sockets the app closed that smoltcp is still closing.
     reap_list: Vec<SocketHandle>,
+    /// TSC cycles spent in smoltcp (device included) and moving bytes into rings.
+    stack_cycles: u64,
+    ring_cycles: u64,
 }
 
 fn now() -> Instant {
@@ -171,6 +174,8 @@ impl Net {
             client_component: self.client,
             armed: false,
             reap_list: Vec::new(),
+            stack_cycles: 0,
+            ring_cycles: 0,
         }))
     }
 
@@ -210,7 +215,10 @@ impl Stack {
             let nic = self.link.nic();
             nic.rx_frames + nic.tx_frames
         };
+        let t0 = time::rdtsc();
         self.iface.poll(now(), &mut self.link, &mut self.sockets);
+        let t1 = time::rdtsc();
+        self.stack_cycles += t1 - t0;
         let mut progress = {
             let nic = self.link.nic();
             nic.rx_frames + nic.tx_frames != before
@@ -294,6 +302,7 @@ impl Stack {
                 events = true;
             }
         }
+        self.ring_cycles += time::rdtsc() - t1;
         if events {
             self.bump_events();
         }
@@ -491,6 +500,8 @@ impl sock::Api for Net {
                 3 => nic.kicks,
                 4 => ep.sleeps,
                 5 => ep.doorbells,
+                6 => s.stack_cycles,
+                7 => s.ring_cycles,
                 _ => return E_BAD_ID,
             };
             v as i64
