@@ -7,7 +7,7 @@
 //!
 //! `recv` is the size of each receive call (FlexOS's sweep); `count=N` exits 0 after
 //! N tests. Components: app, net (smoltcp), netdev (virtio-net driver); splits 1 =
-//! everything, 2 = {app} | {net, netdev}. When ready it prints
+//! everything, 2 = {app} | {net, netdev}, 3 = {app} | {net} | {netdev}. When ready it prints
 //! `iperf: listening on IP ports P (iperf2) P3 (iperf3)`; after each connection a line
 //! with its bytes, seconds and Gbit/s, and after each test one JSON line
 //! (`{"bench":"iperf",...}`).
@@ -26,6 +26,7 @@ use alloc::vec::Vec;
 use flexos_kernel::{Args, boot_info, println, time};
 use flexos_net::codes::describe;
 use flexos_net::{Conn, Listener, Net, Recv, Sockets, sock};
+use flexos_netdev::{Netdev, nic};
 use iperf::{Config, USAGE};
 
 mod three;
@@ -37,18 +38,23 @@ flexos_kernel::components! {
     splits: [
         [("all", ["app", "net", "netdev"])],
         [("app", ["app"]), ("net", ["net", "netdev"])],
+        [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"])],
     ],
 }
 
+/// The driver, serving the stack through gates when it has its own compartment.
+static NETDEV_SERVER: nic::Server<Netdev> = nic::Server(Netdev::new(NET));
 /// The stack; its rings and wake-ups go to the app.
-static NET_SERVER: sock::Server<Net> = sock::Server(Net::new(APP, NETDEV));
+static NET_SERVER: sock::Server<Net> = sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER));
 
 flexos_kernel::servers! {
     NET => flexos_net::sock(NET_SERVER),
+    NETDEV => flexos_netdev::nic(NETDEV_SERVER),
 }
 
 flexos_kernel::pollers! {
     NET => NET_SERVER.0,
+    NETDEV => NETDEV_SERVER.0,
 }
 
 /// Exit codes.

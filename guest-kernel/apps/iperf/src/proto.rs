@@ -55,7 +55,9 @@ impl Config {
                 "port3" => c.port3 = number(key, value)?,
                 "recv" => c.recv = number(key, value)?,
                 "count" => c.count = number(key, value)?,
+                // The stack's own settings.
                 "ip" => {}
+                k if k.starts_with("net.") => {}
                 _ => return Err(format!("iperf: unknown argument '{arg}'")),
             }
         }

@@ -12,7 +12,7 @@ use flexos_kernel::components::compartment_of;
 use flexos_kernel::gate::{self, GateRouter, router};
 use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 
-use crate::codes::{E_AGAIN, E_BAD_BUFFER, E_CLOSED, E_NO_MEMORY};
+use crate::codes::{E_AGAIN, E_BAD_BUFFER, E_BUSY, E_CLOSED, E_NO_MEMORY};
 use crate::ring::{OPEN, Reader};
 use crate::sock;
 use crate::stack::Net;
@@ -55,11 +55,42 @@ fn code<T>(r: Result<T, flexos_kernel::rpc::GateError>) -> Result<T, i64> {
     r.map_err(|_| crate::codes::E_NO_DEVICE)
 }
 
+/// How long a call is retried while the stack is busy.
+const BUSY_NS: u64 = 1_000_000_000;
+
+/// Runs `call` until it is not refused with `E_BUSY`: the stack's compartment serves
+/// our calls while it waits for one of its own (to the driver in a third compartment),
+/// and refuses the ones that arrive while its state is in use. `busy` says whether a
+/// result is such a refusal.
+fn retry<T>(
+    mut call: impl FnMut() -> Result<T, flexos_kernel::rpc::GateError>,
+    busy: impl Fn(&Result<T, flexos_kernel::rpc::GateError>) -> bool,
+) -> Result<T, flexos_kernel::rpc::GateError> {
+    let deadline = flexos_kernel::time::now_ns().saturating_add(BUSY_NS);
+    loop {
+        let r = call();
+        if !busy(&r) || flexos_kernel::time::now_ns() > deadline {
+            return r;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// An `i64` result refused as busy.
+fn busy_code(r: &Result<i64, flexos_kernel::rpc::GateError>) -> bool {
+    matches!(r, Ok(E_BUSY))
+}
+
+/// A handle result refused (the stack answers an empty handle when busy).
+fn busy_handle(r: &Result<SharedBuf, flexos_kernel::rpc::GateError>) -> bool {
+    r.is_err() || matches!(r, Ok(b) if b.is_empty())
+}
+
 impl Sockets {
     /// Connects to the `net` component `component`, served by `server`.
     pub fn new(server: &'static sock::Server<Net>, component: u16) -> Result<Sockets, i64> {
         let api = sock::Client::new(router(), component, &server.0);
-        let events = code(api.events())?;
+        let events = code(retry(|| api.events(), busy_handle))?;
         let events = gate::bytes(events).map_err(|_| E_BAD_BUFFER)?;
         let send_buf = gate::shared_alloc(component, SEND_CHUNK).ok_or(E_NO_MEMORY)?;
         Ok(Sockets {
@@ -72,7 +103,7 @@ impl Sockets {
 
     /// Listens on `port`.
     pub fn listen(&self, port: u16) -> Result<Listener, i64> {
-        match code(self.api.listen(port))? {
+        match code(retry(|| self.api.listen(port), busy_code))? {
             id if id >= 0 => Ok(Listener(id)),
             e => Err(e),
         }
@@ -85,14 +116,14 @@ impl Sockets {
 
     /// A connection that arrived on `l`, if any.
     pub fn try_accept(&self, l: Listener) -> Result<Option<Conn>, i64> {
-        let id = code(self.api.accept(l.0))?;
+        let id = code(retry(|| self.api.accept(l.0), busy_code))?;
         if id == E_AGAIN {
             return Ok(None);
         }
         if id < 0 {
             return Err(id);
         }
-        let ring = code(self.api.ring(id))?;
+        let ring = code(retry(|| self.api.ring(id), busy_handle))?;
         let bytes = gate::bytes(ring).map_err(|_| E_BAD_BUFFER)?;
         let reader = Reader::open(bytes).map_err(|_| E_BAD_BUFFER)?;
         Ok(Some(Conn {
@@ -115,7 +146,7 @@ impl Sockets {
             let n = data.len().min(SEND_CHUNK);
             bytes.copy_in(0, &data[..n]).map_err(|_| E_BAD_BUFFER)?;
             let chunk = self.send_buf.slice(0, n as u32).ok_or(E_BAD_BUFFER)?;
-            match code(self.api.send(conn.id, chunk))? {
+            match code(retry(|| self.api.send(conn.id, chunk), busy_code))? {
                 E_AGAIN => {
                     // The stack frees room as the peer acknowledges: let it run
                     // (here, or in its own compartment), then retry.
@@ -131,7 +162,7 @@ impl Sockets {
 
     /// Closes `conn` (FIN after queued bytes).
     pub fn close(&self, conn: Conn) -> Result<(), i64> {
-        match code(self.api.close(conn.id))? {
+        match code(retry(|| self.api.close(conn.id), busy_code))? {
             0 => Ok(()),
             e => Err(e),
         }
@@ -141,7 +172,7 @@ impl Sockets {
     /// acknowledged: what an app does before it exits, so its peers see a clean end.
     pub fn linger(&self, timeout_ns: u64) {
         let deadline = flexos_kernel::time::now_ns().saturating_add(timeout_ns);
-        while matches!(self.api.closing(), Ok(n) if n > 0)
+        while matches!(self.api.closing(), Ok(n) if n > 0 || n == E_BUSY)
             && flexos_kernel::time::now_ns() < deadline
         {
             gate::poll_once();
@@ -151,12 +182,15 @@ impl Sockets {
 
     /// A counter of the stack (see `sock::stat`), 0 if unavailable.
     pub fn stat(&self, which: u16) -> u64 {
-        self.api.stat(which).ok().filter(|&v| v >= 0).unwrap_or(0) as u64
+        retry(|| self.api.stat(which), busy_code)
+            .ok()
+            .filter(|&v| v >= 0)
+            .unwrap_or(0) as u64
     }
 
     /// Bytes of `conn` sent but not yet acknowledged.
     pub fn unacked(&self, conn: &Conn) -> Result<usize, i64> {
-        match code(self.api.pending(conn.id))? {
+        match code(retry(|| self.api.pending(conn.id), busy_code))? {
             n if n >= 0 => Ok(n as usize),
             e => Err(e),
         }

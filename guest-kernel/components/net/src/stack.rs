@@ -11,7 +11,7 @@ use flexos_kernel::gate::{self, Poller};
 use flexos_kernel::rpc::SharedBuf;
 use flexos_kernel::sync::SpinLock;
 use flexos_kernel::{Args, boot_info, println, time};
-use flexos_netdev::{HeapRx, NetDevice};
+use flexos_netdev::{HeapRx, NetDevice, Netdev, nic};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -43,6 +43,8 @@ const IDLE_SLEEP_US: u64 = 10_000;
 pub struct Net {
     client: u16,
     netdev: u16,
+    /// The netdev component's server, for the 3-way split (netdev elsewhere).
+    netdev_server: &'static nic::Server<Netdev>,
     state: SpinLock<StateCell>,
 }
 
@@ -100,10 +102,11 @@ fn now() -> Instant {
 }
 
 impl Net {
-    pub const fn new(client: u16, netdev: u16) -> Net {
+    pub const fn new(client: u16, netdev: u16, netdev_server: &'static nic::Server<Netdev>) -> Net {
         Net {
             client,
             netdev,
+            netdev_server,
             state: SpinLock::new(StateCell(State::Unstarted)),
         }
     }
@@ -123,18 +126,31 @@ impl Net {
     }
 
     fn start(&self) -> State {
-        if !is_local(self.netdev) {
-            println!("net: the netdev component must share the net component's compartment");
-            return State::Absent;
-        }
-        let nic = match NetDevice::start(&mut HeapRx, RX_BUFFERS) {
-            Ok(nic) => nic,
-            Err(e) => {
-                println!("net: {e}");
-                return State::Absent;
+        let args = Args::of_run();
+        let (link, mac) = if is_local(self.netdev) {
+            let rx_buffers = args
+                .get("net.rxbufs")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(RX_BUFFERS);
+            match NetDevice::start(&mut HeapRx, rx_buffers) {
+                Ok(nic) => {
+                    let mac = nic.mac();
+                    (Link::local(nic), mac)
+                }
+                Err(e) => {
+                    println!("net: {e}");
+                    return State::Absent;
+                }
+            }
+        } else {
+            match Link::remote(self.netdev_server, self.netdev, compartment_of(self.netdev)) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    println!("net: {e}");
+                    return State::Absent;
+                }
             }
         };
-        let args = Args::of_run();
         let (ip, prefix) = match args.get("ip") {
             None => DEFAULT_IP,
             Some(text) => match parse_cidr(text) {
@@ -145,8 +161,7 @@ impl Net {
                 }
             },
         };
-        let mac = nic.mac();
-        let mut link = Link::new(nic);
+        let mut link = link;
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = time::rdtsc();
         let mut iface = Interface::new(config, &mut link, now());
@@ -208,20 +223,20 @@ impl Stack {
     /// anything happened.
     fn poll(&mut self) -> bool {
         if self.armed {
-            self.link.nic().disarm();
+            self.link.disarm();
             self.armed = false;
         }
         let before = {
-            let nic = self.link.nic();
-            nic.rx_frames + nic.tx_frames
+            let st = self.link.stats();
+            st.rx_frames + st.tx_frames
         };
         let t0 = time::rdtsc();
         self.iface.poll(now(), &mut self.link, &mut self.sockets);
         let t1 = time::rdtsc();
         self.stack_cycles += t1 - t0;
         let mut progress = {
-            let nic = self.link.nic();
-            nic.rx_frames + nic.tx_frames != before
+            let st = self.link.stats();
+            st.rx_frames + st.tx_frames != before
         };
         let mut events = false;
         // Listeners that left LISTEN are connections to accept; replace them.
@@ -316,7 +331,7 @@ impl Stack {
     /// Arms the device and checks for pending work; the longest sleep, or `None`.
     fn before_sleep(&mut self) -> Option<u64> {
         self.armed = true;
-        if self.link.nic().arm() {
+        if self.link.arm() {
             return None;
         }
         for conn in self.conns.iter().flatten() {
@@ -491,13 +506,13 @@ impl sock::Api for Net {
 
     fn stat(&self, which: u16) -> i64 {
         self.with(|s| {
-            let nic = s.link.nic();
+            let nic = s.link.stats();
             let ep = gate::endpoint().stats();
             let v = match which {
                 0 => nic.rx_frames,
                 1 => nic.rx_bytes,
                 2 => nic.tx_frames,
-                3 => nic.kicks,
+                3 => s.link.kicks(),
                 4 => ep.sleeps,
                 5 => ep.doorbells,
                 6 => s.stack_cycles,

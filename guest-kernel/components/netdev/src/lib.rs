@@ -6,7 +6,8 @@
 //! up to 64 KiB, 40x fewer frames than MTU-sized ones (see shared/DEVICES.md). The
 //! driver hands whole frames to the stack and never takes interrupts ([`driver`]).
 //!
-//! [`frame`] (the virtio-net header and checksum checks) is plain Rust and builds
+//! In the 3-way split it serves the [`nic`] interface to the `net` component
+//! (`server`). [`frame`] (the virtio-net header and checksum checks) is plain Rust and builds
 //! without the `guest` feature, so it is tested on the host (components/units).
 
 #![no_std]
@@ -14,6 +15,7 @@
 #[cfg(feature = "guest")]
 extern crate alloc;
 
+pub mod codes;
 #[cfg(feature = "guest")]
 pub mod driver;
 pub mod frame;
@@ -21,6 +23,34 @@ pub mod frame;
 pub mod mmio;
 #[cfg(feature = "guest")]
 mod queue;
+#[cfg(feature = "guest")]
+mod server;
 
 #[cfg(feature = "guest")]
 pub use driver::{HeapRx, NetDevice, RxMemory, StartError};
+#[cfg(feature = "guest")]
+use flexos_kernel::rpc::SharedBuf;
+#[cfg(feature = "guest")]
+pub use server::{CTRL_LEN, CTRL_WAITING, Netdev};
+
+#[cfg(feature = "guest")]
+flexos_kernel::rpc::interface! {
+    /// The driver for a `net` component in another compartment. Every method returns
+    /// a negative [`codes`](crate::codes) value on error.
+    pub mod nic (id = 23) {
+        /// Starts the device (once) and registers the caller's control block
+        /// (`CTRL_LEN` bytes: the `waiting` word); returns the number of receive buffers.
+        fn attach(ctrl: SharedBuf) -> i64 = 0;
+        /// The MAC address (6 bytes, big-endian in the low 48 bits).
+        fn mac() -> u64 = 1;
+        /// Receive buffer `id` (virtio-net header first); an empty handle if none.
+        fn rx_buffer(id: u16) -> SharedBuf = 2;
+        /// Gives back receive buffer `release` (if >= 0 and lent), then returns the
+        /// next received one as `id << 32 | length` (header included), or `E_AGAIN`.
+        fn rx_next(release: i64) -> i64 = 3;
+        /// Sends the Ethernet frame in `frame`.
+        fn tx(frame: SharedBuf) -> i64 = 4;
+        /// A counter: 0 frames received, 1 bytes received, 2 frames sent, 3 kicks.
+        fn stat(which: u16) -> i64 = 5;
+    }
+}
