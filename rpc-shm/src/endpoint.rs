@@ -52,6 +52,12 @@ pub trait Background {
     /// re-check for work. `None`: work is pending, do not sleep; `Some(us)`: sleep at
     /// most `us` microseconds.
     fn before_sleep(&mut self) -> Option<u64>;
+    /// Idle rounds before sleeping, given the policy's: a poll that costs far more
+    /// than a ring check (a network stack's) should spin for fewer rounds, so that
+    /// spinning never costs more than the sleep and wake-up it avoids.
+    fn spin_rounds(&self, policy: u32) -> u32 {
+        policy
+    }
 }
 
 /// A server for one interface: decodes and validates the arguments of `method` and
@@ -358,14 +364,16 @@ impl<'a, P: Platform> Endpoint<'a, P> {
     /// network stack) runs instead of [`Endpoint::serve_until`].
     ///
     /// Each round serves at most one call, then asks `work.poll()`; when neither did
-    /// anything for [`IdlePolicy::spin_rounds`] rounds the endpoint sets its sleeping
+    /// anything for `work.spin_rounds(`[`IdlePolicy::spin_rounds`]`)` rounds the
+    /// endpoint sets its sleeping
     /// flag and calls `work.before_sleep()` (after the fence of the Dekker handshake, so
     /// a peer or device that publishes after it rings the doorbell): it arms its wake-up
     /// sources and returns `None` if work is already pending, else the longest sleep in
     /// microseconds (capped by [`IdlePolicy::sleep_us`]).
     pub fn serve_with(&self, stop: impl Fn() -> bool, work: &mut dyn Background) {
         let mut spins = 0;
-        let policy = self.idle.get();
+        let mut policy = self.idle.get();
+        policy.spin_rounds = work.spin_rounds(policy.spin_rounds);
         while !stop() {
             let served = self.poll();
             let worked = work.poll();

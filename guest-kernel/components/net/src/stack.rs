@@ -5,6 +5,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use flexos_kernel::components::{compartment_of, is_local};
 use flexos_kernel::gate::{self, Poller};
@@ -37,6 +38,9 @@ const LISTENING: usize = 2;
 const RX_BUFFERS: u16 = 64;
 /// Longest sleep when smoltcp has no timer pending (us).
 const IDLE_SLEEP_US: u64 = 10_000;
+/// Idle poll rounds before sleeping, `net.spin=N` (default: the gate layer's policy).
+/// Measured with iperf2 in 1 compartment: 1500 rounds (the policy's default) gave
+/// 7.2 Gbit/s where 50 gave 4.0: a sleep and its wake-up cost more than the spin.
 
 /// The `net` component. `client` is the component whose compartment gets the rings
 /// and wake-ups (the app), `netdev` the driver's component.
@@ -46,6 +50,8 @@ pub struct Net {
     /// The netdev component's server, for the 3-way split (netdev elsewhere).
     netdev_server: &'static nic::Server<Netdev>,
     state: SpinLock<StateCell>,
+    /// Idle rounds before sleeping (`u32::MAX`: not read from the arguments yet).
+    spin: AtomicU32,
 }
 
 struct StateCell(State);
@@ -108,6 +114,7 @@ impl Net {
             netdev,
             netdev_server,
             state: SpinLock::new(StateCell(State::Unstarted)),
+            spin: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -362,6 +369,19 @@ impl Poller for Net {
             State::Running(s) => s.poll(),
             _ => false,
         }
+    }
+
+    fn spin_rounds(&self, policy: u32) -> u32 {
+        let mut rounds = self.spin.load(Ordering::Relaxed);
+        if rounds == u32::MAX {
+            rounds = Args::of_run()
+                .get("net.spin")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(u32::MAX - 1)
+                .min(u32::MAX - 1);
+            self.spin.store(rounds, Ordering::Relaxed);
+        }
+        policy.min(rounds)
     }
 
     fn before_sleep(&self) -> Option<u64> {

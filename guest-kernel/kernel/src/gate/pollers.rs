@@ -19,6 +19,11 @@ pub trait Poller {
     /// compartment's doorbell) and re-check. `None`: work is pending; `Some(us)`: the
     /// longest sleep.
     fn before_sleep(&self) -> Option<u64>;
+    /// Idle rounds before the compartment sleeps, given the idle policy's (see
+    /// `rpc_shm::Background::spin_rounds`); the compartment uses the smallest.
+    fn spin_rounds(&self, policy: u32) -> u32 {
+        policy
+    }
 }
 
 /// One entry of the table: component `component` runs `poller`.
@@ -96,6 +101,12 @@ impl Background for Local {
         let mut progress = false;
         Self::each(|p| progress |= p.poll());
         progress
+    }
+
+    fn spin_rounds(&self, policy: u32) -> u32 {
+        let mut rounds = policy;
+        Self::each(|p| rounds = rounds.min(p.spin_rounds(policy)));
+        rounds
     }
 
     fn before_sleep(&mut self) -> Option<u64> {
