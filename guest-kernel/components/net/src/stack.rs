@@ -38,10 +38,6 @@ const LISTENING: usize = 2;
 const RX_BUFFERS: u16 = 64;
 /// Longest sleep when smoltcp has no timer pending (us).
 const IDLE_SLEEP_US: u64 = 10_000;
-/// Idle poll rounds before sleeping, `net.spin=N` (default: the gate layer's policy).
-/// Measured with iperf2 in 1 compartment: 1500 rounds (the policy's default) gave
-/// 7.2 Gbit/s where 50 gave 4.0: a sleep and its wake-up cost more than the spin.
-
 /// The `net` component. `client` is the component whose compartment gets the rings
 /// and wake-ups (the app), `netdev` the driver's component.
 pub struct Net {
@@ -50,7 +46,10 @@ pub struct Net {
     /// The netdev component's server, for the 3-way split (netdev elsewhere).
     netdev_server: &'static nic::Server<Netdev>,
     state: SpinLock<StateCell>,
-    /// Idle rounds before sleeping (`u32::MAX`: not read from the arguments yet).
+    /// Idle poll rounds before sleeping, `net.spin=N` (default: the gate layer's
+    /// policy; `u32::MAX`: not read from the arguments yet). Measured with iperf2 in 1
+    /// compartment: 1500 rounds (the policy's default) gave 7.2 Gbit/s where 50 gave
+    /// 4.0: a sleep and its wake-up cost more than the spin.
     spin: AtomicU32,
 }
 
