@@ -27,7 +27,7 @@
 //! - In one compartment there is nobody else: `gate::wait_until` runs the same poll
 //!   loop itself, so the app's waits pump the stack.
 //!
-//! The plain-Rust parts ([`ring`], [`args`], [`codes`]) build without the `guest`
+//! The plain-Rust parts ([`ring`], [`args`], [`codes`], [`tcp_end`]) build without the `guest`
 //! feature and are tested on the host (components/units).
 
 #![no_std]
@@ -37,6 +37,7 @@ extern crate alloc;
 pub mod args;
 pub mod codes;
 pub mod ring;
+pub mod tcp_end;
 
 #[cfg(feature = "guest")]
 mod client;

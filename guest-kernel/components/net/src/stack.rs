@@ -23,6 +23,7 @@ use crate::codes::*;
 use crate::link::Link;
 use crate::ring::{self, Writer};
 use crate::sock;
+use crate::tcp_end::{TcpState, stream_end};
 
 /// Receive buffer of a TCP socket: 1 MiB gives a window scale of 4 and room for a
 /// dozen TSO super-frames in flight.
@@ -207,6 +208,23 @@ impl Net {
     }
 }
 
+/// smoltcp's TCP state as the plain-Rust [`TcpState`].
+fn state_of(state: tcp::State) -> TcpState {
+    match state {
+        tcp::State::Closed => TcpState::Closed,
+        tcp::State::Listen => TcpState::Listen,
+        tcp::State::SynSent => TcpState::SynSent,
+        tcp::State::SynReceived => TcpState::SynReceived,
+        tcp::State::Established => TcpState::Established,
+        tcp::State::FinWait1 => TcpState::FinWait1,
+        tcp::State::FinWait2 => TcpState::FinWait2,
+        tcp::State::CloseWait => TcpState::CloseWait,
+        tcp::State::Closing => TcpState::Closing,
+        tcp::State::LastAck => TcpState::LastAck,
+        tcp::State::TimeWait => TcpState::TimeWait,
+    }
+}
+
 fn new_listener(sockets: &mut SocketSet<'static>, port: u16) -> Option<SocketHandle> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0u8; SOCKET_RX]),
@@ -306,18 +324,10 @@ impl Stack {
                 }
                 moved = true;
             }
-            // The stream ended once the peer's FIN (or a reset) came and every byte
-            // before it is in the ring. Not before the handshake completes: a socket
-            // still in SYN-RECEIVED cannot receive yet either.
-            let how = match sock.state() {
-                tcp::State::CloseWait
-                | tcp::State::LastAck
-                | tcp::State::Closing
-                | tcp::State::TimeWait => Some(ring::EOF),
-                tcp::State::Closed => Some(ring::RESET),
-                _ => None,
-            };
-            if let (false, Some(how), 0) = (conn.ended, how, sock.recv_queue()) {
+            if let (false, Some(how)) = (
+                conn.ended,
+                stream_end(state_of(sock.state()), sock.recv_queue()),
+            ) {
                 writer.close(how);
                 conn.ended = true;
                 events = true;
