@@ -207,16 +207,29 @@ fn main(args: &Args) -> i32 {
     }
 }
 
+/// A new connection on `l`, if any. A connection the stack could not set up (no
+/// shared memory for its ring) is reported and skipped: the stack has reset it.
+fn accept(net: &Sockets, l: Listener) -> Result<Option<Conn>, i64> {
+    loop {
+        match net.try_accept(l) {
+            Err(code) if code == flexos_net::codes::E_NO_MEMORY => {
+                println!("iperf: a connection was refused: {}", describe(code));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Server {
     fn run(&mut self) -> Result<(), i64> {
         let mut buf = vec![0u8; self.config.recv];
         loop {
             let mut progress = false;
-            while let Some(conn) = self.net.try_accept(self.l2)? {
+            while let Some(conn) = accept(&self.net, self.l2)? {
                 self.two.push(Stream::new(conn));
                 progress = true;
             }
-            while let Some(conn) = self.net.try_accept(self.l3)? {
+            while let Some(conn) = accept(&self.net, self.l3)? {
                 self.three.arrived(conn);
                 progress = true;
             }

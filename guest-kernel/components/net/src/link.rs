@@ -6,6 +6,7 @@
 //! the channel with netdev's compartment, copied out once before parsing, since that
 //! compartment could change them; frames to send cross in a shared buffer).
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -15,23 +16,35 @@ use flexos_kernel::gate::{self, GateRouter};
 use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 use flexos_netdev::driver::{RX_BUF, TX_MTU};
 use flexos_netdev::frame::{HDR_LEN, accept};
-use flexos_netdev::{CTRL_LEN, CTRL_WAITING, NetDevice, Netdev, nic};
+use flexos_netdev::relay::{
+    CTRL_LEN, CTRL_RECEIVED, CTRL_RELEASED, CTRL_SEND, CTRL_SENT, CTRL_WAITING, Consumer, Producer,
+    RELAY_ENTRIES, TX_SLOT, TX_SLOTS,
+};
+use flexos_netdev::{NetDevice, Netdev, nic};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-/// The driver in another compartment.
+/// The driver in another compartment, through the relay rings of a control block.
 pub struct Remote {
     nic: nic::Client<'static, Netdev, GateRouter>,
     rx: Vec<SharedBuf>,
     /// Private copy of the frame being processed.
     scratch: Vec<u8>,
-    /// The receive buffer to give back with the next `rx_next`.
-    release: i64,
-    tx_buf: SharedBuf,
+    /// Where a frame to send is built (smoltcp sends replies while the received
+    /// frame, in `scratch`, is still borrowed).
     tx_scratch: Vec<u8>,
     ctrl: SharedBytes<'static>,
+    received: Consumer<'static>,
+    released: Producer<'static>,
+    send: Producer<'static>,
+    sent: Consumer<'static>,
+    tx_area: SharedBytes<'static>,
+    /// Free transmit slots.
+    tx_free: Vec<u64>,
     netdev: u32,
     waiting: bool,
+    /// A relay ring was garbled: no more frames.
+    broken: bool,
     pub rx_frames: u64,
     pub rx_bytes: u64,
     pub tx_frames: u64,
@@ -39,7 +52,7 @@ pub struct Remote {
 
 enum Backend {
     Local(NetDevice),
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// The device as smoltcp sees it.
@@ -70,11 +83,23 @@ impl Link {
     ) -> Result<(Link, [u8; 6]), &'static str> {
         let client = nic::Client::new(gate::router(), component, &server.0);
         let ctrl_buf = gate::shared_alloc(component, CTRL_LEN)
-            .ok_or("no shared memory for the control block")?;
+            .ok_or("no shared memory for the relay rings")?;
+        let tx_buf = gate::shared_alloc(component, TX_SLOTS * TX_SLOT)
+            .ok_or("no shared memory for transmit frames")?;
         let ctrl = gate::bytes(ctrl_buf).map_err(|_| "bad control block")?;
-        ctrl.store_u64(CTRL_WAITING, 0);
+        let tx_area = gate::bytes(tx_buf).map_err(|_| "bad transmit area")?;
+        ctrl.fill(0);
+        let rings = (
+            Consumer::new(ctrl, CTRL_RECEIVED, RELAY_ENTRIES),
+            Producer::new(ctrl, CTRL_RELEASED, RELAY_ENTRIES),
+            Producer::new(ctrl, CTRL_SEND, RELAY_ENTRIES),
+            Consumer::new(ctrl, CTRL_SENT, RELAY_ENTRIES),
+        );
+        let (Ok(received), Ok(released), Ok(send), Ok(sent)) = rings else {
+            return Err("bad relay ring layout");
+        };
         let count = client
-            .attach(ctrl_buf)
+            .attach(ctrl_buf, tx_buf)
             .map_err(|_| "the netdev component does not answer")?;
         if count <= 0 {
             return Err("the netdev component has no usable device (see its message)");
@@ -92,24 +117,27 @@ impl Link {
         let mac = client
             .mac()
             .map_err(|_| "the netdev component does not answer")?;
-        let tx_buf =
-            gate::shared_alloc(component, TX_MTU).ok_or("no shared memory for transmit frames")?;
         let b = mac.to_be_bytes();
         let link = Link {
-            inner: RefCell::new(Backend::Remote(Remote {
+            inner: RefCell::new(Backend::Remote(Box::new(Remote {
                 nic: client,
                 rx,
                 scratch: vec![0; RX_BUF],
-                release: -1,
-                tx_buf,
                 tx_scratch: vec![0; TX_MTU],
                 ctrl,
+                received,
+                released,
+                send,
+                sent,
+                tx_area,
+                tx_free: (0..TX_SLOTS as u64).collect(),
                 netdev,
                 waiting: false,
+                broken: false,
                 rx_frames: 0,
                 rx_bytes: 0,
                 tx_frames: 0,
-            })),
+            }))),
         };
         Ok((link, [b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
@@ -156,13 +184,12 @@ impl Link {
         match &mut *self.inner.borrow_mut() {
             Backend::Local(n) => n.arm(),
             Backend::Remote(r) => {
-                // netdev sees `waiting` (and wakes us once a frame is there) or we see
-                // it asleep and ring it, so that it looks.
+                // netdev sees `waiting` after it pushes a frame (and wakes us), or we
+                // see the frame here.
                 r.ctrl.store_u64(CTRL_WAITING, 1);
                 r.waiting = true;
                 fence(Ordering::SeqCst);
-                gate::endpoint().wake(r.netdev);
-                false
+                !r.broken && !r.received.is_empty().unwrap_or(true)
             }
         }
     }
@@ -190,7 +217,8 @@ impl phy::RxToken for Rx<'_> {
         let r = f(frame);
         match &mut *self.link.borrow_mut() {
             Backend::Local(n) => n.rx_release(self.id),
-            Backend::Remote(remote) => remote.release = i64::from(self.id),
+            // Given back when it was copied.
+            Backend::Remote(_) => {}
         }
         r
     }
@@ -210,47 +238,72 @@ impl phy::TxToken for Tx<'_> {
                 // drop it, as a full NIC queue would; TCP retransmits.
                 _ => f(&mut vec![0u8; len]),
             },
-            Backend::Remote(remote) if len <= TX_MTU => {
-                let r = f(&mut remote.tx_scratch[..len]);
-                let sent = gate::bytes(remote.tx_buf)
-                    .ok()
-                    .and_then(|b| b.copy_in(0, &remote.tx_scratch[..len]).ok())
-                    .and_then(|()| remote.tx_buf.slice(0, len as u32))
-                    .map(|frame| remote.nic.tx(frame));
-                if matches!(sent, Some(Ok(0))) {
-                    remote.tx_frames += 1;
+            Backend::Remote(remote) if len <= TX_MTU => match remote.tx_slot() {
+                Some(slot) => {
+                    let r = f(&mut remote.tx_scratch[..len]);
+                    let at = slot as usize * TX_SLOT;
+                    let pushed = remote
+                        .tx_area
+                        .copy_in(at, &remote.tx_scratch[..len])
+                        .is_ok()
+                        && remote.send.push(slot << 32 | len as u64) == Ok(true);
+                    if pushed {
+                        remote.tx_frames += 1;
+                        gate::endpoint().wake(remote.netdev);
+                    } else {
+                        remote.tx_free.push(slot);
+                    }
+                    r
                 }
-                r
-            }
+                None => f(&mut vec![0u8; len]),
+            },
             Backend::Remote(_) => f(&mut vec![0u8; len]),
         }
     }
 }
 
 impl Remote {
-    /// The next received frame, copied into `scratch`: (buffer id, frame length).
-    fn next(&mut self) -> Option<(u16, usize)> {
-        loop {
-            let release = core::mem::replace(&mut self.release, -1);
-            let r = self.nic.rx_next(release).ok()?;
-            if r < 0 {
-                return None;
+    /// A free transmit slot (collecting the ones netdev has sent).
+    fn tx_slot(&mut self) -> Option<u64> {
+        while let Ok(Some(slot)) = self.sent.pop() {
+            if slot < TX_SLOTS as u64 && !self.tx_free.contains(&slot) {
+                self.tx_free.push(slot);
             }
-            let (id, len) = ((r >> 32) as u16, (r & 0xffff_ffff) as usize);
+        }
+        self.tx_free.pop()
+    }
+
+    /// The next received frame, copied into `scratch` (its buffer given back at
+    /// once): its length, header included.
+    fn next(&mut self) -> Option<usize> {
+        while !self.broken {
+            let entry = match self.received.pop() {
+                Ok(Some(e)) => e,
+                Ok(None) => return None,
+                Err(_) => {
+                    self.broken = true;
+                    return None;
+                }
+            };
+            let (id, len) = ((entry >> 32) as u16, (entry & 0xffff_ffff) as usize);
             let Some(&buf) = self.rx.get(usize::from(id)) else {
                 continue;
             };
             let len = len.min(buf.len() as usize).min(RX_BUF);
-            self.release = i64::from(id);
             let copied = gate::bytes(buf)
                 .ok()
                 .is_some_and(|b| b.copy_out(0, &mut self.scratch[..len]).is_ok());
+            if self.released.push(u64::from(id)) != Ok(true) {
+                self.broken = true;
+            }
+            gate::endpoint().wake(self.netdev);
             if copied && len > HDR_LEN && accept(&self.scratch[..len]) {
                 self.rx_frames += 1;
                 self.rx_bytes += len as u64;
-                return Some((id, len));
+                return Some(len);
             }
         }
+        None
     }
 }
 
@@ -272,8 +325,8 @@ impl phy::Device for Link {
                 nic.rx_release(id);
             },
             Backend::Remote(remote) => {
-                let (id, len) = remote.next()?;
-                (id, remote.scratch.as_ptr(), len)
+                let len = remote.next()?;
+                (0, remote.scratch.as_ptr(), len)
             }
         };
         drop(backend);

@@ -30,8 +30,9 @@ use crate::tcp_end::{TcpState, stream_end};
 const SOCKET_RX: usize = 1 << 20;
 /// Send buffer of a TCP socket (servers here send little: iperf3's control messages).
 const SOCKET_TX: usize = 64 << 10;
-/// Data bytes of a connection's ring to the app.
-const RING: usize = 512 << 10;
+/// Data bytes of a connection's ring to the app: the first size the shared heap has
+/// room for (the arenas of a 3-compartment run are ~1.3 MiB with the default region).
+const RING_SIZES: [usize; 5] = [512 << 10, 256 << 10, 128 << 10, 64 << 10, 16 << 10];
 /// Listening sockets kept per port: smoltcp has no backlog, so a second client
 /// arriving while the first is being accepted needs a second listener.
 const LISTENING: usize = 2;
@@ -435,7 +436,11 @@ impl sock::Api for Net {
             let Some(handle) = l.ready.pop_front() else {
                 return E_AGAIN;
             };
-            let Some(buf) = gate::shared_alloc(s.client_component, ring::buffer_len(RING)) else {
+            let client = s.client_component;
+            let buf = RING_SIZES
+                .iter()
+                .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)));
+            let Some(buf) = buf else {
                 s.sockets.get_mut::<tcp::Socket>(handle).abort();
                 return E_NO_MEMORY;
             };

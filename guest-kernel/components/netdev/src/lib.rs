@@ -7,8 +7,9 @@
 //! driver hands whole frames to the stack and never takes interrupts ([`driver`]).
 //!
 //! In the 3-way split it serves the [`nic`] interface to the `net` component
-//! (`server`). [`frame`] (the virtio-net header and checksum checks) is plain Rust and builds
-//! without the `guest` feature, so it is tested on the host (components/units).
+//! (`server`). [`frame`] (the virtio-net header and checksum checks) and [`relay`] (the rings
+//! between the driver and net) are plain Rust and build
+//! without the `guest` feature, so they are tested on the host (components/units).
 
 #![no_std]
 
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod mmio;
 #[cfg(feature = "guest")]
 mod queue;
+pub mod relay;
 #[cfg(feature = "guest")]
 mod server;
 
@@ -31,25 +33,22 @@ pub use driver::{HeapRx, NetDevice, RxMemory, StartError};
 #[cfg(feature = "guest")]
 use flexos_kernel::rpc::SharedBuf;
 #[cfg(feature = "guest")]
-pub use server::{CTRL_LEN, CTRL_WAITING, Netdev};
+pub use server::Netdev;
 
 #[cfg(feature = "guest")]
 flexos_kernel::rpc::interface! {
     /// The driver for a `net` component in another compartment. Every method returns
     /// a negative [`codes`](crate::codes) value on error.
     pub mod nic (id = 23) {
-        /// Starts the device (once) and registers the caller's control block
-        /// (`CTRL_LEN` bytes: the `waiting` word); returns the number of receive buffers.
-        fn attach(ctrl: SharedBuf) -> i64 = 0;
+        /// Starts the device (once) and attaches the caller: its zeroed control block
+        /// (`relay::CTRL_LEN` bytes: the `waiting` word and four relay rings) and its
+        /// transmit area (`TX_SLOTS` slots of `TX_SLOT` bytes); returns the number of
+        /// receive buffers.
+        fn attach(ctrl: SharedBuf, tx_area: SharedBuf) -> i64 = 0;
         /// The MAC address (6 bytes, big-endian in the low 48 bits).
         fn mac() -> u64 = 1;
         /// Receive buffer `id` (virtio-net header first); an empty handle if none.
         fn rx_buffer(id: u16) -> SharedBuf = 2;
-        /// Gives back receive buffer `release` (if >= 0 and lent), then returns the
-        /// next received one as `id << 32 | length` (header included), or `E_AGAIN`.
-        fn rx_next(release: i64) -> i64 = 3;
-        /// Sends the Ethernet frame in `frame`.
-        fn tx(frame: SharedBuf) -> i64 = 4;
         /// A counter: 0 frames received, 1 bytes received, 2 frames sent, 3 kicks.
         fn stat(which: u16) -> i64 = 5;
     }

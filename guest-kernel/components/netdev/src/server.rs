@@ -2,18 +2,24 @@
 //! (the 3-way split). Receive buffers live in the heap of the channel with the net
 //! component's compartment, so the device writes straight into memory net reads; net
 //! copies each frame out before parsing it (this compartment could change it under
-//! its feet). Frames to send cross in a shared buffer and are copied into a private
-//! transmit buffer.
+//! its feet). Frames to send are written by net into slots of a shared transmit area
+//! and copied into a private transmit buffer here.
 //!
-//! Wake-ups: the device rings this compartment's doorbell, not net's. So net, before
-//! it sleeps, stores 1 in the `waiting` word of a control block it shares with us and
-//! rings our doorbell; our [`Poller`] then arms the device and, as soon as a frame is
-//! there, clears the word and wakes net. (Dekker again: net stores `waiting` and then
-//! checks our sleeping flag; we set our sleeping flag and then check `waiting`.)
+//! After `attach`, no gate call is on the data path: ids cross in the four rings of a
+//! control block (see [`relay`](crate::relay)), which this compartment's [`Poller`]
+//! serves between calls: received frames out, buffers given back in, frames to send
+//! in, sent slots out.
+//!
+//! Wake-ups: the device rings this compartment's doorbell, not net's. Net, before it
+//! sleeps, stores 1 in the `waiting` word and re-checks the received ring; we store
+//! into that ring and then check `waiting`, and wake net (Dekker: each side stores,
+//! fences, then loads the other's word). Net wakes us (if we sleep) after pushing
+//! into the released or send rings; we re-check them after setting our sleeping flag.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{Ordering, fence};
 
 use flexos_kernel::components::compartment_of;
 use flexos_kernel::gate::{self, Poller};
@@ -22,16 +28,13 @@ use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 use flexos_kernel::sync::SpinLock;
 
 use crate::driver::{NetDevice, RxMemory, TX_MTU};
+use crate::relay::*;
 use crate::{codes::*, nic};
 
 /// Receive buffers in the shared heap (16 x 64 KiB fit the smallest channel arena of a
 /// 3-compartment run with the default 16 MiB region).
 const SHARED_RX_BUFFERS: u16 = 16;
-/// Offset of the `waiting` word in the control block.
-pub const CTRL_WAITING: usize = 0;
-/// Bytes of the control block.
-pub const CTRL_LEN: usize = 64;
-/// Longest sleep while net does not wait for us.
+/// Longest sleep (us): the device or net ring the doorbell when there is work.
 const IDLE_SLEEP_US: u64 = 10_000;
 
 /// Receive buffers allocated for the net component's compartment.
@@ -49,12 +52,22 @@ impl RxMemory for SharedRx {
     }
 }
 
+/// The rings of an attached net component.
+struct Attached {
+    ctrl: SharedBytes<'static>,
+    received: Producer<'static>,
+    released: Consumer<'static>,
+    send: Consumer<'static>,
+    sent: Producer<'static>,
+    tx_area: SharedBytes<'static>,
+}
+
 struct Running {
     nic: NetDevice,
     rx: Vec<SharedBuf>,
     /// Receive buffers handed to net and not yet given back.
     lent: Vec<bool>,
-    ctrl: Option<SharedBytes<'static>>,
+    net: Option<Attached>,
     client: u32,
     armed: bool,
 }
@@ -101,7 +114,7 @@ impl Netdev {
                         nic,
                         rx: memory.bufs,
                         lent: alloc::vec![false; n],
-                        ctrl: None,
+                        net: None,
                         client: compartment_of(self.client),
                         armed: false,
                     }))
@@ -119,12 +132,30 @@ impl Netdev {
     }
 }
 
+fn attach(ctrl: SharedBuf, tx_area: SharedBuf) -> Option<Attached> {
+    let ctrl = gate::bytes(ctrl).ok().filter(|b| b.len() >= CTRL_LEN)?;
+    let tx_area = gate::bytes(tx_area)
+        .ok()
+        .filter(|b| b.len() >= TX_SLOTS * TX_SLOT)?;
+    Some(Attached {
+        ctrl,
+        received: Producer::new(ctrl, CTRL_RECEIVED, RELAY_ENTRIES).ok()?,
+        released: Consumer::new(ctrl, CTRL_RELEASED, RELAY_ENTRIES).ok()?,
+        send: Consumer::new(ctrl, CTRL_SEND, RELAY_ENTRIES).ok()?,
+        sent: Producer::new(ctrl, CTRL_SENT, RELAY_ENTRIES).ok()?,
+        tx_area,
+    })
+}
+
 impl nic::Api for Netdev {
-    fn attach(&self, ctrl: SharedBuf) -> i64 {
+    fn attach(&self, ctrl: SharedBuf, tx_area: SharedBuf) -> i64 {
         self.with(|r| {
-            match gate::bytes(ctrl) {
-                Ok(b) if b.len() >= CTRL_LEN => r.ctrl = Some(b),
-                _ => return E_BAD_BUFFER,
+            if r.net.is_some() {
+                return E_BUSY;
+            }
+            match attach(ctrl, tx_area) {
+                Some(a) => r.net = Some(a),
+                None => return E_BAD_BUFFER,
             }
             r.rx.len() as i64
         })
@@ -154,45 +185,6 @@ impl nic::Api for Netdev {
         out
     }
 
-    fn rx_next(&self, release: i64) -> i64 {
-        self.with(|r| {
-            if let Ok(id) = u16::try_from(release)
-                && let Some(lent) = r.lent.get_mut(usize::from(id))
-                && *lent
-            {
-                *lent = false;
-                r.nic.rx_release(id);
-            }
-            match r.nic.rx_pop() {
-                Some((id, len)) => {
-                    r.lent[usize::from(id)] = true;
-                    (i64::from(id) << 32) | len as i64
-                }
-                None => E_AGAIN,
-            }
-        })
-    }
-
-    fn tx(&self, frame: SharedBuf) -> i64 {
-        self.with(|r| {
-            let Ok(bytes) = gate::bytes(frame) else {
-                return E_BAD_BUFFER;
-            };
-            if bytes.is_empty() || bytes.len() > TX_MTU {
-                return E_BAD_BUFFER;
-            }
-            let Some(id) = r.nic.tx_alloc() else {
-                return E_AGAIN;
-            };
-            let len = bytes.len();
-            if bytes.copy_out(0, &mut r.nic.tx_frame(id)[..len]).is_err() {
-                return E_BAD_BUFFER;
-            }
-            r.nic.tx_send(id, len);
-            0
-        })
-    }
-
     fn stat(&self, which: u16) -> i64 {
         self.with(|r| match which {
             0 => r.nic.rx_frames as i64,
@@ -205,9 +197,71 @@ impl nic::Api for Netdev {
 }
 
 impl Running {
-    fn net_waits(&self) -> bool {
-        self.ctrl
-            .is_some_and(|c| c.load_u64(CTRL_WAITING).is_some_and(|w| w != 0))
+    /// One round of relaying; whether anything moved. A ring the peer garbled stops
+    /// the relay (net then sees no more frames; the run goes on).
+    fn relay(&mut self) -> bool {
+        let Some(a) = self.net.as_mut() else {
+            return false;
+        };
+        let mut progress = false;
+        let ok = (|| -> Result<(), RelayError> {
+            while let Some(id) = a.released.pop()? {
+                progress = true;
+                if let Ok(id) = u16::try_from(id)
+                    && let Some(lent) = self.lent.get_mut(usize::from(id))
+                    && *lent
+                {
+                    *lent = false;
+                    self.nic.rx_release(id);
+                }
+            }
+            while let Some(entry) = a.send.pop()? {
+                progress = true;
+                let (slot, len) = ((entry >> 32) as usize, (entry & 0xffff_ffff) as usize);
+                if slot < TX_SLOTS && len > 0 && len <= TX_MTU {
+                    if let Some(id) = self.nic.tx_alloc() {
+                        let frame = &mut self.nic.tx_frame(id)[..len];
+                        if a.tx_area.copy_out(slot * TX_SLOT, frame).is_ok() {
+                            self.nic.tx_send(id, len);
+                        }
+                    }
+                    // Sent or dropped (no transmit buffer: TCP retransmits), the
+                    // slot is free again. The ring has room: net has at most
+                    // TX_SLOTS slots out.
+                    a.sent.push(slot as u64)?;
+                }
+            }
+            let mut pushed = false;
+            while a.received.len()? < RELAY_ENTRIES {
+                let Some((id, len)) = self.nic.rx_pop() else {
+                    break;
+                };
+                self.lent[usize::from(id)] = true;
+                a.received.push(u64::from(id) << 32 | len as u64)?;
+                pushed = true;
+            }
+            if pushed {
+                progress = true;
+                fence(Ordering::SeqCst);
+                if a.ctrl.load_u64(CTRL_WAITING).is_some_and(|w| w != 0) {
+                    a.ctrl.store_u64(CTRL_WAITING, 0);
+                    gate::endpoint().wake(self.client);
+                }
+            }
+            Ok(())
+        })();
+        if ok.is_err() {
+            println!("netdev: the net component garbled the relay rings; relaying stops");
+            self.net = None;
+        }
+        progress
+    }
+
+    /// Work pending for the relay (net pushed something)?
+    fn relay_pending(&self) -> bool {
+        self.net.as_ref().is_some_and(|a| {
+            !a.released.is_empty().unwrap_or(true) || !a.send.is_empty().unwrap_or(true)
+        })
     }
 }
 
@@ -223,14 +277,7 @@ impl Poller for Netdev {
             r.nic.disarm();
             r.armed = false;
         }
-        if r.net_waits() && r.nic.rx_pending() {
-            if let Some(c) = r.ctrl {
-                c.store_u64(CTRL_WAITING, 0);
-            }
-            gate::endpoint().wake(r.client);
-            return true;
-        }
-        false
+        r.relay()
     }
 
     fn before_sleep(&self) -> Option<u64> {
@@ -238,12 +285,11 @@ impl Poller for Netdev {
         let State::Running(r) = &mut guard.0 else {
             return Some(IDLE_SLEEP_US);
         };
-        if !r.net_waits() {
-            // Net is polling us: its calls wake us.
+        if r.net.is_none() {
             return Some(IDLE_SLEEP_US);
         }
         r.armed = true;
-        if r.nic.arm() {
+        if r.nic.arm() || r.relay_pending() {
             None
         } else {
             Some(IDLE_SLEEP_US)
