@@ -90,6 +90,11 @@ impl Sockets {
     /// Connects to the `net` component `component`, served by `server`.
     pub fn new(server: &'static sock::Server<Net>, component: u16) -> Result<Sockets, i64> {
         let api = sock::Client::new(router(), component, &server.0);
+        // Starts the stack; says why it cannot (no device) with a code.
+        let started = code(retry(|| api.stat(0), busy_code))?;
+        if started < 0 {
+            return Err(started);
+        }
         let events = code(retry(|| api.events(), busy_handle))?;
         let events = gate::bytes(events).map_err(|_| E_BAD_BUFFER)?;
         let send_buf = gate::shared_alloc(component, SEND_CHUNK).ok_or(E_NO_MEMORY)?;
