@@ -14,6 +14,7 @@
 //!   bad images.
 
 pub mod fresh;
+pub mod netns;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -248,13 +249,32 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
+    let (mut cmd, _) = monitor_command_in(None, args);
+    cmd.envs(envs);
+    let command = describe(&cmd);
+    (cmd, command)
+}
+
+/// The monitor's command line with a clean environment (`RUST_LOG` and
+/// `FLEXOS_KVM_DEVICE` removed), run inside network namespace `netns` if given.
+fn monitor_command_in<I, S>(netns: Option<&str>, args: I) -> (Command, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     require_kvm();
     let vmm = vmm_path();
-    let mut cmd = Command::new(&vmm);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(&vmm);
+            cmd
+        }
+        None => Command::new(&vmm),
+    };
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("FLEXOS_KVM_DEVICE")
-        .envs(envs)
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
