@@ -23,7 +23,12 @@ impl sock::Api for Net {
             for _ in 0..LISTENING {
                 match new_listener(&mut s.sockets, port) {
                     Some(h) => listening.push(h),
-                    None => return E_PORT,
+                    None => {
+                        for h in listening {
+                            s.sockets.remove(h);
+                        }
+                        return E_NO_MEMORY;
+                    }
                 }
             }
             s.listeners.push(Listener {

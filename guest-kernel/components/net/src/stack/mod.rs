@@ -37,6 +37,11 @@ const RING_SIZES: [usize; 5] = [512 << 10, 256 << 10, 128 << 10, 64 << 10, 16 <<
 /// Listening sockets kept per port: smoltcp has no backlog, so a second client
 /// arriving while the first is being accepted needs a second listener.
 const LISTENING: usize = 2;
+/// Most TCP sockets at once (listening, connected, closing): each holds ~1 MiB of
+/// private memory, so an app that listens on every port or a flood of clients runs
+/// into this limit (calls fail with `E_NO_MEMORY`, new clients are not answered) rather
+/// than out of heap.
+const MAX_SOCKETS: usize = 24;
 /// Receive buffers posted to the device (64 KiB each, private heap).
 const RX_BUFFERS: u16 = 64;
 /// Longest sleep when smoltcp has no timer pending (us).
@@ -227,7 +232,11 @@ fn state_of(state: tcp::State) -> TcpState {
     }
 }
 
+/// A new socket listening on `port`, unless the stack already has [`MAX_SOCKETS`].
 fn new_listener(sockets: &mut SocketSet<'static>, port: u16) -> Option<SocketHandle> {
+    if sockets.iter().count() >= MAX_SOCKETS {
+        return None;
+    }
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0u8; SOCKET_RX]),
         tcp::SocketBuffer::new(vec![0u8; SOCKET_TX]),
