@@ -10,12 +10,18 @@ use core::sync::atomic::{Ordering, fence};
 
 use flexos_kernel::components::compartment_of;
 use flexos_kernel::gate::{self, GateRouter, router};
-use flexos_kernel::rpc::{SharedBuf, SharedBytes};
+use flexos_kernel::rpc::{IdlePolicy, SharedBuf, SharedBytes};
 
 use crate::codes::{E_AGAIN, E_BAD_BUFFER, E_BUSY, E_CLOSED, E_NO_MEMORY};
 use crate::ring::{OPEN, Reader};
 use crate::sock;
 use crate::stack::Net;
+
+/// Idle rounds an app spins waiting for data before it sleeps. Measured with iperf2 in
+/// 2 compartments (128 KiB writes): 5.8-5.9 Gbit/s with 150 rounds against 4.4-4.9
+/// with the gate policy's 1500: the waiting vCPU takes a host core the stack's
+/// compartment and the device thread need.
+pub const WAIT_SPIN_ROUNDS: u32 = 150;
 
 /// Size of the shared buffer sends are copied through.
 const SEND_CHUNK: usize = 16 << 10;
@@ -26,6 +32,7 @@ pub struct Sockets {
     events: SharedBytes<'static>,
     net: u32,
     send_buf: SharedBuf,
+    wait_spin: u32,
 }
 
 /// A listening port.
@@ -103,6 +110,10 @@ impl Sockets {
             events,
             net: compartment_of(component),
             send_buf,
+            wait_spin: flexos_kernel::Args::of_run()
+                .get("net.waitspin")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(WAIT_SPIN_ROUNDS),
         })
     }
 
@@ -140,8 +151,17 @@ impl Sockets {
 
     /// Waits until `ready()` holds; `ready` may only look at shared words (ring
     /// indices, the event counter), not make gate calls.
+    ///
+    /// Spins at most [`WAIT_SPIN_ROUNDS`] rounds before sleeping (`net.waitspin=N`).
     pub fn wait(&self, ready: impl Fn() -> bool) {
+        let ep = gate::endpoint();
+        let saved = ep.idle_policy();
+        ep.set_idle_policy(IdlePolicy {
+            spin_rounds: saved.spin_rounds.min(self.wait_spin),
+            ..saved
+        });
         gate::wait_until(ready);
+        ep.set_idle_policy(saved);
     }
 
     /// Sends all of `data` (waiting for room in the send buffer).
