@@ -312,6 +312,81 @@ impl<'r> SharedBytes<'r> {
         Ok(())
     }
 
+    /// Copies `dst.len()` bytes starting at `at` into `dst`, like [`SharedBytes::read`]
+    /// but with one `rep movsb` on x86_64 (several times faster for large copies: the
+    /// word loop costs ~0.7 cycles a byte). Under Miri, and on other architectures, it
+    /// is [`SharedBytes::read`]. A racing writer can make it return a mix of old and
+    /// new bytes, as with `read`.
+    pub fn copy_out(&self, at: usize, dst: &mut [u8]) -> Result<(), GateError> {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            let off = self.span(at, dst.len())?;
+            // SAFETY: `span` checked that `off .. off + dst.len()` lies inside this
+            // buffer, hence inside the mapping (`from_raw`'s contract); `dst` is
+            // private memory we borrow mutably. The asm is opaque to the compiler, so
+            // no Rust reference to the shared bytes exists and nothing is assumed
+            // about them staying unchanged; the hardware copy of bytes another CPU
+            // writes at the same time yields old or new bytes, never a fault.
+            unsafe {
+                rep_movsb(
+                    dst.as_mut_ptr(),
+                    self.region.base().add(off as usize),
+                    dst.len(),
+                )
+            };
+            Ok(())
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        self.read(at, dst)
+    }
+
+    /// Copies `src` into the bytes starting at `at`, like [`SharedBytes::write`] but
+    /// with one `rep movsb` on x86_64 (see [`SharedBytes::copy_out`]).
+    pub fn copy_in(&self, at: usize, src: &[u8]) -> Result<(), GateError> {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            let off = self.span(at, src.len())?;
+            // SAFETY: as in `copy_out`, with the roles swapped: the destination lies
+            // inside this buffer in the mapping, the source is private memory.
+            unsafe {
+                rep_movsb(
+                    self.region.base().add(off as usize),
+                    src.as_ptr(),
+                    src.len(),
+                )
+            };
+            Ok(())
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        self.write(at, src)
+    }
+
+    /// Loads the 8-byte word at `at` (which must be a multiple of 8 from the start of
+    /// the buffer, whose start is word-aligned) with acquire ordering: for indices and
+    /// flags that peers publish. `None` if it is out of bounds or misaligned.
+    pub fn load_u64(&self, at: usize) -> Option<u64> {
+        let off = self.word_at(at)?;
+        Some(self.word(off).load(Ordering::Acquire))
+    }
+
+    /// Stores the 8-byte word at `at` with release ordering (see
+    /// [`SharedBytes::load_u64`]). `false` if it is out of bounds or misaligned.
+    pub fn store_u64(&self, at: usize, value: u64) -> bool {
+        match self.word_at(at) {
+            Some(off) => {
+                self.word(off).store(value, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The region offset of the aligned word at `at`, if it lies inside the buffer.
+    fn word_at(&self, at: usize) -> Option<u64> {
+        let off = self.span(at, 8).ok()?;
+        (off % 8 == 0).then_some(off)
+    }
+
     /// Sets every byte to `byte`.
     pub fn fill(&self, byte: u8) {
         let chunk = [byte; 64];
@@ -333,6 +408,28 @@ impl<'r> SharedBytes<'r> {
     /// Stores `byte` at `at`.
     pub fn set(&self, at: usize, byte: u8) -> Result<(), GateError> {
         self.write(at, &[byte])
+    }
+}
+
+/// `rep movsb` of `len` bytes from `src` to `dst`.
+///
+/// # Safety
+///
+/// Both ranges must be valid for the access and not overlap.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline(always)]
+unsafe fn rep_movsb(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: the caller guarantees both ranges; the direction flag is clear (the
+    // Rust ABI requires it at every asm block); the instruction changes only RCX, RDI,
+    // RSI (declared) and the destination bytes, and no flags.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags),
+        );
     }
 }
 
@@ -424,5 +521,31 @@ mod tests {
         assert!(r
             .bytes(SharedBuf::from_parts(heap.offset(), heap.size() + 1))
             .is_err());
+    }
+
+    #[test]
+    fn bulk_copies_and_words() {
+        let mut m = mapping(16);
+        let size = m.len() * 4096;
+        // SAFETY: `m` outlives the Region and is only used through it.
+        let r = unsafe { Region::init(m.as_mut_ptr() as *mut u8, size, 1) }.unwrap();
+        let heap = r.layout().channel_heap(0, 0);
+        let view = r.bytes(SharedBuf::from_parts(heap.offset(), 256)).unwrap();
+        let src: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+        view.copy_in(3, &src).unwrap();
+        let mut back = std::vec![0u8; 200];
+        view.copy_out(3, &mut back).unwrap();
+        assert_eq!(back, src);
+        view.read(3, &mut back).unwrap();
+        assert_eq!(back, src);
+        assert_eq!(view.copy_in(100, &src), Err(GateError::BadHandle));
+        assert_eq!(view.copy_out(57, &mut back), Err(GateError::BadHandle));
+        assert!(view.store_u64(248, 0x1122_3344_5566_7788));
+        assert_eq!(view.load_u64(248), Some(0x1122_3344_5566_7788));
+        assert_eq!(view.get(248), Some(0x88));
+        assert!(!view.store_u64(252, 1), "misaligned");
+        assert!(!view.store_u64(256, 1), "past the end");
+        assert_eq!(view.load_u64(4), None);
+        assert_eq!(view.load_u64(usize::MAX - 3), None);
     }
 }

@@ -54,6 +54,12 @@ impl Args {
         }
     }
 
+    /// All guest arguments of this run, for components that take their own settings
+    /// from them (e.g. the network stack's `ip=`), in any compartment.
+    pub fn of_run() -> Self {
+        Args::from_boot(crate::boot_info())
+    }
+
     /// The same arguments without the kernel's own ones: what the app's `main` gets.
     pub(crate) fn for_app(self) -> Self {
         Args {

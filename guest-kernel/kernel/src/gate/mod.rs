@@ -36,9 +36,11 @@
 //! thread of execution (see [`BootCell`]'s docs). No `static mut` is involved.
 
 mod platform;
+mod pollers;
 mod servers;
 
 pub use platform::Hypercalls;
+pub use pollers::{Poller, PollerEntry, table as poller_table};
 pub use servers::{ServerEntry, table as server_table};
 
 use alloc::boxed::Box;
@@ -167,11 +169,34 @@ fn idle_policy(info: &BootInfo) -> IdlePolicy {
     policy
 }
 
-/// Serves gate calls for the components of this compartment, forever. What every
-/// compartment that does not host the entry component does after boot.
+/// Serves gate calls for the components of this compartment, forever, running their
+/// pollers ([`pollers!`](crate::pollers)) in between. What every compartment that does
+/// not host the entry component does after boot.
 pub fn serve_forever() -> ! {
-    endpoint().serve_until(|| false);
-    unreachable!("serve_until(|| false) returned")
+    if pollers::Local::any() {
+        endpoint().serve_with(|| false, &mut pollers::Local);
+    } else {
+        endpoint().serve_until(|| false);
+    }
+    unreachable!("serving with a stop condition that never holds returned")
+}
+
+/// Waits until `ready()` holds, serving incoming gate calls and running this
+/// compartment's pollers meanwhile; spins briefly, then sleeps until a peer that
+/// changes what `ready` reads calls `endpoint().wake(me)` (or a poller's wake-up
+/// source, e.g. a device, rings). `ready` must only read shared memory: no gate calls.
+pub fn wait_until(ready: impl Fn() -> bool) {
+    if pollers::Local::any() {
+        endpoint().serve_with(ready, &mut pollers::Local);
+    } else {
+        endpoint().wait_until(ready);
+    }
+}
+
+/// Serves at most one incoming gate call and runs this compartment's pollers once.
+pub fn poll_once() {
+    endpoint().poll();
+    rpc_shm::Background::poll(&mut pollers::Local);
 }
 
 /// This compartment's endpoint.

@@ -1,0 +1,304 @@
+//! `iperf`: an iperf2 server (port 5001) and an iperf3 server (port 5201) on the guest's
+//! TCP/IP stack, for the stock `iperf -c` / `iperf3 -c` clients (FlexOS Figure 9).
+//!
+//! ```text
+//! iperf [port=5001] [port3=5201] [recv=BYTES] [count=N] [ip=A.B.C.D/PREFIX]
+//! ```
+//!
+//! `recv` is the size of each receive call (FlexOS's sweep); `count=N` exits 0 after
+//! N tests. Components: app, net (smoltcp), netdev (virtio-net driver); splits 1 =
+//! everything, 2 = {app} | {net, netdev}, 3 = {app} | {net} | {netdev}. When ready it prints
+//! `iperf: listening on IP ports P (iperf2) P3 (iperf3)`; after each connection a line
+//! with its bytes, seconds and Gbit/s, and after each test one JSON line
+//! (`{"bench":"iperf",...}`).
+//!
+//! An iperf2 test is a set of overlapping connections on the iperf2 port (`-P 2` opens
+//! two); an iperf3 test is one control connection and its streams.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use flexos_kernel::{Args, boot_info, println, time};
+use flexos_net::codes::describe;
+use flexos_net::{Conn, Listener, Net, Recv, Sockets, sock};
+use flexos_netdev::{Netdev, nic};
+use iperf::{Config, USAGE};
+
+mod three;
+
+flexos_kernel::main!(main);
+
+flexos_kernel::components! {
+    components: [APP = "app", NET = "net", NETDEV = "netdev"],
+    splits: [
+        [("all", ["app", "net", "netdev"])],
+        [("app", ["app"]), ("net", ["net", "netdev"])],
+        [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"])],
+    ],
+}
+
+/// The driver, serving the stack through gates when it has its own compartment.
+static NETDEV_SERVER: nic::Server<Netdev> = nic::Server(Netdev::new(NET));
+/// The stack; its rings and wake-ups go to the app.
+static NET_SERVER: sock::Server<Net> = sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER));
+
+flexos_kernel::servers! {
+    NET => flexos_net::sock(NET_SERVER),
+    NETDEV => flexos_netdev::nic(NETDEV_SERVER),
+}
+
+flexos_kernel::pollers! {
+    NET => NET_SERVER.0,
+    NETDEV => NETDEV_SERVER.0,
+}
+
+/// Exit codes.
+const EXIT_NET: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+
+/// One receiving connection.
+pub struct Stream {
+    pub conn: Conn,
+    pub bytes: u64,
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+}
+
+impl Stream {
+    pub fn new(conn: Conn) -> Stream {
+        Stream {
+            conn,
+            bytes: 0,
+            start_ns: time::now_ns(),
+            end_ns: None,
+        }
+    }
+
+    /// Reads what is there (at most a few MiB, so other streams get their turn);
+    /// returns whether anything happened.
+    pub fn pump(&mut self, buf: &mut [u8]) -> Result<bool, i64> {
+        if self.end_ns.is_some() {
+            return Ok(false);
+        }
+        let mut progress = false;
+        let mut budget = 4u64 << 20;
+        loop {
+            match self.conn.try_recv(buf)? {
+                Recv::Data(n) => {
+                    self.bytes += n as u64;
+                    progress = true;
+                    budget = budget.saturating_sub(n as u64 + 64);
+                    if budget == 0 {
+                        return Ok(true);
+                    }
+                }
+                Recv::Empty => return Ok(progress),
+                Recv::End => {
+                    self.end_ns = Some(time::now_ns());
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    pub fn ns(&self) -> u64 {
+        self.end_ns.unwrap_or_else(time::now_ns) - self.start_ns
+    }
+}
+
+/// Prints one connection's result line.
+pub fn report(proto: &str, index: usize, s: &Stream) {
+    let ns = s.ns();
+    println!(
+        "iperf: {proto} stream {index}: {} bytes in {} s = {} Gbit/s",
+        s.bytes,
+        iperf::seconds(ns),
+        iperf::thousandths(iperf::milli_gbps(s.bytes, ns))
+    );
+}
+
+/// Prints a test's JSON line.
+pub fn report_test(proto: &str, port: u16, streams: &[Stream], recv: usize) {
+    let bytes = streams.iter().map(|s| s.bytes).sum();
+    let start = streams.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let end = streams
+        .iter()
+        .map(|s| s.end_ns.unwrap_or_else(time::now_ns))
+        .max()
+        .unwrap_or(start);
+    println!(
+        "{}",
+        iperf::test_json(
+            proto,
+            port,
+            streams.len(),
+            recv,
+            bytes,
+            end - start,
+            boot_info().compartment_count
+        )
+    );
+}
+
+struct Server {
+    net: Sockets,
+    config: Config,
+    l2: Listener,
+    l3: Listener,
+    /// The running iperf2 test's connections.
+    two: Vec<Stream>,
+    three: three::Three,
+    tests: u32,
+    last_stats: [u64; 8],
+    /// The event counter when connections were last accepted.
+    seen_events: u64,
+}
+
+fn main(args: &Args) -> i32 {
+    let config = match Config::parse(args.iter()) {
+        Ok(c) => c,
+        Err(problem) => {
+            println!("{problem}");
+            println!("{USAGE}");
+            return EXIT_USAGE;
+        }
+    };
+    let net = match Sockets::new(&NET_SERVER, NET) {
+        Ok(n) => n,
+        Err(code) => {
+            println!("iperf: the network stack is unusable: {}", describe(code));
+            return EXIT_NET;
+        }
+    };
+    let (l2, l3) = match (net.listen(config.port), net.listen(config.port3)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(code), _) | (_, Err(code)) => {
+            println!("iperf: cannot listen: {}", describe(code));
+            return EXIT_NET;
+        }
+    };
+    let ip = NET_SERVER.0.address();
+    println!(
+        "iperf: listening on {}.{}.{}.{} ports {} (iperf2) {} (iperf3)",
+        ip[0], ip[1], ip[2], ip[3], config.port, config.port3
+    );
+    let mut server = Server {
+        net,
+        config,
+        l2,
+        l3,
+        two: Vec::new(),
+        three: three::Three::new(),
+        tests: 0,
+        last_stats: [0; 8],
+        seen_events: u64::MAX,
+    };
+    match server.run() {
+        Ok(()) => {
+            server.net.linger(1_000_000_000);
+            0
+        }
+        Err(code) => {
+            println!("iperf: network error: {}", describe(code));
+            EXIT_NET
+        }
+    }
+}
+
+/// A new connection on `l`, if any. A connection the stack could not set up (no
+/// shared memory for its ring) is reported and skipped: the stack has reset it.
+fn accept(net: &Sockets, l: Listener) -> Result<Option<Conn>, i64> {
+    loop {
+        match net.try_accept(l) {
+            Err(code) if code == flexos_net::codes::E_NO_MEMORY => {
+                println!("iperf: a connection was refused: {}", describe(code));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Server {
+    fn run(&mut self) -> Result<(), i64> {
+        let mut buf = vec![0u8; self.config.recv];
+        loop {
+            let mut progress = false;
+            // New connections bump the event counter: ask for them (gate calls when
+            // the stack is elsewhere) only then.
+            let events = self.net.events();
+            if events != self.seen_events {
+                self.seen_events = events;
+                while let Some(conn) = accept(&self.net, self.l2)? {
+                    self.two.push(Stream::new(conn));
+                    progress = true;
+                }
+                while let Some(conn) = accept(&self.net, self.l3)? {
+                    self.three.arrived(conn);
+                    progress = true;
+                }
+            }
+            for s in &mut self.two {
+                progress |= s.pump(&mut buf)?;
+            }
+            if !self.two.is_empty() && self.two.iter().all(|s| s.end_ns.is_some()) {
+                self.finish_two()?;
+                progress = true;
+            }
+            let (moved, finished) = self.three.pump(&self.net, &mut buf, &self.config)?;
+            progress |= moved;
+            if finished {
+                self.tests += 1;
+                self.stats();
+            }
+            if self.config.count != 0 && self.tests >= self.config.count {
+                return Ok(());
+            }
+            if !progress {
+                // Since the accept pass: a connection that came after it ends the wait.
+                let seen = self.seen_events;
+                let (net, two, three) = (&self.net, &self.two, &self.three);
+                net.wait(|| {
+                    net.events() != seen
+                        || two.iter().any(|s| s.end_ns.is_none() && s.conn.readable())
+                        || three.readable()
+                });
+            }
+        }
+    }
+
+    fn finish_two(&mut self) -> Result<(), i64> {
+        for (i, s) in self.two.iter().enumerate() {
+            report("iperf2", i, s);
+        }
+        report_test("iperf2", self.config.port, &self.two, self.config.recv);
+        for s in self.two.drain(..) {
+            self.net.close(s.conn)?;
+        }
+        self.tests += 1;
+        self.stats();
+        Ok(())
+    }
+
+    /// The stack's counters since the previous test.
+    fn stats(&mut self) {
+        let now: [u64; 8] = core::array::from_fn(|i| self.net.stat(i as u16));
+        let d: [u64; 8] = core::array::from_fn(|i| now[i] - self.last_stats[i]);
+        self.last_stats = now;
+        println!(
+            "iperf: net: {} frames in ({} bytes each on average), {} out, {} kicks, {} sleeps, {} doorbells, {} ms in the stack, {} ms filling rings",
+            d[0],
+            d[1].checked_div(d[0]).unwrap_or(0),
+            d[2],
+            d[3],
+            d[4],
+            d[5],
+            time::ticks_to_ns(d[6]) / 1_000_000,
+            time::ticks_to_ns(d[7]) / 1_000_000
+        );
+    }
+}

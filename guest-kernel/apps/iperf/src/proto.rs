@@ -1,0 +1,253 @@
+//! The plain-Rust parts of the iperf servers, tested on the host (components/units):
+//! the guest arguments, iperf3's control protocol (message codes, the parameter
+//! JSON it sends, the results JSON the server answers with) and result formatting.
+
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+
+/// Default ports of the two servers.
+pub const IPERF2_PORT: u16 = 5001;
+pub const IPERF3_PORT: u16 = 5201;
+/// Default size of each receive call.
+pub const DEFAULT_RECV: usize = 128 * 1024;
+/// Largest receive call.
+pub const MAX_RECV: usize = 4 << 20;
+
+/// What the guest arguments ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub port: u16,
+    pub port3: u16,
+    pub recv: usize,
+    /// Exit 0 after this many tests (0: serve forever).
+    pub count: u32,
+}
+
+/// The usage line printed with an argument error.
+pub const USAGE: &str =
+    "usage: iperf [port=5001] [port3=5201] [recv=BYTES] [count=N] [ip=A.B.C.D/PREFIX]";
+
+fn number<T: core::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("iperf: bad {key}={value}: want a number"))
+}
+
+impl Config {
+    /// Parses `key=value` arguments; `ip=` is the stack's and passes here.
+    pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Config, String> {
+        let mut c = Config {
+            port: IPERF2_PORT,
+            port3: IPERF3_PORT,
+            recv: DEFAULT_RECV,
+            count: 0,
+        };
+        for arg in args {
+            let Some((key, value)) = arg.split_once('=') else {
+                return Err(format!("iperf: unknown argument '{arg}'"));
+            };
+            match key {
+                "port" => c.port = number(key, value)?,
+                "port3" => c.port3 = number(key, value)?,
+                "recv" => c.recv = number(key, value)?,
+                "count" => c.count = number(key, value)?,
+                // The stack's own settings.
+                "ip" => {}
+                k if k.starts_with("net.") => {}
+                _ => return Err(format!("iperf: unknown argument '{arg}'")),
+            }
+        }
+        if c.port == 0 || c.port3 == 0 || c.port == c.port3 {
+            return Err(format!(
+                "iperf: ports must be non-zero and different (port={} port3={})",
+                c.port, c.port3
+            ));
+        }
+        if c.recv == 0 || c.recv > MAX_RECV {
+            return Err(format!("iperf: recv={} must be 1..={MAX_RECV}", c.recv));
+        }
+        Ok(c)
+    }
+}
+
+/// iperf3 control messages (one signed byte each).
+pub mod msg {
+    pub const TEST_START: u8 = 1;
+    pub const TEST_RUNNING: u8 = 2;
+    pub const TEST_END: u8 = 4;
+    pub const PARAM_EXCHANGE: u8 = 9;
+    pub const CREATE_STREAMS: u8 = 10;
+    pub const SERVER_TERMINATE: u8 = 11;
+    pub const CLIENT_TERMINATE: u8 = 12;
+    pub const EXCHANGE_RESULTS: u8 = 13;
+    pub const DISPLAY_RESULTS: u8 = 14;
+    pub const IPERF_DONE: u8 = 16;
+    /// -1: the server is busy with another test.
+    pub const ACCESS_DENIED: u8 = 0xff;
+}
+
+/// Length of the cookie that starts the control and every data connection.
+pub const COOKIE_LEN: usize = 37;
+/// Longest JSON document accepted from a client.
+pub const MAX_JSON: usize = 64 * 1024;
+
+/// The test parameters the server needs from the client's JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Number of data streams (`-P`).
+    pub parallel: u32,
+    /// `-R`: the server would send (not supported).
+    pub reverse: bool,
+    /// `-u`: UDP (not supported).
+    pub udp: bool,
+}
+
+/// The index of the quote that closes the string starting after `open`.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The value text after `"key":` at the top level of the object `json`, if present.
+fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let bytes = json.as_bytes();
+    let mut depth = 0i32;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                if depth == 1 && &json[i + 1..end] == key {
+                    let rest = json[end + 1..].trim_start();
+                    if let Some(value) = rest.strip_prefix(':') {
+                        return Some(value.trim_start());
+                    }
+                }
+                i = end;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// An unsigned integer field.
+fn uint(json: &str, key: &str) -> Option<u64> {
+    let v = field(json, key)?;
+    let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    v[..end].parse().ok()
+}
+
+/// A `true`/`false` field (or 1/0); absent is false.
+fn flag(json: &str, key: &str) -> bool {
+    match field(json, key) {
+        Some(v) => v.starts_with("true") || v.starts_with('1'),
+        None => false,
+    }
+}
+
+impl Params {
+    /// Reads the parameters iperf3 sends after PARAM_EXCHANGE. `None` if the text is
+    /// not a JSON object or asks for more than 128 streams.
+    pub fn parse(json: &str) -> Option<Params> {
+        let t = json.trim();
+        if !t.starts_with('{') || !t.ends_with('}') {
+            return None;
+        }
+        let parallel = uint(t, "parallel").unwrap_or(1);
+        if parallel == 0 || parallel > 128 {
+            return None;
+        }
+        Some(Params {
+            parallel: parallel as u32,
+            reverse: flag(t, "reverse"),
+            udp: flag(t, "udp"),
+        })
+    }
+}
+
+/// One stream's figures for the results JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamResult {
+    pub bytes: u64,
+    /// Seconds from the test start to the stream's end, in microseconds.
+    pub end_us: u64,
+}
+
+/// iperf3 numbers streams 1, 3, 4, 5, ... (2 was once the control connection).
+pub fn stream_id(index: usize) -> usize {
+    if index == 0 { 1 } else { index + 2 }
+}
+
+/// The server's results JSON (answer to EXCHANGE_RESULTS).
+pub fn results_json(streams: &[StreamResult]) -> String {
+    let mut out = String::from(
+        "{\"cpu_util_total\":0,\"cpu_util_user\":0,\"cpu_util_system\":0,\
+         \"sender_has_retransmits\":-1,\"streams\":[",
+    );
+    for (i, s) in streams.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"id\":{},\"bytes\":{},\"retransmits\":-1,\"jitter\":0,\"errors\":0,\
+             \"packets\":0,\"start_time\":0,\"end_time\":{}.{:06}}}",
+            stream_id(i),
+            s.bytes,
+            s.end_us / 1_000_000,
+            s.end_us % 1_000_000
+        ));
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Thousandths of a Gbit/s for `bytes` in `ns` nanoseconds.
+pub fn milli_gbps(bytes: u64, ns: u64) -> u64 {
+    if ns == 0 {
+        return 0;
+    }
+    (u128::from(bytes) * 8000 / u128::from(ns)) as u64
+}
+
+/// `S.mmm` from nanoseconds.
+pub fn seconds(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1_000_000_000, ns / 1_000_000 % 1000)
+}
+
+/// `G.mmm` from thousandths.
+pub fn thousandths(milli: u64) -> String {
+    format!("{}.{:03}", milli / 1000, milli % 1000)
+}
+
+/// The JSON line of one test.
+pub fn test_json(
+    proto: &str,
+    port: u16,
+    streams: usize,
+    recv: usize,
+    bytes: u64,
+    ns: u64,
+    compartments: u32,
+) -> String {
+    format!(
+        "{{\"bench\":\"iperf\",\"proto\":\"{proto}\",\"port\":{port},\"streams\":{streams},\
+         \"recv\":{recv},\"bytes\":{bytes},\"seconds\":{},\"gbps\":{},\"compartments\":{compartments}}}",
+        seconds(ns),
+        thousandths(milli_gbps(bytes, ns))
+    )
+}

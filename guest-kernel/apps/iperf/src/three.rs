@@ -1,0 +1,286 @@
+//! The iperf3 server: one test at a time, a control connection and `-P` streams
+//! (protocol in shared/DEVICES.md and `iperf::msg`).
+
+use alloc::vec::Vec;
+
+use flexos_kernel::{println, time};
+use flexos_net::{Conn, Recv, Sockets};
+use iperf::{COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, msg, results_json};
+
+use crate::{Stream, report, report_test};
+
+/// A connection whose cookie is still arriving.
+struct Pending {
+    conn: Conn,
+    cookie: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    ParamLen,
+    Params(usize),
+    Streams,
+    Running,
+    ResultsLen,
+    Results(usize),
+    Done,
+}
+
+struct Session {
+    ctrl: Conn,
+    cookie: Vec<u8>,
+    state: State,
+    inbox: Vec<u8>,
+    parallel: usize,
+    streams: Vec<Stream>,
+    start_ns: u64,
+    ctrl_ended: bool,
+}
+
+pub struct Three {
+    pending: Vec<Pending>,
+    session: Option<Session>,
+}
+
+/// Reads from `conn` until `inbox` holds `need` bytes; `Ok(None)` at the end of the
+/// stream, `Ok(Some(false))` if not yet.
+fn fill(conn: &mut Conn, inbox: &mut Vec<u8>, need: usize) -> Result<Option<bool>, i64> {
+    let mut chunk = [0u8; 512];
+    while inbox.len() < need {
+        let want = (need - inbox.len()).min(chunk.len());
+        match conn.try_recv(&mut chunk[..want])? {
+            Recv::Data(n) => inbox.extend_from_slice(&chunk[..n]),
+            Recv::Empty => return Ok(Some(false)),
+            Recv::End => return Ok(None),
+        }
+    }
+    Ok(Some(true))
+}
+
+impl Three {
+    pub fn new() -> Three {
+        Three {
+            pending: Vec::new(),
+            session: None,
+        }
+    }
+
+    pub fn arrived(&mut self, conn: Conn) {
+        self.pending.push(Pending {
+            conn,
+            cookie: Vec::new(),
+        });
+    }
+
+    /// Is any of our connections readable? (A wait condition.)
+    pub fn readable(&self) -> bool {
+        self.pending.iter().any(|p| p.conn.readable())
+            || self.session.as_ref().is_some_and(|s| {
+                (!s.ctrl_ended && s.ctrl.readable())
+                    || s.streams
+                        .iter()
+                        .any(|st| st.end_ns.is_none() && st.conn.readable())
+            })
+    }
+
+    /// Moves every connection along; returns (progress, a test finished).
+    pub fn pump(
+        &mut self,
+        net: &Sockets,
+        buf: &mut [u8],
+        config: &Config,
+    ) -> Result<(bool, bool), i64> {
+        let mut progress = self.cookies(net)?;
+        let Some(s) = self.session.as_mut() else {
+            return Ok((progress, false));
+        };
+        for st in &mut s.streams {
+            progress |= st.pump(buf)?;
+        }
+        loop {
+            let before = s.state;
+            match step(s, net)? {
+                Step::Continue => {}
+                Step::Wait => break,
+                Step::Aborted => {
+                    println!("iperf: iperf3 client ended the test early");
+                    let s = self.session.take().expect("session");
+                    close_all(net, s);
+                    return Ok((true, false));
+                }
+                Step::Finished => {
+                    let s = self.session.take().expect("session");
+                    for (i, st) in s.streams.iter().enumerate() {
+                        report("iperf3", i, st);
+                    }
+                    report_test("iperf3", config.port3, &s.streams, config.recv);
+                    close_all(net, s);
+                    return Ok((true, true));
+                }
+            }
+            progress |= s.state != before;
+        }
+        Ok((progress, false))
+    }
+
+    /// Reads the cookies of new connections and files them.
+    fn cookies(&mut self, net: &Sockets) -> Result<bool, i64> {
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            match fill(&mut p.conn, &mut p.cookie, COOKIE_LEN)? {
+                Some(false) => {
+                    i += 1;
+                    continue;
+                }
+                None => {
+                    let p = self.pending.swap_remove(i);
+                    net.close(p.conn)?;
+                    progress = true;
+                    continue;
+                }
+                Some(true) => {}
+            }
+            let p = self.pending.swap_remove(i);
+            progress = true;
+            match &mut self.session {
+                None => {
+                    net.send(&p.conn, &[msg::PARAM_EXCHANGE])?;
+                    self.session = Some(Session {
+                        ctrl: p.conn,
+                        cookie: p.cookie,
+                        state: State::ParamLen,
+                        inbox: Vec::new(),
+                        parallel: 0,
+                        streams: Vec::new(),
+                        start_ns: 0,
+                        ctrl_ended: false,
+                    });
+                }
+                Some(s) if s.state == State::Streams && s.cookie == p.cookie => {
+                    s.streams.push(Stream::new(p.conn));
+                    if s.streams.len() == s.parallel {
+                        net.send(&s.ctrl, &[msg::TEST_START])?;
+                        net.send(&s.ctrl, &[msg::TEST_RUNNING])?;
+                        s.state = State::Running;
+                        s.start_ns = time::now_ns();
+                        for st in &mut s.streams {
+                            st.start_ns = s.start_ns;
+                        }
+                    }
+                }
+                Some(_) => {
+                    // Another test is running: iperf3 says "server busy" this way.
+                    net.send(&p.conn, &[msg::ACCESS_DENIED])?;
+                    net.close(p.conn)?;
+                }
+            }
+        }
+        Ok(progress)
+    }
+}
+
+enum Step {
+    Continue,
+    Wait,
+    Aborted,
+    Finished,
+}
+
+fn close_all(net: &Sockets, s: Session) {
+    for st in s.streams {
+        let _ = net.close(st.conn);
+    }
+    let _ = net.close(s.ctrl);
+}
+
+/// Advances the control protocol by at most one message.
+fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
+    let need = match s.state {
+        State::ParamLen | State::ResultsLen => 4,
+        State::Params(n) | State::Results(n) => n,
+        State::Streams => return Ok(Step::Wait),
+        State::Running | State::Done => 1,
+    };
+    let got = match fill(&mut s.ctrl, &mut s.inbox, need)? {
+        Some(true) => true,
+        Some(false) => false,
+        None => {
+            s.ctrl_ended = true;
+            return Ok(if s.state == State::Done {
+                Step::Finished
+            } else {
+                Step::Aborted
+            });
+        }
+    };
+    if !got {
+        return Ok(Step::Wait);
+    }
+    let message: Vec<u8> = s.inbox.drain(..).collect();
+    match s.state {
+        State::ParamLen | State::ResultsLen => {
+            let len = u32::from_be_bytes([message[0], message[1], message[2], message[3]]) as usize;
+            if len == 0 || len > MAX_JSON {
+                return Ok(Step::Aborted);
+            }
+            s.state = if s.state == State::ParamLen {
+                State::Params(len)
+            } else {
+                State::Results(len)
+            };
+        }
+        State::Params(_) => {
+            let params = core::str::from_utf8(&message).ok().and_then(Params::parse);
+            match params {
+                Some(p) if !p.reverse && !p.udp => {
+                    s.parallel = p.parallel as usize;
+                    net.send(&s.ctrl, &[msg::CREATE_STREAMS])?;
+                    s.state = State::Streams;
+                }
+                _ => {
+                    println!("iperf: iperf3 test refused: only TCP, client sending (no -u, -R)");
+                    net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
+                    return Ok(Step::Aborted);
+                }
+            }
+        }
+        State::Running => match message[0] {
+            msg::TEST_END => {
+                let now = time::now_ns();
+                for st in &mut s.streams {
+                    if st.end_ns.is_none() {
+                        st.end_ns = Some(now);
+                    }
+                }
+                net.send(&s.ctrl, &[msg::EXCHANGE_RESULTS])?;
+                s.state = State::ResultsLen;
+            }
+            msg::CLIENT_TERMINATE => return Ok(Step::Aborted),
+            _ => {}
+        },
+        State::Results(_) => {
+            let results: Vec<StreamResult> = s
+                .streams
+                .iter()
+                .map(|st| StreamResult {
+                    bytes: st.bytes,
+                    end_us: st.end_ns.unwrap_or(st.start_ns).saturating_sub(s.start_ns) / 1000,
+                })
+                .collect();
+            let json = results_json(&results);
+            net.send(&s.ctrl, &(json.len() as u32).to_be_bytes())?;
+            net.send(&s.ctrl, json.as_bytes())?;
+            net.send(&s.ctrl, &[msg::DISPLAY_RESULTS])?;
+            s.state = State::Done;
+        }
+        State::Done => {
+            if message[0] == msg::IPERF_DONE {
+                return Ok(Step::Finished);
+            }
+        }
+        State::Streams => {}
+    }
+    Ok(Step::Continue)
+}

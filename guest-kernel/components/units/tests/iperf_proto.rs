@@ -1,0 +1,105 @@
+//! The iperf app's arguments and iperf3 control-protocol parsing.
+
+use iperf::{Config, Params, StreamResult, milli_gbps, results_json, stream_id, test_json};
+
+#[test]
+fn arguments() {
+    let c = Config::parse([]).unwrap();
+    assert_eq!(
+        (c.port, c.port3, c.recv, c.count),
+        (5001, 5201, 128 * 1024, 0)
+    );
+    let c = Config::parse([
+        "recv=16",
+        "port=6000",
+        "port3=6001",
+        "count=3",
+        "ip=10.0.0.9/24",
+    ])
+    .unwrap();
+    assert_eq!((c.port, c.port3, c.recv, c.count), (6000, 6001, 16, 3));
+    assert_eq!(
+        Config::parse(["recv=0"]).unwrap_err(),
+        "iperf: recv=0 must be 1..=4194304"
+    );
+    assert_eq!(
+        Config::parse(["recv=x"]).unwrap_err(),
+        "iperf: bad recv=x: want a number"
+    );
+    assert_eq!(
+        Config::parse(["port=5201"]).unwrap_err(),
+        "iperf: ports must be non-zero and different (port=5201 port3=5201)"
+    );
+    assert_eq!(
+        Config::parse(["verbose"]).unwrap_err(),
+        "iperf: unknown argument 'verbose'"
+    );
+    assert_eq!(
+        Config::parse(["speed=1"]).unwrap_err(),
+        "iperf: unknown argument 'speed=1'"
+    );
+    assert_eq!(
+        Config::parse(["port=70000"]).unwrap_err(),
+        "iperf: bad port=70000: want a number"
+    );
+}
+
+/// What iperf3 3.12 sends for `iperf3 -c 10.0.0.2 -t 3 -P 2 -J`.
+const PARAMS: &str = r#"{"tcp":true,"omit":0,"time":3,"num":0,"blockcount":0,"parallel":2,"len":131072,"pacing_timer":1000,"client_version":"3.12"}"#;
+
+#[test]
+fn parameters() {
+    assert_eq!(
+        Params::parse(PARAMS),
+        Some(Params {
+            parallel: 2,
+            reverse: false,
+            udp: false
+        })
+    );
+    let one = r#"{"tcp":true,"omit":0,"time":10,"len":131072,"client_version":"3.12"}"#;
+    assert_eq!(Params::parse(one).map(|p| p.parallel), Some(1));
+    let rev = r#"{"tcp":true,"reverse":true,"parallel":1}"#;
+    assert_eq!(Params::parse(rev).map(|p| p.reverse), Some(true));
+    let udp = r#"{"udp":true,"parallel":1}"#;
+    assert_eq!(Params::parse(udp).map(|p| p.udp), Some(true));
+    // Nested or quoted look-alikes do not count.
+    let nested = r#"{"extra_data":"\"parallel\":9","x":{"parallel":7},"parallel":3}"#;
+    assert_eq!(Params::parse(nested).map(|p| p.parallel), Some(3));
+    assert_eq!(Params::parse("not json"), None);
+    assert_eq!(Params::parse(r#"{"parallel":0}"#), None);
+    assert_eq!(Params::parse(r#"{"parallel":1000}"#), None);
+    assert_eq!(Params::parse(r#"{"parallel":"#), None);
+    assert_eq!(
+        Params::parse(r#"{"title":"unterminated}"#).map(|p| p.parallel),
+        Some(1)
+    );
+}
+
+#[test]
+fn results() {
+    assert_eq!((stream_id(0), stream_id(1), stream_id(2)), (1, 3, 4));
+    let json = results_json(&[
+        StreamResult {
+            bytes: 1000,
+            end_us: 3_000_500,
+        },
+        StreamResult {
+            bytes: 7,
+            end_us: 12,
+        },
+    ]);
+    assert_eq!(
+        json,
+        "{\"cpu_util_total\":0,\"cpu_util_user\":0,\"cpu_util_system\":0,\"sender_has_retransmits\":-1,\"streams\":[\
+         {\"id\":1,\"bytes\":1000,\"retransmits\":-1,\"jitter\":0,\"errors\":0,\"packets\":0,\"start_time\":0,\"end_time\":3.000500},\
+         {\"id\":3,\"bytes\":7,\"retransmits\":-1,\"jitter\":0,\"errors\":0,\"packets\":0,\"start_time\":0,\"end_time\":0.000012}]}"
+    );
+    assert_eq!(milli_gbps(1_250_000_000, 1_000_000_000), 10_000);
+    assert_eq!(milli_gbps(5, 0), 0);
+    assert_eq!(
+        test_json("iperf2", 5001, 2, 16, 2_500_000_000, 2_000_000_000, 2),
+        "{\"bench\":\"iperf\",\"proto\":\"iperf2\",\"port\":5001,\"streams\":2,\"recv\":16,\
+         \"bytes\":2500000000,\"seconds\":2.000,\"gbps\":10.000,\"compartments\":2}"
+    );
+}
