@@ -18,7 +18,9 @@
 //! # How the monitor uses it
 //!
 //! 1. `let blk = block::Block::open(path, readonly)?` (errors name the path; a
-//!    [`block::DiskError::Open`] is exit 66, a bad size exit 64).
+//!    [`block::DiskError::Open`] is exit 66, a bad size exit 64), or
+//!    `net::Net::new(net::Tap::open(name)?, mac)` ([`net::TapError`] says whether the
+//!    tap is missing, busy or forbidden).
 //! 2. `let mut dev = MmioTransport::new(blk, mem)?`. `mem` is a `GuestMemoryMmap`
 //!    holding **only** memory the guest may have the device read and write: the
 //!    owning compartment's data window and the read-write shared parts it may use for
@@ -26,7 +28,8 @@
 //!    buffer address is checked against it, so a hostile driver cannot reach anything
 //!    else through the device.
 //! 3. For each queue `i` in `0..dev.num_queues()`, register `dev.queue_event(i)` as a
-//!    KVM ioeventfd at `window_base + QUEUE_NOTIFY_OFFSET`, length 4, datamatch `i`.
+//!    KVM ioeventfd at `window_base + QUEUE_NOTIFY_OFFSET`, length 4, datamatch `i`;
+//!    `dev.set_interrupt(doorbell)` with a clone of the owner's doorbell EventFd.
 //! 4. Map nothing at the window (`MMIO_WINDOW_SIZE` bytes): the owner's MMIO exits in it
 //!    go to `dev.read(offset, data)` / `dev.write(offset, data)`, offsets relative to
 //!    the window. Accesses from any other compartment are isolation violations and

@@ -15,8 +15,8 @@ wired together by shared-memory RPC rings.\n\n\
 The guest runs in ring 3; crashes and isolation violations are reported with symbolized \
 backtraces.",
     after_help = "Exit status: the guest's exit code (0..=63) on a clean exit; 64 usage error; \
-65 bad image; 66 file not found or unreadable; 70 a compartment crashed or violated isolation; \
-71 KVM unavailable or failed.\n\n\
+65 bad image; 66 file not found or unreadable, or no such tap (--net); 70 a compartment crashed or \
+violated isolation; 71 KVM unavailable or failed, or the tap busy or forbidden.\n\n\
 Examples:\n  flexos-vmm --timings target/images/hello.elf -- exit=3\n  \
 flexos-vmm --list-components target/images/gatebench.elf\n  \
 flexos-vmm --compartments 2 target/images/gatebench.elf -- calls=100000\n  \

@@ -121,7 +121,7 @@ pub fn buffers<'m>(
         return Err(ChainFault::Broken);
     }
     let receive = matches!(dir, Direction::Receive { .. });
-    if let Some(_d) = descs.iter().find(|d| d.is_write_only() != receive) {
+    if descs.iter().any(|d| d.is_write_only() != receive) {
         return Err(if receive {
             ChainFault::ReadableInReceive
         } else {

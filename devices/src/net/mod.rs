@@ -51,7 +51,7 @@
 //!
 //! # Inside
 //!
-//! One device thread ([`worker::NetSubscriber`]) in an epoll loop over the two kick
+//! One device thread ([`subscriber::NetSubscriber`] running a [`worker::Worker`]) in an epoll loop over the two kick
 //! EventFds, the stop EventFd and the backend's descriptor. Receive `readv`s from the
 //! backend straight into the guest's buffers, until the backend has no frame or the
 //! guest no buffer; then the backend leaves the epoll set until the guest's receive kick
@@ -61,6 +61,7 @@
 
 pub mod backend;
 pub mod chain;
+pub mod subscriber;
 pub mod tap;
 #[cfg(test)]
 mod tests;
@@ -79,8 +80,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use self::backend::{Backend, SocketBackend};
+use self::subscriber::NetSubscriber;
 pub use self::tap::{Tap, TapError};
-use self::worker::{NetSubscriber, Worker, WorkerConfig};
+use self::worker::{Worker, WorkerConfig};
 use crate::event_loop::DeviceThread;
 use crate::virtio::{ActivateError, Activation, VirtioDevice};
 

@@ -2,19 +2,17 @@
 //! them (see the crate's `net` docs for the policy).
 //!
 //! [`Worker::run`] does all the work there is, polls for [`Worker`]'s poll time, then
-//! asks for kicks again and says whether the backend should be watched. [`NetSubscriber`]
-//! runs it on the device thread's epoll loop over the two kick EventFds and the
-//! backend's descriptor; the device model can also run it inline (tests, fuzzing).
+//! asks for kicks again and says whether the backend should be watched.
+//! [`super::subscriber::NetSubscriber`] runs it on the device thread's epoll loop over
+//! the two kick EventFds and the backend's descriptor; the device model can also run it
+//! inline (tests, fuzzing).
 
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::backend::Backend;
 use super::chain::{buffers, ChainFault, Direction};
@@ -47,11 +45,6 @@ pub enum NetFault {
 const RECEIVE: &str = "receive";
 const TRANSMIT: &str = "transmit";
 
-/// Event data of the device thread's epoll registrations.
-const RX_KICK: u32 = 0;
-const TX_KICK: u32 = 1;
-const BACKEND: u32 = 2;
-
 /// Room past a receive chain: a frame that spills into it was longer than the chain
 /// (a backend whose MTU exceeds what the driver negotiated) and is counted, not cut.
 const OVERFLOW_LEN: usize = 64 * 1024;
@@ -79,7 +72,7 @@ pub struct Worker<B: Backend> {
     mem: GuestMemory,
     rx: Queue,
     tx: Queue,
-    backend: Arc<B>,
+    pub(super) backend: Arc<B>,
     interrupt: Interrupt,
     needs_reset: NeedsReset,
     stats: Arc<NetStats>,
@@ -446,96 +439,4 @@ fn ring(queue: &'static str, source: virtio_queue::Error) -> NetFault {
 
 fn used_ring(queue: &'static str, source: virtio_queue::Error) -> NetFault {
     NetFault::Used { queue, source }
-}
-
-/// The worker on the device thread's epoll loop: kicks and backend readiness run it;
-/// the backend is watched only for what [`Worker::run`] asks.
-pub struct NetSubscriber<B: Backend> {
-    worker: Worker<B>,
-    rx_kick: EventFd,
-    tx_kick: EventFd,
-    registered: Option<EventSet>,
-}
-
-impl<B: Backend> NetSubscriber<B> {
-    pub fn new(worker: Worker<B>, rx_kick: EventFd, tx_kick: EventFd) -> Self {
-        NetSubscriber {
-            worker,
-            rx_kick,
-            tx_kick,
-            registered: None,
-        }
-    }
-
-    fn watch(&mut self, want: Interest, ops: &mut EventOps) {
-        let mut set = EventSet::empty();
-        if want.readable {
-            set |= EventSet::IN;
-        }
-        if want.writable {
-            set |= EventSet::OUT;
-        }
-        let fd = self.worker.backend.as_raw_fd();
-        // Registration errors (ENOMEM) leave the old registration: at worst the
-        // device misses a wake-up until the next kick.
-        match self.registered {
-            None if set.is_empty() => {}
-            None => {
-                if ops.add(Events::with_data_raw(fd, BACKEND, set)).is_ok() {
-                    self.registered = Some(set);
-                }
-            }
-            Some(old) if set.is_empty() => {
-                if ops.remove(Events::with_data_raw(fd, BACKEND, old)).is_ok() {
-                    self.registered = None;
-                }
-            }
-            Some(old) if old != set => {
-                if ops.modify(Events::with_data_raw(fd, BACKEND, set)).is_ok() {
-                    self.registered = Some(set);
-                }
-            }
-            Some(_) => {}
-        }
-    }
-}
-
-impl<B: Backend> MutEventSubscriber for NetSubscriber<B> {
-    fn init(&mut self, ops: &mut EventOps) {
-        // Adding a fresh eventfd to a fresh epoll only fails when the kernel is out of
-        // memory; the queue then stays asleep and the guest sees no answer.
-        let _ = ops.add(Events::with_data(&self.rx_kick, RX_KICK, EventSet::IN));
-        let _ = ops.add(Events::with_data(&self.tx_kick, TX_KICK, EventSet::IN));
-        // Buffers the driver posted before DRIVER_OK.
-        let want = self.worker.run();
-        self.watch(want, ops);
-    }
-
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let mut closed = false;
-        match events.data() {
-            // Clear the counter first: a kick during the run wakes us again.
-            RX_KICK => {
-                let _ = self.rx_kick.read();
-            }
-            TX_KICK => {
-                let _ = self.tx_kick.read();
-            }
-            _ => {
-                let set = events.event_set();
-                if set.contains(EventSet::OUT) {
-                    self.worker.backend_writable();
-                }
-                closed = set.intersects(EventSet::HANG_UP | EventSet::ERROR);
-            }
-        }
-        let mut want = self.worker.run();
-        if closed {
-            // epoll reports a hang-up whatever we ask for: take what is left to read,
-            // then stop watching it.
-            self.worker.backend_closed();
-            want = self.worker.run();
-        }
-        self.watch(want, ops);
-    }
 }

@@ -1,0 +1,108 @@
+//! The device thread's side of the worker: an `event-manager` subscriber over the two
+//! kick EventFds and the backend's descriptor. The backend is watched only for what
+//! [`Worker::run`] asks (readable while the guest has receive buffers, writable while a
+//! transmit waits), so a guest without buffers costs the thread no wake-ups.
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::backend::Backend;
+use super::worker::{Interest, Worker};
+
+/// Event data of the device thread's epoll registrations.
+const RX_KICK: u32 = 0;
+const TX_KICK: u32 = 1;
+const BACKEND: u32 = 2;
+
+/// The worker on the device thread's epoll loop: kicks and backend readiness run it;
+/// the backend is watched only for what [`Worker::run`] asks.
+pub struct NetSubscriber<B: Backend> {
+    worker: Worker<B>,
+    rx_kick: EventFd,
+    tx_kick: EventFd,
+    registered: Option<EventSet>,
+}
+
+impl<B: Backend> NetSubscriber<B> {
+    pub fn new(worker: Worker<B>, rx_kick: EventFd, tx_kick: EventFd) -> Self {
+        NetSubscriber {
+            worker,
+            rx_kick,
+            tx_kick,
+            registered: None,
+        }
+    }
+
+    fn watch(&mut self, want: Interest, ops: &mut EventOps) {
+        let mut set = EventSet::empty();
+        if want.readable {
+            set |= EventSet::IN;
+        }
+        if want.writable {
+            set |= EventSet::OUT;
+        }
+        let fd = self.worker.backend.as_raw_fd();
+        // Registration errors (ENOMEM) leave the old registration: at worst the
+        // device misses a wake-up until the next kick.
+        match self.registered {
+            None if set.is_empty() => {}
+            None => {
+                if ops.add(Events::with_data_raw(fd, BACKEND, set)).is_ok() {
+                    self.registered = Some(set);
+                }
+            }
+            Some(old) if set.is_empty() => {
+                if ops.remove(Events::with_data_raw(fd, BACKEND, old)).is_ok() {
+                    self.registered = None;
+                }
+            }
+            Some(old) if old != set => {
+                if ops.modify(Events::with_data_raw(fd, BACKEND, set)).is_ok() {
+                    self.registered = Some(set);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+impl<B: Backend> MutEventSubscriber for NetSubscriber<B> {
+    fn init(&mut self, ops: &mut EventOps) {
+        // Adding a fresh eventfd to a fresh epoll only fails when the kernel is out of
+        // memory; the queue then stays asleep and the guest sees no answer.
+        let _ = ops.add(Events::with_data(&self.rx_kick, RX_KICK, EventSet::IN));
+        let _ = ops.add(Events::with_data(&self.tx_kick, TX_KICK, EventSet::IN));
+        // Buffers the driver posted before DRIVER_OK.
+        let want = self.worker.run();
+        self.watch(want, ops);
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let mut closed = false;
+        match events.data() {
+            // Clear the counter first: a kick during the run wakes us again.
+            RX_KICK => {
+                let _ = self.rx_kick.read();
+            }
+            TX_KICK => {
+                let _ = self.tx_kick.read();
+            }
+            _ => {
+                let set = events.event_set();
+                if set.contains(EventSet::OUT) {
+                    self.worker.backend_writable();
+                }
+                closed = set.intersects(EventSet::HANG_UP | EventSet::ERROR);
+            }
+        }
+        let mut want = self.worker.run();
+        if closed {
+            // epoll reports a hang-up whatever we ask for: take what is left to read,
+            // then stop watching it.
+            self.worker.backend_closed();
+            want = self.worker.run();
+        }
+        self.watch(want, ops);
+    }
+}

@@ -1,0 +1,745 @@
+//! `--net tap=NAME[,mac=MAC]`: the command line's errors, each one line with its exit
+//! status (64 for a bad value or a name that is not a tap, 66 for a missing tap, 71 for
+//! a busy tap or no permission), checked before the image's components.
+//!
+//! Crafted guests (no guest kernel) drive the device's window: it follows the disk's,
+//! answers as virtio-net, a frame goes from the tap into a guest buffer and one from
+//! the guest out of the tap to a host socket, a hostile driver fails the device
+//! (DEVICE_NEEDS_RESET and one `flexos-vmm: virtio-net:` line), never the monitor, and
+//! any other compartment's access to the window is an isolation violation.
+//!
+//! Every test that needs an interface runs the monitor inside a network namespace the
+//! test creates on a thread of its own (the monitor, started from that thread, runs in
+//! it too): the host's own interfaces are never seen or touched.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use flexos_e2e::{
+    image, require_tool, run, run_program, vmm_path, ElfBuilder, Outcome, TempDir, EXIT_CRASH,
+    EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
+};
+
+fn vmm(args: &[&str]) -> Outcome {
+    run(args.iter().map(OsString::from))
+}
+
+/// Asserts an error run: `status`, nothing on stdout, exactly one
+/// `flexos-vmm: error:` line on stderr containing every needle.
+#[track_caller]
+fn assert_error(out: &Outcome, status: i32, needles: &[&str]) {
+    out.assert_status(status);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line\n{out:?}");
+    assert!(out.stderr.starts_with("flexos-vmm: error: "), "{out:?}");
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "{needle:?}\n{out:?}");
+    }
+}
+
+/// Runs `f` on a thread of its own inside a network namespace it creates.
+fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare only changes this thread's namespaces.
+                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "unshare(CLONE_NEWNET) (the network tests run as root): {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+/// Creates tap `name` in the current thread's namespace.
+fn tap(name: &str) {
+    require_tool("ip", "iproute2");
+    let out = run_program("ip", ["tuntap", "add", "dev", name, "mode", "tap"]);
+    out.assert_status(0);
+}
+
+/// Attaches to tap `name` the way the monitor does, so that it is busy.
+fn hold(name: &str) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .unwrap();
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, &s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, valid for the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    file
+}
+
+#[test]
+fn bad_net_values_exit_64() {
+    let hello = image("hello");
+    let hello = hello.to_str().unwrap();
+    for (value, needle) in [
+        (
+            "tap=flx0,speed=10",
+            "unknown key \"speed\"; give tap=NAME[,mac=MAC]",
+        ),
+        ("flx0", "\"flx0\" is not key=value"),
+        (
+            "tap=",
+            "tap name \"\" is not an interface name: it is empty",
+        ),
+        ("tap=this-name-is-too-long", "longer than 15 bytes"),
+        ("mac=02:00:00:00:00:01", "no tap name"),
+        (
+            "tap=flx0,mac=52:54:00:12:34",
+            "bad MAC address \"52:54:00:12:34\"",
+        ),
+        ("tap=flx0,mac=01:00:5e:00:00:01", "is a multicast address"),
+    ] {
+        let out = vmm(&["--net", value, hello]);
+        assert_error(
+            &out,
+            EXIT_USAGE,
+            &["--net", needle, "see flexos-vmm --help"],
+        );
+    }
+}
+
+#[test]
+fn a_missing_tap_exits_66_before_the_image_is_looked_at() {
+    // hello has no netdev component: the tap is checked first, like a --disk file.
+    let out = in_private_netns(|| vmm(&["--net", "tap=flx0", image("hello").to_str().unwrap()]));
+    assert_error(&out, EXIT_NO_INPUT, &[]);
+    assert_eq!(
+        out.stderr,
+        "flexos-vmm: error: --net: no tap device flx0 in this network namespace (create one, e.g. scripts/net-up)\n"
+    );
+}
+
+#[test]
+fn an_image_without_a_netdev_component_cannot_take_a_tap() {
+    let out = in_private_netns(|| {
+        tap("flx0");
+        vmm(&["--net", "tap=flx0", image("gatebench").to_str().unwrap()])
+    });
+    assert_error(
+        &out,
+        EXIT_USAGE,
+        &[
+            "--net needs a `netdev` component (its driver) in the image, which has: bench, callee, relay1, relay2",
+        ],
+    );
+}
+
+#[test]
+fn an_interface_that_is_not_a_tap_exits_64() {
+    let out = in_private_netns(|| vmm(&["--net", "tap=lo", image("hello").to_str().unwrap()]));
+    assert_error(&out, EXIT_USAGE, &["--net: lo is not a tap device"]);
+}
+
+#[test]
+fn a_busy_tap_exits_71() {
+    let out = in_private_netns(|| {
+        tap("flx0");
+        let _held = hold("flx0");
+        vmm(&["--net", "tap=flx0", image("hello").to_str().unwrap()])
+    });
+    assert_error(
+        &out,
+        EXIT_KVM,
+        &["--net: tap device flx0 is busy (another process has it open) (stop it, or give another tap)"],
+    );
+}
+
+#[test]
+fn a_tap_this_user_may_not_open_exits_71() {
+    require_tool("setpriv", "util-linux");
+    let out = in_private_netns(|| {
+        // Created by root for root: another user has no right to it.
+        tap("flx0");
+        let vmm = vmm_path();
+        let hello = image("hello");
+        run_program(
+            "setpriv",
+            [
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                vmm.to_str().unwrap(),
+                "--net",
+                "tap=flx0",
+                hello.to_str().unwrap(),
+            ],
+        )
+    });
+    assert_error(
+        &out,
+        EXIT_KVM,
+        &[
+            "--net: no permission to open tap device flx0: ",
+            "ip tuntap add NAME mode tap user USER",
+        ],
+    );
+}
+
+// --- Crafted guests (no guest kernel): the device as a hostile driver meets it. ---
+
+/// Boot-info offsets (flexos_abi::BootInfo; the guest gets its address in RDI).
+const BOOT_HEAP_START: u32 = 56;
+const BOOT_DEVICE_COUNT: u32 = 176;
+/// devices[i] is 24 bytes: kind (u32), reserved, mmio_base (u64), mmio_size (u64).
+const BOOT_DEVICE0: u32 = 184;
+const DEVICE_SLOT: u32 = 24;
+const DEVICE_BLOCK: u32 = 2;
+const DEVICE_NET: u32 = 1;
+const PORT_EXIT: u32 = 0x0F01;
+
+/// x86-64 machine code, a few instructions at a time (as in devices.rs).
+#[derive(Default)]
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// Continues if the flags say equal, else `ud2` (a crash report names the spot).
+    fn or_crash(self) -> Self {
+        self.bytes(&[0x74, 0x02, 0x0f, 0x0b])
+    }
+    /// `cmp dword [rdi + off], imm32`, then [`Self::or_crash`].
+    fn expect_boot_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0x81, 0xbf])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+            .or_crash()
+    }
+    /// `mov rbx, [rdi + off]`.
+    fn rbx_from_boot(self, off: u32) -> Self {
+        self.bytes(&[0x48, 0x8b, 0x9f]).bytes(&off.to_le_bytes())
+    }
+    /// `mov rsi, [rdi + heap_start]`.
+    fn rsi_heap(self) -> Self {
+        self.bytes(&[0x48, 0x8b, 0xb7])
+            .bytes(&BOOT_HEAP_START.to_le_bytes())
+    }
+    /// `mov eax, [rbx + off]`: a 4-byte MMIO read.
+    fn read_reg(self, off: u32) -> Self {
+        self.bytes(&[0x8b, 0x83]).bytes(&off.to_le_bytes())
+    }
+    /// `cmp eax, imm32`, then [`Self::or_crash`].
+    fn expect_eax(self, value: u32) -> Self {
+        self.bytes(&[0x3d]).bytes(&value.to_le_bytes()).or_crash()
+    }
+    /// `mov dword [rbx + off], imm32`: a 4-byte MMIO write.
+    fn write_reg(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x83])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `lea eax, [rsi + off]; mov [rbx + reg], eax`: a heap address into a register.
+    fn write_reg_heap(self, reg: u32, off: u32) -> Self {
+        self.bytes(&[0x8d, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&[0x89, 0x83])
+            .bytes(&reg.to_le_bytes())
+    }
+    /// `mov dword [rsi + off], imm32`.
+    fn heap_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `lea rax, [rsi + target]; mov [rsi + off], rax`.
+    fn heap_ptr(self, off: u32, target: u32) -> Self {
+        self.bytes(&[0x48, 0x8d, 0x86])
+            .bytes(&target.to_le_bytes())
+            .bytes(&[0x48, 0x89, 0x86])
+            .bytes(&off.to_le_bytes())
+    }
+    /// `mov qword [rsi + off], imm32`: an absolute low address.
+    fn heap_abs(self, off: u32, addr: u32) -> Self {
+        self.bytes(&[0x48, 0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&addr.to_le_bytes())
+    }
+    /// `mov eax, imm32; push rax; mov eax, esp; mov edx, PORT_EXIT; out dx, eax`.
+    fn exit(self, code: u32) -> Self {
+        self.bytes(&[0xb8])
+            .bytes(&code.to_le_bytes())
+            .bytes(&[0x50, 0x89, 0xe0, 0xba])
+            .bytes(&PORT_EXIT.to_le_bytes())
+            .bytes(&[0xef, 0x0f, 0x0b])
+    }
+}
+
+/// A component table (flexos_abi::ComponentTable, version 1) with `components` and one
+/// split into `names.len()` compartments by `placement`.
+fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {
+    fn field(s: &str) -> [u8; 16] {
+        let mut n = [0u8; 16];
+        n[..s.len()].copy_from_slice(s.as_bytes());
+        n
+    }
+    let mut t = Vec::new();
+    t.extend_from_slice(b"FLEXCOMP");
+    for word in [1u32, components.len() as u32, 1, 0] {
+        t.extend_from_slice(&word.to_le_bytes());
+    }
+    for i in 0..32 {
+        t.extend_from_slice(&field(components.get(i).copied().unwrap_or("")));
+    }
+    for split in 0..8 {
+        let mut s = vec![0u8; 8 + 32 + 16 * 16];
+        if split == 0 {
+            s[..4].copy_from_slice(&(names.len() as u32).to_le_bytes());
+            s[8..8 + placement.len()].copy_from_slice(placement);
+            for (c, n) in names.iter().enumerate() {
+                s[40 + 16 * c..56 + 16 * c].copy_from_slice(&field(n));
+            }
+        }
+        t.extend_from_slice(&s);
+    }
+    t
+}
+
+/// A one-page image running `code` with components `blkdev` and `netdev` in one
+/// compartment, `drivers`.
+fn crafted(dir: &TempDir, code: Asm) -> PathBuf {
+    crafted_with(
+        dir,
+        code,
+        component_table(&["blkdev", "netdev"], &["drivers"], &[0, 0]),
+    )
+}
+
+fn crafted_with(dir: &TempDir, code: Asm, table: Vec<u8>) -> PathBuf {
+    let mut page = code.0;
+    assert!(page.len() <= 0x1000);
+    page.resize(0x1000, 0);
+    ElfBuilder::new()
+        .code(&page)
+        .section(".flexos.components", &table)
+        .write(dir, "guest.elf")
+}
+
+/// Boots `code` with `--net tap=flx0` (and a disk, if asked) in a private namespace.
+fn boot_with_tap(code: Asm, with_disk: bool) -> Outcome {
+    let dir = TempDir::new("net");
+    let img = crafted(&dir, code);
+    let mut args: Vec<OsString> = Vec::new();
+    if with_disk {
+        args.extend(["--disk".into(), dir.write("disk.img", &[0u8; 4096]).into()]);
+    }
+    args.extend(["--net".into(), "tap=flx0".into(), img.into()]);
+    in_private_netns(|| {
+        tap("flx0");
+        run(args)
+    })
+}
+
+#[test]
+fn the_network_window_follows_the_disks_and_answers_as_virtio_net() {
+    // The boot info lists the disk, then the network device in the next window; its
+    // registers say virtio-net and its config space holds the default MAC
+    // (52:54:00:12:34:56). Exit 21 once every check passed.
+    let second = BOOT_DEVICE0 + DEVICE_SLOT;
+    let code = Asm::default()
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 2)
+        .expect_boot_u32(BOOT_DEVICE0, DEVICE_BLOCK)
+        .expect_boot_u32(second, DEVICE_NET)
+        .expect_boot_u32(second + 8, 0xD000_1000)
+        .rbx_from_boot(second + 8)
+        .read_reg(0x000)
+        .expect_eax(0x7472_6976)
+        .read_reg(0x008)
+        .expect_eax(DEVICE_NET)
+        .read_reg(0x104) // config: mac[4..8] = 34 56 00 00
+        .expect_eax(0x5634)
+        .exit(21);
+    let out = boot_with_tap(code, true);
+    out.assert_status(21).assert_stderr_empty();
+}
+
+/// A driver that sets the device up by hand (VERSION_1 only: receive chains must hold
+/// 12 + 1514 bytes; both queues of 4 in its heap), posts one receive chain of a single
+/// descriptor (`addr` from `desc`, `len`), kicks, waits until the chain is used and the
+/// device shows DEVICE_NEEDS_RESET, and exits 33. Heap: receive queue 0x000/0x100/
+/// 0x200, transmit queue 0x400/0x500/0x600, buffer 0x800.
+fn hostile_receive(desc: Asm, len: u32) -> Asm {
+    let code = Asm::default().rsi_heap().rbx_from_boot(BOOT_DEVICE0 + 8);
+    Asm(code.0.into_iter().chain(desc.0).collect())
+        .heap_u32(0x008, len)
+        .heap_u32(0x00c, 2) // VRING_DESC_F_WRITE, no next
+        .write_reg(0x70, 1)
+        .write_reg(0x70, 3)
+        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
+        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
+        .write_reg(0x70, 11)
+        .write_reg(0x30, 0)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x000)
+        .write_reg_heap(0x90, 0x100)
+        .write_reg_heap(0xa0, 0x200)
+        .write_reg(0x44, 1)
+        .write_reg(0x30, 1)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x400)
+        .write_reg_heap(0x90, 0x500)
+        .write_reg_heap(0xa0, 0x600)
+        .write_reg(0x44, 1)
+        .write_reg(0x70, 15)
+        .read_reg(0x70)
+        .expect_eax(15)
+        .bytes(&[0x66, 0xc7, 0x86])
+        .bytes(&0x102u32.to_le_bytes())
+        .bytes(&1u16.to_le_bytes()) // avail.idx = 1
+        .write_reg(0x50, 0) // QueueNotify(receiveq)
+        // Spin until used.idx == 1: pause; movzx eax, word [rsi+0x202]; cmp eax, 1; jne.
+        .bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
+        .bytes(&0x202u32.to_le_bytes())
+        .bytes(&[0x83, 0xf8, 0x01, 0x75, 0xf2])
+        // Spin until Status has NEEDS_RESET: mov eax, [rbx+0x70]; test al, 0x40; je.
+        .read_reg(0x70)
+        .bytes(&[0xa8, 0x40, 0x74, 0xf6])
+        .exit(33)
+}
+
+#[test]
+fn a_receive_buffer_in_the_monitors_area_fails_the_device_not_the_monitor() {
+    // 0x1000: the compartment's page tables, outside the memory the device may use.
+    let out = boot_with_tap(
+        hostile_receive(Asm::default().heap_abs(0x000, 0x1000), 1526),
+        false,
+    );
+    out.assert_status(33);
+    assert_eq!(
+        out.stderr,
+        "flexos-vmm: virtio-net: receive queue, chain 0: descriptor 0x1000+1526 lies outside the device's memory; the device needs a reset\n"
+    );
+}
+
+#[test]
+fn a_tiny_receive_buffer_fails_the_device_not_the_monitor() {
+    let out = boot_with_tap(
+        hostile_receive(Asm::default().heap_ptr(0x000, 0x800), 64),
+        false,
+    );
+    out.assert_status(33);
+    assert_eq!(
+        out.stderr,
+        "flexos-vmm: virtio-net: receive queue, chain 0: receive chain holds 64 bytes; it must hold 1526 (header and largest frame); the device needs a reset\n"
+    );
+}
+
+impl Asm {
+    /// `mov word [rsi + off], imm16`.
+    fn heap_u16(self, off: u32, value: u16) -> Self {
+        self.bytes(&[0x66, 0xc7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&value.to_le_bytes())
+    }
+    /// `bytes` into the heap at `off`, four at a time (zero-padded).
+    fn heap_bytes(mut self, off: u32, bytes: &[u8]) -> Self {
+        for (i, chunk) in bytes.chunks(4).enumerate() {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self = self.heap_u32(off + 4 * i as u32, u32::from_le_bytes(word));
+        }
+        self
+    }
+    /// Spins until the u16 at `[rsi + off]` is `value`: pause; movzx eax, word
+    /// [rsi + off]; cmp eax, value; jne back.
+    fn spin_heap_u16(self, off: u32, value: u8) -> Self {
+        self.bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .bytes(&[0x83, 0xf8, value, 0x75, 0xf2])
+    }
+    /// `movzx eax, word [rsi + off]`, then [`Self::expect_eax`].
+    fn expect_heap_u16(self, off: u32, value: u16) -> Self {
+        self.bytes(&[0x0f, 0xb7, 0x86])
+            .bytes(&off.to_le_bytes())
+            .expect_eax(u32::from(value))
+    }
+    /// `mov eax, [rsi + off]`, then [`Self::expect_eax`].
+    fn expect_heap_u32(self, off: u32, value: u32) -> Self {
+        self.bytes(&[0x8b, 0x86])
+            .bytes(&off.to_le_bytes())
+            .expect_eax(value)
+    }
+    /// Copies 6 heap bytes from `from` to `to` (a MAC address).
+    fn heap_copy6(self, from: u32, to: u32) -> Self {
+        self.bytes(&[0x8b, 0x86]) // mov eax, [rsi + from]
+            .bytes(&from.to_le_bytes())
+            .bytes(&[0x89, 0x86]) // mov [rsi + to], eax
+            .bytes(&to.to_le_bytes())
+            .bytes(&[0x0f, 0xb7, 0x86]) // movzx eax, word [rsi + from + 4]
+            .bytes(&(from + 4).to_le_bytes())
+            .bytes(&[0x66, 0x89, 0x86]) // mov [rsi + to + 4], ax
+            .bytes(&(to + 4).to_le_bytes())
+    }
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A vnet header (all zero: no offload) and a UDP/IPv4 frame from 10.77.0.2:4000
+/// (MAC 52:54:00:12:34:56) to 10.77.0.1:`port`, destination MAC left zero; no UDP
+/// checksum.
+fn udp_frame(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 12 + 6];
+    f.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend([10, 77, 0, 2, 10, 77, 0, 1]);
+    let sum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend(ip);
+    f.extend(4000u16.to_be_bytes());
+    f.extend(port.to_be_bytes());
+    f.extend((8 + payload.len() as u16).to_be_bytes());
+    f.extend([0, 0]);
+    f.extend(payload);
+    f
+}
+
+/// SIOCGIFFLAGS: true once `name` is up with a carrier (a tap has one while a
+/// process has it open).
+fn running(sock: i32, name: &str) -> bool {
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, &s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads and writes one ifreq, valid for the call.
+    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: SIOCGIFFLAGS filled in the flags member.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    flags & libc::IFF_RUNNING != 0
+}
+
+fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+#[test]
+fn a_guest_driver_receives_from_and_sends_into_the_tap() {
+    // The guest (VERSION_1 only: 1526-byte receive buffers) posts one receive buffer,
+    // waits for a frame, checks it is the host's ARP request for 10.77.0.2 with
+    // num_buffers 1, then answers the host's UDP socket from 10.77.0.2 with the ARP
+    // request's sender MAC as destination, waits for the transmit to be used, exits 42.
+    // Heap: queues as in hostile_receive, receive buffer 0x800, transmit frame 0x1000.
+    let payload = b"through the tap";
+    let frame = udp_frame(5555, payload);
+    let code = Asm::default()
+        .rsi_heap()
+        .rbx_from_boot(BOOT_DEVICE0 + 8)
+        .heap_ptr(0x000, 0x800)
+        .heap_u32(0x008, 1526)
+        .heap_u32(0x00c, 2)
+        .write_reg(0x70, 1)
+        .write_reg(0x70, 3)
+        .write_reg(0x24, 1)
+        .write_reg(0x20, 1)
+        .write_reg(0x70, 11)
+        .write_reg(0x30, 0)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x000)
+        .write_reg_heap(0x90, 0x100)
+        .write_reg_heap(0xa0, 0x200)
+        .write_reg(0x44, 1)
+        .write_reg(0x30, 1)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x400)
+        .write_reg_heap(0x90, 0x500)
+        .write_reg_heap(0xa0, 0x600)
+        .write_reg(0x44, 1)
+        .write_reg(0x70, 15)
+        .read_reg(0x70)
+        .expect_eax(15)
+        .heap_u16(0x102, 1)
+        .write_reg(0x50, 0)
+        .spin_heap_u16(0x202, 1)
+        // Used length: header + a 42-byte ARP frame.
+        .expect_heap_u32(0x208, 12 + 42)
+        .expect_heap_u16(0x80a, 1) // num_buffers
+        .expect_heap_u16(0x80c + 12, 0x0608) // EtherType ARP (big endian)
+        .expect_heap_u16(0x80c + 14 + 6, 0x0100) // request
+        .expect_heap_u32(0x80c + 14 + 24, u32::from_le_bytes([10, 77, 0, 2]))
+        .heap_bytes(0x1000, &frame)
+        .heap_copy6(0x80c + 6, 0x1000 + 12)
+        .heap_ptr(0x400, 0x1000)
+        .heap_u32(0x408, frame.len() as u32)
+        .heap_u32(0x40c, 0)
+        .heap_u16(0x502, 1)
+        .write_reg(0x50, 1)
+        .spin_heap_u16(0x602, 1)
+        .exit(42);
+    let dir = TempDir::new("net");
+    let img = crafted(&dir, code);
+    let (out, got) = in_private_netns(|| {
+        // No IPv6 chatter on the new link: the first frame out of the tap is the ARP
+        // request the test causes. /proc/sys/net is this thread's namespace's.
+        for conf in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1").unwrap();
+        }
+        tap("flx0");
+        run_program("ip", ["addr", "add", "10.77.0.1/24", "dev", "flx0"]).assert_status(0);
+        run_program("ip", ["link", "set", "flx0", "up"]).assert_status(0);
+        // SAFETY: plain socket creation; the descriptor is owned right below.
+        let udp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(udp >= 0);
+        // SAFETY: `udp` is a fresh descriptor nobody else owns.
+        let udp = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(udp) };
+        let here = sockaddr([10, 77, 0, 1], 5555);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `here` is a valid sockaddr_in of `len` bytes.
+        let rc = unsafe {
+            libc::bind(
+                udp.as_raw_fd(),
+                (&here as *const libc::sockaddr_in).cast(),
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let timeout = libc::timeval {
+            tv_sec: 20,
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO reads one timeval, valid for the call.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        std::thread::scope(|scope| {
+            let monitor = scope.spawn(|| {
+                run([
+                    OsString::from("--net"),
+                    "tap=flx0".into(),
+                    img.clone().into(),
+                ])
+            });
+            // The tap has a carrier once the monitor holds it: from then on a frame
+            // for the guest waits in the tap until the guest takes it. The bound only
+            // turns a monitor that never opens the tap into a failure.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !running(udp.as_raw_fd(), "flx0") {
+                assert!(
+                    std::time::Instant::now() < give_up && !monitor.is_finished(),
+                    "the tap never came up"
+                );
+                std::thread::yield_now();
+            }
+            // A datagram for 10.77.0.2: the host asks who has it, out of the tap.
+            let there = sockaddr([10, 77, 0, 2], 9);
+            // SAFETY: the buffer and `there` are valid for the call.
+            let n = unsafe {
+                libc::sendto(
+                    udp.as_raw_fd(),
+                    b"x".as_ptr().cast(),
+                    1,
+                    0,
+                    (&there as *const libc::sockaddr_in).cast(),
+                    len,
+                )
+            };
+            assert_eq!(n, 1, "{}", std::io::Error::last_os_error());
+            let mut buf = [0u8; 64];
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe { libc::recv(udp.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let got = buf[..usize::try_from(n).unwrap_or(0)].to_vec();
+            (monitor.join().unwrap(), got)
+        })
+    });
+    out.assert_status(42).assert_stderr_empty();
+    assert_eq!(got, payload);
+}
+
+/// Runs a 2-compartment guest whose compartment 1 (net) hosts netdev and owns the
+/// network device (it spins), while compartment 0 (app) runs `access` with rbx at the
+/// device's window; returns the first line of the crash report.
+fn non_owner_access(access: Asm) -> String {
+    const BOOT_COMPARTMENT_ID: u8 = 16;
+    let code = Asm::default()
+        .bytes(&[0x83, 0x7f, BOOT_COMPARTMENT_ID, 0x00]) // cmp dword [rdi+16], 0
+        .bytes(&[0x74, 0x02, 0xeb, 0xfe]) // je +2; jmp $ (the owner spins)
+        .expect_boot_u32(BOOT_DEVICE_COUNT, 0)
+        .bytes(&[0x48, 0xbb]) // mov rbx, MMIO_BASE
+        .bytes(&0xD000_0000u64.to_le_bytes())
+        .bytes(&access.0)
+        .bytes(&[0x0f, 0x0b]);
+    let dir = TempDir::new("net");
+    let table = component_table(&["app", "netdev"], &["app", "net"], &[0, 1]);
+    let img = crafted_with(&dir, code, table);
+    let out = in_private_netns(|| {
+        tap("flx0");
+        run([
+            OsString::from("--compartments"),
+            "2".into(),
+            "--net".into(),
+            "tap=flx0".into(),
+            img.into(),
+        ])
+    });
+    out.assert_status(EXIT_CRASH);
+    out.stderr.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn another_compartment_reading_the_network_window_violates_isolation() {
+    let headline = non_owner_access(Asm::default().read_reg(0));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: read of 4 bytes at guest-physical 0xd0000000, which is the MMIO window of the network device owned by compartment 1 (net), at "
+        ),
+        "{headline}"
+    );
+}
+
+#[test]
+fn another_compartment_cannot_kick_the_network_queues() {
+    // The ioeventfds are the owner's VM's only: here a kick exits and is a violation.
+    let headline = non_owner_access(Asm::default().write_reg(0x50, 1));
+    assert!(
+        headline.starts_with(
+            "flexos-vmm: compartment 0 (app) violated isolation: write of 4 bytes at guest-physical 0xd0000050, which is the MMIO window of the network device owned by compartment 1 (net), at "
+        ),
+        "{headline}"
+    );
+}
