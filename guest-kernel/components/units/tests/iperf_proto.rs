@@ -18,6 +18,9 @@ fn arguments() {
     ])
     .unwrap();
     assert_eq!((c.port, c.port3, c.recv, c.count), (6000, 6001, 16, 3));
+    // The stack's own settings pass through.
+    let c = Config::parse(["net.spin=100", "net.waitspin=5", "net.rxbufs=32"]).unwrap();
+    assert_eq!(c.recv, 128 * 1024);
     assert_eq!(
         Config::parse(["recv=0"]).unwrap_err(),
         "iperf: recv=0 must be 1..=4194304"
