@@ -222,7 +222,8 @@ def run_guest(vmm, image, comps, size, seconds):
         lines += out.splitlines(keepends=True)
         if vm.returncode != 0:
             sys.exit(f"bench-iperf: the guest exited {vm.returncode}:\n{''.join(lines)}{err}")
-        reports = [json.loads(l) for l in lines if l.startswith('{"bench":"iperf"')]
+        # In several compartments the console prefixes each line with `[app] `.
+        reports = [json.loads(l[l.index('{"bench"'):]) for l in lines if '{"bench":"iperf"' in l]
         return {"gbps": gbps, "client_bytes": sent, "cores": cores, "guest": reports}
 
 
