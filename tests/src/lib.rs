@@ -13,6 +13,7 @@
 //!   targets): a minimal ELF whose fields can be bent one at a time, to feed the monitor
 //!   bad images.
 
+pub mod crafted;
 pub mod fresh;
 pub mod netns;
 

@@ -6,19 +6,14 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use flexos_e2e::{
-    image, run, run_env, ElfBuilder, Outcome, TempDir, EXIT_CRASH, EXIT_NO_INPUT, EXIT_USAGE,
+use flexos_e2e::crafted::{
+    component_table, image as crafted, Asm, BOOT_COMPARTMENT_ID, BOOT_DEVICE0_BASE,
+    BOOT_DEVICE0_KIND, BOOT_DEVICE0_SIZE, BOOT_DEVICE_COUNT,
 };
+use flexos_e2e::{image, run, run_env, Outcome, TempDir, EXIT_CRASH, EXIT_NO_INPUT, EXIT_USAGE};
 
-const PORT_EXIT: u32 = 0x0F01;
 /// The first device window (flexos_abi::MMIO_BASE).
 const MMIO_BASE: u64 = 0xD000_0000;
-/// Boot-info offsets (flexos_abi::BootInfo; the guest gets its address in RDI).
-const BOOT_COMPARTMENT_ID: u32 = 16;
-const BOOT_DEVICE_COUNT: u32 = 176;
-const BOOT_DEVICE0_KIND: u32 = 184;
-const BOOT_DEVICE0_BASE: u32 = 192;
-const BOOT_DEVICE0_SIZE: u32 = 200;
 /// virtio device id of a block device, and the virtio-mmio "virt" magic.
 const DEVICE_BLOCK: u32 = 2;
 const VIRTIO_MAGIC: u32 = 0x7472_6976;
@@ -102,120 +97,6 @@ fn an_image_without_a_blkdev_component_cannot_take_a_disk() {
             "which has: bench, callee, relay1, relay2",
         ],
     );
-}
-
-/// x86-64 machine code, a few instructions at a time.
-#[derive(Default)]
-struct Asm(Vec<u8>);
-
-impl Asm {
-    fn bytes(mut self, b: &[u8]) -> Self {
-        self.0.extend_from_slice(b);
-        self
-    }
-    /// Continues if the flags say equal, else `ud2` (a crash report names the spot).
-    fn or_crash(self) -> Self {
-        self.bytes(&[0x74, 0x02, 0x0f, 0x0b]) // je +2; ud2
-    }
-    /// `cmp dword [rdi + off], imm32`, then [`Self::or_crash`]: checks a boot-info field.
-    fn expect_boot_u32(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0x81, 0xbf])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-            .or_crash()
-    }
-    /// `mov rbx, [rdi + off]`: a u64 boot-info field into rbx.
-    fn rbx_from_boot(self, off: u32) -> Self {
-        self.bytes(&[0x48, 0x8b, 0x9f]).bytes(&off.to_le_bytes())
-    }
-    /// `mov rbx, imm64`.
-    fn rbx(self, value: u64) -> Self {
-        self.bytes(&[0x48, 0xbb]).bytes(&value.to_le_bytes())
-    }
-    /// `mov eax, [rbx + off]`: a 4-byte MMIO read of register `off`.
-    fn read_reg(self, off: u32) -> Self {
-        self.bytes(&[0x8b, 0x83]).bytes(&off.to_le_bytes())
-    }
-    /// `mov dword [rbx + off], imm32`: a 4-byte MMIO write of register `off`.
-    fn write_reg(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0xc7, 0x83])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-    }
-    /// `lea eax, [rsi + off]; mov [rbx + reg], eax`: a heap address into register `reg`.
-    fn write_reg_heap(self, reg: u32, off: u32) -> Self {
-        self.bytes(&[0x8d, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&[0x89, 0x83])
-            .bytes(&reg.to_le_bytes())
-    }
-    /// `mov dword [rsi + off], imm32`: heap memory.
-    fn heap_u32(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0xc7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-    }
-    /// `lea rax, [rsi + target]; mov [rsi + off], rax`: a heap address into the heap.
-    fn heap_ptr(self, off: u32, target: u32) -> Self {
-        self.bytes(&[0x48, 0x8d, 0x86])
-            .bytes(&target.to_le_bytes())
-            .bytes(&[0x48, 0x89, 0x86])
-            .bytes(&off.to_le_bytes())
-    }
-    /// `mov qword [rsi + off], imm32`: an absolute (low) address into the heap.
-    fn heap_abs(self, off: u32, addr: u32) -> Self {
-        self.bytes(&[0x48, 0xc7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&addr.to_le_bytes())
-    }
-    /// `push rax; mov eax, esp; mov edx, PORT_EXIT; out dx, eax`: exits with the
-    /// code in rax (ExitArgs on the stack, below 4 GiB in the data window).
-    fn exit_with_rax(self) -> Self {
-        self.bytes(&[0x50, 0x89, 0xe0, 0xba])
-            .bytes(&PORT_EXIT.to_le_bytes())
-            .bytes(&[0xef, 0x0f, 0x0b])
-    }
-}
-
-/// An ELF component table (flexos_abi::ComponentTable, version 1) with `components`
-/// and one split into `names.len()` compartments by `placement`.
-fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {
-    fn name(s: &str) -> [u8; 16] {
-        let mut n = [0u8; 16];
-        n[..s.len()].copy_from_slice(s.as_bytes());
-        n
-    }
-    let mut t = Vec::new();
-    t.extend_from_slice(b"FLEXCOMP");
-    for word in [1u32, components.len() as u32, 1, 0] {
-        t.extend_from_slice(&word.to_le_bytes());
-    }
-    for i in 0..32 {
-        t.extend_from_slice(&name(components.get(i).copied().unwrap_or("")));
-    }
-    for split in 0..8 {
-        let mut s = vec![0u8; 8 + 32 + 16 * 16];
-        if split == 0 {
-            s[..4].copy_from_slice(&(names.len() as u32).to_le_bytes());
-            s[8..8 + placement.len()].copy_from_slice(placement);
-            for (c, n) in names.iter().enumerate() {
-                s[40 + 16 * c..56 + 16 * c].copy_from_slice(&name(n));
-            }
-        }
-        t.extend_from_slice(&s);
-    }
-    t
-}
-
-/// Writes a one-page image running `code`, with a component table, into `dir`.
-fn crafted(dir: &TempDir, code: Asm, table: Vec<u8>) -> PathBuf {
-    let mut page = code.0;
-    assert!(page.len() <= 0x1000);
-    page.resize(0x1000, 0);
-    ElfBuilder::new()
-        .code(&page)
-        .section(".flexos.components", &table)
-        .write(dir, "guest.elf")
 }
 
 fn boot_with_disk(opts: &[&str], img: &Path, disk: &Path) -> Outcome {

@@ -18,9 +18,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+use flexos_e2e::crafted::{
+    component_table, image as crafted_with, Asm, BOOT_DEVICE0, BOOT_DEVICE_COUNT, DEVICE_SLOT,
+};
 use flexos_e2e::{
-    image, require_tool, run, run_program, vmm_path, ElfBuilder, Outcome, TempDir, EXIT_CRASH,
-    EXIT_KVM, EXIT_NO_INPUT, EXIT_USAGE,
+    image, require_tool, run, run_program, vmm_path, Outcome, TempDir, EXIT_CRASH, EXIT_KVM,
+    EXIT_NO_INPUT, EXIT_USAGE,
 };
 
 fn vmm(args: &[&str]) -> Outcome {
@@ -198,124 +201,8 @@ fn a_tap_this_user_may_not_open_exits_71() {
 
 // --- Crafted guests (no guest kernel): the device as a hostile driver meets it. ---
 
-/// Boot-info offsets (flexos_abi::BootInfo; the guest gets its address in RDI).
-const BOOT_HEAP_START: u32 = 56;
-const BOOT_DEVICE_COUNT: u32 = 176;
-/// devices[i] is 24 bytes: kind (u32), reserved, mmio_base (u64), mmio_size (u64).
-const BOOT_DEVICE0: u32 = 184;
-const DEVICE_SLOT: u32 = 24;
 const DEVICE_BLOCK: u32 = 2;
 const DEVICE_NET: u32 = 1;
-const PORT_EXIT: u32 = 0x0F01;
-
-/// x86-64 machine code, a few instructions at a time (as in devices.rs).
-#[derive(Default)]
-struct Asm(Vec<u8>);
-
-impl Asm {
-    fn bytes(mut self, b: &[u8]) -> Self {
-        self.0.extend_from_slice(b);
-        self
-    }
-    /// Continues if the flags say equal, else `ud2` (a crash report names the spot).
-    fn or_crash(self) -> Self {
-        self.bytes(&[0x74, 0x02, 0x0f, 0x0b])
-    }
-    /// `cmp dword [rdi + off], imm32`, then [`Self::or_crash`].
-    fn expect_boot_u32(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0x81, 0xbf])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-            .or_crash()
-    }
-    /// `mov rbx, [rdi + off]`.
-    fn rbx_from_boot(self, off: u32) -> Self {
-        self.bytes(&[0x48, 0x8b, 0x9f]).bytes(&off.to_le_bytes())
-    }
-    /// `mov rsi, [rdi + heap_start]`.
-    fn rsi_heap(self) -> Self {
-        self.bytes(&[0x48, 0x8b, 0xb7])
-            .bytes(&BOOT_HEAP_START.to_le_bytes())
-    }
-    /// `mov eax, [rbx + off]`: a 4-byte MMIO read.
-    fn read_reg(self, off: u32) -> Self {
-        self.bytes(&[0x8b, 0x83]).bytes(&off.to_le_bytes())
-    }
-    /// `cmp eax, imm32`, then [`Self::or_crash`].
-    fn expect_eax(self, value: u32) -> Self {
-        self.bytes(&[0x3d]).bytes(&value.to_le_bytes()).or_crash()
-    }
-    /// `mov dword [rbx + off], imm32`: a 4-byte MMIO write.
-    fn write_reg(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0xc7, 0x83])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-    }
-    /// `lea eax, [rsi + off]; mov [rbx + reg], eax`: a heap address into a register.
-    fn write_reg_heap(self, reg: u32, off: u32) -> Self {
-        self.bytes(&[0x8d, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&[0x89, 0x83])
-            .bytes(&reg.to_le_bytes())
-    }
-    /// `mov dword [rsi + off], imm32`.
-    fn heap_u32(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0xc7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-    }
-    /// `lea rax, [rsi + target]; mov [rsi + off], rax`.
-    fn heap_ptr(self, off: u32, target: u32) -> Self {
-        self.bytes(&[0x48, 0x8d, 0x86])
-            .bytes(&target.to_le_bytes())
-            .bytes(&[0x48, 0x89, 0x86])
-            .bytes(&off.to_le_bytes())
-    }
-    /// `mov qword [rsi + off], imm32`: an absolute low address.
-    fn heap_abs(self, off: u32, addr: u32) -> Self {
-        self.bytes(&[0x48, 0xc7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&addr.to_le_bytes())
-    }
-    /// `mov eax, imm32; push rax; mov eax, esp; mov edx, PORT_EXIT; out dx, eax`.
-    fn exit(self, code: u32) -> Self {
-        self.bytes(&[0xb8])
-            .bytes(&code.to_le_bytes())
-            .bytes(&[0x50, 0x89, 0xe0, 0xba])
-            .bytes(&PORT_EXIT.to_le_bytes())
-            .bytes(&[0xef, 0x0f, 0x0b])
-    }
-}
-
-/// A component table (flexos_abi::ComponentTable, version 1) with `components` and one
-/// split into `names.len()` compartments by `placement`.
-fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {
-    fn field(s: &str) -> [u8; 16] {
-        let mut n = [0u8; 16];
-        n[..s.len()].copy_from_slice(s.as_bytes());
-        n
-    }
-    let mut t = Vec::new();
-    t.extend_from_slice(b"FLEXCOMP");
-    for word in [1u32, components.len() as u32, 1, 0] {
-        t.extend_from_slice(&word.to_le_bytes());
-    }
-    for i in 0..32 {
-        t.extend_from_slice(&field(components.get(i).copied().unwrap_or("")));
-    }
-    for split in 0..8 {
-        let mut s = vec![0u8; 8 + 32 + 16 * 16];
-        if split == 0 {
-            s[..4].copy_from_slice(&(names.len() as u32).to_le_bytes());
-            s[8..8 + placement.len()].copy_from_slice(placement);
-            for (c, n) in names.iter().enumerate() {
-                s[40 + 16 * c..56 + 16 * c].copy_from_slice(&field(n));
-            }
-        }
-        t.extend_from_slice(&s);
-    }
-    t
-}
 
 /// A one-page image running `code` with components `blkdev` and `netdev` in one
 /// compartment, `drivers`.
@@ -325,16 +212,6 @@ fn crafted(dir: &TempDir, code: Asm) -> PathBuf {
         code,
         component_table(&["blkdev", "netdev"], &["drivers"], &[0, 0]),
     )
-}
-
-fn crafted_with(dir: &TempDir, code: Asm, table: Vec<u8>) -> PathBuf {
-    let mut page = code.0;
-    assert!(page.len() <= 0x1000);
-    page.resize(0x1000, 0);
-    ElfBuilder::new()
-        .code(&page)
-        .section(".flexos.components", &table)
-        .write(dir, "guest.elf")
 }
 
 /// Boots `code` with `--net tap=flx0` (and a disk, if asked) in a private namespace.
@@ -444,54 +321,6 @@ fn a_tiny_receive_buffer_fails_the_device_not_the_monitor() {
         out.stderr,
         "flexos-vmm: virtio-net: receive queue, chain 0: receive chain holds 64 bytes; it must hold 1526 (header and largest frame); the device needs a reset\n"
     );
-}
-
-impl Asm {
-    /// `mov word [rsi + off], imm16`.
-    fn heap_u16(self, off: u32, value: u16) -> Self {
-        self.bytes(&[0x66, 0xc7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&value.to_le_bytes())
-    }
-    /// `bytes` into the heap at `off`, four at a time (zero-padded).
-    fn heap_bytes(mut self, off: u32, bytes: &[u8]) -> Self {
-        for (i, chunk) in bytes.chunks(4).enumerate() {
-            let mut word = [0u8; 4];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self = self.heap_u32(off + 4 * i as u32, u32::from_le_bytes(word));
-        }
-        self
-    }
-    /// Spins until the u16 at `[rsi + off]` is `value`: pause; movzx eax, word
-    /// [rsi + off]; cmp eax, value; jne back.
-    fn spin_heap_u16(self, off: u32, value: u8) -> Self {
-        self.bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .bytes(&[0x83, 0xf8, value, 0x75, 0xf2])
-    }
-    /// `movzx eax, word [rsi + off]`, then [`Self::expect_eax`].
-    fn expect_heap_u16(self, off: u32, value: u16) -> Self {
-        self.bytes(&[0x0f, 0xb7, 0x86])
-            .bytes(&off.to_le_bytes())
-            .expect_eax(u32::from(value))
-    }
-    /// `mov eax, [rsi + off]`, then [`Self::expect_eax`].
-    fn expect_heap_u32(self, off: u32, value: u32) -> Self {
-        self.bytes(&[0x8b, 0x86])
-            .bytes(&off.to_le_bytes())
-            .expect_eax(value)
-    }
-    /// Copies 6 heap bytes from `from` to `to` (a MAC address).
-    fn heap_copy6(self, from: u32, to: u32) -> Self {
-        self.bytes(&[0x8b, 0x86]) // mov eax, [rsi + from]
-            .bytes(&from.to_le_bytes())
-            .bytes(&[0x89, 0x86]) // mov [rsi + to], eax
-            .bytes(&to.to_le_bytes())
-            .bytes(&[0x0f, 0xb7, 0x86]) // movzx eax, word [rsi + from + 4]
-            .bytes(&(from + 4).to_le_bytes())
-            .bytes(&[0x66, 0x89, 0x86]) // mov [rsi + to + 4], ax
-            .bytes(&(to + 4).to_le_bytes())
-    }
 }
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
