@@ -26,6 +26,15 @@ pub trait Sectors {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), i64>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), i64>;
+    /// Writes `blocks` (each `(sector, whole sectors)`, in ascending sector order), then
+    /// flushes if `flush`. A device that can post many writes at once overrides this:
+    /// a sync is then one round of requests instead of one per block.
+    fn write_batch(&mut self, blocks: &[(u64, &[u8])], flush: bool) -> Result<(), i64> {
+        for &(sector, data) in blocks {
+            self.write(sector, data)?;
+        }
+        if flush { self.flush() } else { Ok(()) }
+    }
 }
 
 struct Block {
@@ -143,19 +152,32 @@ impl<D: Sectors> Cache<D> {
         Ok((end - pos) as usize)
     }
 
-    /// Writes every dirty block to the device (without a device flush).
-    fn write_back(&mut self) -> Result<(), i64> {
-        for (&index, block) in self.blocks.iter_mut().filter(|(_, b)| b.dirty) {
-            self.dev.write(index * SECTORS_PER_BLOCK, &block.data)?;
+    /// Writes every dirty block to the device in one batch, then flushes it if `flush`.
+    fn write_back_and(&mut self, flush: bool) -> Result<(), i64> {
+        let dirty: Vec<(u64, &[u8])> = self
+            .blocks
+            .iter()
+            .filter(|(_, b)| b.dirty)
+            .map(|(&index, b)| (index * SECTORS_PER_BLOCK, b.data.as_slice()))
+            .collect();
+        if dirty.is_empty() {
+            return if flush { self.dev.flush() } else { Ok(()) };
+        }
+        self.dev.write_batch(&dirty, flush)?;
+        for block in self.blocks.values_mut() {
             block.dirty = false;
         }
         Ok(())
     }
 
+    /// Writes every dirty block to the device (without a device flush).
+    fn write_back(&mut self) -> Result<(), i64> {
+        self.write_back_and(false)
+    }
+
     /// Writes every dirty block back and flushes the device: when this returns `Ok`,
     /// everything written so far is durable.
     pub fn sync(&mut self) -> Result<(), i64> {
-        self.write_back()?;
-        self.dev.flush()
+        self.write_back_and(true)
     }
 }
