@@ -87,3 +87,26 @@ fn device_errors_come_back_as_codes() {
     // Still dirty: a later sync can retry.
     assert_eq!(c.dirty_blocks(), 1);
 }
+
+#[test]
+fn a_sync_writes_every_dirty_block_in_one_batch_then_flushes() {
+    let mut c = Cache::new(MemDisk::new(256), 16);
+    // Dirtied out of order, two of them adjacent.
+    for block in [7u64, 2, 3] {
+        c.write_at(block * BLOCK as u64, &[block as u8; BLOCK])
+            .unwrap();
+    }
+    assert_eq!(c.sync(), Ok(()));
+    // One call, in ascending sector order, with the flush: one round of device requests.
+    assert_eq!(c.device().batches, vec![(vec![16, 24, 56], true)]);
+    for block in [2usize, 3, 7] {
+        assert_eq!(
+            c.device().bytes[block * BLOCK..(block + 1) * BLOCK],
+            [block as u8; BLOCK]
+        );
+    }
+    // Nothing dirty: the next sync only flushes.
+    assert_eq!(c.sync(), Ok(()));
+    assert_eq!(c.device().batches.len(), 1);
+    assert_eq!(c.device().flushes, 2);
+}

@@ -10,6 +10,7 @@ use flexos_kernel::println;
 use flexos_kernel::rpc::{GateError, SharedBuf};
 use flexos_kernel::sync::SpinLock;
 
+use crate::batch;
 use crate::cache::{BLOCK, SECTOR, Sectors};
 use crate::codes::{E_BAD_BUFFER, E_BUSY, E_INVALID, E_IO, E_NO_DISK, E_READ_ONLY, describe};
 use crate::fs;
@@ -244,6 +245,43 @@ impl fs::Api for Vfs {
             return E_BAD_BUFFER;
         }
         self.with(|v| v.write_at(file, offset, &data))
+    }
+
+    fn write_batch(&self, list: SharedBuf, data: SharedBuf, sync_file: i64) -> i64 {
+        let (Ok(list), Ok(data)) = (gate::bytes(list), gate::bytes(data)) else {
+            return E_BAD_BUFFER;
+        };
+        // Copied out once, then checked and used: the caller may change the buffers.
+        let mut raw = vec![0u8; list.len()];
+        if list.read(0, &mut raw).is_err() {
+            return E_BAD_BUFFER;
+        }
+        let entries = match batch::parse(&raw, data.len()) {
+            Ok(entries) => entries,
+            Err(code) => return code,
+        };
+        let total: usize = entries.iter().map(|e| e.len as usize).sum();
+        let mut bytes = vec![0u8; total];
+        if data.read(0, &mut bytes).is_err() {
+            return E_BAD_BUFFER;
+        }
+        self.with(|v| {
+            let mut at = 0;
+            for e in &entries {
+                let n = v.write_at(i64::from(e.file), e.offset, &bytes[at..at + e.len as usize]);
+                if n < 0 {
+                    return n;
+                }
+                at += e.len as usize;
+            }
+            if sync_file >= 0 {
+                let code = v.sync(sync_file);
+                if code < 0 {
+                    return code;
+                }
+            }
+            total as i64
+        })
     }
 
     fn size(&self, file: i64) -> i64 {
