@@ -30,6 +30,8 @@
 extern crate alloc;
 
 #[cfg(feature = "guest")]
+pub mod copy;
+#[cfg(feature = "guest")]
 mod driver;
 pub mod extents;
 pub mod request;

@@ -4,7 +4,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use flexos_blkdev::extents::{self, EXTENT_BYTES, Extent};
-use flexos_blkdev::{Driver, blk, request as blk_codes};
+use flexos_blkdev::{Driver, blk, copy, request as blk_codes};
 use flexos_kernel::gate::{self, GateRouter, router};
 use flexos_kernel::println;
 use flexos_kernel::rpc::{GateError, SharedBuf};
@@ -100,7 +100,7 @@ impl Sectors for BlkSectors {
             let at = sector + (i * DATA / SECTOR) as u64;
             moved(self.disk.read(at, window), chunk.len())?;
             gate::bytes(window)
-                .and_then(|b| b.read(0, chunk))
+                .and_then(|b| copy::read(&b, 0, chunk))
                 .map_err(|_| E_IO)?;
         }
         Ok(())
@@ -128,7 +128,7 @@ impl Sectors for BlkSectors {
                     self.write_extents(&mut extents, used, false)?;
                     used = 0;
                 }
-                bytes.write(used, chunk).map_err(|_| E_IO)?;
+                copy::write(&bytes, used, chunk).map_err(|_| E_IO)?;
                 let at = sector + (i * DATA / SECTOR) as u64;
                 extents::push(&mut extents, at, used as u32, chunk.len() as u32)?;
                 used += chunk.len();
@@ -230,7 +230,7 @@ impl fs::Api for Vfs {
         };
         let mut data = vec![0u8; bytes.len()];
         let n = self.with(|v| v.read_at(file, offset, &mut data));
-        if n > 0 && bytes.write(0, &data[..n as usize]).is_err() {
+        if n > 0 && copy::write(&bytes, 0, &data[..n as usize]).is_err() {
             return E_BAD_BUFFER;
         }
         n
@@ -241,7 +241,7 @@ impl fs::Api for Vfs {
             return if offset < 0 { E_INVALID } else { E_BAD_BUFFER };
         };
         let mut data = vec![0u8; bytes.len()];
-        if bytes.read(0, &mut data).is_err() {
+        if copy::read(&bytes, 0, &mut data).is_err() {
             return E_BAD_BUFFER;
         }
         self.with(|v| v.write_at(file, offset, &data))
@@ -262,7 +262,7 @@ impl fs::Api for Vfs {
         };
         let total: usize = entries.iter().map(|e| e.len as usize).sum();
         let mut bytes = vec![0u8; total];
-        if data.read(0, &mut bytes).is_err() {
+        if copy::read(&data, 0, &mut bytes).is_err() {
             return E_BAD_BUFFER;
         }
         self.with(|v| {

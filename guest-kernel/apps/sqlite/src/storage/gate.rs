@@ -12,6 +12,7 @@
 
 use alloc::vec::Vec;
 
+use flexos_blkdev::copy;
 use flexos_kernel::gate::{self, GateRouter};
 use flexos_kernel::rpc::{GateError, SharedBuf};
 use flexos_vfs::batch::{self, ENTRY_BYTES, Entry};
@@ -213,7 +214,7 @@ impl Storage for GateStorage {
             .map_err(storage_error)? as usize;
             let n = n.min(want);
             gate::bytes(window)
-                .and_then(|b| b.read(0, &mut buf[done..done + n]))
+                .and_then(|b| copy::read(&b, 0, &mut buf[done..done + n]))
                 .map_err(|_| StorageError::Io)?;
             done += n;
             if n < want {
@@ -232,7 +233,7 @@ impl Storage for GateStorage {
                 self.settle()?;
             }
             gate::bytes(self.buf)
-                .and_then(|b| b.write(self.pending_bytes, data))
+                .and_then(|b| copy::write(&b, self.pending_bytes, data))
                 .map_err(|_| StorageError::Io)?;
             batch::push(&mut self.pending, file.0, offset, data.len() as u32);
             self.pending_bytes += data.len();
@@ -244,7 +245,7 @@ impl Storage for GateStorage {
             let len = (data.len() - done).min(TRANSFER);
             let window = self.window(len)?;
             gate::bytes(window)
-                .and_then(|b| b.write(0, &data[done..done + len]))
+                .and_then(|b| copy::write(&b, 0, &data[done..done + len]))
                 .map_err(|_| StorageError::Io)?;
             let n = code(
                 self.files
