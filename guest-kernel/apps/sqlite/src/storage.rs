@@ -83,4 +83,10 @@ pub trait Storage {
     fn delete(&mut self, name: &str) -> Result<(), StorageError>;
     /// Whether a file called `name` exists.
     fn exists(&mut self, name: &str) -> Result<bool, StorageError>;
+    /// Whether a crash (of the run or of the host) can never leave a file's size
+    /// covering bytes that were not written: SQLite's SQLITE_IOCAP_SAFE_APPEND, which
+    /// saves it a journal sync per commit.
+    fn safe_append(&self) -> bool {
+        false
+    }
 }

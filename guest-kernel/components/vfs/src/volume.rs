@@ -5,7 +5,10 @@
 //! Durability: [`Volume::sync`], [`Volume::truncate`] and [`Volume::delete`] write the
 //! directory entry (size, first cluster) into the cache, write every dirty block back
 //! and flush the device before they return: those are the commit points a database
-//! relies on. Everything else stays in the write-back cache.
+//! relies on. Everything else stays in the write-back cache. A directory entry is
+//! written behind a cache barrier ([`Cache::barrier`]), so on the disk a file's size
+//! never covers data that is not there yet (SQLite's SAFE_APPEND), even if the run is
+//! killed or the host crashes in the middle of a write-back.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -277,6 +280,8 @@ impl<D: Sectors + 'static> Volume<D> {
     /// Makes the file's data and size durable: writes its directory entry, writes back
     /// the cache and flushes the device.
     pub fn sync(&mut self, id: i64) -> i64 {
+        // The entry (size) goes to the disk after the data it covers.
+        self.cache.borrow_mut().barrier();
         match self.file(id) {
             Ok(open) => match open.file.flush() {
                 Ok(()) => self.sync_all(),
@@ -298,6 +303,7 @@ impl<D: Sectors + 'static> Volume<D> {
     pub fn close(&mut self, id: i64) -> i64 {
         match self.file(id) {
             Ok(_) => {
+                self.cache.borrow_mut().barrier();
                 let open = self.files[id as usize].take();
                 match open.map(|mut o| o.file.flush()) {
                     Some(Err(e)) => code(e),

@@ -284,6 +284,12 @@ impl Storage for GateStorage {
         Ok(())
     }
 
+    fn safe_append(&self) -> bool {
+        // The vfs component writes a size only behind a barrier after the data it
+        // covers (flexos_vfs::cache, "Write-back order").
+        true
+    }
+
     fn exists(&mut self, name: &str) -> Result<bool, StorageError> {
         self.settle()?;
         let window = self.name(name)?;
