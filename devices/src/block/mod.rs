@@ -2,7 +2,13 @@
 //!
 //! Offers VERSION_1, RING_EVENT_IDX, FLUSH (fdatasync), SEG_MAX, BLK_SIZE (512) and,
 //! for a read-only disk, RO. Config space: capacity in 512-byte sectors, seg_max,
-//! blk_size. One request queue.
+//! blk_size. One request queue, whose requests are carried out one at a time in the
+//! order the driver made them available.
+//!
+//! A disk file on tmpfs or ramfs gets no FLUSH: there a completed write is already as
+//! durable as it can be (fdatasync does nothing), so the device is write-through, as
+//! virtio-blk defines a device without FLUSH, and a driver saves the flush's round
+//! trip at every sync. (A FLUSH request still works and answers OK.)
 
 pub mod disk;
 pub mod request;
@@ -102,9 +108,11 @@ impl Block {
     pub fn new(disk: Disk) -> Block {
         let mut features = (1u64 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_BLK_F_FLUSH)
             | (1 << VIRTIO_BLK_F_SEG_MAX)
             | (1 << VIRTIO_BLK_F_BLK_SIZE);
+        if !disk.memory_only() {
+            features |= 1 << VIRTIO_BLK_F_FLUSH;
+        }
         if disk.readonly() {
             features |= 1 << VIRTIO_BLK_F_RO;
         }
