@@ -64,6 +64,11 @@ fn device(
             // SAFETY: the status byte of a request in flight.
             unsafe { status.write_volatile(0) };
             next = next.wrapping_add(1);
+            // A device about to sleep publishes avail_event before the used entry that
+            // lets the driver post again (so the driver cannot miss it).
+            if sleeping {
+                set_avail_event(r, next);
+            }
             push_used(
                 r,
                 usize::from(next - 1) % usize::from(QUEUE_SIZE),
@@ -71,9 +76,6 @@ fn device(
                 1,
                 next,
             );
-            if sleeping {
-                set_avail_event(r, next);
-            }
         }
         kinds
     })
