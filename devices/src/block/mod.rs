@@ -94,6 +94,7 @@ pub struct Block {
     features: u64,
     execution: Execution,
     poll: Duration,
+    adaptive_poll: bool,
     running: Running,
 }
 
@@ -129,6 +130,7 @@ impl Block {
             features,
             execution: Execution::OwnThread,
             poll: DEFAULT_POLL,
+            adaptive_poll: false,
             running: Running::Stopped,
         }
     }
@@ -142,6 +144,15 @@ impl Block {
     /// How long the device thread polls an empty queue before it sleeps.
     pub fn with_poll(mut self, poll: Duration) -> Block {
         self.poll = poll;
+        self
+    }
+
+    /// Lets the poll window adapt (see [`crate::virtio::queue`]): for a run whose vCPUs
+    /// leave the device thread no core of its own, where a window that never catches a
+    /// request only delays the vCPU it preempted. Off by default: with a spare core the
+    /// full window is what keeps a polling guest free of exits.
+    pub fn with_adaptive_poll(mut self, adaptive: bool) -> Block {
+        self.adaptive_poll = adaptive;
         self
     }
 
@@ -201,6 +212,7 @@ impl VirtioDevice for Block {
         };
         let mut runner = QueueRunner::new(activation.mem, queue, handler, activation.needs_reset);
         runner.set_poll(self.poll);
+        runner.set_adaptive_poll(self.adaptive_poll);
         self.running = match self.execution {
             Execution::Inline => Running::Inline(Box::new(runner)),
             Execution::OwnThread => {
