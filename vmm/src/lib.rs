@@ -121,7 +121,10 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
     // The file first: a missing disk is reported as such whatever the image.
     let disk = match &cli.disk {
         Some(arg) => {
-            let block = Block::open(&arg.path, arg.readonly)?;
+            // As many vCPUs as host cores: the device thread has no core to poll on.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let block =
+                Block::open(&arg.path, arg.readonly)?.with_adaptive_poll(count as usize >= cores);
             let owner = mmio::owner_of(
                 BLOCK_DRIVER,
                 "--disk",

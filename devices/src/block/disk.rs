@@ -41,7 +41,30 @@ pub struct Disk {
     file: File,
     size: u64,
     readonly: bool,
+    volatile: bool,
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
+}
+
+/// `statfs` magic numbers of file systems that keep every byte in memory only.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Whether `file` lives on a memory-only file system (tmpfs, ramfs), where a written
+/// byte is as durable as it will ever be and fdatasync does nothing.
+fn memory_only(file: &File) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: the fd is open; fstatfs writes one `struct statfs` into the buffer.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    if rc != 0 {
+        // Unknown: assume the file system needs flushes.
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so it filled the struct (zeroed before anyway).
+    let st = unsafe { st.assume_init() };
+    // f_type is i64 with glibc on x86_64 but another width elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = st.f_type as i64;
+    kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
 }
 
 impl Disk {
@@ -75,6 +98,7 @@ impl Disk {
         let n = serial.len().min(id.len());
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
         Ok(Disk {
+            volatile: memory_only(&file),
             file,
             size,
             readonly,
@@ -89,6 +113,14 @@ impl Disk {
 
     pub fn readonly(&self) -> bool {
         self.readonly
+    }
+
+    /// Whether the file is on tmpfs or ramfs: a completed write is then already as
+    /// durable as the medium allows, so the device is write-through and offers no
+    /// FLUSH (which would be an fdatasync that does nothing, at the cost of a request
+    /// round trip per sync).
+    pub fn memory_only(&self) -> bool {
+        self.volatile
     }
 
     /// The GET_ID answer (zero-padded, not NUL-terminated when 20 bytes long).

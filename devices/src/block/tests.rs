@@ -156,6 +156,35 @@ fn flush_after_write_leaves_bytes_in_the_file() {
 }
 
 #[test]
+fn a_disk_on_tmpfs_is_write_through_without_flush() {
+    // /dev/shm is tmpfs: fdatasync there does nothing, so FLUSH is not offered.
+    let file = TempFile::new_in(std::path::Path::new("/dev/shm")).unwrap();
+    std::fs::write(file.as_path(), vec![0u8; 4096]).unwrap();
+    let blk = Block::open(file.as_path(), false).unwrap();
+    assert!(blk.disk().memory_only());
+    assert_eq!(blk.features() & (1 << VIRTIO_BLK_F_FLUSH), 0);
+    assert_ne!(blk.features() & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
+    // The disk files of the other tests (in /tmp, on the host's disk here) get FLUSH.
+    let s = setup();
+    assert!(!s.t.device().disk().memory_only());
+    assert_ne!(s.t.device().features() & (1 << VIRTIO_BLK_F_FLUSH), 0);
+    // A driver that sends FLUSH anyway gets OK.
+    let mem = memory();
+    let blk = blk.with_execution(Execution::Inline);
+    let mut t = MmioTransport::new(blk, mem.clone()).unwrap();
+    let mut d = Driver::new(&mem, 16);
+    d.init(
+        &mut t,
+        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
+    );
+    d.header(HDR, VIRTIO_BLK_T_FLUSH, 0);
+    d.chain(&[(HDR, 16, R), (STATUS, 1, W)]);
+    write_reg(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    assert_eq!(d.used_idx(), 1);
+    assert_eq!(d.byte(STATUS), OK);
+}
+
+#[test]
 fn get_id_answers_twenty_bytes_or_what_fits() {
     let mut s = setup();
     let id = *s.t.device().disk().id();

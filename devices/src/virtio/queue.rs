@@ -12,6 +12,20 @@
 //! poll window (SQLite's commit issues several in a row) is taken without any wake-up.
 //! The poll is bounded in time because the machine has two cores.
 //!
+//! # Adaptive window ([`QueueRunner::set_adaptive_poll`])
+//!
+//! Polling pays only when the next request comes within the window. When the device's
+//! thread has no core of its own (as many busy vCPUs as host cores: in 2 compartments
+//! one waits for the other's gate reply, the other for the device), a kick's wake-up
+//! often runs the thread on the core of the vCPU that kicked, and its window then waits
+//! for a request that this very vCPU, preempted, cannot post: each sync paid the whole
+//! window. So an adaptive runner doubles its window (up to the poll time) when a
+//! request came while it polled or soon after it went to sleep (within the poll time: a
+//! longer window would have caught it), and halves it, down to not polling at all, when
+//! the next request came later than that. With a spare core (1 compartment) the fixed
+//! window is better: a preempted vCPU there makes the gaps long only for a while, and
+//! an adaptive window would give up polling in exactly those moments.
+//!
 //! Re-enabling goes through virtio-queue's `enable_notification`, which publishes
 //! `avail_event` and then re-reads the available index: a request the guest posted in
 //! between is processed right away instead of being left for a kick that never comes.
@@ -68,7 +82,26 @@ pub struct QueueRunner<H> {
     handler: H,
     needs_reset: NeedsReset,
     poll: Duration,
+    /// The window polled now, if adaptive (see the module docs).
+    window: Option<Duration>,
+    /// When the runner last went back to sleep (adaptive only).
+    slept_at: Option<Instant>,
     failure: Option<QueueError>,
+}
+
+/// Shortest window an adaptive runner keeps polling; below it, it sleeps at once.
+const MIN_WINDOW: Duration = Duration::from_micros(1);
+
+/// The next adaptive window after one that saw a request while polling (`hit`) or
+/// expired without one: doubled up to `max`, or halved down to nothing.
+pub fn next_window(window: Duration, max: Duration, hit: bool) -> Duration {
+    if hit {
+        (window * 2).clamp(MIN_WINDOW, max)
+    } else if window / 2 < MIN_WINDOW {
+        Duration::ZERO
+    } else {
+        window / 2
+    }
 }
 
 impl<H: ChainHandler> QueueRunner<H> {
@@ -79,13 +112,29 @@ impl<H: ChainHandler> QueueRunner<H> {
             handler,
             needs_reset,
             poll: DEFAULT_POLL,
+            window: None,
+            slept_at: None,
             failure: None,
         }
     }
 
-    /// Sets how long [`Self::process_queue_polling`] polls before it returns.
+    /// Makes the poll window adaptive (see the module docs), starting at the poll time.
+    pub fn set_adaptive_poll(&mut self, adaptive: bool) {
+        self.window = adaptive.then_some(self.poll);
+    }
+
+    /// The window the next [`Self::process_queue_polling`] polls for.
+    pub fn poll_window(&self) -> Duration {
+        self.window.unwrap_or(self.poll)
+    }
+
+    /// Sets how long [`Self::process_queue_polling`] polls before it returns (the
+    /// largest window, if adaptive).
     pub fn set_poll(&mut self, poll: Duration) {
         self.poll = poll;
+        if let Some(w) = &mut self.window {
+            *w = (*w).min(poll);
+        }
     }
 
     pub fn handler(&self) -> &H {
@@ -106,7 +155,16 @@ impl<H: ChainHandler> QueueRunner<H> {
     /// Like [`Self::process_queue`], but keeps polling the available ring for the poll
     /// time after the last chain before re-enabling notifications (see module docs).
     pub fn process_queue_polling(&mut self) -> usize {
-        self.run(self.poll)
+        if let Some(slept) = self.slept_at.take() {
+            // Woken soon after going to sleep: a longer window would have caught it.
+            let soon = slept.elapsed() < self.poll;
+            self.adapt(soon);
+        }
+        let answered = self.run(self.poll_window());
+        if self.window.is_some() {
+            self.slept_at = Some(Instant::now());
+        }
+        answered
     }
 
     fn run(&mut self, poll: Duration) -> usize {
@@ -114,6 +172,9 @@ impl<H: ChainHandler> QueueRunner<H> {
             return 0;
         }
         let mut answered = 0;
+        // Whether the queue was seen empty since the last chain: a chain found after
+        // that came while we polled.
+        let mut polling = false;
         let result = (|| {
             self.queue
                 .disable_notification(&self.mem)
@@ -123,13 +184,21 @@ impl<H: ChainHandler> QueueRunner<H> {
                 let n = self.drain()?;
                 answered += n;
                 if n > 0 {
+                    if polling {
+                        self.adapt(true);
+                        polling = false;
+                    }
                     deadline = Instant::now() + poll;
                     continue;
+                }
+                if !polling && poll > Duration::ZERO {
+                    polling = true;
                 }
                 if Instant::now() < deadline {
                     std::hint::spin_loop();
                     continue;
                 }
+                polling = false;
                 if !self
                     .queue
                     .enable_notification(&self.mem)
@@ -148,6 +217,14 @@ impl<H: ChainHandler> QueueRunner<H> {
             self.needs_reset.raise();
         }
         answered
+    }
+
+    /// Moves the adaptive window after a poll that found a request (`hit`) or not.
+    fn adapt(&mut self, hit: bool) {
+        let max = self.poll;
+        if let Some(w) = &mut self.window {
+            *w = next_window(*w, max, hit);
+        }
     }
 
     /// Answers the chains available now.
@@ -176,5 +253,32 @@ impl<H: ChainHandler> QueueRunner<H> {
             }
             answered += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adaptive_window_halves_to_nothing_and_doubles_back_to_the_poll_time() {
+        let max = Duration::from_micros(30);
+        let mut w = max;
+        let mut seen = vec![w];
+        while w > Duration::ZERO {
+            w = next_window(w, max, false);
+            seen.push(w);
+        }
+        assert_eq!(
+            seen.iter().map(|d| d.as_nanos()).collect::<Vec<_>>(),
+            [30_000, 15_000, 7_500, 3_750, 1_875, 0]
+        );
+        // From nothing, a request that came soon starts polling again.
+        w = next_window(w, max, true);
+        assert_eq!(w, MIN_WINDOW);
+        for _ in 0..10 {
+            w = next_window(w, max, true);
+        }
+        assert_eq!(w, max);
     }
 }

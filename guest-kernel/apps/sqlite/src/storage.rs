@@ -71,7 +71,9 @@ pub trait Storage {
     fn read_at(&mut self, file: FileId, offset: u64, buf: &mut [u8])
     -> Result<usize, StorageError>;
     /// Writes all of `data` at `offset`, growing the file (with zeros up to `offset`)
-    /// as needed.
+    /// as needed. A storage may hold the write back and carry it out with its next
+    /// call (GateStorage does, to send a commit's writes with its sync): its error then
+    /// comes from that call, at the latest from the `sync` that makes it durable.
     fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> Result<(), StorageError>;
     /// The file's size in bytes.
     fn size(&mut self, file: FileId) -> Result<u64, StorageError>;
@@ -83,4 +85,10 @@ pub trait Storage {
     fn delete(&mut self, name: &str) -> Result<(), StorageError>;
     /// Whether a file called `name` exists.
     fn exists(&mut self, name: &str) -> Result<bool, StorageError>;
+    /// Whether a crash (of the run or of the host) can never leave a file's size
+    /// covering bytes that were not written: SQLite's SQLITE_IOCAP_SAFE_APPEND, which
+    /// saves it a journal sync per commit.
+    fn safe_append(&self) -> bool {
+        false
+    }
 }

@@ -1,7 +1,7 @@
 //! The driver state and the `blk` server.
 
+use alloc::alloc::{Layout, alloc_zeroed};
 use alloc::boxed::Box;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
@@ -9,24 +9,37 @@ use flexos_kernel::abi::DEVICE_BLOCK;
 use flexos_kernel::rpc::SharedBuf;
 use flexos_kernel::sync::SpinLock;
 use flexos_kernel::{boot_info, gate, println};
-use virtio_drivers::device::blk::VirtIOBlk;
-use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 
 use crate::blk;
-use crate::hal::HeapHal;
+use crate::extents::{EXTENT_BYTES, Extent};
 use crate::request::{
-    E_BAD_BUFFER, E_BUSY, E_IO, E_NO_DEVICE, E_READ_ONLY, SECTOR_SIZE, check_transfer,
+    E_BAD_BUFFER, E_BUSY, E_IO, E_LENGTH, E_NO_DEVICE, E_NO_MEMORY, E_READ_ONLY, check_transfer,
 };
+use crate::transport::*;
+use crate::virtq::{MAX_BATCH, QUEUE_SIZE, Request, Ring, Segment, Virtq};
 
-/// Largest transfer handed to the device at once: the size of the bounce buffer.
-const CHUNK: usize = 64 * 1024;
+const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// What we can use; VERSION_1 is required.
+const WANTED: u64 =
+    VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_RO;
 
-type Disk = VirtIOBlk<HeapHal, MmioTransport<'static>>;
+const VIRTIO_BLK_T_IN: u32 = 0;
+const VIRTIO_BLK_T_OUT: u32 = 1;
+const VIRTIO_BLK_T_FLUSH: u32 = 4;
+const VIRTIO_BLK_S_OK: u8 = 0;
 
+/// Spins on the used ring between two looks at the device status (an exit each).
+const SPINS_PER_STATUS_CHECK: u32 = 1 << 22;
+
+/// A started device.
 struct Running {
-    disk: Disk,
-    /// Private DMA buffer the device reads from and writes into (heap: data window).
-    bounce: Vec<u8>,
+    regs: Regs,
+    queue: Virtq,
+    capacity: u64,
+    features: u64,
 }
 
 enum State {
@@ -67,32 +80,242 @@ fn start() -> State {
         println!("blkdev: no block device attached (run with --disk PATH)");
         return State::Absent;
     };
-    let Some(header) = NonNull::new(dev.mmio_base as *mut VirtIOHeader) else {
+    let Some(base) = NonNull::new(dev.mmio_base as *mut u32) else {
         println!("blkdev: the block device's MMIO window is at address 0");
         return State::Absent;
     };
     // SAFETY: the monitor maps the device's virtio-mmio window identity-mapped at
     // mmio_base, mmio_size bytes long, for this compartment's whole life, and only this
     // driver touches it (the state is created once, under the lock).
-    let transport = match unsafe { MmioTransport::new(header, dev.mmio_size as usize) } {
-        Ok(t) => t,
-        Err(e) => {
-            println!(
-                "blkdev: no virtio-mmio block device at {:#x}: {e}",
-                dev.mmio_base
-            );
-            return State::Absent;
-        }
-    };
-    match Disk::new(transport) {
-        Ok(disk) => State::Running(Box::new(Running {
-            disk,
-            bounce: vec![0; CHUNK],
-        })),
-        Err(e) => {
-            println!("blkdev: the block device did not start: {e}");
+    let regs = unsafe { Regs::new(base, dev.mmio_size as usize) };
+    if regs.read(MAGIC_VALUE) != MAGIC
+        || regs.read(VERSION) != 2
+        || regs.read(DEVICE_ID) != DEVICE_BLOCK
+    {
+        println!(
+            "blkdev: no virtio-mmio (version 2) block device at {:#x}",
+            dev.mmio_base
+        );
+        return State::Absent;
+    }
+    match Running::start(regs) {
+        Ok(running) => State::Running(Box::new(running)),
+        Err(why) => {
+            println!("blkdev: the block device did not start: {why}");
             State::Absent
         }
+    }
+}
+
+impl Running {
+    /// The initialisation sequence of virtio 1.2, 3.1.1, with one queue.
+    fn start(regs: Regs) -> Result<Running, &'static str> {
+        regs.write(STATUS, 0);
+        regs.write(STATUS, STATUS_ACKNOWLEDGE);
+        regs.write(STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        let mut offered = 0u64;
+        for sel in 0..2u32 {
+            regs.write(DEVICE_FEATURES_SEL, sel);
+            offered |= u64::from(regs.read(DEVICE_FEATURES)) << (32 * sel);
+        }
+        let features = offered & WANTED;
+        if features & VIRTIO_F_VERSION_1 == 0 {
+            return Err("it does not offer VIRTIO_F_VERSION_1");
+        }
+        for sel in 0..2u32 {
+            regs.write(DRIVER_FEATURES_SEL, sel);
+            regs.write(DRIVER_FEATURES, (features >> (32 * sel)) as u32);
+        }
+        let status = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+        regs.write(STATUS, status);
+        if regs.read(STATUS) & STATUS_FEATURES_OK == 0 {
+            return Err("it refused our features");
+        }
+        regs.write(QUEUE_SEL, 0);
+        if regs.read(QUEUE_READY) != 0 {
+            return Err("its queue is already in use");
+        }
+        if regs.read(QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
+            return Err("its queue is too small");
+        }
+        let layout = Layout::new::<Ring>();
+        // SAFETY: Ring has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) }.cast::<Ring>();
+        if ptr.is_null() {
+            return Err("no memory for the queue");
+        }
+        // SAFETY: a fresh, zeroed, aligned allocation of a Ring (all atomics and bytes:
+        // zero is valid), never freed: the device keeps using it.
+        let ring: &'static Ring = unsafe { &*ptr };
+        let queue = Virtq::new(ring);
+        let (desc, avail, used) = ring.addresses();
+        regs.write(QUEUE_NUM, u32::from(QUEUE_SIZE));
+        regs.write64(QUEUE_DESC_LOW, QUEUE_DESC_HIGH, desc);
+        regs.write64(QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, avail);
+        regs.write64(QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH, used);
+        regs.write(QUEUE_READY, 1);
+        regs.write(STATUS, status | STATUS_DRIVER_OK);
+        if regs.read(STATUS) & (STATUS_NEEDS_RESET | STATUS_FAILED) != 0 {
+            return Err("it failed when the driver was ready");
+        }
+        // capacity (le64 at config offset 0), read until the generation is stable.
+        let capacity = loop {
+            let generation = regs.read(CONFIG_GENERATION);
+            let low = regs.read(CONFIG);
+            let high = regs.read(CONFIG + 4);
+            if regs.read(CONFIG_GENERATION) == generation {
+                break u64::from(low) | u64::from(high) << 32;
+            }
+        };
+        Ok(Running {
+            regs,
+            queue,
+            capacity,
+            features,
+        })
+    }
+
+    fn readonly(&self) -> bool {
+        self.features & VIRTIO_BLK_F_RO != 0
+    }
+
+    /// Posts `requests` as one batch and waits for all of them: `Ok` if every status is
+    /// OK. A device that shows NEEDS_RESET or FAILED while we wait is an I/O error (the
+    /// queue then stays busy: every later call fails too).
+    fn run(&mut self, requests: &[Request<'_>]) -> Result<(), i64> {
+        let kick = self.queue.post(requests).map_err(|_| E_IO)?;
+        if kick || self.features & VIRTIO_RING_F_EVENT_IDX == 0 {
+            self.regs.write(QUEUE_NOTIFY, 0);
+        }
+        let mut spins = 0u32;
+        while !self.queue.done() {
+            core::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(SPINS_PER_STATUS_CHECK)
+                && self.regs.read(STATUS) & (STATUS_NEEDS_RESET | STATUS_FAILED) != 0
+            {
+                return Err(E_IO);
+            }
+        }
+        let mut statuses = [0u8; MAX_BATCH];
+        let statuses = &mut statuses[..requests.len()];
+        self.queue.finish(statuses);
+        if statuses.iter().all(|&s| s == VIRTIO_BLK_S_OK) {
+            Ok(())
+        } else {
+            Err(E_IO)
+        }
+    }
+
+    /// One request moving `buf` straight between the disk and the shared buffer: the
+    /// device reads or fills the caller's memory, nothing is copied here.
+    fn transfer(&mut self, sector: u64, buf: SharedBuf, write: bool) -> i64 {
+        let Ok(bytes) = gate::bytes(buf) else {
+            return E_BAD_BUFFER;
+        };
+        if let Err(code) = check_transfer(self.capacity, sector, bytes.len()) {
+            return code;
+        }
+        if write && self.readonly() {
+            return E_READ_ONLY;
+        }
+        let data = [Segment {
+            addr: bytes.as_ptr() as u64,
+            len: bytes.len() as u32,
+            device_writes: !write,
+        }];
+        let kind = if write {
+            VIRTIO_BLK_T_OUT
+        } else {
+            VIRTIO_BLK_T_IN
+        };
+        match self.run(&[Request {
+            kind,
+            sector,
+            data: &data,
+        }]) {
+            Ok(()) => bytes.len() as i64,
+            Err(code) => code,
+        }
+    }
+
+    fn flush(&mut self) -> i64 {
+        // Without FLUSH the device promises nothing more to wait for (virtio 1.2,
+        // 5.2.6.2: the driver must not send it).
+        if self.features & VIRTIO_BLK_F_FLUSH == 0 {
+            return 0;
+        }
+        match self.run(&[Request {
+            kind: VIRTIO_BLK_T_FLUSH,
+            sector: 0,
+            data: &[],
+        }]) {
+            Ok(()) => 0,
+            Err(code) => code,
+        }
+    }
+
+    /// The extents in `list` from `data`, posted in batches of up to [`MAX_BATCH`]
+    /// requests, then a flush if `flush`; returns the bytes written.
+    fn write_extents(&mut self, list: SharedBuf, data: SharedBuf, flush: bool) -> i64 {
+        let (Ok(list), Ok(data)) = (gate::bytes(list), gate::bytes(data)) else {
+            return E_BAD_BUFFER;
+        };
+        if list.is_empty() || list.len() % EXTENT_BYTES != 0 {
+            return E_LENGTH;
+        }
+        if self.readonly() {
+            return E_READ_ONLY;
+        }
+        // Copied out once, then checked: the caller may change the shared list.
+        let mut raw = Vec::new();
+        if raw.try_reserve_exact(list.len()).is_err() {
+            return E_NO_MEMORY;
+        }
+        raw.resize(list.len(), 0);
+        if list.read(0, &mut raw).is_err() {
+            return E_BAD_BUFFER;
+        }
+        let mut extents = Vec::with_capacity(raw.len() / EXTENT_BYTES);
+        for chunk in raw.chunks_exact(EXTENT_BYTES) {
+            let extent = Extent::decode(chunk.try_into().expect("EXTENT_BYTES"));
+            if let Err(code) = extent.check(self.capacity, data.len()) {
+                return code;
+            }
+            extents.push(extent);
+        }
+        let base = data.as_ptr() as u64;
+        let mut written = 0i64;
+        for batch in extents.chunks(MAX_BATCH) {
+            let mut segments = [Segment {
+                addr: 0,
+                len: 0,
+                device_writes: false,
+            }; MAX_BATCH];
+            for (seg, e) in segments.iter_mut().zip(batch) {
+                seg.addr = base + u64::from(e.offset);
+                seg.len = e.len;
+            }
+            let mut requests = Vec::with_capacity(batch.len());
+            for (i, e) in batch.iter().enumerate() {
+                requests.push(Request {
+                    kind: VIRTIO_BLK_T_OUT,
+                    sector: e.sector,
+                    data: core::slice::from_ref(&segments[i]),
+                });
+            }
+            if let Err(code) = self.run(&requests) {
+                return code;
+            }
+            written += batch.iter().map(|e| i64::from(e.len)).sum::<i64>();
+        }
+        if flush {
+            let code = self.flush();
+            if code < 0 {
+                return code;
+            }
+        }
+        written
     }
 }
 
@@ -112,58 +335,33 @@ impl Driver {
     }
 }
 
-/// Moves `buf` to or from the disk at `sector` in chunks through the bounce buffer.
-fn transfer(r: &mut Running, sector: u64, buf: SharedBuf, write: bool) -> i64 {
-    let Ok(bytes) = gate::bytes(buf) else {
-        return E_BAD_BUFFER;
-    };
-    if let Err(code) = check_transfer(r.disk.capacity(), sector, bytes.len()) {
-        return code;
-    }
-    if write && r.disk.readonly() {
-        return E_READ_ONLY;
-    }
-    let mut done = 0;
-    while done < bytes.len() {
-        let n = (bytes.len() - done).min(CHUNK);
-        let chunk = &mut r.bounce[..n];
-        let at = (sector + (done / SECTOR_SIZE) as u64) as usize;
-        let ok = if write {
-            bytes.read(done, chunk).is_ok() && r.disk.write_blocks(at, chunk).is_ok()
-        } else {
-            r.disk.read_blocks(at, chunk).is_ok() && bytes.write(done, chunk).is_ok()
-        };
-        if !ok {
-            return E_IO;
-        }
-        done += n;
-    }
-    done as i64
-}
-
 impl blk::Api for Driver {
     fn capacity(&self) -> u64 {
         let mut sectors = 0;
         self.with(|r| {
-            sectors = r.disk.capacity();
+            sectors = r.capacity;
             0
         });
         sectors
     }
 
     fn read(&self, sector: u64, buf: SharedBuf) -> i64 {
-        self.with(|r| transfer(r, sector, buf, false))
+        self.with(|r| r.transfer(sector, buf, false))
     }
 
     fn write(&self, sector: u64, buf: SharedBuf) -> i64 {
-        self.with(|r| transfer(r, sector, buf, true))
+        self.with(|r| r.transfer(sector, buf, true))
     }
 
     fn flush(&self) -> i64 {
-        self.with(|r| if r.disk.flush().is_ok() { 0 } else { E_IO })
+        self.with(Running::flush)
     }
 
     fn readonly(&self) -> i64 {
-        self.with(|r| i64::from(r.disk.readonly()))
+        self.with(|r| i64::from(r.readonly()))
+    }
+
+    fn write_extents(&self, list: SharedBuf, data: SharedBuf, flush: bool) -> i64 {
+        self.with(|r| r.write_extents(list, data, flush))
     }
 }

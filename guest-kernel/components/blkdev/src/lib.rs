@@ -1,12 +1,16 @@
 //! The `blkdev` component: a virtio-blk driver over the virtio-mmio (version 2) window
 //! the monitor gives the compartment hosting it, serving the [`blk`] interface.
 //!
-//! The driver is `virtio-drivers`' `VirtIOBlk`, polled (the guest takes no interrupts:
-//! every request spins on the used ring). Its rings and every buffer the device sees
-//! live in this compartment's heap (the data window the device can reach), never in the
-//! image's .data/.bss: the data of a request is copied between the caller's shared
-//! buffer and a private bounce buffer, because handing the device a `&mut [u8]` over
-//! shared memory a peer may write at any time would break Rust's aliasing rules.
+//! The driver is ours ([`virtq`], ~250 lines): one split queue, polled (the guest takes
+//! no interrupts: a call spins on the used ring), a batch of requests published with one
+//! index update and a kick only when the device asked for one with RING_EVENT_IDX (it
+//! polls while requests keep coming, so most batches cost no exit). Its rings live in
+//! this compartment's heap (the data window the device can reach). The data never
+//! passes through this component: the device reads and fills the caller's shared
+//! buffer itself (the monitor gives the device every shared page this compartment may
+//! write), so nothing here forms a Rust reference to shared memory. A batched write
+//! ([`blk::Client::write_extents`], an [`extents`] list) writes many runs of sectors
+//! and flushes in one call: what the file system's write-back needs at a sync.
 //!
 //! The device is started on the first call, so an image that never touches the disk
 //! runs without one. Errors cross as negative codes ([`request`]).
@@ -23,14 +27,17 @@
 
 #![no_std]
 
-#[cfg(feature = "guest")]
 extern crate alloc;
 
 #[cfg(feature = "guest")]
-mod driver;
+pub mod copy;
 #[cfg(feature = "guest")]
-mod hal;
+mod driver;
+pub mod extents;
 pub mod request;
+#[cfg(feature = "guest")]
+mod transport;
+pub mod virtq;
 
 #[cfg(feature = "guest")]
 pub use driver::{Driver, SERVER};
@@ -40,7 +47,8 @@ use flexos_kernel::rpc::SharedBuf;
 #[cfg(feature = "guest")]
 flexos_kernel::rpc::interface! {
     /// A disk of 512-byte sectors. Every method returns a negative
-    /// [`request`](crate::request) code on error.
+    /// [`request`](crate::request) code on error. Data moves straight between the disk
+    /// and the shared buffers passed in.
     pub mod blk (id = 20) {
         /// The disk's size in sectors (0 without a device).
         fn capacity() -> u64 = 0;
@@ -54,5 +62,10 @@ flexos_kernel::rpc::interface! {
         fn flush() -> i64 = 3;
         /// 1 if the disk is read-only, 0 if writable.
         fn readonly() -> i64 = 4;
+        /// Writes every extent of `list` (see [`extents`](crate::extents)) from `data`,
+        /// all posted at once, then, if `flush`, flushes: when it returns the bytes
+        /// written (the sum of the extents), they are durable. Nothing is written if an
+        /// extent is malformed.
+        fn write_extents(list: SharedBuf, data: SharedBuf, flush: bool) -> i64 = 5;
     }
 }

@@ -9,6 +9,8 @@ pub struct MemDisk {
     pub reads: usize,
     pub writes: usize,
     pub flushes: usize,
+    /// Every `write_batch` call: the sectors of its blocks and whether it flushed.
+    pub batches: Vec<(Vec<u64>, bool)>,
     pub fail: bool,
 }
 
@@ -20,6 +22,7 @@ impl MemDisk {
             reads: 0,
             writes: 0,
             flushes: 0,
+            batches: Vec::new(),
             fail: false,
         }
     }
@@ -54,6 +57,17 @@ impl Sectors for MemDisk {
             return Err(E_IO);
         }
         self.flushes += 1;
+        Ok(())
+    }
+    fn write_batch(&mut self, blocks: &[(u64, &[u8])], flush: bool) -> Result<(), i64> {
+        self.batches
+            .push((blocks.iter().map(|&(s, _)| s).collect(), flush));
+        for &(sector, data) in blocks {
+            self.write(sector, data)?;
+        }
+        if flush {
+            self.flush()?;
+        }
         Ok(())
     }
 }

@@ -87,3 +87,70 @@ fn device_errors_come_back_as_codes() {
     // Still dirty: a later sync can retry.
     assert_eq!(c.dirty_blocks(), 1);
 }
+
+#[test]
+fn a_sync_writes_every_dirty_block_in_one_batch_then_flushes() {
+    let mut c = Cache::new(MemDisk::new(256), 16);
+    // Dirtied out of order, two of them adjacent.
+    for block in [7u64, 2, 3] {
+        c.write_at(block * BLOCK as u64, &[block as u8; BLOCK])
+            .unwrap();
+    }
+    assert_eq!(c.sync(), Ok(()));
+    // One call, in ascending sector order, with the flush: one round of device requests.
+    assert_eq!(c.device().batches, vec![(vec![16, 24, 56], true)]);
+    for block in [2usize, 3, 7] {
+        assert_eq!(
+            c.device().bytes[block * BLOCK..(block + 1) * BLOCK],
+            [block as u8; BLOCK]
+        );
+    }
+    // Nothing dirty: the next sync only flushes.
+    assert_eq!(c.sync(), Ok(()));
+    assert_eq!(c.device().batches.len(), 1);
+    assert_eq!(c.device().flushes, 2);
+}
+
+#[test]
+fn what_is_written_after_a_barrier_reaches_the_disk_after_a_flush() {
+    let mut c = Cache::new(MemDisk::new(256), 16);
+    // Data in a high block, then (behind a barrier) the "size" in a low block: sector
+    // order alone would write the low block first.
+    c.write_at(9 * BLOCK as u64, &[1; 100]).unwrap();
+    c.barrier();
+    c.write_at(10, &[2; 4]).unwrap();
+    assert_eq!(c.sync(), Ok(()));
+    assert_eq!(
+        c.device().batches,
+        vec![(vec![72], true), (vec![0], true)],
+        "the data and a flush, then the size and a flush"
+    );
+    // A block written again after the barrier moves behind it; the barriers are used up.
+    c.write_at(0, &[3]).unwrap();
+    c.barrier();
+    c.write_at(9 * BLOCK as u64, &[4]).unwrap();
+    c.write_at(5 * BLOCK as u64, &[5]).unwrap();
+    c.barrier();
+    c.barrier(); // nothing written in between: no empty batch
+    assert_eq!(c.sync(), Ok(()));
+    assert_eq!(
+        c.device().batches[2..],
+        [(vec![0], true), (vec![40, 72], true)]
+    );
+    // No barrier since: one batch.
+    c.write_at(0, &[6]).unwrap();
+    c.write_at(9 * BLOCK as u64, &[7]).unwrap();
+    assert_eq!(c.sync(), Ok(()));
+    assert_eq!(c.device().batches[4..], [(vec![0, 72], true)]);
+}
+
+#[test]
+fn an_eviction_keeps_the_order_without_a_final_flush() {
+    let mut c = Cache::new(MemDisk::new(256), 2);
+    c.write_at(9 * BLOCK as u64, &[1]).unwrap();
+    c.barrier();
+    c.write_at(0, &[2]).unwrap();
+    // A third block does not fit: everything goes back first.
+    c.write_at(5 * BLOCK as u64, &[3]).unwrap();
+    assert_eq!(c.device().batches, vec![(vec![72], true), (vec![0], false)]);
+}

@@ -45,11 +45,25 @@ fn a_synced_file_is_on_the_device() {
     // Not synced: a remount of the device's bytes does not see the data.
     let before = remount(&v.cache().device().bytes.clone()).exists("bench.db-journal");
     assert_eq!(before, 0);
-    let flushes = v.cache().device().flushes;
+    let (flushes, batches) = (v.cache().device().flushes, v.cache().device().batches.len());
     assert_eq!(v.sync(id), 0);
-    assert_eq!(v.cache().device().flushes, flushes + 1);
+    // The size changed: the data (and the FAT) went first, behind a flush, then the
+    // directory entry and a flush, so no crash leaves a size over missing data.
+    assert_eq!(v.cache().device().flushes, flushes + 2);
+    let synced = v.cache().device().batches[batches..].to_vec();
+    assert_eq!(synced.len(), 2, "{synced:?}");
+    assert!(synced.iter().all(|(_, flushed)| *flushed));
     let mut after = remount(&v.cache().device().bytes.clone());
     assert_eq!(read_all(&mut after, "bench.db-journal"), b"hello, disk");
+    // Overwriting in place keeps the size: one batch, one flush.
+    let id = v.open("bench.db-journal", false);
+    assert_eq!(v.write_at(id, 0, b"HELLO"), 5);
+    let (flushes, batches) = (v.cache().device().flushes, v.cache().device().batches.len());
+    assert_eq!(v.sync(id), 0);
+    assert_eq!(v.cache().device().flushes, flushes + 1);
+    assert_eq!(v.cache().device().batches.len(), batches + 1);
+    let mut after = remount(&v.cache().device().bytes.clone());
+    assert_eq!(read_all(&mut after, "bench.db-journal"), b"HELLO, disk");
 }
 
 #[test]

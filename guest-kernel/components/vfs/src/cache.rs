@@ -3,6 +3,18 @@
 //! (or until the cache is full), so a file system operation that touches the same FAT
 //! sector many times costs one device write, and nothing reaches the device unless
 //! asked: the file layer syncs at commit points.
+//!
+//! # Write-back order
+//!
+//! The file layer calls [`Cache::barrier`] before it writes a directory entry (a file's
+//! size). A write-back then goes in groups: every block last written before the first
+//! barrier, a device flush, the blocks written between the first and the second, a
+//! flush, and so on (sector order inside a group, one device batch per group). So a
+//! size never reaches the disk before the data it covers, whether the monitor is
+//! killed in the middle (the device carries out a batch in order, and the next group
+//! is posted only once the previous one completed) or the host crashes (the flush in
+//! between): what SQLite calls SAFE_APPEND. A write-back with one group, the common
+//! case (the size did not change), costs one batch.
 
 use alloc::collections::BTreeMap;
 use alloc::vec;
@@ -26,11 +38,22 @@ pub trait Sectors {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), i64>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), i64>;
+    /// Writes `blocks` (each `(sector, whole sectors)`, in ascending sector order), then
+    /// flushes if `flush`. A device that can post many writes at once overrides this:
+    /// a sync is then one round of requests instead of one per block.
+    fn write_batch(&mut self, blocks: &[(u64, &[u8])], flush: bool) -> Result<(), i64> {
+        for &(sector, data) in blocks {
+            self.write(sector, data)?;
+        }
+        if flush { self.flush() } else { Ok(()) }
+    }
 }
 
 struct Block {
     data: Vec<u8>,
     dirty: bool,
+    /// When it was last written (the cache's write counter).
+    written: u64,
 }
 
 /// The cache: at most `max_blocks` blocks, indexed by block number.
@@ -39,6 +62,10 @@ pub struct Cache<D> {
     blocks: BTreeMap<u64, Block>,
     max_blocks: usize,
     capacity_bytes: u64,
+    /// Counts writes; each block remembers the count of its last one.
+    writes: u64,
+    /// Write counts of the barriers since the last write-back, ascending.
+    barriers: Vec<u64>,
 }
 
 impl<D: Sectors> Cache<D> {
@@ -50,6 +77,8 @@ impl<D: Sectors> Cache<D> {
             blocks: BTreeMap::new(),
             max_blocks: max_blocks.max(1),
             capacity_bytes,
+            writes: 0,
+            barriers: Vec::new(),
         }
     }
 
@@ -96,7 +125,14 @@ impl<D: Sectors> Cache<D> {
             if !whole {
                 self.dev.read(index * SECTORS_PER_BLOCK, &mut data)?;
             }
-            self.blocks.insert(index, Block { data, dirty: false });
+            self.blocks.insert(
+                index,
+                Block {
+                    data,
+                    dirty: false,
+                    written: 0,
+                },
+            );
         }
         Ok(self.blocks.get_mut(&index).expect("inserted above"))
     }
@@ -128,6 +164,8 @@ impl<D: Sectors> Cache<D> {
         if end <= pos && !buf.is_empty() {
             return Err(E_NO_SPACE);
         }
+        self.writes += 1;
+        let written = self.writes;
         let mut at = pos;
         while at < end {
             let index = at / BLOCK as u64;
@@ -138,24 +176,56 @@ impl<D: Sectors> Cache<D> {
             let done = (at - pos) as usize;
             block.data[off..off + n].copy_from_slice(&buf[done..done + n]);
             block.dirty = true;
+            block.written = written;
             at += n as u64;
         }
         Ok((end - pos) as usize)
     }
 
-    /// Writes every dirty block to the device (without a device flush).
-    fn write_back(&mut self) -> Result<(), i64> {
-        for (&index, block) in self.blocks.iter_mut().filter(|(_, b)| b.dirty) {
-            self.dev.write(index * SECTORS_PER_BLOCK, &block.data)?;
+    /// Orders the write-back: what is written from now on reaches the device only after
+    /// everything written before, with a flush in between (see the module docs). Call
+    /// it before writing a file's size.
+    pub fn barrier(&mut self) {
+        self.writes += 1;
+        if self.barriers.last() != Some(&self.writes) {
+            self.barriers.push(self.writes);
+        }
+    }
+
+    /// Writes every dirty block to the device, one batch per barrier group with a flush
+    /// between groups, then flushes the device if `flush`.
+    fn write_back_and(&mut self, flush: bool) -> Result<(), i64> {
+        // Group g holds the blocks last written before barrier g (the last group: after
+        // every barrier).
+        let group_of = |written: u64, barriers: &[u64]| barriers.partition_point(|&b| b <= written);
+        let mut groups: Vec<Vec<(u64, &[u8])>> = vec![Vec::new(); self.barriers.len() + 1];
+        for (&index, block) in self.blocks.iter().filter(|(_, b)| b.dirty) {
+            groups[group_of(block.written, &self.barriers)]
+                .push((index * SECTORS_PER_BLOCK, block.data.as_slice()));
+        }
+        groups.retain(|g| !g.is_empty());
+        if groups.is_empty() {
+            return if flush { self.dev.flush() } else { Ok(()) };
+        }
+        let last = groups.len() - 1;
+        for (i, group) in groups.iter().enumerate() {
+            self.dev.write_batch(group, i < last || flush)?;
+        }
+        for block in self.blocks.values_mut() {
             block.dirty = false;
         }
+        self.barriers.clear();
         Ok(())
+    }
+
+    /// Writes every dirty block to the device (without a device flush).
+    fn write_back(&mut self) -> Result<(), i64> {
+        self.write_back_and(false)
     }
 
     /// Writes every dirty block back and flushes the device: when this returns `Ok`,
     /// everything written so far is durable.
     pub fn sync(&mut self) -> Result<(), i64> {
-        self.write_back()?;
-        self.dev.flush()
+        self.write_back_and(true)
     }
 }

@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod batch;
 pub mod cache;
 pub mod codes;
 pub mod names;
@@ -52,5 +53,11 @@ flexos_kernel::rpc::interface! {
         /// Lists the root directory into `buf` (`name<TAB>size` lines, `name/` for a
         /// directory); returns the listing's full length (larger than `buf`: cut).
         fn list(buf: SharedBuf) -> i64 = 9;
+        /// Carries out the writes of `list` (see [`batch`](crate::batch)) with their
+        /// data from `data`, in order, then, if `sync_file` is an open file id (not
+        /// negative), syncs it as [`sync`](Api::sync) does: a commit's writes and its
+        /// sync in one call. Returns the bytes written, or the first error (the writes
+        /// before it are done).
+        fn write_batch(list: SharedBuf, data: SharedBuf, sync_file: i64) -> i64 = 10;
     }
 }

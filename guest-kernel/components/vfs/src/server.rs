@@ -1,25 +1,35 @@
 //! The `fs` server: the gate side of [`Volume`] over the `blk` interface.
 
 use alloc::vec;
+use alloc::vec::Vec;
 
-use flexos_blkdev::{Driver, blk, request as blk_codes};
+use flexos_blkdev::extents::{self, EXTENT_BYTES, Extent};
+use flexos_blkdev::{Driver, blk, copy, request as blk_codes};
 use flexos_kernel::gate::{self, GateRouter, router};
 use flexos_kernel::println;
-use flexos_kernel::rpc::SharedBuf;
+use flexos_kernel::rpc::{GateError, SharedBuf};
 use flexos_kernel::sync::SpinLock;
 
-use crate::cache::{BLOCK, Sectors};
+use crate::batch;
+use crate::cache::{BLOCK, SECTOR, Sectors};
 use crate::codes::{E_BAD_BUFFER, E_BUSY, E_INVALID, E_IO, E_NO_DISK, E_READ_ONLY, describe};
 use crate::fs;
 use crate::names;
 use crate::volume::Volume;
 
-/// The `blk` interface as the file system sees it: one shared buffer of a cache block,
-/// allocated for the blkdev component, through which every sector crosses.
+/// Bytes of the shared data buffer: a batch of dirty blocks, or one read.
+const DATA: usize = 16 * BLOCK;
+/// Most extents of one batch: one per block of [`DATA`].
+const MAX_EXTENTS: usize = DATA / BLOCK;
+
+/// The `blk` interface as the file system sees it: a shared data buffer and an extent
+/// list, allocated for the blkdev component, whose device reads and fills the data
+/// buffer itself.
 pub struct BlkSectors {
     disk: blk::Client<'static, Driver, GateRouter>,
     capacity: u64,
-    buf: SharedBuf,
+    data: SharedBuf,
+    list: SharedBuf,
 }
 
 /// A `blk` result or gate failure as an `fs` code.
@@ -31,6 +41,15 @@ fn blk_code(code: i64) -> i64 {
     }
 }
 
+/// A `blk` call's result: `Ok` if it moved exactly `want` bytes.
+fn moved(result: Result<i64, GateError>, want: usize) -> Result<(), i64> {
+    match result {
+        Ok(n) if n == want as i64 => Ok(()),
+        Ok(code) if code < 0 => Err(blk_code(code)),
+        _ => Err(E_IO),
+    }
+}
+
 impl BlkSectors {
     /// Connects to the blkdev component; `Err` with the code if there is no disk.
     fn connect(blkdev: u16) -> Result<Self, i64> {
@@ -39,34 +58,34 @@ impl BlkSectors {
         if capacity == 0 {
             return Err(E_NO_DISK);
         }
-        let buf = gate::shared_alloc(blkdev, BLOCK).ok_or(E_IO)?;
+        let data = gate::shared_alloc(blkdev, DATA).ok_or(E_IO)?;
+        let list = gate::shared_alloc(blkdev, MAX_EXTENTS * EXTENT_BYTES).ok_or(E_IO)?;
         Ok(BlkSectors {
             disk,
             capacity,
-            buf,
+            data,
+            list,
         })
     }
 
-    /// The first `len` bytes of the shared buffer.
-    fn window(&self, len: usize) -> Result<SharedBuf, i64> {
-        self.buf.slice(0, len as u32).ok_or(E_IO)
-    }
-
-    /// Runs `op(sector, window)` on `data.len()` bytes at `sector`, a block at a time.
-    fn each_block(
+    /// Writes the extents gathered in `extents` (data already in the data buffer).
+    fn write_extents(
         &mut self,
-        sector: u64,
-        len: usize,
-        mut op: impl FnMut(&Self, u64, SharedBuf, usize) -> Result<(), i64>,
+        extents: &mut Vec<Extent>,
+        used: usize,
+        flush: bool,
     ) -> Result<(), i64> {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(BLOCK);
-            let window = self.window(n)?;
-            op(self, sector + (done / 512) as u64, window, done)?;
-            done += n;
+        let mut raw = [0u8; MAX_EXTENTS * EXTENT_BYTES];
+        for (i, e) in extents.iter().enumerate() {
+            raw[i * EXTENT_BYTES..(i + 1) * EXTENT_BYTES].copy_from_slice(&e.encode());
         }
-        Ok(())
+        let len = extents.len() * EXTENT_BYTES;
+        let list = self.list.slice(0, len as u32).ok_or(E_IO)?;
+        gate::bytes(list)
+            .and_then(|b| b.write(0, &raw[..len]))
+            .map_err(|_| E_IO)?;
+        extents.clear();
+        moved(self.disk.write_extents(list, self.data, flush), used)
     }
 }
 
@@ -76,31 +95,19 @@ impl Sectors for BlkSectors {
     }
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), i64> {
-        let len = buf.len();
-        self.each_block(sector, len, |me, at, window, done| {
-            let n = window.len() as usize;
-            match me.disk.read(at, window) {
-                Ok(got) if got == n as i64 => gate::bytes(window)
-                    .and_then(|b| b.read(0, &mut buf[done..done + n]))
-                    .map_err(|_| E_IO),
-                Ok(code) if code < 0 => Err(blk_code(code)),
-                _ => Err(E_IO),
-            }
-        })
+        for (i, chunk) in buf.chunks_mut(DATA).enumerate() {
+            let window = self.data.slice(0, chunk.len() as u32).ok_or(E_IO)?;
+            let at = sector + (i * DATA / SECTOR) as u64;
+            moved(self.disk.read(at, window), chunk.len())?;
+            gate::bytes(window)
+                .and_then(|b| copy::read(&b, 0, chunk))
+                .map_err(|_| E_IO)?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), i64> {
-        self.each_block(sector, buf.len(), |me, at, window, done| {
-            let n = window.len() as usize;
-            gate::bytes(window)
-                .and_then(|b| b.write(0, &buf[done..done + n]))
-                .map_err(|_| E_IO)?;
-            match me.disk.write(at, window) {
-                Ok(got) if got == n as i64 => Ok(()),
-                Ok(code) if code < 0 => Err(blk_code(code)),
-                _ => Err(E_IO),
-            }
-        })
+        self.write_batch(&[(sector, buf)], false)
     }
 
     fn flush(&mut self) -> Result<(), i64> {
@@ -109,6 +116,28 @@ impl Sectors for BlkSectors {
             Ok(code) => Err(blk_code(code)),
             Err(_) => Err(E_IO),
         }
+    }
+
+    fn write_batch(&mut self, blocks: &[(u64, &[u8])], flush: bool) -> Result<(), i64> {
+        let bytes = gate::bytes(self.data).map_err(|_| E_IO)?;
+        let mut extents = Vec::with_capacity(MAX_EXTENTS);
+        let mut used = 0;
+        for &(sector, data) in blocks {
+            for (i, chunk) in data.chunks(DATA).enumerate() {
+                if used + chunk.len() > DATA || extents.len() == MAX_EXTENTS {
+                    self.write_extents(&mut extents, used, false)?;
+                    used = 0;
+                }
+                copy::write(&bytes, used, chunk).map_err(|_| E_IO)?;
+                let at = sector + (i * DATA / SECTOR) as u64;
+                extents::push(&mut extents, at, used as u32, chunk.len() as u32)?;
+                used += chunk.len();
+            }
+        }
+        if extents.is_empty() {
+            return if flush { self.flush() } else { Ok(()) };
+        }
+        self.write_extents(&mut extents, used, flush)
     }
 }
 
@@ -201,7 +230,7 @@ impl fs::Api for Vfs {
         };
         let mut data = vec![0u8; bytes.len()];
         let n = self.with(|v| v.read_at(file, offset, &mut data));
-        if n > 0 && bytes.write(0, &data[..n as usize]).is_err() {
+        if n > 0 && copy::write(&bytes, 0, &data[..n as usize]).is_err() {
             return E_BAD_BUFFER;
         }
         n
@@ -212,10 +241,47 @@ impl fs::Api for Vfs {
             return if offset < 0 { E_INVALID } else { E_BAD_BUFFER };
         };
         let mut data = vec![0u8; bytes.len()];
-        if bytes.read(0, &mut data).is_err() {
+        if copy::read(&bytes, 0, &mut data).is_err() {
             return E_BAD_BUFFER;
         }
         self.with(|v| v.write_at(file, offset, &data))
+    }
+
+    fn write_batch(&self, list: SharedBuf, data: SharedBuf, sync_file: i64) -> i64 {
+        let (Ok(list), Ok(data)) = (gate::bytes(list), gate::bytes(data)) else {
+            return E_BAD_BUFFER;
+        };
+        // Copied out once, then checked and used: the caller may change the buffers.
+        let mut raw = vec![0u8; list.len()];
+        if list.read(0, &mut raw).is_err() {
+            return E_BAD_BUFFER;
+        }
+        let entries = match batch::parse(&raw, data.len()) {
+            Ok(entries) => entries,
+            Err(code) => return code,
+        };
+        let total: usize = entries.iter().map(|e| e.len as usize).sum();
+        let mut bytes = vec![0u8; total];
+        if copy::read(&data, 0, &mut bytes).is_err() {
+            return E_BAD_BUFFER;
+        }
+        self.with(|v| {
+            let mut at = 0;
+            for e in &entries {
+                let n = v.write_at(i64::from(e.file), e.offset, &bytes[at..at + e.len as usize]);
+                if n < 0 {
+                    return n;
+                }
+                at += e.len as usize;
+            }
+            if sync_file >= 0 {
+                let code = v.sync(sync_file);
+                if code < 0 {
+                    return code;
+                }
+            }
+            total as i64
+        })
     }
 
     fn size(&self, file: i64) -> i64 {

@@ -7,9 +7,10 @@ use alloc::string::String;
 use core::ffi::{c_int, c_void};
 
 use libsqlite3_sys::{
-    SQLITE_IOERR, SQLITE_IOERR_FSTAT, SQLITE_IOERR_FSYNC, SQLITE_IOERR_READ,
-    SQLITE_IOERR_SHORT_READ, SQLITE_IOERR_TRUNCATE, SQLITE_IOERR_WRITE, SQLITE_LOCK_RESERVED,
-    SQLITE_NOTFOUND, SQLITE_OK, SQLITE_READONLY, sqlite3_file, sqlite3_int64, sqlite3_io_methods,
+    SQLITE_IOCAP_SAFE_APPEND, SQLITE_IOERR, SQLITE_IOERR_FSTAT, SQLITE_IOERR_FSYNC,
+    SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ, SQLITE_IOERR_TRUNCATE, SQLITE_IOERR_WRITE,
+    SQLITE_LOCK_RESERVED, SQLITE_NOTFOUND, SQLITE_OK, SQLITE_READONLY, sqlite3_file, sqlite3_int64,
+    sqlite3_io_methods,
 };
 
 use super::{io_code, with_storage};
@@ -200,8 +201,13 @@ unsafe extern "C" fn x_sector_size(_file: *mut sqlite3_file) -> c_int {
 }
 
 unsafe extern "C" fn x_device_characteristics(_file: *mut sqlite3_file) -> c_int {
-    // Promise nothing (no atomic or safe-append writes): what the FAT component behind
-    // a sector cache will be able to keep, so SQLite's behaviour does not change when
-    // it replaces the in-memory storage.
-    0
+    // Only what the storage guarantees: SAFE_APPEND from the disk's vfs (its size
+    // writes follow the data, see Storage::safe_append); never atomic or sequential
+    // writes, which its write-back cache does not keep. SAFE_APPEND lets SQLite write
+    // the journal header's record count as "up to the file's end" and sync the journal
+    // once per commit instead of twice.
+    match with_storage(|s| Ok(s.safe_append())) {
+        Ok(true) => SQLITE_IOCAP_SAFE_APPEND,
+        _ => 0,
+    }
 }
