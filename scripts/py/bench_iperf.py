@@ -28,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 SIZES = [16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144, 1048576]
@@ -138,6 +139,35 @@ def thread_ticks(pid):
     return out
 
 
+class ThreadSampler:
+    """Samples a process's per-thread CPU ticks every 0.2 s while it runs, keeping the
+    first and the latest sample: the cores each thread used over that span. (Sampling
+    only after the client ends misses the monitor, which exits right after its test.)"""
+
+    def __init__(self, pid):
+        self.pid, self.first, self.last = pid, None, None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            ticks = thread_ticks(self.pid)
+            if ticks:
+                sample = (time.monotonic(), ticks)
+                if self.first is None:
+                    self.first = sample
+                self.last = sample
+            self.stop.wait(0.2)
+
+    def cores(self):
+        self.stop.set()
+        self.thread.join()
+        if self.first is None or self.last is self.first:
+            return {}
+        return cores_used(self.first[1], self.last[1], self.last[0] - self.first[0])
+
+
 def cores_used(before, after, seconds):
     hz = os.sysconf("SC_CLK_TCK")
     used = {}
@@ -189,11 +219,9 @@ def run_tapfwd(tapfwd, size, seconds, vnet):
         fwd = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_line(fwd, r"tapfwd: forwarding", "tapfwd")
-            before = thread_ticks(fwd.pid)
-            t0 = time.monotonic()
+            sampler = ThreadSampler(fwd.pid)
             gbps, _ = client(c, seconds)
-            cores = cores_used(before, thread_ticks(fwd.pid), time.monotonic() - t0)
-            return {"gbps": gbps, "cores": cores}
+            return {"gbps": gbps, "cores": sampler.cores()}
         finally:
             stop(fwd)
             stop(server)
@@ -208,10 +236,9 @@ def run_guest(vmm, image, comps, size, seconds):
         vm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             lines = wait_line(vm, r"iperf: listening", "the iperf image")
-            before = thread_ticks(vm.pid)
-            t0 = time.monotonic()
+            sampler = ThreadSampler(vm.pid)
             gbps, sent = client(ns, seconds)
-            cores = cores_used(before, thread_ticks(vm.pid), time.monotonic() - t0)
+            cores = sampler.cores()
             out, err = vm.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             vm.kill()
