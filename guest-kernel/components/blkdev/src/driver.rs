@@ -15,16 +15,13 @@ use crate::extents::{EXTENT_BYTES, Extent};
 use crate::request::{
     E_BAD_BUFFER, E_BUSY, E_IO, E_LENGTH, E_NO_DEVICE, E_NO_MEMORY, E_READ_ONLY, check_transfer,
 };
-use crate::transport::*;
 use crate::virtq::{MAX_BATCH, QUEUE_SIZE, Request, Ring, Segment, Virtq};
+use flexos_kernel::virtio_mmio::*;
 
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
-const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
-const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// What we can use; VERSION_1 is required.
-const WANTED: u64 =
-    VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_RO;
+const WANTED: u64 = F_VERSION_1 | F_RING_EVENT_IDX | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_RO;
 
 const VIRTIO_BLK_T_IN: u32 = 0;
 const VIRTIO_BLK_T_OUT: u32 = 1;
@@ -80,7 +77,7 @@ fn start() -> State {
         println!("blkdev: no block device attached (run with --disk PATH)");
         return State::Absent;
     };
-    let Some(base) = NonNull::new(dev.mmio_base as *mut u32) else {
+    let Some(base) = NonNull::new(dev.mmio_base as *mut u8) else {
         println!("blkdev: the block device's MMIO window is at address 0");
         return State::Absent;
     };
@@ -119,8 +116,8 @@ impl Running {
             offered |= u64::from(regs.read(DEVICE_FEATURES)) << (32 * sel);
         }
         let features = offered & WANTED;
-        if features & VIRTIO_F_VERSION_1 == 0 {
-            return Err("it does not offer VIRTIO_F_VERSION_1");
+        if features & F_VERSION_1 == 0 {
+            return Err("it does not offer F_VERSION_1");
         }
         for sel in 0..2u32 {
             regs.write(DRIVER_FEATURES_SEL, sel);
@@ -184,7 +181,7 @@ impl Running {
     /// queue then stays busy: every later call fails too).
     fn run(&mut self, requests: &[Request<'_>]) -> Result<(), i64> {
         let kick = self.queue.post(requests).map_err(|_| E_IO)?;
-        if kick || self.features & VIRTIO_RING_F_EVENT_IDX == 0 {
+        if kick || self.features & F_RING_EVENT_IDX == 0 {
             self.regs.write(QUEUE_NOTIFY, 0);
         }
         let mut spins = 0u32;

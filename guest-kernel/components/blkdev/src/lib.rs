@@ -36,7 +36,6 @@ mod driver;
 pub mod extents;
 pub mod request;
 #[cfg(feature = "guest")]
-mod transport;
 pub mod virtq;
 
 #[cfg(feature = "guest")]

@@ -131,8 +131,8 @@ impl NetDevice {
         // SAFETY: the monitor maps this device's window at mmio_base (checked >= 0x200
         // bytes) for the compartment's whole life; only this driver touches it, and
         // `start` runs once per run (the caller keeps the device).
-        let regs = unsafe { Regs::new(base) };
-        if regs.read(MAGIC) != MAGIC_VALUE || regs.read(VERSION) != 2 {
+        let regs = unsafe { Regs::new(base, dev.mmio_size as usize) };
+        if regs.read(MAGIC_VALUE) != MAGIC || regs.read(VERSION) != 2 {
             return Err(StartError::NotVirtio);
         }
         let id = regs.read(DEVICE_ID);
@@ -306,9 +306,9 @@ fn setup_queue(regs: &Regs, index: u32) -> Result<Queue, StartError> {
     let size = 1u16 << (max.min(u32::from(MAX_SIZE))).ilog2();
     let q = Queue::new(size);
     regs.write(QUEUE_NUM, u32::from(size));
-    regs.write_addr(QUEUE_DESC_LOW, QUEUE_DESC_HIGH, q.desc_addr());
-    regs.write_addr(QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, q.avail_addr());
-    regs.write_addr(QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH, q.used_addr());
+    regs.write64(QUEUE_DESC_LOW, QUEUE_DESC_HIGH, q.desc_addr());
+    regs.write64(QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, q.avail_addr());
+    regs.write64(QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH, q.used_addr());
     regs.write(QUEUE_READY, 1);
     Ok(q)
 }
