@@ -35,7 +35,6 @@ pub mod copy;
 mod driver;
 pub mod extents;
 pub mod request;
-#[cfg(feature = "guest")]
 pub mod virtq;
 
 #[cfg(feature = "guest")]
