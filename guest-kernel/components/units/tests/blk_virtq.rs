@@ -2,7 +2,7 @@
 //! (addresses are host addresses here, as they are guest-physical ones in a guest).
 
 use std::alloc::{Layout, alloc_zeroed};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flexos_blkdev::extents::{self, Extent};
@@ -28,12 +28,17 @@ fn device(
     r: &'static Ring,
     disk: Arc<Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
-    sleeping: bool,
+    kicks: Option<Arc<AtomicU16>>,
 ) -> std::thread::JoinHandle<Vec<u32>> {
     std::thread::spawn(move || {
         let (mut next, mut kinds) = (0u16, Vec::new());
         while !stop.load(Ordering::Acquire) {
-            if avail_idx(r) == next {
+            // A sleeping device (`kicks` given) takes a request only once a kick has
+            // covered it: the test's kick stores the available index it published.
+            let kicked = kicks
+                .as_ref()
+                .is_none_or(|k| k.load(Ordering::Acquire) != next);
+            if avail_idx(r) == next || !kicked {
                 std::hint::spin_loop();
                 continue;
             }
@@ -66,7 +71,7 @@ fn device(
             next = next.wrapping_add(1);
             // A device about to sleep publishes avail_event before the used entry that
             // lets the driver post again (so the driver cannot miss it).
-            if sleeping {
+            if kicks.is_some() {
                 set_avail_event(r, next);
             }
             push_used(
@@ -94,7 +99,7 @@ fn a_batch_of_writes_and_a_read_is_answered_in_one_round() {
     let r = ring();
     let disk = Arc::new(Mutex::new(vec![0u8; 64 * 512]));
     let stop = Arc::new(AtomicBool::new(false));
-    let dev = device(r, disk.clone(), stop.clone(), false);
+    let dev = device(r, disk.clone(), stop.clone(), None);
     let mut q = Virtq::new(r);
 
     let a = vec![0xaau8; 1024];
@@ -174,7 +179,8 @@ fn a_device_that_went_to_sleep_is_kicked_once_per_batch() {
     let r = ring();
     let disk = Arc::new(Mutex::new(vec![0u8; 8 * 512]));
     let stop = Arc::new(AtomicBool::new(false));
-    let dev = device(r, disk, stop.clone(), true);
+    let kicks = Arc::new(AtomicU16::new(0));
+    let dev = device(r, disk, stop.clone(), Some(kicks.clone()));
     let mut q = Virtq::new(r);
     let buf = vec![1u8; 512];
     let seg = [Segment {
@@ -191,6 +197,8 @@ fn a_device_that_went_to_sleep_is_kicked_once_per_batch() {
             data: &seg,
         }; 3];
         assert_eq!(q.post(&reqs), Ok(true), "round {round}");
+        // The kick: the device wakes and takes the batch (3 requests a round).
+        kicks.store((3 * (round + 1)) as u16, Ordering::Release);
         wait(&q);
         q.finish(&mut st);
         assert_eq!(st, [0; 3]);
