@@ -36,7 +36,24 @@ const SOCKET_RX: usize = 2 << 20;
 const SOCKET_TX: usize = 64 << 10;
 /// Data bytes of a connection's ring to the app: the first size the shared heap has
 /// room for (the arenas of a 3-compartment run are ~1.3 MiB with the default region).
-const RING_SIZES: [usize; 5] = [512 << 10, 256 << 10, 128 << 10, 64 << 10, 16 << 10];
+/// With the app elsewhere a larger ring means fewer hand-overs between the two vCPUs
+/// (wake-ups, and the app finding the ring empty while net waits for a host core).
+/// Measured, 2 compartments, iperf2 recv=16 B, 4 s runs interleaved: 512 KiB
+/// 2.89-2.93 Gbit/s, 1 MiB 3.38-3.61, 2 MiB 3.63-4.03, 4 MiB 3.57-3.76; at 64 KiB
+/// 6.65-6.69 either way. With the app in net's own compartment there is no hand-over
+/// to cover and a 2 MiB ring looked slower (1 compartment, 64 KiB, one pair of runs:
+/// 6.86-6.96 against 7.22-7.29): there it starts at [`LOCAL_RING`].
+const RING_SIZES: [usize; 7] = [
+    2 << 20,
+    1 << 20,
+    512 << 10,
+    256 << 10,
+    128 << 10,
+    64 << 10,
+    16 << 10,
+];
+/// Largest ring when the app shares net's compartment.
+pub(super) const LOCAL_RING: usize = 512 << 10;
 /// Listening sockets kept per port: smoltcp has no backlog, so a second client
 /// arriving while the first is being accepted needs a second listener.
 const LISTENING: usize = 2;
