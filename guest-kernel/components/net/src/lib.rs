@@ -1,4 +1,4 @@
-//! The `net` component: a smoltcp 0.14 TCP/IPv4 stack (ARP, ICMP echo, TCP with 1 MiB
+//! The `net` component: a smoltcp 0.14 TCP/IPv4 stack (ARP, ICMP echo, TCP with 2 MiB
 //! windows) over the `netdev` driver, serving the [`sock`] interface to the app.
 //!
 //! # Data path (received bytes, the direction iperf measures)
@@ -9,12 +9,12 @@
 //!    with netdev alone (split 3) they are in the heap of the net-netdev channel and
 //!    net copies each frame out once before parsing (netdev could change it), the ids
 //!    crossing in relay rings (`flexos_netdev::relay`), not gate calls.
-//! 2. smoltcp copies the payload into the socket's receive buffer (1 MiB: window
-//!    scale 4; private).
+//! 2. smoltcp copies the payload into the socket's receive buffer (2 MiB: window
+//!    scale 5; private).
 //! 3. Between gate calls the stack's poll loop moves bytes from the socket into the
-//!    connection's [`ring`] in the heap of the channel with the app (512 KiB, smaller
-//!    when that heap is short), with `rep movsb`. Freeing socket space reopens the TCP
-//!    window.
+//!    connection's [`ring`] in the heap of the channel with the app (2 MiB with the
+//!    app in another compartment, 512 KiB in net's own, smaller when that heap is
+//!    short), with `rep movsb`. Freeing socket space reopens the TCP window.
 //! 4. The app's `recv` copies out of the ring (`rep movsb`), with no gate call: a
 //!    recv(16) is a local copy plus, every eighth of the ring, one store of the tail.
 //!

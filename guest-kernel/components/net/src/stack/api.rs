@@ -8,7 +8,7 @@ use flexos_kernel::gate;
 use flexos_kernel::rpc::SharedBuf;
 use smoltcp::socket::tcp;
 
-use super::{Conn, LISTENING, Listener, Net, RING_SIZES, new_listener};
+use super::{Conn, LISTENING, LOCAL_RING, Listener, Net, RING_SIZES, new_listener};
 use crate::codes::*;
 use crate::ring::{self, Writer};
 use crate::sock;
@@ -52,8 +52,10 @@ impl sock::Api for Net {
                 return E_AGAIN;
             };
             let client = s.client_component;
+            let largest = if s.remote { usize::MAX } else { LOCAL_RING };
             let buf = RING_SIZES
                 .iter()
+                .filter(|&&size| size <= largest)
                 .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)));
             let Some(buf) = buf else {
                 s.sockets.get_mut::<tcp::Socket>(handle).abort();
