@@ -411,7 +411,6 @@ impl<B: Backend> Worker<B> {
 
     fn fail(&mut self, fault: NetFault) {
         self.failed = true;
-        self.needs_reset.raise();
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let text = format!("{fault}; the device needs a reset");
         (self.report)(&text);
@@ -420,6 +419,9 @@ impl<B: Backend> Worker<B> {
             .fault
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
+        // Last: whoever sees DEVICE_NEEDS_RESET (the driver, a test) finds the reason
+        // already reported and counted.
+        self.needs_reset.raise();
     }
 }
 
