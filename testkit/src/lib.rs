@@ -7,7 +7,9 @@
 //!   in the normal test run).
 
 mod elf_builder;
+mod netns;
 mod rng;
 
 pub use elf_builder::{elf, ElfBuilder, IMAGE_BASE};
+pub use netns::in_private_netns;
 pub use rng::Rng;

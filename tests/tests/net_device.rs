@@ -25,6 +25,7 @@ use flexos_e2e::{
     image, require_tool, run, run_program, vmm_path, Outcome, TempDir, EXIT_CRASH, EXIT_KVM,
     EXIT_NO_INPUT, EXIT_USAGE,
 };
+use flexos_testkit::in_private_netns;
 
 fn vmm(args: &[&str]) -> Outcome {
     run(args.iter().map(OsString::from))
@@ -41,26 +42,6 @@ fn assert_error(out: &Outcome, status: i32, needles: &[&str]) {
     for needle in needles {
         assert!(out.stderr.contains(needle), "{needle:?}\n{out:?}");
     }
-}
-
-/// Runs `f` on a thread of its own inside a network namespace it creates.
-fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: unshare only changes this thread's namespaces.
-                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "unshare(CLONE_NEWNET) (the network tests run as root): {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
 }
 
 /// Creates tap `name` in the current thread's namespace.

@@ -1,27 +1,7 @@
 //! A real tap, inside a network namespace the test creates.
 
 use super::*;
-
-/// Runs `f` on a thread of its own inside a network namespace it creates, so the test
-/// never sees or touches the host's interfaces; commands it starts run there too.
-fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: unshare only changes this thread's namespaces.
-                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "unshare(CLONE_NEWNET) (the tests need root): {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
+use flexos_testkit::in_private_netns;
 
 fn ip(args: &str) {
     let out = std::process::Command::new("ip")
