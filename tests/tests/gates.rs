@@ -274,6 +274,24 @@ fn gatebench_with_a_config_placement() {
 }
 
 #[test]
+fn gatebench_runs_one_case_when_asked() {
+    let out = boot(
+        &["--compartments", "2"],
+        &image("gatebench"),
+        &[CALLS, "case=gate-chain"],
+    );
+    out.assert_status(0).assert_stderr_empty();
+    let cases: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("[bench] "))
+        .filter(|l| l.starts_with("{\"bench\":\"gate\","))
+        .map(|l| parse_row(l, &out).case)
+        .collect();
+    assert_eq!(cases, ["gate-chain"], "{out:?}");
+}
+
+#[test]
 fn gatebench_rejects_bad_arguments() {
     let out = boot(&[], &image("gatebench"), &["calls=0"]);
     out.assert_status(2)
@@ -282,12 +300,17 @@ fn gatebench_rejects_bad_arguments() {
     let out = boot(&[], &image("gatebench"), &["rounds=5"]);
     out.assert_status(2)
         .assert_stdout_lines(&[
-            "gatebench: unknown argument 'rounds=5' (usage: gatebench [calls=N] [seconds=S])",
+            "gatebench: unknown argument 'rounds=5' (usage: gatebench [calls=N] [seconds=S] [case=NAME])",
         ])
         .assert_stderr_empty();
     for (arg, why) in [
         ("seconds=0", "gatebench: bad seconds=0 (want 1..=3600)"),
         ("seconds=x", "gatebench: bad seconds=x (want 1..=3600)"),
+        (
+            "case=gate",
+            "gatebench: unknown case=gate (cases: function-call, gate-local, gate-remote-0, \
+             gate-remote-6, gate-remote-buf64, gate-remote-buf4k, gate-nested, gate-chain)",
+        ),
         (
             "calls=4000001",
             "gatebench: bad calls=4000001 (want 1..=4000000: every sample is kept for the median)",

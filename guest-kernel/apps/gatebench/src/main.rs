@@ -2,10 +2,10 @@
 //!
 //! Measures, from the `bench` component, the cost of one call in each case below, over
 //! `calls=N` calls (default 1 000 000) or `seconds=S` seconds (default 5), whichever
-//! ends first, after a warm-up (a tenth of each, at most), with `rdtsc` around every call
-//! (ring 3 may read the TSC; the read does not exit). The time bound keeps a run with
-//! more busy compartments than host cores (where a call can cost ~100 us) within a
-//! minute. The timer overhead (the minimum of back-to-back reads) is subtracted from
+//! ends first (`case=NAME` runs that case alone), after a warm-up (a tenth of each, at
+//! most), with `rdtsc` around every call (ring 3 may read the TSC; the read does not
+//! exit). The time bound keeps a run with more busy compartments than host cores
+//! (where a call can cost ~100 us) within a minute. The timer overhead (the minimum of back-to-back reads) is subtracted from
 //! min and median, as the host ping-pong baseline does. Every result is checked; a
 //! wrong value prints an error and exits 1.
 //!
@@ -119,12 +119,26 @@ struct Stats {
     by_time: bool,
 }
 
-/// How long each case runs: at most `calls` timed calls and `ticks` TSC ticks.
+/// How long each case runs: at most `calls` timed calls and `ticks` TSC ticks; and
+/// which case runs, if only one does (`case=NAME`).
 #[derive(Clone, Copy)]
 struct Budget {
     calls: usize,
     ticks: u64,
+    only: Option<&'static str>,
 }
+
+/// Every case, in the order they run.
+const CASES: [&str; 8] = [
+    "function-call",
+    "gate-local",
+    "gate-remote-0",
+    "gate-remote-6",
+    "gate-remote-buf64",
+    "gate-remote-buf4k",
+    "gate-nested",
+    "gate-chain",
+];
 
 /// Runs `op` untimed as a warm-up (a tenth of the budget), then timed into `samples`
 /// until the call or time budget runs out, checking each result against `want(i)`
@@ -227,11 +241,11 @@ fn report_endpoint() {
     );
 }
 
-/// Parses `calls=N` (N >= 1); rejects anything else.
-/// Parses `calls=N` and `seconds=S` (both >= 1); rejects anything else.
+/// Parses `calls=N` and `seconds=S` (both >= 1) and `case=NAME`; rejects anything else.
 fn parse_args(args: &Args) -> Result<Budget, ()> {
     let mut calls = DEFAULT_CALLS;
     let mut seconds = DEFAULT_SECONDS;
+    let mut only = None;
     for arg in args {
         match arg.split_once('=') {
             Some(("calls", n)) => match n.parse::<usize>() {
@@ -254,9 +268,19 @@ fn parse_args(args: &Args) -> Result<Budget, ()> {
                     return Err(());
                 }
             },
+            Some(("case", name)) => match CASES.iter().find(|&&c| c == name) {
+                Some(&case) => only = Some(case),
+                None => {
+                    println!(
+                        "gatebench: unknown case={name} (cases: {})",
+                        CASES.join(", ")
+                    );
+                    return Err(());
+                }
+            },
             _ => {
                 println!(
-                    "gatebench: unknown argument '{arg}' (usage: gatebench [calls=N] [seconds=S])"
+                    "gatebench: unknown argument '{arg}' (usage: gatebench [calls=N] [seconds=S] [case=NAME])"
                 );
                 return Err(());
             }
@@ -266,7 +290,7 @@ fn parse_args(args: &Args) -> Result<Budget, ()> {
     let ticks = seconds
         .saturating_mul(boot_info().tsc_khz)
         .saturating_mul(1000);
-    Ok(Budget { calls, ticks })
+    Ok(Budget { calls, ticks, only })
 }
 
 /// A shared-heap buffer of `len` bytes filled with a pattern, and the checksum callee
@@ -306,58 +330,55 @@ fn main(args: &Args) -> i32 {
     // One case after the other, each reported as soon as it is measured.
     // `black_box(&client)` keeps the client's route branch inside the timed window
     // (the compiler cannot hoist it out of the loop).
-    let emit = |case: &str, result: Result<Stats, Failure>| match result {
-        Ok(stats) => {
+    let emit = |case: &str, measure_case: &mut dyn FnMut() -> Result<Stats, Failure>| match budget
+        .only
+        .is_none_or(|only| only == case)
+        .then(measure_case)
+    {
+        None => Ok(()),
+        Some(Ok(stats)) => {
             report(case, &stats, overhead);
             Ok(())
         }
-        Err(failure) => {
+        Some(Err(failure)) => {
             explain(case, failure);
             Err(EXIT_WRONG)
         }
     };
     let mut run = || -> Result<(), i32> {
-        emit(
-            "function-call",
-            measure(s, budget, |i| Ok(plain_nop(i)), |i| i),
-        )?;
-        emit(
-            "gate-local",
+        emit("function-call", &mut || {
+            measure(s, budget, |i| Ok(plain_nop(i)), |i| i)
+        })?;
+        emit("gate-local", &mut || {
             if relay1_here {
                 measure(s, budget, |_| black_box(&relay1).nop(), |_| 0)
             } else {
                 measure(s, budget, |i| black_box(&own).ping(i), |i| i + 1)
-            },
-        )?;
-        emit(
-            "gate-remote-0",
-            measure(s, budget, |_| black_box(&callee).nop(), |_| 0),
-        )?;
-        emit(
-            "gate-remote-6",
+            }
+        })?;
+        emit("gate-remote-0", &mut || {
+            measure(s, budget, |_| black_box(&callee).nop(), |_| 0)
+        })?;
+        emit("gate-remote-6", &mut || {
             measure(
                 s,
                 budget,
                 |i| black_box(&callee).sum6(i, i + 1, i + 2, i + 3, i + 4, i + 5),
                 |i| 6 * i + 15,
-            ),
-        )?;
-        emit(
-            "gate-remote-buf64",
-            measure(s, budget, |_| black_box(&callee).touch(buf64), |_| sum64),
-        )?;
-        emit(
-            "gate-remote-buf4k",
-            measure(s, budget, |_| black_box(&callee).touch(buf4k), |_| sum4k),
-        )?;
-        emit(
-            "gate-nested",
-            measure(s, budget, |i| black_box(&callee).nested(i), |i| i + 2),
-        )?;
-        emit(
-            "gate-chain",
-            measure(s, budget, |_| black_box(&relay1).forward(), |_| 2),
-        )
+            )
+        })?;
+        emit("gate-remote-buf64", &mut || {
+            measure(s, budget, |_| black_box(&callee).touch(buf64), |_| sum64)
+        })?;
+        emit("gate-remote-buf4k", &mut || {
+            measure(s, budget, |_| black_box(&callee).touch(buf4k), |_| sum4k)
+        })?;
+        emit("gate-nested", &mut || {
+            measure(s, budget, |i| black_box(&callee).nested(i), |i| i + 2)
+        })?;
+        emit("gate-chain", &mut || {
+            measure(s, budget, |_| black_box(&relay1).forward(), |_| 2)
+        })
     };
     match run() {
         Ok(()) => {

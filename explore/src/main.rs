@@ -1,0 +1,404 @@
+//! `flexos-explore`: measure every placement of an image's components under a
+//! workload, order them by safety, and name the safest within a performance budget.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use flexos_explore::partition::{all_placements, Placement, MAX_COMPONENTS};
+use flexos_explore::process::{install_stop_handlers, stop_requested};
+use flexos_explore::report::{self, figure, Context};
+use flexos_explore::search::{explore, Measure, Progress, Settings};
+use flexos_explore::workload::{self, Knobs, Target, Workload};
+use flexos_vmm::image::Image;
+use flexos_vmm::placement::Catalog;
+
+const AFTER_HELP: &str = "\
+Placement specs name compartments with '|' and components with ',': 'app|net,netdev'
+puts app alone and net with netdev. NONE (every component together) is always measured:
+it is the baseline every figure is divided by.
+
+Examples:
+  flexos-explore --workload iperf                      every placement, 3 runs each
+  flexos-explore --workload sqlite --budget 0.5
+  flexos-explore --workload gatebench --prune --calls 2000
+  flexos-explore --workload iperf --only 'app|net,netdev' --only 'app|net|netdev'
+  flexos-explore --workload gatebench --together bench,relay1 --max-compartments 3
+
+Output: a progress line per run on stderr with the time left; the table and summary on
+stdout; DIR/<workload>.json (every run) and DIR/<workload>.svg (the Hasse diagram).
+
+Exit status: 0; 1 if a placement failed (the rest are still reported) or the NONE
+baseline failed; 64 usage error; 65/66 bad or missing image or monitor; 130/143 after
+SIGINT/SIGTERM (what was started is stopped and the namespace or disk removed).";
+
+/// Measure every placement of an image's components into compartments under one
+/// workload, order them by safety (P is safer than Q when P refines Q), and name the
+/// safest placements whose performance stays within a budget of NONE's (FlexOS
+/// ASPLOS'22, Figures 6 and 8).
+#[derive(Parser, Debug)]
+#[command(name = "flexos-explore", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// The workload: iperf (Gbit/s at one receive size), sqlite (seconds for N
+    /// inserts) or gatebench (ns per gate-chain call).
+    #[arg(short, long)]
+    workload: String,
+    /// The image (default: target/images/<workload>.elf next to this binary).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// The monitor (default: flexos-vmm next to this binary).
+    #[arg(long)]
+    vmm: Option<PathBuf>,
+    /// Runs per placement.
+    #[arg(short, long, default_value_t = 3)]
+    reps: usize,
+    /// Fraction of NONE's performance a placement must keep to be within budget.
+    #[arg(short, long, default_value_t = 0.8)]
+    budget: f64,
+    /// Skip placements that refine one already over budget (FlexOS's hypothesis: a
+    /// refinement is never faster).
+    #[arg(long)]
+    prune: bool,
+    /// Measure only these placements (repeatable; NONE is added).
+    #[arg(long = "only", value_name = "SPEC")]
+    only: Vec<String>,
+    /// Only placements of at most K compartments.
+    #[arg(long, value_name = "K")]
+    max_compartments: Option<usize>,
+    /// Only placements that keep these components in one compartment (repeatable).
+    #[arg(long, value_name = "A,B,..")]
+    together: Vec<String>,
+    /// Only placements that keep these components in different compartments
+    /// (repeatable).
+    #[arg(long, value_name = "A,B,..")]
+    apart: Vec<String>,
+    /// Where the JSON and SVG go (default: target/explore next to this binary's
+    /// target directory).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// iperf: the guest's receive size in bytes (default 1024).
+    #[arg(long)]
+    recv: Option<u32>,
+    /// iperf: seconds the client streams per run (default 3).
+    #[arg(long)]
+    seconds: Option<u32>,
+    /// sqlite: rows inserted per run (default 5000).
+    #[arg(long)]
+    inserts: Option<u32>,
+    /// gatebench: timed calls per run (default 20000; a run also ends after 5 s).
+    #[arg(long)]
+    calls: Option<u32>,
+    /// gatebench: the case measured (default gate-chain).
+    #[arg(long)]
+    case: Option<String>,
+}
+
+/// An error and the exit status it ends the run with.
+struct Fail(u8, String);
+
+/// A monitor-library error (reading the image) with the monitor's exit status for it.
+fn vmm_fail(e: flexos_vmm::error::VmmError) -> Fail {
+    Fail(u8::try_from(e.exit_code()).unwrap_or(1), e.to_string())
+}
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail(64, msg.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_stop_handlers();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, msg)) => {
+            eprintln!("flexos-explore: error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// `target/release` when this binary runs from there.
+fn exe_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The image's component names, read from its component table as the monitor does.
+fn components(image: &Path) -> Result<Vec<String>, Fail> {
+    let img = Image::open(image, u64::MAX).map_err(vmm_fail)?;
+    let catalog = Catalog::from_image(&img).map_err(vmm_fail)?;
+    Ok(catalog.components)
+}
+
+/// Component indices named by `list` (`a,b,..`).
+fn indices(list: &str, names: &[String], option: &str) -> Result<Vec<usize>, Fail> {
+    let idx: Vec<usize> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|n| {
+            names.iter().position(|k| k == n).ok_or_else(|| {
+                usage(format!(
+                    "{option} {list}: unknown component '{n}' (the image has {})",
+                    names.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if idx.len() < 2 {
+        return Err(usage(format!(
+            "{option} {list}: name at least two components"
+        )));
+    }
+    Ok(idx)
+}
+
+/// The placements the filters leave, NONE always first.
+fn select(cli: &Cli, names: &[String]) -> Result<Vec<Placement>, Fail> {
+    if names.len() > MAX_COMPONENTS {
+        return Err(usage(format!(
+            "the image has {} components; at most {MAX_COMPONENTS} can be enumerated",
+            names.len()
+        )));
+    }
+    let mut chosen = if cli.only.is_empty() {
+        all_placements(names.len())
+    } else {
+        let mut v = Vec::new();
+        for spec in &cli.only {
+            let p = Placement::parse(spec, names).map_err(|e| usage(format!("--only {e}")))?;
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+        v
+    };
+    let together: Vec<Vec<usize>> = cli
+        .together
+        .iter()
+        .map(|l| indices(l, names, "--together"))
+        .collect::<Result<_, _>>()?;
+    let apart: Vec<Vec<usize>> = cli
+        .apart
+        .iter()
+        .map(|l| indices(l, names, "--apart"))
+        .collect::<Result<_, _>>()?;
+    chosen.retain(|p| {
+        cli.max_compartments.is_none_or(|k| p.compartments() <= k)
+            && together.iter().all(|g| {
+                g.iter()
+                    .all(|&i| p.compartment_of(i) == p.compartment_of(g[0]))
+            })
+            && apart.iter().all(|g| {
+                g.iter().enumerate().all(|(a, &i)| {
+                    g[a + 1..]
+                        .iter()
+                        .all(|&j| p.compartment_of(i) != p.compartment_of(j))
+                })
+            })
+    });
+    let none = Placement::together(names.len());
+    chosen.retain(|p| *p != none);
+    chosen.insert(0, none);
+    chosen.sort_by_key(Placement::compartments);
+    Ok(chosen)
+}
+
+/// Measures placements with the workload, one placement file per run in the scratch
+/// directory; a stop request cleans up and exits.
+struct Runner<'a> {
+    workload: Box<dyn Workload>,
+    target: Target,
+    names: &'a [String],
+    catalog_check: Catalog,
+}
+
+impl Runner<'_> {
+    fn cleanup(&mut self) {
+        self.workload.cleanup();
+        let _ = std::fs::remove_dir_all(&self.target.scratch);
+    }
+
+    fn stop_if_asked(&mut self) {
+        if let Some(sig) = stop_requested() {
+            self.cleanup();
+            let name = if sig == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            eprintln!("flexos-explore: stopped by {name}: the running monitor was stopped and the scratch files removed");
+            std::process::exit(128 + sig);
+        }
+    }
+}
+
+impl Measure for Runner<'_> {
+    fn measure(&mut self, placement: &Placement, _rep: usize) -> Result<f64, String> {
+        self.stop_if_asked();
+        let text = placement.to_config(self.names);
+        let config = self.target.scratch.join("placement.toml");
+        // The monitor's own validation, before the run: a generated file it would
+        // reject is a bug here, not a slow placement.
+        self.catalog_check
+            .placement_from_config(&config, &text)
+            .map_err(|e| format!("generated an invalid placement file: {e}"))?;
+        std::fs::write(&config, text)
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let result = self.workload.run(&self.target, &config);
+        self.stop_if_asked();
+        result
+    }
+}
+
+fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+fn run(cli: Cli) -> Result<u8, Fail> {
+    let knobs = Knobs {
+        recv: cli.recv,
+        seconds: cli.seconds,
+        inserts: cli.inserts,
+        calls: cli.calls,
+        case: cli.case.clone(),
+    };
+    let mut workload = workload::by_name(&cli.workload, &knobs).map_err(usage)?;
+    if !(1..=100).contains(&cli.reps) {
+        return Err(usage(format!("--reps {}: want 1..=100", cli.reps)));
+    }
+    if !(cli.budget > 0.0 && cli.budget <= 10.0) {
+        return Err(usage(format!(
+            "--budget {}: want a fraction of NONE's performance, e.g. 0.8",
+            cli.budget
+        )));
+    }
+    let bin = exe_dir();
+    let vmm = cli.vmm.clone().unwrap_or_else(|| bin.join("flexos-vmm"));
+    if !vmm.is_file() {
+        return Err(Fail(
+            66,
+            format!(
+                "no monitor at {} (run scripts/build, or give --vmm)",
+                vmm.display()
+            ),
+        ));
+    }
+    let image = cli
+        .image
+        .clone()
+        .unwrap_or_else(|| bin.join("../images").join(workload.default_image()));
+    let names = components(&image)?;
+    let placements = select(&cli, &names)?;
+    let img = Image::open(&image, u64::MAX).map_err(vmm_fail)?;
+    let catalog_check = Catalog::from_image(&img).map_err(vmm_fail)?;
+    let out_dir = cli.out.clone().unwrap_or_else(|| bin.join("../explore"));
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| Fail(73, format!("cannot create {}: {e}", out_dir.display())))?;
+
+    let scratch_root = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let scratch = scratch_root.join(format!("flexos-explore-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Fail(73, format!("cannot create {}: {e}", scratch.display())))?;
+    let target = Target {
+        vmm,
+        image: image.clone(),
+        scratch,
+    };
+    let metric = workload.metric();
+    let describe = workload.describe();
+    let name = workload.name();
+    eprintln!(
+        "flexos-explore: {name} on {} (components {}): {} placement(s) x {} run(s), budget {:.0}% of NONE{}",
+        image.display(),
+        names.join(", "),
+        placements.len(),
+        cli.reps,
+        cli.budget * 100.0,
+        if cli.prune { ", pruning" } else { "" }
+    );
+    eprintln!("flexos-explore: one run: {describe}");
+    if let Err(e) = workload.prepare(&target) {
+        workload.cleanup();
+        let _ = std::fs::remove_dir_all(&target.scratch);
+        return Err(Fail(69, e));
+    }
+    let mut runner = Runner {
+        workload,
+        target,
+        names: &names,
+        catalog_check,
+    };
+    let started = Instant::now();
+    let settings = Settings {
+        metric,
+        reps: cli.reps,
+        budget: cli.budget,
+        prune: cli.prune,
+    };
+    let result = explore(
+        placements,
+        settings,
+        &mut runner,
+        |p: Progress<'_>| {
+            let elapsed = started.elapsed().as_secs_f64();
+            let left = elapsed / p.done as f64 * p.left as f64;
+            let what = match p.result {
+                Ok(v) => format!("{} {}", figure(*v), metric.unit),
+                Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+            };
+            eprintln!(
+                "flexos-explore: [{}/{}] {} run {}/{}: {what}  ({} elapsed, ~{} left)",
+                p.done,
+                p.done + p.left,
+                p.placement.label(&names),
+                p.rep + 1,
+                cli.reps,
+                clock(elapsed),
+                clock(left)
+            );
+        },
+        &names,
+    );
+    runner.cleanup();
+    let ex = result.map_err(|e| Fail(1, e.to_string()))?;
+    let image_text = image.display().to_string();
+    let cx = Context {
+        workload: name,
+        describe: &describe,
+        image: &image_text,
+        names: &names,
+        metric,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    print!("{}", report::table(&ex, &cx));
+    let json_path = out_dir.join(format!("{name}.json"));
+    let svg_path = out_dir.join(format!("{name}.svg"));
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text)
+            .map_err(|e| Fail(73, format!("cannot write {}: {e}", path.display())))
+    };
+    let json = serde_json::to_string_pretty(&report::json(&ex, &cx)).expect("plain values");
+    write(&json_path, json + "\n")?;
+    write(&svg_path, report::hasse_svg(&ex, &cx))?;
+    println!(
+        "took {}; wrote {} and {}",
+        clock(cx.seconds),
+        json_path.display(),
+        svg_path.display()
+    );
+    let failed = ex
+        .entries
+        .iter()
+        .any(|e| matches!(e.outcome, flexos_explore::search::Outcome::Failed(_)));
+    Ok(u8::from(failed))
+}

@@ -1,0 +1,212 @@
+//! iperf: FlexOS Figure 9's workload at one receive size. A stock iperf2 client
+//! streams into the image's server (`recv=N count=1`) for a few seconds; the figure is
+//! the client's Gbit/s (higher is better).
+//!
+//! Everything happens in a network namespace this workload creates (a tap with the
+//! client's address, the monitor's device on it) and removes at the end, on errors
+//! and on SIGINT/SIGTERM: nothing is routed to or from the host's own namespace.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{check_exit, require_tool, wait_error, Knobs, Target, Workload};
+use crate::process::{self, Running};
+use crate::search::Metric;
+
+const DEFAULT_RECV: u32 = 1024;
+const DEFAULT_SECONDS: u32 = 3;
+const CLIENT_IP: &str = "10.0.0.1";
+const SERVER_IP: &str = "10.0.0.2";
+const TAP: &str = "fxt0";
+
+pub struct Iperf {
+    recv: u32,
+    seconds: u32,
+    netns: Option<String>,
+}
+
+impl Iperf {
+    pub fn new(knobs: &Knobs) -> Result<Iperf, String> {
+        let recv = knobs.recv.unwrap_or(DEFAULT_RECV);
+        if !(1..=1 << 20).contains(&recv) {
+            return Err(format!("--recv {recv}: want 1..=1048576 bytes"));
+        }
+        let seconds = knobs.seconds.unwrap_or(DEFAULT_SECONDS);
+        if !(1..=600).contains(&seconds) {
+            return Err(format!("--seconds {seconds}: want 1..=600"));
+        }
+        Ok(Iperf {
+            recv,
+            seconds,
+            netns: None,
+        })
+    }
+
+    fn ns(&self) -> &str {
+        self.netns.as_deref().expect("prepare ran")
+    }
+
+    /// `ip netns exec NS program...`
+    fn in_ns(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.ns()]).arg(program);
+        cmd
+    }
+}
+
+/// Runs `ip ARGS`; an error carries its stderr.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    let done = process::run(cmd, "ip", Duration::from_secs(30)).map_err(wait_error)?;
+    if done.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            done.stderr.join(" ")
+        ))
+    }
+}
+
+impl Workload for Iperf {
+    fn name(&self) -> &'static str {
+        "iperf"
+    }
+
+    fn default_image(&self) -> &'static str {
+        "iperf.elf"
+    }
+
+    fn metric(&self) -> Metric {
+        Metric {
+            unit: "Gbit/s",
+            higher_is_better: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "iperf2 client -t {} into the guest's server, recv={} B: client Gbit/s",
+            self.seconds, self.recv
+        )
+    }
+
+    fn prepare(&mut self, _target: &Target) -> Result<(), String> {
+        require_tool("ip", "iproute2")?;
+        require_tool("iperf", "iperf")?;
+        let ns = format!("flexos-explore-{}", std::process::id());
+        ip(&["netns", "add", &ns])?;
+        // From here on cleanup() removes it, whatever fails next.
+        self.netns = Some(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", &ns, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr",
+        ])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{CLIENT_IP}/24"),
+            "dev",
+            TAP,
+        ])?;
+        ip(&["-n", &ns, "link", "set", TAP, "up"])
+    }
+
+    fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String> {
+        let mut vmm = self.in_ns(&target.vmm);
+        vmm.arg("--config")
+            .arg(config)
+            .args(["--net", &format!("tap={TAP}")])
+            .arg(&target.image)
+            .args([
+                "--".to_string(),
+                format!("ip={SERVER_IP}/24"),
+                format!("recv={}", self.recv),
+                "count=1".to_string(),
+            ]);
+        let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
+        if !guest
+            .wait_for("iperf: listening", Duration::from_secs(60))
+            .map_err(wait_error)?
+        {
+            return Err(
+                check_exit(guest.finish(Duration::from_secs(10)).map_err(wait_error)?)
+                    .err()
+                    .unwrap_or_else(|| "the guest exited before it listened".into()),
+            );
+        }
+        let mut client = self.in_ns(Path::new("iperf"));
+        client.args(["-c", SERVER_IP, "-t", &self.seconds.to_string(), "-y", "C"]);
+        let timeout = Duration::from_secs(u64::from(self.seconds) + 60);
+        let report = process::run(client, "the iperf client", timeout).map_err(wait_error)?;
+        if !report.status.success() {
+            // Dropping `guest` kills it: it would wait for a client for ever.
+            return Err(format!(
+                "the iperf client failed ({})\n{}",
+                report.status,
+                report.tail(5)
+            ));
+        }
+        // count=1: the guest exits after its one test.
+        check_exit(guest.finish(Duration::from_secs(60)).map_err(wait_error)?)?;
+        client_gbps(&report.stdout)
+            .ok_or_else(|| format!("no CSV report from the iperf client\n{}", report.tail(5)))
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(ns) = self.netns.take() {
+            // The tap goes with its namespace.
+            if let Err(e) = ip(&["netns", "delete", &ns]) {
+                eprintln!("flexos-explore: warning: {e}");
+            }
+        }
+    }
+}
+
+/// Gbit/s from iperf2's CSV report (`-y C`): the last line with the bits per second
+/// in its ninth field.
+fn client_gbps(stdout: &[String]) -> Option<f64> {
+    let row = stdout.iter().rev().find(|l| l.split(',').count() >= 9)?;
+    let bps: f64 = row.split(',').nth(8)?.trim().parse().ok()?;
+    Some(bps / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_clients_csv_report() {
+        let out = [
+            "------",
+            "19700101000000,10.0.0.1,43082,10.0.0.2,5001,1,0.0-3.0,1644167228,4373100660",
+        ]
+        .map(String::from);
+        assert_eq!(client_gbps(&out), Some(4.37310066));
+        assert_eq!(client_gbps(&["connect failed".to_string()]), None);
+    }
+
+    #[test]
+    fn rejects_sizes_and_durations_out_of_range() {
+        let bad = |knobs: Knobs| Iperf::new(&knobs).err().unwrap();
+        assert_eq!(
+            bad(Knobs {
+                recv: Some(0),
+                ..Knobs::default()
+            }),
+            "--recv 0: want 1..=1048576 bytes"
+        );
+        assert_eq!(
+            bad(Knobs {
+                seconds: Some(0),
+                ..Knobs::default()
+            }),
+            "--seconds 0: want 1..=600"
+        );
+    }
+}

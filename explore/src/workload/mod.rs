@@ -1,0 +1,211 @@
+//! Workloads: how one run of an image under one placement yields one figure.
+//!
+//! Each adapter is small: the image it expects, the unit of its figure and its
+//! direction, and one `run` that boots the monitor with the placement file and reads
+//! the figure from what the guest (or a stock client) printed. Adding a workload is an
+//! implementation of [`Workload`] and a line in [`by_name`].
+
+mod gatebench;
+mod iperf;
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::process::{self, Finished, WaitError};
+use crate::search::Metric;
+
+pub use gatebench::Gatebench;
+pub use iperf::Iperf;
+pub use sqlite::Sqlite;
+
+/// Knobs of the built-in workloads (each uses its own; `None` is its default).
+#[derive(Clone, Debug, Default)]
+pub struct Knobs {
+    /// iperf: the guest's receive size in bytes.
+    pub recv: Option<u32>,
+    /// iperf: seconds the client streams.
+    pub seconds: Option<u32>,
+    /// sqlite: rows inserted.
+    pub inserts: Option<u32>,
+    /// gatebench: timed calls of the case.
+    pub calls: Option<u32>,
+    /// gatebench: the case measured.
+    pub case: Option<String>,
+}
+
+/// What a run needs: the monitor, the image, a scratch directory of the exploration's
+/// own (removed at its end).
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub vmm: PathBuf,
+    pub image: PathBuf,
+    pub scratch: PathBuf,
+}
+
+impl Target {
+    /// `flexos-vmm --config CONFIG [extra...] IMAGE -- guest_args...`
+    pub fn vmm_command(&self, config: &Path, extra: &[&str], guest_args: &[String]) -> Command {
+        let mut cmd = Command::new(&self.vmm);
+        cmd.arg("--config").arg(config).args(extra).arg(&self.image);
+        if !guest_args.is_empty() {
+            cmd.arg("--").args(guest_args);
+        }
+        cmd
+    }
+}
+
+/// One way of measuring a placement.
+pub trait Workload {
+    /// The name users pick it by (`--workload NAME`).
+    fn name(&self) -> &'static str;
+    /// The image it runs unless told otherwise (`target/images/<this>`).
+    fn default_image(&self) -> &'static str;
+    /// The figure's unit and direction.
+    fn metric(&self) -> Metric;
+    /// One line saying what one run does, for the report.
+    fn describe(&self) -> String;
+    /// Checks the host has what the runs need and prepares it (a namespace, a disk
+    /// template); called once before the first run.
+    fn prepare(&mut self, target: &Target) -> Result<(), String>;
+    /// One run of the image under the placement file `config`; the figure.
+    fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String>;
+    /// Undoes `prepare` (also on errors and stops).
+    fn cleanup(&mut self) {}
+}
+
+/// The workload called `name`, set up with `knobs`; an error names the choices, or a
+/// knob this workload does not take.
+pub fn by_name(name: &str, knobs: &Knobs) -> Result<Box<dyn Workload>, String> {
+    let (w, takes): (Box<dyn Workload>, &[&str]) = match name {
+        "iperf" => (Box::new(Iperf::new(knobs)?), &["recv", "seconds"]),
+        "sqlite" => (Box::new(Sqlite::new(knobs)?), &["inserts"]),
+        "gatebench" => (Box::new(Gatebench::new(knobs)?), &["calls", "case"]),
+        other => {
+            return Err(format!(
+                "unknown workload '{other}' (choose iperf, sqlite or gatebench)"
+            ))
+        }
+    };
+    let given = [
+        ("recv", knobs.recv.is_some()),
+        ("seconds", knobs.seconds.is_some()),
+        ("inserts", knobs.inserts.is_some()),
+        ("calls", knobs.calls.is_some()),
+        ("case", knobs.case.is_some()),
+    ];
+    if let Some((knob, _)) = given.iter().find(|(k, set)| *set && !takes.contains(k)) {
+        return Err(format!(
+            "--{knob} does not apply to the {name} workload (it takes {})",
+            takes
+                .iter()
+                .map(|k| format!("--{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(w)
+}
+
+/// The first JSON object the guest printed whose `"bench"` is `bench` (a console
+/// prefix such as `[app] ` before it is skipped).
+pub fn bench_line(stdout: &[String], bench: &str) -> Option<Value> {
+    let tag = format!("{{\"bench\":\"{bench}\"");
+    stdout.iter().find_map(|line| {
+        let at = line.find(&tag)?;
+        serde_json::from_str(&line[at..]).ok()
+    })
+}
+
+/// A number field of a guest's JSON line.
+pub fn field(v: &Value, key: &str) -> Result<f64, String> {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("the result line has no number '{key}': {v}"))
+}
+
+/// Runs the monitor to its end and checks it exited 0.
+pub fn run_vmm(cmd: Command, timeout: Duration) -> Result<Finished, String> {
+    let done = process::run(cmd, "flexos-vmm", timeout).map_err(wait_error)?;
+    check_exit(done)
+}
+
+/// The monitor's output if it exited 0, else an error with its last lines.
+pub fn check_exit(done: Finished) -> Result<Finished, String> {
+    if done.status.success() {
+        Ok(done)
+    } else {
+        Err(format!(
+            "flexos-vmm exited with {}\n{}",
+            done.status,
+            done.tail(8)
+        ))
+    }
+}
+
+/// A wait error as the run's error text.
+pub fn wait_error(e: WaitError) -> String {
+    e.to_string()
+}
+
+/// Fails with a message naming the package when `tool` is not on PATH.
+pub fn require_tool(tool: &str, package: &str) -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{tool}` not found: run scripts/setup (installs {package})"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_prefixed_result_line() {
+        let out: Vec<String> = [
+            "[app] committed 5000",
+            "[app] {\"bench\":\"sqlite\",\"seconds\":3.5}",
+            "{\"bench\":\"other\"}",
+        ]
+        .map(String::from)
+        .to_vec();
+        let v = bench_line(&out, "sqlite").unwrap();
+        assert_eq!(field(&v, "seconds").unwrap(), 3.5);
+        assert!(field(&v, "gbps").unwrap_err().contains("no number 'gbps'"));
+        assert!(bench_line(&out, "iperf").is_none());
+    }
+
+    #[test]
+    fn knobs_belong_to_their_workload() {
+        let knobs = Knobs {
+            inserts: Some(10),
+            ..Knobs::default()
+        };
+        assert!(by_name("sqlite", &knobs).is_ok());
+        let err = by_name("iperf", &knobs).err().unwrap();
+        assert_eq!(
+            err,
+            "--inserts does not apply to the iperf workload (it takes --recv, --seconds)"
+        );
+        let err = by_name("redis", &Knobs::default()).err().unwrap();
+        assert!(err.starts_with("unknown workload 'redis'"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let err = require_tool("flexos-no-such-tool", "nothing").unwrap_err();
+        assert_eq!(
+            err,
+            "`flexos-no-such-tool` not found: run scripts/setup (installs nothing)"
+        );
+        require_tool("sh", "dash").unwrap();
+    }
+}
