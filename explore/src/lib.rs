@@ -9,12 +9,14 @@
 //! meet it (FlexOS ASPLOS'22, Figures 6 and 8).
 //!
 //! - [`partition`]: placements as set partitions, enumeration, refinement, specs;
+//! - [`filter`]: the subset of placements the command line names;
 //! - [`search`]: what runs in which order, pruning, ratios, the safest set, the check
 //!   of the hypothesis that a refinement is never faster;
 //! - [`workload`]: how one placement is measured (iperf, sqlite, gatebench adapters);
 //! - [`process`]: child processes with deadlines, and stopping on SIGINT/SIGTERM;
 //! - [`report`]: the table, the JSON and the SVG Hasse diagram.
 
+pub mod filter;
 pub mod partition;
 pub mod process;
 pub mod report;

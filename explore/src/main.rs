@@ -1,13 +1,15 @@
 //! `flexos-explore`: measure every placement of an image's components under a
 //! workload, order them by safety, and name the safest within a performance budget.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 
-use flexos_explore::partition::{all_placements, Placement, MAX_COMPONENTS};
+use flexos_explore::filter::Filter;
+use flexos_explore::partition::Placement;
 use flexos_explore::process::{install_stop_handlers, stop_requested};
 use flexos_explore::report::{self, figure, Context};
 use flexos_explore::search::{explore, Measure, Progress, Settings};
@@ -78,6 +80,9 @@ struct Cli {
     /// target directory).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// List the placements the filters select, and the runs they would take, then exit.
+    #[arg(long)]
+    dry_run: bool,
     /// iperf: the guest's receive size in bytes (default 1024).
     #[arg(long)]
     recv: Option<u32>,
@@ -95,6 +100,27 @@ struct Cli {
     case: Option<String>,
 }
 
+/// Writes to stdout; a closed stdout (a reader that went away) loses the text, never
+/// the exploration's results or its exit status.
+fn write_out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// Writes to stderr, ignoring a closed stderr as [`write_out`] does.
+fn write_err(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// `println!` through [`write_out`].
+macro_rules! say_out {
+    ($($arg:tt)*) => { write_out(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` through [`write_err`].
+macro_rules! say_err {
+    ($($arg:tt)*) => { write_err(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 /// An error and the exit status it ends the run with.
 struct Fail(u8, String);
 
@@ -108,12 +134,20 @@ fn usage(msg: impl Into<String>) -> Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 64 like the monitor's (clap's own default is 2).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     install_stop_handlers();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(Fail(code, msg)) => {
-            eprintln!("flexos-explore: error: {msg}");
+            say_err!("flexos-explore: error: {msg}");
             ExitCode::from(code)
         }
     }
@@ -125,87 +159,6 @@ fn exe_dir() -> PathBuf {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// The image's component names, read from its component table as the monitor does.
-fn components(image: &Path) -> Result<Vec<String>, Fail> {
-    let img = Image::open(image, u64::MAX).map_err(vmm_fail)?;
-    let catalog = Catalog::from_image(&img).map_err(vmm_fail)?;
-    Ok(catalog.components)
-}
-
-/// Component indices named by `list` (`a,b,..`).
-fn indices(list: &str, names: &[String], option: &str) -> Result<Vec<usize>, Fail> {
-    let idx: Vec<usize> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|n| {
-            names.iter().position(|k| k == n).ok_or_else(|| {
-                usage(format!(
-                    "{option} {list}: unknown component '{n}' (the image has {})",
-                    names.join(", ")
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    if idx.len() < 2 {
-        return Err(usage(format!(
-            "{option} {list}: name at least two components"
-        )));
-    }
-    Ok(idx)
-}
-
-/// The placements the filters leave, NONE always first.
-fn select(cli: &Cli, names: &[String]) -> Result<Vec<Placement>, Fail> {
-    if names.len() > MAX_COMPONENTS {
-        return Err(usage(format!(
-            "the image has {} components; at most {MAX_COMPONENTS} can be enumerated",
-            names.len()
-        )));
-    }
-    let mut chosen = if cli.only.is_empty() {
-        all_placements(names.len())
-    } else {
-        let mut v = Vec::new();
-        for spec in &cli.only {
-            let p = Placement::parse(spec, names).map_err(|e| usage(format!("--only {e}")))?;
-            if !v.contains(&p) {
-                v.push(p);
-            }
-        }
-        v
-    };
-    let together: Vec<Vec<usize>> = cli
-        .together
-        .iter()
-        .map(|l| indices(l, names, "--together"))
-        .collect::<Result<_, _>>()?;
-    let apart: Vec<Vec<usize>> = cli
-        .apart
-        .iter()
-        .map(|l| indices(l, names, "--apart"))
-        .collect::<Result<_, _>>()?;
-    chosen.retain(|p| {
-        cli.max_compartments.is_none_or(|k| p.compartments() <= k)
-            && together.iter().all(|g| {
-                g.iter()
-                    .all(|&i| p.compartment_of(i) == p.compartment_of(g[0]))
-            })
-            && apart.iter().all(|g| {
-                g.iter().enumerate().all(|(a, &i)| {
-                    g[a + 1..]
-                        .iter()
-                        .all(|&j| p.compartment_of(i) != p.compartment_of(j))
-                })
-            })
-    });
-    let none = Placement::together(names.len());
-    chosen.retain(|p| *p != none);
-    chosen.insert(0, none);
-    chosen.sort_by_key(Placement::compartments);
-    Ok(chosen)
 }
 
 /// Measures placements with the workload, one placement file per run in the scratch
@@ -231,7 +184,7 @@ impl Runner<'_> {
             } else {
                 "SIGTERM"
             };
-            eprintln!("flexos-explore: stopped by {name}: the running monitor was stopped and the scratch files removed");
+            say_err!("flexos-explore: stopped by {name}: the running monitor was stopped and what the exploration made was removed");
             std::process::exit(128 + sig);
         }
     }
@@ -279,6 +232,41 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         )));
     }
     let bin = exe_dir();
+    let image = cli.image.clone().unwrap_or_else(|| {
+        bin.parent()
+            .unwrap_or(&bin)
+            .join("images")
+            .join(workload.default_image())
+    });
+    // The component table, read as the monitor reads it; it also checks every
+    // generated placement file before its run.
+    let catalog =
+        Catalog::from_image(&Image::open(&image, u64::MAX).map_err(vmm_fail)?).map_err(vmm_fail)?;
+    let names = catalog.components.clone();
+    let filter = Filter {
+        only: cli.only.clone(),
+        max_compartments: cli.max_compartments,
+        together: cli.together.clone(),
+        apart: cli.apart.clone(),
+    };
+    let placements = filter.select(&names).map_err(usage)?;
+    if cli.dry_run {
+        for p in &placements {
+            say_out!("{} compartment(s): {}", p.compartments(), p.label(&names));
+        }
+        say_out!(
+            "{} placement(s) x {} run(s) = {} runs{}",
+            placements.len(),
+            cli.reps,
+            placements.len() * cli.reps,
+            if cli.prune {
+                " at most (pruning may skip some)"
+            } else {
+                ""
+            }
+        );
+        return Ok(0);
+    }
     let vmm = cli.vmm.clone().unwrap_or_else(|| bin.join("flexos-vmm"));
     if !vmm.is_file() {
         return Err(Fail(
@@ -289,15 +277,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             ),
         ));
     }
-    let image = cli
-        .image
+    let out_dir = cli
+        .out
         .clone()
-        .unwrap_or_else(|| bin.join("../images").join(workload.default_image()));
-    let names = components(&image)?;
-    let placements = select(&cli, &names)?;
-    let img = Image::open(&image, u64::MAX).map_err(vmm_fail)?;
-    let catalog_check = Catalog::from_image(&img).map_err(vmm_fail)?;
-    let out_dir = cli.out.clone().unwrap_or_else(|| bin.join("../explore"));
+        .unwrap_or_else(|| bin.parent().unwrap_or(&bin).join("explore"));
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| Fail(73, format!("cannot create {}: {e}", out_dir.display())))?;
 
@@ -317,7 +300,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     let metric = workload.metric();
     let describe = workload.describe();
     let name = workload.name();
-    eprintln!(
+    say_err!(
         "flexos-explore: {name} on {} (components {}): {} placement(s) x {} run(s), budget {:.0}% of NONE{}",
         image.display(),
         names.join(", "),
@@ -326,7 +309,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         cli.budget * 100.0,
         if cli.prune { ", pruning" } else { "" }
     );
-    eprintln!("flexos-explore: one run: {describe}");
+    say_err!("flexos-explore: one run: {describe}");
     if let Err(e) = workload.prepare(&target) {
         workload.cleanup();
         let _ = std::fs::remove_dir_all(&target.scratch);
@@ -336,7 +319,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         workload,
         target,
         names: &names,
-        catalog_check,
+        catalog_check: catalog,
     };
     let started = Instant::now();
     let settings = Settings {
@@ -356,7 +339,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Ok(v) => format!("{} {}", figure(*v), metric.unit),
                 Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
             };
-            eprintln!(
+            say_err!(
                 "flexos-explore: [{}/{}] {} run {}/{}: {what}  ({} elapsed, ~{} left)",
                 p.done,
                 p.done + p.left,
@@ -380,7 +363,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         metric,
         seconds: started.elapsed().as_secs_f64(),
     };
-    print!("{}", report::table(&ex, &cx));
+    write_out(&report::table(&ex, &cx));
     let json_path = out_dir.join(format!("{name}.json"));
     let svg_path = out_dir.join(format!("{name}.svg"));
     let write = |path: &Path, text: String| {
@@ -390,7 +373,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     let json = serde_json::to_string_pretty(&report::json(&ex, &cx)).expect("plain values");
     write(&json_path, json + "\n")?;
     write(&svg_path, report::hasse_svg(&ex, &cx))?;
-    println!(
+    say_out!(
         "took {}; wrote {} and {}",
         clock(cx.seconds),
         json_path.display(),

@@ -18,6 +18,17 @@ pub struct Context<'a> {
     pub seconds: f64,
 }
 
+/// A ratio to NONE: two decimals, or two significant digits below 0.1 (a gate chain
+/// across VMs can be 10^5 times slower than the direct calls of NONE).
+pub fn ratio(r: f64) -> String {
+    if r >= 0.1 || r == 0.0 {
+        format!("{r:.2}x")
+    } else {
+        let digits = (1 - r.log10().floor() as i32).clamp(2, 12) as usize;
+        format!("{r:.digits$}x")
+    }
+}
+
 /// A figure with a sensible number of digits.
 pub fn figure(v: f64) -> String {
     match v.abs() {
@@ -45,48 +56,62 @@ fn status(ex: &Exploration, i: usize, names: &[String]) -> String {
 pub fn table(ex: &Exploration, cx: &Context<'_>) -> String {
     let names = cx.names;
     let mut s = String::new();
-    let label_w = ex
+    let fig_head = format!("median {}", cx.metric.unit);
+    let rows: Vec<[String; 6]> = ex
         .entries
         .iter()
-        .map(|e| e.placement.label(names).len())
-        .max()
-        .unwrap_or(9)
-        .max(9);
-    let fig_head = format!("median {}", cx.metric.unit);
-    let _ = writeln!(
-        s,
-        "{:<label_w$}  {:>5}  {:>16}  {:>6}  {:<6}  {}",
-        "placement", "comps", fig_head, "x NONE", "safest", "within budget"
-    );
-    for (i, e) in ex.entries.iter().enumerate() {
-        let fig = match (&e.outcome, e.median) {
-            (Outcome::Measured(samples), Some(m)) => {
-                let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                if samples.len() > 1 {
+        .enumerate()
+        .map(|(i, e)| {
+            let fig = match (&e.outcome, e.median) {
+                (Outcome::Measured(samples), Some(m)) if samples.len() > 1 => {
+                    let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                     format!("{} ({}-{})", figure(m), figure(lo), figure(hi))
-                } else {
-                    figure(m)
                 }
-            }
-            _ => "-".into(),
-        };
-        let ratio = e.ratio.map_or("-".into(), |r| format!("{r:.2}x"));
-        let _ = writeln!(
-            s,
-            "{:<label_w$}  {:>5}  {:>16}  {:>6}  {:<6}  {}",
-            e.placement.label(names),
-            e.placement.compartments(),
-            fig,
-            ratio,
-            if e.safest { "*" } else { "" },
-            status(ex, i, names)
+                (Outcome::Measured(_), Some(m)) => figure(m),
+                _ => "-".into(),
+            };
+            [
+                e.placement.label(names),
+                e.placement.compartments().to_string(),
+                fig,
+                e.ratio.map_or("-".into(), ratio),
+                if e.safest { "*" } else { "" }.into(),
+                status(ex, i, names),
+            ]
+        })
+        .collect();
+    let head = [
+        "placement".to_string(),
+        "comps".into(),
+        fig_head,
+        "x NONE".into(),
+        "safest".into(),
+        "within budget".into(),
+    ];
+    let width = |c: usize| {
+        rows.iter()
+            .chain(std::iter::once(&head))
+            .map(|r| r[c].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2, w3, w4) = (width(0), width(1), width(2), width(3), width(4));
+    for r in std::iter::once(&head).chain(&rows) {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:<w4$}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5]
         );
+        let _ = writeln!(s, "{}", line.trim_end());
     }
     let _ = writeln!(
         s,
-        "figure: median of {} run(s) (min-max); x NONE: performance relative to every component in one compartment ({}), higher is better",
-        ex.reps,
+        "{}; x NONE: performance relative to every component in one compartment ({}), higher is better",
+        if ex.reps > 1 {
+            format!("figure: median of {} runs (min-max)", ex.reps)
+        } else {
+            "figure: one run".into()
+        },
         if cx.metric.higher_is_better { "figure / NONE" } else { "NONE / figure" }
     );
     let safest: Vec<String> = ex
@@ -95,9 +120,9 @@ pub fn table(ex: &Exploration, cx: &Context<'_>) -> String {
         .filter(|e| e.safest)
         .map(|e| {
             format!(
-                "{} ({:.2}x)",
+                "{} ({})",
                 e.placement.label(names),
-                e.ratio.unwrap_or(0.0)
+                ratio(e.ratio.unwrap_or(0.0))
             )
         })
         .collect();
@@ -227,6 +252,41 @@ fn xml(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The placements of each compartment count (index 0: one compartment), each row
+/// ordered by the mean position of the coarser placements it refines (the barycentre
+/// heuristic), so edges between rows cross less.
+fn level_order(ex: &Exploration, levels: usize) -> Vec<Vec<usize>> {
+    let mut rows: Vec<Vec<usize>> = Vec::new();
+    for k in 1..=levels {
+        let mut row: Vec<usize> = (0..ex.entries.len())
+            .filter(|&i| ex.entries[i].placement.compartments() == k)
+            .collect();
+        if let Some(below) = rows.last() {
+            let slot = |i: usize| {
+                let parents: Vec<f64> = below
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &j)| {
+                        ex.entries[i]
+                            .placement
+                            .covers_down(&ex.entries[j].placement)
+                    })
+                    .map(|(x, _)| x as f64)
+                    .collect();
+                if parents.is_empty() {
+                    f64::MAX
+                } else {
+                    parents.iter().sum::<f64>() / parents.len() as f64
+                }
+            };
+            // Stable: equal barycentres keep enumeration order.
+            row.sort_by(|&a, &b| slot(a).total_cmp(&slot(b)));
+        }
+        rows.push(row);
+    }
+    rows
+}
+
 /// The Hasse diagram: one row per compartment count, NONE at the bottom and the safest
 /// (most compartments) at the top; an edge joins a placement to each one that splits
 /// one of its compartments. Green: within budget; grey: over; dashed: pruned; red:
@@ -256,9 +316,10 @@ pub fn hasse_svg(ex: &Exploration, cx: &Context<'_>) -> String {
             l.push(match (&e.outcome, e.median, e.ratio) {
                 (Outcome::Measured(_), Some(m), Some(r)) => {
                     format!(
-                        "{} {} ({r:.2}x){}",
+                        "{} {} ({}){}",
                         figure(m),
                         cx.metric.unit,
+                        ratio(r),
                         if e.safest { " \u{2605}" } else { "" }
                     )
                 }
@@ -284,15 +345,21 @@ pub fn hasse_svg(ex: &Exploration, cx: &Context<'_>) -> String {
         .map(|e| e.placement.compartments())
         .max()
         .unwrap_or(1);
-    let per_level: Vec<Vec<usize>> = (1..=levels)
-        .map(|k| {
-            (0..ex.entries.len())
-                .filter(|&i| ex.entries[i].placement.compartments() == k)
-                .collect()
-        })
-        .collect();
+    let per_level = level_order(ex, levels);
     let widest = per_level.iter().map(Vec::len).max().unwrap_or(1) as f64;
-    let width = (MARGIN * 2.0 + widest * (node_w + GAP_X)).max(640.0);
+    let title = format!(
+        "{}: placements of {} by safety (up: safer), budget {:.0}% of NONE, \u{2605} safest within it",
+        cx.workload,
+        std::path::Path::new(cx.image)
+            .file_name()
+            .map_or(cx.image.into(), |f| f.to_string_lossy()),
+        ex.budget * 100.0
+    );
+    let subtitle = format!("{} ({} run(s) each, median)", cx.describe, ex.reps);
+    let text_w = (title.chars().count() as f64 * 8.5).max(subtitle.chars().count() as f64 * 6.5);
+    let width = (MARGIN * 2.0 + widest * (node_w + GAP_X))
+        .max(MARGIN * 2.0 + text_w)
+        .max(640.0);
     let height = TITLE_H + MARGIN + levels as f64 * (node_h + GAP_Y);
     // Centre of each node.
     let mut pos = vec![(0.0, 0.0); ex.entries.len()];
@@ -311,16 +378,13 @@ pub fn hasse_svg(ex: &Exploration, cx: &Context<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{MARGIN}" y="22" font-family="sans-serif" font-size="16">{}: placements of {} ordered by safety (up: safer); budget {:.0}% of NONE; &#9733; safest within it</text>"#,
-        xml(cx.workload),
-        xml(cx.image),
-        ex.budget * 100.0
+        r#"<text x="{MARGIN}" y="22" font-family="sans-serif" font-size="15">{}</text>"#,
+        xml(&title)
     );
     let _ = writeln!(
         s,
-        r##"<text x="{MARGIN}" y="40" font-family="sans-serif" font-size="12" fill="#555">{} ({} run(s) each, median)</text>"##,
-        xml(cx.describe),
-        ex.reps
+        r##"<text x="{MARGIN}" y="40" font-family="sans-serif" font-size="12" fill="#555">{}</text>"##,
+        xml(&subtitle)
     );
     for (i, fine) in ex.entries.iter().enumerate() {
         for (j, coarse) in ex.entries.iter().enumerate() {
@@ -405,6 +469,16 @@ mod tests {
     }
 
     #[test]
+    fn ratios_keep_two_significant_digits() {
+        assert_eq!(ratio(1.0), "1.00x");
+        assert_eq!(ratio(0.456), "0.46x");
+        assert_eq!(ratio(0.039), "0.039x");
+        assert_eq!(ratio(0.0080), "0.0080x");
+        assert_eq!(ratio(0.0000123), "0.000012x");
+        assert_eq!(ratio(0.0), "0.00x");
+    }
+
+    #[test]
     fn table_rows_and_summary() {
         let (ex, names) = sample(true, 0.6);
         let t = table(&ex, &context(&names));
@@ -457,7 +531,8 @@ mod tests {
         // NONE to each of the three 2-compartment placements, each of those to the
         // all-apart one.
         assert_eq!(svg.matches("<line").count(), 6);
-        assert_eq!(svg.matches('\u{2605}').count(), 1);
+        // The star in the title, and on the one safest node.
+        assert_eq!(svg.matches(" \u{2605}</text>").count(), 1);
         assert!(svg.contains("test &lt;run&gt;"));
         assert!(svg.contains(">pruned<"));
     }

@@ -349,10 +349,13 @@ mod tests {
         (0..n).map(|i| format!("c{i}")).collect()
     }
 
+    /// A synthetic workload's figure for a placement.
+    type Figure = Box<dyn FnMut(&Placement) -> Result<f64, String>>;
+
     /// A synthetic workload: a fixed figure per placement, plus the runs it was asked
     /// for.
     struct Table {
-        figure: Box<dyn FnMut(&Placement) -> Result<f64, String>>,
+        figure: Figure,
         runs: Vec<Placement>,
     }
 

@@ -13,6 +13,7 @@
 //!   targets): a minimal ELF whose fields can be bent one at a time, to feed the monitor
 //!   bad images.
 
+mod background;
 pub mod crafted;
 pub mod fresh;
 pub mod netns;
@@ -28,6 +29,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use background::Background;
 pub use flexos_testkit::{elf, ElfBuilder, IMAGE_BASE};
 
 /// How long one monitor run may take before it is killed and the test fails. A boot of
@@ -64,6 +66,18 @@ pub fn vmm_path() -> PathBuf {
     assert!(
         path.is_file(),
         "the monitor {} is missing: run scripts/build first",
+        path.display()
+    );
+    fresh::require_fresh(&path, &path.with_extension("d"), None);
+    path
+}
+
+/// `target/release/flexos-explore`; panics if it has not been built or is stale.
+pub fn explore_path() -> PathBuf {
+    let path = repo_root().join("target/release/flexos-explore");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build first",
         path.display()
     );
     fresh::require_fresh(&path, &path.with_extension("d"), None);
@@ -324,6 +338,17 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_program_for(program, args, TIMEOUT)
+}
+
+/// [`run_program`] with a longer deadline, for programs that run many monitors (an
+/// exploration).
+#[track_caller]
+pub fn run_program_for<I, S>(program: &str, args: I, timeout: Duration) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(repo_root())
@@ -331,7 +356,7 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let command = describe(&cmd);
-    run_with_timeout(cmd, command, TIMEOUT, None)
+    run_with_timeout(cmd, command, timeout, None)
 }
 
 /// Fails the test, naming the package to install, when `tool` is not on PATH.

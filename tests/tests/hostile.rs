@@ -1,14 +1,11 @@
 //! A guest (or its environment) working against the monitor: console output meant to
 //! exhaust memory or drive the terminal, signals, and a stderr nobody reads.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::{Command, Stdio};
 
 use flexos_e2e::{
-    hello, image, repo_root, require_kvm, vmm_path, TempDir, EXIT_CRASH, HELLO_LINE, TIMEOUT,
+    hello, image, require_kvm, vmm_path, Background, TempDir, EXIT_CRASH, HELLO_LINE,
 };
 
 /// Guest bytes on one console line before it is broken (vmm/src/console.rs).
@@ -53,7 +50,7 @@ fn a_line_without_end_does_not_grow_the_monitor() {
         false,
     );
     run.wait_for("hello: spinning");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", run.child.id()))
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.pid()))
         .expect("cannot read the monitor's /proc status");
     let peak_kib: u64 = status
         .lines()
@@ -110,90 +107,6 @@ fn a_character_split_across_console_writes_stays_whole() {
             r"cut: \xe2\x82x",
         ])
         .assert_stderr_empty();
-}
-
-/// A monitor run in the background, to be signalled mid-run.
-struct Background {
-    child: Child,
-    /// Lines of the stream being watched, as they arrive.
-    lines: mpsc::Receiver<String>,
-    /// The other stream, collected to its end.
-    rest: thread::JoinHandle<String>,
-}
-
-impl Background {
-    /// Starts the monitor with `args`; `watch_stderr` picks the stream to watch.
-    fn start(args: &[&str], watch_stderr: bool) -> Background {
-        require_kvm();
-        let mut child = Command::new(vmm_path())
-            .args(args)
-            .current_dir(repo_root())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the monitor");
-        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
-        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        let (watched, other) = if watch_stderr { (err, out) } else { (out, err) };
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(watched).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let rest = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(other).read_to_string(&mut text);
-            text
-        });
-        Background { child, lines, rest }
-    }
-
-    /// Waits until the watched stream prints `want`; panics if it ends first.
-    fn wait_for(&self, want: &str) {
-        self.wait_until(|line| line == want, want);
-    }
-
-    /// Waits for a line that satisfies `ok` (described by `what`).
-    fn wait_until(&self, ok: impl Fn(&str) -> bool, what: &str) {
-        loop {
-            match self.lines.recv_timeout(TIMEOUT) {
-                Ok(line) if ok(&line) => return,
-                Ok(_) => {}
-                Err(e) => panic!("no line {what:?} from the monitor: {e}"),
-            }
-        }
-    }
-
-    /// Sends `signal` (a `kill` name) and returns the exit status, the rest of the
-    /// watched stream and the other stream.
-    fn signal(self, signal: &str) -> (i32, Vec<String>, String) {
-        let pid = self.child.id().to_string();
-        let kill = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("cannot run kill");
-        assert!(kill.success());
-        let (tx, rx) = mpsc::channel();
-        let mut child = self.child;
-        thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        let status = rx
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("the monitor did not end after SIG{signal}"))
-            .expect("wait failed");
-        let rest: Vec<String> = self.lines.iter().collect();
-        let other = self.rest.join().unwrap();
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("killed by the signal instead of exiting: {status}"));
-        (code, rest, other)
-    }
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! client's address, the monitor's device on it) and removes at the end, on errors
 //! and on SIGINT/SIGTERM: nothing is routed to or from the host's own namespace.
 
+use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{check_exit, require_tool, wait_error, Knobs, Target, Workload};
@@ -55,18 +56,21 @@ impl Iperf {
     }
 }
 
-/// Runs `ip ARGS`; an error carries its stderr.
+/// Runs `ip ARGS`; an error carries its stderr. Not through [`process::run`]: the
+/// namespace must also go after a stop request, which that wait honours at once.
 fn ip(args: &[&str]) -> Result<(), String> {
-    let mut cmd = Command::new("ip");
-    cmd.args(args);
-    let done = process::run(cmd, "ip", Duration::from_secs(30)).map_err(wait_error)?;
+    let done = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
     if done.status.success() {
         Ok(())
     } else {
         Err(format!(
             "`ip {}` failed: {}",
             args.join(" "),
-            done.stderr.join(" ")
+            String::from_utf8_lossy(&done.stderr).trim()
         ))
     }
 }
@@ -162,7 +166,8 @@ impl Workload for Iperf {
         if let Some(ns) = self.netns.take() {
             // The tap goes with its namespace.
             if let Err(e) = ip(&["netns", "delete", &ns]) {
-                eprintln!("flexos-explore: warning: {e}");
+                // A closed stderr loses the warning, nothing else.
+                let _ = writeln!(std::io::stderr(), "flexos-explore: warning: {e}");
             }
         }
     }

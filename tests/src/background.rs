@@ -1,0 +1,104 @@
+//! A program run in the background, to be signalled mid-run: the test waits for a line
+//! that says the moment has come (an event, not a sleep), then sends the signal.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use crate::{repo_root, require_kvm, vmm_path, TIMEOUT};
+
+/// A monitor run in the background, to be signalled mid-run.
+pub struct Background {
+    child: Child,
+    /// Lines of the stream being watched, as they arrive.
+    lines: mpsc::Receiver<String>,
+    /// The other stream, collected to its end.
+    rest: thread::JoinHandle<String>,
+}
+
+impl Background {
+    /// Starts the monitor with `args`; `watch_stderr` picks the stream to watch.
+    pub fn start(args: &[&str], watch_stderr: bool) -> Background {
+        require_kvm();
+        Self::start_program(&vmm_path(), args, watch_stderr)
+    }
+
+    /// Starts `program` (a binary this repository built) with `args`.
+    pub fn start_program(program: &Path, args: &[&str], watch_stderr: bool) -> Background {
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(repo_root())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let (watched, other) = if watch_stderr { (err, out) } else { (out, err) };
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(watched).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let rest = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(other).read_to_string(&mut text);
+            text
+        });
+        Background { child, lines, rest }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the watched stream prints `want`; panics if it ends first.
+    pub fn wait_for(&self, want: &str) {
+        self.wait_until(|line| line == want, want);
+    }
+
+    /// Waits for a line that satisfies `ok` (described by `what`).
+    pub fn wait_until(&self, ok: impl Fn(&str) -> bool, what: &str) {
+        loop {
+            match self.lines.recv_timeout(TIMEOUT) {
+                Ok(line) if ok(&line) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line {what:?} from the program: {e}"),
+            }
+        }
+    }
+
+    /// Sends `signal` (a `kill` name) and returns the exit status, the rest of the
+    /// watched stream and the other stream.
+    pub fn signal(self, signal: &str) -> (i32, Vec<String>, String) {
+        let pid = self.child.id().to_string();
+        let kill = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("cannot run kill");
+        assert!(kill.success());
+        let (tx, rx) = mpsc::channel();
+        let mut child = self.child;
+        thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("the program did not end after SIG{signal}"))
+            .expect("wait failed");
+        let rest: Vec<String> = self.lines.iter().collect();
+        let other = self.rest.join().unwrap();
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("killed by the signal instead of exiting: {status}"));
+        (code, rest, other)
+    }
+}
