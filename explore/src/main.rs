@@ -12,7 +12,7 @@ use flexos_explore::filter::Filter;
 use flexos_explore::partition::Placement;
 use flexos_explore::process::{install_stop_handlers, stop_requested};
 use flexos_explore::report::{self, figure, Context};
-use flexos_explore::search::{explore, Measure, Progress, Settings};
+use flexos_explore::search::{explore, Exploration, Measure, Metric, Progress, Settings};
 use flexos_explore::workload::{self, Knobs, Target, Workload};
 use flexos_vmm::image::Image;
 use flexos_vmm::placement::Catalog;
@@ -63,6 +63,10 @@ struct Cli {
     /// refinement is never faster).
     #[arg(long)]
     prune: bool,
+    /// Explore twice, every placement then with --prune, and report whether pruning
+    /// measured fewer placements and named the same safest set.
+    #[arg(long, conflicts_with = "prune")]
+    compare_prune: bool,
     /// Measure only these placements (repeatable; NONE is added).
     #[arg(long = "only", value_name = "SPEC")]
     only: Vec<String>,
@@ -307,7 +311,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         placements.len(),
         cli.reps,
         cli.budget * 100.0,
-        if cli.prune { ", pruning" } else { "" }
+        if cli.compare_prune {
+            ", twice: every placement, then pruning"
+        } else if cli.prune {
+            ", pruning"
+        } else {
+            ""
+        }
     );
     say_err!("flexos-explore: one run: {describe}");
     if let Err(e) = workload.prepare(&target) {
@@ -321,18 +331,88 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         names: &names,
         catalog_check: catalog,
     };
-    let started = Instant::now();
-    let settings = Settings {
-        metric,
-        reps: cli.reps,
-        budget: cli.budget,
-        prune: cli.prune,
+    let passes: &[bool] = if cli.compare_prune {
+        &[false, true]
+    } else if cli.prune {
+        &[true]
+    } else {
+        &[false]
     };
-    let result = explore(
-        placements,
-        settings,
-        &mut runner,
-        |p: Progress<'_>| {
+    let mut done = Vec::new();
+    for &prune in passes {
+        if cli.compare_prune {
+            say_out!(
+                "== {} ==",
+                if prune {
+                    "with --prune"
+                } else {
+                    "every placement"
+                }
+            );
+        }
+        let pass = Pass {
+            cli: &cli,
+            names: &names,
+            image: &image,
+            out_dir: &out_dir,
+            describe: &describe,
+            name,
+            metric,
+            prune,
+            suffix: if cli.compare_prune && prune {
+                "-pruned"
+            } else {
+                ""
+            },
+        };
+        match pass.run(&mut runner, placements.clone()) {
+            Ok(ex) => done.push(ex),
+            Err(e) => {
+                runner.cleanup();
+                return Err(e);
+            }
+        }
+    }
+    runner.cleanup();
+    if let [full, pruned] = &done[..] {
+        say_out!("{}", report::prune_check(full, pruned, &names));
+    }
+    let failed = done
+        .iter()
+        .flat_map(|ex| &ex.entries)
+        .any(|e| matches!(e.outcome, flexos_explore::search::Outcome::Failed(_)));
+    Ok(u8::from(failed))
+}
+
+/// One exploration over the selected placements, reported and written out.
+struct Pass<'a> {
+    cli: &'a Cli,
+    names: &'a [String],
+    image: &'a Path,
+    out_dir: &'a Path,
+    describe: &'a str,
+    name: &'static str,
+    metric: Metric,
+    prune: bool,
+    /// Added to the output files' stem (`<workload><suffix>.json`).
+    suffix: &'static str,
+}
+
+impl Pass<'_> {
+    fn run(
+        &self,
+        runner: &mut Runner<'_>,
+        placements: Vec<Placement>,
+    ) -> Result<Exploration, Fail> {
+        let (names, reps, metric) = (self.names, self.cli.reps, self.metric);
+        let started = Instant::now();
+        let settings = Settings {
+            metric,
+            reps,
+            budget: self.cli.budget,
+            prune: self.prune,
+        };
+        let progress = |p: Progress<'_>| {
             let elapsed = started.elapsed().as_secs_f64();
             let left = elapsed / p.done as f64 * p.left as f64;
             let what = match p.result {
@@ -340,48 +420,43 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
             };
             say_err!(
-                "flexos-explore: [{}/{}] {} run {}/{}: {what}  ({} elapsed, ~{} left)",
+                "flexos-explore: [{}/{}] {} run {}/{reps}: {what}  ({} elapsed, ~{} left)",
                 p.done,
                 p.done + p.left,
-                p.placement.label(&names),
+                p.placement.label(names),
                 p.rep + 1,
-                cli.reps,
                 clock(elapsed),
                 clock(left)
             );
-        },
-        &names,
-    );
-    runner.cleanup();
-    let ex = result.map_err(|e| Fail(1, e.to_string()))?;
-    let image_text = image.display().to_string();
-    let cx = Context {
-        workload: name,
-        describe: &describe,
-        image: &image_text,
-        names: &names,
-        metric,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    write_out(&report::table(&ex, &cx));
-    let json_path = out_dir.join(format!("{name}.json"));
-    let svg_path = out_dir.join(format!("{name}.svg"));
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text)
-            .map_err(|e| Fail(73, format!("cannot write {}: {e}", path.display())))
-    };
-    let json = serde_json::to_string_pretty(&report::json(&ex, &cx)).expect("plain values");
-    write(&json_path, json + "\n")?;
-    write(&svg_path, report::hasse_svg(&ex, &cx))?;
-    say_out!(
-        "took {}; wrote {} and {}",
-        clock(cx.seconds),
-        json_path.display(),
-        svg_path.display()
-    );
-    let failed = ex
-        .entries
-        .iter()
-        .any(|e| matches!(e.outcome, flexos_explore::search::Outcome::Failed(_)));
-    Ok(u8::from(failed))
+        };
+        let ex = explore(placements, settings, runner, progress, names)
+            .map_err(|e| Fail(1, e.to_string()))?;
+        let image_text = self.image.display().to_string();
+        let cx = Context {
+            workload: self.name,
+            describe: self.describe,
+            image: &image_text,
+            names,
+            metric,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        write_out(&report::table(&ex, &cx));
+        let stem = format!("{}{}", self.name, self.suffix);
+        let json_path = self.out_dir.join(format!("{stem}.json"));
+        let svg_path = self.out_dir.join(format!("{stem}.svg"));
+        let write = |path: &Path, text: String| {
+            std::fs::write(path, text)
+                .map_err(|e| Fail(73, format!("cannot write {}: {e}", path.display())))
+        };
+        let json = serde_json::to_string_pretty(&report::json(&ex, &cx)).expect("plain values");
+        write(&json_path, json + "\n")?;
+        write(&svg_path, report::hasse_svg(&ex, &cx))?;
+        say_out!(
+            "took {}; wrote {} and {}",
+            clock(cx.seconds),
+            json_path.display(),
+            svg_path.display()
+        );
+        Ok(ex)
+    }
 }

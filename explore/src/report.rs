@@ -186,6 +186,39 @@ pub fn table(ex: &Exploration, cx: &Context<'_>) -> String {
     s
 }
 
+/// The verdict of `--compare-prune`: how much pruning saved against the full run, and
+/// whether both named the same safest placements.
+pub fn prune_check(full: &Exploration, pruned: &Exploration, names: &[String]) -> String {
+    let safest = |ex: &Exploration| -> Vec<String> {
+        ex.entries
+            .iter()
+            .filter(|e| e.safest)
+            .map(|e| e.placement.label(names))
+            .collect()
+    };
+    let measured = pruned
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.outcome, Outcome::Pruned { .. }))
+        .count();
+    let (a, b) = (safest(full), safest(pruned));
+    format!(
+        "pruning check: with --prune measured {measured} of {} placements ({} runs instead of {}); \
+         safest set {} ({}); hypothesis held on {} of {} pairs of the full run",
+        pruned.entries.len(),
+        pruned.runs,
+        full.runs,
+        if a == b { "the same" } else { "DIFFERENT" },
+        if a == b {
+            a.join(", ")
+        } else {
+            format!("every placement: {}; pruned: {}", a.join(", "), b.join(", "))
+        },
+        full.pairs_checked - full.violations.len(),
+        full.pairs_checked
+    )
+}
+
 /// Everything, machine-readable.
 pub fn json(ex: &Exploration, cx: &Context<'_>) -> Value {
     let names = cx.names;
@@ -466,6 +499,21 @@ mod tests {
             metric: METRIC,
             seconds: 1.0,
         }
+    }
+
+    #[test]
+    fn prune_check_compares_the_safest_sets() {
+        let (full, names) = sample(false, 0.6);
+        let (pruned, _) = sample(true, 0.6);
+        assert_eq!(
+            prune_check(&full, &pruned, &names),
+            "pruning check: with --prune measured 4 of 5 placements (8 runs instead of 10); \
+             safest set the same (app,net,netdev); hypothesis held on 7 of 7 pairs of the full run"
+        );
+        let (looser, _) = sample(true, 0.5);
+        assert!(prune_check(&full, &looser, &names).contains(
+            "safest set DIFFERENT (every placement: app,net,netdev; pruned: app,net|netdev, app,netdev|net, app|net,netdev)"
+        ));
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn gatebench_every_placement_then_pruned_names_the_same_safest_set() {
         .map(|k| table.iter().filter(|r| r[1] == k.to_string()).count())
         .collect();
     assert_eq!(per_count, [1, 7, 6, 1]);
-    assert!(line_starting(&full, "measured all 15 placements (30 runs)").len() > 0);
+    line_starting(&full, "measured all 15 placements (30 runs)");
     // A progress line per run, counting to 30.
     let progress: Vec<&str> = full
         .stderr
@@ -125,26 +125,44 @@ fn gatebench_every_placement_then_pruned_names_the_same_safest_set() {
         assert!(summary.contains(s.as_str()), "{summary}");
     }
 
-    let (pruned, pjson) = explore(&[&args[..], &["--prune"]].concat(), &dir, "gatebench");
-    pruned.assert_status(0);
-    assert_eq!(safest(&pjson), full_safest, "{pruned:?}");
+    // Both passes in one command: every placement, then pruned.
+    let (both, _) = explore(
+        &[&args[..], &["--compare-prune"]].concat(),
+        &dir,
+        "gatebench",
+    );
+    both.assert_status(0);
+    let pjson: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("gatebench-pruned.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pjson["prune"], true);
+    assert_eq!(safest(&pjson), full_safest, "{both:?}");
     let measured = pjson["placements"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| p["outcome"] == "measured")
         .count();
-    assert!(measured < 15, "pruning measured all 15\n{pruned:?}");
+    assert!(measured < 15, "pruning measured all 15\n{both:?}");
     let saved = pjson["runs_saved"].as_u64().unwrap();
     assert_eq!(saved, (15 - measured as u64) * 2);
-    assert!(line_starting(
-        &pruned,
+    line_starting(
+        &both,
         &format!(
             "pruning: measured {measured} of 15 placements ({} runs), saved {saved} runs",
             measured * 2
-        )
-    )
-    .contains("saved"));
+        ),
+    );
+    let check = line_starting(
+        &both,
+        &format!(
+            "pruning check: with --prune measured {measured} of 15 placements ({} runs instead of 30); safest set the same ({})",
+            measured * 2,
+            full_safest.join(", ")
+        ),
+    );
+    assert!(check.contains("pairs of the full run"), "{check}");
     for p in pjson["placements"].as_array().unwrap() {
         if p["outcome"] == "pruned" {
             assert_eq!(p["within_budget"], false);
@@ -194,11 +212,10 @@ fn a_placement_that_fails_is_reported_and_the_others_still_measured() {
         .collect();
     assert_eq!(failed.len(), 1, "{out:?}");
     assert_eq!(failed[0][0], "bench,callee,relay1|relay2");
-    let why = line_starting(
+    line_starting(
         &out,
         "FAILED bench,callee,relay1|relay2: flexos-vmm exited with exit status: 70",
     );
-    assert!(why.len() > 0);
     assert!(
         out.stdout.contains("wrapper: this placement crashes"),
         "{out:?}"
