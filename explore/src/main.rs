@@ -404,7 +404,7 @@ impl Pass<'_> {
         runner: &mut Runner<'_>,
         placements: Vec<Placement>,
     ) -> Result<Exploration, Fail> {
-        let (names, reps, metric) = (self.names, self.cli.reps, self.metric);
+        let (names, reps, metric, prune) = (self.names, self.cli.reps, self.metric, self.prune);
         let started = Instant::now();
         let settings = Settings {
             metric,
@@ -419,9 +419,12 @@ impl Pass<'_> {
                 Ok(v) => format!("{} {}", figure(*v), metric.unit),
                 Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
             };
+            // With pruning the runs left are an upper bound: a level's results may
+            // prune later placements.
             say_err!(
-                "flexos-explore: [{}/{}] {} run {}/{reps}: {what}  ({} elapsed, ~{} left)",
+                "flexos-explore: [{}/{}{}] {} run {}/{reps}: {what}  ({} elapsed, ~{} left)",
                 p.done,
+                if prune { "<=" } else { "" },
                 p.done + p.left,
                 p.placement.label(names),
                 p.rep + 1,

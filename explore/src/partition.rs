@@ -355,6 +355,25 @@ mod tests {
     }
 
     #[test]
+    fn random_specs_never_panic_and_parse_to_what_they_say() {
+        let n = names(&["app", "net", "netdev", "x"]);
+        let pieces = [
+            "app", "net", "netdev", "x", "y", ",", "|", " ", "||", ",,", "",
+        ];
+        let mut rng = flexos_testkit::Rng::new(7);
+        for _ in 0..20_000 {
+            let spec: String = (0..rng.below(12))
+                .map(|_| pieces[rng.index(pieces.len())])
+                .collect();
+            if let Ok(p) = Placement::parse(&spec, &n) {
+                // Whatever was accepted names every component once: its label parses
+                // back to the same placement.
+                assert_eq!(Placement::parse(&p.label(&n), &n), Ok(p), "{spec:?}");
+            }
+        }
+    }
+
+    #[test]
     fn config_names_compartments_after_their_first_component() {
         let n = names(&["app", "net", "netdev"]);
         let p = Placement::parse("app,netdev|net", &n).unwrap();

@@ -178,7 +178,17 @@ pub fn explore(
                 if outcomes[i].is_some() {
                     continue; // failed in an earlier round
                 }
-                let result = measure.measure(&placements[i], rep);
+                // A figure comes from a guest's or a client's output: one that cannot
+                // be a throughput or a time fails the run instead of poisoning ratios.
+                let result = measure.measure(&placements[i], rep).and_then(|f| {
+                    if f.is_finite() && f > 0.0 {
+                        Ok(f)
+                    } else {
+                        Err(format!(
+                            "the run reported {f}, which is not a positive figure"
+                        ))
+                    }
+                });
                 runs += 1;
                 let left = planned_runs(&placements, &outcomes, level, &todo, rep, i, settings);
                 progress(Progress {
@@ -588,6 +598,19 @@ mod tests {
         // The failed one ran once; the other four three times each.
         assert_eq!(runs.len(), 1 + 4 * 3);
         assert!(ex.entries.last().unwrap().safest);
+    }
+
+    #[test]
+    fn an_implausible_figure_fails_the_placement() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let (ex, _) = run(2, settings(0.5, false), move |p| {
+                Ok(if p.compartments() == 2 { bad } else { 1.0 })
+            });
+            match &ex.entries[1].outcome {
+                Outcome::Failed(why) => assert!(why.contains("not a positive figure"), "{why}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
