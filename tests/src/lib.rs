@@ -59,22 +59,10 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/release/flexos-vmm`; panics if it has not been built or is older than a
-/// source it is built from (see [`fresh`]).
-pub fn vmm_path() -> PathBuf {
-    let path = repo_root().join("target/release/flexos-vmm");
-    assert!(
-        path.is_file(),
-        "the monitor {} is missing: run scripts/build first",
-        path.display()
-    );
-    fresh::require_fresh(&path, &path.with_extension("d"), None);
-    path
-}
-
-/// `target/release/flexos-explore`; panics if it has not been built or is stale.
-pub fn explore_path() -> PathBuf {
-    let path = repo_root().join("target/release/flexos-explore");
+/// `target/release/<name>`, a binary `scripts/build` makes; panics if it has not been
+/// built or is older than a source it is built from (see [`fresh`]).
+fn release_binary(name: &str) -> PathBuf {
+    let path = repo_root().join("target/release").join(name);
     assert!(
         path.is_file(),
         "{} is missing: run scripts/build first",
@@ -82,6 +70,16 @@ pub fn explore_path() -> PathBuf {
     );
     fresh::require_fresh(&path, &path.with_extension("d"), None);
     path
+}
+
+/// `target/release/flexos-vmm` (see [`release_binary`]).
+pub fn vmm_path() -> PathBuf {
+    release_binary("flexos-vmm")
+}
+
+/// `target/release/flexos-explore` (see [`release_binary`]).
+pub fn explore_path() -> PathBuf {
+    release_binary("flexos-explore")
 }
 
 /// `target/images/<app>.elf`; panics if it has not been built or is older than a source

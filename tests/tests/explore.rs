@@ -405,6 +405,15 @@ fn bad_input_is_a_clear_error() {
         assert_eq!(out.stderr.trim_end(), message, "{out:?}");
         assert!(json.is_null());
     }
+    // gatebench checks its case name itself: the baseline run fails with its list.
+    let (out, json) = explore(
+        &["--workload", "gatebench", "--case", "chain"],
+        &dir,
+        "gatebench",
+    );
+    out.assert_status(1);
+    assert!(json.is_null());
+    out.assert_stderr_contains("gatebench: unknown case=chain (cases: function-call, ");
     // A missing --workload is a usage error too (64, as the monitor's).
     let (out, _) = explore(&[], &dir, "gatebench");
     out.assert_status(64);
