@@ -157,17 +157,24 @@ pub fn table(ex: &Exploration, cx: &Context<'_>) -> String {
             ex.runs
         );
     }
-    let _ = writeln!(
-        s,
-        "hypothesis \"a refinement is never faster\": held on {} of {} measured pairs{}",
-        ex.pairs_checked - ex.violations.len(),
-        ex.pairs_checked,
-        if ex.pruned {
-            " (pruned placements are not checked)"
-        } else {
-            ""
-        }
-    );
+    if ex.reps < 2 {
+        let _ = writeln!(
+            s,
+            "hypothesis \"a refinement is never faster\": not checked (one run per placement gives no noise to judge by; use --reps 2 or more)"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "hypothesis \"a refinement is never faster\": held on {} of {} measured pairs{}",
+            ex.pairs_checked - ex.violations.len(),
+            ex.pairs_checked,
+            if ex.pruned {
+                " (pruned placements are not checked)"
+            } else {
+                ""
+            }
+        );
+    }
     for v in &ex.violations {
         let _ = writeln!(
             s,

@@ -95,7 +95,8 @@ pub struct Exploration {
     /// Runs made, and runs pruning saved.
     pub runs: usize,
     pub runs_saved: usize,
-    /// Measured pairs (finer, coarser) with the finer one a strict refinement.
+    /// Measured pairs (finer, coarser) with the finer one a strict refinement (none
+    /// with one repetition: a single run has no noise to judge "faster" against).
     pub pairs_checked: usize,
     pub violations: Vec<Violation>,
 }
@@ -252,7 +253,12 @@ pub fn explore(
                 j != i && e.within_budget && e.placement.strictly_refines(&entries[i].placement)
             });
     }
-    let (pairs_checked, violations) = check_hypothesis(&entries, settings.metric);
+    // One run per placement says nothing about noise: no verdict then.
+    let (pairs_checked, violations) = if settings.reps >= 2 {
+        check_hypothesis(&entries, settings.metric)
+    } else {
+        (0, Vec::new())
+    };
     Ok(Exploration {
         entries,
         baseline,
@@ -564,6 +570,16 @@ mod tests {
         .unwrap();
         assert_eq!(ex.pairs_checked, 1);
         assert!(ex.violations.is_empty());
+    }
+
+    #[test]
+    fn one_run_per_placement_checks_no_pairs() {
+        let s = Settings {
+            reps: 1,
+            ..settings(0.5, false)
+        };
+        let (ex, _) = run(3, s, |p| Ok(p.compartments() as f64));
+        assert_eq!((ex.pairs_checked, ex.violations.len()), (0, 0));
     }
 
     #[test]
