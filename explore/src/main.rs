@@ -84,6 +84,10 @@ struct Cli {
     /// target directory).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// A guest argument added to every run (repeatable), e.g. gate.spin=5000 to see a
+    /// kernel knob's effect on every placement.
+    #[arg(long = "guest-arg", value_name = "ARG")]
+    guest_args: Vec<String>,
     /// List the placements the filters select, and the runs they would take, then exit.
     #[arg(long)]
     dry_run: bool,
@@ -300,9 +304,18 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         vmm,
         image: image.clone(),
         scratch,
+        guest_args: cli.guest_args.clone(),
     };
     let metric = workload.metric();
-    let describe = workload.describe();
+    let describe = if cli.guest_args.is_empty() {
+        workload.describe()
+    } else {
+        format!(
+            "{}; every run with guest arguments {}",
+            workload.describe(),
+            cli.guest_args.join(" ")
+        )
+    };
     let name = workload.name();
     say_err!(
         "flexos-explore: {name} on {} (components {}): {} placement(s) x {} run(s), budget {:.0}% of NONE{}",

@@ -125,8 +125,8 @@ pub mod slot;
 
 pub use arena::{Arena, ARENA_WORDS, MAX_BLOCKS, MIN_BLOCK};
 pub use endpoint::{
-    Background, Dispatch, Endpoint, IdlePolicy, Platform, Stats, DEFAULT_SLEEP_US,
-    DEFAULT_SPIN_ROUNDS, MAX_INTERFACES,
+    Background, Dispatch, Endpoint, IdlePolicy, Platform, Stats, DEDICATED_SPIN_ROUNDS,
+    DEFAULT_SLEEP_US, DEFAULT_SPIN_ROUNDS, MAX_INTERFACES,
 };
 pub use error::{GateError, LayoutError};
 pub use flexos_abi::MAX_COMPARTMENTS;

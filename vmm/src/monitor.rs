@@ -110,6 +110,9 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
     // (in-flight requests finish, the disk file is closed before the process exits).
     let mut devices = Vec::new();
     let mut compartments = Vec::with_capacity(count as usize);
+    // The CPUs of this process's affinity mask (what `taskset` leaves), not the machine's.
+    let host_cpus = std::thread::available_parallelism()
+        .map_or(0, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     for (id, plan) in (0u32..).zip(&run.placement.compartments) {
         let spec = CompartmentSpec {
             id,
@@ -120,6 +123,7 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             guest_args: run.guest_args.clone(),
             timings: run.timings,
             windows: windows.clone(),
+            host_cpus,
         };
         let mut comp = Compartment::create(kvm, spec, &run.image, &run.plan, &shared, &doorbells)?;
         if let Some(disk) = run.disk.take_if(|d| d.window.owner == id) {

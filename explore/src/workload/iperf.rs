@@ -123,16 +123,13 @@ impl Workload for Iperf {
 
     fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String> {
         let mut vmm = self.in_ns(&target.vmm);
-        vmm.arg("--config")
-            .arg(config)
-            .args(["--net", &format!("tap={TAP}")])
-            .arg(&target.image)
-            .args([
-                "--".to_string(),
-                format!("ip={SERVER_IP}/24"),
-                format!("recv={}", self.recv),
-                "count=1".to_string(),
-            ]);
+        let tap = format!("tap={TAP}");
+        let guest_args = [
+            format!("ip={SERVER_IP}/24"),
+            format!("recv={}", self.recv),
+            "count=1".to_string(),
+        ];
+        vmm.args(target.vmm_args(config, &["--net", &tap], &guest_args));
         let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
         if !guest
             .wait_for("iperf: listening", Duration::from_secs(60))

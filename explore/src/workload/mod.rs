@@ -9,6 +9,7 @@ mod gatebench;
 mod iperf;
 mod sqlite;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -38,22 +39,36 @@ pub struct Knobs {
 }
 
 /// What a run needs: the monitor, the image, a scratch directory of the exploration's
-/// own (removed at its end).
+/// own (removed at its end), and guest arguments the user adds to every run.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub vmm: PathBuf,
     pub image: PathBuf,
     pub scratch: PathBuf,
+    /// Appended to the workload's own guest arguments (`--guest-arg`, e.g. a kernel
+    /// knob such as `gate.spin=N` whose effect on every placement is the question).
+    pub guest_args: Vec<String>,
 }
 
 impl Target {
-    /// `flexos-vmm --config CONFIG [extra...] IMAGE -- guest_args...`
+    /// The monitor's arguments: `--config CONFIG [extra...] IMAGE -- guest_args...`
+    /// with the user's guest arguments last.
+    pub fn vmm_args(&self, config: &Path, extra: &[&str], guest_args: &[String]) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--config".into(), config.into()];
+        args.extend(extra.iter().map(OsString::from));
+        args.push(self.image.clone().into());
+        let guest: Vec<&String> = guest_args.iter().chain(&self.guest_args).collect();
+        if !guest.is_empty() {
+            args.push("--".into());
+            args.extend(guest.into_iter().map(OsString::from));
+        }
+        args
+    }
+
+    /// `flexos-vmm` with [`Self::vmm_args`].
     pub fn vmm_command(&self, config: &Path, extra: &[&str], guest_args: &[String]) -> Command {
         let mut cmd = Command::new(&self.vmm);
-        cmd.arg("--config").arg(config).args(extra).arg(&self.image);
-        if !guest_args.is_empty() {
-            cmd.arg("--").args(guest_args);
-        }
+        cmd.args(self.vmm_args(config, extra, guest_args));
         cmd
     }
 }
@@ -181,6 +196,36 @@ mod tests {
         assert_eq!(field(&v, "seconds").unwrap(), 3.5);
         assert!(field(&v, "gbps").unwrap_err().contains("no number 'gbps'"));
         assert!(bench_line(&out, "iperf").is_none());
+    }
+
+    #[test]
+    fn the_users_guest_arguments_come_last() {
+        let target = Target {
+            vmm: "vmm".into(),
+            image: "img.elf".into(),
+            scratch: "/tmp".into(),
+            guest_args: vec!["gate.spin=9".into()],
+        };
+        let args = target.vmm_args(Path::new("p.toml"), &["--disk", "d.img"], &["bench".into()]);
+        assert_eq!(
+            args,
+            [
+                "--config",
+                "p.toml",
+                "--disk",
+                "d.img",
+                "img.elf",
+                "--",
+                "bench",
+                "gate.spin=9"
+            ]
+            .map(OsString::from)
+        );
+        let bare = Target {
+            guest_args: Vec::new(),
+            ..target
+        };
+        assert_eq!(bare.vmm_args(Path::new("p.toml"), &[], &[]).len(), 3);
     }
 
     #[test]

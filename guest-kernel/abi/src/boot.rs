@@ -83,7 +83,11 @@ pub struct BootInfo {
     pub placement: [u8; MAX_COMPONENTS],
     /// Number of valid entries in `devices`.
     pub device_count: u32,
-    pub reserved: u32,
+    /// Host CPUs the monitor's threads may run on (0: unknown). With fewer CPUs than
+    /// compartments a waiting compartment's spin takes a CPU from the peer it waits
+    /// for, so the guest spins for less before it sleeps (rpc-shm's
+    /// `IdlePolicy::for_host`).
+    pub host_cpus: u32,
     /// The devices this compartment owns (the monitor attaches a device to the
     /// compartment hosting its driver component).
     pub devices: [DeviceInfo; MAX_DEVICES],
@@ -115,7 +119,7 @@ impl BootInfo {
             args_len: 0,
             placement: [0; MAX_COMPONENTS],
             device_count: 0,
-            reserved: 0,
+            host_cpus: 0,
             devices: [DeviceInfo {
                 kind: 0,
                 reserved: 0,

@@ -53,6 +53,7 @@ pub(super) fn write(
     info.shared_size = layout.shared_size;
     info.tsc_khz = tsc_khz;
     info.tsc_at_start = tsc_now;
+    info.host_cpus = spec.host_cpus;
     info.argc = count_u32(spec.guest_args.len(), "guest arguments")?;
     info.args_addr = BOOT_INFO_ADDR + header;
     info.args_len = args.len() as u64;
@@ -110,6 +111,7 @@ mod tests {
                 Window::new(0, DEVICE_NET, 0),
                 Window::new(1, DEVICE_BLOCK, 1),
             ]),
+            host_cpus: 6,
         };
         let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, shared.mappings(1), 2 << 20);
         write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
@@ -118,6 +120,7 @@ mod tests {
         assert_eq!(info.magic, flexos_abi::BOOT_MAGIC);
         assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
         assert_eq!(info.name(), "net");
+        assert_eq!(info.host_cpus, 6);
         assert_eq!(&info.placement[..3], &[0, 1, 1]);
         // Only its own device, at the run's window for it.
         assert_eq!(

@@ -57,6 +57,8 @@ pub struct CompartmentSpec {
     /// Every device window of the run (the owner's boot info lists its own; the others
     /// name a stray access in a report).
     pub windows: Arc<Vec<Window>>,
+    /// Host CPUs this process may run on (0: unknown), for the guest's idle policy.
+    pub host_cpus: u32,
 }
 
 /// How a compartment's run ended.

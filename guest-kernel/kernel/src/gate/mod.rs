@@ -146,15 +146,17 @@ pub(crate) fn init(info: &'static BootInfo) {
     endpoint.mark_ready();
 }
 
-/// How long an idle compartment spins before it sleeps: rpc-shm's default, or
-/// `gate.spin=N` rounds from the guest arguments (for experiments).
+/// How long an idle compartment spins before it sleeps: longer when every compartment
+/// can have a host CPU of its own, the default otherwise (rpc-shm's
+/// `IdlePolicy::for_host`, with the measurements), or `gate.spin=N` rounds from the
+/// guest arguments (for experiments).
 ///
-/// Measured with 3 and 4 compartments on this 2-core host (gatebench, 20k calls): fewer
-/// rounds than the default make every case slower, not faster, because a sleep and its
+/// Fewer rounds than the default do not help an overcommitted host either (gatebench,
+/// 3 and 4 compartments on 2 CPUs: every case slower), because a sleep and its
 /// doorbell wake-up (~50 us) cost more than waiting for the host scheduler to run the
-/// peer. So there is deliberately no "overcommitted" special case.
+/// peer.
 fn idle_policy(info: &BootInfo) -> IdlePolicy {
-    let mut policy = IdlePolicy::default();
+    let mut policy = IdlePolicy::for_host(info.compartment_count, info.host_cpus);
     if let Some(text) = Args::from_boot(info).get("gate.spin") {
         match text.parse() {
             Ok(rounds) => policy.spin_rounds = rounds,
