@@ -100,7 +100,7 @@ pub enum VmmError {
     },
 
     #[error(transparent)]
-    Debug(#[from] crate::debug::DebugError),
+    Debug(#[from] crate::debug::error::DebugError),
 
     #[error("cannot start a vCPU thread: {0}")]
     VcpuThread(#[source] std::io::Error),
@@ -162,7 +162,7 @@ impl VmmError {
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_)
-            | VmmError::Debug(crate::debug::DebugError::KickHandler(_)) => EXIT_KVM,
+            | VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
             VmmError::Debug(_) => EXIT_USAGE,
         }
     }
