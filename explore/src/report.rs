@@ -18,6 +18,9 @@ pub struct Context<'a> {
     pub seconds: f64,
 }
 
+/// NONE's drift (end against start) beyond which the summary warns.
+const DRIFT_WARNING: f64 = 0.10;
+
 /// A ratio to NONE: two decimals, or two significant digits below 0.1 (a gate chain
 /// across VMs can be 10^5 times slower than the direct calls of NONE).
 pub fn ratio(r: f64) -> String {
@@ -175,6 +178,22 @@ pub fn table(ex: &Exploration, cx: &Context<'_>) -> String {
             }
         );
     }
+    if let (Some(drift), Some(start)) = (ex.baseline_drift(), ex.entries[ex.baseline].median) {
+        let end = crate::search::median(&ex.baseline_after);
+        let _ = writeln!(
+            s,
+            "NONE again at the end: {} {} ({:+.1}% from {} at the start){}",
+            figure(end),
+            cx.metric.unit,
+            drift * 100.0,
+            figure(start),
+            if drift.abs() > DRIFT_WARNING {
+                "; the host drifted: read the ratios with care, or rerun on a quieter host"
+            } else {
+                ""
+            }
+        );
+    }
     for v in &ex.violations {
         let _ = writeln!(
             s,
@@ -281,6 +300,8 @@ pub fn json(ex: &Exploration, cx: &Context<'_>) -> Value {
                 "coarser": ex.entries[v.coarser].placement.label(names),
             })).collect::<Vec<_>>(),
         },
+        "baseline_after": ex.baseline_after,
+        "baseline_drift": ex.baseline_drift(),
         "seconds": cx.seconds,
     })
 }
@@ -514,7 +535,7 @@ mod tests {
         let (pruned, _) = sample(true, 0.6);
         assert_eq!(
             prune_check(&full, &pruned, &names),
-            "pruning check: with --prune measured 4 of 5 placements (8 runs instead of 10); \
+            "pruning check: with --prune measured 4 of 5 placements (10 runs instead of 12); \
              safest set the same (app,net,netdev); hypothesis held on 7 of 7 pairs of the full run"
         );
         let (looser, _) = sample(true, 0.5);
@@ -554,7 +575,11 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("pruning: measured 4 of 5 placements (8 runs), saved 2 runs"),
+            t.contains("NONE again at the end: 10.0 Gbit/s (+0.0% from 10.0 at the start)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("pruning: measured 4 of 5 placements (10 runs), saved 2 runs"),
             "{t}"
         );
     }

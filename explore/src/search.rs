@@ -99,6 +99,19 @@ pub struct Exploration {
     /// with one repetition: a single run has no noise to judge "faster" against).
     pub pairs_checked: usize,
     pub violations: Vec<Violation>,
+    /// NONE measured again after every other placement (`reps` runs; failed runs
+    /// left out): how far the host drifted while the exploration ran. Empty when NONE
+    /// was the only placement.
+    pub baseline_after: Vec<f64>,
+}
+
+impl Exploration {
+    /// NONE's median at the end relative to its median at the start, minus one
+    /// (+0.05: the end's figure is 5% higher), if NONE was measured again.
+    pub fn baseline_drift(&self) -> Option<f64> {
+        let start = self.entries[self.baseline].median?;
+        (!self.baseline_after.is_empty()).then(|| median(&self.baseline_after) / start - 1.0)
+    }
 }
 
 /// Settings of one exploration.
@@ -151,6 +164,12 @@ pub fn explore(
     let mut over: Vec<bool> = vec![false; placements.len()];
     let mut none_figure = None;
     let (mut runs, mut runs_saved) = (0, 0);
+    // NONE again after everything else (see `Exploration::baseline_after`).
+    let recheck = if placements.len() > 1 {
+        settings.reps
+    } else {
+        0
+    };
 
     let mut levels: Vec<usize> = placements.iter().map(Placement::compartments).collect();
     levels.sort_unstable();
@@ -191,7 +210,8 @@ pub fn explore(
                     }
                 });
                 runs += 1;
-                let left = planned_runs(&placements, &outcomes, level, &todo, rep, i, settings);
+                let left =
+                    planned_runs(&placements, &outcomes, level, &todo, rep, i, settings) + recheck;
                 progress(Progress {
                     placement: &placements[i],
                     rep,
@@ -223,6 +243,22 @@ pub fn explore(
             let none = none_figure.expect("NONE is the first level");
             over[i] = settings.metric.ratio(median(&samples), none) < settings.budget;
             outcomes[i] = Some(Outcome::Measured(samples));
+        }
+    }
+
+    let mut baseline_after = Vec::new();
+    for rep in 0..recheck {
+        let result = measure.measure(&placements[baseline], rep);
+        runs += 1;
+        progress(Progress {
+            placement: &placements[baseline],
+            rep,
+            done: runs,
+            left: recheck - rep - 1,
+            result: &result,
+        });
+        if let Ok(f) = result {
+            baseline_after.push(f);
         }
     }
 
@@ -269,6 +305,7 @@ pub fn explore(
         runs_saved,
         pairs_checked,
         violations,
+        baseline_after,
     })
 }
 
@@ -426,7 +463,8 @@ mod tests {
     #[test]
     fn none_alone_is_safest_at_a_budget_only_it_meets() {
         let (ex, runs) = run(3, settings(0.99, false), monotone);
-        assert_eq!(runs.len(), 5 * 3);
+        // Each placement three times, then NONE three times more.
+        assert_eq!(runs.len(), 5 * 3 + 3);
         assert_eq!(safest(&ex), [Placement::together(3)]);
         assert_eq!(ex.entries[ex.baseline].ratio, Some(1.0));
         assert!(ex.violations.is_empty());
@@ -464,7 +502,7 @@ mod tests {
         let (ex, runs) = run(4, settings(0.6, true), monotone);
         // Only NONE meets 0.6; all 7 two-compartment placements are measured and over,
         // so the 6 + 1 finer ones are pruned.
-        assert_eq!(runs.len(), (1 + 7) * 3);
+        assert_eq!(runs.len(), (1 + 7) * 3 + 3);
         assert_eq!(ex.runs_saved, 7 * 3);
         for e in &ex.entries {
             match &e.outcome {
@@ -611,8 +649,8 @@ mod tests {
             .filter(|e| matches!(e.outcome, Outcome::Failed(_)))
             .collect();
         assert_eq!(failed.len(), 1);
-        // The failed one ran once; the other four three times each.
-        assert_eq!(runs.len(), 1 + 4 * 3);
+        // The failed one ran once; the other four three times each; NONE again.
+        assert_eq!(runs.len(), 1 + 4 * 3 + 3);
         assert!(ex.entries.last().unwrap().safest);
     }
 
@@ -674,8 +712,9 @@ mod tests {
     #[test]
     fn progress_counts_down_to_zero() {
         let seen = progress_of(false);
-        assert_eq!(seen.first(), Some(&(1, 2 + 4 * 3)));
-        assert_eq!(seen.last(), Some(&(15, 0)));
+        // NONE, the other four, then NONE again.
+        assert_eq!(seen.first(), Some(&(1, 2 + 4 * 3 + 3)));
+        assert_eq!(seen.last(), Some(&(18, 0)));
         assert!(seen
             .windows(2)
             .all(|w| w[1].0 == w[0].0 + 1 && w[1].1 + 1 == w[0].1));
@@ -686,10 +725,47 @@ mod tests {
         // Pruning only removes planned runs: done + left never grows, and the last
         // run leaves nothing but what pruning will skip.
         let seen = progress_of(true);
-        assert_eq!(seen.first(), Some(&(1, 2 + 4 * 3)));
+        assert_eq!(seen.first(), Some(&(1, 2 + 4 * 3 + 3)));
         assert!(seen.windows(2).all(|w| w[1].0 + w[1].1 <= w[0].0 + w[0].1));
-        // NONE and the three 2-compartment placements run; all-apart is pruned.
-        assert_eq!(seen.len(), 4 * 3);
+        // NONE and the three 2-compartment placements run, all-apart is pruned, NONE
+        // runs again.
+        assert_eq!(seen.len(), 4 * 3 + 3);
+    }
+
+    #[test]
+    fn none_is_measured_again_at_the_end_for_the_drift() {
+        // The host slows down by half while the exploration runs.
+        let mut calls = 0;
+        let (ex, runs) = run(2, settings(0.5, false), move |p| {
+            calls += 1;
+            Ok(if calls > 3 { 5.0 } else { 10.0 } / p.compartments() as f64)
+        });
+        assert_eq!(runs.len(), 3 * 3);
+        assert_eq!(
+            runs[6..],
+            [
+                Placement::together(2),
+                Placement::together(2),
+                Placement::together(2)
+            ]
+        );
+        assert_eq!(ex.baseline_after, [5.0, 5.0, 5.0]);
+        assert!((ex.baseline_drift().unwrap() + 0.5).abs() < 1e-9);
+        assert_eq!(ex.runs, 9);
+        // NONE alone: nothing to compare, no second measurement.
+        let mut table = Table {
+            figure: Box::new(|_| Ok(1.0)),
+            runs: Vec::new(),
+        };
+        let alone = explore(
+            vec![Placement::together(2)],
+            settings(0.5, false),
+            &mut table,
+            |_| {},
+            &names(2),
+        )
+        .unwrap();
+        assert_eq!((table.runs.len(), alone.baseline_drift()), (3, None));
     }
 
     #[test]

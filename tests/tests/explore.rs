@@ -91,18 +91,24 @@ fn gatebench_every_placement_then_pruned_names_the_same_safest_set() {
         .map(|k| table.iter().filter(|r| r[1] == k.to_string()).count())
         .collect();
     assert_eq!(per_count, [1, 7, 6, 1]);
-    line_starting(&full, "measured all 15 placements (30 runs)");
-    // A progress line per run, counting to 30.
+    line_starting(&full, "measured all 15 placements (32 runs)");
+    // NONE again at the end, against its first figure.
+    assert!(line_starting(&full, "NONE again at the end: ").contains("% from "));
+    // A progress line per run, counting to 32: NONE twice more at the end.
     let progress: Vec<&str> = full
         .stderr
         .lines()
         .filter(|l| l.starts_with("flexos-explore: ["))
         .collect();
-    assert_eq!(progress.len(), 30, "{full:?}");
+    assert_eq!(progress.len(), 32, "{full:?}");
     assert!(
-        progress[29].starts_with("flexos-explore: [30/30] bench|callee|relay1|relay2 run 2/2: ")
+        progress[29].starts_with("flexos-explore: [30/32] bench|callee|relay1|relay2 run 2/2: ")
     );
-    assert!(progress[29].ends_with("~0:00 left)"), "{}", progress[29]);
+    assert!(
+        progress[31].starts_with("flexos-explore: [32/32] bench,callee,relay1,relay2 run 2/2: ")
+    );
+    assert!(progress[31].ends_with("~0:00 left)"), "{}", progress[31]);
+    assert_eq!(json["baseline_after"].as_array().unwrap().len(), 2);
 
     let placements = json["placements"].as_array().unwrap();
     assert_eq!(placements.len(), 15);
@@ -151,14 +157,14 @@ fn gatebench_every_placement_then_pruned_names_the_same_safest_set() {
         &both,
         &format!(
             "pruning: measured {measured} of 15 placements ({} runs), saved {saved} runs",
-            measured * 2
+            measured * 2 + 2
         ),
     );
     let check = line_starting(
         &both,
         &format!(
-            "pruning check: with --prune measured {measured} of 15 placements ({} runs instead of 30); safest set the same ({})",
-            measured * 2,
+            "pruning check: with --prune measured {measured} of 15 placements ({} runs instead of 32); safest set the same ({})",
+            measured * 2 + 2,
             full_safest.join(", ")
         ),
     );
@@ -220,8 +226,8 @@ fn a_placement_that_fails_is_reported_and_the_others_still_measured() {
         out.stdout.contains("wrapper: this placement crashes"),
         "{out:?}"
     );
-    // The failed placement ran once; the other seven three times each.
-    assert_eq!(json["runs"], 1 + 7 * 3);
+    // The failed placement ran once; the other seven three times each; NONE again.
+    assert_eq!(json["runs"], 1 + 7 * 3 + 3);
     assert_eq!(
         json["placements"]
             .as_array()
