@@ -289,6 +289,14 @@ pub fn json(ex: &Exploration, cx: &Context<'_>) -> Value {
         "prune": ex.pruned,
         "baseline": ex.entries[ex.baseline].placement.label(names),
         "placements": placements,
+        // The poset: each edge joins a placement to one it splits a compartment of.
+        "covers": covers(ex)
+            .iter()
+            .map(|&(fine, coarse)| json!({
+                "finer": ex.entries[fine].placement.label(names),
+                "coarser": ex.entries[coarse].placement.label(names),
+            }))
+            .collect::<Vec<_>>(),
         "safest": ex.entries.iter().filter(|e| e.safest)
             .map(|e| e.placement.label(names)).collect::<Vec<_>>(),
         "runs": ex.runs,
@@ -304,6 +312,20 @@ pub fn json(ex: &Exploration, cx: &Context<'_>) -> Value {
         "baseline_drift": ex.baseline_drift(),
         "seconds": cx.seconds,
     })
+}
+
+/// The Hasse diagram's edges, as (finer, coarser) entry indices: the finer placement
+/// splits one compartment of the coarser one in two.
+fn covers(ex: &Exploration) -> Vec<(usize, usize)> {
+    let mut edges = Vec::new();
+    for (i, fine) in ex.entries.iter().enumerate() {
+        for (j, coarse) in ex.entries.iter().enumerate() {
+            if fine.placement.covers_down(&coarse.placement) {
+                edges.push((i, j));
+            }
+        }
+    }
+    edges
 }
 
 /// Escapes text for SVG.
@@ -447,19 +469,15 @@ pub fn hasse_svg(ex: &Exploration, cx: &Context<'_>) -> String {
         r##"<text x="{MARGIN}" y="40" font-family="sans-serif" font-size="12" fill="#555">{}</text>"##,
         xml(&subtitle)
     );
-    for (i, fine) in ex.entries.iter().enumerate() {
-        for (j, coarse) in ex.entries.iter().enumerate() {
-            if fine.placement.covers_down(&coarse.placement) {
-                let (x1, y1) = pos[i];
-                let (x2, y2) = pos[j];
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{x1:.1}" y1="{:.1}" x2="{x2:.1}" y2="{:.1}" stroke="#999" stroke-width="1"/>"##,
-                    y1 + node_h / 2.0,
-                    y2 - node_h / 2.0
-                );
-            }
-        }
+    for (i, j) in covers(ex) {
+        let (x1, y1) = pos[i];
+        let (x2, y2) = pos[j];
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x1:.1}" y1="{:.1}" x2="{x2:.1}" y2="{:.1}" stroke="#999" stroke-width="1"/>"##,
+            y1 + node_h / 2.0,
+            y2 - node_h / 2.0
+        );
     }
     for (i, e) in ex.entries.iter().enumerate() {
         let (cx_, cy) = pos[i];
@@ -600,6 +618,11 @@ mod tests {
             json!([10.0 / 3.0, 10.0 / 3.0])
         );
         assert_eq!(v["hypothesis"]["pairs_checked"], 7);
+        // NONE under each 2-compartment placement, each of those under all-apart.
+        let covers = v["covers"].as_array().unwrap();
+        assert_eq!(covers.len(), 6);
+        assert!(covers.contains(&json!({"finer": "app|net|netdev", "coarser": "app,net|netdev"})));
+        assert!(covers.contains(&json!({"finer": "app,netdev|net", "coarser": "app,net,netdev"})));
     }
 
     #[test]
