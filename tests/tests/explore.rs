@@ -240,6 +240,45 @@ fn a_placement_that_fails_is_reported_and_the_others_still_measured() {
 }
 
 #[test]
+fn a_run_that_reports_an_impossible_figure_fails_its_placement() {
+    // A guest's output is input: a "result" of minus five nanoseconds per call (here
+    // from a stand-in monitor that exits 0) fails that placement, not the ratios.
+    let dir = TempDir::new("explore-lie");
+    let script = format!(
+        "#!/bin/sh\n\
+         if grep -qF 'components = [\"callee\"]' \"$2\"; then\n\
+         echo '[bench] {{\"bench\":\"gate\",\"case\":\"gate-chain\",\"ns_median\":-5}}'; exit 0; fi\n\
+         exec '{}' \"$@\"\n",
+        vmm_path().display()
+    );
+    let vmm = dir.write("liar.sh", script.as_bytes());
+    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (out, json) = explore(
+        &[
+            "--workload",
+            "gatebench",
+            "--calls",
+            "200",
+            "--reps",
+            "1",
+            "--only",
+            "bench,relay1,relay2|callee",
+            "--vmm",
+            vmm.to_str().unwrap(),
+        ],
+        &dir,
+        "gatebench",
+    );
+    out.assert_status(1);
+    line_starting(
+        &out,
+        "FAILED bench,relay1,relay2|callee: gatebench reported a median of -5 ns per call, which no call can take",
+    );
+    assert_eq!(json["placements"][1]["outcome"], "failed", "{json}");
+    assert_eq!(json["placements"][0]["outcome"], "measured", "{json}");
+}
+
+#[test]
 fn a_baseline_that_fails_ends_the_exploration() {
     let dir = TempDir::new("explore-none");
     let vmm = failing_vmm(

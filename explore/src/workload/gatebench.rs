@@ -71,6 +71,11 @@ impl Workload for Gatebench {
         let line = bench_line(&done.stdout, "gate")
             .ok_or_else(|| format!("gatebench printed no result\n{}", done.tail(8)))?;
         let ns = field(&line, "ns_median")?;
+        if !(ns >= 0.0 && ns.is_finite()) {
+            return Err(format!(
+                "gatebench reported a median of {ns} ns per call, which no call can take"
+            ));
+        }
         // A median below one TSC step reads 0; keep the ratio finite.
         Ok(ns.max(0.1))
     }
