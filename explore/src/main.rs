@@ -33,8 +33,10 @@ Output: a progress line per run on stderr with the time left; the table and summ
 stdout; DIR/<workload>.json (every run) and DIR/<workload>.svg (the Hasse diagram).
 
 Exit status: 0; 1 if a placement failed (the rest are still reported) or the NONE
-baseline failed; 64 usage error; 65/66 bad or missing image or monitor; 130/143 after
-SIGINT/SIGTERM (what was started is stopped and the namespace or disk removed).";
+baseline failed; 64 usage error; 65/66 bad or missing image or monitor; 69 the host
+lacks what the workload needs (a tool, a namespace); 73 the output or scratch directory
+cannot be written; 130/143 after SIGINT/SIGTERM (what was started is stopped and the
+namespace or disk removed).";
 
 /// Measure every placement of an image's components into compartments under one
 /// workload, order them by safety (P is safer than Q when P refines Q), and name the

@@ -465,6 +465,14 @@ fn bad_input_is_a_clear_error() {
     out.assert_status(1);
     assert!(json.is_null());
     out.assert_stderr_contains("gatebench: unknown case=chain (cases: function-call, ");
+    // An output directory that cannot be made: 73, before any run.
+    let out = run_program_for(
+        explore_path().to_str().unwrap(),
+        ["--workload", "gatebench", "--out", "/proc/flexos-explore"],
+        EXPLORE_TIMEOUT,
+    );
+    out.assert_status(73);
+    out.assert_stderr_contains("flexos-explore: error: cannot create /proc/flexos-explore: ");
     // A missing --workload is a usage error too (64, as the monitor's).
     let (out, _) = explore(&[], &dir, "gatebench");
     out.assert_status(64);
