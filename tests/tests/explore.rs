@@ -473,6 +473,21 @@ fn bad_input_is_a_clear_error() {
     );
     out.assert_status(73);
     out.assert_stderr_contains("flexos-explore: error: cannot create /proc/flexos-explore: ");
+    // A host without the workload's tools: 69, naming the package to install.
+    let bare = Command::new(explore_path())
+        .args(["--workload", "iperf", "--out"])
+        .arg(dir.path())
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(69));
+    assert!(
+        String::from_utf8_lossy(&bare.stderr).ends_with(
+            "flexos-explore: error: `ip` not found: run scripts/setup (installs iproute2)\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
     // A missing --workload is a usage error too (64, as the monitor's).
     let (out, _) = explore(&[], &dir, "gatebench");
     out.assert_status(64);
