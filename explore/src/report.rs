@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::search::{Exploration, Metric, Outcome};
+use crate::search::{Exploration, Metric, Outcome, Violation};
 
 /// What the report says about the run besides the exploration itself.
 pub struct Context<'a> {
@@ -438,7 +438,16 @@ pub fn hasse_svg(ex: &Exploration, cx: &Context<'_>) -> String {
             .map_or(cx.image.into(), |f| f.to_string_lossy()),
         ex.budget * 100.0
     );
-    let subtitle = format!("{} ({} run(s) each, median)", cx.describe, ex.reps);
+    let subtitle = format!(
+        "{} ({} run(s) each, median){}",
+        cx.describe,
+        ex.reps,
+        if ex.violations.is_empty() {
+            ""
+        } else {
+            "; red edge: the finer placement was faster beyond noise"
+        }
+    );
     let text_w = (title.chars().count() as f64 * 8.5).max(subtitle.chars().count() as f64 * 6.5);
     let width = (MARGIN * 2.0 + widest * (node_w + GAP_X))
         .max(MARGIN * 2.0 + text_w)
@@ -472,9 +481,19 @@ pub fn hasse_svg(ex: &Exploration, cx: &Context<'_>) -> String {
     for (i, j) in covers(ex) {
         let (x1, y1) = pos[i];
         let (x2, y2) = pos[j];
+        // Red: the finer placement was faster beyond noise (the hypothesis failed).
+        let failed = ex.violations.contains(&Violation {
+            finer: i,
+            coarser: j,
+        });
+        let (colour, width) = if failed {
+            ("#c03030", 2.5)
+        } else {
+            ("#999", 1.0)
+        };
         let _ = writeln!(
             s,
-            r##"<line x1="{x1:.1}" y1="{:.1}" x2="{x2:.1}" y2="{:.1}" stroke="#999" stroke-width="1"/>"##,
+            r#"<line x1="{x1:.1}" y1="{:.1}" x2="{x2:.1}" y2="{:.1}" stroke="{colour}" stroke-width="{width}"/>"#,
             y1 + node_h / 2.0,
             y2 - node_h / 2.0
         );
@@ -560,6 +579,30 @@ mod tests {
         assert!(prune_check(&full, &looser, &names).contains(
             "safest set DIFFERENT (every placement: app,net,netdev; pruned: app,net|netdev, app,netdev|net, app|net,netdev)"
         ));
+    }
+
+    #[test]
+    fn a_refinement_faster_beyond_noise_is_a_red_edge() {
+        let names: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        struct SplitWins;
+        impl Measure for SplitWins {
+            fn measure(&mut self, p: &Placement, _rep: usize) -> Result<f64, String> {
+                Ok(p.compartments() as f64)
+            }
+        }
+        let settings = Settings {
+            metric: METRIC,
+            reps: 2,
+            budget: 0.5,
+            prune: false,
+        };
+        let ex = explore(all_placements(2), settings, &mut SplitWins, |_| {}, &names).unwrap();
+        assert_eq!(ex.violations.len(), 1);
+        let svg = hasse_svg(&ex, &context(&names));
+        assert_eq!(svg.matches(r##"stroke="#c03030""##).count(), 1);
+        assert!(svg.contains("red edge: the finer placement was faster beyond noise"));
+        let (quiet, names3) = sample(false, 0.5);
+        assert!(!hasse_svg(&quiet, &context(&names3)).contains("#c03030"));
     }
 
     #[test]
