@@ -304,35 +304,16 @@ fn a_tiny_receive_buffer_fails_the_device_not_the_monitor() {
     );
 }
 
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// A vnet header (all zero: no offload) and a UDP/IPv4 frame from 10.77.0.2:4000
-/// (MAC 52:54:00:12:34:56) to 10.77.0.1:`port`, destination MAC left zero; no UDP
-/// checksum.
+/// (MAC 52:54:00:12:34:56) to 10.77.0.1:`port`, destination MAC left zero.
 fn udp_frame(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 12 + 6];
-    f.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x00]);
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip.extend([10, 77, 0, 2, 10, 77, 0, 1]);
-    let sum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend(ip);
-    f.extend(4000u16.to_be_bytes());
-    f.extend(port.to_be_bytes());
-    f.extend((8 + payload.len() as u16).to_be_bytes());
-    f.extend([0, 0]);
-    f.extend(payload);
+    let mut f = vec![0u8; 12];
+    f.extend(flexos_testkit::frames::udp_frame(
+        [0; 6],
+        [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        port,
+        payload,
+    ));
     f
 }
 

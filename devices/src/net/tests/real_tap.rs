@@ -26,36 +26,9 @@ fn hw_addr(sock: i32, name: &str) -> [u8; 6] {
     std::array::from_fn(|i| data[i] as u8)
 }
 
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// A UDP/IPv4 frame from 10.77.0.2:4000 to 10.77.0.1:`port` with no UDP checksum.
+/// A UDP/IPv4 frame from the device's MAC, 10.77.0.2:4000, to 10.77.0.1:`port`.
 fn udp_frame(dst_mac: [u8; 6], port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend(dst_mac);
-    f.extend(DEFAULT_MAC);
-    f.extend([0x08, 0x00]);
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip.extend([10, 77, 0, 2, 10, 77, 0, 1]);
-    let sum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend(ip);
-    f.extend(4000u16.to_be_bytes());
-    f.extend(port.to_be_bytes());
-    f.extend((8 + payload.len() as u16).to_be_bytes());
-    f.extend([0, 0]);
-    f.extend(payload);
-    f
+    flexos_testkit::frames::udp_frame(dst_mac, DEFAULT_MAC, port, payload)
 }
 
 #[test]
