@@ -1,7 +1,9 @@
-//! A disk in memory for the tests in `tests/`.
+//! Test doubles for the tests in `tests/`: a disk in memory ([`MemDisk`]) and a shared
+//! region in memory ([`Shm`]).
 
 use flexos_vfs::cache::{SECTOR, Sectors};
 use flexos_vfs::codes::E_IO;
+use rpc_shm::{Region, SharedBuf, SharedBytes};
 
 /// A disk in memory that counts what reaches it, and can be made to fail.
 pub struct MemDisk {
@@ -69,5 +71,44 @@ impl Sectors for MemDisk {
             self.flush()?;
         }
         Ok(())
+    }
+}
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// A one-compartment shared region of 256 KiB in memory, for the rings that live in a
+/// channel's heap (net's byte rings, netdev's relay rings).
+pub struct Shm {
+    _pages: Vec<Page>,
+    region: Region,
+}
+
+impl Shm {
+    pub fn new() -> Shm {
+        let mut pages: Vec<Page> = (0..64).map(|_| Page([0; 4096])).collect();
+        let size = pages.len() * 4096;
+        // SAFETY: `pages` lives as long as the region (same struct, dropped after) and
+        // is only accessed through it.
+        let region = unsafe { Region::init(pages.as_mut_ptr() as *mut u8, size, 1) }.unwrap();
+        Shm {
+            _pages: pages,
+            region,
+        }
+    }
+
+    /// `len` bytes at the start of the compartment's own channel heap.
+    pub fn buf(&self, len: usize) -> SharedBytes<'_> {
+        let heap = self.region.layout().channel_heap(0, 0);
+        let len = u32::try_from(len).expect("a test buffer fits the heap");
+        self.region
+            .bytes(SharedBuf::from_parts(heap.offset(), len))
+            .unwrap()
+    }
+}
+
+impl Default for Shm {
+    fn default() -> Self {
+        Shm::new()
     }
 }

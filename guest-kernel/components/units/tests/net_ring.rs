@@ -1,43 +1,13 @@
 //! The byte ring between net (producer) and the app (consumer), over a real shared
 //! region in memory, including a hostile peer writing garbage indices.
 
+use component_units::Shm;
 use flexos_net::ring::{self, DATA, EOF as RING_EOF, OPEN, Reader, RingError, Writer};
-use rpc_shm::{Region, SharedBuf, SharedBytes};
-
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-/// A one-compartment region and a buffer of `len` bytes in its heap.
-struct Shm {
-    _pages: Vec<Page>,
-    region: Region,
-}
-
-impl Shm {
-    fn new() -> Shm {
-        let mut pages: Vec<Page> = (0..64).map(|_| Page([0; 4096])).collect();
-        let size = pages.len() * 4096;
-        // SAFETY: `pages` lives as long as the region (same struct, dropped after) and
-        // is only accessed through it.
-        let region = unsafe { Region::init(pages.as_mut_ptr() as *mut u8, size, 1) }.unwrap();
-        Shm {
-            _pages: pages,
-            region,
-        }
-    }
-
-    fn buf(&self, len: u32) -> SharedBytes<'_> {
-        let heap = self.region.layout().channel_heap(0, 0);
-        self.region
-            .bytes(SharedBuf::from_parts(heap.offset(), len))
-            .unwrap()
-    }
-}
 
 #[test]
 fn bytes_arrive_in_order_across_the_wrap() {
     let shm = Shm::new();
-    let bytes = shm.buf(ring::buffer_len(64) as u32);
+    let bytes = shm.buf(ring::buffer_len(64));
     let mut w = Writer::create(bytes).unwrap();
     let mut r = Reader::open(bytes).unwrap();
     assert_eq!(w.capacity(), 64);
@@ -71,7 +41,7 @@ fn bytes_arrive_in_order_across_the_wrap() {
 #[test]
 fn full_ring_takes_nothing_more_and_reports_free_space() {
     let shm = Shm::new();
-    let bytes = shm.buf(ring::buffer_len(32) as u32);
+    let bytes = shm.buf(ring::buffer_len(32));
     let mut w = Writer::create(bytes).unwrap();
     let mut r = Reader::open(bytes).unwrap();
     assert_eq!(w.write(&[1; 40]).unwrap(), 32);
@@ -87,7 +57,7 @@ fn full_ring_takes_nothing_more_and_reports_free_space() {
 #[test]
 fn end_of_stream_follows_the_data() {
     let shm = Shm::new();
-    let bytes = shm.buf(ring::buffer_len(64) as u32);
+    let bytes = shm.buf(ring::buffer_len(64));
     let mut w = Writer::create(bytes).unwrap();
     let mut r = Reader::open(bytes).unwrap();
     assert!(!r.readable());
@@ -104,7 +74,7 @@ fn end_of_stream_follows_the_data() {
 #[test]
 fn producer_is_woken_only_once_the_reader_passes_wake_at() {
     let shm = Shm::new();
-    let bytes = shm.buf(ring::buffer_len(64) as u32);
+    let bytes = shm.buf(ring::buffer_len(64));
     let mut w = Writer::create(bytes).unwrap();
     let mut r = Reader::open(bytes).unwrap();
     w.write(&[7; 64]).unwrap();
@@ -127,11 +97,11 @@ fn producer_is_woken_only_once_the_reader_passes_wake_at() {
 fn bad_sizes_are_refused() {
     let shm = Shm::new();
     assert_eq!(
-        Writer::create(shm.buf(DATA as u32)).err(),
+        Writer::create(shm.buf(DATA)).err(),
         Some(RingError::BadSize)
     );
     assert_eq!(
-        Writer::create(shm.buf(DATA as u32 + 100)).err(),
+        Writer::create(shm.buf(DATA + 100)).err(),
         Some(RingError::BadSize)
     );
     assert_eq!(Reader::open(shm.buf(64)).err(), Some(RingError::BadSize));
@@ -145,9 +115,9 @@ fn bad_sizes_are_refused() {
 fn reader_refuses_garbage_heads() {
     let shm = Shm::new();
     let len = ring::buffer_len(64);
-    let all = shm.buf(len as u32 + 64);
+    let all = shm.buf(len + 64);
     all.fill(0xEE);
-    let bytes = shm.buf(len as u32);
+    let bytes = shm.buf(len);
     let mut w = Writer::create(bytes).unwrap();
     let mut r = Reader::open(bytes).unwrap();
     w.write(&[1; 8]).unwrap();
@@ -181,9 +151,9 @@ fn reader_refuses_garbage_heads() {
 fn writer_refuses_garbage_tails() {
     let shm = Shm::new();
     let len = ring::buffer_len(64);
-    let after = shm.buf(len as u32 + 64);
+    let after = shm.buf(len + 64);
     after.fill(0xEE);
-    let bytes = shm.buf(len as u32);
+    let bytes = shm.buf(len);
     let mut w = Writer::create(bytes).unwrap();
     w.write(&[5; 40]).unwrap();
     for garbage in [41u64, u64::MAX, 1 << 40, u64::MAX - 20] {

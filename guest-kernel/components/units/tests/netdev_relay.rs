@@ -1,36 +1,8 @@
 //! The relay rings between the driver and net in another compartment (netdev::relay),
 //! over a real shared region in memory, including hostile indices.
 
+use component_units::Shm;
 use flexos_netdev::relay::*;
-use rpc_shm::{Region, SharedBuf, SharedBytes};
-
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-struct Shm {
-    _pages: Vec<Page>,
-    region: Region,
-}
-
-impl Shm {
-    fn new() -> Shm {
-        let mut pages: Vec<Page> = (0..64).map(|_| Page([0; 4096])).collect();
-        let size = pages.len() * 4096;
-        // SAFETY: `pages` lives as long as the region and is only used through it.
-        let region = unsafe { Region::init(pages.as_mut_ptr() as *mut u8, size, 1) }.unwrap();
-        Shm {
-            _pages: pages,
-            region,
-        }
-    }
-
-    fn buf(&self, len: usize) -> SharedBytes<'_> {
-        let heap = self.region.layout().channel_heap(0, 0);
-        self.region
-            .bytes(SharedBuf::from_parts(heap.offset(), len as u32))
-            .unwrap()
-    }
-}
 
 #[test]
 fn entries_cross_in_order_and_a_full_ring_refuses() {
