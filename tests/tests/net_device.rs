@@ -333,17 +333,6 @@ fn running(sock: i32, name: &str) -> bool {
     flags & libc::IFF_RUNNING != 0
 }
 
-fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
 #[test]
 fn a_guest_driver_receives_from_and_sends_into_the_tap() {
     // The guest (VERSION_1 only: 1526-byte receive buffers) posts one receive buffer,
@@ -408,36 +397,10 @@ fn a_guest_driver_receives_from_and_sends_into_the_tap() {
         tap("flx0");
         run_program("ip", ["addr", "add", "10.77.0.1/24", "dev", "flx0"]).assert_status(0);
         run_program("ip", ["link", "set", "flx0", "up"]).assert_status(0);
-        // SAFETY: plain socket creation; the descriptor is owned right below.
-        let udp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        assert!(udp >= 0);
-        // SAFETY: `udp` is a fresh descriptor nobody else owns.
-        let udp = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(udp) };
-        let here = sockaddr([10, 77, 0, 1], 5555);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: `here` is a valid sockaddr_in of `len` bytes.
-        let rc = unsafe {
-            libc::bind(
-                udp.as_raw_fd(),
-                (&here as *const libc::sockaddr_in).cast(),
-                len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-        let timeout = libc::timeval {
-            tv_sec: 20,
-            tv_usec: 0,
-        };
-        // SAFETY: SO_RCVTIMEO reads one timeval, valid for the call.
-        unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
+        // The thread is in the test's namespace: the socket is too.
+        let udp = std::net::UdpSocket::bind("10.77.0.1:5555").unwrap();
+        udp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
         std::thread::scope(|scope| {
             let monitor = scope.spawn(|| {
                 run([
@@ -458,23 +421,11 @@ fn a_guest_driver_receives_from_and_sends_into_the_tap() {
                 std::thread::yield_now();
             }
             // A datagram for 10.77.0.2: the host asks who has it, out of the tap.
-            let there = sockaddr([10, 77, 0, 2], 9);
-            // SAFETY: the buffer and `there` are valid for the call.
-            let n = unsafe {
-                libc::sendto(
-                    udp.as_raw_fd(),
-                    b"x".as_ptr().cast(),
-                    1,
-                    0,
-                    (&there as *const libc::sockaddr_in).cast(),
-                    len,
-                )
-            };
-            assert_eq!(n, 1, "{}", std::io::Error::last_os_error());
+            assert_eq!(udp.send_to(b"x", "10.77.0.2:9").unwrap(), 1);
             let mut buf = [0u8; 64];
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe { libc::recv(udp.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            let got = buf[..usize::try_from(n).unwrap_or(0)].to_vec();
+            // A timeout leaves `got` empty; the assertion below says what was missing.
+            let n = udp.recv(&mut buf).unwrap_or(0);
+            let got = buf[..n].to_vec();
             (monitor.join().unwrap(), got)
         })
     });

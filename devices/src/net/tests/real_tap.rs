@@ -69,42 +69,9 @@ fn a_real_tap_in_a_private_namespace_carries_frames_both_ways() {
         // Receive: a datagram to 10.77.0.2 makes the host ask for its MAC; the ARP
         // request comes out of the tap into the guest's buffers (maybe after IPv6
         // chatter of a fresh link, which the test skips).
-        // SAFETY: plain socket creation; the descriptor is owned below.
-        let udp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        assert!(udp >= 0);
-        // SAFETY: `udp` is a fresh descriptor nobody else owns.
-        let udp = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(udp) };
-        let sin = |ip: [u8; 4], port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(ip),
-            },
-            sin_zero: [0; 8],
-        };
-        let bind = sin([10, 77, 0, 1], 5555);
-        // SAFETY: `bind` is a valid sockaddr_in of the given length.
-        let rc = unsafe {
-            libc::bind(
-                udp.as_raw_fd(),
-                (&bind as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-        let to = sin([10, 77, 0, 2], 9);
-        // SAFETY: the buffer and `to` are valid for the call.
-        let n = unsafe {
-            libc::sendto(
-                udp.as_raw_fd(),
-                b"x".as_ptr().cast(),
-                1,
-                0,
-                (&to as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        assert_eq!(n, 1, "{}", std::io::Error::last_os_error());
+        // The thread is in the private namespace: the socket is too.
+        let udp = std::net::UdpSocket::bind("10.77.0.1:5555").unwrap();
+        assert_eq!(udp.send_to(b"x", "10.77.0.2:9").unwrap(), 1);
         let give_up = Instant::now() + Duration::from_secs(20);
         let mut seen = 0u16;
         let arp = loop {
@@ -139,29 +106,9 @@ fn a_real_tap_in_a_private_namespace_carries_frames_both_ways() {
         s.tx.chain(&mem, &[(TXB, 12, R), (TXB + 12, f.len() as u32 - 12, R)]);
         s.kick(TX_QUEUE);
         wait_used(&s.tx, &mem, 1);
-        let timeout = libc::timeval {
-            tv_sec: 20,
-            tv_usec: 0,
-        };
-        // SAFETY: SO_RCVTIMEO reads one timeval, valid for the call.
-        unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
+        udp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut buf = [0u8; 64];
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::recv(udp.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        assert_eq!(
-            n,
-            payload.len() as isize,
-            "{}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(udp.recv(&mut buf).unwrap(), payload.len());
         assert_eq!(&buf[..payload.len()], payload);
         assert_eq!(s.stats().tx_errors.load(Ordering::Relaxed), 0);
         assert!(s.reports().is_empty(), "{:?}", s.reports());
