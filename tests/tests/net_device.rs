@@ -233,17 +233,12 @@ fn the_network_window_follows_the_disks_and_answers_as_virtio_net() {
     out.assert_status(21).assert_stderr_empty();
 }
 
-/// A driver that sets the device up by hand (VERSION_1 only: receive chains must hold
-/// 12 + 1514 bytes; both queues of 4 in its heap), posts one receive chain of a single
-/// descriptor (`addr` from `desc`, `len`), kicks, waits until the chain is used and the
-/// device shows DEVICE_NEEDS_RESET, and exits 33. Heap: receive queue 0x000/0x100/
-/// 0x200, transmit queue 0x400/0x500/0x600, buffer 0x800.
-fn hostile_receive(desc: Asm, len: u32) -> Asm {
-    let code = Asm::default().rsi_heap().rbx_from_boot(BOOT_DEVICE0 + 8);
-    Asm(code.0.into_iter().chain(desc.0).collect())
-        .heap_u32(0x008, len)
-        .heap_u32(0x00c, 2) // VRING_DESC_F_WRITE, no next
-        .write_reg(0x70, 1)
+/// Sets the network device up by hand after `asm` (rbx at its window, rsi at the
+/// heap): VERSION_1 only (receive chains must hold 12 + 1514 bytes), both queues of 4
+/// in the heap (receive 0x000/0x100/0x200, transmit 0x400/0x500/0x600), then checks
+/// that the status reads DRIVER_OK.
+fn driver_ok_with_version1(asm: Asm) -> Asm {
+    asm.write_reg(0x70, 1)
         .write_reg(0x70, 3)
         .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
         .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
@@ -263,6 +258,19 @@ fn hostile_receive(desc: Asm, len: u32) -> Asm {
         .write_reg(0x70, 15)
         .read_reg(0x70)
         .expect_eax(15)
+}
+
+/// A driver that sets the device up by hand (VERSION_1 only: receive chains must hold
+/// 12 + 1514 bytes; both queues of 4 in its heap), posts one receive chain of a single
+/// descriptor (`addr` from `desc`, `len`), kicks, waits until the chain is used and the
+/// device shows DEVICE_NEEDS_RESET, and exits 33. Heap: receive queue 0x000/0x100/
+/// 0x200, transmit queue 0x400/0x500/0x600, buffer 0x800.
+fn hostile_receive(desc: Asm, len: u32) -> Asm {
+    let code = Asm::default().rsi_heap().rbx_from_boot(BOOT_DEVICE0 + 8);
+    let chain = Asm(code.0.into_iter().chain(desc.0).collect())
+        .heap_u32(0x008, len)
+        .heap_u32(0x00c, 2); // VRING_DESC_F_WRITE, no next
+    driver_ok_with_version1(chain)
         .bytes(&[0x66, 0xc7, 0x86])
         .bytes(&0x102u32.to_le_bytes())
         .bytes(&1u16.to_le_bytes()) // avail.idx = 1
@@ -347,27 +355,8 @@ fn a_guest_driver_receives_from_and_sends_into_the_tap() {
         .rbx_from_boot(BOOT_DEVICE0 + 8)
         .heap_ptr(0x000, 0x800)
         .heap_u32(0x008, 1526)
-        .heap_u32(0x00c, 2)
-        .write_reg(0x70, 1)
-        .write_reg(0x70, 3)
-        .write_reg(0x24, 1)
-        .write_reg(0x20, 1)
-        .write_reg(0x70, 11)
-        .write_reg(0x30, 0)
-        .write_reg(0x38, 4)
-        .write_reg_heap(0x80, 0x000)
-        .write_reg_heap(0x90, 0x100)
-        .write_reg_heap(0xa0, 0x200)
-        .write_reg(0x44, 1)
-        .write_reg(0x30, 1)
-        .write_reg(0x38, 4)
-        .write_reg_heap(0x80, 0x400)
-        .write_reg_heap(0x90, 0x500)
-        .write_reg_heap(0xa0, 0x600)
-        .write_reg(0x44, 1)
-        .write_reg(0x70, 15)
-        .read_reg(0x70)
-        .expect_eax(15)
+        .heap_u32(0x00c, 2);
+    let code = driver_ok_with_version1(code)
         .heap_u16(0x102, 1)
         .write_reg(0x50, 0)
         .spin_heap_u16(0x202, 1)
