@@ -7,7 +7,8 @@
 //! level). Within a level every repetition is one round over all its placements, so a
 //! slow drift of the host spreads over the level instead of landing on one placement.
 //! With pruning, a placement that refines one already known to be over budget is not
-//! run: under the hypothesis it is over budget too.
+//! run: under the hypothesis it is over budget too. NONE runs once more at the end, so
+//! the report can say how far the host drifted meanwhile.
 
 use crate::partition::Placement;
 
