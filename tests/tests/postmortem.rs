@@ -153,6 +153,155 @@ fn a_core_directory_that_cannot_be_written_is_a_warning() {
     assert!(!vmm.stderr.contains("core files:"), "{vmm:?}");
 }
 
+/// Runs `hello crash=null` with `--core cores`; the run must crash as usual.
+fn crash_with_cores(cores: &Path) -> Outcome {
+    let vmm = run([
+        "--core".as_ref(),
+        cores.as_os_str(),
+        image("hello").as_os_str(),
+        "--".as_ref(),
+        "crash=null".as_ref(),
+    ]);
+    vmm.assert_status(EXIT_CRASH);
+    vmm.stderr_line("flexos-vmm: compartment 0 (app) crashed: page fault");
+    vmm
+}
+
+/// True when `path` holds an ELF core (ET_CORE), the kind gdb reads.
+fn is_elf_core(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes.len() > 64 && bytes.starts_with(b"\x7fELF") && bytes[16..18] == 4u16.to_le_bytes()
+}
+
+#[test]
+fn a_link_planted_at_the_core_name_is_never_written_through() {
+    let dir = TempDir::new("core-links");
+    // A root-only file another user wants overwritten, and two links to it where the
+    // cores of two runs would go.
+    let victim = dir.write("victim", b"root's secret");
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cores = dir.path().join("cores");
+    std::fs::create_dir(&cores).unwrap();
+    let planted = cores.join("hello.0.app.core");
+    std::os::unix::fs::symlink("../victim", &planted).unwrap();
+
+    let vmm = crash_with_cores(&cores);
+    let core = cores.join("hello.0.app.1.core");
+    assert_eq!(
+        vmm.stderr_line("flexos-vmm: warning:"),
+        format!(
+            "flexos-vmm: warning: {} is a symbolic link, not a core file: left it alone and wrote this core to {}",
+            planted.display(),
+            core.display()
+        ),
+        "{vmm:?}"
+    );
+    assert_eq!(
+        vmm.stderr_line("core files:").trim(),
+        format!("core files: {}", core.display())
+    );
+    assert!(is_elf_core(&core), "{vmm:?}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root's secret");
+    assert!(std::fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // A hard link at the name: the next free name, the linked file untouched.
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::remove_file(&core).unwrap();
+    std::fs::hard_link(&victim, &planted).unwrap();
+    let vmm = crash_with_cores(&cores);
+    vmm.assert_stderr_contains(&format!(
+        "flexos-vmm: warning: {} is a file with other hard links, not a core file: left it alone and wrote this core to {}",
+        planted.display(),
+        core.display()
+    ));
+    assert!(is_elf_core(&core), "{vmm:?}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root's secret");
+}
+
+#[test]
+fn a_directory_symlink_given_as_core_dir_is_not_followed() {
+    let dir = TempDir::new("core-dirlink");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let cores = dir.path().join("cores");
+    std::os::unix::fs::symlink(&elsewhere, &cores).unwrap();
+    let vmm = crash_with_cores(&cores);
+    assert_eq!(
+        vmm.stderr_line("flexos-vmm: warning:"),
+        format!(
+            "flexos-vmm: warning: cannot write core files to {}: it is a symbolic link (not followed)",
+            cores.display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn a_fifo_at_the_core_name_neither_hangs_the_run_nor_loses_the_report() {
+    let dir = TempDir::new("core-fifo");
+    let cores = dir.path().join("cores");
+    std::fs::create_dir(&cores).unwrap();
+    let fifo = cores.join("hello.0.app.core");
+    let made = run_program("mkfifo", [fifo.as_os_str()]);
+    made.assert_status(0);
+    // Before the fix the monitor blocked in open() until the test's timeout.
+    let vmm = crash_with_cores(&cores);
+    let core = cores.join("hello.0.app.1.core");
+    vmm.assert_stderr_contains(&format!(
+        "flexos-vmm: warning: {} is a FIFO, not a core file: left it alone and wrote this core to {}",
+        fifo.display(),
+        core.display()
+    ));
+    assert!(is_elf_core(&core), "{vmm:?}");
+}
+
+#[test]
+fn a_core_cut_short_by_a_full_file_system_is_removed() {
+    require_tool("unshare", "util-linux");
+    let dir = TempDir::new("core-full");
+    let cores = dir.path().join("cores");
+    std::fs::create_dir(&cores).unwrap();
+    // A 64 KiB tmpfs over the directory, in a mount namespace of the run's own (gone
+    // with it): the core (hundreds of KiB) cannot fit. The listing after the run is
+    // what the directory held at the end.
+    let script = r#"mount -t tmpfs -o size=64k flexos-full "$1" || exit 99
+"$2" --core "$1" "$3" -- crash=null
+echo "status=$?"
+ls -A "$1""#;
+    let out = run_program(
+        "unshare",
+        [
+            "--mount".as_ref(),
+            "--propagation".as_ref(),
+            "private".as_ref(),
+            "sh".as_ref(),
+            "-c".as_ref(),
+            script.as_ref(),
+            "sh".as_ref(),
+            cores.as_os_str(),
+            flexos_e2e::vmm_path().as_os_str(),
+            image("hello").as_os_str(),
+        ],
+    );
+    out.assert_status(0);
+    // The monitor's status, and then nothing: `ls -A` found the directory empty.
+    assert_eq!(out.stdout.lines().last(), Some("status=70"), "{out:?}");
+    let warning = out.stderr_line("flexos-vmm: warning:");
+    assert_eq!(
+        warning,
+        format!(
+            "flexos-vmm: warning: core of compartment 0: cannot write {}: No space left on device (os error 28); removed the partial file",
+            cores.join("hello.0.app.core").display()
+        ),
+        "{out:?}"
+    );
+    out.stderr_line("flexos-vmm: compartment 0 (app) crashed: page fault");
+    assert!(!out.stderr.contains("core files:"), "{out:?}");
+}
+
 #[test]
 fn a_clean_run_writes_no_core() {
     let dir = TempDir::new("core-clean");

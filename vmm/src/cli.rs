@@ -90,8 +90,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", requires = "gdb_on_crash")]
     pub gdb_wait: Option<u64>,
 
-    /// On a crash, write one ELF core file per compartment into DIR (created if
-    /// missing): DIR/<image stem>.<id>.<name>.core.
+    /// On a crash, write one ELF core file per compartment into DIR (created 0700 if
+    /// missing; a symlink is not followed): DIR/<image stem>.<id>.<name>.core, mode
+    /// 0600, replacing an old core; a link or anything else at that name is left
+    /// alone and the core takes the next free name (<stem>.<id>.<name>.1.core, ...).
     /// (Not with --gdb, whose session owns the crash stop.)
     #[arg(long, value_name = "DIR", conflicts_with = "gdb")]
     pub core: Option<PathBuf>,

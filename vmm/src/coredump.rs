@@ -17,7 +17,6 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::path::Path;
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -78,9 +77,10 @@ pub struct CoreStats {
     pub memory: u64,
 }
 
-/// Writes the core of one compartment to `path` (created or truncated).
+/// Writes the core of one compartment into `file` (new and empty; see
+/// [`core_dir`](crate::core_dir) for where it comes from).
 pub fn write_core(
-    path: &Path,
+    file: File,
     mem: &GuestMemoryMmap,
     thread: &CoreThread,
     owner: &CoreOwner<'_>,
@@ -92,7 +92,7 @@ pub fn write_core(
     let notes_len = notes.len() as u64;
     let mut data_at = (notes_at + notes_len).next_multiple_of(PAGE);
 
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&elf_header(u16::try_from(phnum).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -370,7 +370,7 @@ mod tests {
             compartment: 1,
             name: "victim",
         };
-        let stats = write_core(&path, &mem, &thread(), &owner).unwrap();
+        let stats = write_core(File::create(&path).unwrap(), &mem, &thread(), &owner).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(stats.bytes, bytes.len() as u64);

@@ -10,6 +10,7 @@ pub mod arch;
 pub mod cli;
 pub mod compartment;
 pub mod console;
+pub mod core_dir;
 pub mod coredump;
 pub mod debug;
 pub mod error;

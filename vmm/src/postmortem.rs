@@ -11,6 +11,7 @@ use std::time::Duration;
 use gdbstub::common::Signal;
 use kvm_bindings::kvm_sregs;
 
+use crate::core_dir::CoreDir;
 use crate::coredump::{self, CoreOwner, CoreThread};
 use crate::debug::listen::GdbListener;
 use crate::debug::stub::{self, SessionEnd};
@@ -68,19 +69,14 @@ pub fn watch_in_background(
                 return;
             };
             if let Some(dir) = &w.core_dir {
-                match write_cores(dir, &w.image, &dbg, id, signal) {
-                    Ok(paths) => {
-                        tracing::debug!(
-                            after_crash_us = crashed_at.elapsed().as_micros(),
-                            files = paths.len(),
-                            "core files written"
-                        );
-                        tell(PostMortemEvent::Cores(paths));
-                    }
-                    Err(e) => crate::stderr_line!(
-                        "flexos-vmm: warning: cannot write core files to {}: {e}",
-                        escape::line(&dir.display().to_string())
-                    ),
+                let paths = write_cores(dir, &w.image, &dbg, id, signal);
+                tracing::debug!(
+                    after_crash_us = crashed_at.elapsed().as_micros(),
+                    files = paths.len(),
+                    "core files written"
+                );
+                if !paths.is_empty() {
+                    tell(PostMortemEvent::Cores(paths));
                 }
             }
             let Some(listener) = w.gdb else {
@@ -104,8 +100,8 @@ pub fn watch_in_background(
         .map(drop)
 }
 
-/// The core file of compartment `id` named `name` of the run of `image`.
-pub fn core_path(dir: &Path, image: &Path, id: u32, name: &str) -> PathBuf {
+/// The file name of compartment `id`'s core, named `name`, of the run of `image`.
+pub fn core_name(image: &Path, id: u32, name: &str) -> String {
     let stem = image
         .file_stem()
         .map_or_else(|| "image".into(), |s| s.to_string_lossy());
@@ -114,7 +110,7 @@ pub fn core_path(dir: &Path, image: &Path, id: u32, name: &str) -> PathBuf {
         .chars()
         .map(|c| if c == '/' || c == '\0' { '_' } else { c })
         .collect();
-    dir.join(format!("{stem}.{id}.{name}.core"))
+    format!("{stem}.{id}.{name}.core")
 }
 
 /// The Linux number of a signal (a core's `si_signo`) from GDB's numbering, which
@@ -134,14 +130,26 @@ fn linux_signal(signal: Signal) -> u32 {
 }
 
 /// Writes one core per stopped compartment into `dir`; `crashed` gets `signal`.
+/// Returns the cores written; each one that could not be, and a directory that cannot
+/// be used, is one warning line: the report and the exit status come all the same.
 fn write_cores(
     dir: &Path,
     image: &Path,
     dbg: &Debugger,
     crashed: u32,
     signal: Signal,
-) -> io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+) -> Vec<PathBuf> {
+    let shown = || escape::line(&dir.display().to_string());
+    let dir = match CoreDir::open(dir) {
+        Ok(dir) => dir,
+        Err(e) => {
+            crate::stderr_line!(
+                "flexos-vmm: warning: cannot write core files to {}: {e}",
+                shown()
+            );
+            return Vec::new();
+        }
+    };
     let program = image
         .file_name()
         .map_or_else(|| "image".into(), |s| s.to_string_lossy());
@@ -166,22 +174,39 @@ fn write_cores(
             }),
         };
         let name = &dbg.names[id as usize];
-        let path = core_path(dir, image, id, name);
         let owner = CoreOwner {
             program: &program,
             compartment: id,
             name,
         };
-        let stats = coredump::write_core(&path, &dbg.mems[id as usize], &thread, &owner)?;
-        tracing::debug!(
-            compartment = id,
-            bytes = stats.bytes,
-            memory = stats.memory,
-            "core file"
-        );
-        paths.push(path);
+        let written = dir.write(&core_name(image, id, name), |file| {
+            let stats = coredump::write_core(file, &dbg.mems[id as usize], &thread, &owner)?;
+            tracing::debug!(
+                compartment = id,
+                bytes = stats.bytes,
+                memory = stats.memory,
+                "core file"
+            );
+            Ok(())
+        });
+        match written {
+            Ok(placed) => {
+                if let Some((taken, what)) = &placed.instead_of {
+                    crate::stderr_line!(
+                        "flexos-vmm: warning: {} is {what}, not a core file: left it alone and wrote this core to {}",
+                        escape::line(&taken.display().to_string()),
+                        escape::line(&placed.path.display().to_string())
+                    );
+                }
+                paths.push(placed.path);
+            }
+            Err(e) => crate::stderr_line!(
+                "flexos-vmm: warning: core of compartment {id}: {}",
+                escape::line(&e.to_string())
+            ),
+        }
     }
-    Ok(paths)
+    paths
 }
 
 #[cfg(test)]
@@ -199,8 +224,8 @@ mod tests {
     #[test]
     fn core_names_stay_in_the_directory() {
         assert_eq!(
-            core_path(Path::new("d"), Path::new("x/hello.elf"), 1, "a/../b"),
-            Path::new("d/hello.1.a_.._b.core")
+            core_name(Path::new("x/hello.elf"), 1, "a/../b"),
+            "hello.1.a_.._b.core"
         );
     }
 }
