@@ -34,6 +34,16 @@ fn indices(list: &str, names: &[String], option: &str) -> Result<Vec<usize>, Str
     if idx.len() < 2 {
         return Err(format!("{option} {list}: name at least two components"));
     }
+    if let Some(twice) = idx
+        .iter()
+        .enumerate()
+        .find(|&(at, i)| idx[..at].contains(i))
+    {
+        return Err(format!(
+            "{option} {list}: component '{}' is named twice",
+            names[*twice.1]
+        ));
+    }
     Ok(idx)
 }
 
@@ -173,6 +183,13 @@ mod tests {
                 ..Filter::default()
             }),
             "--apart bench: name at least two components"
+        );
+        assert_eq!(
+            err(Filter {
+                apart: vec!["bench,bench".into()],
+                ..Filter::default()
+            }),
+            "--apart bench,bench: component 'bench' is named twice"
         );
         assert!(err(Filter {
             only: vec!["bench|callee".into()],

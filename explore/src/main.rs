@@ -171,6 +171,24 @@ fn exe_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// A new directory `<root>/flexos-explore-<pid>.XXXXXX`, mode 0700, that did not exist
+/// before (mkdtemp): a directory someone planted at a predictable name, with links to
+/// files they want overwritten where placement.toml or disk.img go, is never used.
+fn private_scratch(root: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let template = root.join(format!("flexos-explore-{}.XXXXXX", std::process::id()));
+    let mut bytes = template.into_os_string().into_vec();
+    bytes.push(0);
+    // SAFETY: `bytes` is a NUL-terminated, writable template ending in XXXXXX, which
+    // mkdtemp overwrites in place; it lives until the call returns.
+    let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+    if made.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    bytes.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
 /// Measures placements with the workload, one placement file per run in the scratch
 /// directory; a stop request cleans up and exits.
 struct Runner<'a> {
@@ -299,9 +317,15 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     } else {
         std::env::temp_dir()
     };
-    let scratch = scratch_root.join(format!("flexos-explore-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| Fail(73, format!("cannot create {}: {e}", scratch.display())))?;
+    let scratch = private_scratch(&scratch_root).map_err(|e| {
+        Fail(
+            73,
+            format!(
+                "cannot create a scratch directory in {}: {e}",
+                scratch_root.display()
+            ),
+        )
+    })?;
     let target = Target {
         vmm,
         image: image.clone(),

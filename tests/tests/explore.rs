@@ -8,7 +8,7 @@
 //! scratch directory, namespace) is left behind.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -456,15 +456,31 @@ fn bad_input_is_a_clear_error() {
         assert_eq!(out.stderr.trim_end(), message, "{out:?}");
         assert!(json.is_null());
     }
-    // gatebench checks its case name itself: the baseline run fails with its list.
+    // A case gatebench does not have, and a component kept apart from itself: usage
+    // errors before any run.
     let (out, json) = explore(
         &["--workload", "gatebench", "--case", "chain"],
         &dir,
         "gatebench",
     );
-    out.assert_status(1);
+    out.assert_status(64);
     assert!(json.is_null());
-    out.assert_stderr_contains("gatebench: unknown case=chain (cases: function-call, ");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "flexos-explore: error: --case chain: gatebench has no such case (cases: function-call, \
+         gate-local, gate-remote-0, gate-remote-6, gate-remote-buf64, gate-remote-buf4k, \
+         gate-nested, gate-chain)"
+    );
+    let (out, _) = explore(
+        &["--workload", "gatebench", "--apart", "bench,bench"],
+        &dir,
+        "gatebench",
+    );
+    out.assert_status(64);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "flexos-explore: error: --apart bench,bench: component 'bench' is named twice"
+    );
     // An output directory that cannot be made: 73, before any run.
     let out = run_program_for(
         explore_path().to_str().unwrap(),
@@ -521,8 +537,65 @@ fn background(args: &[&str], out: &TempDir) -> Background {
     run
 }
 
-fn scratch_of(pid: u32) -> PathBuf {
-    Path::new("/dev/shm").join(format!("flexos-explore-{pid}"))
+/// The scratch directories of the exploration with process id `pid`
+/// (`/dev/shm/flexos-explore-<pid>.XXXXXX`).
+fn scratches_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("flexos-explore-{pid}.");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect()
+}
+
+#[test]
+fn a_scratch_directory_planted_at_a_predictable_name_is_never_used() {
+    require_kvm();
+    require_tool("mkfs.fat", "dosfstools");
+    vmm_path();
+    let dir = TempDir::new("explore-planted");
+    let victim = dir.write("victim", b"root's secret");
+    // `exec` keeps the shell's pid, so the planted directory has the name the
+    // exploration's pid gave its scratch directory before the fix; every file it
+    // writes there is a link to the victim.
+    let script = r#"planted="/dev/shm/flexos-explore-$$"
+mkdir "$planted" || exit 99
+for f in placement.toml template.img disk.img; do ln -s "$1" "$planted/$f" || exit 99; done
+exec "$2" --workload sqlite --inserts 20 --reps 1 --max-compartments 1 --out "$3""#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&victim)
+        .arg(explore_path())
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let pid: u32 = {
+        // The planted directory is left as it was; find it by its links to the victim.
+        let planted: Vec<PathBuf> = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| std::fs::read_link(p.join("disk.img")).is_ok_and(|target| target == victim))
+            .collect();
+        assert_eq!(planted.len(), 1, "{planted:?}");
+        let name = planted[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let pid = name.trim_start_matches("flexos-explore-").parse().unwrap();
+        std::fs::remove_dir_all(&planted[0]).unwrap();
+        pid
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root's secret");
+    assert_eq!(scratches_of(pid), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -547,9 +620,8 @@ fn sigterm_stops_the_running_monitor_and_removes_the_scratch() {
         rest.last().map(String::as_str),
         Some("flexos-explore: stopped by SIGTERM: the running monitor was stopped and what the exploration made was removed")
     );
-    let scratch = scratch_of(pid);
-    assert!(!scratch.exists(), "{} is left behind", scratch.display());
-    let needle = scratch.to_str().unwrap().to_string();
+    assert_eq!(scratches_of(pid), Vec::<PathBuf>::new(), "left behind");
+    let needle = format!("/dev/shm/flexos-explore-{pid}.");
     assert_eq!(
         process_mentioning(&needle),
         None,
@@ -579,7 +651,7 @@ fn sigint_mid_iperf_removes_the_namespace() {
         !ns.contains(&format!("flexos-explore-{pid}")),
         "the namespace is left behind:\n{ns}"
     );
-    assert!(!scratch_of(pid).exists());
+    assert_eq!(scratches_of(pid), Vec::<PathBuf>::new());
 }
 
 #[test]

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use flexos_abi::bench::GATEBENCH_CASES;
+
 use super::{bench_line, field, run_vmm, Knobs, Target, Workload};
 use crate::search::Metric;
 
@@ -19,9 +21,13 @@ pub struct Gatebench {
 
 impl Gatebench {
     pub fn new(knobs: &Knobs) -> Result<Gatebench, String> {
-        // gatebench itself checks the case name: a wrong one fails the first run with
-        // its list of cases.
         let case = knobs.case.clone().unwrap_or_else(|| "gate-chain".into());
+        if !GATEBENCH_CASES.contains(&case.as_str()) {
+            return Err(format!(
+                "--case {case}: gatebench has no such case (cases: {})",
+                GATEBENCH_CASES.join(", ")
+            ));
+        }
         let calls = knobs.calls.unwrap_or(DEFAULT_CALLS);
         if !(1..=4_000_000).contains(&calls) {
             return Err(format!("--calls {calls}: want 1..=4000000"));

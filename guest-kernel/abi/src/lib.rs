@@ -11,6 +11,7 @@
 
 #![no_std]
 
+pub mod bench;
 pub mod boot;
 pub mod components;
 pub mod hypercall;

@@ -128,17 +128,8 @@ struct Budget {
     only: Option<&'static str>,
 }
 
-/// Every case, in the order they run.
-const CASES: [&str; 8] = [
-    "function-call",
-    "gate-local",
-    "gate-remote-0",
-    "gate-remote-6",
-    "gate-remote-buf64",
-    "gate-remote-buf4k",
-    "gate-nested",
-    "gate-chain",
-];
+/// Every case, in the order they run (shared with flexos-explore, which checks names).
+const CASES: [&str; 8] = flexos_kernel::abi::bench::GATEBENCH_CASES;
 
 /// Runs `op` untimed as a warm-up (a tenth of the budget), then timed into `samples`
 /// until the call or time budget runs out, checking each result against `want(i)`

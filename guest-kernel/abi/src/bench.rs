@@ -1,0 +1,14 @@
+//! Names a benchmark image and the host tools that drive it (flexos-explore) must agree
+//! on, so the host can refuse a bad name before it boots anything.
+
+/// gatebench's cases (`case=NAME`), in the order a full run measures them.
+pub const GATEBENCH_CASES: [&str; 8] = [
+    "function-call",
+    "gate-local",
+    "gate-remote-0",
+    "gate-remote-6",
+    "gate-remote-buf64",
+    "gate-remote-buf4k",
+    "gate-nested",
+    "gate-chain",
+];
