@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use flexos_e2e::{image, repo_root, require_tool, run, run_program, Outcome, TempDir};
+use flexos_e2e::{image, repo_root, require_tool, run, run_program, Background, Outcome, TempDir};
+
+/// Exit status: the disk is in use by another run.
+const EXIT_IN_USE: i32 = 75;
 
 const USAGE: &str =
     "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] [db=NAME | mem]";
@@ -487,6 +490,132 @@ fn db_names_the_database_file() {
 
 /// Storage is chosen, never a fallback: without `--disk` and without `mem` the run
 /// says how to attach a disk and exits 1.
+/// Two monitors on one disk: before the lock, both printed `committed` and exited 0,
+/// and the database was malformed afterwards. Now the disk has one writer or any
+/// number of readers; the second run is refused at start (75) naming the holder.
+#[test]
+fn a_disk_in_use_by_another_run_is_refused_naming_the_holder() {
+    let dir = TempDir::new("sqlite-lock");
+    let img = mkdisk(&dir, 16);
+    let disk = img.to_str().unwrap();
+    let sock = dir.path().join("gdb.sock");
+    let sock = sock.to_str().unwrap();
+    let sqlite_elf = image("sqlite");
+    let sqlite_elf = sqlite_elf.to_str().unwrap();
+    // The holder: --gdb waits for a debugger before the first instruction, with the
+    // disk open and locked.
+    let holder = Background::start(
+        &[
+            "--gdb", sock, "--disk", disk, sqlite_elf, "--", "bench", "n=10",
+        ],
+        true,
+    );
+    holder.wait_for(&format!(
+        "flexos-vmm: waiting for gdb on {sock} (target remote {sock})"
+    ));
+    let in_use = |readonly: &str| {
+        let arg = format!("{disk}{readonly}");
+        let out = sqlite_with(&["--disk", &arg], &["bench", "n=10"]);
+        out.assert_status(EXIT_IN_USE);
+        assert!(out.stdout.is_empty(), "{out:?}");
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "flexos-vmm: error: --disk: disk {disk} is in use: flexos-vmm (pid {}) holds a \
+                 write lock; a disk has one writer or any number of readers (,readonly); wait \
+                 for that run to end, or give a copy",
+                holder.pid()
+            )
+        );
+    };
+    // A second writer, and a reader beside the writer.
+    in_use("");
+    in_use(",readonly");
+    let (status, _, _) = holder.signal("TERM");
+    assert_eq!(status, 143);
+    // The lock went with the run: the disk is free again.
+    let out = sqlite_on_disk(1, &img, &["bench", "n=10"]);
+    out.assert_status(0);
+    assert_eq!(
+        host_sqlite3(&dir, &img, "bench.db", "SELECT count(*) FROM tab"),
+        ["10"]
+    );
+}
+
+#[test]
+fn readers_share_a_disk_and_keep_writers_out() {
+    let dir = TempDir::new("sqlite-readers");
+    let img = mkdisk(&dir, 16);
+    sqlite_on_disk(1, &img, &["bench", "n=10"]).assert_status(0);
+    let ro = format!("{},readonly", img.display());
+    let sock = dir.path().join("gdb.sock");
+    let sock = sock.to_str().unwrap();
+    let reader = Background::start(
+        &[
+            "--gdb",
+            sock,
+            "--disk",
+            &ro,
+            image("sqlite").to_str().unwrap(),
+        ],
+        true,
+    );
+    reader.wait_for(&format!(
+        "flexos-vmm: waiting for gdb on {sock} (target remote {sock})"
+    ));
+    // A second reader runs beside it and reads the rows.
+    let out = sqlite_with(&["--disk", &ro], &["sql=SELECT count(*) FROM tab"]);
+    out.assert_status(0).assert_stdout_lines(&["10"]);
+    // A writer does not.
+    let out = sqlite_on_disk(1, &img, &["bench", "n=10"]);
+    out.assert_status(EXIT_IN_USE);
+    out.assert_stderr_contains(&format!(
+        "is in use: flexos-vmm (pid {}) holds a read lock;",
+        reader.pid()
+    ));
+    let (status, _, _) = reader.signal("INT");
+    assert_eq!(status, 130);
+}
+
+#[test]
+fn the_running_image_is_not_a_disk() {
+    let elf = image("sqlite");
+    for flag in ["", ",readonly"] {
+        let arg = format!("{}{flag}", elf.display());
+        let out = sqlite_with(&["--disk", &arg], &["bench"]);
+        out.assert_status(64);
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "flexos-vmm: error: --disk {}: that is the image being booted ({}); give a disk image",
+                elf.display(),
+                elf.display()
+            )
+        );
+    }
+}
+
+/// A FIFO given as a read-only disk blocked in open() for ever (a FIFO opened for
+/// reading waits for a writer); read-write it was already refused.
+#[test]
+fn a_fifo_is_not_a_disk_even_read_only() {
+    let dir = TempDir::new("sqlite-fifo");
+    let fifo = dir.path().join("disk.fifo");
+    run_program("mkfifo", [fifo.as_os_str()]).assert_status(0);
+    for flag in ["", ",readonly"] {
+        let arg = format!("{}{flag}", fifo.display());
+        let out = sqlite_with(&["--disk", &arg], &["bench"]);
+        out.assert_status(66);
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "flexos-vmm: error: --disk: disk {} is not a regular file; give a regular file (a disk image)",
+                fifo.display()
+            )
+        );
+    }
+}
+
 #[test]
 fn without_a_disk_the_run_says_how_to_get_one() {
     sqlite_with(&[], &["bench", "n=10"])

@@ -16,7 +16,8 @@ The guest runs in ring 3; crashes and isolation violations are reported with sym
 backtraces.",
     after_help = "Exit status: the guest's exit code (0..=63) on a clean exit; 64 usage error; \
 65 bad image; 66 file not found or unreadable, or no such tap (--net); 70 a compartment crashed or \
-violated isolation; 71 KVM unavailable or failed, or the tap busy or forbidden.\n\n\
+violated isolation; 71 KVM unavailable or failed, or the tap busy or forbidden; 75 the disk is in \
+use by another run; 130 / 143 stopped by SIGINT / SIGTERM.\n\n\
 Examples:\n  flexos-vmm --timings target/images/hello.elf -- exit=3\n  \
 flexos-vmm --list-components target/images/gatebench.elf\n  \
 flexos-vmm --compartments 2 target/images/gatebench.elf -- calls=100000\n  \
@@ -61,6 +62,8 @@ pub struct Cli {
 
     /// Attach a virtio-blk disk backed by the host file PATH (its size a multiple of 512
     /// bytes); `,readonly` offers it read-only, so guest writes fail with an I/O error.
+    /// The file is locked for the run: one writer, or any number of `,readonly`
+    /// readers; another run is refused (exit 75) naming the holder.
     /// The disk belongs to the compartment hosting the image's `blkdev` component: only
     /// that compartment sees its MMIO window; an access from any other is an isolation
     /// violation.

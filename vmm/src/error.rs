@@ -18,6 +18,9 @@ pub const EXIT_BAD_IMAGE: i32 = 65;
 pub const EXIT_NO_INPUT: i32 = 66;
 /// A compartment crashed or violated isolation.
 pub const EXIT_CRASH: i32 = 70;
+/// A file the run needs is in use by another process (a `--disk` another monitor holds):
+/// sysexits' EX_TEMPFAIL, since the same command works once that one ends.
+pub const EXIT_IN_USE: i32 = 75;
 /// KVM is unavailable or failed, or the host could not give the run what it needs
 /// (memory, threads): sysexits' EX_OSERR.
 pub const EXIT_KVM: i32 = 71;
@@ -142,6 +145,7 @@ impl VmmError {
             VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
             VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
             VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
+            VmmError::Disk(DiskError::Locked { .. }) => EXIT_IN_USE,
             VmmError::Tap(TapError::Missing { .. }) => EXIT_NO_INPUT,
             VmmError::Tap(TapError::BadName { .. } | TapError::NotATap { .. }) => EXIT_USAGE,
             VmmError::Tap(
@@ -182,6 +186,9 @@ fn disk_hint(e: &DiskError) -> &'static str {
             "give an existing file this user can read and write (or read, with ,readonly)"
         }
         DiskError::NotAFile { .. } => "give a regular file (a disk image)",
+        DiskError::Locked { .. } => {
+            "a disk has one writer or any number of readers (,readonly); wait for that run to end, or give a copy"
+        }
         DiskError::Size { .. } => {
             "give a file of whole 512-byte sectors (e.g. truncate -s 64M, or mkfs.fat -C)"
         }
@@ -291,6 +298,13 @@ mod tests {
                     size: 513,
                 }),
                 EXIT_USAGE,
+            ),
+            (
+                VmmError::Disk(DiskError::Locked {
+                    path: "d".into(),
+                    holder: "h".into(),
+                }),
+                EXIT_IN_USE,
             ),
         ];
         for (e, want) in cases {

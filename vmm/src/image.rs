@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -63,6 +63,8 @@ pub struct Image {
     chunks: Vec<Chunk>,
     /// The whole file, when `bytes` holds only what booting needs.
     full: Option<FullCopy>,
+    /// See [`Image::file_id`].
+    file_id: Option<(u64, u64)>,
 }
 
 /// The whole image file, read when a crash report (or a debugging session) first needs
@@ -240,7 +242,14 @@ impl Image {
             len,
             bytes: OnceLock::new(),
         });
+        image.file_id = Some((meta.dev(), meta.ino()));
         Ok(image)
+    }
+
+    /// The (device, inode) of the file the image was read from, when it came from one:
+    /// a disk or core must never be that file.
+    pub fn file_id(&self) -> Option<(u64, u64)> {
+        self.file_id
     }
 
     /// Validates image bytes as [`Image::open`] does; `path` only names it in errors.
@@ -404,6 +413,7 @@ impl Image {
             end,
             chunks,
             full: None,
+            file_id: None,
         })
     }
 

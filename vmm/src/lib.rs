@@ -32,6 +32,7 @@ pub mod symbols;
 #[cfg(test)]
 mod testing;
 
+use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
 use devices::block::Block;
@@ -124,6 +125,16 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         Some(arg) => {
             // As many vCPUs as host cores: the device thread has no core to poll on.
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Before opening: the image need not be whole sectors, and this says why.
+            let same = std::fs::metadata(&arg.path)
+                .is_ok_and(|m| image.file_id() == Some((m.dev(), m.ino())));
+            if same {
+                return Err(VmmError::Usage(format!(
+                    "--disk {}: that is the image being booted ({}); give a disk image",
+                    crate::escape::line(&arg.path.display().to_string()),
+                    crate::escape::line(&cli.image.display().to_string())
+                )));
+            }
             let block =
                 Block::open(&arg.path, arg.readonly)?.with_adaptive_poll(count as usize >= cores);
             let owner = mmio::owner_of(

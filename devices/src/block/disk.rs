@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use virtio_bindings::bindings::virtio_blk::VIRTIO_BLK_ID_BYTES;
@@ -33,6 +33,9 @@ pub enum DiskError {
     /// Unusable size: the monitor exits 64.
     #[error("disk {} is {size} bytes, not a non-zero multiple of 512", path.display())]
     Size { path: PathBuf, size: u64 },
+    /// Another process holds a lock that excludes ours: the monitor exits 75.
+    #[error("disk {} is in use: {holder}", path.display())]
+    Locked { path: PathBuf, holder: String },
 }
 
 /// An open disk file of a whole number of sectors.
@@ -43,6 +46,8 @@ pub struct Disk {
     readonly: bool,
     volatile: bool,
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
+    /// (device, inode) of the file.
+    file_id: (u64, u64),
 }
 
 /// `statfs` magic numbers of file systems that keep every byte in memory only.
@@ -67,16 +72,95 @@ fn memory_only(file: &File) -> bool {
     kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
 }
 
+enum LockError {
+    /// Who holds the conflicting lock, in words.
+    Held(String),
+    Io(io::Error),
+}
+
+/// Takes an advisory whole-file lock on an open disk: exclusive for a writer, shared
+/// for a reader, so two monitors never write one image (each would print `committed`
+/// and the file system would be garbage afterwards), nor one write what another reads.
+/// flock(2) locks belong to the open file: they go with the device's file and need
+/// no unlocking, even after SIGKILL.
+fn lock(file: &File, readonly: bool, meta: &std::fs::Metadata) -> Result<(), LockError> {
+    let how = if readonly {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: the fd is open for the call; flock changes no memory.
+    if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        return Err(LockError::Io(e));
+    }
+    let holders = std::fs::read_to_string("/proc/locks")
+        .map(|t| lock_holders(&t, meta.dev(), meta.ino()))
+        .unwrap_or_default();
+    let what = if readonly {
+        "a writer has it open"
+    } else {
+        "another process has it open"
+    };
+    Err(LockError::Held(if holders.is_empty() {
+        format!("{what} (its lock is not in /proc/locks)")
+    } else {
+        let named: Vec<String> = holders
+            .iter()
+            .map(|(pid, kind)| format!("{} (pid {pid}) holds a {kind} lock", process_name(*pid)))
+            .collect();
+        named.join(", ")
+    }))
+}
+
+/// The `FLOCK` entries of `/proc/locks` on the file `dev`:`ino`: (pid, "read"/"write").
+/// A line reads `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`, the device in hex.
+pub(crate) fn lock_holders(proc_locks: &str, dev: u64, ino: u64) -> Vec<(u32, &'static str)> {
+    let want = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    proc_locks
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            let (class, _, mode, pid, file) = (
+                words.next()?,
+                words.next()?,
+                words.next()?,
+                words.next()?,
+                words.next()?,
+            );
+            if class != "FLOCK" || file != want {
+                return None;
+            }
+            let kind = if mode == "WRITE" { "write" } else { "read" };
+            Some((pid.parse().ok()?, kind))
+        })
+        .collect()
+}
+
+/// `comm` of process `pid`, or "a process" when it cannot be read.
+fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|n| n.trim_end().chars().filter(|c| !c.is_control()).collect())
+        .unwrap_or_else(|_| "a process".into())
+}
+
 impl Disk {
-    /// Opens `path` for reading, and for writing unless `readonly`.
+    /// Opens `path` for reading, and for writing unless `readonly`, and locks it as
+    /// QEMU does: a writer alone, or any number of readers (see [`lock`]).
     pub fn open(path: &Path, readonly: bool) -> Result<Disk, DiskError> {
         let open_error = |source| DiskError::Open {
             path: path.to_owned(),
             source,
         };
+        // Non-blocking: a FIFO opened for reading alone would wait for a writer for
+        // ever. Regular files ignore the flag.
         let file = OpenOptions::new()
             .read(true)
             .write(!readonly)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(open_error)?;
         let meta = file.metadata().map_err(open_error)?;
@@ -85,6 +169,13 @@ impl Disk {
                 path: path.to_owned(),
             });
         }
+        lock(&file, readonly, &meta).map_err(|e| match e {
+            LockError::Held(holder) => DiskError::Locked {
+                path: path.to_owned(),
+                holder,
+            },
+            LockError::Io(source) => open_error(source),
+        })?;
         let size = meta.len();
         if size == 0 || size % SECTOR_SIZE != 0 {
             return Err(DiskError::Size {
@@ -98,12 +189,18 @@ impl Disk {
         let n = serial.len().min(id.len());
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
         Ok(Disk {
+            file_id: (meta.dev(), meta.ino()),
             volatile: memory_only(&file),
             file,
             size,
             readonly,
             id,
         })
+    }
+
+    /// The (device, inode) of the open file, to tell it from other files the run uses.
+    pub fn file_id(&self) -> (u64, u64) {
+        self.file_id
     }
 
     /// Size in bytes (a multiple of [`SECTOR_SIZE`]).

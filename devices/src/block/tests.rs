@@ -626,3 +626,74 @@ fn without_event_idx_notifications_are_reenabled_through_used_flags() {
     let flags: u16 = s.d.mem.read_obj(vm_memory::GuestAddress(USED)).unwrap();
     assert_eq!(flags, 0);
 }
+
+#[test]
+fn a_disk_has_one_writer_or_any_number_of_readers() {
+    let file = disk_file();
+    let path = file.as_path();
+    let locked = |r: Result<Block, DiskError>| match r.err() {
+        Some(DiskError::Locked { holder, .. }) => holder,
+        other => panic!("want Locked, got {other:?}"),
+    };
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let pid = std::process::id();
+    {
+        let _writer = Block::open(path, false).unwrap();
+        assert_eq!(
+            locked(Block::open(path, false)),
+            format!("{} (pid {pid}) holds a write lock", me.trim_end())
+        );
+        assert_eq!(
+            locked(Block::open(path, true)),
+            format!("{} (pid {pid}) holds a write lock", me.trim_end())
+        );
+    }
+    {
+        let _r1 = Block::open(path, true).unwrap();
+        let _r2 = Block::open(path, true).unwrap();
+        let holder = locked(Block::open(path, false));
+        assert_eq!(
+            holder,
+            format!(
+                "{0} (pid {pid}) holds a read lock, {0} (pid {pid}) holds a read lock",
+                me.trim_end()
+            )
+        );
+    }
+    // Every lock went with its device.
+    drop(Block::open(path, false).unwrap());
+}
+
+#[test]
+fn proc_locks_lines_name_the_holders_of_one_file() {
+    let text = "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF\n\
+                2: POSIX  ADVISORY  WRITE 77 fd:01:1234 0 EOF\n\
+                3: FLOCK  ADVISORY  READ  99 fd:01:999 0 EOF\n\
+                4: FLOCK  ADVISORY  READ  100 fd:01:1234 0 EOF\n\
+                garbage\n";
+    let dev = libc::makedev(0xfd, 1);
+    assert_eq!(
+        disk::lock_holders(text, dev, 1234),
+        [(4242, "write"), (100, "read")]
+    );
+    assert!(disk::lock_holders("", dev, 1234).is_empty());
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking_even_read_only() {
+    let dir = TempFile::new().unwrap();
+    let fifo = dir.as_path().with_extension("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo only creates a node.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for readonly in [true, false] {
+        assert!(
+            matches!(
+                Block::open(&fifo, readonly),
+                Err(DiskError::NotAFile { .. })
+            ),
+            "readonly={readonly}"
+        );
+    }
+    std::fs::remove_file(&fifo).unwrap();
+}
