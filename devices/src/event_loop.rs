@@ -6,8 +6,6 @@
 //! never exits to userspace for it.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -15,6 +13,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::virtio::queue::{ChainHandler, QueueRunner};
+use crate::virtio::StopFlag;
 
 /// Runs queues when their kick EventFd fires.
 pub struct QueueSubscriber<H> {
@@ -66,13 +65,26 @@ type Subscriber = Box<dyn MutEventSubscriber + Send>;
 /// A running device thread; stopped and joined by [`DeviceThread::stop`] or on drop.
 pub struct DeviceThread {
     stop: EventFd,
-    stopping: Arc<AtomicBool>,
+    stopping: StopFlag,
     handle: Option<JoinHandle<()>>,
 }
 
 impl DeviceThread {
     /// Starts a thread named `name` that runs `subscriber` until stopped.
     pub fn spawn<S>(name: &str, subscriber: S) -> io::Result<DeviceThread>
+    where
+        S: MutEventSubscriber + Send + 'static,
+    {
+        Self::spawn_with_stop(name, subscriber, StopFlag::default())
+    }
+
+    /// [`Self::spawn`] with a stop flag the subscriber also holds, so work it is in the
+    /// middle of gives up when the thread is stopped.
+    pub fn spawn_with_stop<S>(
+        name: &str,
+        subscriber: S,
+        stopping: StopFlag,
+    ) -> io::Result<DeviceThread>
     where
         S: MutEventSubscriber + Send + 'static,
     {
@@ -83,12 +95,11 @@ impl DeviceThread {
             event: stop.try_clone()?,
         }));
         manager.add_subscriber(Box::new(subscriber));
-        let stopping = Arc::new(AtomicBool::new(false));
         let flag = stopping.clone();
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                while !flag.load(Ordering::Acquire) {
+                while !flag.is_set() {
                     // An epoll error other than EINTR (reported as 0 events) cannot be
                     // retried meaningfully: the device goes quiet, the monitor lives on.
                     if manager.run().is_err() {
@@ -112,7 +123,7 @@ impl DeviceThread {
         let Some(handle) = self.handle.take() else {
             return;
         };
-        self.stopping.store(true, Ordering::Release);
+        self.stopping.set();
         // Writing 1 to a fresh eventfd cannot overflow its counter.
         let _ = self.stop.write(1);
         let _ = handle.join();

@@ -351,3 +351,91 @@ fn the_device_cannot_read_the_owners_image() {
     assert_exit(&out, 32);
     assert_eq!(disk, [7u8; 4096]);
 }
+
+/// What a guest does once the device is busy with its huge queue.
+enum Then {
+    /// Crashes (ud2): the run must end with the report.
+    Crash,
+    /// Resets the device (status 0), then exits 5.
+    Reset,
+}
+
+/// A guest that queues 256 reads of 3.9 GiB each (one chain, header + 250 data
+/// descriptors of 16 MiB over the same heap buffer + status, listed 256 times in the
+/// available ring) on an 8 GiB sparse disk, waits until the device has started on the
+/// first (the buffer's 0xff marker is overwritten), then crashes or resets the device.
+/// Before the fix the device thread answered the whole queue (~1 TB) before it looked
+/// at its stop flag. Heap layout: descriptors 0x0000, available ring 0x1000, used ring
+/// 0x2000, header 0x3000, status 0x3100, data 0x10000.
+fn huge_queue_then(then: Then) -> Asm {
+    // Built with GNU as from:
+    //     mov rsi, [rdi+56]; mov rbx, [rdi+192]
+    //     lea rax, [rsi+0x3000]; mov [rsi], rax
+    //     mov dword ptr [rsi+8], 16; mov dword ptr [rsi+12], 0x10001
+    //     lea rax, [rsi+0x10000]; mov byte ptr [rax], 0xff; mov ecx, 1
+    // 1:  mov edx, ecx; shl edx, 4; mov [rsi+rdx], rax
+    //     mov dword ptr [rsi+rdx+8], 0x1000000
+    //     lea r8d, [rcx+1]; shl r8d, 16; or r8d, 3; mov [rsi+rdx+12], r8d
+    //     inc ecx; cmp ecx, 251; jne 1b
+    //     lea rax, [rsi+0x3100]; mov [rsi+0xfb0], rax
+    //     mov dword ptr [rsi+0xfb8], 1; mov dword ptr [rsi+0xfbc], 2
+    const DESCRIPTORS: &str = "488b7738488b9fc0000000488d8600300000488906c7460810000000\
+        c7460c01000100488d8600000100c600ffb90100000089cac1e20448890416c744160800000001\
+        448d410141c1e0104183c803448944160cffc181f9fb00000075d4488d8600310000488986b00f\
+        0000c786b80f000001000000c786bc0f000002000000";
+    let hex: Vec<u8> = (0..DESCRIPTORS.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&DESCRIPTORS[i..i + 2], 16).unwrap())
+        .collect();
+    let code = Asm::default()
+        .bytes(&hex)
+        .write_reg(0x70, 1) // ACKNOWLEDGE
+        .write_reg(0x70, 3) // DRIVER
+        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
+        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
+        .write_reg(0x70, 11) // FEATURES_OK
+        .write_reg(0x30, 0) // QueueSel
+        .write_reg(0x38, 256) // QueueNum
+        .write_reg_heap(0x80, 0x0000)
+        .write_reg_heap(0x90, 0x1000)
+        .write_reg_heap(0xa0, 0x2000)
+        .write_reg(0x44, 1) // QueueReady
+        .write_reg(0x70, 15) // DRIVER_OK
+        .read_reg(0x70)
+        .expect_eax(15)
+        .heap_u16(0x1002, 256) // avail.idx: 256 requests
+        .write_reg(0x50, 0) // QueueNotify(0)
+        // pause; movzx eax, byte [rsi+0x10000]; test eax, eax; jne back: the device
+        // is writing the first request's data.
+        .bytes(&[0xf3, 0x90, 0x0f, 0xb6, 0x86, 0x00, 0x00, 0x01, 0x00])
+        .bytes(&[0x85, 0xc0, 0x75, 0xf3]);
+    match then {
+        Then::Crash => code.bytes(&[0x0f, 0x0b]),
+        Then::Reset => code.write_reg(0x70, 0).exit(5),
+    }
+}
+
+/// Boots `code` with an 8 GiB sparse disk.
+fn huge_disk_run(code: Asm) -> Outcome {
+    let dir = TempDir::new("blk-huge");
+    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(8 << 30))
+        .unwrap();
+    run([OsString::from("--disk"), disk.into(), img.into()])
+}
+
+#[test]
+fn a_crash_is_reported_without_waiting_for_the_queued_requests() {
+    // The test's deadline (TIMEOUT) is far below the ~1 TB the queue asks for.
+    let out = huge_disk_run(huge_queue_then(Then::Crash));
+    out.assert_status(EXIT_CRASH);
+    out.assert_stderr_contains("flexos-vmm: compartment 0 (blk) crashed: invalid opcode");
+}
+
+#[test]
+fn a_device_reset_does_not_wait_for_the_queued_requests() {
+    let out = huge_disk_run(huge_queue_then(Then::Reset));
+    assert_exit(&out, 5);
+}

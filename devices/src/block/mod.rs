@@ -5,6 +5,12 @@
 //! blk_size. One request queue, whose requests are carried out one at a time in the
 //! order the driver made them available.
 //!
+//! A stop (the run ends, a crash) or a guest reset never waits for the queue: the
+//! device thread, its queue runner and the handler share one [`StopFlag`], checked
+//! before each chain and between pieces of at most [`request::CHUNK`] bytes of a
+//! request, so a driver that queues 256 reads of 4 GiB cannot hold the monitor's exit
+//! or its own vCPU. A request cut short gets no answer; its queue goes with the device.
+//!
 //! A disk file on tmpfs or ramfs gets no FLUSH: there a completed write is already as
 //! durable as it can be (fdatasync does nothing), so the device is write-through, as
 //! virtio-blk defines a device without FLUSH, and a driver saves the flush's round
@@ -32,8 +38,8 @@ use vmm_sys_util::eventfd::EventFd;
 pub use self::disk::{Disk, DiskError, SECTOR_SIZE};
 use self::request::ParseError;
 use crate::event_loop::{DeviceThread, QueueSubscriber};
-use crate::virtio::queue::{ChainHandler, QueueRunner, Unanswerable, DEFAULT_POLL};
-use crate::virtio::{ActivateError, Activation, GuestMemory, VirtioDevice};
+use crate::virtio::queue::{ChainError, ChainHandler, QueueRunner, Unanswerable, DEFAULT_POLL};
+use crate::virtio::{ActivateError, Activation, GuestMemory, StopFlag, VirtioDevice};
 
 /// Size of the request queue (the driver may choose a smaller power of two).
 pub const QUEUE_SIZE: u16 = 256;
@@ -51,6 +57,8 @@ pub enum Execution {
 /// Answers the chains of the request queue.
 pub struct BlockHandler {
     disk: Arc<Disk>,
+    /// Checked between bounded pieces of a request (see [`request::CHUNK`]).
+    stop: StopFlag,
 }
 
 impl ChainHandler for BlockHandler {
@@ -58,10 +66,11 @@ impl ChainHandler for BlockHandler {
         &mut self,
         mem: &GuestMemory,
         chain: DescriptorChain<&GuestMemory>,
-    ) -> Result<u32, Unanswerable> {
+    ) -> Result<u32, ChainError> {
         let (status_addr, status, len) = match request::parse(chain, mem, self.disk.size()) {
             Ok(req) => {
-                let (status, len) = request::execute(&req, &self.disk, mem);
+                let (status, len) = request::execute(&req, &self.disk, mem, &self.stop)
+                    .ok_or(ChainError::Stopped)?;
                 (req.status, status, len)
             }
             Err(ParseError::Rejected { status, .. }) => (
@@ -69,7 +78,7 @@ impl ChainHandler for BlockHandler {
                 virtio_bindings::bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8,
                 1,
             ),
-            Err(ParseError::Unanswerable(e)) => return Err(e),
+            Err(ParseError::Unanswerable(e)) => return Err(e.into()),
         };
         mem.write_obj(status, status_addr)
             .map_err(|_| Unanswerable("status byte not writable"))?;
@@ -207,19 +216,24 @@ impl VirtioDevice for Block {
         ) else {
             return Err(ActivateError::QueueCount { expected: 1, got });
         };
+        // One flag for the thread, the runner and the handler: a stop (the run ends)
+        // or a reset (the guest's) interrupts even a request moving gigabytes.
+        let stop = StopFlag::default();
         let handler = BlockHandler {
             disk: self.disk.clone(),
+            stop: stop.clone(),
         };
         let mut runner = QueueRunner::new(activation.mem, queue, handler, activation.needs_reset);
         runner.set_poll(self.poll);
         runner.set_adaptive_poll(self.adaptive_poll);
+        runner.set_stop(stop.clone());
         self.running = match self.execution {
             Execution::Inline => Running::Inline(Box::new(runner)),
             Execution::OwnThread => {
                 let notify = kick.try_clone().map_err(ActivateError::Thread)?;
                 let subscriber = QueueSubscriber::new(vec![(runner, kick)]);
-                let thread =
-                    DeviceThread::spawn("virtio-blk", subscriber).map_err(ActivateError::Thread)?;
+                let thread = DeviceThread::spawn_with_stop("virtio-blk", subscriber, stop)
+                    .map_err(ActivateError::Thread)?;
                 Running::Thread {
                     _thread: thread,
                     kick: notify,

@@ -15,6 +15,7 @@ use vmm_sys_util::tempfile::TempFile;
 use super::*;
 use crate::testing::*;
 use crate::virtio::mmio::MmioTransport;
+use crate::virtio::StopFlag;
 
 const DISK_SECTORS: u64 = 64;
 const FEATURES: u64 =
@@ -696,4 +697,56 @@ fn a_fifo_is_refused_without_blocking_even_read_only() {
         );
     }
     std::fs::remove_file(&fifo).unwrap();
+}
+
+/// Requests larger than a [`request::CHUNK`] move in pieces, each after a look at the
+/// stop flag: the pieces land where one whole copy would, and a set flag stops the
+/// request before its first byte, with no answer.
+#[test]
+fn large_requests_move_in_chunks_and_stop_when_asked() {
+    use request::{Request, RequestType, Segment, CHUNK};
+    use vm_memory::GuestAddress;
+
+    let file = TempFile::new().unwrap();
+    let bytes: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(file.as_path(), &bytes).unwrap();
+    let disk = Disk::open(file.as_path(), false).unwrap();
+    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+    let first = CHUNK * 2 + 4096;
+    let req = Request {
+        kind: RequestType::In,
+        sector: 1,
+        data: vec![
+            Segment {
+                addr: GuestAddress(0),
+                len: first,
+            },
+            Segment {
+                addr: GuestAddress(u64::from(first) + 512),
+                len: 8192,
+            },
+        ],
+        data_len: first + 8192,
+        status: GuestAddress(0),
+    };
+    let stop = StopFlag::default();
+    assert_eq!(
+        request::execute(&req, &disk, &mem, &stop),
+        Some((OK, first + 8192 + 1))
+    );
+    let mut got = vec![0u8; first as usize];
+    mem.read_slice(&mut got, GuestAddress(0)).unwrap();
+    assert!(got == bytes[512..512 + first as usize], "first segment");
+    let mut got = vec![0u8; 8192];
+    mem.read_slice(&mut got, GuestAddress(u64::from(first) + 512))
+        .unwrap();
+    let at = 512 + first as usize;
+    assert!(got == bytes[at..at + 8192], "second segment");
+
+    let fresh = GuestMemory::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+    stop.set();
+    assert_eq!(request::execute(&req, &disk, &fresh, &stop), None);
+    let mut got = vec![0xffu8; 4096];
+    fresh.read_slice(&mut got, GuestAddress(0)).unwrap();
+    assert_eq!(got, vec![0u8; 4096]);
 }

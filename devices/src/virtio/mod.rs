@@ -91,3 +91,20 @@ impl NeedsReset {
         self.0.store(false, Ordering::Release);
     }
 }
+
+/// Set when the device is being stopped (the run ends, or the guest resets it): work in
+/// progress gives up at its next check, so a stop never waits for the queue. Shared by
+/// the device thread's loop and the model answering chains; the model checks it between
+/// bounded pieces of work (see `block::request::CHUNK`).
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
-use super::{GuestMemory, NeedsReset};
+use super::{GuestMemory, NeedsReset, StopFlag};
 
 /// How long the runner polls an empty available ring before it sleeps.
 pub const DEFAULT_POLL: Duration = Duration::from_micros(30);
@@ -45,6 +45,17 @@ pub const DEFAULT_POLL: Duration = Duration::from_micros(30);
 #[error("unanswerable descriptor chain: {0}")]
 pub struct Unanswerable(pub &'static str);
 
+/// Why a chain got no answer.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    #[error(transparent)]
+    Unanswerable(#[from] Unanswerable),
+    /// The device is stopping ([`StopFlag`]): the chain is left without a used entry
+    /// and the queue is not touched again (it is dropped with the device).
+    #[error("the device is stopping")]
+    Stopped,
+}
+
 /// A device model's answer to one descriptor chain.
 pub trait ChainHandler: Send {
     /// Handles one chain and writes its reply into guest memory; returns the number of
@@ -53,7 +64,7 @@ pub trait ChainHandler: Send {
         &mut self,
         mem: &GuestMemory,
         chain: DescriptorChain<&GuestMemory>,
-    ) -> Result<u32, Unanswerable>;
+    ) -> Result<u32, ChainError>;
 }
 
 /// Why a queue stopped working (the device then shows DEVICE_NEEDS_RESET).
@@ -87,6 +98,8 @@ pub struct QueueRunner<H> {
     /// When the runner last went back to sleep (adaptive only).
     slept_at: Option<Instant>,
     failure: Option<QueueError>,
+    /// Set when the device stops: no more chains are taken.
+    stop: StopFlag,
 }
 
 /// Shortest window an adaptive runner keeps polling; below it, it sleeps at once.
@@ -115,7 +128,13 @@ impl<H: ChainHandler> QueueRunner<H> {
             window: None,
             slept_at: None,
             failure: None,
+            stop: StopFlag::default(),
         }
+    }
+
+    /// The flag that ends processing when the device stops (the device thread's).
+    pub fn set_stop(&mut self, stop: StopFlag) {
+        self.stop = stop;
     }
 
     /// Makes the poll window adaptive (see the module docs), starting at the poll time.
@@ -182,6 +201,9 @@ impl<H: ChainHandler> QueueRunner<H> {
             let mut deadline = Instant::now() + poll;
             loop {
                 let n = self.drain()?;
+                if self.stop.is_set() {
+                    return Ok(());
+                }
                 answered += n;
                 if n > 0 {
                     if polling {
@@ -231,6 +253,9 @@ impl<H: ChainHandler> QueueRunner<H> {
     fn drain(&mut self) -> Result<usize, QueueError> {
         let mut answered = 0;
         loop {
+            if self.stop.is_set() {
+                return Ok(answered);
+            }
             // A fresh iterator per chain re-reads the available index and rejects one
             // more than a queue size ahead of us (a guest lying about its ring).
             let chain = match self.queue.iter(&self.mem) {
@@ -243,7 +268,8 @@ impl<H: ChainHandler> QueueRunner<H> {
             let head = chain.head_index();
             let (len, fault) = match self.handler.handle(&self.mem, chain) {
                 Ok(len) => (len, None),
-                Err(e) => (0, Some(e)),
+                Err(ChainError::Unanswerable(e)) => (0, Some(e)),
+                Err(ChainError::Stopped) => return Ok(answered),
             };
             self.queue
                 .add_used(&self.mem, head, len)
