@@ -12,6 +12,8 @@
 //!   [`block::request`].
 //! - [`net`]: virtio-net over a tap (the contract with the guest driver is in its
 //!   docs), on the same transport and event loop with its own queue worker.
+//! - [`report`]: one-line reports of driver bugs, rate-limited against a driver that
+//!   breaks its device in a loop.
 //! - [`virtio::Interrupt`]: the optional EventFd a device writes when the driver asked
 //!   to hear of used buffers (the monitor passes the owner's doorbell).
 //!
@@ -43,6 +45,7 @@
 pub mod block;
 pub mod event_loop;
 pub mod net;
+pub mod report;
 #[cfg(test)]
 mod testing;
 pub mod virtio;

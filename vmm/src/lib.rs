@@ -37,6 +37,7 @@ use std::time::Instant;
 
 use devices::block::Block;
 use devices::net::{Net, Tap};
+use devices::report::RateLimited;
 use flexos_abi::{DEVICE_BLOCK, DEVICE_NET, MAX_COMPARTMENTS};
 use kvm_bindings::KVM_API_VERSION;
 use kvm_ioctls::Kvm;
@@ -89,6 +90,16 @@ fn open_kvm() -> Result<Kvm> {
     Ok(kvm)
 }
 
+/// Where device `name` writes what a driver did wrong: `flexos-vmm: NAME: ...` on
+/// stderr, at most one line a second (a driver may break its device in a loop); the
+/// monitor flushes it when the run ends.
+fn guest_fault_report(name: &'static str) -> RateLimited {
+    RateLimited::new(
+        move |text: &str| stderr_line!("flexos-vmm: {name}: {}", escape::line(text)),
+        devices::report::DEFAULT_INTERVAL,
+    )
+}
+
 /// Runs the monitor for a parsed command line; returns the process exit status.
 pub fn run(cli: Cli, start: Instant) -> Result<i32> {
     if cli.compartments == 0 {
@@ -135,8 +146,10 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
                     crate::escape::line(&cli.image.display().to_string())
                 )));
             }
-            let block =
-                Block::open(&arg.path, arg.readonly)?.with_adaptive_poll(count as usize >= cores);
+            let faults = guest_fault_report("virtio-blk");
+            let block = Block::open(&arg.path, arg.readonly)?
+                .with_adaptive_poll(count as usize >= cores)
+                .with_report(faults.report());
             let owner = mmio::owner_of(
                 BLOCK_DRIVER,
                 "--disk",
@@ -146,6 +159,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             Some(DiskPlan {
                 window: Window::new(0, DEVICE_BLOCK, owner),
                 block,
+                faults,
             })
         }
         None => None,
@@ -161,11 +175,11 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
                 &catalog.components,
                 &placement.assignment,
             )?;
-            let report: devices::net::Report =
-                std::sync::Arc::new(|text: &str| stderr_line!("flexos-vmm: virtio-net: {text}"));
+            let faults = guest_fault_report("virtio-net");
             Some(NetPlan {
                 window: Window::new(u32::from(disk.is_some()), DEVICE_NET, owner),
-                net: Net::new(tap, arg.mac).with_report(report),
+                net: Net::new(tap, arg.mac).with_report(faults.report()),
+                faults,
             })
         }
         None => None,

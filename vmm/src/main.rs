@@ -27,12 +27,27 @@ fn clap_one_line(e: &clap::Error) -> String {
     }
 }
 
+/// RUST_LOG's filter (errors only by default). Crates that log what a guest did wrong
+/// in their own words (virtio-queue, at error level, one line per bad ring access) are
+/// silent unless RUST_LOG names them: the monitor reports those faults itself, once
+/// per device and rate-limited, as `flexos-vmm: virtio-blk: ...`.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::from_default_env();
+    if !asked.contains("virtio_queue") {
+        if let Ok(off) = "virtio_queue=off".parse() {
+            filter = filter.add_directive(off);
+        }
+    }
+    filter
+}
+
 fn main() -> ExitCode {
     let start = Instant::now();
     // Before anything opens a file (see stdio.rs).
     flexos_vmm::stdio::reserve_standard_fds();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use devices::block::Block;
 use devices::net::{Net, Tap};
+use devices::report::RateLimited;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
@@ -44,12 +45,16 @@ pub struct RunPlan {
 pub struct DiskPlan {
     pub window: Window,
     pub block: Block,
+    /// The device's rate-limited reports of driver bugs, flushed when the run ends.
+    pub faults: RateLimited,
 }
 
 /// A virtio-net device and where it goes.
 pub struct NetPlan {
     pub window: Window,
     pub net: Net<Tap>,
+    /// As [`DiskPlan::faults`].
+    pub faults: RateLimited,
 }
 
 fn micros(start: Instant, t: Option<&Instant>) -> String {
@@ -106,6 +111,12 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             .collect(),
     );
     let net_stats = run.net.as_ref().map(|n| n.net.stats().clone());
+    let faults: Vec<RateLimited> = run
+        .disk
+        .iter()
+        .map(|d| d.faults.clone())
+        .chain(run.net.iter().map(|n| n.faults.clone()))
+        .collect();
     // Stopped when the run ends, so a device thread never outlives its run's answer
     // (in-flight requests finish, the disk file is closed before the process exits).
     let mut devices = Vec::new();
@@ -246,6 +257,10 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
     let end = Instant::now();
     for device in &devices {
         mmio::lock(device).stop();
+    }
+    // After the stop: no device reports any more, so the counts are final.
+    for f in &faults {
+        f.flush();
     }
     if let Some(stats) = &net_stats {
         tracing::debug!(counters = %stats.summary(), "virtio-net");

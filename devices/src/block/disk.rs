@@ -149,7 +149,7 @@ fn process_name(pid: u32) -> String {
 
 impl Disk {
     /// Opens `path` for reading, and for writing unless `readonly`, and locks it as
-    /// QEMU does: a writer alone, or any number of readers (see [`lock`]).
+    /// QEMU does: a writer alone, or any number of readers (see `lock`).
     pub fn open(path: &Path, readonly: bool) -> Result<Disk, DiskError> {
         let open_error = |source| DiskError::Open {
             path: path.to_owned(),

@@ -38,6 +38,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use self::disk::{Disk, DiskError, SECTOR_SIZE};
 use self::request::ParseError;
 use crate::event_loop::{DeviceThread, QueueSubscriber};
+use crate::report::Report;
 use crate::virtio::queue::{ChainError, ChainHandler, QueueRunner, Unanswerable, DEFAULT_POLL};
 use crate::virtio::{ActivateError, Activation, GuestMemory, StopFlag, VirtioDevice};
 
@@ -104,6 +105,7 @@ pub struct Block {
     execution: Execution,
     poll: Duration,
     adaptive_poll: bool,
+    report: Option<Report>,
     running: Running,
 }
 
@@ -140,6 +142,7 @@ impl Block {
             execution: Execution::OwnThread,
             poll: DEFAULT_POLL,
             adaptive_poll: false,
+            report: None,
             running: Running::Stopped,
         }
     }
@@ -162,6 +165,13 @@ impl Block {
     /// full window is what keeps a polling guest free of exits.
     pub fn with_adaptive_poll(mut self, adaptive: bool) -> Block {
         self.adaptive_poll = adaptive;
+        self
+    }
+
+    /// Where the device says, in one line, why its queue stopped working (a driver
+    /// bug); without one it says nothing and only shows DEVICE_NEEDS_RESET.
+    pub fn with_report(mut self, report: Report) -> Block {
+        self.report = Some(report);
         self
     }
 
@@ -227,6 +237,9 @@ impl VirtioDevice for Block {
         runner.set_poll(self.poll);
         runner.set_adaptive_poll(self.adaptive_poll);
         runner.set_stop(stop.clone());
+        if let Some(report) = &self.report {
+            runner.set_report(report.clone());
+        }
         self.running = match self.execution {
             Execution::Inline => Running::Inline(Box::new(runner)),
             Execution::OwnThread => {

@@ -122,8 +122,7 @@ pub fn receive_need(acked: u64) -> u32 {
     (VNET_HDR_LEN + frame) as u32
 }
 
-/// Where the device writes a line about a driver bug or a backend problem.
-pub type Report = Arc<dyn Fn(&str) + Send + Sync>;
+pub use crate::report::Report;
 
 /// Counters, shared with whoever holds [`Net::stats`].
 #[derive(Debug, Default)]

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 use super::{GuestMemory, NeedsReset, StopFlag};
+use crate::report::Report;
 
 /// How long the runner polls an empty available ring before it sleeps.
 pub const DEFAULT_POLL: Duration = Duration::from_micros(30);
@@ -100,6 +101,8 @@ pub struct QueueRunner<H> {
     failure: Option<QueueError>,
     /// Set when the device stops: no more chains are taken.
     stop: StopFlag,
+    /// Told, in one line, why the queue stopped working.
+    report: Option<Report>,
 }
 
 /// Shortest window an adaptive runner keeps polling; below it, it sleeps at once.
@@ -129,7 +132,13 @@ impl<H: ChainHandler> QueueRunner<H> {
             slept_at: None,
             failure: None,
             stop: StopFlag::default(),
+            report: None,
         }
+    }
+
+    /// Where the runner says why the queue stopped working (a driver bug).
+    pub fn set_report(&mut self, report: Report) {
+        self.report = Some(report);
     }
 
     /// The flag that ends processing when the device stops (the device thread's).
@@ -235,7 +244,11 @@ impl<H: ChainHandler> QueueRunner<H> {
             }
         })();
         if let Err(e) = result {
+            if let Some(report) = &self.report {
+                report(&format!("{e}; the device needs a reset"));
+            }
             self.failure = Some(e);
+            // Last: whoever sees DEVICE_NEEDS_RESET finds the reason already reported.
             self.needs_reset.raise();
         }
         answered
