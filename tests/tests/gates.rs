@@ -586,7 +586,7 @@ fn gatecheck_rejects_unknown_scenarios() {
     out.assert_status(2)
         .assert_stderr_empty()
         .assert_stdout_lines(&[
-            "gatecheck: unknown scenario 'meltdown' (want leak|malicious|peer-death|forge-reply|read-buffer|set-dead|write-header|write-state)",
+            "gatecheck: unknown scenario 'meltdown' (want leak|malicious|peer-death|forge-reply|read-buffer|set-dead|write-header|write-state|print-channel)",
         ]);
 }
 
@@ -647,6 +647,18 @@ fn a_compartment_cannot_write_the_region_header() {
         "write at guest-physical 0x100000000,",
         "the shared region's header page (written by the monitor only)",
         "gatecheck::evil::poke_u64",
+    );
+}
+
+/// Before: "invalid hypercall: console write buffer ... unreadable", which hid that the
+/// buffer was someone else's memory.
+#[test]
+fn a_third_compartment_cannot_have_the_monitor_print_another_pairs_channel() {
+    intrusion(
+        "print-channel",
+        "console write buffer 0x",
+        "the channel between compartment 0 (app) and compartment 2 (victim)",
+        "flexos_kernel::hypercall::console_write_at",
     );
 }
 

@@ -41,6 +41,17 @@ pub enum CrashKind {
         gpa: Option<u64>,
         owner: Option<String>,
     },
+    /// A hypercall whose argument block or buffer (`what`, at `addr`, `len` bytes)
+    /// reaches guest-physical `gpa`, which is `owner`'s (another pair's channel,
+    /// another compartment's memory): the guest asked the monitor to read what it may
+    /// not read itself, as much a violation as a direct access.
+    HypercallViolation {
+        what: String,
+        addr: u64,
+        len: u64,
+        gpa: u64,
+        owner: String,
+    },
     /// The guest panicked.
     Panic {
         message: String,
@@ -191,6 +202,16 @@ impl CrashReport {
                     hex.join(" ")
                 )
             }
+            CrashKind::HypercallViolation {
+                what,
+                addr,
+                len,
+                gpa,
+                owner,
+            } => format!(
+                "violated isolation: {what} {addr:#x}+{len} reaches guest-physical {gpa:#x}, which is {}, at {at}",
+                escape::line(owner)
+            ),
             CrashKind::Panic {
                 message,
                 file,

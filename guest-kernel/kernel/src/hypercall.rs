@@ -47,6 +47,15 @@ pub fn console_write(bytes: &[u8]) {
     }
 }
 
+/// Asks the monitor to print `len` bytes at guest-physical `addr`, which need not be
+/// memory this compartment may read: what a compromised compartment can ask for. The
+/// monitor refuses a buffer it cannot reach, and names whose memory it is (tests of
+/// that refusal use this; correct code uses [`console_write`]).
+#[inline(never)]
+pub fn console_write_at(addr: u64, len: u64) {
+    call(PORT_CONSOLE, &ConsoleWrite { buf: addr, len });
+}
+
 /// Ends the whole run with `code` (0..=63 pass through; the monitor owns the others).
 ///
 /// Does not flush the console: use [`crate::exit`] for that.

@@ -24,7 +24,7 @@ use std::time::Instant;
 use flexos_abi::BOOT_INFO_ADDR;
 use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_MEM_READONLY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use doorbell::Doorbells;
@@ -35,7 +35,7 @@ use crate::arch::{cpu, descriptors, paging};
 use crate::console::Console;
 use crate::error::{Result, VmmError};
 use crate::escape;
-use crate::hypercall::GuestBounds;
+use crate::hypercall::{GuestBounds, HypercallError};
 use crate::image::Image;
 use crate::memory::{compartment_memory, describe_shared, SharedRegion};
 use crate::mmio::{MmioBus, Window};
@@ -254,6 +254,47 @@ impl Compartment {
             return Some(format!("private memory of compartment {c} ({name})"));
         }
         describe_shared(&self.shared_layout, gpa, &self.spec.all_names)
+    }
+
+    /// A refused hypercall whose block or buffer reaches memory that is someone else's
+    /// (another pair's channel, another compartment's private memory) is an isolation
+    /// violation naming it, as a direct access there would be.
+    fn hypercall_violation(&self, kind: &CrashKind) -> Option<CrashKind> {
+        let CrashKind::BadHypercall(e) = kind else {
+            return None;
+        };
+        let (what, addr, len) = match *e {
+            HypercallError::BufferOutside { what, addr, len }
+            | HypercallError::BufferUnreadable {
+                what, addr, len, ..
+            } => (format!("{what} buffer"), addr, len),
+            HypercallError::BlockOutside { what, gpa }
+            | HypercallError::BlockUnreadable { what, gpa, .. } => {
+                (format!("{what} argument block"), gpa, 1)
+            }
+            _ => return None,
+        };
+        // The first byte the compartment cannot reach (page by page: memory is mapped
+        // in whole pages).
+        let end = addr.saturating_add(len.max(1));
+        let mut at = addr;
+        let gpa = loop {
+            if at >= end {
+                return None;
+            }
+            if self.mem.find_region(GuestAddress(at)).is_none() {
+                break at;
+            }
+            at = (at | 0xfff).saturating_add(1);
+        };
+        let owner = self.describe_gpa(gpa)?;
+        Some(CrashKind::HypercallViolation {
+            what,
+            addr,
+            len,
+            gpa,
+            owner,
+        })
     }
 
     /// A page fault that is a ring-3 write to a shared page this compartment may only

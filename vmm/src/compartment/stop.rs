@@ -130,6 +130,9 @@ impl Compartment {
         if let Some(violation) = self.readonly_write(&kind) {
             kind = violation;
         }
+        if let Some(violation) = self.hypercall_violation(&kind) {
+            kind = violation;
+        }
         if let CrashKind::Violation { gpa, owner, .. } = &mut kind {
             *owner = self.describe_gpa(*gpa);
         }

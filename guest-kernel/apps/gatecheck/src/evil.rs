@@ -14,7 +14,8 @@
 //! [`Intrusion`]s go further: evil reaches for shared memory that is not its own (the
 //! channel between app and victim, the monitor's header page, victim's state page).
 //! The monitor maps none of it writable into evil's VM, so each ends the run as an
-//! isolation violation naming what was touched.
+//! isolation violation naming what was touched; so does asking the monitor to read
+//! such memory for evil (a console hypercall whose buffer is in the channel).
 
 use core::arch::asm;
 use core::hint::black_box;
@@ -61,6 +62,9 @@ rpc::gate_enum! {
         WriteHeader = 3,
         /// Set victim's sleeping flag in its state page.
         WriteState = 4,
+        /// Ask the monitor to print the ring app -> victim (a console hypercall whose
+        /// buffer is in their channel).
+        PrintChannel = 5,
     }
 }
 
@@ -277,6 +281,11 @@ impl evil::Api for Evil {
             }
             Intrusion::WriteState => {
                 poke_u32(at(layout.sleeping_flag_offset(victim)), 1);
+                0
+            }
+            Intrusion::PrintChannel => {
+                let slot = at(layout.slot_offset(app, victim, 0));
+                hypercall::console_write_at(slot as u64, 64);
                 0
             }
         }

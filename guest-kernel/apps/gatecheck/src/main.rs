@@ -58,8 +58,7 @@ flexos_kernel::servers! {
     EVIL => evil_iface(EVIL_SERVER),
 }
 
-const SCENARIOS: &str =
-    "leak|malicious|peer-death|forge-reply|read-buffer|set-dead|write-header|write-state";
+const SCENARIOS: &str = "leak|malicious|peer-death|forge-reply|read-buffer|set-dead|write-header|write-state|print-channel";
 
 /// Exit code for bad arguments or an unusable placement.
 const EXIT_USAGE: i32 = 2;
@@ -81,6 +80,7 @@ fn main(args: &Args) -> i32 {
         "set-dead" => intrude(Intrusion::SetDead),
         "write-header" => intrude(Intrusion::WriteHeader),
         "write-state" => intrude(Intrusion::WriteState),
+        "print-channel" => intrude(Intrusion::PrintChannel),
         other => {
             println!("gatecheck: unknown scenario '{other}' (want {SCENARIOS})");
             EXIT_USAGE
