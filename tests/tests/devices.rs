@@ -358,6 +358,9 @@ enum Then {
     Crash,
     /// Resets the device (status 0), then exits 5.
     Reset,
+    /// Nothing: the kick is its last instruction (the device runs in its vCPU
+    /// thread, which answers the kick before the guest goes on).
+    Wait,
 }
 
 /// A guest that queues 256 reads of 3.9 GiB each (one chain, header + 250 data
@@ -387,7 +390,7 @@ fn huge_queue_then(then: Then) -> Asm {
         .step_by(2)
         .map(|i| u8::from_str_radix(&DESCRIPTORS[i..i + 2], 16).unwrap())
         .collect();
-    let code = Asm::default()
+    let queue = Asm::default()
         .bytes(&hex)
         .write_reg(0x70, 1) // ACKNOWLEDGE
         .write_reg(0x70, 3) // DRIVER
@@ -404,26 +407,41 @@ fn huge_queue_then(then: Then) -> Asm {
         .read_reg(0x70)
         .expect_eax(15)
         .heap_u16(0x1002, 256) // avail.idx: 256 requests
-        .write_reg(0x50, 0) // QueueNotify(0)
-        // pause; movzx eax, byte [rsi+0x10000]; test eax, eax; jne back: the device
-        // is writing the first request's data.
+        .write_reg(0x50, 0); // QueueNotify(0)
+    if let Then::Wait = then {
+        return queue.bytes(&[0xeb, 0xfe]); // jmp $
+    }
+    // pause; movzx eax, byte [rsi+0x10000]; test eax, eax; jne back: the device is
+    // writing the first request's data.
+    let code = queue
         .bytes(&[0xf3, 0x90, 0x0f, 0xb6, 0x86, 0x00, 0x00, 0x01, 0x00])
         .bytes(&[0x85, 0xc0, 0x75, 0xf3]);
     match then {
         Then::Crash => code.bytes(&[0x0f, 0x0b]),
         Then::Reset => code.write_reg(0x70, 0).exit(5),
+        Then::Wait => unreachable!(),
     }
 }
 
-/// Boots `code` with an 8 GiB sparse disk.
-fn huge_disk_run(code: Asm) -> Outcome {
+/// Boots `code` with an 8 GiB sparse disk, the image's components placed by `table`,
+/// with `opts` before the image.
+fn huge_disk_run_with(code: Asm, table: Vec<u8>, opts: &[&str]) -> Outcome {
     let dir = TempDir::new("blk-huge");
-    let img = crafted(&dir, code, component_table(&["blkdev"], &["blk"], &[0]));
+    let img = crafted(&dir, code, table);
     let disk = dir.path().join("disk.img");
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(8 << 30))
         .unwrap();
-    run([OsString::from("--disk"), disk.into(), img.into()])
+    let mut args: Vec<OsString> = opts.iter().map(OsString::from).collect();
+    args.extend([OsString::from("--disk"), disk.into(), img.into()]);
+    run(args)
+}
+
+/// Boots `code` (one compartment, `blkdev`) with an 8 GiB sparse disk; the device has
+/// a thread of its own (2 threads on a 2-CPU host, `--tune blk=thread` anywhere).
+fn huge_disk_run(code: Asm) -> Outcome {
+    let table = component_table(&["blkdev"], &["blk"], &[0]);
+    huge_disk_run_with(code, table, &["--tune", "blk=thread"])
 }
 
 #[test]
@@ -432,6 +450,26 @@ fn a_crash_is_reported_without_waiting_for_the_queued_requests() {
     let out = huge_disk_run(huge_queue_then(Then::Crash));
     out.assert_status(EXIT_CRASH);
     out.assert_stderr_contains("flexos-vmm: compartment 0 (blk) crashed: invalid opcode");
+}
+
+/// The device run in its owner's vCPU thread (`blk=vcpu`, what the policy picks when
+/// no CPU is left for a device thread): the owner's kick keeps its vCPU thread, and
+/// the device's lock, busy with the queue; another compartment's crash must still end
+/// the run at once. Compartment 0 crashes after a delay loop (~1 s), compartment 1
+/// queues the huge reads and kicks.
+#[test]
+fn a_peers_crash_ends_the_run_while_the_owner_works_through_its_queue() {
+    let code = Asm::default()
+        .bytes(&[0x83, 0x7f, BOOT_COMPARTMENT_ID as u8, 0x00]) // cmp dword [rdi+16], 0
+        .bytes(&[0x75, 0x0b]) // jne +11: compartment 1 queues
+        .bytes(&[0xb9, 0x00, 0x00, 0x00, 0x40]) // mov ecx, 0x40000000
+        .bytes(&[0xff, 0xc9, 0x75, 0xfc]) // dec ecx; jnz back
+        .bytes(&[0x0f, 0x0b]) // ud2
+        .bytes(&huge_queue_then(Then::Wait).0);
+    let table = component_table(&["app", "blkdev"], &["app", "blk"], &[0, 1]);
+    let out = huge_disk_run_with(code, table, &["-c", "2", "--tune", "blk=vcpu"]);
+    out.assert_status(EXIT_CRASH);
+    out.assert_stderr_contains("flexos-vmm: compartment 0 (app) crashed: invalid opcode");
 }
 
 #[test]

@@ -101,6 +101,14 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", conflicts_with = "gdb")]
     pub core: Option<PathBuf>,
 
+    /// Override the thread policy's choices (for experiments and benchmarks):
+    /// spin=N|auto (guest spin rounds before sleeping), blk=thread|vcpu|auto (the disk
+    /// on its own thread or in its owner's vCPU thread), pin=on|off|auto (each thread
+    /// on one CPU), idle-spinner=on|off|auto (a SCHED_IDLE spinner per CPU). The
+    /// policy in force is logged at RUST_LOG=info.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = crate::policy::Tune::parse)]
+    pub tune: Option<crate::policy::Tune>,
+
     /// Print the image's components and default splits, then exit.
     #[arg(long)]
     pub list_components: bool,

@@ -131,6 +131,9 @@ pub enum VmmError {
 
     #[error("cannot set up SIGINT/SIGTERM handling: {0}")]
     Signals(#[source] std::io::Error),
+
+    #[error("cannot read this process's CPU affinity: {0}")]
+    Affinity(#[source] std::io::Error),
 }
 
 impl VmmError {
@@ -166,6 +169,7 @@ impl VmmError {
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_)
+            | VmmError::Affinity(_)
             | VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
             VmmError::Debug(_) => EXIT_USAGE,
         }

@@ -24,6 +24,7 @@ pub mod mmio;
 pub mod monitor;
 pub mod placement;
 pub mod pod;
+pub mod policy;
 pub mod postmortem;
 pub mod report;
 pub mod signals;
@@ -35,7 +36,7 @@ mod testing;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
-use devices::block::Block;
+use devices::block::{Block, Execution};
 use devices::net::{Net, Tap};
 use devices::report::RateLimited;
 use flexos_abi::{DEVICE_BLOCK, DEVICE_NET, MAX_COMPARTMENTS};
@@ -49,6 +50,7 @@ use crate::image::Image;
 use crate::mmio::Window;
 use crate::monitor::{DiskPlan, NetPlan, RunPlan};
 use crate::placement::Catalog;
+use crate::policy::{DeviceKind, DeviceRun, Policy, Tune};
 
 /// The component that drives a `--disk`: the disk belongs to its compartment.
 pub const BLOCK_DRIVER: &str = "blkdev";
@@ -100,6 +102,32 @@ fn guest_fault_report(name: &'static str) -> RateLimited {
     )
 }
 
+/// The thread policy for `compartments` and the planned devices (see [`policy`]),
+/// logged at info: readable, and as one JSON object for the benchmark scripts.
+fn thread_policy(
+    compartments: u32,
+    disk: &Option<DiskPlan>,
+    net: &Option<NetPlan>,
+    tune: Tune,
+) -> Result<Policy> {
+    let cpus = policy::allowed_cpus().map_err(VmmError::Affinity)?;
+    let devices = disk
+        .iter()
+        .map(|d| (DeviceKind::Block, d.window.owner))
+        .chain(net.iter().map(|n| (DeviceKind::Net, n.window.owner)))
+        .collect();
+    let policy = Policy::choose(
+        &policy::Run {
+            compartments,
+            devices,
+            cpus,
+        },
+        tune,
+    );
+    tracing::info!(target: "flexos_vmm::policy", json = %policy.json(), "{policy}");
+    Ok(policy)
+}
+
 /// Runs the monitor for a parsed command line; returns the process exit status.
 pub fn run(cli: Cli, start: Instant) -> Result<i32> {
     if cli.compartments == 0 {
@@ -134,8 +162,6 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
     // The file first: a missing disk is reported as such whatever the image.
     let disk = match &cli.disk {
         Some(arg) => {
-            // As many vCPUs as host cores: the device thread has no core to poll on.
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             // Before opening: the image need not be whole sectors, and this says why.
             let same = std::fs::metadata(&arg.path)
                 .is_ok_and(|m| image.file_id() == Some((m.dev(), m.ino())));
@@ -147,9 +173,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
                 )));
             }
             let faults = guest_fault_report("virtio-blk");
-            let block = Block::open(&arg.path, arg.readonly)?
-                .with_adaptive_poll(count as usize >= cores)
-                .with_report(faults.report());
+            let block = Block::open(&arg.path, arg.readonly)?.with_report(faults.report());
             let owner = mmio::owner_of(
                 BLOCK_DRIVER,
                 "--disk",
@@ -184,10 +208,32 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         }
         None => None,
     };
+    let policy = thread_policy(count, &disk, &net, cli.tune.unwrap_or_default())?;
+    let disk = disk.map(|mut d| {
+        let how = policy.device_run(DeviceKind::Block);
+        let execution = match how {
+            DeviceRun::OwnThread => Execution::OwnThread,
+            DeviceRun::OwnerVcpu => Execution::Inline,
+        };
+        d.block = d
+            .block
+            .with_execution(execution)
+            // A device thread without a CPU of its own: see devices::virtio::queue.
+            .with_adaptive_poll(policy.crowded)
+            .with_cpu(policy.cpu_of(&format!("virtio-blk-{}", d.window.owner)));
+        d
+    });
+    let net = net.map(|mut n| {
+        n.net = n
+            .net
+            .with_cpu(policy.cpu_of(&format!("virtio-net-{}", n.window.owner)));
+        n
+    });
     let kvm = open_kvm()?;
     monitor::run(
         &kvm,
         RunPlan {
+            policy,
             image,
             placement,
             plan,

@@ -6,12 +6,16 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use devices::block::Block;
+use devices::block::Execution;
 use devices::net::{Net, Tap};
 use devices::report::RateLimited;
+use devices::virtio::StopFlag;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
-use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome, StopHook};
+use crate::compartment::{
+    Compartment, CompartmentSpec, Doorbells, Kicks, Milestones, Outcome, StopHook,
+};
 use crate::debug::listen::GdbListener;
 use crate::debug::stub::{self, SessionEnd};
 use crate::debug::Debugger;
@@ -20,11 +24,14 @@ use crate::image::Image;
 use crate::memory::SharedRegion;
 use crate::mmio::{self, Window};
 use crate::placement::Placement;
+use crate::policy::{self, Policy};
 use crate::postmortem::{self, PostMortemEvent, PostMortemPlan};
 use crate::symbols::Symbolizer;
 
 /// Everything a run needs, decided before any VM exists.
 pub struct RunPlan {
+    /// How the run's threads wait, wake and where they run.
+    pub policy: Policy,
     pub image: Image,
     pub placement: Placement,
     pub plan: MemoryPlan,
@@ -111,6 +118,7 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             .collect(),
     );
     let net_stats = run.net.as_ref().map(|n| n.net.stats().clone());
+    let ends: Vec<StopFlag> = run.disk.iter().map(|d| d.block.end_flag()).collect();
     let faults: Vec<RateLimited> = run
         .disk
         .iter()
@@ -122,8 +130,10 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
     let mut devices = Vec::new();
     let mut compartments = Vec::with_capacity(count as usize);
     // The CPUs of this process's affinity mask (what `taskset` leaves), not the machine's.
-    let host_cpus = std::thread::available_parallelism()
-        .map_or(0, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+    let host_cpus = u32::try_from(run.policy.cpus.len()).unwrap_or(u32::MAX);
+    if run.policy.idle_spinner {
+        policy::start_idle_spinners(&run.policy.cpus).map_err(VmmError::VcpuThread)?;
+    }
     for (id, plan) in (0u32..).zip(&run.placement.compartments) {
         let spec = CompartmentSpec {
             id,
@@ -135,10 +145,17 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             timings: run.timings,
             windows: windows.clone(),
             host_cpus,
+            spin_rounds: run.policy.spin_rounds,
         };
         let mut comp = Compartment::create(kvm, spec, &run.image, &run.plan, &shared, &doorbells)?;
         if let Some(disk) = run.disk.take_if(|d| d.window.owner == id) {
-            devices.push(comp.attach(&disk.window, disk.block, "virtio-blk device")?);
+            // A block device run in its owner's vCPU thread is answered when the
+            // kick exits to the monitor: no ioeventfd for it.
+            let kicks = match disk.block.execution() {
+                Execution::OwnThread => Kicks::InKernel,
+                Execution::Inline => Kicks::Exit,
+            };
+            devices.push(comp.attach(&disk.window, disk.block, "virtio-blk device", kicks)?);
             tracing::debug!(
                 compartment = id,
                 window = format_args!(
@@ -149,7 +166,12 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             );
         }
         if let Some(net) = run.net.take_if(|n| n.window.owner == id) {
-            devices.push(comp.attach(&net.window, net.net, "virtio-net device")?);
+            devices.push(comp.attach(
+                &net.window,
+                net.net,
+                "virtio-net device",
+                Kicks::InKernel,
+            )?);
             tracing::debug!(
                 compartment = id,
                 window = format_args!("{:#x}..{:#x}", net.window.range.start, net.window.range.end),
@@ -197,9 +219,15 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         let tx = tx.clone();
         let id = comp.spec.id;
         let debugger = debugger.clone();
+        let cpu = run.policy.cpu_of(&format!("vcpu-{id}"));
         std::thread::Builder::new()
             .name(format!("vcpu-{}", comp.spec.name))
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    // A performance choice: if the CPU was taken away meanwhile, the
+                    // thread runs where the scheduler puts it.
+                    let _ = policy::pin_current_thread(cpu);
+                }
                 let outcome = comp.run(debugger.as_deref().map(|d| d as &dyn StopHook));
                 let _ = tx.send(Report::Ended(id, outcome));
             })
@@ -255,6 +283,11 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         }
     };
     let end = Instant::now();
+    // First without the locks: a device run in a vCPU thread holds its lock while it
+    // works through a queue.
+    for flag in &ends {
+        flag.set();
+    }
     for device in &devices {
         mmio::lock(device).stop();
     }

@@ -106,6 +106,11 @@ pub struct Block {
     poll: Duration,
     adaptive_poll: bool,
     report: Option<Report>,
+    cpu: Option<usize>,
+    /// Set by whoever ends the run, without the device's lock: a queue run inline
+    /// holds that lock (its vCPU is in the middle of a kick) for as long as the queue
+    /// takes, so only this flag can cut it short.
+    ended: StopFlag,
     running: Running,
 }
 
@@ -143,6 +148,8 @@ impl Block {
             poll: DEFAULT_POLL,
             adaptive_poll: false,
             report: None,
+            cpu: None,
+            ended: StopFlag::default(),
             running: Running::Stopped,
         }
     }
@@ -166,6 +173,23 @@ impl Block {
     pub fn with_adaptive_poll(mut self, adaptive: bool) -> Block {
         self.adaptive_poll = adaptive;
         self
+    }
+
+    /// Pins the device thread to `cpu`.
+    pub fn with_cpu(mut self, cpu: Option<usize>) -> Block {
+        self.cpu = cpu;
+        self
+    }
+
+    /// The flag that ends the device for good, to be set without its lock (see the
+    /// field's docs) before it is stopped.
+    pub fn end_flag(&self) -> StopFlag {
+        self.ended.clone()
+    }
+
+    /// Where the queue runs ([`Execution`]).
+    pub fn execution(&self) -> Execution {
+        self.execution
     }
 
     /// Where the device says, in one line, why its queue stopped working (a driver
@@ -227,8 +251,13 @@ impl VirtioDevice for Block {
             return Err(ActivateError::QueueCount { expected: 1, got });
         };
         // One flag for the thread, the runner and the handler: a stop (the run ends)
-        // or a reset (the guest's) interrupts even a request moving gigabytes.
-        let stop = StopFlag::default();
+        // or a reset (the guest's) interrupts even a request moving gigabytes. Inline,
+        // the reset comes from the very thread that runs the queue, so only the end of
+        // the run can interrupt it.
+        let stop = match self.execution {
+            Execution::Inline => self.ended.clone(),
+            Execution::OwnThread => StopFlag::default(),
+        };
         let handler = BlockHandler {
             disk: self.disk.clone(),
             stop: stop.clone(),
@@ -245,8 +274,9 @@ impl VirtioDevice for Block {
             Execution::OwnThread => {
                 let notify = kick.try_clone().map_err(ActivateError::Thread)?;
                 let subscriber = QueueSubscriber::new(vec![(runner, kick)]);
-                let thread = DeviceThread::spawn_with_stop("virtio-blk", subscriber, stop)
-                    .map_err(ActivateError::Thread)?;
+                let thread =
+                    DeviceThread::spawn_with_stop("virtio-blk", subscriber, stop, self.cpu)
+                        .map_err(ActivateError::Thread)?;
                 Running::Thread {
                     _thread: thread,
                     kick: notify,

@@ -202,6 +202,7 @@ pub struct Net<B: Backend> {
     poll: Duration,
     stats: Arc<NetStats>,
     report: Report,
+    cpu: Option<usize>,
     running: Running<B>,
 }
 
@@ -219,6 +220,7 @@ impl<B: Backend> Net<B> {
                 use std::io::Write;
                 let _ = writeln!(std::io::stderr().lock(), "virtio-net: {text}");
             }),
+            cpu: None,
             running: Running::Stopped,
         }
     }
@@ -231,6 +233,12 @@ impl<B: Backend> Net<B> {
     /// How long the device thread polls after a batch before it sleeps.
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;
+        self
+    }
+
+    /// Pins the device thread to `cpu`.
+    pub fn with_cpu(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
         self
     }
 
@@ -324,8 +332,13 @@ impl<B: Backend> VirtioDevice for Net<B> {
                     tx_kick.try_clone().map_err(ActivateError::Thread)?,
                 ];
                 let subscriber = NetSubscriber::new(worker, rx_kick, tx_kick);
-                let thread =
-                    DeviceThread::spawn("virtio-net", subscriber).map_err(ActivateError::Thread)?;
+                let thread = DeviceThread::spawn_with_stop(
+                    "virtio-net",
+                    subscriber,
+                    crate::virtio::StopFlag::default(),
+                    self.cpu,
+                )
+                .map_err(ActivateError::Thread)?;
                 Running::Thread {
                     _thread: thread,
                     kicks: clones,

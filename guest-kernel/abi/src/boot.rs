@@ -4,7 +4,7 @@
 /// "FLEXBOOT" in little-endian ASCII.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FLEXBOOT");
 /// Bumped on every incompatible change to [`BootInfo`].
-pub const BOOT_VERSION: u32 = 2;
+pub const BOOT_VERSION: u32 = 3;
 
 /// Boot flag: the monitor runs with `--timings`; the guest reports reaching `main`.
 pub const BOOT_FLAG_TIMINGS: u32 = 1 << 0;
@@ -91,7 +91,15 @@ pub struct BootInfo {
     /// The devices this compartment owns (the monitor attaches a device to the
     /// compartment hosting its driver component).
     pub devices: [DeviceInfo; MAX_DEVICES],
+    /// Rounds a waiting compartment spins before it sleeps, as the monitor's thread
+    /// policy chose them for this run (its threads against its CPUs);
+    /// [`SPIN_ROUNDS_UNSET`]: the guest decides.
+    pub spin_rounds: u32,
+    pub reserved_end: u32,
 }
+
+/// [`BootInfo::spin_rounds`] when the monitor leaves the choice to the guest.
+pub const SPIN_ROUNDS_UNSET: u32 = u32::MAX;
 
 impl BootInfo {
     /// A block with the magic and version set and everything else zero.
@@ -126,6 +134,8 @@ impl BootInfo {
                 mmio_base: 0,
                 mmio_size: 0,
             }; MAX_DEVICES],
+            spin_rounds: SPIN_ROUNDS_UNSET,
+            reserved_end: 0,
         }
     }
 
@@ -153,7 +163,7 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         assert_eq!(core::mem::size_of::<DeviceInfo>(), 24);
-        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24);
+        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8);
         assert_eq!(core::mem::align_of::<BootInfo>(), 8);
     }
 

@@ -54,6 +54,7 @@ pub(super) fn write(
     info.tsc_khz = tsc_khz;
     info.tsc_at_start = tsc_now;
     info.host_cpus = spec.host_cpus;
+    info.spin_rounds = spec.spin_rounds;
     info.argc = count_u32(spec.guest_args.len(), "guest arguments")?;
     info.args_addr = BOOT_INFO_ADDR + header;
     info.args_len = args.len() as u64;
@@ -112,6 +113,7 @@ mod tests {
                 Window::new(1, DEVICE_BLOCK, 1),
             ]),
             host_cpus: 6,
+            spin_rounds: 77,
         };
         let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, shared.mappings(1), 2 << 20);
         write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
@@ -121,6 +123,7 @@ mod tests {
         assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
         assert_eq!(info.name(), "net");
         assert_eq!(info.host_cpus, 6);
+        assert_eq!(info.spin_rounds, 77);
         assert_eq!(&info.placement[..3], &[0, 1, 1]);
         // Only its own device, at the run's window for it.
         assert_eq!(

@@ -12,6 +12,16 @@ use super::Compartment;
 use crate::error::{Result, VmmError};
 use crate::mmio::{device_memory, DeviceHandle, Window};
 
+/// How a device's queue kicks reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kicks {
+    /// An ioeventfd per queue: KVM signals the device thread without an exit.
+    InKernel,
+    /// No ioeventfd: the write exits to the monitor, which hands it to the device in
+    /// the vCPU thread (a device run in its owner's vCPU thread).
+    Exit,
+}
+
 impl Compartment {
     /// Puts `device` behind `window` in this compartment and returns the handle the
     /// monitor stops it with. The device sees only the memory [`device_memory`] allows.
@@ -20,6 +30,7 @@ impl Compartment {
         window: &Window,
         device: D,
         what: &'static str,
+        kicks: Kicks,
     ) -> Result<DeviceHandle> {
         debug_assert_eq!(window.owner, self.spec.id);
         let mem = device_memory(&self.mem, &self.layout.data, &self.layout.shared_maps)?;
@@ -39,7 +50,12 @@ impl Compartment {
         // A kick is a 4-byte write of the queue index to QueueNotify; KVM matches it
         // and signals the queue's eventfd without leaving the kernel.
         let notify = IoEventAddress::Mmio(window.range.start + QUEUE_NOTIFY_OFFSET);
-        for index in 0..transport.num_queues() {
+        let in_kernel = if kicks == Kicks::InKernel {
+            transport.num_queues()
+        } else {
+            0
+        };
+        for index in 0..in_kernel {
             let (Some(kick), Ok(datamatch)) = (transport.queue_event(index), u32::try_from(index))
             else {
                 continue;

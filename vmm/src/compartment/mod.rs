@@ -27,6 +27,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
+pub use self::devices::Kicks;
 pub use doorbell::Doorbells;
 pub use hook::{Resume, Snapshot, Stop, StopHook};
 
@@ -59,6 +60,8 @@ pub struct CompartmentSpec {
     pub windows: Arc<Vec<Window>>,
     /// Host CPUs this process may run on (0: unknown), for the guest's idle policy.
     pub host_cpus: u32,
+    /// Guest spin rounds before sleeping, from the thread policy.
+    pub spin_rounds: u32,
 }
 
 /// How a compartment's run ended.

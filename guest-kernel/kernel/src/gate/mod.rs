@@ -146,17 +146,16 @@ pub(crate) fn init(info: &'static BootInfo) {
     endpoint.mark_ready();
 }
 
-/// How long an idle compartment spins before it sleeps: longer when every compartment
-/// can have a host CPU of its own, the default otherwise (rpc-shm's
-/// `IdlePolicy::for_host`, with the measurements), or `gate.spin=N` rounds from the
-/// guest arguments (for experiments).
-///
-/// Fewer rounds than the default do not help an overcommitted host either (gatebench,
-/// 3 and 4 compartments on 2 CPUs: every case slower), because a sleep and its
-/// doorbell wake-up (~50 us) cost more than waiting for the host scheduler to run the
-/// peer.
+/// How long an idle compartment spins before it sleeps: what the monitor's thread
+/// policy chose for this run (its threads against its CPUs, in the boot info), else
+/// rpc-shm's `IdlePolicy::for_host` from the CPU count, or `gate.spin=N` rounds from
+/// the guest arguments (for experiments; the monitor's `--tune spin=N` does the same
+/// for every compartment).
 fn idle_policy(info: &BootInfo) -> IdlePolicy {
     let mut policy = IdlePolicy::for_host(info.compartment_count, info.host_cpus);
+    if info.spin_rounds != flexos_abi::SPIN_ROUNDS_UNSET {
+        policy.spin_rounds = info.spin_rounds;
+    }
     if let Some(text) = Args::from_boot(info).get("gate.spin") {
         match text.parse() {
             Ok(rounds) => policy.spin_rounds = rounds,
