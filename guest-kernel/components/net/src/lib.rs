@@ -47,8 +47,8 @@
 //! - In split 3 netdev's compartment relays between the device and the rings; net
 //!   asks it (control word `waiting`) to wake it on the next frame before sleeping.
 //!
-//! The plain-Rust parts ([`ring`], [`args`], [`codes`], [`tcp_end`]) build without the `guest`
-//! feature and are tested on the host (components/units).
+//! The plain-Rust parts ([`ring`], [`args`], [`codes`], [`tcp_end`], [`lockout`]) build
+//! without the `guest` feature and are tested on the host (components/units).
 
 #![no_std]
 
@@ -56,6 +56,7 @@ extern crate alloc;
 
 pub mod args;
 pub mod codes;
+pub mod lockout;
 pub mod ring;
 pub mod tcp_end;
 
