@@ -345,3 +345,27 @@ fn an_idle_connection_is_reset_by_the_stack_after_net_idle() {
         "{guest:?}"
     );
 }
+
+/// With the pool full of idle connections (`net.conns=2`), a new client is not
+/// refused: the stack resets the connection idle longest (at least 1 s) to admit it,
+/// once per connection the client opens (iperf3's control and data connections).
+#[test]
+fn a_full_pool_resets_its_longest_idle_connections_to_admit_a_client() {
+    let ns = NetNs::with_tap("evict");
+    let (guest, (client, ended)) = with_guest(&ns, 2, &["count=1", "net.conns=2"], |lines| {
+        let mut idle = [connect(&ns, 5001), connect(&ns, 5001)];
+        let client = iperf3(&ns);
+        wait_for_line(lines, "reset one idle for 1 s to admit another (2 so far)");
+        let ended: Vec<Ended> = idle.iter_mut().map(|s| read_to_end(s).0).collect();
+        (client, ended)
+    });
+    guest.assert_status(0);
+    assert_eq!(ended, [Ended::Reset, Ended::Reset], "{guest:?}");
+    assert_eq!(
+        tests_reported(&guest),
+        [("iperf3".to_string(), 1, iperf3_received(&client))],
+        "{guest:?}"
+    );
+    let [_, _, idle, refused] = lockout_counters(&guest);
+    assert_eq!((idle, refused), (2, 0), "{guest:?}");
+}
