@@ -1,6 +1,7 @@
 //! The guest's network stack cannot be locked out (issue 17): spoofed SYNs, idle
 //! connections and garbage iperf3 control connections, alone and together, and a stock
-//! client still gets a normal transfer; the handshake and idle timeouts each fire.
+//! client still gets a normal transfer; the handshake and idle timeouts each fire, and a
+//! pool full of idle connections makes room for a new client.
 //!
 //! Every test boots the real `iperf` image in a network namespace of its own
 //! ([`NetNs`]) and sends the hostile traffic from inside that namespace: spoofed SYNs as
