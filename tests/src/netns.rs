@@ -143,6 +143,7 @@ impl NetNs {
     /// because its reader, the monitor, was behind).
     #[track_caller]
     pub fn link_counter(&self, dev: &str, name: &str) -> u64 {
+        require_tool("cat", "coreutils");
         let file = format!("/sys/class/net/{dev}/statistics/{name}");
         let out = self.run_program("cat", [&file]);
         out.assert_status(0);
