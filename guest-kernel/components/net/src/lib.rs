@@ -57,10 +57,10 @@
 //! and the reasons; the app's own protocol timeouts are the app's):
 //!
 //! - **SYN queue.** Each port keeps two listening sockets and at most `net.synq` (2)
-//!   half-open connections (SYN received, handshake not
-//!   completed). One more SYN drops the oldest entry: its socket is aborted and
-//!   listens again, in place (no allocation: 10,000 SYNs reuse the same few sockets
-//!   and buffers), and without a RST (its peer may not exist). An entry older than
+//!   half-open connections (SYN received, handshake not completed). One more SYN
+//!   drops the oldest entry: its socket is aborted, without a RST (its peer may not
+//!   exist), and listens again (the same socket and buffers: 10,000 SYNs allocate
+//!   nothing). An entry older than
 //!   `net.handshake` (5 s) is dropped too. Half-open connections never reach the app
 //!   and hold no ring. The driver link pauses after each SYN until the ports have been
 //!   tended, so a burst of SYNs cannot use up the listeners within one poll (smoltcp
