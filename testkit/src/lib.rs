@@ -3,7 +3,8 @@
 //!
 //! - [`ElfBuilder`]: a minimal ELF (one `PT_LOAD`) whose fields can be bent one at a
 //!   time, to feed the monitor bad images (unit tests, end-to-end tests, fuzz seeds);
-//! - [`frames`]: Ethernet frames (UDP/IPv4) for the network tests;
+//! - [`frames`]: Ethernet frames (UDP/IPv4, TCP segments such as SYNs) for the network
+//!   tests;
 //! - [`Rng`]: a small deterministic PRNG for mutation and stress tests (no fuzzing crate
 //!   in the normal test run).
 

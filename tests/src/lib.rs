@@ -8,6 +8,8 @@
 //!
 //! - [`run`] / [`run_env`] / [`hello`]: run the monitor with a timeout and collect its
 //!   exit status, stdout and stderr into an [`Outcome`].
+//! - [`netns`] and [`iperf`]: network namespaces with a tap, and the `iperf` image
+//!   against stock clients in one.
 //! - [`TempDir`]: a scratch directory for crafted files, removed on drop.
 //! - [`ElfBuilder`] (from `flexos-testkit`, shared with the unit tests and fuzz
 //!   targets): a minimal ELF whose fields can be bent one at a time, to feed the monitor
@@ -16,6 +18,7 @@
 mod background;
 pub mod crafted;
 pub mod fresh;
+pub mod iperf;
 pub mod netns;
 
 use std::ffi::OsStr;

@@ -2,7 +2,10 @@
 //! the guest's device and the client's address, and removes it on drop. Every address
 //! a test uses lives inside one; nothing is routed to or from the host's namespace.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Sender;
@@ -104,6 +107,111 @@ impl NetNs {
     {
         let (cmd, command) = monitor_command_in(Some(&self.name), args);
         run_with_timeout(cmd, command, TIMEOUT, None)
+    }
+}
+
+impl NetNs {
+    /// Runs `f` on a thread of its own that has joined the namespace, and returns what
+    /// it returns. Sockets `f` opens (TCP connections to the guest, a [`FrameSocket`]
+    /// on the tap) belong to the namespace for good and may be used from any thread
+    /// afterwards.
+    #[track_caller]
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        let ns = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns only changes this thread's network namespace; `ns`
+                    // is an open namespace file that outlives the call.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(
+                        rc,
+                        0,
+                        "setns into {path} (the network tests run as root): {}",
+                        io::Error::last_os_error()
+                    );
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Counter `name` of interface `dev` in the namespace (a file of
+    /// `/sys/class/net/DEV/statistics/`, such as `tx_dropped`: frames the tap refused
+    /// because its reader, the monitor, was behind).
+    #[track_caller]
+    pub fn link_counter(&self, dev: &str, name: &str) -> u64 {
+        require_tool("cat", "coreutils");
+        let file = format!("/sys/class/net/{dev}/statistics/{name}");
+        let out = self.run_program("cat", [&file]);
+        out.assert_status(0);
+        out.stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{file}: {e}\n{out:?}"))
+    }
+
+    /// A [`FrameSocket`] on the namespace's [`TAP`]: frames sent on it go into the
+    /// guest's device, as if another host on the link had sent them.
+    #[track_caller]
+    pub fn frame_socket(&self) -> FrameSocket {
+        self.enter(|| FrameSocket::open(TAP))
+            .unwrap_or_else(|e| panic!("cannot open a packet socket on {TAP}: {e}"))
+    }
+}
+
+/// A raw `AF_PACKET` socket bound to one interface: each `send` puts one whole Ethernet
+/// frame on it (hand-built headers, any source address). Receives nothing.
+pub struct FrameSocket {
+    fd: OwnedFd,
+}
+
+impl FrameSocket {
+    /// Opens one on interface `ifname` of the calling thread's namespace.
+    pub fn open(ifname: &str) -> io::Result<FrameSocket> {
+        let name = CString::new(ifname).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: if_nametoindex reads the NUL-terminated name and nothing else.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Protocol 0: a socket that sends only (no frame is queued to it).
+        // SAFETY: socket takes plain integers.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor we just opened and own alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain integers; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll and the length says so.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FrameSocket { fd })
+    }
+
+    /// Sends `frame` (Ethernet header first) out of the interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is readable for its length; send copies it and keeps nothing.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        match n {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            n if n as usize != frame.len() => Err(io::ErrorKind::WriteZero.into()),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -3,120 +3,16 @@
 //! frames on the wire during a transfer, in 1, 2 and 3 compartments.
 //!
 //! Each test makes its own network namespace ([`NetNs`]) with a tap at 10.0.0.1 and runs
-//! the monitor and the clients inside it; the guest is 10.0.0.2. The guest prints
-//! `iperf: listening ...` when its sockets are open (tests wait for that line) and, after
-//! each test, one JSON line with the bytes it received, which must equal what the
-//! client says it sent. `count=N` makes the guest exit 0 after N tests.
+//! the monitor and the clients inside it; the guest is 10.0.0.2 (see
+//! [`flexos_e2e::iperf`] for how the guest is run and what it reports).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::thread;
 
+use flexos_e2e::iperf::{iperf2_bytes, iperf3_bytes, iperf3_received, tests_reported, with_guest};
 use flexos_e2e::netns::{NetNs, GUEST_IP, TAP};
-use flexos_e2e::{image, require_tool, wait_for_line, Outcome};
-
-/// The guest's JSON line for one test, parsed just enough: (proto, streams, bytes).
-fn tests_reported(out: &Outcome) -> Vec<(String, u64, u64)> {
-    out.stdout
-        .lines()
-        // In several compartments the console prefixes each line with `[app] `.
-        .filter_map(|l| l.find("{\"bench\":\"iperf\"").map(|at| &l[at..]))
-        .map(|l| {
-            let field = |name: &str| -> String {
-                let key = format!("\"{name}\":");
-                let start = l.find(&key).unwrap_or_else(|| panic!("{name} in {l}")) + key.len();
-                l[start..]
-                    .split([',', '}'])
-                    .next()
-                    .unwrap()
-                    .trim_matches('"')
-                    .to_string()
-            };
-            (
-                field("proto"),
-                field("streams").parse().unwrap(),
-                field("bytes").parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Boots the iperf image in `ns` with `compartments` and guest `args`, waits until it
-/// listens, runs `clients` (which talk to it, and may wait for more of its lines),
-/// then waits for the monitor to exit.
-fn with_guest<T: Send>(
-    ns: &NetNs,
-    compartments: u32,
-    args: &[&str],
-    clients: impl FnOnce(&mpsc::Receiver<String>) -> T + Send,
-) -> (Outcome, T) {
-    require_tool("iperf", "iperf");
-    require_tool("iperf3", "iperf3");
-    let mut argv = vec![
-        "--compartments".to_string(),
-        compartments.to_string(),
-        "--net".into(),
-        format!("tap={TAP}"),
-        image("iperf").display().to_string(),
-        "--".into(),
-        format!("ip={GUEST_IP}/24"),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let (tx, lines) = mpsc::channel();
-    thread::scope(|scope| {
-        let guest = scope.spawn(move || ns.run_monitor_watching(argv, tx));
-        wait_for_line(
-            &lines,
-            "iperf: listening on 10.0.0.2 ports 5001 (iperf2) 5201 (iperf3)",
-        );
-        let result = clients(&lines);
-        (guest.join().expect("the monitor thread panicked"), result)
-    })
-}
-
-/// Bytes an iperf2 client reports in its CSV line (`-y C`): field 8.
-fn iperf2_bytes(out: &Outcome) -> u64 {
-    out.assert_status(0);
-    let row = out
-        .stdout
-        .lines()
-        .rfind(|l| l.split(',').count() >= 9)
-        .unwrap_or_else(|| panic!("no CSV report from iperf\n{out:?}"));
-    row.split(',').nth(7).unwrap().parse().unwrap()
-}
-
-/// `end.<sum>.bytes` from an iperf3 client's `-J` report, `sum` being `sum_sent` (what
-/// the client wrote) or `sum_received` (what the server said it read, in the results
-/// it sent back); read without a JSON parser by locating the keys.
-fn iperf3_bytes(out: &Outcome, sum: &str) -> u64 {
-    out.assert_status(0);
-    let json = &out.stdout;
-    let at = json
-        .rfind(&format!("\"{sum}\""))
-        .unwrap_or_else(|| panic!("no {sum} in iperf3's report\n{out:?}"));
-    let key = "\"bytes\":";
-    let start = json[at..].find(key).unwrap() + at + key.len();
-    json[start..]
-        .split([',', '}'])
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// What the guest received in an iperf3 test, as the client reports it: the server's
-/// count (as real iperf3 servers do, the guest stops counting at the client's
-/// TEST_END, so bytes still in flight then are sent but not counted).
-fn iperf3_received(out: &Outcome) -> u64 {
-    let (sent, received) = (
-        iperf3_bytes(out, "sum_sent"),
-        iperf3_bytes(out, "sum_received"),
-    );
-    assert!(received <= sent && received > 0, "{out:?}");
-    received
-}
+use flexos_e2e::{require_tool, wait_for_line};
 
 fn iperf2_bytes_match(compartments: u32) {
     let ns = NetNs::with_tap("i2");

@@ -2,18 +2,28 @@
 //! TCP/IP stack, for the stock `iperf -c` / `iperf3 -c` clients (FlexOS Figure 9).
 //!
 //! ```text
-//! iperf [port=5001] [port3=5201] [recv=BYTES] [count=N] [ip=A.B.C.D/PREFIX]
+//! iperf [port=5001] [port3=5201] [recv=BYTES] [count=N] [idle=SECS] [ip=A.B.C.D/PREFIX]
 //! ```
 //!
 //! `recv` is the size of each receive call (FlexOS's sweep); `count=N` exits 0 after
-//! N tests. Components: app, net (smoltcp), netdev (virtio-net driver); splits 1 =
+//! N tests; `idle=SECS` (default 10) closes connections that make no progress for that
+//! long (see below). The stack's own `net.*` arguments pass through. Components: app, net (smoltcp), netdev (virtio-net driver); splits 1 =
 //! everything, 2 = {app} | {net, netdev}, 3 = {app} | {net} | {netdev}. When ready it prints
 //! `iperf: listening on IP ports P (iperf2) P3 (iperf3)`; after each connection a line
 //! with its bytes, seconds and Gbit/s, and after each test one JSON line
 //! (`{"bench":"iperf",...}`).
 //!
 //! An iperf2 test is a set of overlapping connections on the iperf2 port (`-P 2` opens
-//! two); an iperf3 test is one control connection and its streams.
+//! two) that carried bytes; an iperf3 test is one control connection and its streams.
+//!
+//! Neither server can be held up by a client that does not follow the protocol: an
+//! iperf2 connection that sends nothing is not part of any test (the test of the others
+//! ends without it) and is closed after `idle` seconds, as is one that goes silent
+//! mid-test (its bytes count, it ends there); an iperf3 connection that does not start
+//! with a well-formed cookie is closed as soon as a byte shows it, one whose cookie has
+//! not come within `idle` seconds too, and a control connection that makes no progress
+//! for `idle` seconds before its test runs (it holds the one test slot) is closed and
+//! the next client served.
 
 #![no_std]
 #![no_main]
@@ -67,15 +77,19 @@ pub struct Stream {
     pub bytes: u64,
     pub start_ns: u64,
     pub end_ns: Option<u64>,
+    /// When bytes last came (or the connection did).
+    pub last_ns: u64,
 }
 
 impl Stream {
     pub fn new(conn: Conn) -> Stream {
+        let now = time::now_ns();
         Stream {
             conn,
             bytes: 0,
-            start_ns: time::now_ns(),
+            start_ns: now,
             end_ns: None,
+            last_ns: now,
         }
     }
 
@@ -91,6 +105,9 @@ impl Stream {
             match self.conn.try_recv(buf)? {
                 Recv::Data(n) => {
                     self.bytes += n as u64;
+                    if !progress {
+                        self.last_ns = time::now_ns();
+                    }
                     progress = true;
                     budget = budget.saturating_sub(n as u64 + 64);
                     if budget == 0 {
@@ -154,7 +171,7 @@ struct Server {
     two: Vec<Stream>,
     three: three::Three,
     tests: u32,
-    last_stats: [u64; 8],
+    last_stats: [u64; 12],
     /// The event counter when connections were last accepted.
     seen_events: u64,
 }
@@ -195,7 +212,7 @@ fn main(args: &Args) -> i32 {
         two: Vec::new(),
         three: three::Three::new(),
         tests: 0,
-        last_stats: [0; 8],
+        last_stats: [0; 12],
         seen_events: u64::MAX,
     };
     match server.run() {
@@ -245,10 +262,7 @@ impl Server {
             for s in &mut self.two {
                 progress |= s.pump(&mut buf)?;
             }
-            if !self.two.is_empty() && self.two.iter().all(|s| s.end_ns.is_some()) {
-                self.finish_two()?;
-                progress = true;
-            }
+            progress |= self.tend_two()?;
             let (moved, finished) = self.three.pump(&self.net, &mut buf, &self.config)?;
             progress |= moved;
             if finished {
@@ -259,24 +273,88 @@ impl Server {
                 return Ok(());
             }
             if !progress {
-                // Since the accept pass: a connection that came after it ends the wait.
+                // Since the accept pass: a connection that came after it ends the wait,
+                // and so does the first idle limit to pass.
                 let seen = self.seen_events;
+                let deadline = self.deadline();
                 let (net, two, three) = (&self.net, &self.two, &self.three);
                 net.wait(|| {
                     net.events() != seen
                         || two.iter().any(|s| s.end_ns.is_none() && s.conn.readable())
                         || three.readable()
+                        || time::now_ns() >= deadline
                 });
             }
         }
     }
 
+    fn idle_ns(&self) -> u64 {
+        u64::from(self.config.idle) * 1_000_000_000
+    }
+
+    /// When the next idle limit passes (`u64::MAX`: none pending).
+    fn deadline(&self) -> u64 {
+        let two = self
+            .two
+            .iter()
+            .filter(|s| s.end_ns.is_none())
+            .map(|s| s.last_ns)
+            .min();
+        two.into_iter()
+            .chain(self.three.idle_since())
+            .min()
+            .map_or(u64::MAX, |t| t.saturating_add(self.idle_ns()))
+    }
+
+    /// Ends iperf2 connections silent for `idle` seconds, closes the ones that ended
+    /// without a byte (they are no test), and finishes the test once every connection
+    /// that carried bytes has ended. Returns whether anything happened.
+    fn tend_two(&mut self) -> Result<bool, i64> {
+        let now = time::now_ns();
+        let idle = self.idle_ns();
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.two.len() {
+            let s = &mut self.two[i];
+            if s.end_ns.is_none() && now.saturating_sub(s.last_ns) >= idle {
+                // Its bytes (if any) count up to the last of them.
+                s.end_ns = Some(s.last_ns);
+                let what = if s.bytes == 0 { "idle" } else { "silent" };
+                println!(
+                    "iperf: iperf2 connection closed: {what} for {} s",
+                    self.config.idle
+                );
+                progress = true;
+            }
+            if s.bytes == 0 && s.end_ns.is_some() {
+                let s = self.two.remove(i);
+                self.net.close(s.conn)?;
+                progress = true;
+                continue;
+            }
+            i += 1;
+        }
+        let carried = |s: &Stream| s.bytes > 0;
+        if self.two.iter().any(carried)
+            && self.two.iter().all(|s| !carried(s) || s.end_ns.is_some())
+        {
+            self.finish_two()?;
+            progress = true;
+        }
+        Ok(progress)
+    }
+
+    /// Reports and closes the finished test's connections; the ones that have not
+    /// sent a byte yet stay for the next test.
     fn finish_two(&mut self) -> Result<(), i64> {
-        for (i, s) in self.two.iter().enumerate() {
+        let (done, waiting): (Vec<Stream>, Vec<Stream>) =
+            self.two.drain(..).partition(|s| s.bytes > 0);
+        self.two = waiting;
+        for (i, s) in done.iter().enumerate() {
             report("iperf2", i, s);
         }
-        report_test("iperf2", self.config.port, &self.two, self.config.recv);
-        for s in self.two.drain(..) {
+        report_test("iperf2", self.config.port, &done, self.config.recv);
+        for s in done {
             self.net.close(s.conn)?;
         }
         self.tests += 1;
@@ -286,11 +364,11 @@ impl Server {
 
     /// The stack's counters since the previous test.
     fn stats(&mut self) {
-        let now: [u64; 8] = core::array::from_fn(|i| self.net.stat(i as u16));
-        let d: [u64; 8] = core::array::from_fn(|i| now[i] - self.last_stats[i]);
+        let now: [u64; 12] = core::array::from_fn(|i| self.net.stat(i as u16));
+        let d: [u64; 12] = core::array::from_fn(|i| now[i] - self.last_stats[i]);
         self.last_stats = now;
         println!(
-            "iperf: net: {} frames in ({} bytes each on average), {} out, {} kicks, {} sleeps, {} doorbells, {} ms in the stack, {} ms filling rings",
+            "iperf: net: {} frames in ({} bytes each on average), {} out, {} kicks, {} sleeps, {} doorbells, {} ms in the stack, {} ms filling rings; lockout: {} half-open dropped, {} half-open timed out, {} idle resets, {} refused",
             d[0],
             d[1].checked_div(d[0]).unwrap_or(0),
             d[2],
@@ -298,7 +376,11 @@ impl Server {
             d[4],
             d[5],
             time::ticks_to_ns(d[6]) / 1_000_000,
-            time::ticks_to_ns(d[7]) / 1_000_000
+            time::ticks_to_ns(d[7]) / 1_000_000,
+            d[8],
+            d[9],
+            d[10],
+            d[11]
         );
     }
 }

@@ -14,6 +14,13 @@ pub const IPERF2_PORT: u16 = 5001;
 pub const IPERF3_PORT: u16 = 5201;
 /// Default size of each receive call.
 pub const DEFAULT_RECV: usize = 128 * 1024;
+/// Default seconds a connection may make no progress before the server closes it
+/// (`idle=`): an iperf3 connection whose cookie has not come, a control connection
+/// stalled before its test runs (it holds the one test slot: other clients are told
+/// the server is busy), an iperf2 connection that sends nothing. Stock clients send
+/// each of these within milliseconds; 10 s leaves a slow network ample margin and
+/// keeps a stalled client from holding the test slot for long.
+pub const DEFAULT_IDLE: u32 = 10;
 /// Largest receive call.
 pub const MAX_RECV: usize = 4 << 20;
 
@@ -25,11 +32,13 @@ pub struct Config {
     pub recv: usize,
     /// Exit 0 after this many tests (0: serve forever).
     pub count: u32,
+    /// Seconds without progress before a connection is closed (see [`DEFAULT_IDLE`]).
+    pub idle: u32,
 }
 
 /// The usage line printed with an argument error.
-pub const USAGE: &str =
-    "usage: iperf [port=5001] [port3=5201] [recv=BYTES] [count=N] [ip=A.B.C.D/PREFIX]";
+pub const USAGE: &str = "usage: iperf [port=5001] [port3=5201] [recv=BYTES] [count=N] [idle=SECS] \
+     [ip=A.B.C.D/PREFIX] [net.*=...]";
 
 fn number<T: core::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -45,6 +54,7 @@ impl Config {
             port3: IPERF3_PORT,
             recv: DEFAULT_RECV,
             count: 0,
+            idle: DEFAULT_IDLE,
         };
         for arg in args {
             let Some((key, value)) = arg.split_once('=') else {
@@ -55,6 +65,7 @@ impl Config {
                 "port3" => c.port3 = number(key, value)?,
                 "recv" => c.recv = number(key, value)?,
                 "count" => c.count = number(key, value)?,
+                "idle" => c.idle = number(key, value)?,
                 // The stack's own settings.
                 "ip" => {}
                 k if k.starts_with("net.") => {}
@@ -69,6 +80,9 @@ impl Config {
         }
         if c.recv == 0 || c.recv > MAX_RECV {
             return Err(format!("iperf: recv={} must be 1..={MAX_RECV}", c.recv));
+        }
+        if c.idle == 0 {
+            return Err("iperf: idle=0: want seconds, at least 1".into());
         }
         Ok(c)
     }
@@ -92,6 +106,21 @@ pub mod msg {
 
 /// Length of the cookie that starts the control and every data connection.
 pub const COOKIE_LEN: usize = 37;
+/// The characters of a cookie (iperf3's `make_cookie`): 36 of them, then a NUL.
+const COOKIE_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Could `bytes` be the start of an iperf3 cookie? (Checked as bytes arrive, so a
+/// connection that starts with anything else is closed at once.)
+pub fn cookie_prefix_ok(bytes: &[u8]) -> bool {
+    bytes.len() <= COOKIE_LEN
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if i == COOKIE_LEN - 1 {
+                *b == 0
+            } else {
+                COOKIE_CHARS.contains(b)
+            }
+        })
+}
 /// Longest JSON document accepted from a client.
 pub const MAX_JSON: usize = 64 * 1024;
 

@@ -5,14 +5,20 @@ use alloc::vec::Vec;
 
 use flexos_kernel::{println, time};
 use flexos_net::{Conn, Recv, Sockets};
-use iperf::{COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, msg, results_json};
+use iperf::{
+    COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, cookie_prefix_ok, msg, results_json,
+};
 
 use crate::{Stream, report, report_test};
+
+const NS_PER_S: u64 = 1_000_000_000;
 
 /// A connection whose cookie is still arriving.
 struct Pending {
     conn: Conn,
     cookie: Vec<u8>,
+    /// When it was accepted (its cookie must come within `idle` seconds).
+    since: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +41,9 @@ struct Session {
     streams: Vec<Stream>,
     start_ns: u64,
     ctrl_ended: bool,
+    /// When the control protocol last moved (a message, a stream): before the test
+    /// runs, a session that stops moving for `idle` seconds is closed.
+    progress_ns: u64,
 }
 
 pub struct Three {
@@ -69,7 +78,20 @@ impl Three {
         self.pending.push(Pending {
             conn,
             cookie: Vec::new(),
+            since: time::now_ns(),
         });
+    }
+
+    /// The earliest time from which a connection is counted idle (a pending cookie,
+    /// a session not yet running), if any: the server wakes `idle` seconds after it.
+    pub fn idle_since(&self) -> Option<u64> {
+        let pending = self.pending.iter().map(|p| p.since).min();
+        let session = self
+            .session
+            .as_ref()
+            .filter(|s| s.state != State::Running)
+            .map(|s| s.progress_ns);
+        pending.into_iter().chain(session).min()
     }
 
     /// Is any of our connections readable? (A wait condition.)
@@ -90,7 +112,8 @@ impl Three {
         buf: &mut [u8],
         config: &Config,
     ) -> Result<(bool, bool), i64> {
-        let mut progress = self.cookies(net)?;
+        let idle = u64::from(config.idle) * NS_PER_S;
+        let mut progress = self.cookies(net, idle)?;
         let Some(s) = self.session.as_mut() else {
             return Ok((progress, false));
         };
@@ -98,8 +121,29 @@ impl Three {
             progress |= st.pump(buf)?;
         }
         loop {
-            let before = s.state;
-            match step(s, net)? {
+            let before = (s.state, s.streams.len());
+            let now = time::now_ns();
+            let step = match step(s, net)? {
+                // The test slot is not held by a client that stopped talking.
+                Step::Wait
+                    if s.state != State::Running && now.saturating_sub(s.progress_ns) >= idle =>
+                {
+                    println!(
+                        "iperf: iperf3 control connection closed: no progress for {} s",
+                        config.idle
+                    );
+                    if s.state == State::Done {
+                        // Results exchanged: only the client's last word is missing.
+                        Step::Finished
+                    } else {
+                        let s = self.session.take().expect("session");
+                        close_all(net, s);
+                        return Ok((true, false));
+                    }
+                }
+                other => other,
+            };
+            match step {
                 Step::Continue => {}
                 Step::Wait => break,
                 Step::Aborted => {
@@ -118,18 +162,38 @@ impl Three {
                     return Ok((true, true));
                 }
             }
-            progress |= s.state != before;
+            if (s.state, s.streams.len()) != before {
+                s.progress_ns = now;
+                progress = true;
+            }
         }
         Ok((progress, false))
     }
 
-    /// Reads the cookies of new connections and files them.
-    fn cookies(&mut self, net: &Sockets) -> Result<bool, i64> {
+    /// Reads the cookies of new connections and files them; closes the ones that are
+    /// not cookies, or have not come within `idle` ns.
+    fn cookies(&mut self, net: &Sockets, idle: u64) -> Result<bool, i64> {
         let mut progress = false;
         let mut i = 0;
+        let now = time::now_ns();
         while i < self.pending.len() {
             let p = &mut self.pending[i];
-            match fill(&mut p.conn, &mut p.cookie, COOKIE_LEN)? {
+            let filled = fill(&mut p.conn, &mut p.cookie, COOKIE_LEN)?;
+            let problem = if !cookie_prefix_ok(&p.cookie) {
+                Some("not an iperf3 cookie")
+            } else if filled == Some(false) && now.saturating_sub(p.since) >= idle {
+                Some("no cookie in time")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                println!("iperf: iperf3 connection closed: {problem}");
+                let p = self.pending.swap_remove(i);
+                net.close(p.conn)?;
+                progress = true;
+                continue;
+            }
+            match filled {
                 Some(false) => {
                     i += 1;
                     continue;
@@ -156,6 +220,7 @@ impl Three {
                         streams: Vec::new(),
                         start_ns: 0,
                         ctrl_ended: false,
+                        progress_ns: now,
                     });
                 }
                 Some(s) if s.state == State::Streams && s.cookie == p.cookie => {

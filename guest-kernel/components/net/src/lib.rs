@@ -47,8 +47,60 @@
 //! - In split 3 netdev's compartment relays between the device and the rings; net
 //!   asks it (control word `waiting`) to wake it on the next frame before sleeping.
 //!
-//! The plain-Rust parts ([`ring`], [`args`], [`codes`], [`tcp_end`]) build without the `guest`
-//! feature and are tested on the host (components/units).
+//!
+//! # Connections that never progress
+//!
+//! A client that connects and then sends nothing, or a SYN whose sender never
+//! answers, must not use up what the next client needs: smoltcp sockets (2 MiB of
+//! private memory each), rings (shared heap), and the app's attention. The stack
+//! bounds each of them and times them out ([`lockout`] has the policies, the values
+//! and the reasons; the app's own protocol timeouts are the app's):
+//!
+//! - **SYN queue.** Each port keeps two listening sockets and at most `net.synq` (2)
+//!   half-open connections (SYN received, handshake not completed). One more SYN
+//!   drops the oldest entry: its socket is aborted, without a RST (its peer may not
+//!   exist), and listens again (the same socket and buffers: 10,000 SYNs allocate
+//!   nothing). An entry older than
+//!   `net.handshake` (5 s) is dropped too. Half-open connections never reach the app
+//!   and hold no ring. The driver link pauses after each SYN until the ports have been
+//!   tended, so a burst of SYNs cannot use up the listeners within one poll (smoltcp
+//!   would refuse the rest with RSTs, a real client among them). The first overflow of
+//!   a flood prints one line per port.
+//! - **Admission.** Only established connections (or further along: data and FIN may
+//!   already have come) become acceptable, and only while the pool has a slot: at most
+//!   `net.conns` (8) connections admitted at once, accepted or not. When it is full,
+//!   the connection waits in the SYN queue; the stack resets the connection idle
+//!   longest (at least 1 s; as Nginx closes idle keep-alive connections when it runs
+//!   out) to make room, and if none is that idle, the waiting connection is refused
+//!   (RST) when its handshake time is up.
+//! - **Rings.** Each admitted connection gets its ring at `accept`. The pool reserves
+//!   one 8 KiB floor ring per slot when the stack starts, so an admitted connection
+//!   always gets a ring however the heap is fragmented; a connection gets the largest
+//!   ring the rest of the heap has room for (2 MiB with the app elsewhere, 512 KiB
+//!   beside it), else a floor ring. A ring is released when the app closes the
+//!   connection: the app reads it without gate calls, so it cannot go to another
+//!   connection while the app may still read it. When the peer resets the connection,
+//!   or the stack does (idle, dead peer, to make room), the socket is released at once
+//!   and the app reads the reset from the ring, as before.
+//! - **Timeouts.** `net.idle=SECS` resets a connection that moved no byte either way
+//!   for that long (default 0: never, the stack cannot know the app's protocol: an
+//!   iperf3 control connection is silent for a whole test, a Redis client between
+//!   commands). Keep-alive probes go to a silent peer every `net.keepalive` (60) s,
+//!   and one that answers nothing for three intervals is reset (smoltcp's timeout).
+//!   A socket the app closed gets 10 s to finish closing, then a RST; at most 4 are
+//!   closing at once.
+//! - **Sockets.** At most `net.conns` + 4 closing + 2 resetting + 4 per listening
+//!   port (8 + 6 + 8 = 22, ~45 MiB, for iperf's two ports); socket buffers are
+//!   allocated fallibly, so a heap that runs short refuses clients instead of
+//!   crashing the compartment.
+//!
+//! The counters (`sock::stat` 8 to 11: half-open connections dropped and timed out,
+//! connections reset idle, connections refused) and a console line per timeout or
+//! reset say what happened. None of this touches the received bytes: the checks are
+//! per frame (the SYN test reads a few header bytes) or per poll round.
+//!
+//! The plain-Rust parts ([`ring`], [`args`], [`codes`], [`tcp_end`], [`lockout`]) build
+//! without the `guest` feature and are tested on the host (components/units).
 
 #![no_std]
 
@@ -56,6 +108,7 @@ extern crate alloc;
 
 pub mod args;
 pub mod codes;
+pub mod lockout;
 pub mod ring;
 pub mod tcp_end;
 
@@ -81,7 +134,8 @@ flexos_kernel::rpc::interface! {
     pub mod sock (id = 24) {
         /// Listens on `port`; returns a listener id.
         fn listen(port: u16) -> i64 = 0;
-        /// A connection that arrived on `listener`, or `E_AGAIN`.
+        /// A connection that arrived on `listener` (established, with its ring), or
+        /// `E_AGAIN`.
         fn accept(listener: i64) -> i64 = 1;
         /// The receive ring of connection `conn` (an empty handle if there is none).
         fn ring(conn: i64) -> SharedBuf = 2;
@@ -89,6 +143,8 @@ flexos_kernel::rpc::interface! {
         /// `E_AGAIN` if the send buffer is full.
         fn send(conn: i64, buf: SharedBuf) -> i64 = 3;
         /// Closes `conn` (FIN after the queued bytes); its id and ring are gone.
+        /// Every accepted connection must be closed, also after its stream ended:
+        /// its ring and pool slot are held until then.
         fn close(conn: i64) -> i64 = 4;
         /// The event word: a counter bumped on every new connection and end of stream.
         fn events() -> SharedBuf = 5;
@@ -98,7 +154,10 @@ flexos_kernel::rpc::interface! {
         fn closing() -> i64 = 7;
         /// A counter of the stack's compartment: 0 frames received, 1 bytes
         /// received, 2 frames sent, 3 device kicks, 4 sleeps, 5 doorbells rung, 6 TSC
-        /// cycles in smoltcp and the driver, 7 TSC cycles moving bytes into rings.
+        /// cycles in smoltcp and the driver, 7 TSC cycles moving bytes into rings, 8
+        /// half-open connections dropped (SYN queue full), 9 half-open connections
+        /// timed out, 10 connections reset idle (`net.idle`, or to make room), 11
+        /// connections refused (pool full).
         fn stat(which: u16) -> i64 = 8;
     }
 }

@@ -24,6 +24,8 @@ use flexos_netdev::{NetDevice, Netdev, nic};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::lockout::is_syn;
+
 /// The driver in another compartment, through the relay rings of a control block.
 pub struct Remote {
     nic: nic::Client<'static, Netdev, GateRouter>,
@@ -58,6 +60,12 @@ enum Backend {
 /// The device as smoltcp sees it.
 pub struct Link {
     inner: RefCell<Backend>,
+    /// A connection request (SYN) was handed to the stack: no more frames until the
+    /// stack's ports have been tended ([`Link::resume`]). smoltcp answers a SYN that
+    /// finds no listening socket with a RST, and it reads every waiting frame in one
+    /// poll: without this pause, a burst of SYNs would use up the listeners and the
+    /// rest (a real client among them) be refused.
+    paused: bool,
 }
 
 /// Counters of a link: frames and bytes received, frames sent.
@@ -71,6 +79,7 @@ impl Link {
     pub fn local(nic: NetDevice) -> Link {
         Link {
             inner: RefCell::new(Backend::Local(nic)),
+            paused: false,
         }
     }
 
@@ -119,6 +128,7 @@ impl Link {
             .map_err(|_| "the netdev component does not answer")?;
         let b = mac.to_be_bytes();
         let link = Link {
+            paused: false,
             inner: RefCell::new(Backend::Remote(Box::new(Remote {
                 nic: client,
                 rx,
@@ -163,6 +173,11 @@ impl Link {
             Backend::Local(n) => n.kicks,
             Backend::Remote(r) => r.nic.stat(3).unwrap_or(0).max(0) as u64,
         }
+    }
+
+    /// Hands frames to the stack again after a SYN paused it; returns whether one had.
+    pub fn resume(&mut self) -> bool {
+        core::mem::take(&mut self.paused)
     }
 
     /// After waking: no device notifications while we poll.
@@ -312,6 +327,9 @@ impl phy::Device for Link {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        if self.paused {
+            return None;
+        }
         let mut backend = self.inner.borrow_mut();
         let (id, ptr, len) = match &mut *backend {
             Backend::Local(nic) => loop {
@@ -330,13 +348,18 @@ impl phy::Device for Link {
             }
         };
         drop(backend);
+        // SAFETY: len > HDR_LEN, inside the buffer.
+        let ptr = unsafe { ptr.add(HDR_LEN) };
+        let len = len - HDR_LEN;
+        // SAFETY: as in `Rx::consume`: a buffer the device has finished with, or the
+        // scratch copy, not written while we look (a few header bytes).
+        self.paused = is_syn(unsafe { core::slice::from_raw_parts(ptr, len) });
         Some((
             Rx {
                 link: &self.inner,
                 id,
-                // SAFETY: len > HDR_LEN, inside the buffer.
-                ptr: unsafe { ptr.add(HDR_LEN) },
-                len: len - HDR_LEN,
+                ptr,
+                len,
             },
             Tx { link: &self.inner },
         ))

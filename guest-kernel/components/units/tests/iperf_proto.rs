@@ -1,13 +1,25 @@
 //! The iperf app's arguments and iperf3 control-protocol parsing.
 
-use iperf::{Config, Params, StreamResult, milli_gbps, results_json, stream_id, test_json};
+use iperf::{
+    COOKIE_LEN, Config, Params, StreamResult, cookie_prefix_ok, milli_gbps, results_json,
+    stream_id, test_json,
+};
 
 #[test]
 fn arguments() {
     let c = Config::parse([]).unwrap();
     assert_eq!(
-        (c.port, c.port3, c.recv, c.count),
-        (5001, 5201, 128 * 1024, 0)
+        (c.port, c.port3, c.recv, c.count, c.idle),
+        (5001, 5201, 128 * 1024, 0, 10)
+    );
+    assert_eq!(Config::parse(["idle=1"]).unwrap().idle, 1);
+    assert_eq!(
+        Config::parse(["idle=0"]).unwrap_err(),
+        "iperf: idle=0: want seconds, at least 1"
+    );
+    assert_eq!(
+        Config::parse(["idle=-1"]).unwrap_err(),
+        "iperf: bad idle=-1: want a number"
     );
     let c = Config::parse([
         "recv=16",
@@ -19,7 +31,14 @@ fn arguments() {
     .unwrap();
     assert_eq!((c.port, c.port3, c.recv, c.count), (6000, 6001, 16, 3));
     // The stack's own settings pass through.
-    let c = Config::parse(["net.spin=100", "net.waitspin=5", "net.rxbufs=32"]).unwrap();
+    let c = Config::parse([
+        "net.spin=100",
+        "net.waitspin=5",
+        "net.rxbufs=32",
+        "net.idle=3",
+        "net.synq=4",
+    ])
+    .unwrap();
     assert_eq!(c.recv, 128 * 1024);
     assert_eq!(
         Config::parse(["recv=0"]).unwrap_err(),
@@ -105,4 +124,36 @@ fn results() {
         "{\"bench\":\"iperf\",\"proto\":\"iperf2\",\"port\":5001,\"streams\":2,\"recv\":16,\
          \"bytes\":2500000000,\"seconds\":2.000,\"gbps\":10.000,\"compartments\":2}"
     );
+}
+
+/// What iperf3 3.12's `make_cookie` makes: 36 characters of its base-32 alphabet and
+/// a NUL.
+const COOKIE: &[u8; COOKIE_LEN] = b"qzmfx3m6sd2q5dvm7m7n4xjnyoguch6ww4ah\0";
+
+#[test]
+fn cookies_are_recognised_as_they_arrive() {
+    for n in 0..=COOKIE_LEN {
+        assert!(cookie_prefix_ok(&COOKIE[..n]), "the first {n} bytes");
+    }
+    // Anything else is refused from its first wrong byte.
+    for bad in [
+        &b"GET / HTTP/1.1\r\n"[..],
+        b"A",
+        b"abc1",
+        b"abc8",
+        b"\0",
+        b"\xff\xfe",
+    ] {
+        assert!(!cookie_prefix_ok(bad), "{bad:?}");
+    }
+    let mut no_nul = *COOKIE;
+    no_nul[COOKIE_LEN - 1] = b'a';
+    assert!(!cookie_prefix_ok(&no_nul));
+    let mut early_nul = *COOKIE;
+    early_nul[10] = 0;
+    assert!(!cookie_prefix_ok(&early_nul));
+    // Longer than a cookie: not one.
+    let mut longer = COOKIE.to_vec();
+    longer.push(b'a');
+    assert!(!cookie_prefix_ok(&longer));
 }

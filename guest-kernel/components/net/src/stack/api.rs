@@ -6,72 +6,106 @@ use alloc::vec::Vec;
 
 use flexos_kernel::gate;
 use flexos_kernel::rpc::SharedBuf;
+use flexos_kernel::time;
 use smoltcp::socket::tcp;
 
-use super::{Conn, LISTENING, LOCAL_RING, Listener, Net, RING_SIZES, new_listener};
+use super::{Closing, Conn, LISTENING, LOCAL_RING, MIN_RING, Net, Port, RING_SIZES, Stack};
 use crate::codes::*;
+use crate::lockout::{Ring, SynQueue};
 use crate::ring::{self, Writer};
 use crate::sock;
+
+impl Stack {
+    /// A ring for an admitted connection: the largest the heap has room for beside
+    /// the pool's floor, else a floor ring. (`None`: the connection keeps its slot.)
+    fn new_ring(&mut self) -> Option<(Ring<SharedBuf>, Writer<'static>)> {
+        let client = self.client_component;
+        let largest = if self.remote { usize::MAX } else { LOCAL_RING };
+        let ring = self.pool.ring(|| {
+            RING_SIZES
+                .iter()
+                .filter(|&&size| size <= largest && size > MIN_RING)
+                .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)))
+        })?;
+        match gate::bytes(ring.buffer())
+            .ok()
+            .and_then(|b| Writer::create(b).ok())
+        {
+            Some(writer) => Some((ring, writer)),
+            None => {
+                if let Some(big) = self.pool.put_back(ring) {
+                    let _ = gate::shared_free(big);
+                }
+                None
+            }
+        }
+    }
+
+    /// Hands a connection's ring back to the pool (freeing it if it was not a floor
+    /// ring) and frees its slot.
+    fn give_back(&mut self, ring: Ring<SharedBuf>) {
+        if let Some(big) = self.pool.release(Some(ring)) {
+            let _ = gate::shared_free(big);
+        }
+    }
+}
 
 impl sock::Api for Net {
     fn listen(&self, port: u16) -> i64 {
         self.with(|s| {
-            if port == 0 || s.listeners.iter().any(|l| l.port == port) {
+            if port == 0 || s.ports.iter().any(|p| p.port == port) {
                 return E_PORT;
             }
-            let mut listening = Vec::new();
+            // In the list first: the socket budget counts the ports.
+            s.ports.push(Port {
+                port,
+                listening: Vec::new(),
+                half_open: SynQueue::new(s.limits.syn_queue),
+                ready: VecDeque::new(),
+                flooding: false,
+            });
+            let i = s.ports.len() - 1;
             for _ in 0..LISTENING {
-                match new_listener(&mut s.sockets, port) {
-                    Some(h) => listening.push(h),
+                match s.listener(port) {
+                    Some(h) => s.ports[i].listening.push(h),
                     None => {
-                        for h in listening {
-                            s.sockets.remove(h);
+                        for h in core::mem::take(&mut s.ports[i].listening) {
+                            s.retire(h);
                         }
+                        s.ports.pop();
                         return E_NO_MEMORY;
                     }
                 }
             }
-            s.listeners.push(Listener {
-                port,
-                listening,
-                ready: VecDeque::new(),
-            });
-            (s.listeners.len() - 1) as i64
+            i as i64
         })
     }
 
     fn accept(&self, listener: i64) -> i64 {
         self.with(|s| {
-            let Some(l) = usize::try_from(listener)
+            let Some(port) = usize::try_from(listener)
                 .ok()
-                .and_then(|i| s.listeners.get_mut(i))
+                .and_then(|i| s.ports.get_mut(i))
             else {
                 return E_BAD_ID;
             };
-            let Some(handle) = l.ready.pop_front() else {
+            // Established and admitted to the pool: a slot is its.
+            let Some(handle) = port.ready.pop_front() else {
                 return E_AGAIN;
             };
-            let client = s.client_component;
-            let largest = if s.remote { usize::MAX } else { LOCAL_RING };
-            let buf = RING_SIZES
-                .iter()
-                .filter(|&&size| size <= largest)
-                .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)));
-            let Some(buf) = buf else {
-                s.sockets.get_mut::<tcp::Socket>(handle).abort();
-                return E_NO_MEMORY;
-            };
-            let writer = gate::bytes(buf).ok().and_then(|b| Writer::create(b).ok());
-            let Some(writer) = writer else {
-                let _ = gate::shared_free(buf);
+            let Some((ring, writer)) = s.new_ring() else {
+                s.pool.release(None);
+                s.reset(handle, time::now_ns());
                 return E_NO_MEMORY;
             };
             let conn = Conn {
-                handle,
-                ring: buf,
+                handle: Some(handle),
+                ring,
                 writer: Some(writer),
                 ended: false,
                 waiting_space: false,
+                last_active: time::now_ns(),
+                evicted: false,
             };
             let slot = match s.conns.iter().position(Option::is_none) {
                 Some(i) => i,
@@ -89,7 +123,7 @@ impl sock::Api for Net {
         let mut out = SharedBuf::from_parts(0, 0);
         self.with(|s| {
             if let Some(c) = s.conn(conn) {
-                out = c.ring;
+                out = c.ring.buffer();
             }
             0
         });
@@ -101,8 +135,9 @@ impl sock::Api for Net {
             let Ok(bytes) = gate::bytes(buf) else {
                 return E_BAD_BUFFER;
             };
-            let Some(handle) = s.conn(conn).map(|c| c.handle) else {
-                return E_BAD_ID;
+            let handle = match s.conn_socket(conn) {
+                Ok(h) => h,
+                Err(e) => return e,
             };
             let sock = s.sockets.get_mut::<tcp::Socket>(handle);
             if !sock.may_send() {
@@ -117,7 +152,13 @@ impl sock::Api for Net {
                     (n, n)
                 })
                 .unwrap_or(0);
-            if n == 0 { E_AGAIN } else { n as i64 }
+            if n == 0 {
+                return E_AGAIN;
+            }
+            if let Some(c) = s.conn(conn) {
+                c.last_active = time::now_ns();
+            }
+            n as i64
         })
     }
 
@@ -130,11 +171,23 @@ impl sock::Api for Net {
             else {
                 return E_BAD_ID;
             };
-            // FIN after what is queued; smoltcp keeps the socket until it is closed,
-            // and it is reaped then (`reap`).
-            s.sockets.get_mut::<tcp::Socket>(c.handle).close();
-            let _ = gate::shared_free(c.ring);
-            s.closing(c.handle);
+            let now = time::now_ns();
+            if let Some(h) = c.handle {
+                // FIN after what is queued; smoltcp keeps the socket until it is
+                // closed, and it is let go of then (`tend_closing`).
+                s.sockets.get_mut::<tcp::Socket>(h).close();
+                s.closing.push(Closing {
+                    handle: h,
+                    since: now,
+                    aborted: false,
+                });
+            }
+            if c.evicted {
+                s.evicted_unclosed -= 1;
+            }
+            // The app has let go of the ring: it may serve another connection.
+            s.give_back(c.ring);
+            s.tend_closing(now);
             0
         })
     }
@@ -150,8 +203,8 @@ impl sock::Api for Net {
 
     fn closing(&self) -> i64 {
         self.with(|s| {
-            s.reap();
-            s.reap_list.len() as i64
+            s.tend_closing(time::now_ns());
+            s.closing.len() as i64
         })
     }
 
@@ -168,6 +221,10 @@ impl sock::Api for Net {
                 5 => ep.doorbells,
                 6 => s.stack_cycles,
                 7 => s.ring_cycles,
+                8 => s.counters.half_open_dropped,
+                9 => s.counters.half_open_timed_out,
+                10 => s.counters.idle_resets,
+                11 => s.counters.refused,
                 _ => return E_BAD_ID,
             };
             v as i64
@@ -175,11 +232,10 @@ impl sock::Api for Net {
     }
 
     fn pending(&self, conn: i64) -> i64 {
-        self.with(|s| {
-            let Some(handle) = s.conn(conn).map(|c| c.handle) else {
-                return E_BAD_ID;
-            };
-            s.sockets.get::<tcp::Socket>(handle).send_queue() as i64
+        self.with(|s| match s.conn_socket(conn) {
+            Ok(h) => s.sockets.get::<tcp::Socket>(h).send_queue() as i64,
+            Err(E_CLOSED) => 0,
+            Err(e) => e,
         })
     }
 }

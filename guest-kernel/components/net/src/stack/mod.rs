@@ -1,11 +1,12 @@
 //! [`Net`]: the smoltcp stack over the netdev driver, and the work the compartment
 //! hosting it does between gate calls ([`Poller`]); its `sock` server is in [`api`].
+//! How connections are queued, admitted, given rings and timed out is in the crate
+//! docs ("Connections that never progress"); the policies are in [`crate::lockout`].
 
 mod api;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -16,13 +17,17 @@ use flexos_kernel::sync::SpinLock;
 use flexos_kernel::{Args, boot_info, println, time};
 use flexos_netdev::{HeapRx, NetDevice, Netdev, nic};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
-use smoltcp::time::Instant;
+use smoltcp::socket::{Socket, tcp};
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
 use crate::args::{DEFAULT_IP, parse_cidr};
 use crate::codes::*;
 use crate::link::Link;
+use crate::lockout::{
+    DEAD_PEER_PROBES, EVICT_IDLE_S, HalfOpen, Limits, Ring, RingPool, SynQueue, Verdict, half_open,
+    longest_idle,
+};
 use crate::ring::{self, Writer};
 use crate::tcp_end::{TcpState, stream_end};
 
@@ -34,11 +39,12 @@ use crate::tcp_end::{TcpState, stream_end};
 const SOCKET_RX: usize = 2 << 20;
 /// Send buffer of a TCP socket (servers here send little: iperf3's control messages).
 const SOCKET_TX: usize = 64 << 10;
-/// Data bytes of a connection's ring to the app: the first size the shared heap has
-/// room for (the arenas of a 3-compartment run are ~1.3 MiB with the default region).
-/// With the app elsewhere a larger ring means fewer hand-overs between the two vCPUs
-/// (wake-ups, and the app finding the ring empty while net waits for a host core).
-/// Measured, 2 compartments, iperf2 recv=16 B, 4 s runs interleaved: 512 KiB
+/// Data bytes of a connection's ring to the app, largest first: the first size the
+/// shared heap has room for beside the pool's floor ([`MIN_RING`] per connection, kept
+/// from the start) (the arenas of a 3-compartment run are ~1.3 MiB with the default
+/// region). With the app elsewhere a larger ring means fewer hand-overs between the two
+/// vCPUs (wake-ups, and the app finding the ring empty while net waits for a host
+/// core). Measured, 2 compartments, iperf2 recv=16 B, 4 s runs interleaved: 512 KiB
 /// 2.89-2.93 Gbit/s, 1 MiB 3.38-3.61, 2 MiB 3.63-4.03, 4 MiB 3.57-3.76; at 64 KiB
 /// 6.65-6.69 either way. With the app in net's own compartment there is no hand-over
 /// to cover and a 2 MiB ring looked slower (1 compartment, 64 KiB, one pair of runs:
@@ -54,6 +60,12 @@ const RING_SIZES: [usize; 7] = [
 ];
 /// Largest ring when the app shares net's compartment.
 pub(super) const LOCAL_RING: usize = 512 << 10;
+/// The pool's floor ring, reserved per connection slot when the stack starts: a
+/// connection gets one when the heap has no room for a larger ring. 8 KiB x 8 slots
+/// (66 KiB with the headers) still leaves a second connection (iperf3's data stream,
+/// after its control connection) the 512 KiB ring of a 2-compartment arena (2.66 MiB)
+/// and the 256 KiB one of a 3-compartment arena (1.33 MiB), as before the pool.
+const MIN_RING: usize = 8 << 10;
 /// Listening sockets kept per port: smoltcp has no backlog, so a second client
 /// arriving while the first is being accepted needs a second listener.
 const LISTENING: usize = 2;
@@ -63,15 +75,22 @@ const LISTENING: usize = 2;
 /// policy's 1500 (the spinning vCPU takes a host core the device thread and the
 /// app need); 1 compartment 6.6-7.7 either way.
 const SPIN_ROUNDS: u32 = 100;
-/// Most TCP sockets at once (listening, connected, closing): each holds ~2 MiB of
-/// private memory (~33 MiB at most, of the compartment's default 64), so an app that listens on every port or a flood of clients runs
-/// into this limit (calls fail with `E_NO_MEMORY`, new clients are not answered) rather
-/// than out of heap.
-const MAX_SOCKETS: usize = 16;
+/// Sockets the app closed that are still closing (our FIN unacknowledged, or the
+/// peer's FIN not yet come), kept at most: closing the next one resets the oldest.
+const CLOSING: usize = 4;
+/// Seconds a closed socket may take to finish closing before it is reset: a peer
+/// that never acknowledges our FIN, or never sends its own, would keep it for ever
+/// (smoltcp has no FIN-WAIT-2 timeout).
+const LINGER_S: u64 = 10;
+/// Reset sockets whose RST is still to be sent: room kept for them in the budget.
+const ABORTING: usize = 2;
 /// Receive buffers posted to the device (64 KiB each, private heap).
 const RX_BUFFERS: u16 = 64;
-/// Longest sleep when smoltcp has no timer pending (us).
+/// Longest sleep when smoltcp has no timer pending (us); also how late a timeout of
+/// ours (handshake, idle, linger) may fire.
 const IDLE_SLEEP_US: u64 = 10_000;
+const NS_PER_S: u64 = 1_000_000_000;
+
 /// The `net` component. `client` is the component whose compartment gets the rings
 /// and wake-ups (the app), `netdev` the driver's component.
 pub struct Net {
@@ -97,27 +116,58 @@ enum State {
     Running(Box<Stack>),
 }
 
-struct Listener {
+/// A listening port: its listening sockets, its half-open connections (and
+/// established ones waiting for a pool slot), and its connections to accept.
+struct Port {
     port: u16,
     listening: Vec<SocketHandle>,
+    half_open: SynQueue<SocketHandle>,
+    /// Established and admitted to the pool, not yet accepted.
     ready: VecDeque<SocketHandle>,
+    /// The queue overflowed since it was last empty (reported once per flood).
+    flooding: bool,
 }
 
 struct Conn {
-    handle: SocketHandle,
-    ring: SharedBuf,
+    /// The socket; `None` once it is gone (reset by the peer, for idleness or to make
+    /// room): the ring stays until the app closes the connection, since the app reads
+    /// it without asking and must not find another connection's bytes there.
+    handle: Option<SocketHandle>,
+    ring: Ring<SharedBuf>,
     writer: Option<Writer<'static>>,
     /// The ring has been told the stream ended.
     ended: bool,
     /// The producer asked the app to wake it when the ring has room.
     waiting_space: bool,
+    /// When a byte last moved either way (ns).
+    last_active: u64,
+    /// Reset to admit another connection; its slot frees when the app closes it.
+    evicted: bool,
+}
+
+/// A socket the app closed (or the stack reset) that smoltcp is still closing.
+struct Closing {
+    handle: SocketHandle,
+    /// When it was closed, or reset.
+    since: u64,
+    /// Reset: only its RST is left to send.
+    aborted: bool,
+}
+
+/// The lockout counters (`sock::stat` 8..=11).
+#[derive(Default)]
+struct Counters {
+    half_open_dropped: u64,
+    half_open_timed_out: u64,
+    idle_resets: u64,
+    refused: u64,
 }
 
 struct Stack {
     link: Link,
     iface: Interface,
     sockets: SocketSet<'static>,
-    listeners: Vec<Listener>,
+    ports: Vec<Port>,
     conns: Vec<Option<Conn>>,
     events: SharedBuf,
     events_count: u64,
@@ -127,15 +177,21 @@ struct Stack {
     /// A component in the client's compartment, to allocate its rings for.
     client_component: u16,
     armed: bool,
-    /// Sockets the app closed that smoltcp is still closing.
-    reap_list: Vec<SocketHandle>,
+    limits: Limits,
+    pool: RingPool<SharedBuf>,
+    /// Connections reset to make room whose rings the app still holds.
+    evicted_unclosed: usize,
+    /// Sockets the app closed (or the stack reset) that smoltcp is still closing.
+    closing: Vec<Closing>,
+    /// Closed sockets out of the set, to listen again: a socket's 2 MiB buffer is
+    /// allocated (and zeroed) once, however many connections it serves.
+    spare: Vec<tcp::Socket<'static>>,
+    /// Sockets made so far (in the set or spare).
+    made: usize,
+    counters: Counters,
     /// TSC cycles spent in smoltcp (device included) and moving bytes into rings.
     stack_cycles: u64,
     ring_cycles: u64,
-}
-
-fn now() -> Instant {
-    Instant::from_micros((time::now_ns() / 1000) as i64)
 }
 
 impl Net {
@@ -199,10 +255,14 @@ impl Net {
                 }
             },
         };
+        let (limits, problems) = Limits::parse(|key| args.get(key));
+        for problem in problems {
+            println!("{problem}");
+        }
         let mut link = link;
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = time::rdtsc();
-        let mut iface = Interface::new(config, &mut link, now());
+        let mut iface = Interface::new(config, &mut link, time_of(time::now_ns()));
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(Ipv4Address::from(ip).into(), prefix));
         });
@@ -213,12 +273,23 @@ impl Net {
         if let Ok(bytes) = gate::bytes(events) {
             bytes.store_u64(0, 0);
         }
+        // The pool's floor, before any larger ring can take the room.
+        let floor: Vec<SharedBuf> = (0..limits.conns)
+            .map_while(|_| gate::shared_alloc(self.client, ring::buffer_len(MIN_RING)))
+            .collect();
+        if floor.len() < limits.conns {
+            println!(
+                "net: the shared heap has room for {} connections' rings, not {}",
+                floor.len(),
+                limits.conns
+            );
+        }
         let client = compartment_of(self.client);
         State::Running(Box::new(Stack {
             link,
             iface,
             sockets: SocketSet::new(Vec::new()),
-            listeners: Vec::new(),
+            ports: Vec::new(),
             conns: Vec::new(),
             events,
             events_count: 0,
@@ -226,7 +297,13 @@ impl Net {
             remote: client != boot_info().compartment_id,
             client_component: self.client,
             armed: false,
-            reap_list: Vec::new(),
+            limits,
+            pool: RingPool::new(floor),
+            evicted_unclosed: 0,
+            closing: Vec::new(),
+            spare: Vec::new(),
+            made: 0,
+            counters: Counters::default(),
             stack_cycles: 0,
             ring_cycles: 0,
         }))
@@ -237,6 +314,11 @@ impl Net {
         let args = Args::of_run();
         args.get("ip").and_then(parse_cidr).unwrap_or(DEFAULT_IP).0
     }
+}
+
+/// smoltcp's time for `ns` nanoseconds of our clock.
+fn time_of(ns: u64) -> Instant {
+    Instant::from_micros((ns / 1000) as i64)
 }
 
 /// smoltcp's TCP state as the plain-Rust [`TcpState`].
@@ -256,18 +338,35 @@ fn state_of(state: tcp::State) -> TcpState {
     }
 }
 
-/// A new socket listening on `port`, unless the stack already has [`MAX_SOCKETS`].
-fn new_listener(sockets: &mut SocketSet<'static>, port: u16) -> Option<SocketHandle> {
-    if sockets.iter().count() >= MAX_SOCKETS {
-        return None;
-    }
+/// `len` zero bytes, or `None` if the heap has no room (a socket that cannot be made
+/// is a client not answered, not a crashed compartment).
+fn zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, 0);
+    Some(v)
+}
+
+/// A new closed socket with our options: no Nagle, and with keep-alive, a reset
+/// after [`DEAD_PEER_PROBES`] silent intervals.
+fn new_socket(limits: &Limits) -> Option<tcp::Socket<'static>> {
     let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0u8; SOCKET_RX]),
-        tcp::SocketBuffer::new(vec![0u8; SOCKET_TX]),
+        tcp::SocketBuffer::new(zeroed(SOCKET_RX)?),
+        tcp::SocketBuffer::new(zeroed(SOCKET_TX)?),
     );
     s.set_nagle_enabled(false);
-    s.listen(port).ok()?;
-    Some(sockets.add(s))
+    if limits.keepalive_s > 0 {
+        s.set_keep_alive(Some(Duration::from_secs(limits.keepalive_s)));
+        s.set_timeout(Some(Duration::from_secs(
+            limits.keepalive_s * DEAD_PEER_PROBES,
+        )));
+    }
+    Some(s)
+}
+
+/// Is a socket in `state` done with its connection (nothing more to receive or send)?
+fn finished(state: tcp::State) -> bool {
+    matches!(state, tcp::State::Closed | tcp::State::TimeWait)
 }
 
 impl Stack {
@@ -278,8 +377,68 @@ impl Stack {
         }
     }
 
-    /// One round: the device and the stack, then accepts and rings. Returns whether
-    /// anything happened.
+    /// Most sockets at once (listening, half-open, connected, closing): each holds
+    /// ~2 MiB of private memory, so this bounds the stack's memory by its limits
+    /// rather than letting clients run the heap out.
+    fn socket_budget(&self) -> usize {
+        self.limits.conns
+            + CLOSING
+            + ABORTING
+            + self.ports.len() * (LISTENING + self.limits.syn_queue)
+    }
+
+    /// A socket listening on `port`: a spare one, or a new one within the budget.
+    fn listener(&mut self, port: u16) -> Option<SocketHandle> {
+        let mut s = match self.spare.pop() {
+            Some(s) => s,
+            None if self.made < self.socket_budget() => {
+                let s = new_socket(&self.limits)?;
+                self.made += 1;
+                s
+            }
+            None => return None,
+        };
+        if s.listen(port).is_err() {
+            self.spare.push(s);
+            return None;
+        }
+        Some(self.sockets.add(s))
+    }
+
+    /// Takes socket `h` out of the set, silently (no RST: it is half-open to a peer
+    /// that may not exist, or already closed), and keeps it as a spare.
+    fn retire(&mut self, h: SocketHandle) {
+        // The only socket type this stack builds (smoltcp is built with TCP alone).
+        let Socket::Tcp(mut s) = self.sockets.remove(h);
+        s.abort();
+        self.spare.push(s);
+    }
+
+    /// Retires `h` and makes it listen on port `i` again. Re-added to the set rather
+    /// than told to listen in place: the set keeps per-socket state beside the socket
+    /// (a neighbour it waits to learn, after a SYN-ACK to a spoofed address on the
+    /// link) that would hold up the next client's SYN-ACK for up to a second.
+    fn relisten(&mut self, i: usize, h: SocketHandle) {
+        self.retire(h);
+        let port = self.ports[i].port;
+        if let Some(h) = self.listener(port) {
+            self.ports[i].listening.push(h);
+        }
+    }
+
+    /// Resets the connection of socket `h` (RST to the peer) and lets it go once the
+    /// RST is out.
+    fn reset(&mut self, h: SocketHandle, now: u64) {
+        self.sockets.get_mut::<tcp::Socket>(h).abort();
+        self.closing.push(Closing {
+            handle: h,
+            since: now,
+            aborted: true,
+        });
+    }
+
+    /// One round: the device and the stack, then the ports, the rings, and the
+    /// closing sockets. Returns whether anything happened.
     fn poll(&mut self) -> bool {
         if self.armed {
             self.link.disarm();
@@ -289,41 +448,228 @@ impl Stack {
             let st = self.link.stats();
             st.rx_frames + st.tx_frames
         };
+        let now = time::now_ns();
         let t0 = time::rdtsc();
-        self.iface.poll(now(), &mut self.link, &mut self.sockets);
+        self.iface
+            .poll(time_of(now), &mut self.link, &mut self.sockets);
         let t1 = time::rdtsc();
         self.stack_cycles += t1 - t0;
         let mut progress = {
             let st = self.link.stats();
             st.rx_frames + st.tx_frames != before
         };
+        // A SYN stopped the stack's reading: the ports are tended below before it
+        // reads the next frame, so every SYN finds a listener.
+        progress |= self.link.resume();
         let mut events = false;
-        // Listeners that left LISTEN are connections to accept; replace them.
-        for l in &mut self.listeners {
-            let mut i = 0;
-            while i < l.listening.len() {
-                let h = l.listening[i];
-                if self.sockets.get::<tcp::Socket>(h).state() != tcp::State::Listen {
-                    l.ready.push_back(h);
-                    l.listening.swap_remove(i);
-                    events = true;
-                } else {
-                    i += 1;
-                }
+        for i in 0..self.ports.len() {
+            events |= self.tend_port(i, now);
+        }
+        let (moved, ended) = self.move_bytes(now);
+        events |= ended;
+        self.ring_cycles += time::rdtsc() - t1;
+        if !self.closing.is_empty() {
+            self.tend_closing(now);
+        }
+        if events {
+            self.bump_events();
+        }
+        if (moved || events) && self.remote {
+            gate::endpoint().wake(self.client);
+        }
+        progress |= moved || events;
+        progress
+    }
+
+    /// Moves port `i`'s sockets along: listeners that got a SYN into the SYN queue
+    /// (the oldest entry out if it is full), established connections into the pool
+    /// (or, when it is full, making room or refusing them), entries past the
+    /// handshake limit out, and its listeners back to [`LISTENING`]. Returns whether
+    /// a connection became ready to accept.
+    fn tend_port(&mut self, i: usize, now: u64) -> bool {
+        let mut events = false;
+        // Listeners that left LISTEN: a SYN came (or, rarely, a whole handshake).
+        let mut j = 0;
+        while j < self.ports[i].listening.len() {
+            let h = self.ports[i].listening[j];
+            let state = self.sockets.get::<tcp::Socket>(h).state();
+            if state == tcp::State::Listen {
+                j += 1;
+                continue;
             }
-            while l.listening.len() < LISTENING {
-                match new_listener(&mut self.sockets, l.port) {
-                    Some(h) => l.listening.push(h),
-                    None => break,
+            self.ports[i].listening.swap_remove(j);
+            if finished(state) {
+                self.relisten(i, h);
+                continue;
+            }
+            if let Some(oldest) = self.ports[i].half_open.push(h, now) {
+                self.counters.half_open_dropped += 1;
+                let port = &mut self.ports[i];
+                if !port.flooding {
+                    port.flooding = true;
+                    println!(
+                        "net: port {}: SYN queue full ({} half-open): dropping the oldest (a SYN flood?)",
+                        port.port,
+                        port.half_open.capacity()
+                    );
                 }
+                self.relisten(i, oldest);
             }
         }
+        // The queue: completed handshakes into the pool, dead or late entries out.
+        if !self.ports[i].half_open.is_empty() {
+            events |= self.tend_half_open(i, now);
+        }
+        // Ready connections reset before the app accepted them.
+        let sockets = &self.sockets;
+        let mut gone = Vec::new();
+        self.ports[i].ready.retain(|&h| {
+            let dead = finished(sockets.get::<tcp::Socket>(h).state());
+            if dead {
+                gone.push(h);
+            }
+            !dead
+        });
+        for h in gone {
+            self.pool.release(None);
+            self.retire(h);
+        }
+        // Back to LISTENING listeners: new sockets while the port holds fewer than its
+        // share, else the oldest half-open connections.
+        let share = LISTENING + self.limits.syn_queue;
+        while self.ports[i].listening.len() < LISTENING {
+            let port = &self.ports[i];
+            let (number, held) = (port.port, port.listening.len() + port.half_open.len());
+            if held < share
+                && let Some(h) = self.listener(number)
+            {
+                self.ports[i].listening.push(h);
+                continue;
+            }
+            match self.ports[i].half_open.pop_oldest() {
+                Some(oldest) => {
+                    self.counters.half_open_dropped += 1;
+                    self.relisten(i, oldest);
+                }
+                None => break,
+            }
+        }
+        if self.ports[i].half_open.is_empty() {
+            self.ports[i].flooding = false;
+        }
+        events
+    }
+
+    /// The SYN queue of port `i` (see [`Stack::tend_port`]).
+    fn tend_half_open(&mut self, i: usize, now: u64) -> bool {
+        let limit = self.limits.handshake_ns;
+        let (mut admitted, mut listening, mut dead, mut late, mut refused) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut waiting = 0;
+        let Stack {
+            ports,
+            sockets,
+            pool,
+            ..
+        } = self;
+        ports[i].half_open.retain(|h, since| {
+            let state = state_of(sockets.get::<tcp::Socket>(h).state());
+            match half_open(state, since, now, limit, || pool.admit()) {
+                HalfOpen::Wait => return Verdict::Keep,
+                HalfOpen::WaitForSlot => {
+                    waiting += 1;
+                    return Verdict::Keep;
+                }
+                HalfOpen::Admitted => admitted.push(h),
+                HalfOpen::TimedOut => late.push(h),
+                HalfOpen::Refused => refused.push(h),
+                HalfOpen::Listening => listening.push(h),
+                HalfOpen::Gone => dead.push(h),
+            }
+            Verdict::Remove
+        });
+        let port = ports[i].port;
+        self.ports[i].listening.extend(listening);
+        for h in dead {
+            self.relisten(i, h);
+        }
+        let seconds = limit / NS_PER_S;
+        for h in late {
+            self.counters.half_open_timed_out += 1;
+            println!(
+                "net: a half-open connection to port {port} timed out after {seconds} s ({} so far)",
+                self.counters.half_open_timed_out
+            );
+            self.relisten(i, h);
+        }
+        for h in refused {
+            self.counters.refused += 1;
+            println!(
+                "net: refused a connection to port {port}: {} connections, the most allowed, none idle for {EVICT_IDLE_S} s ({} so far)",
+                self.pool.slots(),
+                self.counters.refused
+            );
+            self.reset(h, now);
+        }
+        if waiting > self.evicted_unclosed {
+            self.evict(now);
+        }
+        let events = !admitted.is_empty();
+        self.ports[i].ready.extend(admitted);
+        events
+    }
+
+    /// The pool is full and a connection waits for a slot: resets the connection
+    /// idle longest (at least [`EVICT_IDLE_S`]); its slot frees when the app closes it.
+    fn evict(&mut self, now: u64) {
+        let candidates = self.conns.iter().enumerate().filter_map(|(id, c)| {
+            let c = c.as_ref()?;
+            c.handle.is_some().then_some((id, c.last_active))
+        });
+        let Some(id) = longest_idle(candidates, now, EVICT_IDLE_S * NS_PER_S) else {
+            return;
+        };
+        let Some(c) = self.conns[id].as_mut() else {
+            return;
+        };
+        let idle = now.saturating_sub(c.last_active) / NS_PER_S;
+        let h = c.handle.take();
+        c.evicted = true;
+        c.ended = true;
+        if let Some(w) = &c.writer {
+            w.close(ring::RESET);
+        }
+        self.evicted_unclosed += 1;
+        self.counters.idle_resets += 1;
+        println!(
+            "net: {} connections, the most allowed: reset one idle for {idle} s to admit another ({} so far)",
+            self.pool.slots(),
+            self.counters.idle_resets
+        );
+        if let Some(h) = h {
+            self.reset(h, now);
+        }
+        self.bump_events();
+    }
+
+    /// Moves received bytes from the sockets into the connections' rings, ends the
+    /// rings of ended streams, lets go of sockets whose connection is over, and resets
+    /// connections idle past `net.idle`. Returns (bytes moved, a stream ended).
+    fn move_bytes(&mut self, now: u64) -> (bool, bool) {
         let mut moved = false;
+        let mut events = false;
+        let idle_limit = self.limits.idle_ns;
+        let mut done = Vec::new();
+        let mut idle = Vec::new();
         for conn in self.conns.iter_mut().flatten() {
-            let sock = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            let Some(h) = conn.handle else {
+                continue;
+            };
+            let sock = self.sockets.get_mut::<tcp::Socket>(h);
             let Some(writer) = conn.writer.as_mut() else {
                 continue;
             };
+            let mut moved_here = false;
             while sock.can_recv() {
                 let free = match writer.free() {
                     Ok(f) => f,
@@ -357,26 +703,85 @@ impl Stack {
                 if n == 0 {
                     break;
                 }
+                moved_here = true;
+            }
+            if moved_here {
+                conn.last_active = now;
                 moved = true;
             }
-            if let (false, Some(how)) = (
-                conn.ended,
-                stream_end(state_of(sock.state()), sock.recv_queue()),
-            ) {
+            let state = sock.state();
+            if let (false, Some(how)) = (conn.ended, stream_end(state_of(state), sock.recv_queue()))
+            {
                 writer.close(how);
                 conn.ended = true;
                 events = true;
             }
+            if conn.ended && finished(state) {
+                // Reset by the peer (or by us above): the socket has nothing left to do.
+                conn.handle = None;
+                done.push(h);
+            } else if idle_limit > 0 && now.saturating_sub(conn.last_active) >= idle_limit {
+                conn.handle = None;
+                if !conn.ended {
+                    writer.close(ring::RESET);
+                    conn.ended = true;
+                }
+                events = true;
+                idle.push(h);
+            }
         }
-        self.ring_cycles += time::rdtsc() - t1;
-        if events {
-            self.bump_events();
+        for h in done {
+            let sock = self.sockets.get::<tcp::Socket>(h);
+            if sock.remote_endpoint().is_none() {
+                self.retire(h);
+            } else {
+                // Aborted by us: its RST is still to go.
+                self.reset(h, now);
+            }
         }
-        if (moved || events) && self.remote {
-            gate::endpoint().wake(self.client);
+        for h in idle {
+            self.counters.idle_resets += 1;
+            println!(
+                "net: reset a connection idle for {} s ({} so far)",
+                idle_limit / NS_PER_S,
+                self.counters.idle_resets
+            );
+            self.reset(h, now);
         }
-        progress |= moved || events;
-        progress
+        (moved, events)
+    }
+
+    /// Lets go of closing sockets that finished, resets the ones past [`LINGER_S`]
+    /// and the oldest beyond [`CLOSING`].
+    fn tend_closing(&mut self, now: u64) {
+        let linger = LINGER_S * NS_PER_S;
+        let mut open = self.closing.iter().filter(|c| !c.aborted).count();
+        for c in &mut self.closing {
+            let late = now.saturating_sub(c.since) >= linger;
+            if !c.aborted && (late || open > CLOSING) {
+                self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+                c.aborted = true;
+                c.since = now;
+                open -= 1;
+            }
+        }
+        let mut gone = Vec::new();
+        let sockets = &self.sockets;
+        self.closing.retain(|c| {
+            let s = sockets.get::<tcp::Socket>(c.handle);
+            // Closed with its RST (if any) sent, or a RST that cannot go out (no
+            // route, no neighbour) given up on.
+            let done = s.state() == tcp::State::TimeWait
+                || (s.state() == tcp::State::Closed
+                    && (s.remote_endpoint().is_none() || now.saturating_sub(c.since) >= linger));
+            if done {
+                gone.push(c.handle);
+            }
+            !done
+        });
+        for h in gone {
+            self.retire(h);
+        }
     }
 
     /// Arms the device and checks for pending work; the longest sleep, or `None`.
@@ -392,7 +797,10 @@ impl Stack {
                 return None;
             }
         }
-        match self.iface.poll_delay(now(), &self.sockets) {
+        match self
+            .iface
+            .poll_delay(time_of(time::now_ns()), &self.sockets)
+        {
             Some(d) if d.total_micros() == 0 => None,
             Some(d) => Some(d.total_micros().min(IDLE_SLEEP_US)),
             None => Some(IDLE_SLEEP_US),
@@ -401,6 +809,14 @@ impl Stack {
 
     fn conn(&mut self, id: i64) -> Option<&mut Conn> {
         self.conns.get_mut(usize::try_from(id).ok()?)?.as_mut()
+    }
+
+    /// The socket of connection `id`, if it still has one.
+    fn conn_socket(&mut self, id: i64) -> Result<SocketHandle, i64> {
+        match self.conn(id) {
+            None => Err(E_BAD_ID),
+            Some(c) => c.handle.ok_or(E_CLOSED),
+        }
     }
 }
 
@@ -434,28 +850,5 @@ impl Poller for Net {
             State::Running(s) => s.before_sleep(),
             _ => Some(IDLE_SLEEP_US),
         }
-    }
-}
-
-impl Stack {
-    /// Remembers a socket the app closed, and drops the ones whose close finished.
-    fn closing(&mut self, handle: SocketHandle) {
-        self.reap_list.push(handle);
-        self.reap();
-    }
-
-    /// Drops the closed sockets whose close finished.
-    fn reap(&mut self) {
-        let sockets = &mut self.sockets;
-        self.reap_list.retain(|&h| {
-            let done = matches!(
-                sockets.get::<tcp::Socket>(h).state(),
-                tcp::State::Closed | tcp::State::TimeWait
-            );
-            if done {
-                sockets.remove(h);
-            }
-            !done
-        });
     }
 }
