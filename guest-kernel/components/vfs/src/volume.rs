@@ -24,6 +24,7 @@ use lamfat::{
 
 use crate::cache::{Cache, Sectors};
 use crate::codes::{E_BAD_FILE, E_INVALID, E_IO, E_NO_SPACE, E_NOT_FAT, E_NOT_FOUND, E_TOO_MANY};
+use crate::names;
 
 /// Most files open at once.
 pub const MAX_OPEN: usize = 32;
@@ -184,8 +185,15 @@ impl<D: Sectors + 'static> Volume<D> {
     /// not exist); returns its id.
     pub fn open(&mut self, name: &str, create: bool) -> i64 {
         let root = self.fs.root_dir();
-        let opened = if create {
+        let opened = if create && names::creatable(name) {
             root.create_file(name)
+        } else if create {
+            // lamfat would panic making up a short name for it (see `creatable`), even
+            // to find that it exists: open it if it does, else refuse the name.
+            match root.open_file(name) {
+                Err(Error::NotFound) => return E_INVALID,
+                other => other,
+            }
         } else {
             root.open_file(name)
         };
