@@ -13,7 +13,9 @@ extern crate alloc;
 pub mod batch;
 pub mod cache;
 pub mod codes;
+pub mod files;
 pub mod names;
+pub mod ramfs;
 pub mod volume;
 
 #[cfg(feature = "guest")]
