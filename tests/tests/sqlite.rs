@@ -430,14 +430,17 @@ fn a_full_ramfs_is_sqlite_full() {
             .assert_stdout_lines(&[&format!("{}{full}", app_prefix(n))])
             .assert_stderr_empty();
     }
-    // The default cap, and the heap of vfs's own compartment (16 MiB of memory).
-    for cap in [None, Some("vfs.ramfs=4096")] {
-        let mut args = vec!["ramfs", fill];
-        args.extend(cap);
-        sqlite_with(&["-c", "2", "--mem", "16"], &args)
-            .assert_status(1)
-            .assert_stdout_lines(&[&format!("[app] {full}")])
-            .assert_stderr_empty();
+    // The default cap, and the heap of vfs's compartment (16 MiB of memory), alone or
+    // shared with SQLite.
+    for n in 1..=2u32 {
+        for cap in [None, Some("vfs.ramfs=4096")] {
+            let mut args = vec!["ramfs", fill];
+            args.extend(cap);
+            sqlite_with(&["-c", &n.to_string(), "--mem", "16"], &args)
+                .assert_status(1)
+                .assert_stdout_lines(&[&format!("{}{full}", app_prefix(n))])
+                .assert_stderr_empty();
+        }
     }
 }
 

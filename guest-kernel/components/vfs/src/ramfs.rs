@@ -21,8 +21,9 @@
 //! Its size is bounded: the files' sizes together stay within a cap in bytes
 //! (`vfs.ramfs=MiB`, else [`default_cap`], half of the compartment's heap). A write or
 //! truncate that would pass it, or that finds the heap full, returns `E_NO_SPACE`,
-//! the code of a full FAT volume, so SQLite reports SQLITE_FULL; the heap's own
-//! exhaustion never panics here.
+//! the code of a full FAT volume, so SQLite reports SQLITE_FULL. A file grows only if
+//! the heap keeps some room free afterwards, so a full heap is that code too, not a
+//! failed allocation elsewhere in the compartment.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -195,6 +196,22 @@ impl RamFs {
     }
 }
 
+/// Heap a file's growth must leave free: what the rest of the compartment allocates
+/// between two calls (a name, a gate buffer; SQLite's own allocations when it shares
+/// the compartment fail softly, as SQLITE_NOMEM). So a full heap is `E_NO_SPACE` here,
+/// not a failed allocation, and a panic, somewhere else.
+const HEADROOM: usize = 256 << 10;
+
+/// Whether the heap can still give `bytes` in one piece (asked only when a file's
+/// capacity grows, so rarely).
+fn heap_has(bytes: usize) -> bool {
+    let mut probe = Vec::<u8>::new();
+    let ok = probe.try_reserve_exact(bytes).is_ok();
+    // The pointer escapes, so the allocation (and its failure) cannot be optimised out.
+    core::hint::black_box(probe.as_ptr());
+    ok
+}
+
 /// Grows `data` to `end` bytes with zeros (nothing if it is that long already), if the
 /// files' sizes (`used`) stay within `cap` and the heap has room; else `E_NO_SPACE`.
 fn grow(data: &mut Vec<u8>, end: u64, cap: u64, used: &mut u64) -> Result<(), i64> {
@@ -210,11 +227,13 @@ fn grow(data: &mut Vec<u8>, end: u64, cap: u64, used: &mut u64) -> Result<(), i6
     if end > data.capacity() {
         // Doubling keeps appends amortised O(1), but one file's capacity never passes
         // the cap; if the heap has no room for the doubled size, exactly `end` may fit.
+        let before = data.capacity();
         let limit = usize::try_from(cap).unwrap_or(usize::MAX).max(end);
-        let target = data.capacity().saturating_mul(2).clamp(end, limit);
+        let target = before.saturating_mul(2).clamp(end, limit);
         let reserved = data.try_reserve_exact(target - data.len()).is_ok()
             || data.try_reserve_exact(end - data.len()).is_ok();
-        if !reserved {
+        if !reserved || !heap_has(HEADROOM) {
+            data.shrink_to(before);
             return Err(E_NO_SPACE);
         }
     }
