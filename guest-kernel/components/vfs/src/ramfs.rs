@@ -5,7 +5,7 @@
 //! journal or WAL), reached by id through a fixed table, and a read or write copies
 //! its bytes once, straight between the file and the caller's buffer
 //! ([`RamFs::read_with`], [`RamFs::write_with`]). Nothing is allocated per call except
-//! when a file grows past its capacity (which doubles, up to the cap).
+//! when a file is created or grows past its capacity (which doubles, up to the cap).
 //!
 //! It has the semantics of the FAT [`Volume`](crate::volume::Volume) (the host tests
 //! run one suite against both): the same names, matched with ASCII case folded and
