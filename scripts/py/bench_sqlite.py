@@ -10,18 +10,24 @@ default, on both sides):
     (the CLI parses and prepares every INSERT line anew and pays process start-up, so
     it is reported beside the baseline, never used for the ratios);
   - the guest's `bench` under 1, 2 and 3 compartments, each on a fresh FAT image from
-    scripts/mkdisk.
+    scripts/mkdisk;
+  - the guest's `bench ramfs` under 1, 2 and 3 compartments: the vfs component's RAM
+    file system, no disk. This is the FlexOS comparison (its Figure 10 ran on a ramfs;
+    `-c 2` is its EPT2, the file system in the second VM), so these rows carry the
+    goals of the issue beside the disk rows: 1 compartment / host, 2 / 1 compartment.
 Host files and disk images live on /dev/shm (tmpfs), so neither side pays a real
 fdatasync. A last, durable row runs DELETE with the image and the host file on the real
-disk (target/bench), once, reported but not a goal.
+disk (target/bench), once, reported but not a goal (no ramfs there).
 
 The table shows the median of REPS runs; the JSON keeps every run. After each guest run
-the database is copied out with mcopy and the host's sqlite3 checks that it holds the
-rows, so a figure is never one of a run that did not store its data.
+on a disk the database is copied out with mcopy and the host's sqlite3 checks that it
+holds the rows; a ramfs run counts them itself (`sql=`, after the timed inserts, in the
+same run: nothing outlives it). So a figure is never one of a run that did not store
+its data.
 
 Usage: bench_sqlite.py VMM IMAGE MKDISK OUT_DIR [--inserts N] [--reps R]
                        [--durable-inserts N] [--no-durable] [--storage disk|mem]
-                       [--compartments 1,2,3]
+                       [--compartments 1,2,3] [--ramfs 1,2,3]
 """
 
 import argparse
@@ -36,6 +42,8 @@ import tempfile
 import time
 
 COMPARTMENTS = [1, 2, 3]
+# The ramfs rows (`--ramfs`); their keys in a table are "ramfs-1", "ramfs-2", ...
+RAMFS = [1, 2, 3]
 JOURNALS = ("delete", "wal")
 # FlexOS ASPLOS'22 Figure 10 (seconds, 5000 inserts, database on a ramfs).
 FLEXOS = [
@@ -46,6 +54,7 @@ FLEXOS = [
     ("Linux process", 0.177),
     ("seL4/Genode", 0.333),
 ]
+FLEXOS_NONE, FLEXOS_EPT2, FLEXOS_LINUX = 0.054, 0.173, 0.177
 GOAL_1_HOST = 0.5
 GOAL_2_1 = 1.3
 
@@ -109,19 +118,24 @@ def remove_db(path):
             os.remove(path + suffix)
 
 
-def guest(args, directory, compartments, journal, inserts):
-    """The guest bench on a fresh disk image in `directory`; returns its JSON row."""
+def guest(args, directory, compartments, journal, inserts, storage=None):
+    """The guest bench on `storage` (default --storage): a fresh disk image in
+    `directory`, `mem` or `ramfs`; returns its JSON row."""
+    storage = storage or args.storage
     cmd = [args.vmm, "-c", str(compartments)]
     disk = None
-    if args.storage == "disk":
+    if storage == "disk":
         disk = os.path.join(directory, f"disk-{compartments}-{journal}.img")
         if os.path.exists(disk):
             os.remove(disk)
         subprocess.run([args.mkdisk, disk], check=True, stderr=subprocess.DEVNULL)
         cmd += ["--disk", disk]
     cmd += [args.image, "--", "bench", f"n={inserts}", f"journal={journal}"]
-    if args.storage == "mem":
+    if storage == "mem":
         cmd.append("mem")
+    if storage == "ramfs":
+        # The files go with the run: count the rows in it, after the timed inserts.
+        cmd += ["ramfs", "sql=SELECT count(*) FROM tab"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
@@ -134,6 +148,12 @@ def guest(args, directory, compartments, journal, inserts):
         row = rows[0]
         if row["compartments"] != compartments or row["inserts"] != inserts or row["journal"] != journal:
             sys.exit(f"guest result does not match the request: {row}")
+        if storage == "ramfs":
+            last = proc.stdout.splitlines()[-1]
+            count = last[last.index("] ") + 2:] if last.startswith("[") else last
+            if count != str(inserts):
+                sys.exit(f"`{' '.join(cmd)}`: the table holds {count!r} rows, not {inserts}")
+            row["rows_in_ramfs"] = inserts
         if disk:
             row["rows_on_disk"] = rows_on_disk(disk, directory)
             if row["rows_on_disk"] != inserts:
@@ -161,9 +181,11 @@ def rows_on_disk(disk, directory):
     return count
 
 
-def measure(args, directory, journal, inserts, reps):
+def measure(args, directory, journal, inserts, reps, ramfs=True):
     """All cases of one table, REPS rounds interleaved (the machine's load drifts)."""
-    runs = {"host": [], "host_cli": [], **{str(c): [] for c in COMPARTMENTS}}
+    ramfs = RAMFS if ramfs else []
+    runs = {"host": [], "host_cli": [], **{str(c): [] for c in COMPARTMENTS},
+            **{f"ramfs-{c}": [] for c in ramfs}}
     for r in range(reps):
         tag = f"{journal.upper()} round {r + 1}/{reps}"
         progress(f"{tag}: host, Python sqlite3 module, one prepared statement")
@@ -173,15 +195,22 @@ def measure(args, directory, journal, inserts, reps):
         for c in COMPARTMENTS:
             progress(f"{tag}: guest, {c} compartment(s)")
             runs[str(c)].append(guest(args, directory, c, journal, inserts)["seconds"])
+        for c in ramfs:
+            progress(f"{tag}: guest on ramfs, {c} compartment(s)")
+            runs[f"ramfs-{c}"].append(
+                guest(args, directory, c, journal, inserts, "ramfs")["seconds"])
     return {"runs": runs, "median": {k: statistics.median(v) for k, v in runs.items()},
             "best": {k: min(v) for k, v in runs.items()}}
 
 
-def ratio_text(table, key, c):
+def ratio_text(table, key, c, prefix=""):
+    """The row's ratio: 1 compartment against the host, more against 1 compartment
+    (of the same storage: `prefix` "ramfs-" for the ramfs rows)."""
     m = table[key]
     if c == 1:
-        return f"{m['1'] / m['host']:.2f}x host"
-    return f"{m[str(c)] / m['1']:.2f}x 1 compartment" if "1" in m else ""
+        return f"{m[prefix + '1'] / m['host']:.2f}x host"
+    one = prefix + "1"
+    return f"{m[prefix + str(c)] / m[one]:.2f}x 1 compartment" if one in m else ""
 
 
 def print_table(title, table):
@@ -189,14 +218,20 @@ def print_table(title, table):
     other builds come and go, and the best run is the one they disturbed least."""
     m, b = table["median"], table["best"]
     print(f"\n{title}")
-    print(f"{'case':<40}{'median s':>10}{'ratio':>21}{'best s':>10}{'ratio':>21}")
-    print(f"{'host: Python sqlite3, 1 prepared stmt':<40}{m['host']:>10.4f}{'(baseline)':>21}"
-          f"{b['host']:>10.4f}{'(baseline)':>21}")
-    print(f"{'host: sqlite3 CLI (parses each line)':<40}{m['host_cli']:>10.4f}{'':>21}"
+    print(f"{'case':<40}{'median s':>10}{'ratio':>25}{'best s':>10}{'ratio':>25}")
+    print(f"{'host: Python sqlite3, 1 prepared stmt':<40}{m['host']:>10.4f}{'(baseline)':>25}"
+          f"{b['host']:>10.4f}{'(baseline)':>25}")
+    print(f"{'host: sqlite3 CLI (parses each line)':<40}{m['host_cli']:>10.4f}{'':>25}"
           f"{b['host_cli']:>10.4f}")
     for c in COMPARTMENTS:
-        print(f"{f'guest: {c} compartment(s)':<40}{m[str(c)]:>10.4f}{ratio_text(table, 'median', c):>21}"
-              f"{b[str(c)]:>10.4f}{ratio_text(table, 'best', c):>21}")
+        print(f"{f'guest: {c} compartment(s)':<40}{m[str(c)]:>10.4f}{ratio_text(table, 'median', c):>25}"
+              f"{b[str(c)]:>10.4f}{ratio_text(table, 'best', c):>25}")
+    for c in RAMFS:
+        key = f"ramfs-{c}"
+        if key in m:
+            label = f"guest ramfs: {c} compartment(s)"
+            print(f"{label:<40}{m[key]:>10.4f}{ratio_text(table, 'median', c, 'ramfs-'):>25}"
+                  f"{b[key]:>10.4f}{ratio_text(table, 'best', c, 'ramfs-'):>25}")
 
 
 def svg_chart(groups, path, title):
@@ -245,12 +280,20 @@ def main():
     p.add_argument("--compartments", default="1,2,3",
                    help="comma-separated subset of 1,2,3 (default: all three)")
     p.add_argument("--storage", choices=("disk", "mem"), default="disk",
-                   help="guest storage: the FAT disk through vfs (default) or `mem` (in memory)")
+                   help="guest storage of the 1, 2, 3 compartment rows: the FAT disk through "
+                        "vfs (default) or `mem` (in memory)")
+    p.add_argument("--ramfs", default="1,2,3",
+                   help="compartment counts of the ramfs rows (vfs's RAM file system), a "
+                        "subset of 1,2,3; empty for none")
     args = p.parse_args()
     wanted = [int(c) for c in args.compartments.split(",") if c]
     if not wanted or any(c not in COMPARTMENTS for c in wanted):
         sys.exit(f"--compartments: choose from {COMPARTMENTS}, got {args.compartments!r}")
+    on_ramfs = [int(c) for c in args.ramfs.split(",") if c]
+    if any(c not in RAMFS for c in on_ramfs):
+        sys.exit(f"--ramfs: choose from {RAMFS}, got {args.ramfs!r}")
     COMPARTMENTS[:] = wanted
+    RAMFS[:] = on_ramfs
     if args.inserts < 1 or args.reps < 1 or args.durable_inserts < 1:
         sys.exit("--inserts, --reps and --durable-inserts must be at least 1")
     for tool in ("sqlite3", "mcopy"):
@@ -262,6 +305,7 @@ def main():
         "inserts": args.inserts,
         "reps": args.reps,
         "guest_storage": args.storage,
+        "ramfs_compartments": RAMFS,
         "host_sqlite_version": sqlite3.sqlite_version,
         "baseline": "Python sqlite3 module, one prepared statement, isolation_level=None "
                     "(autocommit), synchronous=FULL, default locking mode",
@@ -275,7 +319,8 @@ def main():
         durable_dir = os.path.join(args.out_dir, "durable")
         os.makedirs(durable_dir, exist_ok=True)
         progress(f"DURABLE (real disk, {durable_dir}), {args.durable_inserts} inserts, once")
-        results["tables"]["durable"] = measure(args, durable_dir, "delete", args.durable_inserts, 1)
+        results["tables"]["durable"] = measure(args, durable_dir, "delete", args.durable_inserts, 1,
+                                               ramfs=False)
         results["durable_inserts"] = args.durable_inserts
         shutil.rmtree(durable_dir, ignore_errors=True)
     results["load_after"] = os.getloadavg()
@@ -294,6 +339,11 @@ def main():
         for c in ("2", "3"):
             if c in m:
                 ratios[f"{c}/1"] = m[c] / m["1"]
+    if "ramfs-1" in m:
+        ratios["ramfs-1/host"] = m["ramfs-1"] / m["host"]
+        for c in ("2", "3"):
+            if f"ramfs-{c}" in m:
+                ratios[f"ramfs-{c}/ramfs-1"] = m[f"ramfs-{c}"] / m["ramfs-1"]
     results["ratios_delete"] = ratios
     print("\ngoals (DELETE):")
     if "1/host" in ratios:
@@ -306,23 +356,52 @@ def main():
               f"{'MET' if r <= GOAL_2_1 else 'NOT MET'}   (FlexOS EPT2 / NONE: 0.173/0.054 = 3.2x)")
     if "3/1" in ratios:
         print(f"  3 / 1 compartment     = {ratios['3/1']:.2f}x  (no goal; FlexOS had no EPT3)")
+    # The ramfs rows are FlexOS's own setup (a RAM file system, no block device): the
+    # same goals, beside its figures.
+    if "ramfs-1/host" in ratios:
+        r = ratios["ramfs-1/host"]
+        print(f"  ramfs: 1 compartment / host = {r:.2f}x  goal <= {GOAL_1_HOST}x  "
+              f"{'MET' if r <= GOAL_1_HOST else 'NOT MET'}   "
+              f"(FlexOS NONE / Linux: {FLEXOS_NONE}/{FLEXOS_LINUX} = {FLEXOS_NONE / FLEXOS_LINUX:.2f}x)")
+    if "ramfs-2/ramfs-1" in ratios:
+        r = ratios["ramfs-2/ramfs-1"]
+        print(f"  ramfs: 2 / 1 compartment    = {r:.2f}x  goal <= {GOAL_2_1}x  "
+              f"{'MET' if r <= GOAL_2_1 else 'NOT MET'}   "
+              f"(FlexOS EPT2 / NONE: {FLEXOS_EPT2}/{FLEXOS_NONE} = {FLEXOS_EPT2 / FLEXOS_NONE:.1f}x)")
+    if "ramfs-3/ramfs-1" in ratios:
+        print(f"  ramfs: 3 / 1 compartment    = {ratios['ramfs-3/ramfs-1']:.2f}x  (no goal; FlexOS had no EPT3)")
+    if "ramfs-2" in m:
+        line = f"  ramfs, 2 compartments: {m['ramfs-2']:.4f} s; FlexOS EPT2 (fs in 2nd VM): {FLEXOS_EPT2} s"
+        if "ramfs-1" in m:
+            line += f"; ramfs, 1 compartment: {m['ramfs-1']:.4f} s; FlexOS NONE: {FLEXOS_NONE} s"
+        if args.inserts != 5000:
+            line += f" (ours for {args.inserts} inserts, FlexOS's for 5000)"
+        print(line + " (their Xeon, our kvm-pvm host: compare the ratios)")
     best = results["tables"]["delete"]["best"]
     if "1" in best:
         line = f"  best runs: 1 compartment / host = {best['1'] / best['host']:.2f}x"
         if "2" in best:
             line += f", 2 / 1 compartment = {best['2'] / best['1']:.2f}x"
         print(line)
+    if "ramfs-1" in best:
+        line = f"  best runs: ramfs 1 compartment / host = {best['ramfs-1'] / best['host']:.2f}x"
+        if "ramfs-2" in best:
+            line += f", ramfs 2 / 1 compartment = {best['ramfs-2'] / best['ramfs-1']:.2f}x"
+        print(line)
     print("FlexOS Figure 10 (s): " + ", ".join(f"{n} {s}" for n, s in FLEXOS))
 
     with open(os.path.join(args.out_dir, "sqlite.json"), "w") as f:
         json.dump(results, f, indent=2)
     grey = "#999999"
-    colours = {"host": "#4c72b0", "1": "#dd8452", "2": "#c44e52", "3": "#8172b2"}
+    colours = {"host": "#4c72b0", "1": "#dd8452", "2": "#c44e52", "3": "#8172b2",
+               "ramfs-1": "#55a868", "ramfs-2": "#2f7d4a", "ramfs-3": "#1b4d2c"}
     groups = [("FlexOS Figure 10 (paper)", [(n, s, grey) for n, s in FLEXOS])]
     for key, name in (("delete", "ours: DELETE, /dev/shm"), ("wal", "ours: WAL, /dev/shm")):
         med = results["tables"][key]["median"]
         groups.append((name, [("host sqlite3", med["host"], colours["host"])] +
-                       [(f"{c} compartment(s)", med[str(c)], colours[str(c)]) for c in COMPARTMENTS]))
+                       [(f"{c} compartment(s)", med[str(c)], colours[str(c)]) for c in COMPARTMENTS] +
+                       [(f"ramfs, {c} compartment(s)", med[f"ramfs-{c}"], colours[f"ramfs-{c}"])
+                        for c in RAMFS]))
     svg_chart(groups, os.path.join(args.out_dir, "sqlite.svg"),
               f"SQLite: {args.inserts} autocommit INSERTs, seconds (median of {args.reps})")
     print(f"JSON: {args.out_dir}/sqlite.json  plot: {args.out_dir}/sqlite.svg")

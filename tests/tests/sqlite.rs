@@ -4,8 +4,10 @@
 //! argument errors, a full heap reported as SQLITE_FULL. On a FAT disk image (`--disk`,
 //! through the vfs and blkdev components) in 1, 2 and 3 compartments: the database the
 //! bench leaves is read back by the host's mtools and sqlite3, a second run reads it,
-//! and a missing, non-FAT or full disk ends the run cleanly. Last, the allowlist of C
-//! symbols the SQLite object expects the image to provide.
+//! and a missing, non-FAT or full disk ends the run cleanly. On vfs's RAM file system
+//! (`ramfs`) in 1, 2 and 3 compartments: the bench and a read-back in the same run, a
+//! disk given anyway left alone, a full cap or heap reported as SQLITE_FULL. Last, the
+//! allowlist of C symbols the SQLite object expects the image to provide.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -16,8 +18,8 @@ use flexos_e2e::{image, repo_root, require_tool, run, run_program, Background, O
 /// Exit status: the disk is in use by another run.
 const EXIT_IN_USE: i32 = 75;
 
-const USAGE: &str =
-    "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] [db=NAME | mem]";
+const USAGE: &str = "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] \
+                     [mem | [db=NAME] [ramfs [vfs.ramfs=MiB]]]";
 
 /// Runs the sqlite image with `vmm_args` before the image and `guest_args` after `--`.
 #[track_caller]
@@ -317,11 +319,128 @@ fn bad_arguments_print_usage_and_exit_2() {
             &["bench", "db=x.db"][..],
             "sqlite: db= and mem exclude each other",
         ),
+        // (`sqlite` adds `mem`.)
+        (
+            &["bench", "ramfs"][..],
+            "sqlite: ramfs and mem exclude each other",
+        ),
+        (
+            &["bench", "vfs.ramfs=8"][..],
+            "sqlite: vfs.ramfs= needs ramfs",
+        ),
+        (
+            &["bench", "ramfs", "vfs.ramfs=8M"][..],
+            "sqlite: bad vfs.ramfs size '8M' (want MiB)",
+        ),
+        (
+            &["bench", "vfs.ramfs=-1"][..],
+            "sqlite: bad vfs.ramfs size '-1' (want MiB)",
+        ),
+        (
+            &["bench", "vfs.cache=1"][..],
+            "sqlite: unknown argument 'vfs.cache=1'",
+        ),
     ] {
         sqlite(args)
             .assert_status(2)
             .assert_stdout_lines(&[problem, USAGE])
             .assert_stderr_empty();
+    }
+}
+
+/// `bench ramfs` (vfs's RAM file system, no disk) in each split and journal mode: the
+/// progress and JSON lines, then `sql=` in the same run reads the rows back and finds
+/// the database intact. With 2 compartments this is FlexOS's EPT2 Figure 10 setup.
+#[test]
+fn bench_on_ramfs_in_every_split_reads_its_rows_back() {
+    for journal in ["delete", "wal"] {
+        for n in 1..=3u32 {
+            let mode = format!("journal={journal}");
+            let out = sqlite_with(
+                &["-c", &n.to_string()],
+                &[
+                    "bench",
+                    "n=700",
+                    &mode,
+                    "ramfs",
+                    "sql=SELECT count(*), min(id), max(id), count(DISTINCT text) FROM tab; \
+                     PRAGMA integrity_check; PRAGMA journal_mode",
+                ],
+            );
+            out.assert_status(0).assert_stderr_empty();
+            let prefix = app_prefix(n);
+            let lines: Vec<&str> = out.stdout.lines().collect();
+            let want_before = [
+                format!("{prefix}committed 500"),
+                format!("{prefix}committed 700"),
+            ];
+            assert_eq!(lines.len(), 6, "{out:?}");
+            assert_eq!(lines[..2], want_before, "{out:?}");
+            let json = lines[2]
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("no {prefix:?} prefix\n{out:?}"));
+            let (compartments, inserts, mode, _) = bench_json(&out, json);
+            assert_eq!(
+                (compartments, inserts, mode.as_str()),
+                (u64::from(n), 700, journal),
+                "{out:?}"
+            );
+            let after: Vec<String> = ["700|1|700|1", "ok", journal]
+                .iter()
+                .map(|l| format!("{prefix}{l}"))
+                .collect();
+            assert_eq!(lines[3..], after, "{out:?}");
+        }
+    }
+}
+
+/// `db=` names the file on ramfs as on the disk; with a disk given anyway, vfs says
+/// once that it is not used and leaves its bytes alone.
+#[test]
+fn ramfs_takes_db_and_leaves_a_given_disk_alone() {
+    let dir = TempDir::new("sqlite-ramfs-disk");
+    let img = mkdisk(&dir, 16);
+    let before = std::fs::read(&img).unwrap();
+    let out = sqlite_on_disk(
+        2,
+        &img,
+        &[
+            "ramfs",
+            "db=other.db",
+            "sql=CREATE TABLE t(x); INSERT INTO t VALUES (42); SELECT x FROM t",
+        ],
+    );
+    out.assert_status(0)
+        .assert_stdout_lines(&["[fs] vfs: ramfs: the disk is not used", "[app] 42"])
+        .assert_stderr_empty();
+    assert!(std::fs::read(&img).unwrap() == before, "the disk changed");
+}
+
+/// A full RAM file system is SQLITE_FULL and a clean exit 1, whether its cap is
+/// reached (given, or the default of half the heap) or the heap runs out first (a cap
+/// larger than the compartment's memory).
+#[test]
+fn a_full_ramfs_is_sqlite_full() {
+    let fill = "sql=CREATE TABLE b(x); INSERT INTO b VALUES (zeroblob(64000000))";
+    let full = "error: database or disk is full";
+    // The cap: 1 MiB, in each split.
+    for n in 1..=3u32 {
+        sqlite_with(&["-c", &n.to_string()], &["ramfs", "vfs.ramfs=1", fill])
+            .assert_status(1)
+            .assert_stdout_lines(&[&format!("{}{full}", app_prefix(n))])
+            .assert_stderr_empty();
+    }
+    // The default cap, and the heap of vfs's compartment (16 MiB of memory), alone or
+    // shared with SQLite.
+    for n in 1..=2u32 {
+        for cap in [None, Some("vfs.ramfs=4096")] {
+            let mut args = vec!["ramfs", fill];
+            args.extend(cap);
+            sqlite_with(&["-c", &n.to_string(), "--mem", "16"], &args)
+                .assert_status(1)
+                .assert_stdout_lines(&[&format!("{}{full}", app_prefix(n))])
+                .assert_stderr_empty();
+        }
     }
 }
 
@@ -623,7 +742,7 @@ fn without_a_disk_the_run_says_how_to_get_one() {
         .assert_stdout_lines(&[
             "blkdev: no block device attached (run with --disk PATH)",
             "vfs: cannot mount the disk: no block device",
-            "sqlite: no disk: run flexos-vmm with --disk IMAGE (scripts/mkdisk makes one), or pass mem",
+            "sqlite: no disk: run flexos-vmm with --disk IMAGE (scripts/mkdisk makes one), or pass ramfs or mem",
         ])
         .assert_stderr_empty();
 }

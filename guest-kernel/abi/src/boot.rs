@@ -8,6 +8,10 @@ pub const BOOT_VERSION: u32 = 3;
 
 /// Boot flag: the monitor runs with `--timings`; the guest reports reaching `main`.
 pub const BOOT_FLAG_TIMINGS: u32 = 1 << 0;
+/// Boot flag: a compartment of this run (the one hosting the block driver, maybe not
+/// this one) owns a block device. A component told not to use the disk (vfs with the
+/// guest argument `ramfs`) can then say the disk is unused without calling the driver.
+pub const BOOT_FLAG_DISK: u32 = 1 << 1;
 
 /// Maximum number of components an image may declare.
 pub const MAX_COMPONENTS: usize = 32;

@@ -2,7 +2,8 @@
 //! the compartment's first instruction.
 
 use flexos_abi::{
-    BootInfo, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, MAX_DEVICES, NAME_LEN, SHARED_BASE,
+    BootInfo, BOOT_FLAG_DISK, BOOT_FLAG_TIMINGS, BOOT_INFO_ADDR, BOOT_INFO_SIZE, DEVICE_BLOCK,
+    MAX_DEVICES, NAME_LEN, SHARED_BASE,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -39,6 +40,9 @@ pub(super) fn write(
     }
     let mut info = BootInfo::empty();
     info.flags = if spec.timings { BOOT_FLAG_TIMINGS } else { 0 };
+    if spec.windows.iter().any(|w| w.kind == DEVICE_BLOCK) {
+        info.flags |= BOOT_FLAG_DISK;
+    }
     info.compartment_id = spec.id;
     info.compartment_count = count_u32(spec.all_names.len(), "compartments")?;
     let name = &spec.name.as_bytes()[..spec.name.len().min(NAME_LEN)];
@@ -124,6 +128,7 @@ mod tests {
         assert_eq!(info.name(), "net");
         assert_eq!(info.host_cpus, 6);
         assert_eq!(info.spin_rounds, 77);
+        assert_eq!(info.flags, BOOT_FLAG_TIMINGS | BOOT_FLAG_DISK);
         assert_eq!(&info.placement[..3], &[0, 1, 1]);
         // Only its own device, at the run's window for it.
         assert_eq!(
@@ -146,5 +151,22 @@ mod tests {
         assert!(write(&mem, &bad, &layout, 0, 0).is_err());
         bad.guest_args = vec!["x".repeat(usize::try_from(BOOT_INFO_SIZE).unwrap())];
         assert!(write(&mem, &bad, &layout, 0, 0).is_err());
+
+        // A run without a block device: no disk flag. With one that another compartment
+        // owns: the flag (every compartment of the run is told, not only the owner).
+        let mut plain = bad;
+        plain.guest_args = vec![];
+        plain.timings = false;
+        plain.windows = Arc::new(vec![Window::new(0, DEVICE_NET, 0)]);
+        write(&mem, &plain, &layout, 0, 0).unwrap();
+        let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
+        assert_eq!(info.0.flags, 0);
+        plain.windows = Arc::new(vec![
+            Window::new(0, DEVICE_NET, 1),
+            Window::new(1, DEVICE_BLOCK, 0),
+        ]);
+        write(&mem, &plain, &layout, 0, 0).unwrap();
+        let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
+        assert_eq!(info.0.flags, BOOT_FLAG_DISK);
     }
 }

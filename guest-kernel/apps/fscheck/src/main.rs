@@ -1,6 +1,7 @@
 //! `fscheck`: files on the disk (`--disk PATH`, a FAT volume) through the `vfs` and
-//! `blkdev` components, for end-to-end checks with the host's mtools. Runs its guest
-//! arguments in order:
+//! `blkdev` components, for end-to-end checks with the host's mtools; or, with the guest
+//! argument `ramfs`, in the vfs component's RAM file system (its size `vfs.ramfs=MiB`;
+//! both are settings for vfs, not steps). Runs its other guest arguments in order:
 //!
 //! - `write=NAME:TEXT`: creates or empties NAME, writes TEXT, syncs; prints
 //!   `fscheck: wrote N bytes to NAME`;
@@ -10,7 +11,7 @@
 //!   directory.
 //!
 //! A failed step prints `fscheck: STEP failed: REASON (code N)` and exits 1; bad
-//! arguments exit 2. Splits: 1 = everything; 2 = {app} | {vfs, blkdev};
+//! arguments (and no step at all, or `vfs.ramfs=` without `ramfs`) exit 2. Splits: 1 = everything; 2 = {app} | {vfs, blkdev};
 //! 3 = {app} | {vfs} | {blkdev}.
 
 #![no_std]
@@ -25,6 +26,7 @@ use flexos_kernel::gate::{self, GateRouter, router};
 use flexos_kernel::rpc::SharedBuf;
 use flexos_kernel::{Args, println};
 use flexos_vfs::codes::describe;
+use flexos_vfs::ramfs::{CAP_KEY, RAMFS_ARG};
 use flexos_vfs::{Vfs, fs};
 
 flexos_kernel::main!(main);
@@ -46,7 +48,8 @@ flexos_kernel::servers! {
     BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
 }
 
-const USAGE: &str = "usage: fscheck [write=NAME:TEXT | read=NAME | rm=NAME | ls]...";
+const USAGE: &str =
+    "usage: fscheck [ramfs [vfs.ramfs=MiB]] [write=NAME:TEXT | read=NAME | rm=NAME | ls]...";
 const EXIT_FAILED: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 
@@ -150,13 +153,24 @@ fn list(files: &Files) -> Result<(), Failed> {
     }
 }
 
+/// Whether `arg` is the vfs component's `vfs.ramfs=` setting (vfs checks its value).
+fn is_cap(arg: &str) -> bool {
+    arg.strip_prefix(CAP_KEY)
+        .is_some_and(|rest| rest.starts_with('='))
+}
+
 fn main(args: &Args) -> i32 {
-    if args.is_empty() {
+    let setting = |arg: &str| arg == RAMFS_ARG || is_cap(arg);
+    if args.iter().all(setting) {
         println!("{USAGE}");
         return EXIT_USAGE;
     }
+    if args.iter().any(is_cap) && !args.iter().any(|arg| arg == RAMFS_ARG) {
+        println!("fscheck: {CAP_KEY}= needs ramfs; {USAGE}");
+        return EXIT_USAGE;
+    }
     let files = fs::Client::new(router(), VFS, &VFS_SERVER.0);
-    for arg in args.iter() {
+    for arg in args.iter().filter(|arg| !setting(arg)) {
         let done = if let Some(spec) = arg.strip_prefix("write=") {
             let Some((name, text)) = spec.split_once(':') else {
                 println!("fscheck: bad argument '{arg}': want write=NAME:TEXT");

@@ -3,10 +3,11 @@
 use core::fmt;
 
 use flexos_kernel::Args;
+use flexos_vfs::ramfs::{CAP_KEY, RAMFS_ARG, parse_cap};
 
 /// The line printed after any argument problem.
-pub const USAGE: &str =
-    "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] [db=NAME | mem]";
+pub const USAGE: &str = "usage: sqlite [bench [n=N]] [journal=delete|wal] [sql=\"STATEMENTS\"] \
+     [mem | [db=NAME] [ramfs [vfs.ramfs=MiB]]]";
 
 /// The database file on the disk unless `db=` names another.
 pub const DEFAULT_DB: &str = "bench.db";
@@ -44,6 +45,9 @@ pub struct Command {
     pub db: &'static str,
     /// `mem`: the database lives in this compartment's heap, not on the disk.
     pub mem: bool,
+    /// `ramfs`: the vfs component serves the files from its RAM file system (it reads
+    /// the argument itself, and `vfs.ramfs=MiB`), not from the disk.
+    pub ramfs: bool,
 }
 
 /// Why the arguments were rejected.
@@ -55,6 +59,9 @@ pub enum UsageError {
     SqlTwice,
     BadDbName(&'static str),
     DbWithMem,
+    RamfsWithMem,
+    BadRamfsSize(&'static str),
+    SizeWithoutRamfs,
     CountWithoutBench,
     NothingToDo,
 }
@@ -72,6 +79,11 @@ impl fmt::Display for UsageError {
             UsageError::SqlTwice => f.write_str("sqlite: sql= given twice"),
             UsageError::BadDbName(name) => write!(f, "sqlite: bad database name '{name}'"),
             UsageError::DbWithMem => f.write_str("sqlite: db= and mem exclude each other"),
+            UsageError::RamfsWithMem => f.write_str("sqlite: ramfs and mem exclude each other"),
+            UsageError::BadRamfsSize(size) => {
+                write!(f, "sqlite: bad {CAP_KEY} size '{size}' (want MiB)")
+            }
+            UsageError::SizeWithoutRamfs => write!(f, "sqlite: {CAP_KEY}= needs ramfs"),
             UsageError::CountWithoutBench => f.write_str("sqlite: n= needs bench"),
             UsageError::NothingToDo => f.write_str("sqlite: nothing to do"),
         }
@@ -87,11 +99,24 @@ impl Command {
         let mut sql = None;
         let mut db = None;
         let mut mem = false;
+        let mut ramfs = false;
+        let mut cap = false;
         for arg in args {
             if arg == "bench" {
                 bench = true;
             } else if arg == "mem" {
                 mem = true;
+            } else if arg == RAMFS_ARG {
+                ramfs = true;
+            } else if let Some(size) = arg
+                .strip_prefix(CAP_KEY)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
+                // The vfs component reads it; checked here so a typo is a usage error.
+                if parse_cap(size).is_none() {
+                    return Err(UsageError::BadRamfsSize(size));
+                }
+                cap = true;
             } else if let Some(name) = arg.strip_prefix("db=") {
                 // One flat name: no directories, no NUL for the C string.
                 if name.is_empty() || name.contains(['/', '\\', '\0']) {
@@ -120,6 +145,12 @@ impl Command {
         if mem && db.is_some() {
             return Err(UsageError::DbWithMem);
         }
+        if mem && ramfs {
+            return Err(UsageError::RamfsWithMem);
+        }
+        if cap && !ramfs {
+            return Err(UsageError::SizeWithoutRamfs);
+        }
         if inserts.is_some() && !bench {
             return Err(UsageError::CountWithoutBench);
         }
@@ -132,6 +163,7 @@ impl Command {
             sql,
             db: db.unwrap_or(DEFAULT_DB),
             mem,
+            ramfs,
         })
     }
 }

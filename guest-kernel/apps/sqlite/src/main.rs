@@ -3,9 +3,11 @@
 //! The amalgamation is compiled freestanding by `libsqlite3-sys` (flags in
 //! `guest-kernel/.cargo/config.toml`); its OS layer is ours: [`vfs`] over a
 //! [`storage::Storage`]: by default [`storage::gate::GateStorage`], the disk's FAT volume
-//! through the `vfs` and `blkdev` components (`--disk IMAGE` on the monitor); with the
-//! guest argument `mem`, [`storage::mem::MemStorage`] in this compartment's heap. The
-//! database file is `bench.db` unless `db=NAME` names another.
+//! through the `vfs` and `blkdev` components (`--disk IMAGE` on the monitor), or with
+//! the guest argument `ramfs` the vfs component's RAM file system (no disk; its size
+//! `vfs.ramfs=MiB`, full is SQLITE_FULL); with `mem`, [`storage::mem::MemStorage`] in
+//! this compartment's heap (no vfs at all). The database file is `bench.db` unless
+//! `db=NAME` names another.
 //!
 //! ```text
 //! sqlite bench [n=N] [journal=delete|wal]   the FlexOS Figure 10 insert workload
@@ -14,7 +16,8 @@
 //!
 //! Without a disk the run prints how to attach one and exits 1; a disk that holds no
 //! FAT volume exits 1 after the vfs component's message. Splits: 1 = everything;
-//! 2 = {app} | {vfs, blkdev}; 3 = {app} | {vfs} | {blkdev}.
+//! 2 = {app} | {vfs, blkdev}; 3 = {app} | {vfs} | {blkdev}. With `ramfs`, 2 is
+//! {app} | {vfs on RAM}: FlexOS's EPT2 configuration of its Figure 10.
 //!
 //! Both may be given (the bench runs first, on the same connection). Every connection
 //! uses `PRAGMA locking_mode=EXCLUSIVE` (no shared-memory methods needed for WAL, and
@@ -77,12 +80,11 @@ const EXIT_SQL: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 
 /// What a run without a disk prints.
-const NO_DISK: &str =
-    "sqlite: no disk: run flexos-vmm with --disk IMAGE (scripts/mkdisk makes one), or pass mem";
+const NO_DISK: &str = "sqlite: no disk: run flexos-vmm with --disk IMAGE (scripts/mkdisk makes one), or pass ramfs or mem";
 
-/// The storage `command` asks for: the heap with `mem`, else the disk, whose volume is
-/// checked here so that a missing or unusable disk is one clear message, not an SQLite
-/// "unable to open database file".
+/// The storage `command` asks for: the heap with `mem`, else the vfs component (the
+/// disk, or its RAM file system with `ramfs`), checked here so that a missing or
+/// unusable disk is one clear message, not an SQLite "unable to open database file".
 fn storage(command: &Command) -> Result<Box<dyn Storage + Send>, ()> {
     if command.mem {
         return Ok(Box::new(MemStorage::new()));
@@ -101,7 +103,12 @@ fn storage(command: &Command) -> Result<Box<dyn Storage + Send>, ()> {
             Err(())
         }
         Err(err) => {
-            println!("sqlite: the disk is unusable: {err}");
+            let what = if command.ramfs {
+                "the RAM file system"
+            } else {
+                "the disk"
+            };
+            println!("sqlite: {what} is unusable: {err}");
             Err(())
         }
     }

@@ -77,3 +77,31 @@ fn a_write_that_continues_the_last_one_merges() {
         ]
     );
 }
+
+#[test]
+fn check_and_entries_walk_the_list_without_a_vector() {
+    let list = [
+        Entry {
+            file: 2,
+            len: 100,
+            offset: 7,
+        },
+        Entry {
+            file: 0,
+            len: 28,
+            offset: 0,
+        },
+    ];
+    let bytes = raw(&list);
+    assert_eq!(check(&bytes, 128), Ok(128));
+    assert_eq!(check(&bytes, 200), Ok(128));
+    assert_eq!(check(&bytes, 127), Err(E_INVALID));
+    assert_eq!(check(&bytes[..20], 128), Err(E_INVALID));
+    assert_eq!(check(&[], 0), Ok(0));
+    assert_eq!(entries(&bytes).collect::<Vec<_>>(), list);
+    // A trailing partial entry is left out (check refuses the list).
+    assert_eq!(entries(&bytes[..20]).collect::<Vec<_>>(), list[..1]);
+    let mut signed = list;
+    signed[1].offset = 1 << 63;
+    assert_eq!(check(&raw(&signed), 128), Err(E_INVALID));
+}

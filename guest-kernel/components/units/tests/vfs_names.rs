@@ -31,3 +31,14 @@ fn negative_offsets_are_refused() {
     assert_eq!(offset(i64::MAX), Some(i64::MAX as u64));
     assert_eq!(offset(-1), None);
 }
+
+#[test]
+fn creatable_names_start_ascii_and_stay_in_ucs2() {
+    assert!(creatable("bench.db"));
+    assert!(creatable("x\u{e9}t\u{e9}"));
+    assert!(creatable("a\u{ffff}"));
+    assert!(!creatable("\u{e9}t\u{e9}"));
+    assert!(!creatable("a\u{10000}"));
+    assert!(!creatable("\u{1f600}.txt"));
+    assert!(!creatable(""));
+}

@@ -174,3 +174,16 @@ fn a_disk_without_fat_is_a_clean_error() {
     disk.fail = true;
     assert_eq!(Volume::mount(disk).err().map(|e| e.0), Some(E_IO));
 }
+
+#[test]
+fn a_new_name_starting_beyond_ascii_is_refused_not_a_panic() {
+    // lamfat's short-name generator sliced such a name inside its first character and
+    // panicked, which crashed the vfs compartment.
+    let mut v = Volume::mount(formatted(32)).ok().unwrap();
+    assert_eq!(v.open("\u{e9}t\u{e9}.txt", true), E_INVALID);
+    assert_eq!(v.open("\u{1f600}", true), E_INVALID);
+    assert_eq!(v.open("\u{e9}t\u{e9}.txt", false), E_NOT_FOUND);
+    assert_eq!(v.exists("\u{e9}t\u{e9}.txt"), 0);
+    assert!(v.open("x\u{e9}t\u{e9}.txt", true) >= 0);
+    assert_eq!(v.list().unwrap(), "x\u{e9}t\u{e9}.txt\t0\n");
+}

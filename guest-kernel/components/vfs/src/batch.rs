@@ -45,28 +45,39 @@ impl Entry {
     }
 }
 
-/// Decodes and checks a list for a data buffer of `data_len` bytes: whole entries, no
-/// offset past what a signed offset holds, the data of all entries inside the buffer.
-/// (Whether a write fits in its file is the volume's check, as for `write_at`.)
-pub fn parse(raw: &[u8], data_len: usize) -> Result<Vec<Entry>, i64> {
+/// Checks a list for a data buffer of `data_len` bytes without decoding it into a
+/// vector: whole entries, no offset past what a signed offset holds, the data of all
+/// entries inside the buffer. Returns the bytes of data the entries take. (Whether a
+/// write fits in its file is the file system's check, as for `write_at`.)
+pub fn check(raw: &[u8], data_len: usize) -> Result<usize, i64> {
     if !raw.len().is_multiple_of(ENTRY_BYTES) {
         return Err(E_INVALID);
     }
-    let mut entries = Vec::with_capacity(raw.len() / ENTRY_BYTES);
     let mut total = 0usize;
-    for chunk in raw.chunks_exact(ENTRY_BYTES) {
-        let entry = Entry::decode(chunk.try_into().expect("ENTRY_BYTES"));
+    for entry in entries(raw) {
         // A signed offset, as every other `fs` call takes (so the end cannot wrap).
         if i64::try_from(entry.offset).is_err() {
             return Err(E_INVALID);
         }
         total = total.checked_add(entry.len as usize).ok_or(E_INVALID)?;
-        entries.push(entry);
     }
     if total > data_len {
         return Err(E_INVALID);
     }
-    Ok(entries)
+    Ok(total)
+}
+
+/// The entries of `raw` in order (a trailing partial entry is left out; [`check`]
+/// refuses such a list).
+pub fn entries(raw: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+    raw.chunks_exact(ENTRY_BYTES)
+        .map(|chunk| Entry::decode(chunk.try_into().expect("ENTRY_BYTES")))
+}
+
+/// Decodes and checks a list for a data buffer of `data_len` bytes, as [`check`] does.
+pub fn parse(raw: &[u8], data_len: usize) -> Result<Vec<Entry>, i64> {
+    check(raw, data_len)?;
+    Ok(entries(raw).collect())
 }
 
 /// Adds a write of `len` bytes at `offset` of `file` to `entries` (its data placed right

@@ -16,7 +16,7 @@ pub const E_NO_DISK: i64 = -19;
 pub const E_INVALID: i64 = -22;
 /// Too many open files.
 pub const E_TOO_MANY: i64 = -24;
-/// The file system is full.
+/// The file system is full (the disk, or the RAM file system's cap or heap).
 pub const E_NO_SPACE: i64 = -28;
 /// The disk is read-only.
 pub const E_READ_ONLY: i64 = -30;
@@ -34,7 +34,7 @@ pub fn describe(code: i64) -> &'static str {
         E_NO_DISK => "no block device",
         E_INVALID => "invalid argument",
         E_TOO_MANY => "too many open files",
-        E_NO_SPACE => "no space left on the disk",
+        E_NO_SPACE => "no space left on the file system",
         E_READ_ONLY => "read-only disk",
         E_NOT_FAT => "the disk holds no FAT file system",
         _ => "unknown error",

@@ -1,9 +1,21 @@
-//! The `vfs` component: a FAT file system over the `blk` interface (the `blkdev`
-//! component), serving the `fs` interface. See [`volume`] for what each method does and
-//! when data reaches the device.
+//! The `vfs` component: files served through the `fs` interface, from one of two file
+//! systems chosen once per run, at the first call:
 //!
-//! The plain-Rust parts ([`cache`], [`names`], [`codes`], [`volume`]) build without the
-//! `guest` feature and are tested on the host by
+//! - by default a FAT file system ([`volume`]) on the disk of the `blkdev` component,
+//!   through the `blk` interface; see [`volume`] for what each method does and when
+//!   data reaches the device;
+//! - with the guest argument `ramfs`, a RAM file system ([`ramfs`]) in this
+//!   compartment's heap, bounded by `vfs.ramfs=MiB` (default: half the heap). No disk
+//!   is needed and `blkdev` is never called; if the run has one anyway, the first call
+//!   says once on the console `vfs: ramfs: the disk is not used`. `-c 2 sqlite.elf --
+//!   bench ramfs` is then {app} | {vfs on RAM}: FlexOS's EPT2 SQLite configuration.
+//!
+//! Both have the same semantics ([`files::Files`]; the host tests run one suite against
+//! both), the same name rules ([`names`]) and codes ([`codes`]): a full RAM file system
+//! returns `E_NO_SPACE` as a full disk does.
+//!
+//! The plain-Rust parts ([`cache`], [`names`], [`codes`], [`volume`], [`ramfs`],
+//! [`batch`]) build without the `guest` feature and are tested on the host by
 //! guest-kernel/components/units.
 
 #![no_std]
@@ -13,7 +25,9 @@ extern crate alloc;
 pub mod batch;
 pub mod cache;
 pub mod codes;
+pub mod files;
 pub mod names;
+pub mod ramfs;
 pub mod volume;
 
 #[cfg(feature = "guest")]
@@ -25,11 +39,13 @@ pub use server::Vfs;
 
 #[cfg(feature = "guest")]
 flexos_kernel::rpc::interface! {
-    /// Files in the root directory of the disk's FAT volume. Names cross as UTF-8 bytes
-    /// in a shared buffer; file ids are small non-negative integers; every method
-    /// returns a negative [`codes`](crate::codes) value on error. The volume is mounted
-    /// on the first call; a disk that holds no FAT volume makes every call return
-    /// `E_NOT_FAT` (and says so once on the console).
+    /// Files in the root directory of the disk's FAT volume, or of the RAM file system
+    /// with the guest argument `ramfs`. Names cross as UTF-8 bytes in a shared buffer;
+    /// file ids are small non-negative integers; every method returns a negative
+    /// [`codes`](crate::codes) value on error. The file system is chosen (the volume
+    /// mounted) on the first call; a disk that holds no FAT volume makes every call
+    /// return `E_NOT_FAT` (and says so once on the console). On RAM, "durable" means
+    /// done: `sync` succeeds at once.
     pub mod fs (id = 21) {
         /// Opens `name` (creating it, empty, if `create` and it is missing); returns its id.
         fn open(name: SharedBuf, create: bool) -> i64 = 0;

@@ -43,3 +43,13 @@ pub fn check(bytes: &[u8]) -> Result<&str, BadName> {
 pub fn offset(value: i64) -> Option<u64> {
     u64::try_from(value).ok()
 }
+
+/// Whether a file called `name` (already through [`check`]) can be created: FAT long
+/// names are UCS-2, so no character beyond U+FFFF; and the first character must be
+/// ASCII, because lamfat's short-name generator slices the name at byte 1 and panics
+/// inside a multi-byte character. Both file systems refuse such a creation with
+/// `E_INVALID`; a file of such a name that exists (made by the host's tools) still
+/// opens.
+pub fn creatable(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii()) && name.chars().all(|c| c <= '\u{ffff}')
+}

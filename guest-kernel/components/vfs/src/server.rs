@@ -1,20 +1,27 @@
-//! The `fs` server: the gate side of [`Volume`] over the `blk` interface.
+//! The `fs` server: the gate side of the file system the run asked for, the FAT
+//! [`Volume`] over the `blk` interface or the [`RamFs`]. Their calls share one gate
+//! side through [`Files`], except the data paths: on RAM a read or write copies once,
+//! between the caller's shared buffer and the file (no private bounce buffer).
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use flexos_blkdev::extents::{self, EXTENT_BYTES, Extent};
 use flexos_blkdev::{Driver, blk, copy, request as blk_codes};
+use flexos_kernel::abi::BOOT_FLAG_DISK;
 use flexos_kernel::gate::{self, GateRouter, router};
-use flexos_kernel::println;
-use flexos_kernel::rpc::{GateError, SharedBuf};
+use flexos_kernel::rpc::{GateError, SharedBuf, SharedBytes};
 use flexos_kernel::sync::SpinLock;
+use flexos_kernel::{Args, boot_info, println};
 
 use crate::batch;
 use crate::cache::{BLOCK, SECTOR, Sectors};
 use crate::codes::{E_BAD_BUFFER, E_BUSY, E_INVALID, E_IO, E_NO_DISK, E_READ_ONLY, describe};
+use crate::files::Files;
 use crate::fs;
 use crate::names;
+use crate::ramfs::{CAP_KEY, MAX_CAP_MIB, RAMFS_ARG, RamFs, default_cap, parse_cap};
 use crate::volume::Volume;
 
 /// Bytes of the shared data buffer: a batch of dirty blocks, or one read.
@@ -142,10 +149,13 @@ impl Sectors for BlkSectors {
 }
 
 enum State {
-    Unmounted,
+    /// No call yet: the file system is chosen at the first.
+    Unchosen,
     /// Mounting failed with this code (said once on the console).
     Failed(i64),
     Mounted(Volume<BlkSectors>),
+    /// Boxed: its table of open ids would make every state that large.
+    Ram(Box<RamFs>),
 }
 
 struct StateCell(State);
@@ -154,8 +164,24 @@ struct StateCell(State);
 // the `Rc`s inside the volume never leave it, so no two contexts touch their counts.
 unsafe impl Send for StateCell {}
 
-/// The vfs component's server: the volume on the disk of the `blkdev` component, mounted
-/// on the first call.
+/// The file system a call runs on.
+enum Backend<'a> {
+    Fat(&'a mut Volume<BlkSectors>),
+    Ram(&'a mut RamFs),
+}
+
+impl<'a> Backend<'a> {
+    /// For the calls whose gate side is the same on both.
+    fn files(self) -> &'a mut dyn Files {
+        match self {
+            Backend::Fat(volume) => volume,
+            Backend::Ram(ram) => ram,
+        }
+    }
+}
+
+/// The vfs component's server: the volume on the disk of the `blkdev` component, or the
+/// RAM file system (guest argument `ramfs`), chosen at the first call.
 pub struct Vfs {
     blkdev: u16,
     state: SpinLock<StateCell>,
@@ -166,34 +192,60 @@ impl Vfs {
     pub const fn new(blkdev: u16) -> Self {
         Vfs {
             blkdev,
-            state: SpinLock::new(StateCell(State::Unmounted)),
+            state: SpinLock::new(StateCell(State::Unchosen)),
         }
     }
 
-    /// Runs `f` on the mounted volume, or returns the error code.
-    fn with(&self, f: impl FnOnce(&mut Volume<BlkSectors>) -> i64) -> i64 {
+    /// Runs `f` on the file system, or returns the error code.
+    fn with(&self, f: impl FnOnce(Backend<'_>) -> i64) -> i64 {
         let Some(mut guard) = self.state.try_lock() else {
             return E_BUSY;
         };
-        if let State::Unmounted = guard.0 {
-            guard.0 = match BlkSectors::connect(self.blkdev) {
-                Ok(dev) => match Volume::mount(dev) {
-                    Ok(volume) => State::Mounted(volume),
-                    Err((code, why)) => {
-                        println!("vfs: cannot mount the disk: {why}");
-                        State::Failed(code)
-                    }
-                },
-                Err(code) => {
-                    println!("vfs: cannot mount the disk: {}", describe(code));
-                    State::Failed(code)
-                }
-            };
+        if let State::Unchosen = guard.0 {
+            guard.0 = self.choose();
         }
         match &mut guard.0 {
-            State::Mounted(volume) => f(volume),
+            State::Ram(ram) => f(Backend::Ram(ram)),
+            State::Mounted(volume) => f(Backend::Fat(volume)),
             State::Failed(code) => *code,
-            State::Unmounted => E_IO,
+            State::Unchosen => E_IO,
+        }
+    }
+
+    /// The file system the guest arguments ask for: RAM with `ramfs`, else the disk's
+    /// volume, mounted now.
+    fn choose(&self) -> State {
+        let args = Args::of_run();
+        if args.iter().any(|arg| arg == RAMFS_ARG) {
+            let half = default_cap(boot_info().heap_size);
+            let cap = match args.get(CAP_KEY) {
+                None => half,
+                Some(text) => parse_cap(text).unwrap_or_else(|| {
+                    println!(
+                        "vfs: bad {CAP_KEY}={text}: want MiB (0..={MAX_CAP_MIB}); using half the heap"
+                    );
+                    half
+                }),
+            };
+            // The disk (attached to the compartment hosting blkdev, maybe not this one)
+            // is left alone; said so the run's output does not suggest otherwise.
+            if boot_info().flags & BOOT_FLAG_DISK != 0 {
+                println!("vfs: ramfs: the disk is not used");
+            }
+            return State::Ram(Box::new(RamFs::new(cap)));
+        }
+        match BlkSectors::connect(self.blkdev) {
+            Ok(dev) => match Volume::mount(dev) {
+                Ok(volume) => State::Mounted(volume),
+                Err((code, why)) => {
+                    println!("vfs: cannot mount the disk: {why}");
+                    State::Failed(code)
+                }
+            },
+            Err(code) => {
+                println!("vfs: cannot mount the disk: {}", describe(code));
+                State::Failed(code)
+            }
         }
     }
 }
@@ -219,32 +271,78 @@ fn with_name(buf: SharedBuf, f: impl FnOnce(&str) -> i64) -> i64 {
     }
 }
 
+/// Most write-list entries copied out onto the stack (more go to the heap): the app's
+/// storage sends at most 64.
+const STACK_ENTRIES: usize = 64;
+
+/// `write_batch` on RAM: each entry's data copied once, straight from the shared data
+/// buffer into its file.
+fn ram_batch(ram: &mut RamFs, raw: &[u8], data: &SharedBytes<'_>, sync_file: i64) -> i64 {
+    let total = match batch::check(raw, data.len()) {
+        Ok(total) => total,
+        Err(code) => return code,
+    };
+    let mut at = 0;
+    for e in batch::entries(raw) {
+        let len = e.len as usize;
+        // `check` bounded the entries' data by the buffer, so the copy cannot fail.
+        let n = ram.write_with(i64::from(e.file), e.offset, len, |dst| {
+            copy::read(data, at, dst).map_err(|_| E_BAD_BUFFER)
+        });
+        if n < 0 {
+            return n;
+        }
+        at += len;
+    }
+    if sync_file >= 0 {
+        let code = ram.sync(sync_file);
+        if code < 0 {
+            return code;
+        }
+    }
+    total as i64
+}
+
 impl fs::Api for Vfs {
     fn open(&self, name: SharedBuf, create: bool) -> i64 {
-        with_name(name, |n| self.with(|v| v.open(n, create)))
+        with_name(name, |n| self.with(|b| b.files().open(n, create)))
     }
 
     fn read_at(&self, file: i64, offset: i64, buf: SharedBuf) -> i64 {
         let (Some(offset), Ok(bytes)) = (names::offset(offset), gate::bytes(buf)) else {
             return if offset < 0 { E_INVALID } else { E_BAD_BUFFER };
         };
-        let mut data = vec![0u8; bytes.len()];
-        let n = self.with(|v| v.read_at(file, offset, &mut data));
-        if n > 0 && copy::write(&bytes, 0, &data[..n as usize]).is_err() {
-            return E_BAD_BUFFER;
-        }
-        n
+        self.with(|b| match b {
+            Backend::Ram(ram) => ram.read_with(file, offset, bytes.len(), |src| {
+                copy::write(&bytes, 0, src).map_err(|_| E_BAD_BUFFER)
+            }),
+            Backend::Fat(volume) => {
+                let mut data = vec![0u8; bytes.len()];
+                let n = volume.read_at(file, offset, &mut data);
+                if n > 0 && copy::write(&bytes, 0, &data[..n as usize]).is_err() {
+                    return E_BAD_BUFFER;
+                }
+                n
+            }
+        })
     }
 
     fn write_at(&self, file: i64, offset: i64, buf: SharedBuf) -> i64 {
         let (Some(offset), Ok(bytes)) = (names::offset(offset), gate::bytes(buf)) else {
             return if offset < 0 { E_INVALID } else { E_BAD_BUFFER };
         };
-        let mut data = vec![0u8; bytes.len()];
-        if copy::read(&bytes, 0, &mut data).is_err() {
-            return E_BAD_BUFFER;
-        }
-        self.with(|v| v.write_at(file, offset, &data))
+        self.with(|b| match b {
+            Backend::Ram(ram) => ram.write_with(file, offset, bytes.len(), |dst| {
+                copy::read(&bytes, 0, dst).map_err(|_| E_BAD_BUFFER)
+            }),
+            Backend::Fat(volume) => {
+                let mut data = vec![0u8; bytes.len()];
+                if copy::read(&bytes, 0, &mut data).is_err() {
+                    return E_BAD_BUFFER;
+                }
+                volume.write_at(file, offset, &data)
+            }
+        })
     }
 
     fn write_batch(&self, list: SharedBuf, data: SharedBuf, sync_file: i64) -> i64 {
@@ -252,30 +350,43 @@ impl fs::Api for Vfs {
             return E_BAD_BUFFER;
         };
         // Copied out once, then checked and used: the caller may change the buffers.
-        let mut raw = vec![0u8; list.len()];
-        if list.read(0, &mut raw).is_err() {
-            return E_BAD_BUFFER;
-        }
-        let entries = match batch::parse(&raw, data.len()) {
-            Ok(entries) => entries,
-            Err(code) => return code,
+        let mut stack = [0u8; STACK_ENTRIES * batch::ENTRY_BYTES];
+        let mut heap = Vec::new();
+        let raw: &mut [u8] = if list.len() <= stack.len() {
+            &mut stack[..list.len()]
+        } else {
+            heap.resize(list.len(), 0);
+            &mut heap
         };
-        let total: usize = entries.iter().map(|e| e.len as usize).sum();
-        let mut bytes = vec![0u8; total];
-        if copy::read(&data, 0, &mut bytes).is_err() {
+        if list.read(0, raw).is_err() {
             return E_BAD_BUFFER;
         }
-        self.with(|v| {
+        let raw: &[u8] = raw;
+        self.with(|b| {
+            let volume = match b {
+                Backend::Ram(ram) => return ram_batch(ram, raw, &data, sync_file),
+                Backend::Fat(volume) => volume,
+            };
+            let entries = match batch::parse(raw, data.len()) {
+                Ok(entries) => entries,
+                Err(code) => return code,
+            };
+            let total: usize = entries.iter().map(|e| e.len as usize).sum();
+            let mut bytes = vec![0u8; total];
+            if copy::read(&data, 0, &mut bytes).is_err() {
+                return E_BAD_BUFFER;
+            }
             let mut at = 0;
             for e in &entries {
-                let n = v.write_at(i64::from(e.file), e.offset, &bytes[at..at + e.len as usize]);
+                let n =
+                    volume.write_at(i64::from(e.file), e.offset, &bytes[at..at + e.len as usize]);
                 if n < 0 {
                     return n;
                 }
                 at += e.len as usize;
             }
             if sync_file >= 0 {
-                let code = v.sync(sync_file);
+                let code = volume.sync(sync_file);
                 if code < 0 {
                     return code;
                 }
@@ -285,37 +396,37 @@ impl fs::Api for Vfs {
     }
 
     fn size(&self, file: i64) -> i64 {
-        self.with(|v| v.size(file))
+        self.with(|b| b.files().size(file))
     }
 
     fn truncate(&self, file: i64, len: i64) -> i64 {
         match names::offset(len) {
-            Some(len) => self.with(|v| v.truncate(file, len)),
+            Some(len) => self.with(|b| b.files().truncate(file, len)),
             None => E_INVALID,
         }
     }
 
     fn sync(&self, file: i64) -> i64 {
-        self.with(|v| v.sync(file))
+        self.with(|b| b.files().sync(file))
     }
 
     fn delete(&self, name: SharedBuf) -> i64 {
-        with_name(name, |n| self.with(|v| v.delete(n)))
+        with_name(name, |n| self.with(|b| b.files().delete(n)))
     }
 
     fn exists(&self, name: SharedBuf) -> i64 {
-        with_name(name, |n| self.with(|v| v.exists(n)))
+        with_name(name, |n| self.with(|b| b.files().exists(n)))
     }
 
     fn close(&self, file: i64) -> i64 {
-        self.with(|v| v.close(file))
+        self.with(|b| b.files().close(file))
     }
 
     fn list(&self, buf: SharedBuf) -> i64 {
         let Ok(bytes) = gate::bytes(buf) else {
             return E_BAD_BUFFER;
         };
-        self.with(|v| match v.list() {
+        self.with(|b| match b.files().list() {
             Ok(text) => {
                 let n = text.len().min(bytes.len());
                 if bytes.write(0, &text.as_bytes()[..n]).is_err() {

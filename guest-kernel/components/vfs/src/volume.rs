@@ -24,13 +24,15 @@ use lamfat::{
 
 use crate::cache::{Cache, Sectors};
 use crate::codes::{E_BAD_FILE, E_INVALID, E_IO, E_NO_SPACE, E_NOT_FAT, E_NOT_FOUND, E_TOO_MANY};
+use crate::files::Files;
+use crate::names;
 
 /// Most files open at once.
 pub const MAX_OPEN: usize = 32;
 /// Cache size in 4 KiB blocks (4 MiB).
 pub const CACHE_BLOCKS: usize = 1024;
-/// Largest file FAT can hold.
-const MAX_FILE: u64 = u32::MAX as u64;
+/// Largest file FAT can hold (the RAM file system keeps the same limit).
+pub const MAX_FILE: u64 = u32::MAX as u64;
 
 /// An I/O error code from the cache, as lamfat wants it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,8 +186,15 @@ impl<D: Sectors + 'static> Volume<D> {
     /// not exist); returns its id.
     pub fn open(&mut self, name: &str, create: bool) -> i64 {
         let root = self.fs.root_dir();
-        let opened = if create {
+        let opened = if create && names::creatable(name) {
             root.create_file(name)
+        } else if create {
+            // lamfat would panic making up a short name for it (see `creatable`), even
+            // to find that it exists: open it if it does, else refuse the name.
+            match root.open_file(name) {
+                Err(Error::NotFound) => return E_INVALID,
+                other => other,
+            }
         } else {
             root.open_file(name)
         };
@@ -360,6 +369,39 @@ impl<D: Sectors + 'static> Volume<D> {
             }
         }
         Ok(out)
+    }
+}
+
+impl<D: Sectors + 'static> Files for Volume<D> {
+    fn open(&mut self, name: &str, create: bool) -> i64 {
+        Volume::open(self, name, create)
+    }
+    fn read_at(&mut self, id: i64, offset: u64, buf: &mut [u8]) -> i64 {
+        Volume::read_at(self, id, offset, buf)
+    }
+    fn write_at(&mut self, id: i64, offset: u64, data: &[u8]) -> i64 {
+        Volume::write_at(self, id, offset, data)
+    }
+    fn size(&mut self, id: i64) -> i64 {
+        Volume::size(self, id)
+    }
+    fn truncate(&mut self, id: i64, len: u64) -> i64 {
+        Volume::truncate(self, id, len)
+    }
+    fn sync(&mut self, id: i64) -> i64 {
+        Volume::sync(self, id)
+    }
+    fn delete(&mut self, name: &str) -> i64 {
+        Volume::delete(self, name)
+    }
+    fn exists(&mut self, name: &str) -> i64 {
+        Volume::exists(self, name)
+    }
+    fn close(&mut self, id: i64) -> i64 {
+        Volume::close(self, id)
+    }
+    fn list(&mut self) -> Result<String, i64> {
+        Volume::list(self)
     }
 }
 

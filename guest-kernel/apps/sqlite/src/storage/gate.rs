@@ -1,5 +1,5 @@
-//! [`GateStorage`]: files on the disk's FAT volume, through the `fs` gate of the `vfs`
-//! component.
+//! [`GateStorage`]: files on the disk's FAT volume (or in the vfs component's RAM file
+//! system, guest argument `ramfs`), through the `fs` gate of the `vfs` component.
 //!
 //! Names and data cross in one transfer buffer of the shared heap, allocated once for
 //! the vfs component; reads and writes larger than it go in chunks. Writes that fit
@@ -286,7 +286,8 @@ impl Storage for GateStorage {
 
     fn safe_append(&self) -> bool {
         // The vfs component writes a size only behind a barrier after the data it
-        // covers (flexos_vfs::cache, "Write-back order").
+        // covers (flexos_vfs::cache, "Write-back order"); on RAM nothing outlives the
+        // run, so there is no order to keep.
         true
     }
 
