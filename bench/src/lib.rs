@@ -4,6 +4,9 @@
 //!
 //! - `host-pingpong`: two threads on two cores bounce one cache line; its round trip
 //!   is the floor of any cross-compartment gate (a call moves one line each way).
+//! - `host-handoff`: two threads hand off through eventfds they block on, as vCPU
+//!   threads that sleep do: the floor of a gate call whose waits sleep
+//!   (`scripts/bench-handoff`).
 
 use std::time::{Duration, Instant};
 
@@ -26,15 +29,10 @@ pub fn tsc_per_ns(window: Duration) -> f64 {
 
 /// Pins the calling thread to `cpu` (best effort: the result says whether it worked).
 pub fn pin_to_cpu(cpu: usize) -> bool {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it, and
-    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes from it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
+    devices::affinity::pin_current_thread(cpu).is_ok()
 }
+
+pub use devices::affinity::allowed_cpus;
 
 /// Minimum and median of `samples` (sorted in place).
 pub fn min_median(samples: &mut [u64]) -> (u64, u64) {

@@ -103,7 +103,7 @@ impl DeviceThread {
                 if let Some(cpu) = cpu {
                     // Placement is a performance choice: a refusal (a CPU taken away
                     // meanwhile) leaves the thread where the scheduler puts it.
-                    let _ = pin_current_thread(cpu);
+                    let _ = crate::affinity::pin_current_thread(cpu);
                 }
                 while !flag.is_set() {
                     // An epoll error other than EINTR (reported as 0 events) cannot be
@@ -133,24 +133,6 @@ impl DeviceThread {
         // Writing 1 to a fresh eventfd cannot overflow its counter.
         let _ = self.stop.write(1);
         let _ = handle.join();
-    }
-}
-
-/// Pins the calling thread to `cpu` (sched_setaffinity).
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; the set is initialized and of its size.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

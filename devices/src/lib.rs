@@ -42,6 +42,7 @@
 //! The crate knows nothing about compartments: the monitor decides which compartment
 //! owns a device and where its MMIO window is (at `flexos_abi::MMIO_BASE` and up).
 
+pub mod affinity;
 pub mod block;
 pub mod event_loop;
 pub mod net;

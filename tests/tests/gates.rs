@@ -291,6 +291,31 @@ fn gatebench_runs_one_case_when_asked() {
     assert_eq!(cases, ["gate-chain"], "{out:?}");
 }
 
+/// The hand-off baselines run only when named, and measure something (an exit or a
+/// doorbell is never free: at least a microsecond on any host).
+#[test]
+fn gatebench_runs_the_hand_off_baselines_only_when_named() {
+    for case in ["hypercall-sleep0", "hypercall-doorbell"] {
+        let out = boot(&[], &image("gatebench"), &[CALLS, &format!("case={case}")]);
+        out.assert_status(0).assert_stderr_empty();
+        let rows: Vec<String> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("{\"bench\":\"gate\","))
+            .map(String::from)
+            .collect();
+        assert_eq!(rows.len(), 1, "{out:?}");
+        let row = parse_row(&rows[0], &out);
+        assert_eq!(row.case, case);
+        let ns: f64 = row.ns_median.parse().unwrap();
+        assert!(ns >= 1000.0, "{out:?}");
+    }
+    // A full run leaves them out.
+    let out = boot(&[], &image("gatebench"), &[CALLS]);
+    out.assert_status(0);
+    assert!(!out.stdout.contains("hypercall-"), "{out:?}");
+}
+
 #[test]
 fn gatebench_rejects_bad_arguments() {
     let out = boot(&[], &image("gatebench"), &["calls=0"]);
@@ -309,7 +334,8 @@ fn gatebench_rejects_bad_arguments() {
         (
             "case=gate",
             "gatebench: unknown case=gate (cases: function-call, gate-local, gate-remote-0, \
-             gate-remote-6, gate-remote-buf64, gate-remote-buf4k, gate-nested, gate-chain)",
+             gate-remote-6, gate-remote-buf64, gate-remote-buf4k, gate-nested, gate-chain, \
+             hypercall-sleep0, hypercall-doorbell)",
         ),
         (
             "calls=4000001",

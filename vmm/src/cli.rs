@@ -113,6 +113,11 @@ pub struct Cli {
     #[arg(long)]
     pub list_components: bool,
 
+    /// Print the thread policy this command line would run with (the text, then one
+    /// line of JSON), then exit without opening the disk or the tap.
+    #[arg(long)]
+    pub print_policy: bool,
+
     /// Print boot timings (microseconds since VMM start) to stderr.
     #[arg(long)]
     pub timings: bool,

@@ -102,20 +102,10 @@ fn guest_fault_report(name: &'static str) -> RateLimited {
     )
 }
 
-/// The thread policy for `compartments` and the planned devices (see [`policy`]),
+/// The thread policy for `compartments` and `devices` (kind, owner; see [`policy`]),
 /// logged at info: readable, and as one JSON object for the benchmark scripts.
-fn thread_policy(
-    compartments: u32,
-    disk: &Option<DiskPlan>,
-    net: &Option<NetPlan>,
-    tune: Tune,
-) -> Result<Policy> {
+fn thread_policy(compartments: u32, devices: Vec<(DeviceKind, u32)>, tune: Tune) -> Result<Policy> {
     let cpus = policy::allowed_cpus().map_err(VmmError::Affinity)?;
-    let devices = disk
-        .iter()
-        .map(|d| (DeviceKind::Block, d.window.owner))
-        .chain(net.iter().map(|n| (DeviceKind::Net, n.window.owner)))
-        .collect();
     let policy = Policy::choose(
         &policy::Run {
             compartments,
@@ -159,6 +149,30 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         .expect("a placement has at most MAX_COMPARTMENTS compartments");
     memory::private_size_from_mib(cli.mem, count)?;
     let plan = MemoryPlan::new(mem_size, image.end, count)?;
+    if cli.print_policy {
+        let mut devices = Vec::new();
+        if cli.disk.is_some() {
+            let owner = mmio::owner_of(
+                BLOCK_DRIVER,
+                "--disk",
+                &catalog.components,
+                &placement.assignment,
+            )?;
+            devices.push((DeviceKind::Block, owner));
+        }
+        if cli.net.is_some() {
+            let owner = mmio::owner_of(
+                NET_DRIVER,
+                "--net",
+                &catalog.components,
+                &placement.assignment,
+            )?;
+            devices.push((DeviceKind::Net, owner));
+        }
+        let policy = thread_policy(count, devices, cli.tune.unwrap_or_default())?;
+        stdio::stdout(&format!("{policy}\n{}\n", policy.json()));
+        return Ok(0);
+    }
     // The file first: a missing disk is reported as such whatever the image.
     let disk = match &cli.disk {
         Some(arg) => {
@@ -208,7 +222,12 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         }
         None => None,
     };
-    let policy = thread_policy(count, &disk, &net, cli.tune.unwrap_or_default())?;
+    let devices = disk
+        .iter()
+        .map(|d| (DeviceKind::Block, d.window.owner))
+        .chain(net.iter().map(|n| (DeviceKind::Net, n.window.owner)))
+        .collect();
+    let policy = thread_policy(count, devices, cli.tune.unwrap_or_default())?;
     let disk = disk.map(|mut d| {
         let how = policy.device_run(DeviceKind::Block);
         let execution = match how {

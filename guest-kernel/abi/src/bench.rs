@@ -12,3 +12,7 @@ pub const GATEBENCH_CASES: [&str; 8] = [
     "gate-nested",
     "gate-chain",
 ];
+
+/// gatebench's hand-off baselines, run only when named (`case=NAME`): what a guest
+/// pays to reach the monitor and to ring a doorbell (`scripts/bench-handoff`).
+pub const GATEBENCH_EXTRA_CASES: [&str; 2] = ["hypercall-sleep0", "hypercall-doorbell"];

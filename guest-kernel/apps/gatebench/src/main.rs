@@ -23,6 +23,12 @@
 //! - `gate-nested`: `callee.nested(x)`: callee calls back into bench, then returns;
 //! - `gate-chain`: `relay1.forward()`: relay1 -> relay2 -> `callee.nop()`, and back.
 //!
+//! Two more run only when named, as baselines of a hand-off (`scripts/bench-handoff`):
+//! `hypercall-sleep0`, a sleep hypercall with no timeout (an exit to the monitor, its
+//! poll of the doorbell, and the way back), and `hypercall-doorbell`, ringing this
+//! compartment's own doorbell (a write the kernel turns into an eventfd signal, an
+//! ioeventfd: no exit to the monitor).
+//!
 //! "remote" is whatever the placement makes it: with one compartment every case is a
 //! direct call. stdout carries exactly one JSON line per case, then one line with the
 //! bench compartment's endpoint counters, and nothing else:
@@ -57,7 +63,7 @@ use core::hint::black_box;
 
 use flexos_kernel::gate::{self, router};
 use flexos_kernel::rpc::{GateError, Route};
-use flexos_kernel::{Args, boot_info, println};
+use flexos_kernel::{Args, boot_info, hypercall, println};
 
 use parts::{
     BENCH_CB_SERVER, CALLEE_SERVER, FAILED, RELAY1_SERVER, bench_cb, callee, checksum, relay1,
@@ -130,6 +136,8 @@ struct Budget {
 
 /// Every case, in the order they run (shared with flexos-explore, which checks names).
 const CASES: [&str; 8] = flexos_kernel::abi::bench::GATEBENCH_CASES;
+/// Cases run only when named.
+const EXTRA_CASES: [&str; 2] = flexos_kernel::abi::bench::GATEBENCH_EXTRA_CASES;
 
 /// Runs `op` untimed as a warm-up (a tenth of the budget), then timed into `samples`
 /// until the call or time budget runs out, checking each result against `want(i)`
@@ -259,12 +267,13 @@ fn parse_args(args: &Args) -> Result<Budget, ()> {
                     return Err(());
                 }
             },
-            Some(("case", name)) => match CASES.iter().find(|&&c| c == name) {
+            Some(("case", name)) => match CASES.iter().chain(&EXTRA_CASES).find(|&&c| c == name) {
                 Some(&case) => only = Some(case),
                 None => {
                     println!(
-                        "gatebench: unknown case={name} (cases: {})",
-                        CASES.join(", ")
+                        "gatebench: unknown case={name} (cases: {}, {})",
+                        CASES.join(", "),
+                        EXTRA_CASES.join(", ")
                     );
                     return Err(());
                 }
@@ -369,7 +378,37 @@ fn main(args: &Args) -> i32 {
         })?;
         emit("gate-chain", &mut || {
             measure(s, budget, |_| black_box(&relay1).forward(), |_| 2)
-        })
+        })?;
+        // Named only: the rest run by default.
+        let named = |case: &str| budget.only == Some(case);
+        if named("hypercall-sleep0") {
+            emit("hypercall-sleep0", &mut || {
+                measure(
+                    s,
+                    budget,
+                    |i| {
+                        hypercall::sleep(0);
+                        Ok(i)
+                    },
+                    |i| i,
+                )
+            })?;
+        }
+        if named("hypercall-doorbell") {
+            let me = boot_info().compartment_id;
+            emit("hypercall-doorbell", &mut || {
+                measure(
+                    s,
+                    budget,
+                    |i| {
+                        hypercall::doorbell(me);
+                        Ok(i)
+                    },
+                    |i| i,
+                )
+            })?;
+        }
+        Ok(())
     };
     match run() {
         Ok(()) => {
