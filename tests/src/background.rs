@@ -25,12 +25,28 @@ impl Background {
         Self::start_program(&vmm_path(), args, watch_stderr)
     }
 
+    /// [`Background::start`] with environment variables `envs` (e.g. RUST_LOG).
+    pub fn start_env(args: &[&str], watch_stderr: bool, envs: &[(&str, &str)]) -> Background {
+        require_kvm();
+        Self::spawn(&vmm_path(), args, watch_stderr, envs)
+    }
+
     /// Starts `program` (a binary this repository built) with `args`.
     pub fn start_program(program: &Path, args: &[&str], watch_stderr: bool) -> Background {
+        Self::spawn(program, args, watch_stderr, &[])
+    }
+
+    fn spawn(
+        program: &Path,
+        args: &[&str],
+        watch_stderr: bool,
+        envs: &[(&str, &str)],
+    ) -> Background {
         let mut child = Command::new(program)
             .args(args)
             .current_dir(repo_root())
             .env_remove("RUST_LOG")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -85,6 +101,16 @@ impl Background {
             .status()
             .expect("cannot run kill");
         assert!(kill.success());
+        self.finish(&format!("after SIG{signal}"))
+    }
+
+    /// Waits for the program to end by itself (within the usual timeout); returns the
+    /// exit status, the rest of the watched stream and the other stream.
+    pub fn wait(self) -> (i32, Vec<String>, String) {
+        self.finish("by itself")
+    }
+
+    fn finish(self, how: &str) -> (i32, Vec<String>, String) {
         let (tx, rx) = mpsc::channel();
         let mut child = self.child;
         thread::spawn(move || {
@@ -92,13 +118,13 @@ impl Background {
         });
         let status = rx
             .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("the program did not end after SIG{signal}"))
+            .unwrap_or_else(|_| panic!("the program did not end {how}"))
             .expect("wait failed");
         let rest: Vec<String> = self.lines.iter().collect();
         let other = self.rest.join().unwrap();
         let code = status
             .code()
-            .unwrap_or_else(|| panic!("killed by the signal instead of exiting: {status}"));
+            .unwrap_or_else(|| panic!("killed by a signal instead of exiting: {status}"));
         (code, rest, other)
     }
 }

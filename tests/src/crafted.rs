@@ -154,6 +154,103 @@ impl Asm {
     }
 }
 
+/// Where a request's data segment points.
+pub enum Data {
+    /// The guest's heap (in the device's memory).
+    Heap,
+    /// An absolute low address: page tables, the image.
+    Low(u32),
+}
+
+/// A guest that brings the block device up by hand (virtio 1.2 section 3.1.1: one
+/// queue of 4 in its heap, VERSION_1 only), posts one request of `kind` (0 IN, 1 OUT)
+/// for sector 0 whose data segment is `data`, kicks the queue (a QueueNotify write: an
+/// ioeventfd), spins on the used ring, and exits with the data buffer's first byte +
+/// 32 * the status byte. Heap layout: descriptors 0x000, available ring 0x100, used
+/// ring 0x200, header 0x300, data 0x400, status 0x600.
+pub fn blk_one_request(kind: u32, data: Data) -> Asm {
+    const NEXT: u32 = 1;
+    const WRITE: u32 = 2;
+    let data_flags = if kind == 0 { NEXT | WRITE } else { NEXT };
+    let code = Asm::default()
+        .bytes(&[0x48, 0x8b, 0xb7])
+        .bytes(&56u32.to_le_bytes()) // mov rsi, [rdi + heap_start]
+        .rbx_from_boot(BOOT_DEVICE0_BASE)
+        // Descriptor 0: the header, device-readable, next 1.
+        .heap_ptr(0x000, 0x300)
+        .heap_u32(0x008, 16)
+        .heap_u32(0x00c, NEXT | (1 << 16));
+    // Descriptor 1: 512 bytes of data, next 2.
+    let code = match data {
+        Data::Heap => code.heap_ptr(0x010, 0x400),
+        Data::Low(addr) => code.heap_abs(0x010, addr),
+    };
+    code.heap_u32(0x018, 512)
+        .heap_u32(0x01c, data_flags | (2 << 16))
+        // Descriptor 2: the status byte, device-writable.
+        .heap_ptr(0x020, 0x600)
+        .heap_u32(0x028, 1)
+        .heap_u32(0x02c, WRITE)
+        .heap_u32(0x300, kind) // header: type, sector 0
+        .heap_u32(0x600, 0xff) // status: "not answered"
+        .write_reg(0x70, 1) // ACKNOWLEDGE
+        .write_reg(0x70, 3) // DRIVER
+        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
+        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
+        .write_reg(0x70, 11) // FEATURES_OK
+        .write_reg(0x30, 0) // QueueSel
+        .write_reg(0x38, 4) // QueueNum
+        .write_reg_heap(0x80, 0x000) // QueueDescLow
+        .write_reg_heap(0x90, 0x100) // QueueDriverLow
+        .write_reg_heap(0xa0, 0x200) // QueueDeviceLow
+        .write_reg(0x44, 1) // QueueReady
+        .write_reg(0x70, 15) // DRIVER_OK
+        .read_reg(0x70)
+        .bytes(&[0x83, 0xf8, 0x0f]) // cmp eax, 15: the device is live
+        .or_crash()
+        .bytes(&[0x66, 0xc7, 0x86])
+        .bytes(&0x102u32.to_le_bytes())
+        .bytes(&1u16.to_le_bytes()) // avail.idx = 1
+        .write_reg(0x50, 0) // QueueNotify(0)
+        // Spin until used.idx == 1: pause; movzx eax, word [rsi+0x202]; cmp eax, 1; jne.
+        .bytes(&[0xf3, 0x90, 0x0f, 0xb7, 0x86])
+        .bytes(&0x202u32.to_le_bytes())
+        .bytes(&[0x83, 0xf8, 0x01, 0x75, 0xf2])
+        .bytes(&[0x0f, 0xb6, 0x86])
+        .bytes(&0x400u32.to_le_bytes()) // movzx eax, byte [rsi+0x400]
+        .bytes(&[0x0f, 0xb6, 0x8e])
+        .bytes(&0x600u32.to_le_bytes()) // movzx ecx, byte [rsi+0x600]
+        .bytes(&[0xc1, 0xe1, 0x05, 0x01, 0xc8]) // shl ecx, 5; add eax, ecx
+        .exit_with_rax()
+}
+
+/// Sets the network device up by hand after `asm` (rbx at its window, rsi at the
+/// heap): VERSION_1 only (receive chains must hold 12 + 1514 bytes), both queues of 4
+/// in the heap (receive 0x000/0x100/0x200, transmit 0x400/0x500/0x600), then checks
+/// that the status reads DRIVER_OK.
+pub fn net_driver_ok(asm: Asm) -> Asm {
+    asm.write_reg(0x70, 1)
+        .write_reg(0x70, 3)
+        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
+        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
+        .write_reg(0x70, 11)
+        .write_reg(0x30, 0)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x000)
+        .write_reg_heap(0x90, 0x100)
+        .write_reg_heap(0xa0, 0x200)
+        .write_reg(0x44, 1)
+        .write_reg(0x30, 1)
+        .write_reg(0x38, 4)
+        .write_reg_heap(0x80, 0x400)
+        .write_reg_heap(0x90, 0x500)
+        .write_reg_heap(0xa0, 0x600)
+        .write_reg(0x44, 1)
+        .write_reg(0x70, 15)
+        .read_reg(0x70)
+        .expect_eax(15)
+}
+
 /// An ELF component table (flexos_abi::ComponentTable, version 1) with `components`
 /// and one split into `names.len()` compartments by `placement`.
 pub fn component_table(components: &[&str], names: &[&str], placement: &[u8]) -> Vec<u8> {

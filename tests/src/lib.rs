@@ -360,6 +360,24 @@ where
     run_with_timeout(cmd, command, timeout, None)
 }
 
+/// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status).
+pub fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
 /// Fails the test, naming the package to install, when `tool` is not on PATH.
 #[track_caller]
 pub fn require_tool(tool: &str, package: &str) {

@@ -19,7 +19,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use flexos_e2e::crafted::{
-    component_table, image as crafted_with, Asm, BOOT_DEVICE0, BOOT_DEVICE_COUNT, DEVICE_SLOT,
+    component_table, image as crafted_with, net_driver_ok, Asm, BOOT_DEVICE0, BOOT_DEVICE_COUNT,
+    DEVICE_SLOT,
 };
 use flexos_e2e::{
     image, require_tool, run, run_program, vmm_path, Outcome, TempDir, EXIT_CRASH, EXIT_KVM,
@@ -233,33 +234,6 @@ fn the_network_window_follows_the_disks_and_answers_as_virtio_net() {
     out.assert_status(21).assert_stderr_empty();
 }
 
-/// Sets the network device up by hand after `asm` (rbx at its window, rsi at the
-/// heap): VERSION_1 only (receive chains must hold 12 + 1514 bytes), both queues of 4
-/// in the heap (receive 0x000/0x100/0x200, transmit 0x400/0x500/0x600), then checks
-/// that the status reads DRIVER_OK.
-fn driver_ok_with_version1(asm: Asm) -> Asm {
-    asm.write_reg(0x70, 1)
-        .write_reg(0x70, 3)
-        .write_reg(0x24, 1) // DriverFeaturesSel: bits 32..
-        .write_reg(0x20, 1) // VIRTIO_F_VERSION_1
-        .write_reg(0x70, 11)
-        .write_reg(0x30, 0)
-        .write_reg(0x38, 4)
-        .write_reg_heap(0x80, 0x000)
-        .write_reg_heap(0x90, 0x100)
-        .write_reg_heap(0xa0, 0x200)
-        .write_reg(0x44, 1)
-        .write_reg(0x30, 1)
-        .write_reg(0x38, 4)
-        .write_reg_heap(0x80, 0x400)
-        .write_reg_heap(0x90, 0x500)
-        .write_reg_heap(0xa0, 0x600)
-        .write_reg(0x44, 1)
-        .write_reg(0x70, 15)
-        .read_reg(0x70)
-        .expect_eax(15)
-}
-
 /// A driver that sets the device up by hand (VERSION_1 only: receive chains must hold
 /// 12 + 1514 bytes; both queues of 4 in its heap), posts one receive chain of a single
 /// descriptor (`addr` from `desc`, `len`), kicks, waits until the chain is used and the
@@ -270,7 +244,7 @@ fn hostile_receive(desc: Asm, len: u32) -> Asm {
     let chain = Asm(code.0.into_iter().chain(desc.0).collect())
         .heap_u32(0x008, len)
         .heap_u32(0x00c, 2); // VRING_DESC_F_WRITE, no next
-    driver_ok_with_version1(chain)
+    net_driver_ok(chain)
         .bytes(&[0x66, 0xc7, 0x86])
         .bytes(&0x102u32.to_le_bytes())
         .bytes(&1u16.to_le_bytes()) // avail.idx = 1
@@ -356,7 +330,7 @@ fn a_guest_driver_receives_from_and_sends_into_the_tap() {
         .heap_ptr(0x000, 0x800)
         .heap_u32(0x008, 1526)
         .heap_u32(0x00c, 2);
-    let code = driver_ok_with_version1(code)
+    let code = net_driver_ok(code)
         .heap_u16(0x102, 1)
         .write_reg(0x50, 0)
         .spin_heap_u16(0x202, 1)

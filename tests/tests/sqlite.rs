@@ -131,7 +131,9 @@ fn bench_json(out: &Outcome, line: &str) -> (u64, u64, String, String) {
             "\"compartments\"",
             "\"inserts\"",
             "\"journal\"",
-            "\"seconds\""
+            "\"seconds\"",
+            "\"gate_calls\"",
+            "\"gate_sleeps\""
         ],
         "JSON keys\n{out:?}"
     );
@@ -140,6 +142,10 @@ fn bench_json(out: &Outcome, line: &str) -> (u64, u64, String, String) {
         v.parse::<u64>()
             .unwrap_or_else(|_| panic!("not an integer: {v:?}\n{out:?}"))
     };
+    // Calls between compartments: none in one (every call is direct), some in more.
+    let (compartments, calls) = (number(fields[1].1), number(fields[5].1));
+    assert_eq!(compartments == 1, calls == 0, "gate calls\n{out:?}");
+    number(fields[6].1);
     let seconds = fields[4].1;
     let (whole, frac) = seconds
         .split_once('.')

@@ -104,11 +104,31 @@ fn guest_fault_report(name: &'static str) -> RateLimited {
 
 /// The thread policy for `compartments` and `devices` (kind, owner; see [`policy`]),
 /// logged at info: readable, and as one JSON object for the benchmark scripts.
-fn thread_policy(compartments: u32, devices: Vec<(DeviceKind, u32)>, tune: Tune) -> Result<Policy> {
+fn thread_policy(
+    placement: &placement::Placement,
+    devices: Vec<(DeviceKind, u32)>,
+    tune: Tune,
+) -> Result<Policy> {
     let cpus = policy::allowed_cpus().map_err(VmmError::Affinity)?;
+    let compartments = u32::try_from(placement.compartments.len())
+        .expect("a placement has at most MAX_COMPARTMENTS compartments");
+    // A compartment that hosts only drivers of devices this run did not attach has
+    // nothing to do: its vCPU sleeps through the run.
+    let attached = |kind: DeviceKind| devices.iter().any(|d| d.0 == kind);
+    let idle = placement
+        .compartments
+        .iter()
+        .map(|c| {
+            c.components.iter().all(|name| {
+                (name == BLOCK_DRIVER && !attached(DeviceKind::Block))
+                    || (name == NET_DRIVER && !attached(DeviceKind::Net))
+            })
+        })
+        .collect();
     let policy = Policy::choose(
         &policy::Run {
             compartments,
+            idle,
             devices,
             cpus,
         },
@@ -169,7 +189,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             )?;
             devices.push((DeviceKind::Net, owner));
         }
-        let policy = thread_policy(count, devices, cli.tune.unwrap_or_default())?;
+        let policy = thread_policy(&placement, devices, cli.tune.unwrap_or_default())?;
         stdio::stdout(&format!("{policy}\n{}\n", policy.json()));
         return Ok(0);
     }
@@ -227,7 +247,7 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         .map(|d| (DeviceKind::Block, d.window.owner))
         .chain(net.iter().map(|n| (DeviceKind::Net, n.window.owner)))
         .collect();
-    let policy = thread_policy(count, devices, cli.tune.unwrap_or_default())?;
+    let policy = thread_policy(&placement, devices, cli.tune.unwrap_or_default())?;
     let disk = disk.map(|mut d| {
         let how = policy.device_run(DeviceKind::Block);
         let execution = match how {

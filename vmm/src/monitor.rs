@@ -145,7 +145,7 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             timings: run.timings,
             windows: windows.clone(),
             host_cpus,
-            spin_rounds: run.policy.spin_rounds,
+            spin_rounds: run.policy.spin_rounds(id),
         };
         let mut comp = Compartment::create(kvm, spec, &run.image, &run.plan, &shared, &doorbells)?;
         if let Some(disk) = run.disk.take_if(|d| d.window.owner == id) {

@@ -143,6 +143,10 @@ fn on_off(value: &str) -> Option<Choice<bool>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Run {
     pub compartments: u32,
+    /// Per compartment: it has nothing to do (it hosts only drivers of devices the run
+    /// did not attach, such as blkdev in a run on the RAM file system). Its vCPU
+    /// sleeps throughout, so it takes no CPU from the others.
+    pub idle: Vec<bool>,
     /// Each device and the compartment that owns it.
     pub devices: Vec<(DeviceKind, u32)>,
     /// The CPUs the monitor may use (its affinity mask), in order.
@@ -152,22 +156,27 @@ pub struct Run {
 /// One thread the monitor starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThreadPlan {
-    /// Its name (`vcpu-<id>` here; the monitor names vCPU threads after compartments).
+    /// `vcpu-<compartment>`, or the device's name and owner (`virtio-net-2`).
     pub name: String,
+    /// The compartment whose guest code it runs (vCPUs only).
+    pub vcpu_of: Option<u32>,
+    /// Whether it is counted as wanting a CPU (not an idle compartment's vCPU).
+    pub busy: bool,
     /// The CPU it is pinned to, if any.
     pub cpu: Option<usize>,
+    /// Guest spin rounds before sleeping (vCPUs only).
+    pub spin_rounds: Option<u32>,
 }
 
 /// The policy's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub cpus: Vec<usize>,
-    /// Threads that run guest code or device work (vCPUs, device threads).
+    /// Threads that run guest code or device work (vCPUs, device threads), in pipeline
+    /// order (see [`Policy::choose`]).
     pub threads: Vec<ThreadPlan>,
-    /// More such threads than CPUs.
+    /// More busy threads than CPUs.
     pub crowded: bool,
-    /// Guest spin rounds before sleeping, for every compartment.
-    pub spin_rounds: u32,
     /// Where each device runs, in the order given.
     pub devices: Vec<(DeviceKind, u32, DeviceRun)>,
     pub idle_spinner: bool,
@@ -177,13 +186,21 @@ pub struct Policy {
 
 impl Policy {
     /// Chooses for `run`, with `tune`'s choices taking precedence.
+    ///
+    /// Busy threads are the vCPUs of compartments that are not idle and the devices'
+    /// own threads. With no more of them than CPUs, every thread may spin long and the
+    /// scheduler places them. With more (crowded), the threads are pinned in pipeline
+    /// order, contiguous runs sharing a CPU: compartments as the placement numbers them
+    /// (the default splits put the app first and each driver after what uses it), each
+    /// device thread right after its owner's vCPU; neighbours hand off most, and a
+    /// hand-off between two threads of one CPU is a switch (~5 us here) where one
+    /// across CPUs wakes a halted CPU (~28 us). A vCPU that shares its CPU with another
+    /// busy thread does not spin (its spinning would only delay the thread it waits
+    /// for, there); one alone on its CPU spins long.
     pub fn choose(run: &Run, tune: Tune) -> Policy {
         let cpus = run.cpus.len().max(1);
-        let vcpus = run.compartments as usize;
-        let wants_thread = |kind: DeviceKind| match kind {
-            DeviceKind::Net => true,
-            DeviceKind::Block => false,
-        };
+        let idle = |c: u32| run.idle.get(c as usize).copied().unwrap_or(false);
+        let vcpus = (0..run.compartments).filter(|&c| !idle(c)).count();
         // Threads if every device had its own.
         let all = vcpus + run.devices.len();
         let devices: Vec<(DeviceKind, u32, DeviceRun)> = run
@@ -192,62 +209,95 @@ impl Policy {
             .map(|&(kind, owner)| {
                 let how = match (kind, tune.blk) {
                     (DeviceKind::Block, Choice::Set(how)) => how,
-                    _ if wants_thread(kind) || all <= cpus => DeviceRun::OwnThread,
+                    // The tap needs a thread waiting on it whatever the guest does.
+                    (DeviceKind::Net, _) => DeviceRun::OwnThread,
+                    _ if all <= cpus => DeviceRun::OwnThread,
                     _ => DeviceRun::OwnerVcpu,
                 };
                 (kind, owner, how)
             })
             .collect();
-        let device_threads = devices
-            .iter()
-            .filter(|d| d.2 == DeviceRun::OwnThread)
-            .count();
-        let busy = vcpus + device_threads;
-        let crowded = busy > cpus;
-        let spin_rounds = match tune.spin {
-            Choice::Set(n) => n,
-            Choice::Auto if crowded => DEFAULT_SPIN_ROUNDS,
-            Choice::Auto => DEDICATED_SPIN_ROUNDS,
-        };
-        let pin = matches!(tune.pin, Choice::Set(true));
-        let mut threads: Vec<ThreadPlan> = (0..run.compartments)
-            .map(|c| ThreadPlan {
+        let mut threads = Vec::new();
+        for c in 0..run.compartments {
+            threads.push(ThreadPlan {
                 name: format!("vcpu-{c}"),
+                vcpu_of: Some(c),
+                busy: !idle(c),
                 cpu: None,
-            })
-            .collect();
-        for (kind, owner, how) in &devices {
-            if *how == DeviceRun::OwnThread {
-                threads.push(ThreadPlan {
-                    name: format!("{}-{owner}", kind.name()),
-                    cpu: None,
-                });
+                spin_rounds: None,
+            });
+            for (kind, owner, how) in &devices {
+                if *owner == c && *how == DeviceRun::OwnThread {
+                    threads.push(ThreadPlan {
+                        name: format!("{}-{owner}", kind.name()),
+                        vcpu_of: None,
+                        busy: true,
+                        cpu: None,
+                        spin_rounds: None,
+                    });
+                }
             }
         }
+        let busy = threads.iter().filter(|t| t.busy).count();
+        let crowded = busy > cpus;
+        let pin = match tune.pin {
+            Choice::Set(on) => on,
+            Choice::Auto => crowded && cpus > 1,
+        };
         if pin {
-            // Round-robin in start order; a device thread goes with its owner's vCPU,
-            // so that their hand-offs stay on one CPU.
-            for (i, t) in threads.iter_mut().enumerate().take(vcpus) {
-                t.cpu = Some(run.cpus[i % run.cpus.len().max(1)]);
-            }
-            let owners: Vec<Option<usize>> = threads.iter().map(|t| t.cpu).collect();
-            let mut at = vcpus;
-            for (_, owner, how) in &devices {
-                if *how == DeviceRun::OwnThread {
-                    threads[at].cpu = owners[*owner as usize];
-                    at += 1;
+            // Busy threads in contiguous runs, as evenly as the counts allow (the first
+            // CPUs take one more); an idle vCPU goes with the thread before it.
+            let (each, extra) = (busy / cpus, busy % cpus);
+            let mut cpu_at = 0;
+            let mut taken = 0;
+            for t in threads.iter_mut() {
+                let quota = each + usize::from(cpu_at < extra);
+                if t.busy && taken == quota && cpu_at + 1 < cpus {
+                    cpu_at += 1;
+                    taken = 0;
                 }
+                t.cpu = Some(run.cpus[cpu_at.min(run.cpus.len().saturating_sub(1))]);
+                if t.busy {
+                    taken += 1;
+                }
+            }
+        }
+        let sharing: Vec<bool> = threads
+            .iter()
+            .map(|t| {
+                t.cpu.is_some() && threads.iter().filter(|o| o.busy && o.cpu == t.cpu).count() > 1
+            })
+            .collect();
+        for (t, shares) in threads.iter_mut().zip(sharing) {
+            if t.vcpu_of.is_some() {
+                t.spin_rounds = Some(match tune.spin {
+                    Choice::Set(n) => n,
+                    Choice::Auto if !crowded => DEDICATED_SPIN_ROUNDS,
+                    // One CPU for all: a spinning waiter holds the CPU its peer needs.
+                    Choice::Auto if cpus == 1 => 0,
+                    Choice::Auto if t.cpu.is_none() => DEFAULT_SPIN_ROUNDS,
+                    Choice::Auto if shares => 0,
+                    Choice::Auto => DEDICATED_SPIN_ROUNDS,
+                });
             }
         }
         Policy {
             cpus: run.cpus.clone(),
             threads,
             crowded,
-            spin_rounds,
             devices,
             idle_spinner: matches!(tune.idle_spinner, Choice::Set(true)),
             tuned: tune,
         }
+    }
+
+    /// Guest spin rounds before sleeping for compartment `c`.
+    pub fn spin_rounds(&self, c: u32) -> u32 {
+        self.threads
+            .iter()
+            .find(|t| t.vcpu_of == Some(c))
+            .and_then(|t| t.spin_rounds)
+            .unwrap_or(DEFAULT_SPIN_ROUNDS)
     }
 
     /// Where the device of `kind` runs.
@@ -266,12 +316,18 @@ impl Policy {
     /// One line of JSON for benchmark scripts.
     pub fn json(&self) -> String {
         let cpus: Vec<String> = self.cpus.iter().map(ToString::to_string).collect();
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
         let threads: Vec<String> = self
             .threads
             .iter()
-            .map(|t| match t.cpu {
-                Some(c) => format!("{{\"name\":\"{}\",\"cpu\":{c}}}", t.name),
-                None => format!("{{\"name\":\"{}\",\"cpu\":null}}", t.name),
+            .map(|t| {
+                format!(
+                    "{{\"name\":\"{}\",\"busy\":{},\"cpu\":{},\"spin_rounds\":{}}}",
+                    t.name,
+                    t.busy,
+                    opt(t.cpu.map(|c| c.to_string())),
+                    opt(t.spin_rounds.map(|n| n.to_string()))
+                )
             })
             .collect();
         let devices: Vec<String> = self
@@ -286,11 +342,10 @@ impl Policy {
             })
             .collect();
         format!(
-            "{{\"cpus\":[{}],\"threads\":[{}],\"crowded\":{},\"spin_rounds\":{},\"wait\":\"exit+eventfd\",\"wake\":\"doorbell ioeventfd\",\"devices\":[{}],\"idle_spinner\":{}}}",
+            "{{\"cpus\":[{}],\"threads\":[{}],\"crowded\":{},\"wait\":\"exit+eventfd\",\"wake\":\"doorbell ioeventfd\",\"devices\":[{}],\"idle_spinner\":{}}}",
             cpus.join(","),
             threads.join(","),
             self.crowded,
-            self.spin_rounds,
             devices.join(","),
             self.idle_spinner
         )
@@ -306,14 +361,13 @@ fn run_name(how: DeviceRun) -> &'static str {
 
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let busy = self.threads.iter().filter(|t| t.busy).count();
         write!(
             f,
-            "{} thread(s) on {} CPU(s) {:?} ({}); guests spin {} rounds, then sleep (exit, eventfd), woken by a doorbell (ioeventfd)",
-            self.threads.len(),
+            "{busy} busy thread(s) on {} CPU(s) {:?} ({}); a waiting guest spins, then sleeps (exit, eventfd) until a doorbell (ioeventfd)",
             self.cpus.len(),
             self.cpus,
             if self.crowded { "crowded" } else { "a CPU each" },
-            self.spin_rounds
         )?;
         for (kind, owner, how) in &self.devices {
             write!(
@@ -323,14 +377,24 @@ impl fmt::Display for Policy {
                 run_name(*how)
             )?;
         }
-        let pinned: Vec<String> = self
+        let each: Vec<String> = self
             .threads
             .iter()
-            .filter_map(|t| t.cpu.map(|c| format!("{}->{c}", t.name)))
+            .map(|t| {
+                let mut s = t.name.clone();
+                if !t.busy {
+                    s.push_str(" idle");
+                }
+                if let Some(cpu) = t.cpu {
+                    s.push_str(&format!(" cpu {cpu}"));
+                }
+                if let Some(n) = t.spin_rounds {
+                    s.push_str(&format!(" spin {n}"));
+                }
+                s
+            })
             .collect();
-        if !pinned.is_empty() {
-            write!(f, "; pinned {}", pinned.join(" "))?;
-        }
+        write!(f, "; {}", each.join(", "))?;
         if self.idle_spinner {
             write!(f, "; an idle spinner per CPU")?;
         }
@@ -367,9 +431,26 @@ mod tests {
     fn run(compartments: u32, devices: &[(DeviceKind, u32)], cpus: usize) -> Run {
         Run {
             compartments,
+            idle: vec![false; compartments as usize],
             devices: devices.to_vec(),
             cpus: (0..cpus).collect(),
         }
+    }
+
+    /// (name, cpu, spin) of every thread.
+    fn placed(p: &Policy) -> Vec<(String, Option<usize>, Option<u32>)> {
+        p.threads
+            .iter()
+            .map(|t| (t.name.clone(), t.cpu, t.spin_rounds))
+            .collect()
+    }
+
+    fn t(
+        name: &str,
+        cpu: Option<usize>,
+        spin: Option<u32>,
+    ) -> (String, Option<usize>, Option<u32>) {
+        (name.to_string(), cpu, spin)
     }
 
     #[test]
@@ -379,42 +460,113 @@ mod tests {
         let p = Policy::choose(&run(2, &[(DeviceKind::Block, 1)], 2), Tune::default());
         assert_eq!(p.device_run(DeviceKind::Block), DeviceRun::OwnerVcpu);
         assert!(!p.crowded);
-        assert_eq!(p.spin_rounds, DEDICATED_SPIN_ROUNDS);
-        assert_eq!(p.threads.len(), 2);
+        assert_eq!(
+            placed(&p),
+            [
+                t("vcpu-0", None, Some(DEDICATED_SPIN_ROUNDS)),
+                t("vcpu-1", None, Some(DEDICATED_SPIN_ROUNDS)),
+            ]
+        );
         // One compartment and a disk: a CPU each, the device keeps its thread.
         let p = Policy::choose(&run(1, &[(DeviceKind::Block, 0)], 2), Tune::default());
         assert_eq!(p.device_run(DeviceKind::Block), DeviceRun::OwnThread);
-        assert_eq!(p.spin_rounds, DEDICATED_SPIN_ROUNDS);
+        assert_eq!(p.spin_rounds(0), DEDICATED_SPIN_ROUNDS);
         assert_eq!(p.threads.len(), 2);
     }
 
     #[test]
-    fn a_crowded_run_spins_less() {
+    fn a_crowded_run_is_pinned_in_pipeline_order() {
+        // iperf in 3 compartments: app, net, netdev and the net device's thread on 2
+        // CPUs: {app, net} and {netdev, its device}, none spinning.
+        let p = Policy::choose(&run(3, &[(DeviceKind::Net, 2)], 2), Tune::default());
+        assert!(p.crowded);
+        assert_eq!(
+            placed(&p),
+            [
+                t("vcpu-0", Some(0), Some(0)),
+                t("vcpu-1", Some(0), Some(0)),
+                t("vcpu-2", Some(1), Some(0)),
+                t("virtio-net-2", Some(1), None),
+            ]
+        );
+        // sqlite on a disk in 3 compartments: the disk in blkdev's vCPU; 3 threads,
+        // the first CPU takes two; blkdev alone on the second spins long.
         let p = Policy::choose(&run(3, &[(DeviceKind::Block, 2)], 2), Tune::default());
-        assert!(p.crowded);
-        assert_eq!(p.spin_rounds, DEFAULT_SPIN_ROUNDS);
         assert_eq!(p.device_run(DeviceKind::Block), DeviceRun::OwnerVcpu);
-        // The network device always keeps its thread (the tap needs a waiter).
-        let p = Policy::choose(&run(2, &[(DeviceKind::Net, 1)], 2), Tune::default());
-        assert!(p.crowded);
-        assert_eq!(p.device_run(DeviceKind::Net), DeviceRun::OwnThread);
-        assert_eq!(p.threads.len(), 3);
+        assert_eq!(
+            placed(&p),
+            [
+                t("vcpu-0", Some(0), Some(0)),
+                t("vcpu-1", Some(0), Some(0)),
+                t("vcpu-2", Some(1), Some(DEDICATED_SPIN_ROUNDS)),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_idle_compartment_takes_no_cpu() {
+        // sqlite on the RAM file system in 3 compartments: blkdev has no disk and
+        // nothing to do, so app and vfs have a CPU each.
+        let mut r = run(3, &[], 2);
+        r.idle[2] = true;
+        let p = Policy::choose(&r, Tune::default());
+        assert!(!p.crowded);
+        assert_eq!(
+            placed(&p),
+            [
+                t("vcpu-0", None, Some(DEDICATED_SPIN_ROUNDS)),
+                t("vcpu-1", None, Some(DEDICATED_SPIN_ROUNDS)),
+                t("vcpu-2", None, Some(DEDICATED_SPIN_ROUNDS)),
+            ]
+        );
+        // Crowded anyway (4 busy): the idle vCPU goes with the thread before it.
+        let mut r = run(5, &[], 2);
+        r.idle[1] = true;
+        let p = Policy::choose(&r, Tune::default());
+        assert_eq!(
+            placed(&p)
+                .iter()
+                .map(|(n, c, _)| (n.clone(), *c))
+                .collect::<Vec<_>>(),
+            [
+                ("vcpu-0".to_string(), Some(0)),
+                ("vcpu-1".to_string(), Some(0)),
+                ("vcpu-2".to_string(), Some(0)),
+                ("vcpu-3".to_string(), Some(1)),
+                ("vcpu-4".to_string(), Some(1)),
+            ]
+        );
     }
 
     #[test]
     fn the_affinity_mask_is_what_counts() {
-        // Confined to one CPU, even one compartment and a disk are crowded.
+        // Confined to one CPU, one compartment and a disk share it: the disk runs in
+        // the vCPU, which then has the CPU to itself.
         let one = Run {
             compartments: 1,
+            idle: vec![false],
             devices: vec![(DeviceKind::Block, 0)],
             cpus: vec![1],
         };
         let p = Policy::choose(&one, Tune::default());
         assert_eq!(p.device_run(DeviceKind::Block), DeviceRun::OwnerVcpu);
         assert!(!p.crowded);
+        // 2 compartments on one CPU: crowded, nothing to pin across, and no spinning:
+        // the waiter's peer needs that very CPU.
+        let p = Policy::choose(
+            &Run {
+                compartments: 2,
+                idle: vec![false, false],
+                devices: vec![],
+                cpus: vec![0],
+            },
+            Tune::default(),
+        );
+        assert!(p.crowded);
+        assert_eq!(p.spin_rounds(0), 0);
         let p = Policy::choose(&run(4, &[], 8), Tune::default());
         assert!(!p.crowded);
-        assert_eq!(p.spin_rounds, DEDICATED_SPIN_ROUNDS);
+        assert_eq!(p.spin_rounds(3), DEDICATED_SPIN_ROUNDS);
     }
 
     #[test]
@@ -424,23 +576,25 @@ mod tests {
             &run(3, &[(DeviceKind::Block, 2), (DeviceKind::Net, 0)], 2),
             tune,
         );
-        assert_eq!(p.spin_rounds, 7);
         assert_eq!(p.device_run(DeviceKind::Block), DeviceRun::OwnThread);
         assert!(p.idle_spinner);
-        // vCPUs round-robin, each device thread with its owner's vCPU.
-        let cpus: Vec<(String, Option<usize>)> =
-            p.threads.iter().map(|t| (t.name.clone(), t.cpu)).collect();
         assert_eq!(
-            cpus,
+            placed(&p),
             [
-                ("vcpu-0".to_string(), Some(0)),
-                ("vcpu-1".to_string(), Some(1)),
-                ("vcpu-2".to_string(), Some(0)),
-                ("virtio-blk-2".to_string(), Some(0)),
-                ("virtio-net-0".to_string(), Some(0)),
+                t("vcpu-0", Some(0), Some(7)),
+                t("virtio-net-0", Some(0), None),
+                t("vcpu-1", Some(0), Some(7)),
+                t("vcpu-2", Some(1), Some(7)),
+                t("virtio-blk-2", Some(1), None),
             ]
         );
-        assert_eq!(p.cpu_of("virtio-blk-2"), Some(0));
+        assert_eq!(p.cpu_of("virtio-blk-2"), Some(1));
+        let p = Policy::choose(
+            &run(3, &[(DeviceKind::Net, 2)], 2),
+            Tune::parse("pin=off").unwrap(),
+        );
+        assert!(p.threads.iter().all(|t| t.cpu.is_none()));
+        assert_eq!(p.spin_rounds(0), DEFAULT_SPIN_ROUNDS);
     }
 
     #[test]
@@ -466,15 +620,15 @@ mod tests {
     }
 
     #[test]
-    fn the_json_line_names_every_choice() {
+    fn the_json_line_and_the_text_name_every_choice() {
         let p = Policy::choose(&run(2, &[(DeviceKind::Block, 1)], 2), Tune::default());
         assert_eq!(
             p.json(),
-            "{\"cpus\":[0,1],\"threads\":[{\"name\":\"vcpu-0\",\"cpu\":null},{\"name\":\"vcpu-1\",\"cpu\":null}],\"crowded\":false,\"spin_rounds\":5000,\"wait\":\"exit+eventfd\",\"wake\":\"doorbell ioeventfd\",\"devices\":[{\"device\":\"virtio-blk\",\"owner\":1,\"runs\":\"owner's vCPU\"}],\"idle_spinner\":false}"
+            "{\"cpus\":[0,1],\"threads\":[{\"name\":\"vcpu-0\",\"busy\":true,\"cpu\":null,\"spin_rounds\":5000},{\"name\":\"vcpu-1\",\"busy\":true,\"cpu\":null,\"spin_rounds\":5000}],\"crowded\":false,\"wait\":\"exit+eventfd\",\"wake\":\"doorbell ioeventfd\",\"devices\":[{\"device\":\"virtio-blk\",\"owner\":1,\"runs\":\"owner's vCPU\"}],\"idle_spinner\":false}"
         );
         assert_eq!(
             p.to_string(),
-            "2 thread(s) on 2 CPU(s) [0, 1] (a CPU each); guests spin 5000 rounds, then sleep (exit, eventfd), woken by a doorbell (ioeventfd); virtio-blk of compartment 1: owner's vCPU"
+            "2 busy thread(s) on 2 CPU(s) [0, 1] (a CPU each); a waiting guest spins, then sleeps (exit, eventfd) until a doorbell (ioeventfd); virtio-blk of compartment 1: owner's vCPU; vcpu-0 spin 5000, vcpu-1 spin 5000"
         );
     }
 }
