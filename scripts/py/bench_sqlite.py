@@ -41,6 +41,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import BusyLoad, policy
+
 COMPARTMENTS = [1, 2, 3]
 # The ramfs rows (`--ramfs`); their keys in a table are "ramfs-1", "ramfs-2", ...
 RAMFS = [1, 2, 3]
@@ -122,7 +124,7 @@ def guest(args, directory, compartments, journal, inserts, storage=None):
     """The guest bench on `storage` (default --storage): a fresh disk image in
     `directory`, `mem` or `ramfs`; returns its JSON row."""
     storage = storage or args.storage
-    cmd = [args.vmm, "-c", str(compartments)]
+    cmd = [args.vmm, "-c", str(compartments)] + tune_args(args)
     disk = None
     if storage == "disk":
         disk = os.path.join(directory, f"disk-{compartments}-{journal}.img")
@@ -162,6 +164,39 @@ def guest(args, directory, compartments, journal, inserts, storage=None):
     finally:
         if disk and os.path.exists(disk):
             os.remove(disk)
+
+
+def tune_args(args):
+    return ["--tune", args.tune] if args.tune else []
+
+
+def policies(args):
+    """The monitor's policy for every guest case of the tables, keyed as their rows."""
+    out = {}
+    for c in COMPARTMENTS:
+        disk = ["--disk", "d.img"] if args.storage == "disk" else []
+        out[str(c)] = policy(args.vmm, ["-c", str(c)] + tune_args(args) + disk + [args.image])
+    for c in RAMFS:
+        out[f"ramfs-{c}"] = policy(args.vmm, ["-c", str(c)] + tune_args(args) + [args.image])
+    return {k: {"text": t, "json": j} for k, (t, j) in out.items()}
+
+
+def print_load(quiet, loaded, n):
+    """Each case's slowdown under `n` competing busy processes, the host's first."""
+    q, l = quiet["median"], loaded["median"]
+    print(f"\nunder load: {n} busy process(es) beside every run (journal DELETE, median)")
+    print(f"{'case':<40}{'quiet s':>10}{'loaded s':>10}{'slowdown':>10}{'vs host':>10}")
+    host = l["host"] / q["host"]
+    for key in q:
+        if key == "host_cli":
+            continue
+        slow = l[key] / q[key]
+        label = "host: Python sqlite3" if key == "host" else (
+            f"guest ramfs: {key[6:]} compartment(s)" if key.startswith("ramfs-")
+            else f"guest: {key} compartment(s)")
+        rel = "" if key == "host" else f"{slow / host:.2f}x"
+        print(f"{label:<40}{q[key]:>10.4f}{l[key]:>10.4f}{slow:>9.2f}x{rel:>10}")
+    return host
 
 
 def rows_on_disk(disk, directory):
@@ -282,6 +317,10 @@ def main():
     p.add_argument("--storage", choices=("disk", "mem"), default="disk",
                    help="guest storage of the 1, 2, 3 compartment rows: the FAT disk through "
                         "vfs (default) or `mem` (in memory)")
+    p.add_argument("--load", type=int, default=0,
+                   help="measure DELETE again beside N busy processes and report slowdowns")
+    p.add_argument("--tune", default=None,
+                   help="passed to the monitor as --tune (a thread-policy candidate)")
     p.add_argument("--ramfs", default="1,2,3",
                    help="compartment counts of the ramfs rows (vfs's RAM file system), a "
                         "subset of 1,2,3; empty for none")
@@ -296,6 +335,8 @@ def main():
     RAMFS[:] = on_ramfs
     if args.inserts < 1 or args.reps < 1 or args.durable_inserts < 1:
         sys.exit("--inserts, --reps and --durable-inserts must be at least 1")
+    if args.load < 0:
+        sys.exit("--load must be 0 or more")
     for tool in ("sqlite3", "mcopy"):
         if not shutil.which(tool):
             sys.exit(f"`{tool}` not found: run scripts/setup")
@@ -310,11 +351,19 @@ def main():
         "baseline": "Python sqlite3 module, one prepared statement, isolation_level=None "
                     "(autocommit), synchronous=FULL, default locking mode",
         "load": os.getloadavg(),
+        "tune": args.tune,
+        "policies": policies(args),
         "tables": {},
     }
     with tempfile.TemporaryDirectory(prefix="bench-sqlite-", dir="/dev/shm") as shm:
         for journal in JOURNALS:
             results["tables"][journal] = measure(args, shm, journal, args.inserts, args.reps)
+        if args.load:
+            progress(f"DELETE again beside {args.load} busy process(es)")
+            with BusyLoad(args.load):
+                results["tables"]["delete_loaded"] = measure(
+                    args, shm, "delete", args.inserts, args.reps)
+            results["competing_processes"] = args.load
     if not args.no_durable:
         durable_dir = os.path.join(args.out_dir, "durable")
         os.makedirs(durable_dir, exist_ok=True)
@@ -389,6 +438,18 @@ def main():
             line += f", ramfs 2 / 1 compartment = {best['ramfs-2'] / best['ramfs-1']:.2f}x"
         print(line)
     print("FlexOS Figure 10 (s): " + ", ".join(f"{n} {s}" for n, s in FLEXOS))
+    if "delete_loaded" in results["tables"]:
+        tables = results["tables"]
+        host = print_load(tables["delete"], tables["delete_loaded"], args.load)
+        q, l = tables["delete"]["median"], tables["delete_loaded"]["median"]
+        if "1" in q:
+            rel = (l["1"] / q["1"]) / host
+            results["ratios_delete"]["load_1_vs_host_slowdown"] = rel
+            print(f"  goal: 1 compartment's slowdown <= 2x the host's: {rel:.2f}x  "
+                  f"{'MET' if rel <= 2 else 'NOT MET'}")
+    print("\nthe monitor's thread policy per case (flexos-vmm --print-policy):")
+    for key, pol in results["policies"].items():
+        print(f"  {key}: {pol['text']}")
 
     with open(os.path.join(args.out_dir, "sqlite.json"), "w") as f:
         json.dump(results, f, indent=2)
