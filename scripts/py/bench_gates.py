@@ -17,7 +17,13 @@ it). The table ends with the chain's cost per remote hop (the default splits put
 and 3 remote hops on the bench -> relay1 -> relay2 -> callee chain under EPT2, EPT3
 and EPT4).
 
+With --load N everything is measured a second time beside N busy processes, and each
+case's slowdown is printed beside the host ping-pong's. The monitor's thread policy
+for every profile (`flexos-vmm --print-policy`) is printed and kept in the JSON;
+--tune passes `--tune` to the monitor.
+
 Usage: bench_gates.py VMM IMAGE PINGPONG OUT_DIR [CALLS [PROFILES [ROUNDS]]]
+                      [--load N] [--tune KEY=VALUE,...]
   CALLS: calls per case (default 1000000; EPT3 uses a tenth)
   PROFILES: comma-separated subset of NONE,EPT2,EPT3 (default: all three)
   ROUNDS: repetitions of every measurement (default 3)
@@ -27,6 +33,8 @@ import json
 import os
 import subprocess
 import sys
+
+from benchlib import BusyLoad, policy
 
 PROFILES = [("NONE", 1), ("EPT2", 2), ("EPT3", 3), ("EPT4", 4)]
 # Remote hops of gate-chain under each profile's default split.
@@ -89,19 +97,20 @@ def svg_chart(bars, path):
         f.write("\n".join(out))
 
 
-def main():
-    vmm, image, pingpong, out_dir = sys.argv[1:5]
-    calls = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
-    if len(sys.argv) > 6:
-        wanted = sys.argv[6].split(",")
-        unknown = [p for p in wanted if p not in dict(PROFILES)]
-        if unknown:
-            sys.exit(f"unknown profile(s) {unknown}; choose from {[p for p, _ in PROFILES]}")
-        PROFILES[:] = [(p, n) for p, n in PROFILES if p in wanted]
-    os.makedirs(out_dir, exist_ok=True)
+def take_option(argv, name):
+    """Removes `name VALUE` from argv; returns VALUE (or None)."""
+    if name in argv:
+        i = argv.index(name)
+        if i + 1 >= len(argv):
+            sys.exit(f"{name} needs a value")
+        value = argv[i + 1]
+        del argv[i:i + 2]
+        return value
+    return None
 
-    calls = int(calls) if calls else 1_000_000
-    rounds = int(sys.argv[7]) if len(sys.argv) > 7 else 3
+
+def measure(vmm, image, pingpong, calls, rounds, tune):
+    """Every profile, ROUNDS rounds interleaved with the host baseline."""
     results = {"baseline_rounds": [], "rounds": {p: [] for p, _ in PROFILES}}
     for r in range(rounds):
         print(f"round {r + 1}/{rounds}: host ping-pong baseline", file=sys.stderr)
@@ -109,20 +118,51 @@ def main():
         for profile, n in PROFILES:
             n_calls = calls // 10 if n > 2 else calls
             print(f"round {r + 1}/{rounds}: gatebench under {profile} ({n} compartment(s), {n_calls} calls)", file=sys.stderr)
-            cmd = [vmm, "--compartments", str(n), image, "--", f"calls={n_calls}"]
+            cmd = [vmm, "--compartments", str(n)] + (["--tune", tune] if tune else []) + \
+                [image, "--", f"calls={n_calls}"]
             results["rounds"][profile].append(run_json(cmd, f"gatebench {profile}"))
+    return results
 
-    # Best median over the rounds, per case.
+
+def best_of(results):
+    """The best median over the rounds, per case (and the baseline's)."""
     base = min(results["baseline_rounds"], key=lambda r: r["cycles_median"])
-    results["baseline"] = base
-    results["profiles"] = {}
+    profiles = {}
     for p, _ in PROFILES:
         best = {}
         for rows in results["rounds"][p]:
             for row in rows:
                 if row["case"] not in best or row["cycles_median"] < best[row["case"]]["cycles_median"]:
                     best[row["case"]] = row
-        results["profiles"][p] = list(best.values())
+        profiles[p] = best
+    return base, profiles
+
+
+def main():
+    argv = sys.argv[1:]
+    load = int(take_option(argv, "--load") or 0)
+    tune = take_option(argv, "--tune")
+    vmm, image, pingpong, out_dir = argv[0:4]
+    calls = argv[4] if len(argv) > 4 and argv[4] else None
+    if len(argv) > 5:
+        wanted = argv[5].split(",")
+        unknown = [p for p in wanted if p not in dict(PROFILES)]
+        if unknown:
+            sys.exit(f"unknown profile(s) {unknown}; choose from {[p for p, _ in PROFILES]}")
+        PROFILES[:] = [(p, n) for p, n in PROFILES if p in wanted]
+    os.makedirs(out_dir, exist_ok=True)
+
+    calls = int(calls) if calls else 1_000_000
+    rounds = int(argv[6]) if len(argv) > 6 else 3
+    results = measure(vmm, image, pingpong, calls, rounds, tune)
+    results["tune"] = tune
+    results["policies"] = {}
+    for p, n in PROFILES:
+        text, js = policy(vmm, ["-c", str(n)] + (["--tune", tune] if tune else []) + [image])
+        results["policies"][p] = {"text": text, "json": js}
+    base, best = best_of(results)
+    results["baseline"] = base
+    results["profiles"] = {p: list(rows.values()) for p, rows in best.items()}
 
     floor = base["cycles_median"] or 1
     print(f"host cache-line ping-pong round trip: median {base['cycles_median']} cycles "
@@ -144,11 +184,34 @@ def main():
         chain = by.get(p, {}).get("gate-chain")
         if chain:
             us = float(chain["ns_median"]) / hops / 1000
-            print(f"{p} gate-chain: {us:.2f} us per remote hop ({hops} hop(s), ended by {chain.get('bound', 'calls')}; goal <= 60 us)")
+            print(f"{p} gate-chain: {us:.2f} us per remote hop ({hops} hop(s), ended by {chain.get('bound', 'calls')}; goal <= 30 us)")
     local, call = by.get("NONE", {}).get("gate-local"), by.get("NONE", {}).get("function-call")
     if local and call:
         print(f"NONE gate-local / function-call: {local['cycles_median'] / max(call['cycles_median'], 1):.2f}x (goal <= 2x)")
 
+    if load:
+        print(f"beside {load} busy process(es): the whole measurement again", file=sys.stderr)
+        with BusyLoad(load):
+            loaded = measure(vmm, image, pingpong, calls, rounds, tune)
+        lbase, lbest = best_of(loaded)
+        results["loaded"] = loaded
+        results["competing_processes"] = load
+        host = lbase["cycles_median"] / max(base["cycles_median"], 1)
+        print(f"\nbeside {load} busy process(es): slowdown (best median loaded / quiet)")
+        print(f"host ping-pong: {host:.2f}x")
+        print(f"{'case':<20}" + "".join(f"{p:>22}" for p, _ in PROFILES))
+        for case in CASES:
+            cells = []
+            for p, _ in PROFILES:
+                q, l = by[p].get(case), lbest[p].get(case)
+                if q and l and q["cycles_median"] > 0:
+                    cells.append(f"{l['cycles_median'] / q['cycles_median']:.2f}x")
+                else:
+                    cells.append("-")
+            print(f"{case:<20}" + "".join(f"{c:>22}" for c in cells))
+    print("\nthe monitor's thread policy per profile (flexos-vmm --print-policy):")
+    for p, pol in results["policies"].items():
+        print(f"  {p}: {pol['text']}")
     with open(os.path.join(out_dir, "gates.json"), "w") as f:
         json.dump(results, f, indent=2)
     bars = [(f"FlexOS: {label}", c, "#999999") for label, c in FLEXOS]
