@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 
+from benchlib import BusyLoad, policy
+
 SIZES = [16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144, 1048576]
 # FlexOS ASPLOS'22 Figure 9 (Gbit/s), from shared/REFERENCE.md; 32 KiB..1 MiB is a range
 # there, its midpoint here.
@@ -39,6 +41,7 @@ FLEXOS_EPT2 = {16: 0.36, 64: 1.07, 256: 2.73, 1024: 2.83, 16384: 2.88, 65536: 2.
 GOAL_1_FWD = 1.0    # 1 compartment / TSO forwarder, recv >= 1 KiB
 GOAL_2_1_BIG = 0.95  # 2 compartments / 1 compartment, recv >= 1 KiB
 GOAL_2_1_16 = 0.8   # 2 compartments / 1 compartment, recv 16 B
+GOAL_3_1_BIG = 0.8  # 3 compartments / 1 compartment, recv >= 1 KiB
 CLIENT_IP, SERVER_IP = "10.0.0.1", "10.0.0.2"
 PREFIX = f"fxbench{os.getpid()}"
 
@@ -227,12 +230,13 @@ def run_tapfwd(tapfwd, size, seconds, vnet):
             stop(server)
 
 
-def run_guest(vmm, image, comps, size, seconds):
+def run_guest(vmm, image, comps, size, seconds, tune=None):
     with Namespaces() as n:
         ns = n.add("g")
         n.tap(ns, "fxt0", CLIENT_IP, True)
-        cmd = ["ip", "netns", "exec", ns, vmm, "--compartments", str(comps), "--net", "tap=fxt0",
-               image, "--", f"ip={SERVER_IP}/24", f"recv={size}", "count=1"]
+        cmd = ["ip", "netns", "exec", ns, vmm, "--compartments", str(comps), "--net", "tap=fxt0"] + \
+            (["--tune", tune] if tune else []) + \
+            [image, "--", f"ip={SERVER_IP}/24", f"recv={size}", "count=1"]
         vm = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             lines = wait_line(vm, r"iperf: listening", "the iperf image")
@@ -261,21 +265,24 @@ def ratio(a, b):
 def print_table(res):
     cols = res["columns"]
     print(f"\niPerf (Figure 9): Gbit/s, iperf2 client, {res['seconds']} s per point")
-    head = f"{'recv':>8}" + "".join(f"{c:>11}" for c in cols) + f"{'1c/fwdTSO':>11}{'2c/1c':>8}{'FlexOS':>13}"
+    head = f"{'recv':>8}" + "".join(f"{c:>11}" for c in cols) + \
+        f"{'1c/fwdTSO':>11}{'2c/1c':>8}{'3c/1c':>8}{'FlexOS':>13}"
     print(head)
     for size in res["sizes"]:
         row = res["points"][str(size)]
         cells = "".join(f"{row[c]['gbps']:>11.2f}" if c in row else f"{'-':>11}" for c in cols)
         g1 = row.get("1 comp", {}).get("gbps")
         g2 = row.get("2 comp", {}).get("gbps")
+        g3 = row.get("3 comp", {}).get("gbps")
         fwd = row.get("fwd TSO", {}).get("gbps")
-        r1, r2 = ratio(g1, fwd), ratio(g2, g1)
+        r1, r2, r3 = ratio(g1, fwd), ratio(g2, g1), ratio(g3, g1)
         fl = f"{FLEXOS_NONE.get(size, float('nan')):.2f}/{FLEXOS_EPT2.get(size, float('nan')):.2f}"
         print(f"{size_label(size):>8}{cells}"
-              f"{(f'{r1:.2f}x' if r1 else '-'):>11}{(f'{r2:.2f}x' if r2 else '-'):>8}{fl:>13}")
+              f"{(f'{r1:.2f}x' if r1 else '-'):>11}{(f'{r2:.2f}x' if r2 else '-'):>8}"
+              f"{(f'{r3:.2f}x' if r3 else '-'):>8}{fl:>13}")
     print("FlexOS column: NONE/EPT2 Gbit/s from the paper (nan: not in the figure).")
     print(f"Goals: 1 comp >= {GOAL_1_FWD}x fwd TSO at recv >= 1 KiB; 2 comp >= {GOAL_2_1_BIG}x 1 comp "
-          f"at >= 1 KiB and >= {GOAL_2_1_16}x at 16 B.")
+          f"at >= 1 KiB and >= {GOAL_2_1_16}x at 16 B; 3 comp >= {GOAL_3_1_BIG}x 1 comp at >= 1 KiB.")
     print("\nHost cores used per thread while the client streamed (median over sizes):")
     for c in cols:
         per = {}
@@ -319,6 +326,40 @@ def svg_chart(res, path):
         f.write("\n".join(out))
 
 
+def sweep(args, sizes, columns, tag=""):
+    """Every (size, column) point once; columns: baselines and guest compartment counts."""
+    points = {}
+    total, done = len(sizes) * len(columns), 0
+    for size in sizes:
+        row = points[str(size)] = {}
+        for col in columns:
+            done += 1
+            progress(f"{tag}[{done}/{total}] recv {size_label(size)}: {col}")
+            if col == "veth":
+                row[col] = run_veth(size, args.seconds)
+            elif col.startswith("fwd"):
+                row[col] = run_tapfwd(args.tapfwd, size, args.seconds, col == "fwd TSO")
+            else:
+                row[col] = run_guest(args.vmm, args.image, int(col.split()[0]), size,
+                                     args.seconds, args.tune)
+            progress(f"    {row[col]['gbps']:.2f} Gbit/s")
+    return points
+
+
+def print_load(res):
+    """Each column's slowdown beside the busy processes (quiet / loaded Gbit/s)."""
+    print(f"\nbeside {res['competing_processes']} busy process(es): slowdown "
+          f"(quiet Gbit/s / loaded Gbit/s; veth is the host kernel's)")
+    cols = res["columns"]
+    print(f"{'recv':>8}" + "".join(f"{c:>11}" for c in cols))
+    for size in res["sizes"]:
+        q, l = res["points"][str(size)], res["loaded"][str(size)]
+        cells = "".join(
+            f"{q[c]['gbps'] / l[c]['gbps']:>10.2f}x" if l.get(c, {}).get("gbps") else f"{'-':>11}"
+            for c in cols)
+        print(f"{size_label(size):>8}{cells}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("vmm")
@@ -330,6 +371,10 @@ def main():
                    help="comma-separated receive sizes in bytes (default: Figure 9's sweep)")
     p.add_argument("--compartments", default="1,2,3", help="comma-separated subset of 1,2,3; empty for baselines only")
     p.add_argument("--no-baselines", action="store_true", help="guest runs only")
+    p.add_argument("--load", type=int, default=0,
+                   help="run the sweep again beside N busy processes and report slowdowns")
+    p.add_argument("--tune", default=None,
+                   help="passed to the monitor as --tune (a thread-policy candidate)")
     args = p.parse_args()
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -346,22 +391,24 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
 
     columns = ([] if args.no_baselines else ["veth", "fwd plain", "fwd TSO"]) + [f"{c} comp" for c in comps]
-    res = {"seconds": args.seconds, "sizes": sizes, "columns": columns, "points": {},
-           "client": "iperf2 -c 10.0.0.2 -t S (default 128 KiB writes)"}
-    total, done = len(sizes) * len(columns), 0
-    for size in sizes:
-        row = res["points"][str(size)] = {}
-        for col in columns:
-            done += 1
-            progress(f"[{done}/{total}] recv {size_label(size)}: {col}")
-            if col == "veth":
-                row[col] = run_veth(size, args.seconds)
-            elif col.startswith("fwd"):
-                row[col] = run_tapfwd(args.tapfwd, size, args.seconds, col == "fwd TSO")
-            else:
-                row[col] = run_guest(args.vmm, args.image, int(col.split()[0]), size, args.seconds)
-            progress(f"    {row[col]['gbps']:.2f} Gbit/s")
+    res = {"seconds": args.seconds, "sizes": sizes, "columns": columns,
+           "client": "iperf2 -c 10.0.0.2 -t S (default 128 KiB writes)", "tune": args.tune,
+           "policies": {}}
+    for c in comps:
+        text, js = policy(args.vmm, ["-c", str(c), "--net", "tap=fxt0"] +
+                          (["--tune", args.tune] if args.tune else []) + [args.image])
+        res["policies"][f"{c} comp"] = {"text": text, "json": js}
+    res["points"] = sweep(args, sizes, columns)
+    if args.load:
+        with BusyLoad(args.load):
+            res["loaded"] = sweep(args, sizes, columns, f"beside {args.load} busy: ")
+        res["competing_processes"] = args.load
     print_table(res)
+    if args.load:
+        print_load(res)
+    print("\nthe monitor's thread policy (flexos-vmm --print-policy):")
+    for c, pol in res["policies"].items():
+        print(f"  {c}: {pol['text']}")
     with open(os.path.join(args.out_dir, "iperf.json"), "w") as f:
         json.dump(res, f, indent=1)
     svg_chart(res, os.path.join(args.out_dir, "iperf.svg"))
