@@ -11,20 +11,22 @@ One run measures, in this order:
     `--tune spin=0`, so that every wait sleeps and every reply rings a doorbell): as
     the scheduler places the vCPUs, pinned to two CPUs, confined to one CPU (taskset),
     and with an idle spinner per CPU; and the same call with the policy's spinning;
-  - the in-kernel wait (irqfd + halt): not measurable by a guest of this monitor:
-    kvm-pvm wakes a halted vCPU but never delivers the interrupt to a guest that is
-    not PVM-aware (REFERENCE.md, "Hand-off experiments"); the row says so.
+  - the in-kernel wait (a guest that halts in ring 0, woken by an irqfd) against
+    today's exit to the monitor, in a bare KVM guest (bench/pvm-wake, its README says
+    why the monitor does not use it), same CPU and across CPUs.
 Then prints the policy `flexos-vmm --print-policy` picks for the usual runs.
 
 Prints a table and writes OUT_DIR/handoff.json.
 
-Usage: bench_handoff.py VMM IMAGES HOST_HANDOFF OUT_DIR [--calls N] [--round-trips N]
+Usage: bench_handoff.py VMM IMAGES HOST_HANDOFF PVM_WAKE_DIR OUT_DIR [--calls N]
+                        [--round-trips N]
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -52,8 +54,8 @@ def json_lines(text, bench):
     return rows
 
 
-def run(cmd, what, timeout=600):
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def run(cmd, what, timeout=600, cwd=None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if proc.returncode != 0:
         sys.exit(f"bench-handoff: {what} failed with status {proc.returncode}:\n"
                  f"{proc.stderr.strip()}\n{proc.stdout.strip()[-2000:]}")
@@ -88,6 +90,7 @@ def main():
     ap.add_argument("vmm")
     ap.add_argument("images")
     ap.add_argument("host_handoff")
+    ap.add_argument("pvm_wake")
     ap.add_argument("out_dir")
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--round-trips", type=int, default=20000)
@@ -120,9 +123,20 @@ def main():
         us, runs = gate_case(args, "gate-remote-0", 2, tune, prefix)
         rows.append({"what": f"gate round trip, 2 compartments: {label}", "us": us,
                      "runs": runs, "tune": tune, "kind": "handoff"})
-    rows.append({"what": "in-kernel wait: irqfd + halt", "us": None, "kind": "handoff",
-                 "note": "the vCPU wakes but the interrupt is never delivered to a guest "
-                         "that is not PVM-aware (REFERENCE.md): not usable here"})
+    progress("bare KVM guest: exit to the monitor against halt + irqfd (bench/pvm-wake)")
+    run(["make", "-s", "-C", args.pvm_wake], "building bench/pvm-wake")
+    pvmwake = os.path.abspath(os.path.join(args.pvm_wake, "pvmwake"))
+    for mode, label in (("0", "bare guest: exit to the monitor, vCPU thread blocks on an eventfd"),
+                        ("6", "bare guest: halt in ring 0, woken by an irqfd (in-kernel)")):
+        for where in ("same", "cross"):
+            out = run([pvmwake, "-m", mode, "-n", "200", "-w", "20", "-a", where, "-g", "1000"],
+                      f"pvmwake -m {mode}", cwd=args.pvm_wake)
+            found = re.search(r"median ([0-9.]+) us\s+p10 ([0-9.]+)\s+p90 ([0-9.]+)", out)
+            if not found:
+                sys.exit(f"bench-handoff: pvmwake printed no median:\n{out}")
+            med, p10, p90 = (float(x) for x in found.groups())
+            rows.append({"what": f"{label}, {'one CPU' if where == 'same' else 'two CPUs'}",
+                         "us": med, "spread": [p10, p90], "kind": "bare"})
 
     progress("the policy for the usual runs")
     images = args.images
