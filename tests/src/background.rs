@@ -9,13 +9,23 @@ use std::thread;
 
 use crate::{repo_root, require_kvm, vmm_path, TIMEOUT};
 
-/// A monitor run in the background, to be signalled mid-run.
+/// A monitor run in the background, to be signalled mid-run. Dropped before it ended
+/// (a test that failed half-way), it is killed: no monitor outlives its test.
 pub struct Background {
-    child: Child,
+    child: Option<Child>,
     /// Lines of the stream being watched, as they arrive.
     lines: mpsc::Receiver<String>,
     /// The other stream, collected to its end.
-    rest: thread::JoinHandle<String>,
+    rest: Option<thread::JoinHandle<String>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Background {
@@ -68,12 +78,16 @@ impl Background {
             let _ = BufReader::new(other).read_to_string(&mut text);
             text
         });
-        Background { child, lines, rest }
+        Background {
+            child: Some(child),
+            lines,
+            rest: Some(rest),
+        }
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Waits until the watched stream prints `want`; panics if it ends first.
@@ -95,7 +109,7 @@ impl Background {
     /// Sends `signal` (a `kill` name) and returns the exit status, the rest of the
     /// watched stream and the other stream.
     pub fn signal(self, signal: &str) -> (i32, Vec<String>, String) {
-        let pid = self.child.id().to_string();
+        let pid = self.pid().to_string();
         let kill = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
@@ -110,18 +124,29 @@ impl Background {
         self.finish("by itself")
     }
 
-    fn finish(self, how: &str) -> (i32, Vec<String>, String) {
+    fn finish(mut self, how: &str) -> (i32, Vec<String>, String) {
         let (tx, rx) = mpsc::channel();
-        let mut child = self.child;
+        let mut child = self.child.take().expect("the child is waited for once");
+        let pid = child.id();
         thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let status = rx
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("the program did not end {how}"))
-            .expect("wait failed");
+        let status = match rx.recv_timeout(TIMEOUT) {
+            Ok(status) => status.expect("wait failed"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("the program did not end {how}; killed it")
+            }
+        };
         let rest: Vec<String> = self.lines.iter().collect();
-        let other = self.rest.join().unwrap();
+        let other = self
+            .rest
+            .take()
+            .expect("the other stream is read once")
+            .join()
+            .unwrap();
         let code = status
             .code()
             .unwrap_or_else(|| panic!("killed by a signal instead of exiting: {status}"));
