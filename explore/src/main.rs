@@ -14,8 +14,7 @@ use flexos_explore::process::{install_stop_handlers, stop_requested};
 use flexos_explore::report::{self, figure, Context};
 use flexos_explore::search::{explore, Exploration, Measure, Metric, Progress, Settings};
 use flexos_explore::workload::{self, Knobs, Target, Workload};
-use flexos_vmm::image::Image;
-use flexos_vmm::placement::Catalog;
+use flexos_image::{Catalog, Image, ImageError};
 
 const AFTER_HELP: &str = "\
 Placement specs name compartments with '|' and components with ',': 'app|net,netdev'
@@ -134,8 +133,8 @@ macro_rules! say_err {
 /// An error and the exit status it ends the run with.
 struct Fail(u8, String);
 
-/// A monitor-library error (reading the image) with the monitor's exit status for it.
-fn vmm_fail(e: flexos_vmm::error::VmmError) -> Fail {
+/// An error reading the image or a placement, with the monitor's exit status for it.
+fn image_fail(e: ImageError) -> Fail {
     Fail(u8::try_from(e.exit_code()).unwrap_or(1), e.to_string())
 }
 
@@ -268,8 +267,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     });
     // The component table, read as the monitor reads it; it also checks every
     // generated placement file before its run.
-    let catalog =
-        Catalog::from_image(&Image::open(&image, u64::MAX).map_err(vmm_fail)?).map_err(vmm_fail)?;
+    let catalog = Catalog::from_image(&Image::open(&image, u64::MAX).map_err(image_fail)?)
+        .map_err(image_fail)?;
     let names = catalog.components.clone();
     let filter = Filter {
         only: cli.only.clone(),

@@ -5,17 +5,11 @@
 //!
 //! [`HypercallError`]: crate::hypercall::HypercallError
 
-use std::path::PathBuf;
-
 use devices::block::DiskError;
 use devices::net::TapError;
+use flexos_image::ImageError;
 
-/// Command-line or placement mistake.
-pub const EXIT_USAGE: i32 = 64;
-/// The image is not something we can boot.
-pub const EXIT_BAD_IMAGE: i32 = 65;
-/// A file was not found or could not be read.
-pub const EXIT_NO_INPUT: i32 = 66;
+pub use flexos_image::error::{EXIT_BAD_IMAGE, EXIT_NO_INPUT, EXIT_USAGE};
 /// A compartment crashed or violated isolation.
 pub const EXIT_CRASH: i32 = 70;
 /// A file the run needs is in use by another process (a `--disk` another monitor holds):
@@ -35,28 +29,10 @@ pub enum VmmError {
     #[error("{0}")]
     Usage(String),
 
-    #[error("image '{path}' not found; build the images with scripts/build")]
-    ImageNotFound { path: PathBuf },
-
-    #[error("image '{path}' is unreadable: {source}")]
-    ImageUnreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("placement file '{path}' is unreadable: {source}")]
-    ConfigUnreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("image '{path}' is a directory; pass an ELF file such as target/images/hello.elf")]
-    ImageIsDirectory { path: PathBuf },
-
-    #[error("image '{path}' is not bootable: {reason}")]
-    BadImage { path: PathBuf, reason: String },
+    /// The image, its component table or the placement (exit 64, 65 or 66: see
+    /// [`ImageError::exit_code`]).
+    #[error(transparent)]
+    Image(#[from] ImageError),
 
     #[error("{what}: {source}; KVM is required: load the kvm module (kvm_intel, kvm_amd or kvm_pvm) and make /dev/kvm readable and writable by this user (kvm group)")]
     KvmUnavailable {
@@ -93,7 +69,7 @@ pub enum VmmError {
 
     /// Host memory for the guest (mapping, writing the machine state) failed.
     #[error("guest memory: {0}")]
-    Memory(String),
+    Memory(#[from] crate::memory::MemoryError),
 
     #[error("cannot {what} doorbell eventfds: {source}")]
     Doorbell {
@@ -141,11 +117,7 @@ impl VmmError {
     pub fn exit_code(&self) -> i32 {
         match self {
             VmmError::Usage(_) => EXIT_USAGE,
-            VmmError::ImageNotFound { .. }
-            | VmmError::ImageUnreadable { .. }
-            | VmmError::ImageIsDirectory { .. }
-            | VmmError::ConfigUnreadable { .. } => EXIT_NO_INPUT,
-            VmmError::BadImage { .. } => EXIT_BAD_IMAGE,
+            VmmError::Image(e) => e.exit_code(),
             VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
             VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
             VmmError::Disk(DiskError::Locked { .. }) => EXIT_IN_USE,
@@ -219,36 +191,18 @@ mod tests {
     #[test]
     fn each_error_maps_to_its_documented_status() {
         let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
-        let path = PathBuf::from("x");
         let cases = [
             (VmmError::Usage("u".into()), EXIT_USAGE),
+            // The image's own errors keep their statuses (flexos-image decides them).
             (
-                VmmError::ImageNotFound { path: path.clone() },
+                VmmError::Image(ImageError::NotFound { path: "x".into() }),
                 EXIT_NO_INPUT,
             ),
             (
-                VmmError::ImageUnreadable {
-                    path: path.clone(),
-                    source: io(),
-                },
-                EXIT_NO_INPUT,
-            ),
-            (
-                VmmError::ConfigUnreadable {
-                    path: path.clone(),
-                    source: io(),
-                },
-                EXIT_NO_INPUT,
-            ),
-            (
-                VmmError::ImageIsDirectory { path: path.clone() },
-                EXIT_NO_INPUT,
-            ),
-            (
-                VmmError::BadImage {
-                    path,
+                VmmError::Image(ImageError::Bad {
+                    path: "x".into(),
                     reason: "r".into(),
-                },
+                }),
                 EXIT_BAD_IMAGE,
             ),
             (
@@ -275,7 +229,10 @@ mod tests {
                 },
                 EXIT_KVM,
             ),
-            (VmmError::Memory("m".into()), EXIT_KVM),
+            (
+                VmmError::Memory(crate::memory::MemoryError::Layout("m")),
+                EXIT_KVM,
+            ),
             (
                 VmmError::Doorbell {
                     what: "create",

@@ -15,21 +15,18 @@ pub mod coredump;
 pub mod debug;
 pub mod error;
 pub mod escape;
+pub use flexos_image::{elf as image, input_file, placement, symbols};
 pub mod hypercall;
-pub mod image;
-pub mod input_file;
 pub mod insn;
 pub mod memory;
 pub mod mmio;
 pub mod monitor;
-pub mod placement;
 pub mod pod;
 pub mod policy;
 pub mod postmortem;
 pub mod report;
 pub mod signals;
 pub mod stdio;
-pub mod symbols;
 #[cfg(test)]
 mod testing;
 

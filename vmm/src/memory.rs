@@ -23,6 +23,50 @@ use vm_memory::{
 use crate::arch::layout::{MemoryPlan, SharedMapping};
 use crate::error::{Result, VmmError};
 
+/// Why the monitor could not build or write memory for a run: the host's fault or the
+/// monitor's, never the guest's (exit 71).
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("{bytes} bytes of {what} do not fit this host")]
+    TooLarge { what: &'static str, bytes: u64 },
+    #[error("cannot map {kib} KiB of {what}: {source}")]
+    Map {
+        what: &'static str,
+        kib: u64,
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    #[error("{what} overflows the address space")]
+    Overflow { what: &'static str },
+    #[error("cannot assemble {what}: {source}")]
+    Assemble {
+        what: &'static str,
+        #[source]
+        source: vm_memory::GuestRegionCollectionError,
+    },
+    #[error("cannot create the shared region ({step}): {source}")]
+    SharedFile {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {what} at {addr:#x}: {source}")]
+    Write {
+        what: &'static str,
+        addr: u64,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    #[error("{0}")]
+    Layout(&'static str),
+    #[error("the address space ends at {0:#x}, beyond the 512 GiB one page table maps")]
+    AddressSpace(u64),
+    #[error("host address of a region: {0}")]
+    HostAddress(#[source] vm_memory::GuestMemoryError),
+    #[error(transparent)]
+    Image(#[from] flexos_image::elf::LoadError),
+}
+
 const MIB: u64 = 1 << 20;
 
 /// Checks `--mem` (MiB) for `compartments` compartments against the memory map and what
@@ -76,16 +120,19 @@ fn host_available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn map_anonymous(size: u64, what: &str) -> Result<MmapRegion> {
-    let len = usize::try_from(size)
-        .map_err(|_| VmmError::Memory(format!("{size} bytes of {what} do not fit this host")))?;
+fn map_anonymous(size: u64, what: &'static str) -> Result<MmapRegion> {
+    let len = usize::try_from(size).map_err(|_| MemoryError::TooLarge { what, bytes: size })?;
     let region = MmapRegion::build(
         None,
         len,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
     )
-    .map_err(|e| VmmError::Memory(format!("cannot map {} MiB of {what}: {e}", size / MIB)))?;
+    .map_err(|source| MemoryError::Map {
+        what,
+        kib: size / 1024,
+        source,
+    })?;
     advise_huge(&region, what);
     Ok(region)
 }
@@ -131,20 +178,28 @@ impl SharedRegion {
         // preconditions and returns a new descriptor or -1.
         let fd = unsafe { libc::memfd_create(c"flexos-shared".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
-            return Err(VmmError::Memory(format!(
-                "cannot create the shared region (memfd_create): {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(MemoryError::SharedFile {
+                step: "memfd_create",
+                source: std::io::Error::last_os_error(),
+            }
+            .into());
         }
         // SAFETY: `fd` is a descriptor we just created and nobody else owns.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(size)
-            .map_err(|e| VmmError::Memory(format!("cannot size the shared region: {e}")))?;
+            .map_err(|source| MemoryError::SharedFile {
+                step: "ftruncate",
+                source,
+            })?;
         let file = Arc::new(file);
         let region = map_shared(&file, 0..size, SHARED_BASE, "shared memory")?;
         region
             .write_slice(&layout.header().to_bytes(), MemoryRegionAddress(0))
-            .map_err(|e| VmmError::Memory(format!("writing the shared-region header: {e}")))?;
+            .map_err(|source| MemoryError::Write {
+                what: "the shared-region header",
+                addr: SHARED_BASE,
+                source,
+            })?;
         Ok(SharedRegion {
             file,
             region,
@@ -251,28 +306,31 @@ fn map_shared(
     file: &Arc<File>,
     range: Range<u64>,
     gpa: u64,
-    what: &str,
+    what: &'static str,
 ) -> Result<GuestRegionMmap> {
     let len = range.end - range.start;
-    let size = usize::try_from(len)
-        .map_err(|_| VmmError::Memory(format!("{len} bytes of {what} do not fit this host")))?;
+    let size = usize::try_from(len).map_err(|_| MemoryError::TooLarge { what, bytes: len })?;
     let mapping = MmapRegion::build(
         Some(FileOffset::from_arc(file.clone(), range.start)),
         size,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_SHARED | libc::MAP_NORESERVE,
     )
-    .map_err(|e| VmmError::Memory(format!("cannot map {} KiB of {what}: {e}", len / 1024)))?;
+    .map_err(|source| MemoryError::Map {
+        what,
+        kib: len / 1024,
+        source,
+    })?;
     advise_huge(&mapping, what);
     GuestRegionMmap::new(mapping, GuestAddress(gpa))
-        .ok_or_else(|| VmmError::Memory(format!("{what} overflows the address space")))
+        .ok_or_else(|| MemoryError::Overflow { what }.into())
 }
 
-fn private_region(size: u64, base: u64, what: &str) -> Result<Arc<GuestRegionMmap>> {
+fn private_region(size: u64, base: u64, what: &'static str) -> Result<Arc<GuestRegionMmap>> {
     let mapping = map_anonymous(size, what)?;
     GuestRegionMmap::new(mapping, GuestAddress(base))
         .map(Arc::new)
-        .ok_or_else(|| VmmError::Memory(format!("{what} overflows the address space")))
+        .ok_or_else(|| MemoryError::Overflow { what }.into())
 }
 
 /// Builds compartment `id`'s guest memory: low region, data window, and the shared
@@ -300,8 +358,13 @@ pub fn compartment_memory(
             "shared memory",
         )?));
     }
-    GuestMemoryMmap::from_arc_regions(regions)
-        .map_err(|e| VmmError::Memory(format!("cannot assemble guest memory: {e}")))
+    GuestMemoryMmap::from_arc_regions(regions).map_err(|source| {
+        MemoryError::Assemble {
+            what: "guest memory",
+            source,
+        }
+        .into()
+    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 
 use crate::arch::layout::SharedMapping;
 use crate::error::{Result, VmmError};
+use crate::memory::MemoryError;
 
 /// The virtio-mmio Status register: writing 0 resets the device (and stops its thread).
 const STATUS_OFFSET: u64 = 0x70;
@@ -140,11 +141,19 @@ pub fn device_memory(
         // mapping instead of mapping the memory a second time.
         let (_, arc) = mem
             .remove_region(GuestAddress(region.start_addr().0), region.len())
-            .map_err(|e| VmmError::Memory(format!("device memory: {e}")))?;
+            .map_err(|source| MemoryError::Assemble {
+                what: "device memory",
+                source,
+            })?;
         regions.push(arc);
     }
-    GuestMemoryMmap::from_arc_regions(regions)
-        .map_err(|e| VmmError::Memory(format!("cannot assemble device memory: {e}")))
+    GuestMemoryMmap::from_arc_regions(regions).map_err(|source| {
+        MemoryError::Assemble {
+            what: "device memory",
+            source,
+        }
+        .into()
+    })
 }
 
 /// `--disk PATH[,readonly]`.

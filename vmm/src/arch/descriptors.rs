@@ -10,7 +10,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{GDT_ADDR, IDT_ADDR, IST1_TOP, IST2_TOP, TSS_ADDR};
 use super::trampolines;
-use crate::error::{Result, VmmError};
+use crate::error::Result;
+use crate::memory::MemoryError;
 
 pub const KERNEL_CS: u16 = 0x08;
 /// User data selector (RPL 3).
@@ -152,7 +153,14 @@ fn tss_bytes() -> Vec<u8> {
 fn write_u64s(mem: &GuestMemoryMmap, addr: u64, words: &[u64]) -> Result<()> {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     mem.write_slice(&bytes, GuestAddress(addr))
-        .map_err(|e| VmmError::Memory(format!("writing descriptor tables at {addr:#x}: {e}")))
+        .map_err(|source| {
+            MemoryError::Write {
+                what: "descriptor tables",
+                addr,
+                source,
+            }
+            .into()
+        })
 }
 
 /// Writes GDT, TSS, IDT and trampolines into the VMM area.
@@ -160,7 +168,11 @@ pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
     write_u64s(mem, GDT_ADDR, &gdt())?;
 
     mem.write_slice(&tss_bytes(), GuestAddress(TSS_ADDR))
-        .map_err(|e| VmmError::Memory(format!("writing TSS: {e}")))?;
+        .map_err(|source| MemoryError::Write {
+            what: "the TSS",
+            addr: TSS_ADDR,
+            source,
+        })?;
 
     let mut idt = Vec::with_capacity(IDT_ENTRIES * 2);
     for vector in 0..IDT_ENTRIES {

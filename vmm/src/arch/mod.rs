@@ -7,7 +7,7 @@
 
 pub mod cpu;
 pub mod descriptors;
-pub mod image_segment;
+pub use flexos_image::segment as image_segment;
 pub mod layout;
 pub mod paging;
 pub mod trampolines;

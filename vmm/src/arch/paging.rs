@@ -8,7 +8,8 @@ use flexos_abi::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{GuestLayout, Perm, PAGE_TABLES_END, PAGE_TABLES_START};
-use crate::error::{Result, VmmError};
+use crate::error::Result;
+use crate::memory::MemoryError;
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -41,9 +42,7 @@ impl Tables<'_> {
     fn alloc(&mut self) -> Result<u64> {
         let addr = self.next;
         if addr + PAGE_SIZE > PAGE_TABLES_END {
-            return Err(VmmError::Memory(
-                "page tables do not fit in the VMM area".into(),
-            ));
+            return Err(MemoryError::Layout("page tables do not fit in the VMM area").into());
         }
         self.next += PAGE_SIZE;
         Ok(addr)
@@ -56,7 +55,14 @@ impl Tables<'_> {
         }
         self.mem
             .write_slice(&bytes, GuestAddress(addr))
-            .map_err(|e| VmmError::Memory(format!("writing page table at {addr:#x}: {e}")))
+            .map_err(|source| {
+                MemoryError::Write {
+                    what: "a page table",
+                    addr,
+                    source,
+                }
+                .into()
+            })
     }
 }
 
@@ -86,12 +92,7 @@ pub fn build(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<u64> {
     let gibs = usize::try_from(layout.span_end() / GIB)
         .ok()
         .filter(|&n| n <= ENTRIES)
-        .ok_or_else(|| {
-            VmmError::Memory(format!(
-                "the address space ends at {:#x}, beyond the 512 GiB one table maps",
-                layout.span_end()
-            ))
-        })?;
+        .ok_or(MemoryError::AddressSpace(layout.span_end()))?;
     for (gib, pdpte) in (0u64..).zip(&mut pdpt[..gibs]) {
         let pd_addr = tables.alloc()?;
         *pdpte = pd_addr | TABLE;

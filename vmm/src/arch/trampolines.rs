@@ -16,7 +16,8 @@ use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::TRAMPOLINE_ADDR;
-use crate::error::{Result, VmmError};
+use crate::error::Result;
+use crate::memory::MemoryError;
 
 /// Exceptions are vectors 0..32, each with its own trampoline; nothing else is
 /// delivered (the guest takes no IRQs). The IDT has exactly these entries.
@@ -106,7 +107,14 @@ pub fn install(mem: &GuestMemoryMmap) -> Result<()> {
     code.extend(common());
     assert!(TRAMPOLINE_ADDR + code.len() as u64 <= SYSCALL_TRAP_ADDR);
     mem.write_slice(&code, GuestAddress(TRAMPOLINE_ADDR))
-        .map_err(|e| VmmError::Memory(format!("writing trampolines: {e}")))
+        .map_err(|source| {
+            MemoryError::Write {
+                what: "the trampolines",
+                addr: TRAMPOLINE_ADDR,
+                source,
+            }
+            .into()
+        })
 }
 
 #[cfg(test)]

@@ -77,7 +77,14 @@ pub(super) fn write(
     }
 
     let write = |r: std::result::Result<(), vm_memory::GuestMemoryError>| {
-        r.map_err(|e| VmmError::Memory(format!("writing boot info: {e}")))
+        r.map_err(|source| {
+            crate::memory::MemoryError::Write {
+                what: "the boot info",
+                addr: BOOT_INFO_ADDR,
+                source,
+            }
+            .into()
+        })
     };
     write(mem.write_obj(Pod(info), GuestAddress(BOOT_INFO_ADDR)))?;
     write(mem.write_slice(&args, GuestAddress(BOOT_INFO_ADDR + header)))

@@ -38,6 +38,7 @@ use crate::error::{Result, VmmError};
 use crate::escape;
 use crate::hypercall::{GuestBounds, HypercallError};
 use crate::image::Image;
+use crate::memory::MemoryError;
 use crate::memory::{compartment_memory, describe_shared, SharedRegion};
 use crate::mmio::{MmioBus, Window};
 use crate::report::{CrashKind, CrashReport};
@@ -156,7 +157,7 @@ impl Compartment {
         for (slot, region) in (0u32..).zip(mem.iter()) {
             let host = mem
                 .get_host_address(region.start_addr())
-                .map_err(|e| VmmError::Memory(format!("host address of a region: {e}")))?;
+                .map_err(MemoryError::HostAddress)?;
             let gpa = region.start_addr().0;
             // Read-only shared pages are also read-only in the page tables, which ring-3
             // code cannot change; the slot flag is the second wall (a write that got
@@ -204,7 +205,7 @@ impl Compartment {
             shared.mappings(spec.id),
             shared.size(),
         );
-        image.load(&mem)?;
+        image.load(&mem).map_err(MemoryError::from)?;
         descriptors::install(&mem)?;
         let cr3 = paging::build(&mem, &layout)?;
         cpu::setup_cpuid(kvm, &vcpu)?;

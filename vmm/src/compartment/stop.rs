@@ -9,6 +9,7 @@ use super::hook::{Resume, Snapshot, Stop, StopHook};
 use super::{Compartment, Outcome};
 use crate::arch::{cpu, trampolines};
 use crate::error::{Result, VmmError};
+use crate::memory::MemoryError;
 use crate::pod::Pod;
 use crate::report::{AddressMap, CrashKind, CrashReport, MAX_FRAMES};
 
@@ -92,7 +93,11 @@ impl Compartment {
                 trampolines::write_frame(&mut f, &kvm_regs { rflags, ..r });
                 self.mem
                     .write_obj(Pod(f), GuestAddress(at))
-                    .map_err(|e| VmmError::Memory(format!("writing the exception frame: {e}")))?;
+                    .map_err(|source| MemoryError::Write {
+                        what: "the exception frame",
+                        addr: at,
+                        source,
+                    })?;
             }
             _ => {
                 let mut r = snap.regs;

@@ -19,8 +19,8 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-pub use crate::arch::image_segment::{Segment, SegmentPerms};
-use crate::error::{Result, VmmError};
+use crate::error::{ImageError, Result};
+pub use crate::segment::{Segment, SegmentPerms};
 
 /// An image file's bytes, a private copy made once. Never a mapping of the file: a
 /// file truncated under a mapping turns the next read of it into SIGBUS.
@@ -171,8 +171,17 @@ pub fn boot_copy(
 /// Largest image file the monitor reads (debug info included).
 pub const MAX_IMAGE_FILE: u64 = 1 << 30;
 
-fn bad(path: &Path, reason: impl Into<String>) -> VmmError {
-    VmmError::BadImage {
+/// Guest memory refused a validated segment (see [`Image::load`]).
+#[derive(Debug, thiserror::Error)]
+#[error("loading the image segment at {addr:#x}: {source}")]
+pub struct LoadError {
+    pub addr: u64,
+    #[source]
+    pub source: vm_memory::GuestMemoryError,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> ImageError {
+    ImageError::Bad {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -195,20 +204,20 @@ impl Image {
     /// address the image may not reach (the start of the stack/heap area it needs).
     pub fn open(path: &Path, load_limit: u64) -> Result<Image> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => VmmError::ImageNotFound {
+            std::io::ErrorKind::NotFound => ImageError::NotFound {
                 path: path.to_path_buf(),
             },
-            _ => VmmError::ImageUnreadable {
+            _ => ImageError::Unreadable {
                 path: path.to_path_buf(),
                 source: e,
             },
         })?;
         if meta.is_dir() {
-            return Err(VmmError::ImageIsDirectory {
+            return Err(ImageError::IsDirectory {
                 path: path.to_path_buf(),
             });
         }
-        let unreadable = |e| VmmError::ImageUnreadable {
+        let unreadable = |e| ImageError::Unreadable {
             path: path.to_path_buf(),
             source: e,
         };
@@ -444,12 +453,12 @@ impl Image {
     }
 
     /// Copies the validated segment bytes into guest memory (bss stays zero: guest
-    /// memory is fresh).
-    pub fn load(&self, mem: &GuestMemoryMmap) -> Result<()> {
+    /// memory is fresh). A failure is the monitor's (the memory it built is too small),
+    /// never the image's: validation placed every segment.
+    pub fn load(&self, mem: &GuestMemoryMmap) -> std::result::Result<(), LoadError> {
         for (addr, bytes) in self.chunks() {
-            mem.write_slice(bytes, GuestAddress(addr)).map_err(|e| {
-                VmmError::Memory(format!("loading the image segment at {addr:#x}: {e}"))
-            })?;
+            mem.write_slice(bytes, GuestAddress(addr))
+                .map_err(|source| LoadError { addr, source })?;
         }
         Ok(())
     }
@@ -732,7 +741,7 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("flexos-bootcopy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("img");
-        let mut rng = crate::testing::Rng::new(0xb007);
+        let mut rng = flexos_testkit::Rng::new(0xb007);
         for _ in 0..300 {
             // The ELF header plus the first program and section headers it points at.
             let mut bytes = exe[..exe.len().min(256 << 10)].to_vec();
@@ -774,7 +783,7 @@ pub(crate) mod tests {
         // Text and data, so mutations reach a second program header too.
         let full = with_second_segment(minimal(), (0x10_1000, 16, 0x1000, elf::PF_R | elf::PF_W));
         assert_eq!(check(full.clone()).unwrap().segments.len(), 2);
-        let mut rng = crate::testing::Rng::new(0x5eed);
+        let mut rng = flexos_testkit::Rng::new(0x5eed);
         let mut accepted = 0;
         for _ in 0..50_000 {
             let mut bytes = full.clone();

@@ -11,8 +11,8 @@
 use std::path::Path;
 
 use flexos_testkit::ElfBuilder;
-use flexos_vmm::image::{self, Image, ImageBytes};
-use flexos_vmm::placement::Catalog;
+use flexos_image::elf::{self as image, Image, ImageBytes};
+use flexos_image::placement::Catalog;
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 

@@ -17,8 +17,8 @@ use flexos_abi::{
 use object::{Object, ObjectSection};
 use serde::Deserialize;
 
-use crate::error::{Result, VmmError};
-use crate::image::Image;
+use crate::elf::Image;
+use crate::error::{ConfigError, ImageError, PlacementError, Result, RuleError, TableError};
 
 /// The name of the only component of an image that declares no component table.
 pub const IMPLICIT_COMPONENT: &str = "app";
@@ -29,7 +29,7 @@ pub const MAX_CONFIG_FILE: u64 = 1 << 20;
 /// Reads a `--config` file: a regular file of at most [`MAX_CONFIG_FILE`] bytes of
 /// UTF-8 (so `/dev/zero`, a FIFO or a huge file is refused instead of read forever).
 pub fn read_config(path: &Path) -> Result<String> {
-    let unreadable = |source| VmmError::ConfigUnreadable {
+    let unreadable = |source| ImageError::ConfigUnreadable {
         path: path.to_path_buf(),
         source,
     };
@@ -77,18 +77,21 @@ pub struct Catalog {
     pub splits: Vec<Placement>,
 }
 
-fn bad_table(image: &Image, why: String) -> VmmError {
-    VmmError::BadImage {
+fn bad_table(image: &Image, source: TableError) -> ImageError {
+    ImageError::Table {
         path: image.path.clone(),
-        reason: format!("its component table ({COMPONENT_SECTION}) is invalid: {why}"),
+        source,
     }
 }
 
-fn text(n: &[u8; NAME_LEN], what: &str) -> std::result::Result<String, String> {
+fn text(
+    n: &[u8; NAME_LEN],
+    what: impl FnOnce() -> String,
+) -> std::result::Result<String, TableError> {
     match name_str(n) {
-        Some("") => Err(format!("{what} has an empty name")),
+        Some("") => Err(TableError::EmptyName { what: what() }),
         Some(s) => Ok(s.to_string()),
-        None => Err(format!("{what} name is not UTF-8")),
+        None => Err(TableError::NotUtf8 { what: what() }),
     }
 }
 
@@ -97,7 +100,7 @@ impl Catalog {
     /// [`IMPLICIT_COMPONENT`], and runs in one compartment.
     pub fn from_image(image: &Image) -> Result<Catalog> {
         let file = object::File::parse(&*image.bytes)
-            .map_err(|e| bad_table(image, format!("unreadable ELF: {e}")))?;
+            .map_err(|e| bad_table(image, TableError::Elf(e.to_string())))?;
         let Some(section) = file.section_by_name(COMPONENT_SECTION) else {
             let name = IMPLICIT_COMPONENT.to_string();
             return Ok(Catalog {
@@ -113,15 +116,18 @@ impl Catalog {
         };
         let data = section
             .data()
-            .map_err(|e| bad_table(image, format!("unreadable: {e}")))?;
+            .map_err(|e| bad_table(image, TableError::Section(e.to_string())))?;
         Self::parse(data).map_err(|why| bad_table(image, why))
     }
 
     /// Decodes and validates the raw table bytes (untrusted: they come from a file).
-    pub fn parse(data: &[u8]) -> std::result::Result<Catalog, String> {
+    pub fn parse(data: &[u8]) -> std::result::Result<Catalog, TableError> {
         let size = std::mem::size_of::<ComponentTable>();
         if data.len() < size {
-            return Err(format!("{} bytes, expected {size}", data.len()));
+            return Err(TableError::Short {
+                got: data.len(),
+                want: size,
+            });
         }
         // SAFETY: `data` holds at least size_of::<ComponentTable>() bytes and the table is
         // repr(C) plain integers and byte arrays, valid for any bit pattern;
@@ -129,61 +135,60 @@ impl Catalog {
         let table: ComponentTable =
             unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<ComponentTable>()) };
         if table.magic != COMPONENT_MAGIC {
-            return Err("bad magic".into());
+            return Err(TableError::Magic);
         }
         if table.version != COMPONENT_VERSION {
-            return Err(format!(
-                "version {} (this monitor reads version {COMPONENT_VERSION})",
-                table.version
-            ));
+            return Err(TableError::Version(table.version));
         }
         let count = table.component_count as usize;
         if count == 0 || count > MAX_COMPONENTS {
-            return Err(format!("{count} components (want 1..={MAX_COMPONENTS})"));
+            return Err(TableError::ComponentCount(count));
         }
         let mut components = Vec::with_capacity(count);
         for (i, n) in table.components[..count].iter().enumerate() {
-            let name = text(n, &format!("component {i}"))?;
+            let name = text(n, || format!("component {i}"))?;
             if components.contains(&name) {
-                return Err(format!("component '{name}' is declared twice"));
+                return Err(TableError::DeclaredTwice(name));
             }
             components.push(name);
         }
         let split_count = table.split_count as usize;
         if split_count > MAX_SPLITS {
-            return Err(format!("{split_count} splits (at most {MAX_SPLITS})"));
+            return Err(TableError::SplitCount(split_count));
         }
         let mut splits: Vec<Placement> = Vec::new();
         for split in &table.splits[..split_count] {
             let n = split.compartments as usize;
             if n == 0 || n > MAX_COMPARTMENTS {
-                return Err(format!("a split into {n} compartments"));
+                return Err(TableError::SplitSize(n));
             }
             let mut compartments = Vec::with_capacity(n);
             for (c, name) in split.names[..n].iter().enumerate() {
                 compartments.push(CompartmentPlan {
-                    name: text(name, &format!("compartment {c} of the {n}-way split"))?,
+                    name: text(name, || format!("compartment {c} of the {n}-way split"))?,
                     components: Vec::new(),
                 });
             }
             let assignment = split.placement[..count].to_vec();
             for (i, &c) in assignment.iter().enumerate() {
-                let plan = compartments.get_mut(c as usize).ok_or_else(|| {
-                    format!(
-                        "the {n}-way split puts '{}' in compartment {c}",
-                        components[i]
-                    )
-                })?;
+                let plan =
+                    compartments
+                        .get_mut(c as usize)
+                        .ok_or_else(|| TableError::OutsideSplit {
+                            n,
+                            component: components[i].clone(),
+                            compartment: c,
+                        })?;
                 plan.components.push(components[i].clone());
             }
             if splits.iter().any(|s| s.compartments.len() == n) {
-                return Err(format!("two {n}-way splits"));
+                return Err(TableError::TwoSplits(n));
             }
             let placement = Placement {
                 compartments,
                 assignment,
             };
-            check(&placement).map_err(|e| format!("the {n}-way split: {e}"))?;
+            check(&placement).map_err(|rule| TableError::Rule { n, rule })?;
             splits.push(placement);
         }
         splits.sort_by_key(|s| s.compartments.len());
@@ -239,31 +244,31 @@ impl Catalog {
             .find(|s| s.compartments.len() == n as usize)
             .cloned()
             .ok_or_else(|| {
-                VmmError::Usage(format!(
-                    "--compartments {n}: the image has no {n}-way split; {}; or give a placement with --config",
-                    self.offer()
-                ))
+                PlacementError::NoSplit {
+                    n,
+                    offer: self.offer(),
+                }
+                .into()
             })
     }
 
     /// A placement from a `--config` file's text.
     pub fn placement_from_config(&self, path: &Path, text: &str) -> Result<Placement> {
-        let usage =
-            |why: String| VmmError::Usage(format!("{}: {why}; {}", path.display(), self.offer()));
-        let file: ConfigFile = toml::from_str(text).map_err(|e| {
-            usage(format!(
-                "not a valid placement file: {}",
-                e.message().trim()
-            ))
-        })?;
+        let usage = |why: ConfigError| -> ImageError {
+            PlacementError::Config {
+                path: path.to_path_buf(),
+                why,
+                offer: self.offer(),
+            }
+            .into()
+        };
+        let file: ConfigFile = toml::from_str(text)
+            .map_err(|e| usage(ConfigError::Syntax(e.message().trim().to_string())))?;
         if file.compartment.is_empty() {
-            return Err(usage("no [[compartment]] entries".into()));
+            return Err(usage(ConfigError::NoEntries));
         }
         if file.compartment.len() > MAX_COMPARTMENTS {
-            return Err(usage(format!(
-                "{} compartments; at most {MAX_COMPARTMENTS}",
-                file.compartment.len()
-            )));
+            return Err(usage(ConfigError::TooMany(file.compartment.len())));
         }
         let mut assignment = vec![u8::MAX; self.components.len()];
         let mut compartments = Vec::new();
@@ -274,13 +279,13 @@ impl Catalog {
                     .iter()
                     .position(|k| k == comp)
                     .ok_or_else(|| {
-                        usage(format!(
-                            "unknown component '{comp}' in compartment '{}'",
-                            entry.name
-                        ))
+                        usage(ConfigError::UnknownComponent {
+                            component: comp.clone(),
+                            compartment: entry.name.clone(),
+                        })
                     })?;
                 if assignment[i] != u8::MAX {
-                    return Err(usage(format!("component '{comp}' is placed twice")));
+                    return Err(usage(ConfigError::PlacedTwice(comp.clone())));
                 }
                 assignment[i] = u8::try_from(c).expect("at most MAX_COMPARTMENTS, checked above");
             }
@@ -290,34 +295,28 @@ impl Catalog {
             });
         }
         if let Some(i) = assignment.iter().position(|&c| c == u8::MAX) {
-            return Err(usage(format!(
-                "component '{}' is not placed",
-                self.components[i]
-            )));
+            return Err(usage(ConfigError::NotPlaced(self.components[i].clone())));
         }
         let placement = Placement {
             compartments,
             assignment,
         };
-        check(&placement).map_err(usage)?;
+        check(&placement).map_err(|rule| usage(rule.into()))?;
         Ok(placement)
     }
 }
 
 /// Rules every placement obeys, whoever wrote it.
-fn check(p: &Placement) -> std::result::Result<(), String> {
+fn check(p: &Placement) -> std::result::Result<(), RuleError> {
     for (i, c) in p.compartments.iter().enumerate() {
         if c.name.is_empty() || c.name.len() > NAME_LEN {
-            return Err(format!(
-                "compartment name '{}' must be 1..={NAME_LEN} bytes",
-                c.name
-            ));
+            return Err(RuleError::NameLength(c.name.clone()));
         }
         if p.compartments[..i].iter().any(|o| o.name == c.name) {
-            return Err(format!("two compartments are named '{}'", c.name));
+            return Err(RuleError::DuplicateName(c.name.clone()));
         }
         if c.components.is_empty() {
-            return Err(format!("compartment '{}' is empty", c.name));
+            return Err(RuleError::Empty(c.name.clone()));
         }
     }
     Ok(())
@@ -403,25 +402,38 @@ mod tests {
         assert!(Catalog::parse(&bytes(&t)).is_err());
         let mut t = table();
         t.component_count = 99;
-        assert!(Catalog::parse(&bytes(&t)).is_err());
+        assert_eq!(
+            Catalog::parse(&bytes(&t)).unwrap_err(),
+            TableError::ComponentCount(99)
+        );
         let mut t = table();
         t.splits[1].placement[2] = 7;
-        assert!(Catalog::parse(&bytes(&t))
-            .unwrap_err()
-            .contains("compartment 7"));
+        assert_eq!(
+            Catalog::parse(&bytes(&t)).unwrap_err().to_string(),
+            "the 2-way split puts 'netdev' in compartment 7"
+        );
         let mut t = table();
         t.components[2] = name("net");
-        assert!(Catalog::parse(&bytes(&t)).unwrap_err().contains("twice"));
+        assert_eq!(
+            Catalog::parse(&bytes(&t)).unwrap_err(),
+            TableError::DeclaredTwice("net".into())
+        );
         let mut t = table();
         t.splits[1].placement[0] = 1; // compartment 0 left empty
-        assert!(Catalog::parse(&bytes(&t)).unwrap_err().contains("empty"));
-        assert!(Catalog::parse(&bytes(&table())[..100]).is_err());
+        assert_eq!(
+            Catalog::parse(&bytes(&t)).unwrap_err().to_string(),
+            "the 2-way split: compartment 'app' is empty"
+        );
+        assert!(matches!(
+            Catalog::parse(&bytes(&table())[..100]),
+            Err(TableError::Short { got: 100, .. })
+        ));
     }
 
     #[test]
     fn mutated_tables_never_panic_and_what_passes_is_consistent() {
         let good = bytes(&table());
-        let mut rng = crate::testing::Rng::new(7);
+        let mut rng = flexos_testkit::Rng::new(7);
         for _ in 0..20_000 {
             let mut b = good.clone();
             rng.mutate(&mut b);
@@ -440,7 +452,7 @@ mod tests {
     fn mutated_config_files_never_panic() {
         let c = catalog();
         let good = b"[[compartment]]\nname = \"a\"\ncomponents = [\"app\"]\n[[compartment]]\nname = \"b\"\ncomponents = [\"netdev\", \"net\"]\n";
-        let mut rng = crate::testing::Rng::new(11);
+        let mut rng = flexos_testkit::Rng::new(11);
         for _ in 0..5_000 {
             let mut b = good.to_vec();
             rng.mutate(&mut b);

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use flexos_vmm::placement::Catalog;
+use flexos_image::placement::Catalog;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
