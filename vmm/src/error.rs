@@ -78,6 +78,7 @@ pub enum VmmError {
         source: std::io::Error,
     },
 
+    #[cfg(feature = "gdb")]
     #[error(transparent)]
     Debug(#[from] crate::debug::error::DebugError),
 
@@ -141,8 +142,10 @@ impl VmmError {
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_)
-            | VmmError::Affinity(_)
-            | VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
+            | VmmError::Affinity(_) => EXIT_KVM,
+            #[cfg(feature = "gdb")]
+            VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
+            #[cfg(feature = "gdb")]
             VmmError::Debug(_) => EXIT_USAGE,
         }
     }

@@ -10,8 +10,11 @@ pub mod arch;
 pub mod cli;
 pub mod compartment;
 pub mod console;
+#[cfg(feature = "gdb")]
 pub mod core_dir;
+#[cfg(feature = "gdb")]
 pub mod coredump;
+#[cfg(feature = "gdb")]
 pub mod debug;
 pub mod error;
 pub mod escape;
@@ -23,8 +26,10 @@ pub mod mmio;
 pub mod monitor;
 pub mod pod;
 pub mod policy;
+#[cfg(feature = "gdb")]
 pub mod postmortem;
 pub mod report;
+pub mod session;
 pub mod signals;
 pub mod stdio;
 #[cfg(test)]
@@ -33,10 +38,10 @@ mod testing;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
-use devices::block::{Block, Execution};
+use devices::block::Block;
 use devices::net::{Net, Tap};
 use devices::report::RateLimited;
-use flexos_abi::{DEVICE_BLOCK, DEVICE_NET, MAX_COMPARTMENTS};
+use flexos_abi::MAX_COMPARTMENTS;
 use kvm_bindings::KVM_API_VERSION;
 use kvm_ioctls::Kvm;
 
@@ -44,15 +49,10 @@ use crate::arch::layout::MemoryPlan;
 use crate::cli::Cli;
 use crate::error::{Result, VmmError};
 use crate::image::Image;
-use crate::mmio::Window;
-use crate::monitor::{DiskPlan, NetPlan, RunPlan};
+use crate::mmio::{Model, PlannedDevice};
+use crate::monitor::RunPlan;
 use crate::placement::Catalog;
-use crate::policy::{DeviceKind, DeviceRun, Policy, Tune};
-
-/// The component that drives a `--disk`: the disk belongs to its compartment.
-pub const BLOCK_DRIVER: &str = "blkdev";
-/// The component that drives a `--net`: the network device belongs to its compartment.
-pub const NET_DRIVER: &str = "netdev";
+use crate::policy::{DeviceKind, Policy, Tune};
 
 /// The KVM device; `FLEXOS_KVM_DEVICE` overrides it (tests use it to check the error
 /// path without taking /dev/kvm away from the machine).
@@ -117,8 +117,9 @@ fn thread_policy(
         .iter()
         .map(|c| {
             c.components.iter().all(|name| {
-                (name == BLOCK_DRIVER && !attached(DeviceKind::Block))
-                    || (name == NET_DRIVER && !attached(DeviceKind::Net))
+                [DeviceKind::Block, DeviceKind::Net]
+                    .iter()
+                    .any(|&kind| name == kind.driver() && !attached(kind))
             })
         })
         .collect();
@@ -133,6 +134,22 @@ fn thread_policy(
     );
     tracing::info!(target: "flexos_vmm::policy", json = %policy.json(), "{policy}");
     Ok(policy)
+}
+
+/// Opens `--disk`'s file, refusing the image being booted (before the open: the image
+/// need not be whole sectors, and this says why).
+fn open_disk(cli: &Cli, image: &Image) -> Result<Block> {
+    let arg = cli.disk.as_ref().expect("opened only when given");
+    let same =
+        std::fs::metadata(&arg.path).is_ok_and(|m| image.file_id() == Some((m.dev(), m.ino())));
+    if same {
+        return Err(VmmError::Usage(format!(
+            "--disk {}: that is the image being booted ({}); give a disk image",
+            crate::escape::line(&arg.path.display().to_string()),
+            crate::escape::line(&cli.image.display().to_string())
+        )));
+    }
+    Ok(Block::open(&arg.path, arg.readonly)?)
 }
 
 /// Runs the monitor for a parsed command line; returns the process exit status.
@@ -166,105 +183,55 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
         .expect("a placement has at most MAX_COMPARTMENTS compartments");
     memory::private_size_from_mib(cli.mem, count)?;
     let plan = MemoryPlan::new(mem_size, image.end, count)?;
+    // The devices the command line asks for, in window order (one list drives their
+    // windows, the policy, attachment, boot info and the end of the run).
+    let wanted: Vec<DeviceKind> = [
+        cli.disk.as_ref().map(|_| DeviceKind::Block),
+        cli.net.as_ref().map(|_| DeviceKind::Net),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let owner = |kind: DeviceKind| {
+        mmio::owner_of(
+            kind.driver(),
+            kind.option(),
+            &catalog.components,
+            &placement.assignment,
+        )
+    };
     if cli.print_policy {
-        let mut devices = Vec::new();
-        if cli.disk.is_some() {
-            let owner = mmio::owner_of(
-                BLOCK_DRIVER,
-                "--disk",
-                &catalog.components,
-                &placement.assignment,
-            )?;
-            devices.push((DeviceKind::Block, owner));
-        }
-        if cli.net.is_some() {
-            let owner = mmio::owner_of(
-                NET_DRIVER,
-                "--net",
-                &catalog.components,
-                &placement.assignment,
-            )?;
-            devices.push((DeviceKind::Net, owner));
-        }
+        // The devices are not opened: only their owners matter to the policy.
+        let devices = wanted
+            .iter()
+            .map(|&kind| Ok((kind, owner(kind)?)))
+            .collect::<Result<Vec<_>>>()?;
         let policy = thread_policy(&placement, devices, cli.tune.unwrap_or_default())?;
         stdio::stdout(&format!("{policy}\n{}\n", policy.json()));
         return Ok(0);
     }
-    // The file first: a missing disk is reported as such whatever the image.
-    let disk = match &cli.disk {
-        Some(arg) => {
-            // Before opening: the image need not be whole sectors, and this says why.
-            let same = std::fs::metadata(&arg.path)
-                .is_ok_and(|m| image.file_id() == Some((m.dev(), m.ino())));
-            if same {
-                return Err(VmmError::Usage(format!(
-                    "--disk {}: that is the image being booted ({}); give a disk image",
-                    crate::escape::line(&arg.path.display().to_string()),
-                    crate::escape::line(&cli.image.display().to_string())
-                )));
+    let mut devices = Vec::with_capacity(wanted.len());
+    for (index, &kind) in (0u32..).zip(&wanted) {
+        // The backend first: a missing disk or tap is reported as such whatever the
+        // image's components.
+        let faults = guest_fault_report(kind.name());
+        let model = match kind {
+            DeviceKind::Block => {
+                Model::Block(open_disk(&cli, &image)?.with_report(faults.report()))
             }
-            let faults = guest_fault_report("virtio-blk");
-            let block = Block::open(&arg.path, arg.readonly)?.with_report(faults.report());
-            let owner = mmio::owner_of(
-                BLOCK_DRIVER,
-                "--disk",
-                &catalog.components,
-                &placement.assignment,
-            )?;
-            Some(DiskPlan {
-                window: Window::new(0, DEVICE_BLOCK, owner),
-                block,
-                faults,
-            })
-        }
-        None => None,
-    };
-    // The tap first, like the disk file: a missing tap is reported as such whatever
-    // the image. Its window follows the disk's.
-    let net = match &cli.net {
-        Some(arg) => {
-            let tap = Tap::open(&arg.tap)?;
-            let owner = mmio::owner_of(
-                NET_DRIVER,
-                "--net",
-                &catalog.components,
-                &placement.assignment,
-            )?;
-            let faults = guest_fault_report("virtio-net");
-            Some(NetPlan {
-                window: Window::new(u32::from(disk.is_some()), DEVICE_NET, owner),
-                net: Net::new(tap, arg.mac).with_report(faults.report()),
-                faults,
-            })
-        }
-        None => None,
-    };
-    let devices = disk
-        .iter()
-        .map(|d| (DeviceKind::Block, d.window.owner))
-        .chain(net.iter().map(|n| (DeviceKind::Net, n.window.owner)))
-        .collect();
-    let policy = thread_policy(&placement, devices, cli.tune.unwrap_or_default())?;
-    let disk = disk.map(|mut d| {
-        let how = policy.device_run(DeviceKind::Block);
-        let execution = match how {
-            DeviceRun::OwnThread => Execution::OwnThread,
-            DeviceRun::OwnerVcpu => Execution::Inline,
+            DeviceKind::Net => {
+                let arg = cli.net.as_ref().expect("wanted only when given");
+                Model::Net(Net::new(Tap::open(&arg.tap)?, arg.mac).with_report(faults.report()))
+            }
         };
-        d.block = d
-            .block
-            .with_execution(execution)
-            // A device thread without a CPU of its own: see devices::virtio::queue.
-            .with_adaptive_poll(policy.crowded)
-            .with_cpu(policy.cpu_of(&format!("virtio-blk-{}", d.window.owner)));
-        d
-    });
-    let net = net.map(|mut n| {
-        n.net = n
-            .net
-            .with_cpu(policy.cpu_of(&format!("virtio-net-{}", n.window.owner)));
-        n
-    });
+        devices.push(PlannedDevice::new(index, kind, owner(kind)?, model, faults));
+    }
+    let policy = thread_policy(
+        &placement,
+        devices.iter().map(|d| (d.kind, d.window.owner)).collect(),
+        cli.tune.unwrap_or_default(),
+    )?;
+    let devices = devices.into_iter().map(|d| d.apply(&policy)).collect();
     let kvm = open_kvm()?;
     monitor::run(
         &kvm,
@@ -276,13 +243,12 @@ pub fn run(cli: Cli, start: Instant) -> Result<i32> {
             shared_size,
             guest_args: cli.guest_args,
             timings: cli.timings,
-            gdb: cli.gdb,
-            disk,
-            net,
-            post_mortem: postmortem::PostMortemPlan {
-                core_dir: cli.core,
-                gdb: cli.gdb_on_crash,
+            devices,
+            debug: session::DebugPlan {
+                gdb: cli.gdb,
+                gdb_on_crash: cli.gdb_on_crash,
                 gdb_wait: cli.gdb_wait.map(std::time::Duration::from_secs),
+                core_dir: cli.core,
             },
         },
         start,

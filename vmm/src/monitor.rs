@@ -1,31 +1,29 @@
 //! The run as a whole: one thread per compartment, and the first outcome (an exit, a
 //! crash, a KVM failure) decides how the process ends. Ending the process tears every
 //! other compartment down, so no peer is ever left waiting on a dead one.
+//!
+//! [`run`] goes through its phases in order: the debugger's listeners ([`session`]),
+//! the machine ([`build`]: shared region, doorbells, compartments, devices), the vCPU
+//! threads, the first outcome ([`wait_for_outcome`]), and the end ([`finish`]: devices
+//! stopped, peers told, timings and the report).
 
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use devices::block::Block;
-use devices::block::Execution;
-use devices::net::{Net, Tap};
 use devices::report::RateLimited;
 use devices::virtio::StopFlag;
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::MemoryPlan;
-use crate::compartment::{
-    Compartment, CompartmentSpec, Doorbells, Kicks, Milestones, Outcome, StopHook,
-};
-use crate::debug::listen::GdbListener;
-use crate::debug::stub::{self, SessionEnd};
-use crate::debug::Debugger;
+use crate::compartment::{Compartment, CompartmentSpec, Doorbells, Milestones, Outcome};
 use crate::error::{Result, VmmError, EXIT_CRASH};
 use crate::image::Image;
 use crate::memory::SharedRegion;
-use crate::mmio::{self, Window};
+use crate::mmio::{self, DeviceHandle, Model, PlannedDevice, Window};
 use crate::placement::Placement;
 use crate::policy::{self, Policy};
-use crate::postmortem::{self, PostMortemEvent, PostMortemPlan};
+use crate::session::{self, DebugPlan, Event, Session};
 use crate::symbols::Symbolizer;
 
 /// Everything a run needs, decided before any VM exists.
@@ -38,30 +36,39 @@ pub struct RunPlan {
     pub shared_size: u64,
     pub guest_args: Vec<String>,
     pub timings: bool,
-    /// Where to serve GDB, if at all.
-    pub gdb: Option<String>,
-    /// What to do on a crash (`--core`, `--gdb-on-crash`).
-    pub post_mortem: PostMortemPlan,
-    /// The `--disk` device and the window of the compartment that owns it.
-    pub disk: Option<DiskPlan>,
-    /// The `--net` device and the window of the compartment that owns it.
-    pub net: Option<NetPlan>,
+    /// `--gdb`, `--gdb-on-crash`, `--core`.
+    pub debug: DebugPlan,
+    /// The devices, in window order, each with its owner.
+    pub devices: Vec<PlannedDevice>,
 }
 
-/// A virtio-blk device and where it goes.
-pub struct DiskPlan {
-    pub window: Window,
-    pub block: Block,
-    /// The device's rate-limited reports of driver bugs, flushed when the run ends.
-    pub faults: RateLimited,
+/// What the monitor thread waits for: a compartment's end, or the debugger's news.
+enum Report {
+    Ended(u32, Outcome),
+    Debug(Event),
 }
 
-/// A virtio-net device and where it goes.
-pub struct NetPlan {
-    pub window: Window,
-    pub net: Net<Tap>,
-    /// As [`DiskPlan::faults`].
-    pub faults: RateLimited,
+/// The machine of a run, built and not yet running.
+struct Machine {
+    shared: SharedRegion,
+    compartments: Vec<Compartment>,
+    names: Arc<Vec<String>>,
+    milestones: Vec<Arc<Milestones>>,
+    /// Every device's register file (the monitor stops them at the end) and the flags
+    /// that cut short a queue served in a vCPU thread, without the lock that thread
+    /// holds.
+    devices: Vec<DeviceHandle>,
+    ends: Vec<StopFlag>,
+    faults: Vec<RateLimited>,
+    net_stats: Option<Arc<devices::net::NetStats>>,
+}
+
+/// How the run's first outcome came about.
+struct Ended {
+    id: u32,
+    outcome: Outcome,
+    at: Instant,
+    cores: Vec<PathBuf>,
 }
 
 fn micros(start: Instant, t: Option<&Instant>) -> String {
@@ -70,34 +77,40 @@ fn micros(start: Instant, t: Option<&Instant>) -> String {
     })
 }
 
-/// What the monitor thread waits for: a compartment's end, or the GDB session's.
-enum Report {
-    Ended(u32, Outcome),
-    Gdb(SessionEnd),
-    PostMortem(PostMortemEvent),
-}
-
 /// Boots every compartment and returns the process exit status.
 pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
-    // Before any VM exists: a --gdb address that cannot be served is a usage error. A
-    // debugging session can outlast the image file: read all of it before waiting.
-    let listener = match run.gdb.as_deref() {
-        Some(addr) => {
-            run.image.file_bytes();
-            Some(GdbListener::bind(addr)?)
-        }
-        None => None,
+    // Before any VM exists: a --gdb address that cannot be served is a usage error.
+    let debug = session::prepare(&run.debug, &run.image)?;
+    let mut machine = build(kvm, &mut run)?;
+    let (tx, rx) = mpsc::channel();
+    let events: session::Events = {
+        let tx = std::sync::Mutex::new(tx.clone());
+        Arc::new(move |e| {
+            let _ = tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .send(Report::Debug(e));
+        })
     };
-    let crash_listener = match run.post_mortem.gdb.as_deref() {
-        Some(addr) => {
-            run.image.file_bytes();
-            Some(GdbListener::bind(addr)?)
+    let session = debug.start(&machine.compartments, &machine.names, &run.image, events)?;
+    spawn_vcpus(
+        std::mem::take(&mut machine.compartments),
+        &run.policy,
+        &session,
+        &tx,
+    )?;
+    drop(tx);
+    match wait_for_outcome(&rx, &session)? {
+        Some(ended) => finish(&run, machine, ended, start),
+        None => {
+            crate::stderr_line!("flexos-vmm: the run was killed from gdb");
+            Ok(EXIT_CRASH)
         }
-        None => None,
-    };
-    // Whichever way the run ends, the socket file it created goes with it.
-    let _socket_file = listener.as_ref().and_then(GdbListener::socket_file);
-    let _crash_socket_file = crash_listener.as_ref().and_then(GdbListener::socket_file);
+    }
+}
+
+/// The shared region, the doorbells, every compartment with its devices attached.
+fn build(kvm: &Kvm, run: &mut RunPlan) -> Result<Machine> {
     let count = u32::try_from(run.placement.compartments.len())
         .expect("a placement has at most MAX_COMPARTMENTS compartments");
     let shared = SharedRegion::new(run.shared_size, count)?;
@@ -109,31 +122,23 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             .map(|c| c.name.clone())
             .collect(),
     );
-
-    let windows: Arc<Vec<Window>> = Arc::new(
-        run.disk
-            .iter()
-            .map(|d| d.window.clone())
-            .chain(run.net.iter().map(|n| n.window.clone()))
-            .collect(),
-    );
-    let net_stats = run.net.as_ref().map(|n| n.net.stats().clone());
-    let ends: Vec<StopFlag> = run.disk.iter().map(|d| d.block.end_flag()).collect();
-    let faults: Vec<RateLimited> = run
-        .disk
+    let windows: Arc<Vec<Window>> =
+        Arc::new(run.devices.iter().map(|d| d.window.clone()).collect());
+    let ends = run
+        .devices
         .iter()
-        .map(|d| d.faults.clone())
-        .chain(run.net.iter().map(|n| n.faults.clone()))
+        .filter_map(PlannedDevice::end_flag)
         .collect();
-    // Stopped when the run ends, so a device thread never outlives its run's answer
-    // (in-flight requests finish, the disk file is closed before the process exits).
-    let mut devices = Vec::new();
-    let mut compartments = Vec::with_capacity(count as usize);
+    let faults = run.devices.iter().map(|d| d.faults.clone()).collect();
+    let net_stats = run.devices.iter().find_map(PlannedDevice::net_stats);
     // The CPUs of this process's affinity mask (what `taskset` leaves), not the machine's.
     let host_cpus = u32::try_from(run.policy.cpus.len()).unwrap_or(u32::MAX);
     if run.policy.idle_spinner {
         policy::start_idle_spinners(&run.policy.cpus).map_err(VmmError::VcpuThread)?;
     }
+    let mut planned = std::mem::take(&mut run.devices);
+    let mut devices = Vec::new();
+    let mut compartments = Vec::with_capacity(count as usize);
     for (id, plan) in (0u32..).zip(&run.placement.compartments) {
         let spec = CompartmentSpec {
             id,
@@ -148,37 +153,21 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
             spin_rounds: run.policy.spin_rounds(id),
         };
         let mut comp = Compartment::create(kvm, spec, &run.image, &run.plan, &shared, &doorbells)?;
-        if let Some(disk) = run.disk.take_if(|d| d.window.owner == id) {
-            // A block device run in its owner's vCPU thread is answered when the
-            // kick exits to the monitor: no ioeventfd for it.
-            let kicks = match disk.block.execution() {
-                Execution::OwnThread => Kicks::InKernel,
-                Execution::Inline => Kicks::Exit,
-            };
-            devices.push(comp.attach(&disk.window, disk.block, "virtio-blk device", kicks)?);
+        let (own, rest): (Vec<_>, Vec<_>) = planned.into_iter().partition(|d| d.window.owner == id);
+        planned = rest;
+        for device in own {
+            let (window, kicks, name) = (device.window.clone(), device.kicks(), device.kind.name());
+            devices.push(match device.model {
+                Model::Block(b) => comp.attach(&window, b, "virtio-blk device", kicks)?,
+                Model::Net(n) => comp.attach(&window, n, "virtio-net device", kicks)?,
+            });
             tracing::debug!(
                 compartment = id,
-                window = format_args!(
-                    "{:#x}..{:#x}",
-                    disk.window.range.start, disk.window.range.end
-                ),
-                "virtio-blk attached"
+                window = format_args!("{:#x}..{:#x}", window.range.start, window.range.end),
+                ?kicks,
+                "{name} attached"
             );
         }
-        if let Some(net) = run.net.take_if(|n| n.window.owner == id) {
-            devices.push(comp.attach(
-                &net.window,
-                net.net,
-                "virtio-net device",
-                Kicks::InKernel,
-            )?);
-            tracing::debug!(
-                compartment = id,
-                window = format_args!("{:#x}..{:#x}", net.window.range.start, net.window.range.end),
-                "virtio-net attached"
-            );
-        }
-        compartments.push(comp);
         tracing::debug!(
             compartment = id,
             name = %plan.name,
@@ -195,31 +184,33 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
                 "shared part"
             );
         }
+        compartments.push(comp);
     }
-    let milestones: Vec<Arc<Milestones>> =
-        compartments.iter().map(|c| c.milestones.clone()).collect();
-    let debugger = if listener.is_some() || run.post_mortem.wanted() {
-        let new = if listener.is_some() {
-            Debugger::new
-        } else {
-            Debugger::on_crash
-        };
-        Some(Arc::new(new(
-            names.to_vec(),
-            compartments.iter().map(|c| c.memory()).collect(),
-            compartments.iter().map(|c| c.cr3).collect(),
-            run.image.code(),
-        )?))
-    } else {
-        None
-    };
+    let milestones = compartments.iter().map(|c| c.milestones.clone()).collect();
+    Ok(Machine {
+        shared,
+        compartments,
+        names,
+        milestones,
+        devices,
+        ends,
+        faults,
+        net_stats,
+    })
+}
 
-    let (tx, rx) = mpsc::channel();
+/// One thread per compartment, pinned where the policy says, reporting its outcome.
+fn spawn_vcpus(
+    compartments: Vec<Compartment>,
+    policy: &Policy,
+    session: &Session,
+    tx: &mpsc::Sender<Report>,
+) -> Result<()> {
     for mut comp in compartments {
         let tx = tx.clone();
         let id = comp.spec.id;
-        let debugger = debugger.clone();
-        let cpu = run.policy.cpu_of(&format!("vcpu-{id}"));
+        let hook = session.hook();
+        let cpu = policy.cpu_of(&format!("vcpu-{id}"));
         std::thread::Builder::new()
             .name(format!("vcpu-{}", comp.spec.name))
             .spawn(move || {
@@ -228,74 +219,67 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
                     // thread runs where the scheduler puts it.
                     let _ = policy::pin_current_thread(cpu);
                 }
-                let outcome = comp.run(debugger.as_deref().map(|d| d as &dyn StopHook));
+                let outcome = comp.run(hook.as_deref().map(|h| h as _));
                 let _ = tx.send(Report::Ended(id, outcome));
             })
             .map_err(VmmError::VcpuThread)?;
     }
-    if let (Some(listener), Some(dbg)) = (listener, &debugger) {
-        let tx = tx.clone();
-        stub::serve_in_background(listener, dbg.clone(), move |end| {
-            let _ = tx.send(Report::Gdb(end));
-        })
-        .map_err(VmmError::GdbThread)?;
-    }
-    if let (true, Some(dbg)) = (run.post_mortem.wanted(), &debugger) {
-        let tx = tx.clone();
-        let watcher = postmortem::Watcher {
-            core_dir: run.post_mortem.core_dir.clone(),
-            gdb: crash_listener,
-            gdb_wait: run.post_mortem.gdb_wait,
-            image: run.image.path.clone(),
-        };
-        postmortem::watch_in_background(watcher, dbg.clone(), move |e| {
-            let _ = tx.send(Report::PostMortem(e));
-        })
-        .map_err(VmmError::GdbThread)?;
-    }
-    drop(tx);
+    Ok(())
+}
+
+/// The first compartment to end decides; `None` when GDB killed the run first.
+fn wait_for_outcome(rx: &mpsc::Receiver<Report>, session: &Session) -> Result<Option<Ended>> {
     let mut cores = Vec::new();
-    // The first compartment to end decides; the GDB session may end the run first.
-    let (id, outcome) = loop {
+    loop {
         match rx.recv() {
-            Ok(Report::Gdb(SessionEnd::Killed)) => {
-                crate::stderr_line!("flexos-vmm: the run was killed from gdb");
-                return Ok(EXIT_CRASH);
-            }
-            Ok(Report::Gdb(SessionEnd::Over))
-            | Ok(Report::PostMortem(PostMortemEvent::Gdb(SessionEnd::Over))) => {}
-            Ok(Report::PostMortem(PostMortemEvent::Gdb(SessionEnd::Killed))) => {
-                crate::stderr_line!("flexos-vmm: the run was killed from gdb");
-                return Ok(EXIT_CRASH);
-            }
-            Ok(Report::PostMortem(PostMortemEvent::Cores(paths))) => cores = paths,
+            Ok(Report::Debug(Event::Killed)) => return Ok(None),
+            Ok(Report::Debug(Event::Over)) => {}
+            Ok(Report::Debug(Event::Cores(paths))) => cores = paths,
             Ok(Report::Ended(id, outcome)) => {
+                let at = Instant::now();
                 // The stub is telling a connected GDB how the run ended: let it finish.
-                if debugger.as_ref().is_some_and(|d| d.in_session()) {
-                    while !matches!(
-                        rx.recv(),
-                        Ok(Report::Gdb(_) | Report::PostMortem(PostMortemEvent::Gdb(_))) | Err(_)
-                    ) {}
+                if session.in_session() {
+                    while let Ok(report) = rx.recv() {
+                        match report {
+                            Report::Debug(Event::Cores(paths)) => cores = paths,
+                            Report::Debug(_) => break,
+                            Report::Ended(..) => {}
+                        }
+                    }
                 }
-                break (id, outcome);
+                return Ok(Some(Ended {
+                    id,
+                    outcome,
+                    at,
+                    cores,
+                }));
             }
             Err(_) => return Err(VmmError::NoOutcome),
         }
-    };
-    let end = Instant::now();
+    }
+}
+
+/// Stops the devices, tells the peers, prints timings and the report; the exit status.
+fn finish(run: &RunPlan, machine: Machine, ended: Ended, start: Instant) -> Result<i32> {
+    let Ended {
+        id,
+        outcome,
+        at,
+        cores,
+    } = ended;
     // First without the locks: a device run in a vCPU thread holds its lock while it
     // works through a queue.
-    for flag in &ends {
+    for flag in &machine.ends {
         flag.set();
     }
-    for device in &devices {
+    for device in &machine.devices {
         mmio::lock(device).stop();
     }
     // After the stop: no device reports any more, so the counts are final.
-    for f in &faults {
+    for f in &machine.faults {
         f.flush();
     }
-    if let Some(stats) = &net_stats {
+    if let Some(stats) = &machine.net_stats {
         tracing::debug!(counters = %stats.summary(), "virtio-net");
     }
     tracing::debug!(compartment = id, ?outcome, "first outcome ends the run");
@@ -305,18 +289,17 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         run.image.file_bytes();
         // Peers blocked in a gate call to it return PeerDead instead of waiting; the
         // process then ends, which stops every vCPU.
-        shared.mark_dead(id);
+        machine.shared.mark_dead(id);
     }
-
     if run.timings {
-        for (id, m) in milestones.iter().enumerate() {
+        for (id, m) in machine.milestones.iter().enumerate() {
             crate::stderr_line!(
                 "timings: compartment={id} vm_created_us={} guest_main_us={}",
                 micros(start, m.vm_created.get()),
                 micros(start, m.guest_main.get())
             );
         }
-        crate::stderr_line!("timings: exit_us={}", micros(start, Some(&end)));
+        crate::stderr_line!("timings: exit_us={}", micros(start, Some(&at)));
     }
     match outcome {
         Outcome::Exited(code) => Ok(code as i32),

@@ -414,6 +414,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
             .is_ok()
     }
 
+    /// Stops the device for good at the end of a run (its thread joined), as a driver's
+    /// reset would.
+    pub fn stop(&mut self) {
+        self.reset();
+    }
+
     /// Status 0: stop the device and forget everything the driver set up.
     fn reset(&mut self) {
         self.device.reset();

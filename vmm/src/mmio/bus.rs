@@ -1,6 +1,5 @@
-//! Devices in MMIO windows (DESIGN section 7), the monitor's side: which compartment
-//! owns which window, what memory its device may touch, and where an owner's MMIO exit
-//! goes.
+//! The device windows as the vCPU loop sees them: which compartment owns which window,
+//! what memory its device may touch, and where an owner's MMIO exit goes.
 //!
 //! Device `i` of a run has the window `MMIO_BASE + i * MMIO_WINDOW_SIZE`. No memory slot
 //! backs it, so every access exits to the monitor: in the owner's VM it reaches the
@@ -9,7 +8,6 @@
 //! at all: they are ioeventfds that wake the device thread in the kernel.
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use devices::virtio::mmio::MmioTransport;
@@ -18,11 +16,8 @@ use flexos_abi::{DeviceInfo, DEVICE_BLOCK, DEVICE_NET, MMIO_BASE, MMIO_WINDOW_SI
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::arch::layout::SharedMapping;
-use crate::error::{Result, VmmError};
+use crate::error::Result;
 use crate::memory::MemoryError;
-
-/// The virtio-mmio Status register: writing 0 resets the device (and stops its thread).
-const STATUS_OFFSET: u64 = 0x70;
 
 /// A device's register file as the vCPU loop drives it. Offsets are relative to the
 /// window; the access size is `data.len()`.
@@ -30,9 +25,7 @@ pub trait MmioDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     fn write(&mut self, offset: u64, data: &[u8]);
     /// Stops the device (and joins its thread) at the end of the run.
-    fn stop(&mut self) {
-        self.write(STATUS_OFFSET, &0u32.to_le_bytes());
-    }
+    fn stop(&mut self);
 }
 
 impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
@@ -41,6 +34,9 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
         MmioTransport::write(self, offset, data);
+    }
+    fn stop(&mut self) {
+        MmioTransport::stop(self);
     }
 }
 
@@ -156,116 +152,6 @@ pub fn device_memory(
     })
 }
 
-/// `--disk PATH[,readonly]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskArg {
-    pub path: PathBuf,
-    pub readonly: bool,
-}
-
-/// Parses `--disk`'s value. Text after the last comma is a flag, so a path that holds a
-/// comma is refused rather than guessed at.
-pub fn parse_disk_arg(value: &str) -> std::result::Result<DiskArg, String> {
-    let (path, readonly) = match value.rsplit_once(',') {
-        Some((path, "readonly")) => (path, true),
-        Some((_, flag)) => {
-            return Err(format!(
-                "unknown flag {flag:?}; the only flag is `readonly` (PATH[,readonly])"
-            ))
-        }
-        None => (value, false),
-    };
-    if path.is_empty() {
-        return Err("empty path; give PATH[,readonly]".into());
-    }
-    Ok(DiskArg {
-        path: PathBuf::from(path),
-        readonly,
-    })
-}
-
-/// `--net tap=NAME[,mac=MAC]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetArg {
-    /// An existing tap interface of this network namespace.
-    pub tap: String,
-    pub mac: [u8; 6],
-}
-
-/// The guest's MAC address unless `--net` gives one.
-pub const DEFAULT_MAC: [u8; 6] = devices::net::DEFAULT_MAC;
-
-/// Parses `--net`'s value: comma-separated `key=value` pairs, `tap` required, `mac`
-/// optional (six hex bytes separated by `:`, unicast).
-pub fn parse_net_arg(value: &str) -> std::result::Result<NetArg, String> {
-    const FORM: &str = "give tap=NAME[,mac=MAC]";
-    let mut tap = None;
-    let mut mac = None;
-    for pair in value.split(',') {
-        let Some((key, val)) = pair.split_once('=') else {
-            return Err(format!("{pair:?} is not key=value; {FORM}"));
-        };
-        let slot_taken = match key {
-            "tap" => tap.replace(val).is_some(),
-            "mac" => mac.replace(parse_mac(val)?).is_some(),
-            _ => return Err(format!("unknown key {key:?}; {FORM}")),
-        };
-        if slot_taken {
-            return Err(format!("{key} given twice; {FORM}"));
-        }
-    }
-    let Some(tap) = tap else {
-        return Err(format!("no tap name; {FORM}"));
-    };
-    devices::net::tap::check_name(tap).map_err(|e| e.to_string())?;
-    Ok(NetArg {
-        tap: tap.to_owned(),
-        mac: mac.unwrap_or(DEFAULT_MAC),
-    })
-}
-
-/// A unicast MAC address written as six `:`-separated hex bytes.
-fn parse_mac(text: &str) -> std::result::Result<[u8; 6], String> {
-    let bad = || format!("bad MAC address {text:?}; give six hex bytes such as 52:54:00:12:34:56");
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.len() != 2 {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    if mac[0] & 1 != 0 {
-        return Err(format!(
-            "MAC address {text} is a multicast address; the guest needs a unicast one"
-        ));
-    }
-    Ok(mac)
-}
-
-/// The compartment hosting `component` (the device's driver), given the catalog's
-/// component names and the placement's assignment; a usage error listing the image's
-/// components when it has none of that name.
-pub fn owner_of(
-    component: &str,
-    option: &str,
-    components: &[String],
-    assignment: &[u8],
-) -> Result<u32> {
-    let index = components.iter().position(|c| c == component);
-    match index.and_then(|i| assignment.get(i)) {
-        Some(&owner) => Ok(u32::from(owner)),
-        None => Err(VmmError::Usage(format!(
-            "{option} needs a `{component}` component (its driver) in the image, which has: {}",
-            components.join(", ")
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +171,7 @@ mod tests {
         fn write(&mut self, offset: u64, data: &[u8]) {
             self.0.push((offset, data.len()));
         }
+        fn stop(&mut self) {}
     }
 
     #[test]
@@ -325,99 +212,6 @@ mod tests {
         assert!(bus.lookup(u64::MAX, 8).is_none());
         assert!(MmioBus::default().lookup(MMIO_BASE, 4).is_none());
         assert_eq!(probe.lock().unwrap().0, [(0x50, 4)]);
-    }
-
-    #[test]
-    fn the_disk_flag_is_readonly_or_nothing() {
-        let ok = |s: &str| parse_disk_arg(s).unwrap();
-        assert_eq!(
-            ok("d.img"),
-            DiskArg {
-                path: "d.img".into(),
-                readonly: false
-            }
-        );
-        assert_eq!(
-            ok("/x/d.img,readonly"),
-            DiskArg {
-                path: "/x/d.img".into(),
-                readonly: true
-            }
-        );
-        assert!(parse_disk_arg("d.img,rw").unwrap_err().contains("\"rw\""));
-        assert!(parse_disk_arg("d.img,").is_err());
-        assert!(parse_disk_arg(",readonly").is_err());
-        assert!(parse_disk_arg("").is_err());
-    }
-
-    #[test]
-    fn net_takes_a_tap_name_and_an_optional_mac() {
-        let ok = |s: &str| parse_net_arg(s).unwrap();
-        assert_eq!(
-            ok("tap=flx0"),
-            NetArg {
-                tap: "flx0".into(),
-                mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
-            }
-        );
-        assert_eq!(
-            ok("mac=02:AB:cd:00:00:01,tap=t"),
-            NetArg {
-                tap: "t".into(),
-                mac: [2, 0xab, 0xcd, 0, 0, 1]
-            }
-        );
-        let err = |s: &str| parse_net_arg(s).unwrap_err();
-        assert_eq!(
-            err("tap=t,speed=10"),
-            "unknown key \"speed\"; give tap=NAME[,mac=MAC]"
-        );
-        assert_eq!(
-            err("flx0"),
-            "\"flx0\" is not key=value; give tap=NAME[,mac=MAC]"
-        );
-        assert_eq!(
-            err("mac=02:00:00:00:00:01"),
-            "no tap name; give tap=NAME[,mac=MAC]"
-        );
-        assert_eq!(
-            err("tap=a,tap=b"),
-            "tap given twice; give tap=NAME[,mac=MAC]"
-        );
-        assert_eq!(
-            err("tap="),
-            "tap name \"\" is not an interface name: it is empty"
-        );
-        assert!(err("tap=a-very-long-tap-name").contains("longer than 15 bytes"));
-        for mac in [
-            "02:00:00:00:00",
-            "02:00:00:00:00:01:02",
-            "2:0:0:0:0:1",
-            "zz:00:00:00:00:01",
-            "",
-        ] {
-            assert!(
-                err(&format!("tap=t,mac={mac}")).starts_with("bad MAC address"),
-                "{mac:?}"
-            );
-        }
-        assert_eq!(
-            err("tap=t,mac=01:00:5e:00:00:01"),
-            "MAC address 01:00:5e:00:00:01 is a multicast address; the guest needs a unicast one"
-        );
-    }
-
-    #[test]
-    fn the_device_belongs_to_the_compartment_hosting_its_driver() {
-        let comps: Vec<String> = ["app", "vfs", "blkdev"].map(String::from).to_vec();
-        assert_eq!(owner_of("blkdev", "--disk", &comps, &[0, 1, 2]).unwrap(), 2);
-        assert_eq!(owner_of("blkdev", "--disk", &comps, &[0, 1, 1]).unwrap(), 1);
-        let e = owner_of("blkdev", "--disk", &["app".into(), "net".into()], &[0, 0]).unwrap_err();
-        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
-        assert_eq!(
-            e.to_string(),
-            "--disk needs a `blkdev` component (its driver) in the image, which has: app, net"
-        );
     }
 
     #[test]
