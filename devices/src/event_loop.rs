@@ -12,6 +12,7 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::runner::ThreadSpec;
 use crate::virtio::queue::{ChainHandler, QueueRunner};
 use crate::virtio::StopFlag;
 
@@ -29,10 +30,12 @@ impl<H: ChainHandler> QueueSubscriber<H> {
 
 impl<H: ChainHandler> MutEventSubscriber for QueueSubscriber<H> {
     fn init(&mut self, ops: &mut EventOps) {
-        for (index, (_, kick)) in self.queues.iter().enumerate() {
-            // Adding a fresh eventfd to a fresh epoll only fails when the kernel is
-            // out of memory; the queue then stays asleep and the guest sees no answer.
-            let _ = ops.add(Events::with_data(kick, index as u32, EventSet::IN));
+        for (index, (runner, kick)) in self.queues.iter_mut().enumerate() {
+            // A queue whose kick cannot be watched would never be served: it fails, and
+            // the guest sees DEVICE_NEEDS_RESET and the reason instead of silence.
+            if let Err(e) = ops.add(Events::with_data(kick, index as u32, EventSet::IN)) {
+                runner.fail(&format!("cannot watch the kick of queue {index}: {e}"));
+            }
         }
     }
 
@@ -48,11 +51,20 @@ impl<H: ChainHandler> MutEventSubscriber for QueueSubscriber<H> {
 /// Wakes the loop so it sees the stop flag.
 struct StopSubscriber {
     event: EventFd,
+    /// Why the stop EventFd could not be watched, if it could not.
+    failed: std::sync::Arc<std::sync::Mutex<Option<io::Error>>>,
 }
 
 impl MutEventSubscriber for StopSubscriber {
     fn init(&mut self, ops: &mut EventOps) {
-        let _ = ops.add(Events::new(&self.event, EventSet::IN));
+        if let Err(e) = ops.add(Events::new(&self.event, EventSet::IN)) {
+            *self
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(io::Error::other(
+                format!("cannot watch the stop event: {e}"),
+            ));
+        }
     }
 
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
@@ -70,35 +82,50 @@ pub struct DeviceThread {
 }
 
 impl DeviceThread {
-    /// Starts a thread named `name` that runs `subscriber` until stopped.
-    pub fn spawn<S>(name: &str, subscriber: S) -> io::Result<DeviceThread>
+    /// Starts a thread named `name` that runs `subscriber` until stopped (a failure of
+    /// its event loop ends the thread unreported: tests).
+    pub fn spawn<S>(name: &'static str, subscriber: S) -> io::Result<DeviceThread>
     where
         S: MutEventSubscriber + Send + 'static,
     {
-        Self::spawn_with_stop(name, subscriber, StopFlag::default(), None)
+        let spec = ThreadSpec {
+            name,
+            stop: StopFlag::default(),
+            cpu: None,
+            on_failure: Box::new(|_| {}),
+        };
+        Self::spawn_with(spec, subscriber)
     }
 
-    /// [`Self::spawn`] with a stop flag the subscriber also holds, so work it is in the
-    /// middle of gives up when the thread is stopped, and pinned to `cpu` if given.
-    pub fn spawn_with_stop<S>(
-        name: &str,
-        subscriber: S,
-        stopping: StopFlag,
-        cpu: Option<usize>,
-    ) -> io::Result<DeviceThread>
+    /// Starts the thread `spec` describes: named, pinned to its CPU if given, stopped
+    /// through its stop flag (which the subscriber may share, so work in the middle of
+    /// a request gives up), and telling `spec.on_failure` if its event loop fails.
+    pub fn spawn_with<S>(spec: ThreadSpec, subscriber: S) -> io::Result<DeviceThread>
     where
         S: MutEventSubscriber + Send + 'static,
     {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let mut manager = EventManager::<Subscriber>::new()
             .map_err(|e| io::Error::other(format!("event manager: {e}")))?;
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        // Registration runs `init` now: a loop nothing could wake to stop is refused
+        // before it starts.
         manager.add_subscriber(Box::new(StopSubscriber {
             event: stop.try_clone()?,
+            failed: failed.clone(),
         }));
+        if let Some(e) = failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            return Err(e);
+        }
         manager.add_subscriber(Box::new(subscriber));
-        let flag = stopping.clone();
+        let flag = spec.stop.clone();
+        let (cpu, on_failure) = (spec.cpu, spec.on_failure);
         let handle = std::thread::Builder::new()
-            .name(name.to_owned())
+            .name(spec.name.to_owned())
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     // Placement is a performance choice: a refusal (a CPU taken away
@@ -107,15 +134,17 @@ impl DeviceThread {
                 }
                 while !flag.is_set() {
                     // An epoll error other than EINTR (reported as 0 events) cannot be
-                    // retried meaningfully: the device goes quiet, the monitor lives on.
-                    if manager.run().is_err() {
+                    // retried meaningfully: the device stops, says why, and the guest
+                    // sees DEVICE_NEEDS_RESET; the monitor lives on.
+                    if let Err(e) = manager.run() {
+                        on_failure(&format!("its event loop failed: {e}; the device stops"));
                         break;
                     }
                 }
             })?;
         Ok(DeviceThread {
             stop,
-            stopping,
+            stopping: spec.stop,
             handle: Some(handle),
         })
     }
@@ -205,5 +234,46 @@ mod tests {
         // Reset joins the thread; the device is gone until the next DRIVER_OK.
         write_reg(&mut t, VIRTIO_MMIO_STATUS, 0);
         assert!(!t.is_activated());
+    }
+
+    /// A device thread that cannot watch its queue's kick says so and shows
+    /// DEVICE_NEEDS_RESET instead of leaving the guest's requests unanswered in
+    /// silence. The kick EventFd's descriptor is replaced by /dev/null before the
+    /// driver starts the device: epoll refuses to watch it.
+    #[test]
+    fn a_kick_the_thread_cannot_watch_is_reported_and_needs_reset() {
+        use std::os::fd::AsRawFd;
+        use std::sync::{Arc, Mutex};
+        use virtio_bindings::bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET;
+
+        let file = TempFile::new().unwrap();
+        std::fs::write(file.as_path(), vec![0u8; 4096]).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let block = Block::open(file.as_path(), false)
+            .unwrap()
+            .with_report(Arc::new(move |t: &str| {
+                sink.lock().unwrap().push(t.to_string())
+            }));
+        let mem = memory();
+        let mut t = MmioTransport::new(block, mem.clone()).unwrap();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let kick = t.queue_event(0).unwrap().as_raw_fd();
+        // SAFETY: both descriptors are open; dup2 makes `kick` another name for
+        // /dev/null, which the EventFd then owns and closes as before.
+        assert_eq!(unsafe { libc::dup2(devnull.as_raw_fd(), kick) }, kick);
+        let d = Driver::new(&mem, 16);
+        let status = d.init(&mut t, 1 << VIRTIO_F_VERSION_1);
+        assert_eq!(
+            status & VIRTIO_CONFIG_S_NEEDS_RESET,
+            VIRTIO_CONFIG_S_NEEDS_RESET
+        );
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("cannot watch the kick of queue 0: ")
+                && lines[0].ends_with("; the device needs a reset"),
+            "{lines:?}"
+        );
     }
 }

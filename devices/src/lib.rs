@@ -47,6 +47,7 @@ pub mod block;
 pub mod event_loop;
 pub mod net;
 pub mod report;
+pub mod runner;
 #[cfg(test)]
 mod testing;
 pub mod virtio;

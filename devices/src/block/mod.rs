@@ -33,27 +33,18 @@ use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::DescriptorChain;
 use vm_memory::Bytes;
-use vmm_sys_util::eventfd::EventFd;
 
 pub use self::disk::{Disk, DiskError, SECTOR_SIZE};
 use self::request::ParseError;
-use crate::event_loop::{DeviceThread, QueueSubscriber};
+use crate::event_loop::QueueSubscriber;
 use crate::report::Report;
+pub use crate::runner::Execution;
+use crate::runner::{Running, ThreadSpec};
 use crate::virtio::queue::{ChainError, ChainHandler, QueueRunner, Unanswerable, DEFAULT_POLL};
 use crate::virtio::{ActivateError, Activation, GuestMemory, StopFlag, VirtioDevice};
 
 /// Size of the request queue (the driver may choose a smaller power of two).
 pub const QUEUE_SIZE: u16 = 256;
-
-/// Where the queue runs once the driver starts the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Execution {
-    /// On the device's own thread, woken by the kick EventFd (the monitor's setup).
-    OwnThread,
-    /// On the caller's thread: each QueueNotify that reaches the transport processes
-    /// the queue (for a VMM without ioeventfd, and for tests).
-    Inline,
-}
 
 /// Answers the chains of the request queue.
 pub struct BlockHandler {
@@ -87,16 +78,6 @@ impl ChainHandler for BlockHandler {
     }
 }
 
-enum Running {
-    Stopped,
-    Inline(Box<QueueRunner<BlockHandler>>),
-    /// The thread (stopped and joined on drop) and a clone of its kick EventFd.
-    Thread {
-        _thread: DeviceThread,
-        kick: EventFd,
-    },
-}
-
 /// A virtio-blk device model; put it in a [`crate::virtio::mmio::MmioTransport`].
 pub struct Block {
     disk: Arc<Disk>,
@@ -111,7 +92,7 @@ pub struct Block {
     /// holds that lock (its vCPU is in the middle of a kick) for as long as the queue
     /// takes, so only this flag can cut it short.
     ended: StopFlag,
-    running: Running,
+    running: Running<QueueRunner<BlockHandler>>,
 }
 
 impl Block {
@@ -206,10 +187,9 @@ impl Block {
     /// In [`Execution::Inline`], answers every available request now; returns how
     /// many. Does nothing otherwise.
     pub fn process_queue(&mut self) -> usize {
-        match &mut self.running {
-            Running::Inline(runner) => runner.process_queue(),
-            _ => 0,
-        }
+        self.running
+            .inline()
+            .map_or(0, |runner| runner.process_queue())
     }
 }
 
@@ -262,6 +242,7 @@ impl VirtioDevice for Block {
             disk: self.disk.clone(),
             stop: stop.clone(),
         };
+        let needs_reset = activation.needs_reset.clone();
         let mut runner = QueueRunner::new(activation.mem, queue, handler, activation.needs_reset);
         runner.set_poll(self.poll);
         runner.set_adaptive_poll(self.adaptive_poll);
@@ -269,35 +250,32 @@ impl VirtioDevice for Block {
         if let Some(report) = &self.report {
             runner.set_report(report.clone());
         }
-        self.running = match self.execution {
-            Execution::Inline => Running::Inline(Box::new(runner)),
-            Execution::OwnThread => {
-                let notify = kick.try_clone().map_err(ActivateError::Thread)?;
-                let subscriber = QueueSubscriber::new(vec![(runner, kick)]);
-                let thread =
-                    DeviceThread::spawn_with_stop("virtio-blk", subscriber, stop, self.cpu)
-                        .map_err(ActivateError::Thread)?;
-                Running::Thread {
-                    _thread: thread,
-                    kick: notify,
+        let report = self.report.clone();
+        let spec = ThreadSpec {
+            name: "virtio-blk",
+            stop,
+            cpu: self.cpu,
+            on_failure: Box::new(move |why| {
+                if let Some(report) = &report {
+                    report(why);
                 }
-            }
+                needs_reset.raise();
+            }),
         };
+        self.running = Running::start(
+            self.execution,
+            runner,
+            vec![kick],
+            spec,
+            |runner, mut kicks| QueueSubscriber::new(vec![(runner, kicks.remove(0))]),
+        )?;
         Ok(())
     }
 
-    fn queue_notify(&mut self, _queue: u16) {
-        match &mut self.running {
-            Running::Inline(runner) => {
-                runner.process_queue();
-            }
-            // What KVM does when the kick is registered as an ioeventfd. A full
-            // counter (2^64 - 2 kicks) is impossible: the thread drains it.
-            Running::Thread { kick, .. } => {
-                let _ = kick.write(1);
-            }
-            Running::Stopped => {}
-        }
+    fn queue_notify(&mut self, queue: u16) {
+        self.running.notify(queue, |runner| {
+            runner.process_queue();
+        });
     }
 
     fn reset(&mut self) {

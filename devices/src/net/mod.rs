@@ -77,13 +77,12 @@ use virtio_bindings::bindings::virtio_net::{
 };
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
-use vmm_sys_util::eventfd::EventFd;
 
 pub use self::backend::{Backend, SocketBackend};
 use self::subscriber::NetSubscriber;
 pub use self::tap::{Tap, TapError};
 use self::worker::{Worker, WorkerConfig};
-use crate::event_loop::DeviceThread;
+use crate::runner::{Running, ThreadSpec};
 use crate::virtio::{ActivateError, Activation, VirtioDevice};
 
 /// Size of each queue (the driver may choose a smaller power of two).
@@ -174,25 +173,7 @@ impl NetStats {
     }
 }
 
-/// Where the queues run once the driver starts the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Execution {
-    /// On the device's own thread (the monitor's setup).
-    OwnThread,
-    /// On the caller's thread, at each QueueNotify that reaches the transport (tests
-    /// and fuzzing: deterministic, no thread).
-    Inline,
-}
-
-enum Running<B: Backend> {
-    Stopped,
-    Inline(Box<Worker<B>>),
-    /// The thread (stopped and joined on drop) and clones of the kick EventFds.
-    Thread {
-        _thread: DeviceThread,
-        kicks: Vec<EventFd>,
-    },
-}
+pub use crate::runner::Execution;
 
 /// A virtio-net device model; put it in a [`crate::virtio::mmio::MmioTransport`].
 pub struct Net<B: Backend> {
@@ -203,7 +184,7 @@ pub struct Net<B: Backend> {
     stats: Arc<NetStats>,
     report: Report,
     cpu: Option<usize>,
-    running: Running<B>,
+    running: Running<Worker<B>>,
 }
 
 impl<B: Backend> Net<B> {
@@ -258,7 +239,7 @@ impl<B: Backend> Net<B> {
 
     /// In [`Execution::Inline`], moves every frame it can now. Does nothing otherwise.
     pub fn process(&mut self) {
-        if let Running::Inline(worker) = &mut self.running {
+        if let Some(worker) = self.running.inline() {
             worker.run();
         }
     }
@@ -312,56 +293,50 @@ impl<B: Backend> VirtioDevice for Net<B> {
         self.backend
             .set_offload(csum, tso4)
             .map_err(ActivateError::Backend)?;
+        let needs_reset = activation.needs_reset.clone();
         let worker = Worker::new(WorkerConfig {
             mem: activation.mem,
             rx,
             tx,
             backend: self.backend.clone(),
             interrupt: activation.interrupt,
-            needs_reset: activation.needs_reset,
+            needs_reset: activation.needs_reset.clone(),
             stats: self.stats.clone(),
             report: self.report.clone(),
             rx_need: receive_need(acked),
             poll: self.poll,
         });
-        self.running = match self.execution {
-            Execution::Inline => Running::Inline(Box::new(worker)),
-            Execution::OwnThread => {
-                let clones = vec![
-                    rx_kick.try_clone().map_err(ActivateError::Thread)?,
-                    tx_kick.try_clone().map_err(ActivateError::Thread)?,
-                ];
-                let subscriber = NetSubscriber::new(worker, rx_kick, tx_kick);
-                let thread = DeviceThread::spawn_with_stop(
-                    "virtio-net",
-                    subscriber,
-                    crate::virtio::StopFlag::default(),
-                    self.cpu,
-                )
-                .map_err(ActivateError::Thread)?;
-                Running::Thread {
-                    _thread: thread,
-                    kicks: clones,
-                }
-            }
+        let (report, stats) = (self.report.clone(), self.stats.clone());
+        let spec = ThreadSpec {
+            name: "virtio-net",
+            stop: crate::virtio::StopFlag::default(),
+            cpu: self.cpu,
+            on_failure: Box::new(move |why| {
+                report(why);
+                stats
+                    .faults
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                needs_reset.raise();
+            }),
         };
+        self.running = Running::start(
+            self.execution,
+            worker,
+            vec![rx_kick, tx_kick],
+            spec,
+            |worker, mut kicks| {
+                let tx_kick = kicks.pop().expect("two kicks");
+                let rx_kick = kicks.pop().expect("two kicks");
+                NetSubscriber::new(worker, rx_kick, tx_kick)
+            },
+        )?;
         Ok(())
     }
 
     fn queue_notify(&mut self, queue: u16) {
-        match &mut self.running {
-            Running::Inline(worker) => {
-                worker.run();
-            }
-            // What KVM does for a registered ioeventfd. A full counter is impossible:
-            // the thread drains it.
-            Running::Thread { kicks, .. } => {
-                if let Some(kick) = kicks.get(usize::from(queue)) {
-                    let _ = kick.write(1);
-                }
-            }
-            Running::Stopped => {}
-        }
+        self.running.notify(queue, |worker| {
+            worker.run();
+        });
     }
 
     fn reset(&mut self) {

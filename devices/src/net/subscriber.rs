@@ -69,10 +69,17 @@ impl<B: Backend> NetSubscriber<B> {
 
 impl<B: Backend> MutEventSubscriber for NetSubscriber<B> {
     fn init(&mut self, ops: &mut EventOps) {
-        // Adding a fresh eventfd to a fresh epoll only fails when the kernel is out of
-        // memory; the queue then stays asleep and the guest sees no answer.
-        let _ = ops.add(Events::with_data(&self.rx_kick, RX_KICK, EventSet::IN));
-        let _ = ops.add(Events::with_data(&self.tx_kick, TX_KICK, EventSet::IN));
+        // A queue whose kick cannot be watched would never be served: the device fails,
+        // and the guest sees DEVICE_NEEDS_RESET and the reason instead of silence.
+        for (kick, data, name) in [
+            (&self.rx_kick, RX_KICK, "receive"),
+            (&self.tx_kick, TX_KICK, "transmit"),
+        ] {
+            if let Err(e) = ops.add(Events::with_data(kick, data, EventSet::IN)) {
+                self.worker
+                    .cannot_watch(format!("cannot watch the kick of the {name} queue: {e}"));
+            }
+        }
         // Buffers the driver posted before DRIVER_OK.
         let want = self.worker.run();
         self.watch(want, ops);

@@ -10,7 +10,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
@@ -40,6 +40,9 @@ pub enum NetFault {
         #[source]
         source: virtio_queue::Error,
     },
+    /// The device thread could not watch what wakes it (a kick, the backend).
+    #[error("{0}")]
+    Watch(String),
 }
 
 const RECEIVE: &str = "receive";
@@ -165,43 +168,40 @@ impl<B: Backend> Worker<B> {
             return Ok(());
         }
         self.quiet()?;
-        let mut deadline = Instant::now() + self.poll;
-        loop {
-            let done = self.transmit()? + self.receive()?;
-            if done > 0 {
-                deadline = Instant::now() + self.poll;
-                continue;
-            }
-            if Instant::now() < deadline {
-                std::hint::spin_loop();
-                continue;
-            }
-            // About to sleep: ask for kicks on the queues we wait on. virtio-queue's
-            // enable_notification publishes avail_event, then re-reads the available
-            // index: a chain posted in between is taken now, not left for a kick the
-            // driver will never send.
-            let tx_more = !self.tx_blocked
-                && self
-                    .tx
-                    .enable_notification(&self.mem)
-                    .map_err(|source| ring(TRANSMIT, source))?;
-            // Receive kicks only matter while the guest has no buffers; otherwise the
-            // backend's readiness wakes us.
-            let rx_more = self.rx_starved
-                && !self.backend_gone
-                && self
-                    .rx
-                    .enable_notification(&self.mem)
-                    .map_err(|source| ring(RECEIVE, source))?;
-            if !tx_more && !rx_more {
-                return Ok(());
-            }
-            self.quiet()?;
-        }
+        let poll = self.poll;
+        crate::runner::poll_then_sleep(
+            self,
+            poll,
+            || false,
+            |w| Ok(w.transmit()? + w.receive()?),
+            |w| {
+                // About to sleep: ask for kicks on the queues we wait on.
+                let tx_more = !w.tx_blocked
+                    && w.tx
+                        .enable_notification(&w.mem)
+                        .map_err(|source| ring(TRANSMIT, source))?;
+                // Receive kicks only matter while the guest has no buffers; otherwise
+                // the backend's readiness wakes us.
+                let rx_more = w.rx_starved
+                    && !w.backend_gone
+                    && w.rx
+                        .enable_notification(&w.mem)
+                        .map_err(|source| ring(RECEIVE, source))?;
+                if tx_more || rx_more {
+                    w.quiet()?;
+                }
+                Ok(tx_more || rx_more)
+            },
+        )
+        .map(drop)
     }
 
-    /// No kicks while we are awake (without EVENT_IDX: VRING_USED_F_NO_NOTIFY; with it,
-    /// avail_event simply stays behind).
+    /// The device thread cannot watch what wakes it: the device fails (reported,
+    /// DEVICE_NEEDS_RESET) rather than going quiet.
+    pub fn cannot_watch(&mut self, why: String) {
+        self.fail(NetFault::Watch(why));
+    }
+
     fn quiet(&mut self) -> Result<(), NetFault> {
         self.tx
             .disable_notification(&self.mem)

@@ -199,59 +199,68 @@ impl<H: ChainHandler> QueueRunner<H> {
         if self.failure.is_some() {
             return 0;
         }
-        let mut answered = 0;
         // Whether the queue was seen empty since the last chain: a chain found after
-        // that came while we polled.
+        // that came while we polled (the adaptive window widens).
         let mut polling = false;
-        let result = (|| {
-            self.queue
-                .disable_notification(&self.mem)
-                .map_err(QueueError::Ring)?;
-            let mut deadline = Instant::now() + poll;
-            loop {
-                let n = self.drain()?;
-                if self.stop.is_set() {
-                    return Ok(());
-                }
-                answered += n;
-                if n > 0 {
-                    if polling {
-                        self.adapt(true);
-                        polling = false;
-                    }
-                    deadline = Instant::now() + poll;
-                    continue;
-                }
-                if !polling && poll > Duration::ZERO {
-                    polling = true;
-                }
-                if Instant::now() < deadline {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                polling = false;
-                if !self
-                    .queue
-                    .enable_notification(&self.mem)
-                    .map_err(QueueError::Ring)?
-                {
-                    return Ok(());
-                }
-                // A chain arrived while notifications were off: take it now.
-                self.queue
-                    .disable_notification(&self.mem)
-                    .map_err(QueueError::Ring)?;
+        let stop = self.stop.clone();
+        let result = self
+            .queue
+            .disable_notification(&self.mem)
+            .map_err(QueueError::Ring)
+            .and_then(|()| {
+                crate::runner::poll_then_sleep(
+                    self,
+                    poll,
+                    || stop.is_set(),
+                    |r| {
+                        let n = r.drain()?;
+                        if n > 0 && polling {
+                            r.adapt(true);
+                        }
+                        polling = n == 0 && poll > Duration::ZERO;
+                        Ok(n)
+                    },
+                    |r| {
+                        if !r
+                            .queue
+                            .enable_notification(&r.mem)
+                            .map_err(QueueError::Ring)?
+                        {
+                            return Ok(false);
+                        }
+                        // A chain arrived while notifications were off: take it now.
+                        r.queue
+                            .disable_notification(&r.mem)
+                            .map_err(QueueError::Ring)?;
+                        Ok(true)
+                    },
+                )
+            });
+        match result {
+            Ok(answered) => answered,
+            Err(e) => {
+                self.record(e);
+                0
             }
-        })();
-        if let Err(e) = result {
-            if let Some(report) = &self.report {
-                report(&format!("{e}; the device needs a reset"));
-            }
-            self.failure = Some(e);
-            // Last: whoever sees DEVICE_NEEDS_RESET finds the reason already reported.
-            self.needs_reset.raise();
         }
-        answered
+    }
+
+    /// Marks the queue failed for a reason outside the ring (its thread could not
+    /// watch its kick): reported, and DEVICE_NEEDS_RESET.
+    pub fn fail(&mut self, why: &str) {
+        if let Some(report) = &self.report {
+            report(&format!("{why}; the device needs a reset"));
+        }
+        self.needs_reset.raise();
+    }
+
+    fn record(&mut self, e: QueueError) {
+        if let Some(report) = &self.report {
+            report(&format!("{e}; the device needs a reset"));
+        }
+        self.failure = Some(e);
+        // Last: whoever sees DEVICE_NEEDS_RESET finds the reason already reported.
+        self.needs_reset.raise();
     }
 
     /// Moves the adaptive window after a poll that found a request (`hit`) or not.
