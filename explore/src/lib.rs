@@ -14,8 +14,10 @@
 //!   of the hypothesis that a refinement is never faster;
 //! - [`workload`]: how one placement is measured (iperf, sqlite, gatebench adapters);
 //! - [`process`]: child processes with deadlines, and stopping on SIGINT/SIGTERM;
-//! - [`report`]: the table, the JSON and the SVG Hasse diagram.
+//! - [`report`]: the table, the JSON and the SVG Hasse diagram;
+//! - [`error`]: why a run of the tool fails, and its exit status.
 
+pub mod error;
 pub mod filter;
 pub mod partition;
 pub mod process;

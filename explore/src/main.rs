@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use clap::Parser;
 
+use flexos_explore::error::Fail;
 use flexos_explore::filter::Filter;
 use flexos_explore::partition::Placement;
 use flexos_explore::process::{install_stop_handlers, stop_requested};
 use flexos_explore::report::{self, figure, Context};
 use flexos_explore::search::{explore, Exploration, Measure, Metric, Progress, Settings};
 use flexos_explore::workload::{self, Knobs, Target, Workload};
-use flexos_image::{Catalog, Image, ImageError};
+use flexos_image::{Catalog, Image};
 
 const AFTER_HELP: &str = "\
 Placement specs name compartments with '|' and components with ',': 'app|net,netdev'
@@ -130,16 +131,8 @@ macro_rules! say_err {
     ($($arg:tt)*) => { write_err(&format!("{}\n", format_args!($($arg)*))) };
 }
 
-/// An error and the exit status it ends the run with.
-struct Fail(u8, String);
-
-/// An error reading the image or a placement, with the monitor's exit status for it.
-fn image_fail(e: ImageError) -> Fail {
-    Fail(u8::try_from(e.exit_code()).unwrap_or(1), e.to_string())
-}
-
 fn usage(msg: impl Into<String>) -> Fail {
-    Fail(64, msg.into())
+    Fail::Usage(msg.into())
 }
 
 fn main() -> ExitCode {
@@ -155,9 +148,9 @@ fn main() -> ExitCode {
     install_stop_handlers();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(Fail(code, msg)) => {
-            say_err!("flexos-explore: error: {msg}");
-            ExitCode::from(code)
+        Err(fail) => {
+            say_err!("flexos-explore: error: {fail}");
+            ExitCode::from(u8::try_from(fail.exit_code()).unwrap_or(1))
         }
     }
 }
@@ -267,8 +260,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     });
     // The component table, read as the monitor reads it; it also checks every
     // generated placement file before its run.
-    let catalog = Catalog::from_image(&Image::open(&image, u64::MAX).map_err(image_fail)?)
-        .map_err(image_fail)?;
+    let catalog = Catalog::from_image(&Image::open(&image, u64::MAX)?)?;
     let names = catalog.components.clone();
     let filter = Filter {
         only: cli.only.clone(),
@@ -296,34 +288,27 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     }
     let vmm = cli.vmm.clone().unwrap_or_else(|| bin.join("flexos-vmm"));
     if !vmm.is_file() {
-        return Err(Fail(
-            66,
-            format!(
-                "no monitor at {} (run scripts/build, or give --vmm)",
-                vmm.display()
-            ),
-        ));
+        return Err(Fail::NoMonitor(vmm));
     }
     let out_dir = cli
         .out
         .clone()
         .unwrap_or_else(|| bin.parent().unwrap_or(&bin).join("explore"));
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| Fail(73, format!("cannot create {}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(&out_dir).map_err(|source| Fail::CannotCreate {
+        what: "create",
+        path: out_dir.clone(),
+        source,
+    })?;
 
     let scratch_root = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    let scratch = private_scratch(&scratch_root).map_err(|e| {
-        Fail(
-            73,
-            format!(
-                "cannot create a scratch directory in {}: {e}",
-                scratch_root.display()
-            ),
-        )
+    let scratch = private_scratch(&scratch_root).map_err(|source| Fail::CannotCreate {
+        what: "create a scratch directory in",
+        path: scratch_root.clone(),
+        source,
     })?;
     let target = Target {
         vmm,
@@ -361,7 +346,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     if let Err(e) = workload.prepare(&target) {
         workload.cleanup();
         let _ = std::fs::remove_dir_all(&target.scratch);
-        return Err(Fail(69, e));
+        return Err(Fail::Unavailable(e));
     }
     let mut runner = Runner {
         workload,
@@ -470,8 +455,7 @@ impl Pass<'_> {
                 clock(left)
             );
         };
-        let ex = explore(placements, settings, runner, progress, names)
-            .map_err(|e| Fail(1, e.to_string()))?;
+        let ex = explore(placements, settings, runner, progress, names)?;
         let image_text = self.image.display().to_string();
         let cx = Context {
             workload: self.name,
@@ -486,8 +470,11 @@ impl Pass<'_> {
         let json_path = self.out_dir.join(format!("{stem}.json"));
         let svg_path = self.out_dir.join(format!("{stem}.svg"));
         let write = |path: &Path, text: String| {
-            std::fs::write(path, text)
-                .map_err(|e| Fail(73, format!("cannot write {}: {e}", path.display())))
+            std::fs::write(path, text).map_err(|source| Fail::CannotCreate {
+                what: "write",
+                path: path.to_path_buf(),
+                source,
+            })
         };
         let json = serde_json::to_string_pretty(&report::json(&ex, &cx)).expect("plain values");
         write(&json_path, json + "\n")?;

@@ -111,6 +111,11 @@ pub enum VmmError {
 
     #[error("cannot read this process's CPU affinity: {0}")]
     Affinity(#[source] std::io::Error),
+
+    /// The boot info cannot hold what the plan says: the plan's own limits keep every
+    /// count far below, so this is the monitor's bug, not the user's (exit 71).
+    #[error("the boot info cannot hold the run ({0}): a monitor bug, please report it")]
+    BootInfo(String),
 }
 
 impl VmmError {
@@ -142,7 +147,8 @@ impl VmmError {
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_)
-            | VmmError::Affinity(_) => EXIT_KVM,
+            | VmmError::Affinity(_)
+            | VmmError::BootInfo(_) => EXIT_KVM,
             #[cfg(feature = "gdb")]
             VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
             #[cfg(feature = "gdb")]
@@ -244,6 +250,7 @@ mod tests {
                 EXIT_KVM,
             ),
             (VmmError::VcpuThread(io()), EXIT_KVM),
+            (VmmError::BootInfo("b".into()), EXIT_KVM),
             (VmmError::Signals(io()), EXIT_KVM),
             (
                 VmmError::Disk(DiskError::Open {

@@ -5,7 +5,9 @@
 //!
 //! The monitor never creates an interface: a name that does not exist in this network
 //! namespace is an error ([`TapError::Missing`]) rather than a new, unconfigured tap,
-//! because TUNSETIFF on an unknown name would create one silently.
+//! because TUNSETIFF on an unknown name would create one silently. The interface's
+//! index is checked before and after TUNSETIFF, so one deleted or replaced in between
+//! is refused too.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -89,7 +91,8 @@ impl Tap {
             why: "it holds a NUL",
         })?;
         // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
-        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if index == 0 {
             return Err(TapError::Missing {
                 name: name.to_owned(),
             });
@@ -137,6 +140,15 @@ impl Tap {
                     name: name.to_owned(),
                 },
                 _ => other("TUNSETIFF")(source),
+            });
+        }
+        // TUNSETIFF on a name that no longer exists creates a new tap: if the interface
+        // went away (or was replaced) after the check above, it is not the one asked
+        // for. The new, non-persistent tap goes with `file` when this returns.
+        // SAFETY: as above.
+        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } != index {
+            return Err(TapError::Missing {
+                name: name.to_owned(),
             });
         }
         let tap = Tap {

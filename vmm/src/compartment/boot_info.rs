@@ -67,7 +67,7 @@ pub(super) fn write(
     let own = spec.windows.iter().filter(|w| w.owner == spec.id);
     for (slot, w) in own.enumerate() {
         let Some(entry) = info.devices.get_mut(slot) else {
-            return Err(VmmError::Usage(format!(
+            return Err(VmmError::BootInfo(format!(
                 "compartment {} ({}) would own more than {MAX_DEVICES} devices",
                 spec.id, spec.name
             )));
@@ -93,7 +93,7 @@ pub(super) fn write(
 /// A count for a u32 field of the boot info; the placement and the argument size limit
 /// keep every count far below, so a failure here is a monitor bug, reported as such.
 fn count_u32(n: usize, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| VmmError::Usage(format!("{n} {what} do not fit the boot info")))
+    u32::try_from(n).map_err(|_| VmmError::BootInfo(format!("{n} {what} do not fit")))
 }
 
 #[cfg(test)]
