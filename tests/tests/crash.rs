@@ -336,8 +336,7 @@ fn timings_still_print_when_the_guest_crashes() {
     let report = crash(&["crash=ud"], "ud", &out);
     assert!(report.headline.contains("invalid opcode (#UD)"), "{out:?}");
     assert!(
-        out.stderr
-            .starts_with("timings: compartment=0 vm_created_us="),
+        out.stderr.starts_with("timings: compartment=0 vm_us="),
         "{out:?}"
     );
     out.assert_stderr_contains("\ntimings: exit_us=");

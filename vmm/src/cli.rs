@@ -118,7 +118,11 @@ pub struct Cli {
     #[arg(long)]
     pub print_policy: bool,
 
-    /// Print boot timings (microseconds since VMM start) to stderr.
+    /// Print boot timings to stderr, in microseconds since the monitor started: per
+    /// compartment when its VM was created, its memory mapped, its memory slots
+    /// registered, its vCPU
+    /// created, its machine set up (image, tables, registers, boot info), its first
+    /// entry, and its guest's main; then the run's end.
     #[arg(long)]
     pub timings: bool,
 }

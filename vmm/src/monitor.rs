@@ -293,11 +293,12 @@ fn finish(run: &RunPlan, machine: Machine, ended: Ended, start: Instant) -> Resu
     }
     if run.timings {
         for (id, m) in machine.milestones.iter().enumerate() {
-            crate::stderr_line!(
-                "timings: compartment={id} vm_created_us={} guest_main_us={}",
-                micros(start, m.vm_created.get()),
-                micros(start, m.guest_main.get())
-            );
+            let phases: Vec<String> = m
+                .phases()
+                .iter()
+                .map(|(name, at)| format!("{name}={}", micros(start, *at)))
+                .collect();
+            crate::stderr_line!("timings: compartment={id} {}", phases.join(" "));
         }
         crate::stderr_line!("timings: exit_us={}", micros(start, Some(&at)));
     }

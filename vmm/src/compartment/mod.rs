@@ -76,8 +76,36 @@ pub enum Outcome {
 /// Moments in a compartment's life, for `--timings`; shared with the monitor thread.
 #[derive(Debug, Default)]
 pub struct Milestones {
+    /// KVM_CREATE_VM returned.
+    pub vm: OnceLock<Instant>,
+    /// Guest memory mapped (low region, data window, shared parts).
+    pub memory: OnceLock<Instant>,
+    /// The VM created and its memory slots registered.
+    pub slots: OnceLock<Instant>,
+    /// The vCPU created.
     pub vm_created: OnceLock<Instant>,
+    /// The machine set up: image loaded, descriptor and page tables, registers, boot
+    /// info.
+    pub machine: OnceLock<Instant>,
+    /// The first KVM_RUN about to start.
+    pub first_entry: OnceLock<Instant>,
+    /// The guest's `main` reported (its milestone hypercall).
     pub guest_main: OnceLock<Instant>,
+}
+
+impl Milestones {
+    /// `(name, instant)` of each phase in order, for `--timings`.
+    pub fn phases(&self) -> [(&'static str, Option<&Instant>); 7] {
+        [
+            ("vm_us", self.vm.get()),
+            ("memory_us", self.memory.get()),
+            ("slots_us", self.slots.get()),
+            ("vm_created_us", self.vm_created.get()),
+            ("machine_us", self.machine.get()),
+            ("entry_us", self.first_entry.get()),
+            ("guest_main_us", self.guest_main.get()),
+        ]
+    }
 }
 
 pub struct Compartment {
@@ -145,8 +173,11 @@ impl Compartment {
         shared: &SharedRegion,
         doorbells: &Doorbells,
     ) -> Result<Compartment> {
+        let milestones = Arc::new(Milestones::default());
         let vm = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
+        let _ = milestones.vm.set(Instant::now());
         let mem = compartment_memory(plan, spec.id, shared)?;
+        let _ = milestones.memory.set(Instant::now());
         let readonly: Vec<_> = shared
             .mappings(spec.id)
             .into_iter()
@@ -191,10 +222,10 @@ impl Compartment {
         if spec.all_names.len() > 1 {
             doorbells.bind(&vm)?;
         }
+        let _ = milestones.slots.set(Instant::now());
         let vcpu = vm
             .create_vcpu(0)
             .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
-        let milestones = Arc::new(Milestones::default());
         let _ = milestones.vm_created.set(Instant::now());
 
         let layout = GuestLayout::new(
@@ -217,6 +248,7 @@ impl Compartment {
         let tsc_khz = tsc_khz(vcpu.get_tsc_khz())?;
         let tsc_now = read_tsc(&vcpu)?;
         boot_info::write(&mem, &spec, &layout, tsc_khz, tsc_now)?;
+        let _ = milestones.machine.set(Instant::now());
 
         // Names may come from the image: shown escaped, like guest text.
         let name = escape::line(&spec.name);

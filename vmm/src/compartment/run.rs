@@ -47,6 +47,7 @@ impl Compartment {
     }
 
     fn run_loop(&mut self, debug: Option<&dyn StopHook>) -> Outcome {
+        let _ = self.milestones.first_entry.set(std::time::Instant::now());
         loop {
             if let Some(d) = debug.filter(|d| d.must_stop(self.spec.id)) {
                 if let Err(e) = self.stop_for_debugger(d, None, Stop::Held) {
