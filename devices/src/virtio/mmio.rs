@@ -22,17 +22,65 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Activation, GuestMemory, Interrupt, NeedsReset, VirtioDevice};
 
-/// "virt" in little endian.
-pub const MMIO_MAGIC: u32 = 0x7472_6976;
-/// The modern virtio-mmio layout.
-pub const MMIO_VERSION: u32 = 2;
-/// Our vendor id, "FXOS" in little endian.
-pub const VENDOR_ID: u32 = u32::from_le_bytes(*b"FXOS");
-/// Size of one device's MMIO window.
-pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
+// The values a guest driver checks (magic, version, vendor, window) are the guest
+// ABI's; the monitor decodes registers with the spec's own names (virtio-bindings),
+// and `spec_agrees` below proves the two tables are the same at compile time.
+pub use flexos_abi::virtio_mmio::{
+    MAGIC as MMIO_MAGIC, VENDOR_ID, VERSION as MMIO_VERSION, WINDOW_SIZE as MMIO_WINDOW_SIZE,
+};
 /// Offset of QueueNotify in the window: register each queue's kick EventFd as a KVM
 /// ioeventfd at `base + QUEUE_NOTIFY_OFFSET`, 4 bytes, datamatch = the queue index.
-pub const QUEUE_NOTIFY_OFFSET: u64 = VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+pub const QUEUE_NOTIFY_OFFSET: u64 = flexos_abi::virtio_mmio::reg::QUEUE_NOTIFY as u64;
+
+/// Every register offset and status bit the guest's drivers use (flexos-abi) equals
+/// the spec's (virtio-bindings); a mismatch fails the build, not a boot.
+mod spec_agrees {
+    use flexos_abi::virtio_mmio as abi;
+    use virtio_bindings::bindings::virtio_config as cfg;
+    use virtio_bindings::bindings::virtio_mmio as spec;
+    use virtio_bindings::bindings::virtio_ring as ring;
+
+    macro_rules! same {
+        ($($ours:expr => $theirs:expr),* $(,)?) => {
+            $(const _: () = assert!($ours as u64 == $theirs as u64);)*
+        };
+    }
+
+    same! {
+        abi::reg::MAGIC_VALUE => spec::VIRTIO_MMIO_MAGIC_VALUE,
+        abi::reg::VERSION => spec::VIRTIO_MMIO_VERSION,
+        abi::reg::DEVICE_ID => spec::VIRTIO_MMIO_DEVICE_ID,
+        abi::reg::VENDOR_ID => spec::VIRTIO_MMIO_VENDOR_ID,
+        abi::reg::DEVICE_FEATURES => spec::VIRTIO_MMIO_DEVICE_FEATURES,
+        abi::reg::DEVICE_FEATURES_SEL => spec::VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+        abi::reg::DRIVER_FEATURES => spec::VIRTIO_MMIO_DRIVER_FEATURES,
+        abi::reg::DRIVER_FEATURES_SEL => spec::VIRTIO_MMIO_DRIVER_FEATURES_SEL,
+        abi::reg::QUEUE_SEL => spec::VIRTIO_MMIO_QUEUE_SEL,
+        abi::reg::QUEUE_NUM_MAX => spec::VIRTIO_MMIO_QUEUE_NUM_MAX,
+        abi::reg::QUEUE_NUM => spec::VIRTIO_MMIO_QUEUE_NUM,
+        abi::reg::QUEUE_READY => spec::VIRTIO_MMIO_QUEUE_READY,
+        abi::reg::QUEUE_NOTIFY => spec::VIRTIO_MMIO_QUEUE_NOTIFY,
+        abi::reg::INTERRUPT_STATUS => spec::VIRTIO_MMIO_INTERRUPT_STATUS,
+        abi::reg::INTERRUPT_ACK => spec::VIRTIO_MMIO_INTERRUPT_ACK,
+        abi::reg::STATUS => spec::VIRTIO_MMIO_STATUS,
+        abi::reg::QUEUE_DESC_LOW => spec::VIRTIO_MMIO_QUEUE_DESC_LOW,
+        abi::reg::QUEUE_DESC_HIGH => spec::VIRTIO_MMIO_QUEUE_DESC_HIGH,
+        abi::reg::QUEUE_DRIVER_LOW => spec::VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+        abi::reg::QUEUE_DRIVER_HIGH => spec::VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
+        abi::reg::QUEUE_DEVICE_LOW => spec::VIRTIO_MMIO_QUEUE_USED_LOW,
+        abi::reg::QUEUE_DEVICE_HIGH => spec::VIRTIO_MMIO_QUEUE_USED_HIGH,
+        abi::reg::CONFIG_GENERATION => spec::VIRTIO_MMIO_CONFIG_GENERATION,
+        abi::reg::CONFIG => spec::VIRTIO_MMIO_CONFIG,
+        abi::STATUS_ACKNOWLEDGE => cfg::VIRTIO_CONFIG_S_ACKNOWLEDGE,
+        abi::STATUS_DRIVER => cfg::VIRTIO_CONFIG_S_DRIVER,
+        abi::STATUS_DRIVER_OK => cfg::VIRTIO_CONFIG_S_DRIVER_OK,
+        abi::STATUS_FEATURES_OK => cfg::VIRTIO_CONFIG_S_FEATURES_OK,
+        abi::STATUS_NEEDS_RESET => cfg::VIRTIO_CONFIG_S_NEEDS_RESET,
+        abi::STATUS_FAILED => cfg::VIRTIO_CONFIG_S_FAILED,
+        abi::F_VERSION_1 => 1u64 << cfg::VIRTIO_F_VERSION_1,
+        abi::F_RING_EVENT_IDX => 1u64 << ring::VIRTIO_RING_F_EVENT_IDX,
+    }
+}
 
 /// Errors building a transport.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ pub const NAME_LEN: usize = 16;
 pub const MAX_DEVICES: usize = 4;
 /// Size of one device's virtio-mmio window; device `i` of a run sits at
 /// `MMIO_BASE + i * MMIO_WINDOW_SIZE` in the compartment that owns it.
-pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
+pub const MMIO_WINDOW_SIZE: u64 = crate::virtio_mmio::WINDOW_SIZE;
 /// virtio device id of a network device ([`DeviceInfo::kind`]).
 pub const DEVICE_NET: u32 = 1;
 /// virtio device id of a block device ([`DeviceInfo::kind`]).

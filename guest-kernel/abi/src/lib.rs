@@ -16,6 +16,7 @@ pub mod boot;
 pub mod components;
 pub mod hypercall;
 pub mod layout;
+pub mod virtio_mmio;
 
 pub use boot::*;
 pub use components::*;

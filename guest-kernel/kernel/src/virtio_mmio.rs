@@ -6,42 +6,15 @@
 
 use core::ptr::NonNull;
 
-pub const MAGIC_VALUE: usize = 0x000;
-pub const VERSION: usize = 0x004;
-pub const DEVICE_ID: usize = 0x008;
-pub const DEVICE_FEATURES: usize = 0x010;
-pub const DEVICE_FEATURES_SEL: usize = 0x014;
-pub const DRIVER_FEATURES: usize = 0x020;
-pub const DRIVER_FEATURES_SEL: usize = 0x024;
-pub const QUEUE_SEL: usize = 0x030;
-pub const QUEUE_NUM_MAX: usize = 0x034;
-pub const QUEUE_NUM: usize = 0x038;
-pub const QUEUE_READY: usize = 0x044;
-pub const QUEUE_NOTIFY: usize = 0x050;
-pub const STATUS: usize = 0x070;
-pub const QUEUE_DESC_LOW: usize = 0x080;
-pub const QUEUE_DESC_HIGH: usize = 0x084;
-pub const QUEUE_DRIVER_LOW: usize = 0x090;
-pub const QUEUE_DRIVER_HIGH: usize = 0x094;
-pub const QUEUE_DEVICE_LOW: usize = 0x0a0;
-pub const QUEUE_DEVICE_HIGH: usize = 0x0a4;
-pub const CONFIG_GENERATION: usize = 0x0fc;
-/// Device-specific configuration space.
-pub const CONFIG: usize = 0x100;
-
-/// What MagicValue reads: "virt" in little-endian ASCII.
-pub const MAGIC: u32 = 0x7472_6976;
-
-pub const STATUS_ACKNOWLEDGE: u32 = 1;
-pub const STATUS_DRIVER: u32 = 2;
-pub const STATUS_DRIVER_OK: u32 = 4;
-pub const STATUS_FEATURES_OK: u32 = 8;
-pub const STATUS_NEEDS_RESET: u32 = 0x40;
-pub const STATUS_FAILED: u32 = 0x80;
-
-/// Feature bits every device here offers (device-specific bits live with the driver).
-pub const F_RING_EVENT_IDX: u64 = 1 << 29;
-pub const F_VERSION_1: u64 = 1 << 32;
+// One table for the guest's drivers and the monitor's transport (flexos-abi), checked
+// against the spec on the monitor's side.
+/// What the Version register reads (the register itself is [`VERSION`]).
+pub use flexos_abi::virtio_mmio::VERSION as MODERN_VERSION;
+pub use flexos_abi::virtio_mmio::reg::*;
+pub use flexos_abi::virtio_mmio::{
+    F_RING_EVENT_IDX, F_VERSION_1, MAGIC, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
+    STATUS_FAILED, STATUS_FEATURES_OK, STATUS_NEEDS_RESET,
+};
 
 /// One device's register window.
 pub struct Regs {

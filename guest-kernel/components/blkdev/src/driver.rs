@@ -86,7 +86,7 @@ fn start() -> State {
     // driver touches it (the state is created once, under the lock).
     let regs = unsafe { Regs::new(base, dev.mmio_size as usize) };
     if regs.read(MAGIC_VALUE) != MAGIC
-        || regs.read(VERSION) != 2
+        || regs.read(VERSION) != MODERN_VERSION
         || regs.read(DEVICE_ID) != DEVICE_BLOCK
     {
         println!(

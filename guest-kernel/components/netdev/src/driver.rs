@@ -132,7 +132,7 @@ impl NetDevice {
         // bytes) for the compartment's whole life; only this driver touches it, and
         // `start` runs once per run (the caller keeps the device).
         let regs = unsafe { Regs::new(base, dev.mmio_size as usize) };
-        if regs.read(MAGIC_VALUE) != MAGIC || regs.read(VERSION) != 2 {
+        if regs.read(MAGIC_VALUE) != MAGIC || regs.read(VERSION) != MODERN_VERSION {
             return Err(StartError::NotVirtio);
         }
         let id = regs.read(DEVICE_ID);
