@@ -153,6 +153,35 @@ fn delete_closes_every_id_on_the_file() {
 }
 
 #[test]
+fn rename_replaces_the_target_and_refuses_open_names() {
+    each(|kind, fs| {
+        let tmp = fs.open("temp-1.rdb", true);
+        assert_eq!(fs.write_at(tmp, 0, b"new"), 3, "{kind}");
+        let old = fs.open("dump.rdb", true);
+        assert_eq!(fs.write_at(old, 0, b"old data"), 8, "{kind}");
+        // Either name open: refused, nothing changes.
+        assert_eq!(fs.rename("temp-1.rdb", "dump.rdb"), E_BUSY, "{kind}");
+        assert_eq!(fs.close(tmp), 0, "{kind}");
+        assert_eq!(fs.rename("temp-1.rdb", "dump.rdb"), E_BUSY, "{kind}");
+        assert_eq!(fs.close(old), 0, "{kind}");
+        // Replaces the target: one file of the new name, with the renamed bytes.
+        assert_eq!(fs.rename("temp-1.rdb", "dump.rdb"), 0, "{kind}");
+        assert_eq!(fs.exists("temp-1.rdb"), 0, "{kind}");
+        let id = fs.open("dump.rdb", false);
+        assert_eq!(read_all(kind, fs, id), b"new", "{kind}");
+        assert_eq!(fs.close(id), 0, "{kind}");
+        assert_eq!(fs.list().unwrap(), "dump.rdb\t3\n", "{kind}");
+        // A missing source, and a name that cannot be created.
+        assert_eq!(fs.rename("missing", "x"), E_NOT_FOUND, "{kind}");
+        assert_eq!(fs.rename("dump.rdb", "\u{e9}t\u{e9}"), E_INVALID, "{kind}");
+        assert_eq!(fs.exists("dump.rdb"), 1, "{kind}");
+        // To its own name: nothing happens.
+        assert_eq!(fs.rename("dump.rdb", "dump.rdb"), 0, "{kind}");
+        assert_eq!(fs.list().unwrap(), "dump.rdb\t3\n", "{kind}");
+    });
+}
+
+#[test]
 fn bad_ids_get_codes() {
     each(|kind, fs| {
         for id in [-1, 0, 5, MAX_OPEN as i64, i64::MAX] {

@@ -118,6 +118,23 @@ fn delete_is_durable_and_closes_the_file() {
 }
 
 #[test]
+fn rename_is_durable() {
+    let mut v = Volume::mount(formatted(32)).ok().unwrap();
+    let id = v.open("temp-7.rdb", true);
+    v.write_at(id, 0, b"snapshot");
+    v.close(id);
+    let id = v.open("dump.rdb", true);
+    v.write_at(id, 0, b"older snapshot");
+    v.sync(id);
+    v.close(id);
+    assert_eq!(v.rename("temp-7.rdb", "dump.rdb"), 0);
+    // The disk, without any further sync, holds the renamed file and nothing else.
+    let mut after = remount(&v.cache().device().bytes.clone());
+    assert_eq!(read_all(&mut after, "dump.rdb"), b"snapshot");
+    assert_eq!(after.exists("temp-7.rdb"), 0);
+}
+
+#[test]
 fn bad_ids_and_missing_files_get_codes() {
     let mut v = Volume::mount(formatted(32)).ok().unwrap();
     assert_eq!(v.open("missing", false), E_NOT_FOUND);

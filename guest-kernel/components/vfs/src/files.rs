@@ -27,6 +27,9 @@ pub trait Files {
     fn sync(&mut self, id: i64) -> i64;
     /// Deletes `name`, closing every id still open on it; durable on 0.
     fn delete(&mut self, name: &str) -> i64;
+    /// Renames `from` to `to`, replacing a file called `to`; durable on 0. Both must
+    /// be closed (`E_BUSY` otherwise): an open id stays on the name it was opened by.
+    fn rename(&mut self, from: &str, to: &str) -> i64;
     /// 1 if `name` exists, 0 if not.
     fn exists(&mut self, name: &str) -> i64;
     /// Closes an id.

@@ -75,5 +75,8 @@ flexos_kernel::rpc::interface! {
         /// sync in one call. Returns the bytes written, or the first error (the writes
         /// before it are done).
         fn write_batch(list: SharedBuf, data: SharedBuf, sync_file: i64) -> i64 = 10;
+        /// Renames `from` to `to`, replacing a file called `to`; durable when it
+        /// returns 0. Both names must be closed (`E_BUSY`).
+        fn rename(from: SharedBuf, to: SharedBuf) -> i64 = 11;
     }
 }

@@ -29,7 +29,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
-use crate::codes::{E_BAD_FILE, E_INVALID, E_NO_SPACE, E_NOT_FOUND, E_TOO_MANY};
+use crate::codes::{E_BAD_FILE, E_BUSY, E_INVALID, E_NO_SPACE, E_NOT_FOUND, E_TOO_MANY};
 use crate::files::Files;
 use crate::names;
 use crate::volume::{MAX_FILE, MAX_OPEN};
@@ -327,6 +327,29 @@ impl Files for RamFs {
         }
         if let Some(node) = self.nodes[index].take() {
             self.used -= node.data.len() as u64;
+        }
+        0
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> i64 {
+        let Some(index) = self.find(from) else {
+            return E_NOT_FOUND;
+        };
+        let target = self.find(to).filter(|&t| t != index);
+        let is_open = |i: usize| self.open.contains(&Some(i));
+        if is_open(index) || target.is_some_and(is_open) {
+            return E_BUSY;
+        }
+        if !names::creatable(to) {
+            return E_INVALID;
+        }
+        if let Some(t) = target
+            && let Some(node) = self.nodes[t].take()
+        {
+            self.used -= node.data.len() as u64;
+        }
+        if let Some(node) = self.nodes[index].as_mut() {
+            node.name = String::from(to);
         }
         0
     }

@@ -414,6 +414,12 @@ impl fs::Api for Vfs {
         with_name(name, |n| self.with(|b| b.files().delete(n)))
     }
 
+    fn rename(&self, from: SharedBuf, to: SharedBuf) -> i64 {
+        with_name(from, |f| {
+            with_name(to, |t| self.with(|b| b.files().rename(f, t)))
+        })
+    }
+
     fn exists(&self, name: SharedBuf) -> i64 {
         with_name(name, |n| self.with(|b| b.files().exists(n)))
     }

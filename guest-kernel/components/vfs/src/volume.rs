@@ -23,7 +23,9 @@ use lamfat::{
 };
 
 use crate::cache::{Cache, Sectors};
-use crate::codes::{E_BAD_FILE, E_INVALID, E_IO, E_NO_SPACE, E_NOT_FAT, E_NOT_FOUND, E_TOO_MANY};
+use crate::codes::{
+    E_BAD_FILE, E_BUSY, E_INVALID, E_IO, E_NO_SPACE, E_NOT_FAT, E_NOT_FOUND, E_TOO_MANY,
+};
 use crate::files::Files;
 use crate::names;
 
@@ -344,6 +346,46 @@ impl<D: Sectors + 'static> Volume<D> {
         }
     }
 
+    /// Renames `from` to `to` in the root directory, replacing a file called `to`
+    /// (removed first: a crash in between leaves `from` and no `to`, never a torn
+    /// file); durable on 0. Either name open is `E_BUSY`.
+    pub fn rename(&mut self, from: &str, to: &str) -> i64 {
+        let open = |n: &str| {
+            self.files
+                .iter()
+                .flatten()
+                .any(|o| o.name.eq_ignore_ascii_case(n))
+        };
+        if open(from) || open(to) {
+            return E_BUSY;
+        }
+        let root = self.fs.root_dir();
+        if let Err(e) = root.open_file(from) {
+            return code(e);
+        }
+        if from.eq_ignore_ascii_case(to) && from == to {
+            return 0;
+        }
+        if !from.eq_ignore_ascii_case(to) {
+            match root.open_file(to) {
+                Ok(_) => {
+                    if let Err(e) = root.remove(to) {
+                        return code(e);
+                    }
+                }
+                Err(Error::NotFound) => {}
+                Err(e) => return code(e),
+            }
+        }
+        if !names::creatable(to) {
+            return E_INVALID;
+        }
+        match root.rename(from, &root, to) {
+            Ok(()) => self.sync_all(),
+            Err(e) => code(e),
+        }
+    }
+
     /// 1 if `name` exists in the root directory, 0 if not.
     pub fn exists(&mut self, name: &str) -> i64 {
         match self.fs.root_dir().open_file(name) {
@@ -393,6 +435,9 @@ impl<D: Sectors + 'static> Files for Volume<D> {
     }
     fn delete(&mut self, name: &str) -> i64 {
         Volume::delete(self, name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> i64 {
+        Volume::rename(self, from, to)
     }
     fn exists(&mut self, name: &str) -> i64 {
         Volume::exists(self, name)
