@@ -4,7 +4,7 @@
 /// "FLEXBOOT" in little-endian ASCII.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FLEXBOOT");
 /// Bumped on every incompatible change to [`BootInfo`].
-pub const BOOT_VERSION: u32 = 3;
+pub const BOOT_VERSION: u32 = 4;
 
 /// Boot flag: the monitor runs with `--timings`; the guest reports reaching `main`.
 pub const BOOT_FLAG_TIMINGS: u32 = 1 << 0;
@@ -100,6 +100,9 @@ pub struct BootInfo {
     /// [`SPIN_ROUNDS_UNSET`]: the guest decides.
     pub spin_rounds: u32,
     pub reserved_end: u32,
+    /// The host's wall-clock time (nanoseconds since the Unix epoch) when the monitor
+    /// read `tsc_at_start`: the real-time clock is this plus the TSC's advance.
+    pub wall_clock_ns: u64,
 }
 
 /// [`BootInfo::spin_rounds`] when the monitor leaves the choice to the guest.
@@ -140,6 +143,7 @@ impl BootInfo {
             }; MAX_DEVICES],
             spin_rounds: SPIN_ROUNDS_UNSET,
             reserved_end: 0,
+            wall_clock_ns: 0,
         }
     }
 

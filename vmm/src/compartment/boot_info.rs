@@ -57,6 +57,13 @@ pub(super) fn write(
     info.shared_size = layout.shared_size;
     info.tsc_khz = tsc_khz;
     info.tsc_at_start = tsc_now;
+    // A host clock before 1970 (or past 2554) is a broken host: the guest then counts
+    // from the epoch.
+    info.wall_clock_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0);
     info.host_cpus = spec.host_cpus;
     info.spin_rounds = spec.spin_rounds;
     info.argc = count_u32(spec.guest_args.len(), "guest arguments")?;

@@ -188,6 +188,24 @@ impl Sockets {
         Ok(())
     }
 
+    /// Queues as much of `data` as the send buffer takes now (at most one chunk of the
+    /// shared send buffer, 16 KiB): the bytes taken, 0 if the buffer is full. For
+    /// non-blocking sockets; [`Sockets::send`] waits for room instead.
+    pub fn try_send(&self, conn: &Conn, data: &[u8]) -> Result<usize, i64> {
+        let bytes = gate::bytes(self.send_buf).map_err(|_| E_BAD_BUFFER)?;
+        let n = data.len().min(SEND_CHUNK);
+        if n == 0 {
+            return Ok(0);
+        }
+        bytes.copy_in(0, &data[..n]).map_err(|_| E_BAD_BUFFER)?;
+        let chunk = self.send_buf.slice(0, n as u32).ok_or(E_BAD_BUFFER)?;
+        match code(retry(|| self.api.send(conn.id, chunk), busy_code))? {
+            E_AGAIN => Ok(0),
+            taken if taken >= 0 => Ok((taken as usize).min(n)),
+            e => Err(e),
+        }
+    }
+
     /// Closes `conn` (FIN after queued bytes).
     pub fn close(&self, conn: Conn) -> Result<(), i64> {
         match code(retry(|| self.api.close(conn.id), busy_code))? {
