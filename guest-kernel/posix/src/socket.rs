@@ -11,6 +11,7 @@
 //! bind expects), UDP, and outgoing connections (`connect` is `ENETUNREACH`).
 
 use alloc::collections::VecDeque;
+use alloc::rc::Weak;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
@@ -36,9 +37,10 @@ struct NetState {
 static NET: Global<RefCell<Option<NetState>>> = Global::new(RefCell::new(None));
 
 /// What a waiting thread watches: sockets and pipes whose readiness it waits for, and
-/// the stack's event word when it began.
+/// the stack's event word when it began. Weak references: watching a descriptor must
+/// not keep it open after the program closes it.
 struct Watch {
-    descs: Vec<Desc>,
+    descs: Vec<Weak<RefCell<crate::fd::Open>>>,
     events_at: u64,
 }
 
@@ -354,6 +356,7 @@ pub fn watch(descs: Vec<Desc>) {
         .as_ref()
         .and_then(|n| n.sockets)
         .map_or(0, |s| s.events());
+    let descs = descs.iter().map(alloc::rc::Rc::downgrade).collect();
     *WATCH.get().borrow_mut() = Watch { descs, events_at };
 }
 
@@ -365,14 +368,17 @@ fn events_check() -> bool {
     if sockets.is_some_and(|s| s.events() != w.events_at) {
         return true;
     }
-    w.descs.iter().any(|d| match d.try_borrow() {
-        Ok(open) => match &open.kind {
-            Kind::Socket(Socket::Stream { conn, .. }) => conn.readable(),
-            Kind::Pipe(p) => p.readable(),
-            _ => false,
-        },
-        Err(_) => false,
-    })
+    w.descs
+        .iter()
+        .filter_map(Weak::upgrade)
+        .any(|d| match d.try_borrow() {
+            Ok(open) => match &open.kind {
+                Kind::Socket(Socket::Stream { conn, .. }) => conn.readable(),
+                Kind::Pipe(p) => p.readable(),
+                _ => false,
+            },
+            Err(_) => false,
+        })
 }
 
 /// Receives into `dst` from a stream socket.

@@ -285,6 +285,24 @@ pub unsafe extern "C" fn __flexos_syscall(
         200 => process::kill(a, ub),
         234 => process::kill(b, uc),
         57 | 58 | 56 | 59 | 61 | 247 | 322 => process::no_processes(),
+        // One vCPU: every thread already sees every store; nothing to register.
+        324 => 0,
+        // Interval timers are accepted and never fire (no asynchronous signals); the
+        // old value reads as disarmed.
+        38 => {
+            if c != 0 {
+                // SAFETY: setitimer's old value: a struct itimerval (4 words).
+                unsafe { core::ptr::write_bytes(c as *mut u8, 0, 32) };
+            }
+            0
+        }
+        36 => {
+            if b != 0 {
+                // SAFETY: getitimer's value: a struct itimerval.
+                unsafe { core::ptr::write_bytes(b as *mut u8, 0, 32) };
+            }
+            0
+        }
         15 => nosys(nr),
         _ => nosys(nr),
     }

@@ -50,8 +50,28 @@ fn limits_default_and_parse() {
             idle_ns: 30 * S,
             conns: 16,
             keepalive_s: 0,
+            socket_rx: 2 << 20,
         }
     );
+}
+
+#[test]
+fn an_image_sets_its_own_defaults_and_arguments_still_win() {
+    let base = Limits {
+        conns: 64,
+        socket_rx: 256 << 10,
+        ..Limits::DEFAULT
+    };
+    let (l, problems) = Limits::parse_over(base, args(&[]));
+    assert!(problems.is_empty());
+    assert_eq!(l, base);
+    let (l, problems) = Limits::parse_over(base, args(&[("net.conns", "200")]));
+    assert!(problems.is_empty());
+    assert_eq!((l.conns, l.socket_rx), (200, 256 << 10));
+    // A bad value keeps the image's default, not the stack's.
+    let (l, problems) = Limits::parse_over(base, args(&[("net.conns", "0")]));
+    assert_eq!(l.conns, 64);
+    assert_eq!(problems, ["net: bad net.conns=0: want 1..=256; using 64"]);
 }
 
 #[test]
@@ -60,15 +80,15 @@ fn bad_limits_keep_the_default_and_say_why() {
         ("net.synq", "0"),
         ("net.handshake", "0"),
         ("net.idle", "soon"),
-        ("net.conns", "65"),
+        ("net.conns", "257"),
         ("net.keepalive", "-1"),
     ]));
     assert_eq!(l, Limits::default());
     assert_eq!(
         problems,
         [
-            "net: bad net.synq=0: want 1..=64; using 2",
-            "net: bad net.conns=65: want 1..=64; using 8",
+            "net: bad net.synq=0: want 1..=256; using 2",
+            "net: bad net.conns=257: want 1..=256; using 8",
             "net: bad net.handshake=0: want seconds, 1..=86400; using 5",
             "net: bad net.idle=soon: want seconds, 0..=86400; using 0",
             "net: bad net.keepalive=-1: want seconds, 0..=86400; using 60",

@@ -31,12 +31,6 @@ use crate::lockout::{
 use crate::ring::{self, Writer};
 use crate::tcp_end::{TcpState, stream_end};
 
-/// Receive buffer of a TCP socket: 2 MiB (window scale 5), room for ~30 TSO
-/// super-frames in flight. Measured against 1 MiB (iperf2, recv=64 KiB, 4 s runs
-/// interleaved on a quiet host): 1 compartment 6.84-7.29 Gbit/s against 5.37-6.37, 2
-/// compartments 6.86-6.94 against 5.33-5.93 (fewer ACKs and sleeps: the larger window
-/// covers the vCPU's sleep and wake-up); 4 MiB gained nothing more.
-const SOCKET_RX: usize = 2 << 20;
 /// Send buffer of a TCP socket (servers here send little: iperf3's control messages).
 const SOCKET_TX: usize = 64 << 10;
 /// Data bytes of a connection's ring to the app, largest first: the first size the
@@ -98,6 +92,8 @@ pub struct Net {
     netdev: u16,
     /// The netdev component's server, for the 3-way split (netdev elsewhere).
     netdev_server: &'static nic::Server<Netdev>,
+    /// The image's defaults for [`Limits`], which `net.*` arguments override.
+    defaults: Limits,
     state: SpinLock<StateCell>,
     /// Idle poll rounds before sleeping, `net.spin=N` (default [`SPIN_ROUNDS`];
     /// `u32::MAX`: not read from the arguments yet).
@@ -200,9 +196,18 @@ impl Net {
             client,
             netdev,
             netdev_server,
+            defaults: Limits::DEFAULT,
             state: SpinLock::new(StateCell(State::Unstarted)),
             spin: AtomicU32::new(u32::MAX),
         }
+    }
+
+    /// The same component with the image's own defaults for its bounds (more
+    /// connections with smaller buffers, for a server of many small clients); the
+    /// `net.*` guest arguments still override them.
+    pub const fn with_limits(mut self, defaults: Limits) -> Net {
+        self.defaults = defaults;
+        self
     }
 
     /// Runs `f` on the started stack, or returns the error code.
@@ -255,7 +260,7 @@ impl Net {
                 }
             },
         };
-        let (limits, problems) = Limits::parse(|key| args.get(key));
+        let (limits, problems) = Limits::parse_over(self.defaults, |key| args.get(key));
         for problem in problems {
             println!("{problem}");
         }
@@ -351,7 +356,7 @@ fn zeroed(len: usize) -> Option<Vec<u8>> {
 /// after [`DEAD_PEER_PROBES`] silent intervals.
 fn new_socket(limits: &Limits) -> Option<tcp::Socket<'static>> {
     let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(zeroed(SOCKET_RX)?),
+        tcp::SocketBuffer::new(zeroed(limits.socket_rx)?),
         tcp::SocketBuffer::new(zeroed(SOCKET_TX)?),
     );
     s.set_nagle_enabled(false);
