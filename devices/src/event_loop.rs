@@ -6,6 +6,7 @@
 //! never exits to userspace for it.
 
 use std::io;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -62,6 +63,16 @@ impl MutEventSubscriber for StopSubscriber {
 
 type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
+/// What every device thread runs first, given its name (the monitor installs the
+/// thread's seccomp filter there).
+static THREAD_START: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Sets the hook every device thread calls first thing, with its name; once per
+/// process (a second hook is ignored).
+pub fn on_thread_start(hook: fn(&str)) {
+    let _ = THREAD_START.set(hook);
+}
+
 /// A running device thread; stopped and joined by [`DeviceThread::stop`] or on drop.
 pub struct DeviceThread {
     stop: EventFd,
@@ -97,9 +108,13 @@ impl DeviceThread {
         }));
         manager.add_subscriber(Box::new(subscriber));
         let flag = stopping.clone();
+        let thread_name = name.to_owned();
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                if let Some(hook) = THREAD_START.get() {
+                    hook(&thread_name);
+                }
                 if let Some(cpu) = cpu {
                     // Placement is a performance choice: a refusal (a CPU taken away
                     // meanwhile) leaves the thread where the scheduler puts it.

@@ -41,6 +41,10 @@ pub enum VmmError {
         source: std::io::Error,
     },
 
+    /// A thread's seccomp filter could not be installed (see `sandbox`).
+    #[error("sandbox: {0} (--no-seccomp runs without the sandbox)")]
+    Sandbox(String),
+
     #[error("KVM {what} failed: {source}")]
     Kvm {
         what: &'static str,
@@ -142,7 +146,8 @@ impl VmmError {
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_)
-            | VmmError::Affinity(_) => EXIT_KVM,
+            | VmmError::Affinity(_)
+            | VmmError::Sandbox(_) => EXIT_KVM,
             #[cfg(feature = "gdb")]
             VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
             #[cfg(feature = "gdb")]
