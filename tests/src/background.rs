@@ -56,6 +56,7 @@ impl Background {
             .args(args)
             .current_dir(repo_root())
             .env_remove("RUST_LOG")
+            .env_remove("FLEXOS_SANDBOX_SELFTEST")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -207,9 +207,9 @@ where
     run_env(args, std::iter::empty::<(&str, &str)>())
 }
 
-/// Runs the monitor with `args` and extra environment variables. `RUST_LOG` and
-/// `FLEXOS_KVM_DEVICE` from the caller's environment are removed first, so that a
-/// developer's shell cannot change what the tests see.
+/// Runs the monitor with `args` and extra environment variables. `RUST_LOG`,
+/// `FLEXOS_KVM_DEVICE` and `FLEXOS_SANDBOX_SELFTEST` from the caller's environment are
+/// removed first, so that a developer's shell cannot change what the tests see.
 #[track_caller]
 pub fn run_env<I, S, E, K, V>(args: I, envs: E) -> Outcome
 where
@@ -271,8 +271,8 @@ where
     (cmd, command)
 }
 
-/// The monitor's command line with a clean environment (`RUST_LOG` and
-/// `FLEXOS_KVM_DEVICE` removed), run inside network namespace `netns` if given.
+/// The monitor's command line with a clean environment (`RUST_LOG`, `FLEXOS_KVM_DEVICE`
+/// and `FLEXOS_SANDBOX_SELFTEST` removed), run inside network namespace `netns` if given.
 fn monitor_command_in<I, S>(netns: Option<&str>, args: I) -> (Command, String)
 where
     I: IntoIterator<Item = S>,
@@ -291,6 +291,7 @@ where
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("FLEXOS_KVM_DEVICE")
+        .env_remove("FLEXOS_SANDBOX_SELFTEST")
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
