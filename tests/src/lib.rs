@@ -220,7 +220,20 @@ where
     V: AsRef<OsStr>,
 {
     let (cmd, command) = monitor_command(args, envs);
-    run_with_timeout(cmd, command, TIMEOUT, None)
+    sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, None))
+}
+
+/// `out`, a monitor run, after checking that no thread of it made a call its sandbox
+/// forbids (unless the run asked for one, with `FLEXOS_SANDBOX_SELFTEST`): every test
+/// is then also a test of the seccomp filters, whatever it asserts itself.
+#[track_caller]
+pub fn sandbox_kept(out: Outcome) -> Outcome {
+    assert!(
+        !out.stderr.contains("flexos-vmm: sandbox: thread")
+            || out.command.contains("FLEXOS_SANDBOX_SELFTEST="),
+        "a monitor thread made a system call outside its seccomp filter\n{out:?}"
+    );
+    out
 }
 
 /// Runs the monitor with `args` like [`run`], and also sends every line it prints (on
@@ -234,7 +247,7 @@ where
     S: AsRef<OsStr>,
 {
     let (cmd, command) = monitor_command(args, std::iter::empty::<(&str, &str)>());
-    run_with_timeout(cmd, command, TIMEOUT, Some(lines))
+    sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, Some(lines)))
 }
 
 /// Waits up to [`TIMEOUT`] for a line from [`run_watching`] that contains `needle` and
