@@ -126,8 +126,9 @@ pub struct Cli {
     /// Run without the sandbox, to debug the monitor itself (under strace, say). By
     /// default every monitor thread runs under a seccomp filter of the system calls it
     /// makes; a call outside it ends the run with one line naming the thread and the
-    /// call (exit 71). FLEXOS_SANDBOX_SELFTEST=KIND (main, signals, vcpu, virtio-blk,
-    /// virtio-net, gdb, post-mortem, idle) makes that thread make such a call, to check.
+    /// call (exit 71). To check it, FLEXOS_SANDBOX_SELFTEST=KIND (main, signals, vcpu,
+    /// virtio-blk, virtio-net, gdb, post-mortem, idle) has the first thread of that kind
+    /// make such a call.
     #[arg(long)]
     pub no_seccomp: bool,
 }
