@@ -6,7 +6,6 @@
 //! never exits to userspace for it.
 
 use std::io;
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -63,16 +62,6 @@ impl MutEventSubscriber for StopSubscriber {
 
 type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
-/// What every device thread runs first, given its name (the monitor installs the
-/// thread's seccomp filter there).
-static THREAD_START: OnceLock<fn(&str)> = OnceLock::new();
-
-/// Sets the hook every device thread calls first thing, with its name; once per
-/// process (a second hook is ignored).
-pub fn on_thread_start(hook: fn(&str)) {
-    let _ = THREAD_START.set(hook);
-}
-
 /// A running device thread; stopped and joined by [`DeviceThread::stop`] or on drop.
 pub struct DeviceThread {
     stop: EventFd,
@@ -108,17 +97,16 @@ impl DeviceThread {
         }));
         manager.add_subscriber(Box::new(subscriber));
         let flag = stopping.clone();
-        let thread_name = name.to_owned();
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                if let Some(hook) = THREAD_START.get() {
-                    hook(&thread_name);
-                }
                 if let Some(cpu) = cpu {
                     // Placement is a performance choice: a refusal (a CPU taken away
                     // meanwhile) leaves the thread where the scheduler puts it.
                     let _ = crate::affinity::pin_current_thread(cpu);
+                }
+                if let Some(hook) = THREAD_START.get() {
+                    hook(std::thread::current().name().unwrap_or_default());
                 }
                 while !flag.is_set() {
                     // An epoll error other than EINTR (reported as 0 events) cannot be
@@ -155,6 +143,16 @@ impl Drop for DeviceThread {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// What every device thread runs once placed, before its loop, given its name (the
+/// monitor installs the thread's seccomp filter there).
+static THREAD_START: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Sets the hook every device thread calls before its loop, with its name; once per
+/// process (a second hook is ignored).
+pub fn on_thread_start(hook: fn(&str)) {
+    let _ = THREAD_START.set(hook);
 }
 
 #[cfg(test)]

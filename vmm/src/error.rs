@@ -122,6 +122,8 @@ impl VmmError {
     pub fn exit_code(&self) -> i32 {
         match self {
             VmmError::Usage(_) => EXIT_USAGE,
+            // The host's seccomp refused a filter (EX_OSERR, like KVM's failures).
+            VmmError::Sandbox(_) => EXIT_KVM,
             VmmError::Image(e) => e.exit_code(),
             VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
             VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
@@ -146,8 +148,7 @@ impl VmmError {
             | VmmError::GdbThread(_)
             | VmmError::NoOutcome
             | VmmError::Signals(_)
-            | VmmError::Affinity(_)
-            | VmmError::Sandbox(_) => EXIT_KVM,
+            | VmmError::Affinity(_) => EXIT_KVM,
             #[cfg(feature = "gdb")]
             VmmError::Debug(crate::debug::error::DebugError::KickHandler(_)) => EXIT_KVM,
             #[cfg(feature = "gdb")]
@@ -230,6 +231,7 @@ mod tests {
             (VmmError::KvmInternal { suberror: 3 }, EXIT_KVM),
             (VmmError::EntryFailed { reason: 7 }, EXIT_KVM),
             (VmmError::TscUnknown, EXIT_KVM),
+            (VmmError::Sandbox("s".into()), EXIT_KVM),
             (
                 VmmError::MsrList {
                     what: "KVM_GET_MSRS",

@@ -19,7 +19,8 @@
 //! - Every thread it starts installs its own filter first thing: `signals`, `idle-N`,
 //!   `gdb`, `post-mortem`, each `vcpu-NAME` (after pinning itself to its CPU).
 //! - A device thread is started by its owner's vCPU thread when the driver sets
-//!   DRIVER_OK, so it inherits that vCPU's filter before installing its own. A vCPU
+//!   DRIVER_OK, so it inherits that vCPU's filter before installing its own (through
+//!   the `devices` crate's thread-start hook, once the thread is pinned). A vCPU
 //!   that starts device threads is therefore allowed what those threads do, plus what
 //!   starting a thread takes; the device thread then narrows itself to its own list.
 //!   `clone3` cannot be filtered by its flags (they sit behind a pointer), so such a
@@ -53,12 +54,13 @@
 //!     below, since a kick then exits to the vCPU, which answers the queue.
 //!   - starting its thread: everything that thread may do, and `clone` (CLONE_THREAD
 //!     only), `clone3` (ENOSYS), `set_robust_list`, `rseq`, `sched_getaffinity`,
-//!     `prctl(PR_SET_NAME)`, `prctl(PR_SET_NO_NEW_PRIVS)`,
+//!     `sched_setaffinity(0, ..)`, `prctl(PR_SET_NAME)`, `prctl(PR_SET_NO_NEW_PRIVS)`,
 //!     `seccomp(SECCOMP_SET_MODE_FILTER)`, `epoll_create1`, `eventfd2`, `epoll_ctl`:
-//!     a new thread, its event loop, and the child's own filter.
+//!     a new thread, its event loop, the child pinning itself to its CPU, and the
+//!     child's own filter.
 //! - **`virtio-blk`**: `epoll_wait`, `epoll_pwait`, `epoll_ctl`, `read`, `pread64`,
-//!   `pwrite64`, `fdatasync`, `sched_setaffinity(0, ..)`. The event loop over its kick
-//!   eventfd; reads, writes and flushes of the disk file.
+//!   `pwrite64`, `fdatasync`. The event loop over its kick eventfd; reads, writes and
+//!   flushes of the disk file.
 //! - **`virtio-net`**: the same loop, `readv` and `writev`: frames from and to the tap.
 //! - **`gdb`**: `accept`, `accept4`, `recvfrom`, `sendto`, `read`, `poll`, `ppoll`,
 //!   `ioctl(FIONBIO)`, `setsockopt(IPPROTO_TCP, TCP_NODELAY)`, `tgkill` with the kick
@@ -450,7 +452,6 @@ fn device_thread(kind: DeviceKind) -> Rules {
         libc::SYS_epoll_ctl,
         libc::SYS_read,
     ])
-    .when(libc::SYS_sched_setaffinity, arg_is(0, 0))
     .merge(&device_io(kind));
     r
 }
@@ -468,6 +469,7 @@ fn thread_start() -> Rules {
         libc::SYS_epoll_ctl,
     ])
     .when(libc::SYS_clone, arg_has(0, libc::CLONE_THREAD as u64))
+    .when(libc::SYS_sched_setaffinity, arg_is(0, 0))
     .when(libc::SYS_prctl, arg_is(0, libc::PR_SET_NAME as u64))
     .when(libc::SYS_prctl, arg_is(0, libc::PR_SET_NO_NEW_PRIVS as u64))
     .when(
