@@ -132,6 +132,9 @@ impl DeviceThread {
                     // meanwhile) leaves the thread where the scheduler puts it.
                     let _ = crate::affinity::pin_current_thread(cpu);
                 }
+                if let Some(hook) = THREAD_START.get() {
+                    hook(std::thread::current().name().unwrap_or_default());
+                }
                 while !flag.is_set() {
                     // An epoll error other than EINTR (reported as 0 events) cannot be
                     // retried meaningfully: the device stops, says why, and the guest
@@ -169,6 +172,16 @@ impl Drop for DeviceThread {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// What every device thread runs once placed, before its loop, given its name (the
+/// monitor installs the thread's seccomp filter there).
+static THREAD_START: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Sets the hook every device thread calls before its loop, with its name; once per
+/// process (a second hook is ignored).
+pub fn on_thread_start(hook: fn(&str)) {
+    let _ = THREAD_START.set(hook);
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ impl Background {
             .args(args)
             .current_dir(repo_root())
             .env_remove("RUST_LOG")
+            .env_remove("FLEXOS_SANDBOX_SELFTEST")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -150,6 +151,12 @@ impl Background {
         let code = status
             .code()
             .unwrap_or_else(|| panic!("killed by a signal instead of exiting: {status}"));
+        // As `sandbox_kept` checks for the other runs (the lines waited for are gone).
+        let report = "flexos-vmm: sandbox: thread";
+        assert!(
+            !other.contains(report) && !rest.iter().any(|l| l.contains(report)),
+            "a monitor thread made a system call outside its seccomp filter: {rest:?}\n{other}"
+        );
         (code, rest, other)
     }
 }

@@ -207,9 +207,9 @@ where
     run_env(args, std::iter::empty::<(&str, &str)>())
 }
 
-/// Runs the monitor with `args` and extra environment variables. `RUST_LOG` and
-/// `FLEXOS_KVM_DEVICE` from the caller's environment are removed first, so that a
-/// developer's shell cannot change what the tests see.
+/// Runs the monitor with `args` and extra environment variables. `RUST_LOG`,
+/// `FLEXOS_KVM_DEVICE` and `FLEXOS_SANDBOX_SELFTEST` from the caller's environment are
+/// removed first, so that a developer's shell cannot change what the tests see.
 #[track_caller]
 pub fn run_env<I, S, E, K, V>(args: I, envs: E) -> Outcome
 where
@@ -220,7 +220,20 @@ where
     V: AsRef<OsStr>,
 {
     let (cmd, command) = monitor_command(args, envs);
-    run_with_timeout(cmd, command, TIMEOUT, None)
+    sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, None))
+}
+
+/// `out`, a monitor run, after checking that no thread of it made a call its sandbox
+/// forbids (unless the run asked for one, with `FLEXOS_SANDBOX_SELFTEST`): every test
+/// is then also a test of the seccomp filters, whatever it asserts itself.
+#[track_caller]
+pub fn sandbox_kept(out: Outcome) -> Outcome {
+    assert!(
+        !out.stderr.contains("flexos-vmm: sandbox: thread")
+            || out.command.contains("FLEXOS_SANDBOX_SELFTEST="),
+        "a monitor thread made a system call outside its seccomp filter\n{out:?}"
+    );
+    out
 }
 
 /// Runs the monitor with `args` like [`run`], and also sends every line it prints (on
@@ -234,7 +247,7 @@ where
     S: AsRef<OsStr>,
 {
     let (cmd, command) = monitor_command(args, std::iter::empty::<(&str, &str)>());
-    run_with_timeout(cmd, command, TIMEOUT, Some(lines))
+    sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, Some(lines)))
 }
 
 /// Waits up to [`TIMEOUT`] for a line from [`run_watching`] that contains `needle` and
@@ -271,8 +284,8 @@ where
     (cmd, command)
 }
 
-/// The monitor's command line with a clean environment (`RUST_LOG` and
-/// `FLEXOS_KVM_DEVICE` removed), run inside network namespace `netns` if given.
+/// The monitor's command line with a clean environment (`RUST_LOG`, `FLEXOS_KVM_DEVICE`
+/// and `FLEXOS_SANDBOX_SELFTEST` removed), run inside network namespace `netns` if given.
 fn monitor_command_in<I, S>(netns: Option<&str>, args: I) -> (Command, String)
 where
     I: IntoIterator<Item = S>,
@@ -291,6 +304,7 @@ where
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("FLEXOS_KVM_DEVICE")
+        .env_remove("FLEXOS_SANDBOX_SELFTEST")
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

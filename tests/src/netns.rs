@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Sender;
 
-use crate::{monitor_command_in, require_tool, run_with_timeout, Outcome, TIMEOUT};
+use crate::{monitor_command_in, require_tool, run_with_timeout, sandbox_kept, Outcome, TIMEOUT};
 
 /// The tap's name inside every test namespace (names are per namespace).
 pub const TAP: &str = "fxtap0";
@@ -95,7 +95,7 @@ impl NetNs {
         S: AsRef<OsStr>,
     {
         let (cmd, command) = monitor_command_in(Some(&self.name), args);
-        run_with_timeout(cmd, command, TIMEOUT, Some(lines))
+        sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, Some(lines)))
     }
 
     /// Runs the monitor inside the namespace and waits for it, like [`crate::run`].
@@ -106,7 +106,7 @@ impl NetNs {
         S: AsRef<OsStr>,
     {
         let (cmd, command) = monitor_command_in(Some(&self.name), args);
-        run_with_timeout(cmd, command, TIMEOUT, None)
+        sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, None))
     }
 }
 

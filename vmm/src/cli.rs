@@ -16,7 +16,8 @@ The guest runs in ring 3; crashes and isolation violations are reported with sym
 backtraces.",
     after_help = "Exit status: the guest's exit code (0..=63) on a clean exit; 64 usage error; \
 65 bad image; 66 file not found or unreadable, or no such tap (--net); 70 a compartment crashed or \
-violated isolation; 71 KVM unavailable or failed, or the tap busy or forbidden; 75 the disk is in \
+violated isolation; 71 KVM unavailable or failed, the tap busy or forbidden, or a monitor thread made a system call \
+outside its sandbox; 75 the disk is in \
 use by another run; 130 / 143 stopped by SIGINT / SIGTERM.\n\n\
 Examples:\n  flexos-vmm --timings target/images/hello.elf -- exit=3\n  \
 flexos-vmm --list-components target/images/gatebench.elf\n  \
@@ -125,6 +126,15 @@ pub struct Cli {
     /// entry, and its guest's main; then the run's end.
     #[arg(long)]
     pub timings: bool,
+
+    /// Run without the sandbox, to debug the monitor itself (under strace, say). By
+    /// default every monitor thread runs under a seccomp filter of the system calls it
+    /// makes; a call outside it ends the run with one line naming the thread and the
+    /// call (exit 71). To check it, FLEXOS_SANDBOX_SELFTEST=KIND (main, signals, vcpu,
+    /// virtio-blk, virtio-net, gdb, post-mortem, idle) has the first thread of that kind
+    /// make such a call.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub enum VmmError {
         source: std::io::Error,
     },
 
+    /// A thread's seccomp filter could not be installed (see `sandbox`).
+    #[error("sandbox: {0} (--no-seccomp runs without the sandbox)")]
+    Sandbox(String),
+
     #[error("KVM {what} failed: {source}")]
     Kvm {
         what: &'static str,
@@ -123,6 +127,8 @@ impl VmmError {
     pub fn exit_code(&self) -> i32 {
         match self {
             VmmError::Usage(_) => EXIT_USAGE,
+            // The host's seccomp refused a filter (EX_OSERR, like KVM's failures).
+            VmmError::Sandbox(_) => EXIT_KVM,
             VmmError::Image(e) => e.exit_code(),
             VmmError::Disk(DiskError::Open { .. } | DiskError::NotAFile { .. }) => EXIT_NO_INPUT,
             VmmError::Disk(DiskError::Size { .. }) => EXIT_USAGE,
@@ -231,6 +237,7 @@ mod tests {
             (VmmError::KvmInternal { suberror: 3 }, EXIT_KVM),
             (VmmError::EntryFailed { reason: 7 }, EXIT_KVM),
             (VmmError::TscUnknown, EXIT_KVM),
+            (VmmError::Sandbox("s".into()), EXIT_KVM),
             (
                 VmmError::MsrList {
                     what: "KVM_GET_MSRS",

@@ -29,6 +29,7 @@ pub mod policy;
 #[cfg(feature = "gdb")]
 pub mod postmortem;
 pub mod report;
+pub mod sandbox;
 pub mod session;
 pub mod signals;
 pub mod stdio;

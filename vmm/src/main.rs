@@ -67,8 +67,11 @@ fn main() -> ExitCode {
             return exit_status(EXIT_USAGE);
         }
     };
-    // Before the first vCPU thread, so that every thread has SIGINT/SIGTERM blocked.
-    let result = flexos_vmm::signals::install().and_then(|()| flexos_vmm::run(cli, start));
+    // Before the first thread: the sandbox's SIGSYS handler; then SIGINT/SIGTERM
+    // blocked in every thread.
+    let result = flexos_vmm::sandbox::configure(!cli.no_seccomp)
+        .and_then(|()| flexos_vmm::signals::install())
+        .and_then(|()| flexos_vmm::run(cli, start));
     match result {
         Ok(code) => exit_status(code),
         Err(e) => {

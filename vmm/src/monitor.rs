@@ -23,6 +23,7 @@ use crate::memory::SharedRegion;
 use crate::mmio::{self, DeviceHandle, Model, PlannedDevice, Window};
 use crate::placement::Placement;
 use crate::policy::{self, Policy};
+use crate::sandbox;
 use crate::session::{self, DebugPlan, Event, Session};
 use crate::symbols::Symbolizer;
 
@@ -98,6 +99,7 @@ pub fn run(kvm: &Kvm, mut run: RunPlan, start: Instant) -> Result<i32> {
         &run.policy,
         &session,
         &tx,
+        run.debug.wanted(),
     )?;
     drop(tx);
     match wait_for_outcome(&rx, &session)? {
@@ -200,17 +202,22 @@ fn build(kvm: &Kvm, run: &mut RunPlan) -> Result<Machine> {
 }
 
 /// One thread per compartment, pinned where the policy says, reporting its outcome.
+/// Each runs its guest once this thread has its own seccomp filter (see `sandbox`).
 fn spawn_vcpus(
     compartments: Vec<Compartment>,
     policy: &Policy,
     session: &Session,
     tx: &mpsc::Sender<Report>,
+    debug: bool,
 ) -> Result<()> {
+    let go = Arc::new(std::sync::Barrier::new(compartments.len() + 1));
     for mut comp in compartments {
         let tx = tx.clone();
         let id = comp.spec.id;
         let hook = session.hook();
         let cpu = policy.cpu_of(&format!("vcpu-{id}"));
+        let used = sandbox::VcpuUse::of(id, &policy.devices);
+        let go = go.clone();
         std::thread::Builder::new()
             .name(format!("vcpu-{}", comp.spec.name))
             .spawn(move || {
@@ -219,11 +226,15 @@ fn spawn_vcpus(
                     // thread runs where the scheduler puts it.
                     let _ = policy::pin_current_thread(cpu);
                 }
+                sandbox::enter_thread(sandbox::Thread::Vcpu(used));
+                go.wait();
                 let outcome = comp.run(hook.as_deref().map(|h| h as _));
                 let _ = tx.send(Report::Ended(id, outcome));
             })
             .map_err(VmmError::VcpuThread)?;
     }
+    sandbox::enter(sandbox::Thread::Main { debug })?;
+    go.wait();
     Ok(())
 }
 

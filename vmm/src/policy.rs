@@ -425,6 +425,7 @@ pub fn start_idle_spinners(cpus: &[usize]) -> io::Result<()> {
                 let param = libc::sched_param { sched_priority: 0 };
                 // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
                 unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+                crate::sandbox::enter_thread(crate::sandbox::Thread::IdleSpinner);
                 loop {
                     std::hint::spin_loop();
                 }

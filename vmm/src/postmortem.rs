@@ -65,6 +65,7 @@ pub fn watch_in_background(
     std::thread::Builder::new()
         .name("post-mortem".into())
         .spawn(move || {
+            crate::sandbox::enter_thread(crate::sandbox::Thread::PostMortem);
             let Some((id, signal, crashed_at)) = dbg.wait_for_crash() else {
                 return;
             };

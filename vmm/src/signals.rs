@@ -41,6 +41,7 @@ pub fn install() -> Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            crate::sandbox::enter_thread(crate::sandbox::Thread::Signals);
             let mut sig = 0;
             // SAFETY: `set` and `sig` are valid for the call; sigwait only fails for
             // an invalid set, so the loop ends with a signal from the set.

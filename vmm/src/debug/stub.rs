@@ -45,7 +45,10 @@ pub fn serve_in_background(
     crate::stderr_line!("flexos-vmm: waiting for gdb on {addr} (target remote {addr})");
     std::thread::Builder::new()
         .name("gdb".into())
-        .spawn(move || on_end(session(listener, &dbg)))
+        .spawn(move || {
+            crate::sandbox::enter_thread(crate::sandbox::Thread::Gdb);
+            on_end(session(listener, &dbg))
+        })
         .map(drop)
 }
 
