@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         assert_eq!(core::mem::size_of::<DeviceInfo>(), 24);
-        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8);
+        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8 + 8);
         assert_eq!(core::mem::align_of::<BootInfo>(), 8);
     }
 
