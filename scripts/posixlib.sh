@@ -73,7 +73,7 @@ check_nosyscall() {
             /^[0-9a-f]+ <.*>:$/ { fn = $2; gsub(/[<>:]/, "", fn); next }
             /^ *[0-9a-f]+:\t/ {
                 insns++
-                split($0, part, "\t"); insn = part[2]
+                split($0, part, "\t"); insn = part[2]; gsub(/ +/, " ", insn)
                 if (insn ~ /^(syscall|sysenter|sysexit|sysret[lq]?)( |$)/ || insn ~ /^int +\$0x80( |$)/) {
                     where = (member != "" && member != file) ? file "(" member ")" : file
                     addr = $1; sub(/:$/, "", addr)

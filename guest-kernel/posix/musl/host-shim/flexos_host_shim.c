@@ -6,18 +6,29 @@
  * These are the only `syscall` instructions in such a program. */
 #include "flexos_syscall.h"
 
-long __flexos_syscall(long n, long a1, long a2, long a3, long a4, long a5, long a6)
-{
-	unsigned long ret;
-	register long r10 __asm__("r10") = a4;
-	register long r8 __asm__("r8") = a5;
-	register long r9 __asm__("r9") = a6;
-	__asm__ __volatile__("syscall"
-	                     : "=a"(ret)
-	                     : "a"(n), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
-	                     : "rcx", "r11", "memory");
-	return ret;
-}
+/* The arguments move from the C calling convention to the kernel's (a6 comes from the
+ * stack). Assembly, so that the stack pointer at the `syscall` is the caller's: for
+ * rt_sigreturn, which musl's __restore_rt (src/signal/x86_64/restore.c) calls with the
+ * stack pointer at the signal frame, it drops the return address first, as the kernel
+ * finds the frame from the stack pointer. */
+__asm__(
+	".text\n"
+	".global __flexos_syscall\n"
+	".type __flexos_syscall,@function\n"
+	"__flexos_syscall:\n"
+	"	mov %rdi,%rax\n"
+	"	mov %rsi,%rdi\n"
+	"	mov %rdx,%rsi\n"
+	"	mov %rcx,%rdx\n"
+	"	mov %r8,%r10\n"
+	"	mov %r9,%r8\n"
+	"	mov 8(%rsp),%r9\n"
+	"	cmp $15,%eax\n"          /* SYS_rt_sigreturn */
+	"	jne 1f\n"
+	"	add $8,%rsp\n"
+	"1:	syscall\n"
+	"	ret\n"
+	".size __flexos_syscall,.-__flexos_syscall\n");
 
 /* musl 1.2.3's src/thread/x86_64/clone.s, renamed: clone(flags, stack, ptid, ctid, tls)
  * with func and arg on the child's stack; the child calls func(arg) and exits with its
