@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
 # Shared by the C build scripts (sources, build-posix, check-nosyscall, porting,
 # test-posix): paths, the guest's C flags, stamps and the no-syscall check. Source it.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
