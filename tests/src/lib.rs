@@ -20,6 +20,7 @@ pub mod crafted;
 pub mod fresh;
 pub mod iperf;
 pub mod netns;
+pub mod redis;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -544,6 +545,20 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// A fresh FAT image of `mib` MiB in `dir`, made by scripts/mkdisk (stock mkfs.fat).
+#[track_caller]
+pub fn mkdisk(dir: &TempDir, mib: u32) -> PathBuf {
+    require_tool("mkfs.fat", "dosfstools");
+    let img = dir.path().join("disk.img");
+    let script = repo_root().join("scripts/mkdisk");
+    run_program(
+        script.to_str().expect("UTF-8 repo path"),
+        [img.as_os_str(), std::ffi::OsStr::new(&mib.to_string())],
+    )
+    .assert_status(0);
+    img
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use flexos_e2e::{image, repo_root, require_tool, run, run_program, Background, Outcome, TempDir};
+use flexos_e2e::{
+    image, mkdisk, repo_root, require_tool, run, run_program, Background, Outcome, TempDir,
+};
 
 /// Exit status: the disk is in use by another run.
 const EXIT_IN_USE: i32 = 75;
@@ -457,20 +459,6 @@ fn app_prefix(compartments: u32) -> &'static str {
     } else {
         "[app] "
     }
-}
-
-/// A fresh FAT image of `mib` MiB in `dir`, made by scripts/mkdisk (stock mkfs.fat).
-#[track_caller]
-fn mkdisk(dir: &TempDir, mib: u32) -> PathBuf {
-    require_tool("mkfs.fat", "dosfstools");
-    let img = dir.path().join("disk.img");
-    let script = repo_root().join("scripts/mkdisk");
-    run_program(
-        script.to_str().expect("UTF-8 repo path"),
-        [img.as_os_str(), std::ffi::OsStr::new(&mib.to_string())],
-    )
-    .assert_status(0);
-    img
 }
 
 /// Runs the sqlite image in `compartments` compartments on the disk `img`.
