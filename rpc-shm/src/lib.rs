@@ -129,12 +129,11 @@ pub use endpoint::{
     DEFAULT_SLEEP_US, DEFAULT_SPIN_ROUNDS, MAX_INTERFACES,
 };
 pub use error::{GateError, LayoutError};
-pub use flexos_abi::MAX_COMPARTMENTS;
 pub use gate::{GateSafe, SharedBuf};
 pub use layout::{
     channel_count, Access, Header, HeapBounds, Layout, Part, PartKind, ARENA_ALIGN, DEAD_OFFSET,
-    HEADER_SIZE, LINE, MAGIC, MAX_REGION, MIN_ARENA, PAGE, RING_BYTES, RING_SLOTS, STATES_OFFSET,
-    VERSION,
+    HEADER_SIZE, LINE, MAGIC, MAX_COMPARTMENTS, MAX_REGION, MIN_ARENA, PAGE, RING_BYTES,
+    RING_SLOTS, STATES_OFFSET, VERSION,
 };
 pub use region::{Region, SharedBytes};
 pub use route::{Placement, Route, Router};
