@@ -4,7 +4,7 @@
 /// "FLEXBOOT" in little-endian ASCII.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"FLEXBOOT");
 /// Bumped on every incompatible change to [`BootInfo`].
-pub const BOOT_VERSION: u32 = 3;
+pub const BOOT_VERSION: u32 = 4;
 
 /// Boot flag: the monitor runs with `--timings`; the guest reports reaching `main`.
 pub const BOOT_FLAG_TIMINGS: u32 = 1 << 0;
@@ -106,6 +106,11 @@ pub struct BootInfo {
     /// [`SPIN_ROUNDS_UNSET`]: the guest decides.
     pub spin_rounds: u32,
     pub reserved_end: u32,
+    /// The host's wall clock (CLOCK_REALTIME: nanoseconds since 1970-01-01 00:00 UTC)
+    /// when the monitor read [`BootInfo::tsc_at_start`], so the guest's time since
+    /// start added to it is the time of day (FAT timestamps); 0 if the host clock was
+    /// unreadable.
+    pub unix_time_ns: u64,
 }
 
 /// [`BootInfo::spin_rounds`] when the monitor leaves the choice to the guest.
@@ -146,6 +151,7 @@ impl BootInfo {
             }; MAX_DEVICES],
             spin_rounds: SPIN_ROUNDS_UNSET,
             reserved_end: 0,
+            unix_time_ns: 0,
         }
     }
 
@@ -173,7 +179,8 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         assert_eq!(core::mem::size_of::<DeviceInfo>(), 24);
-        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8);
+        assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8 + 8);
+        assert_eq!(core::mem::offset_of!(BootInfo, unix_time_ns), 288);
         assert_eq!(core::mem::align_of::<BootInfo>(), 8);
     }
 

@@ -14,8 +14,11 @@
 //! both), the same name rules ([`names`]) and codes ([`codes`]): a full RAM file system
 //! returns `E_NO_SPACE` as a full disk does.
 //!
+//! Files on the disk are stamped with the host's time of day ([`clock`]: the monitor
+//! passes its wall clock at boot).
+//!
 //! The plain-Rust parts ([`cache`], [`names`], [`codes`], [`volume`], [`ramfs`],
-//! [`batch`]) build without the `guest` feature and are tested on the host by
+//! [`batch`], [`clock`]) build without the `guest` feature and are tested on the host by
 //! guest-kernel/components/units.
 
 #![no_std]
@@ -24,6 +27,7 @@ extern crate alloc;
 
 pub mod batch;
 pub mod cache;
+pub mod clock;
 pub mod codes;
 pub mod files;
 pub mod names;
