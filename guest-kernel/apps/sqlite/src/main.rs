@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! sqlite bench [n=N] [journal=delete|wal]   the FlexOS Figure 10 insert workload
+//!                                           (on a fresh table `tab`, every run)
 //! sqlite sql="STATEMENTS"                   run statements, print rows (a|b|c)
 //! ```
 //!
