@@ -219,12 +219,6 @@ impl SplitQueue {
         }
     }
 
-    /// The available index published last.
-    #[inline]
-    pub fn avail_idx(&self) -> u16 {
-        self.avail_idx
-    }
-
     /// Chains made available and not yet taken back with [`SplitQueue::pop_used`].
     #[inline]
     pub fn outstanding(&self) -> u16 {
