@@ -1,5 +1,6 @@
-//! FAT timestamps from the host's clock (vfs::clock): Unix time to FAT date and time,
-//! checked against a plain day-by-day count, and the range ends.
+//! FAT timestamps from the host's clock (vfs::clock): Unix time to FAT date and time
+//! at FAT's 2-second resolution, checked against a plain day-by-day count, and the
+//! range ends.
 
 use flexos_vfs::clock::{Clock, fat_time};
 
@@ -61,12 +62,17 @@ fn known_instants() {
     // date -u -d @1709213862 : Thu Feb 29 13:37:42 UTC 2024
     assert_eq!(
         parts(1_709_213_862 * NS + 500_000_000),
-        (2024, 2, 29, 13, 37, 42, 500)
+        (2024, 2, 29, 13, 37, 42, 0)
+    );
+    // Odd seconds round down: FAT stores modification times in 2-second steps.
+    assert_eq!(
+        parts(1_709_213_863 * NS + 999_999_999),
+        (2024, 2, 29, 13, 37, 42, 0)
     );
     // FAT's first instant, and 2000-03-01 (after the 400-year leap day).
     assert_eq!(parts(315_532_800 * NS), (1980, 1, 1, 0, 0, 0, 0));
     assert_eq!(parts(951_868_800 * NS), (2000, 3, 1, 0, 0, 0, 0));
-    assert_eq!(parts(951_868_799 * NS), (2000, 2, 29, 23, 59, 59, 0));
+    assert_eq!(parts(951_868_799 * NS), (2000, 2, 29, 23, 59, 58, 0));
 }
 
 #[test]
@@ -76,7 +82,7 @@ fn every_day_of_fats_range_matches_a_day_count() {
     for day in first..end {
         let (y, m, d) = naive_date(day);
         let at = (day * 86_400 + 86_399) * NS;
-        assert_eq!(parts(at), (y, m, d, 23, 59, 59, 0), "day {day}");
+        assert_eq!(parts(at), (y, m, d, 23, 59, 58, 0), "day {day}");
     }
 }
 
@@ -84,7 +90,7 @@ fn every_day_of_fats_range_matches_a_day_count() {
 fn times_outside_fats_range_are_clamped_and_unknown_is_1980() {
     assert_eq!(parts(0), (1980, 1, 1, 0, 0, 0, 0), "unknown");
     assert_eq!(parts(100 * NS), (1980, 1, 1, 0, 0, 0, 0), "1970");
-    assert_eq!(parts(u64::MAX), (2107, 12, 31, 23, 59, 59, 999));
+    assert_eq!(parts(u64::MAX), (2107, 12, 31, 23, 59, 58, 0));
     assert_eq!(Clock::UNKNOWN.now(), fat_time(0));
     fn fixed() -> u64 {
         1_709_213_862 * NS
