@@ -106,11 +106,9 @@ pub struct BootInfo {
     /// [`SPIN_ROUNDS_UNSET`]: the guest decides.
     pub spin_rounds: u32,
     pub reserved_end: u32,
-    /// The host's wall clock (CLOCK_REALTIME: nanoseconds since 1970-01-01 00:00 UTC)
-    /// when the monitor read [`BootInfo::tsc_at_start`], so the guest's time since
-    /// start added to it is the time of day (FAT timestamps); 0 if the host clock was
-    /// unreadable.
-    pub unix_time_ns: u64,
+    /// The host's wall-clock time (nanoseconds since the Unix epoch) when the monitor
+    /// read `tsc_at_start`: the real-time clock is this plus the TSC's advance.
+    pub wall_clock_ns: u64,
 }
 
 /// [`BootInfo::spin_rounds`] when the monitor leaves the choice to the guest.
@@ -151,7 +149,7 @@ impl BootInfo {
             }; MAX_DEVICES],
             spin_rounds: SPIN_ROUNDS_UNSET,
             reserved_end: 0,
-            unix_time_ns: 0,
+            wall_clock_ns: 0,
         }
     }
 
@@ -180,7 +178,7 @@ mod tests {
     fn layout_is_pinned() {
         assert_eq!(core::mem::size_of::<DeviceInfo>(), 24);
         assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8 + 8);
-        assert_eq!(core::mem::offset_of!(BootInfo, unix_time_ns), 288);
+        assert_eq!(core::mem::offset_of!(BootInfo, wall_clock_ns), 288);
         assert_eq!(core::mem::align_of::<BootInfo>(), 8);
     }
 

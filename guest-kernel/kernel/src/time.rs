@@ -51,7 +51,7 @@ pub fn now_ns() -> u64 {
 /// clock at start plus the time since. 0 if the monitor could not read its clock or the
 /// TSC frequency is unknown.
 pub fn unix_ns() -> u64 {
-    let at_start = boot_info().unix_time_ns;
+    let at_start = boot_info().wall_clock_ns;
     if at_start == 0 || tsc_khz() == 0 {
         return 0;
     }

@@ -57,9 +57,13 @@ pub(super) fn write(
     info.shared_size = layout.shared_size;
     info.tsc_khz = tsc_khz;
     info.tsc_at_start = tsc_now;
-    // Read together with the TSC value above (the caller reads it just before): the
-    // guest's time since start added to it is the wall clock.
-    info.unix_time_ns = unix_time_ns();
+    // A host clock before 1970 (or past 2554) is a broken host: the guest then counts
+    // from the epoch.
+    info.wall_clock_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0);
     info.host_cpus = spec.host_cpus;
     info.spin_rounds = spec.spin_rounds;
     info.argc = count_u32(spec.guest_args.len(), "guest arguments")?;
@@ -84,16 +88,6 @@ pub(super) fn write(
     };
     write(mem.write_obj(Pod(info), GuestAddress(BOOT_INFO_ADDR)))?;
     write(mem.write_slice(&args, GuestAddress(BOOT_INFO_ADDR + header)))
-}
-
-/// The host's wall clock in nanoseconds since the Unix epoch; 0 if it reads before
-/// 1970 (or after 2554, where u64 nanoseconds end).
-fn unix_time_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
 }
 
 /// A count for a u32 field of the boot info; the placement and the argument size limit
@@ -133,15 +127,19 @@ mod tests {
             spin_rounds: 77,
         };
         let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, shared.mappings(1), 2 << 20);
-        let before = unix_time_ns();
+        let unix_ns = || {
+            let since = std::time::UNIX_EPOCH.elapsed().unwrap();
+            u64::try_from(since.as_nanos()).unwrap()
+        };
+        let before = unix_ns();
         write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
-        let after = unix_time_ns();
+        let after = unix_ns();
         let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
         let info = info.0;
         assert_eq!(info.version, flexos_abi::BOOT_VERSION);
         // The host's clock, read while the block was written.
         assert!(before > 1_600_000_000 * 1_000_000_000, "a clock after 2020");
-        assert!((before..=after).contains(&info.unix_time_ns));
+        assert!((before..=after).contains(&info.wall_clock_ns));
         assert_eq!(info.magic, flexos_abi::BOOT_MAGIC);
         assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
         assert_eq!(info.name(), "net");

@@ -1,6 +1,6 @@
 //! FAT timestamps from the host's clock.
 //!
-//! The monitor passes its wall clock in the boot info (`unix_time_ns`, read together
+//! The monitor passes its wall clock in the boot info (`wall_clock_ns`, read together
 //! with the TSC value the guest's time counts from), so "now" in a guest is that plus
 //! the time since start: the server hands [`Clock`] a function computing it, and lamfat
 //! stamps files it creates and modifies through it. FAT has no time zone: the times

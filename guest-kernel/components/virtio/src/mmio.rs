@@ -1,9 +1,8 @@
 //! The virtio-mmio (version 2) register window every guest driver talks to: register
-//! offsets, status bits, and bounds-checked volatile access ([`Regs`], the
-//! [`Transport`] of a real device). Each access exits to the monitor (~26 us here)
-//! except QueueNotify, which the monitor binds to an ioeventfd (~3 us): drivers touch
-//! the window only to set a device up, to kick it when it asked for a kick, and to
-//! read the status after a long wait.
+//! offsets, status bits, and bounds-checked volatile access. Each access exits to the
+//! monitor (~26 us here) except QueueNotify, which the monitor binds to an ioeventfd
+//! (~3 us): drivers touch the window only to set a device up, to kick it when it asked
+//! for a kick, and to read the status after a long wait.
 
 use core::ptr::NonNull;
 
@@ -43,17 +42,6 @@ pub const STATUS_FAILED: u32 = 0x80;
 /// Feature bits every device here offers (device-specific bits live with the driver).
 pub const F_RING_EVENT_IDX: u64 = 1 << 29;
 pub const F_VERSION_1: u64 = 1 << 32;
-
-/// 32-bit (and, for byte-wide configuration fields, 8-bit) register access: [`Regs`]
-/// for a device's window, or a model of a device in host tests.
-pub trait Transport {
-    /// The 32-bit register at `offset`.
-    fn read(&self, offset: usize) -> u32;
-    /// Writes the 32-bit register at `offset`.
-    fn write(&self, offset: usize, value: u32);
-    /// Byte `i` of the device-specific configuration.
-    fn config_u8(&self, i: usize) -> u8;
-}
 
 /// One device's register window.
 pub struct Regs {
@@ -102,4 +90,16 @@ impl Transport for Regs {
         // SAFETY: a byte inside the window (checked by `at`).
         unsafe { self.at(CONFIG + i, 1).read_volatile() }
     }
+}
+
+/// 32-bit (and, for byte-wide configuration fields, 8-bit) register access: [`Regs`]
+/// for a device's window (its volatile accesses), or a model of a device in host
+/// tests.
+pub trait Transport {
+    /// The 32-bit register at `offset`.
+    fn read(&self, offset: usize) -> u32;
+    /// Writes the 32-bit register at `offset`.
+    fn write(&self, offset: usize, value: u32);
+    /// Byte `i` of the device-specific configuration.
+    fn config_u8(&self, i: usize) -> u8;
 }
