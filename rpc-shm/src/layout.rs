@@ -28,7 +28,16 @@
 use core::ops::Range;
 
 use crate::error::LayoutError;
-use crate::MAX_COMPARTMENTS;
+
+/// Most compartments one region serves: the dead flags of the header page, the state
+/// pages and the channels are laid out for at most this many, and every
+/// [`crate::Endpoint`] keeps per-peer state in arrays of this length.
+///
+/// This is the one definition. The monitor and the guest take it from here; the abi
+/// crate, which depends on nothing, repeats the value as `flexos_abi::MAX_COMPARTMENTS`
+/// (the width of its component table's splits, an ELF format) and its tests check
+/// that the two agree, as does a const assertion in the guest kernel.
+pub const MAX_COMPARTMENTS: usize = 16;
 
 /// "FLEXSHM1" in little-endian ASCII, the first 8 bytes of the region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLEXSHM1");

@@ -101,6 +101,13 @@
 //! is inlined across crates (`#[inline]` on the layout and slot helpers): keep it so.
 //! A co-located call through a generated client is a direct call behind one branch.
 //!
+//! # Bulk data: the SPSC ring
+//!
+//! [`spsc`] is the one single-producer single-consumer ring of the shared heap (bytes
+//! or 64-bit words, head and tail in their own cache lines, every peer index checked):
+//! net's socket byte streams and netdev's relay rings are built on it. Its docs say
+//! why the call rings above are not.
+//!
 //! # Peer death
 //!
 //! The monitor stores 1 in the dead flag of a crashed compartment
@@ -122,6 +129,7 @@ mod layout;
 mod region;
 mod route;
 pub mod slot;
+pub mod spsc;
 
 pub use arena::{Arena, ARENA_WORDS, MAX_BLOCKS, MIN_BLOCK};
 pub use endpoint::{
@@ -129,12 +137,11 @@ pub use endpoint::{
     DEFAULT_SLEEP_US, DEFAULT_SPIN_ROUNDS, MAX_INTERFACES,
 };
 pub use error::{GateError, LayoutError};
-pub use flexos_abi::MAX_COMPARTMENTS;
 pub use gate::{GateSafe, SharedBuf};
 pub use layout::{
     channel_count, Access, Header, HeapBounds, Layout, Part, PartKind, ARENA_ALIGN, DEAD_OFFSET,
-    HEADER_SIZE, LINE, MAGIC, MAX_REGION, MIN_ARENA, PAGE, RING_BYTES, RING_SLOTS, STATES_OFFSET,
-    VERSION,
+    HEADER_SIZE, LINE, MAGIC, MAX_COMPARTMENTS, MAX_REGION, MIN_ARENA, PAGE, RING_BYTES,
+    RING_SLOTS, STATES_OFFSET, VERSION,
 };
 pub use region::{Region, SharedBytes};
 pub use route::{Placement, Route, Router};

@@ -3,7 +3,8 @@
 //! float traps of DEVICES.md), the Figure 10 `bench` in both journal modes, SQL and
 //! argument errors, a full heap reported as SQLITE_FULL. On a FAT disk image (`--disk`,
 //! through the vfs and blkdev components) in 1, 2 and 3 compartments: the database the
-//! bench leaves is read back by the host's mtools and sqlite3, a second run reads it,
+//! bench leaves is read back by the host's mtools and sqlite3, a second run reads it, a
+//! bench run again starts from a fresh table (and the file carries the host's date),
 //! and a missing, non-FAT or full disk ends the run cleanly. On vfs's RAM file system
 //! (`ramfs`) in 1, 2 and 3 compartments: the bench and a read-back in the same run, a
 //! disk given anyway left alone, a full cap or heap reported as SQLITE_FULL. Last, the
@@ -539,6 +540,65 @@ fn bench_on_disk_is_read_back_by_the_host_and_by_a_second_run() {
                 .assert_stderr_empty();
         }
     }
+}
+
+/// Today's date (UTC) as mtools prints it, from the host's `date`.
+fn utc_date() -> String {
+    let out = run_program("date", ["-u", "+%Y-%m-%d"]);
+    out.assert_status(0);
+    out.stdout.trim().to_string()
+}
+
+/// A user re-runs the bench on the disk it left: each run starts from a fresh table
+/// (before, the second failed with "table tab already exists"), so the host finds the
+/// last run's rows alone, numbered from 1. The database file carries the host's date
+/// (the monitor passes its clock in the boot info), not FAT's empty 1980-00-00.
+#[test]
+fn bench_runs_again_on_the_disk_it_left_from_a_fresh_table() {
+    require_tool("mdir", "mtools");
+    let dir = TempDir::new("sqlite-again");
+    let img = mkdisk(&dir, 16);
+    let before = utc_date();
+    for (compartments, rows, journal) in [(2, 300, "delete"), (2, 200, "wal"), (1, 100, "delete")] {
+        let n = format!("n={rows}");
+        let mode = format!("journal={journal}");
+        let out = sqlite_on_disk(compartments, &img, &["bench", &n, &mode]);
+        out.assert_status(0).assert_stderr_empty();
+        let prefix = app_prefix(compartments);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{out:?}");
+        assert_eq!(lines[0], format!("{prefix}committed {rows}"), "{out:?}");
+        let (_, inserts, mode, _) = bench_json(&out, lines[1].strip_prefix(prefix).unwrap());
+        assert_eq!((inserts, mode.as_str()), (rows, journal), "{out:?}");
+    }
+    let after = utc_date();
+    assert_eq!(
+        host_sqlite3(
+            &dir,
+            &img,
+            "bench.db",
+            "PRAGMA integrity_check; SELECT count(*), min(id), max(id) FROM tab",
+        ),
+        ["ok", "100|1|100"]
+    );
+    let listing = run_program(
+        "mdir",
+        [
+            std::ffi::OsStr::new("-i"),
+            img.as_os_str(),
+            std::ffi::OsStr::new("::"),
+        ],
+    );
+    listing.assert_status(0);
+    let line = listing
+        .stdout
+        .lines()
+        .find(|l| l.ends_with("bench.db"))
+        .unwrap_or_else(|| panic!("no bench.db in\n{}", listing.stdout));
+    assert!(
+        line.contains(&before) || line.contains(&after),
+        "bench.db should carry today's date ({before}), not FAT's empty one: {line}"
+    );
 }
 
 /// One transaction of ~6 MiB: more dirty blocks than the vfs cache holds (4 MiB, so

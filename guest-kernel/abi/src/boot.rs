@@ -15,7 +15,13 @@ pub const BOOT_FLAG_DISK: u32 = 1 << 1;
 
 /// Maximum number of components an image may declare.
 pub const MAX_COMPONENTS: usize = 32;
-/// Maximum number of compartments.
+/// Maximum number of compartments: the width of a split in the component table
+/// ([`crate::Split::names`]) and the bound on [`BootInfo::compartment_count`].
+///
+/// Defined by rpc-shm (`rpc_shm::MAX_COMPARTMENTS`: the shared region is laid out for
+/// that many). This crate depends on nothing, so it repeats the value rather than
+/// importing it; the test `max_compartments_is_rpc_shms` (rpc-shm is a
+/// dev-dependency) and a const assertion in the guest kernel check that they agree.
 pub const MAX_COMPARTMENTS: usize = 16;
 /// Maximum length of a compartment name, in bytes.
 pub const NAME_LEN: usize = 16;
@@ -172,7 +178,13 @@ mod tests {
     fn layout_is_pinned() {
         assert_eq!(core::mem::size_of::<DeviceInfo>(), 24);
         assert_eq!(core::mem::size_of::<BootInfo>(), 176 + 8 + 4 * 24 + 8 + 8);
+        assert_eq!(core::mem::offset_of!(BootInfo, wall_clock_ns), 288);
         assert_eq!(core::mem::align_of::<BootInfo>(), 8);
+    }
+
+    #[test]
+    fn max_compartments_is_rpc_shms() {
+        assert_eq!(MAX_COMPARTMENTS, rpc_shm::MAX_COMPARTMENTS);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use flexos_abi::{ComponentTable, MAX_COMPARTMENTS, MAX_COMPONENTS, MAX_SPLITS, S
 
 use crate::boot_info;
 
+// rpc-shm defines the limit (the shared region is laid out for it); the abi crate, which
+// depends on nothing, repeats it as the width of the component table's splits.
+const _: () = assert!(MAX_COMPARTMENTS == rpc_shm::MAX_COMPARTMENTS);
+
 /// Component id of the entry component (its compartment runs `main`).
 pub const ENTRY_COMPONENT: u16 = 0;
 

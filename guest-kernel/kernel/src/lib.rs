@@ -36,7 +36,6 @@ pub mod rt;
 mod start;
 pub mod sync;
 pub mod time;
-pub mod virtio_mmio;
 
 pub use args::Args;
 pub use flexos_abi as abi;

@@ -2,7 +2,8 @@
 //!
 //! `rdtsc` is allowed in ring 3 (the monitor leaves CR4.TSD clear) and does not exit.
 //! The monitor passes the TSC frequency (KVM_GET_TSC_KHZ) and the TSC value it read just
-//! before starting the vCPU, so "now" is nanoseconds since the compartment started.
+//! before starting the vCPU, so "now" is nanoseconds since the compartment started; and
+//! its wall clock read at the same moment, so [`unix_ns`] is the time of day.
 
 use core::arch::asm;
 
@@ -44,4 +45,15 @@ pub fn ns_to_ticks(ns: u64) -> u64 {
 /// Nanoseconds since the monitor started this compartment's vCPU.
 pub fn now_ns() -> u64 {
     ticks_to_ns(rdtsc().saturating_sub(boot_info().tsc_at_start))
+}
+
+/// The host's wall clock now, in nanoseconds since 1970-01-01 00:00 UTC: the monitor's
+/// clock at start plus the time since. 0 if the monitor could not read its clock or the
+/// TSC frequency is unknown.
+pub fn unix_ns() -> u64 {
+    let at_start = boot_info().wall_clock_ns;
+    if at_start == 0 || tsc_khz() == 0 {
+        return 0;
+    }
+    at_start.saturating_add(now_ns())
 }

@@ -134,9 +134,19 @@ mod tests {
             spin_rounds: 77,
         };
         let layout = GuestLayout::new(plan, 1, vec![], 0x10_1000, shared.mappings(1), 2 << 20);
+        let unix_ns = || {
+            let since = std::time::UNIX_EPOCH.elapsed().unwrap();
+            u64::try_from(since.as_nanos()).unwrap()
+        };
+        let before = unix_ns();
         write(&mem, &spec, &layout, 2_596_000, 42).unwrap();
+        let after = unix_ns();
         let info: Pod<BootInfo> = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap();
         let info = info.0;
+        assert_eq!(info.version, flexos_abi::BOOT_VERSION);
+        // The host's clock, read while the block was written.
+        assert!(before > 1_600_000_000 * 1_000_000_000, "a clock after 2020");
+        assert!((before..=after).contains(&info.wall_clock_ns));
         assert_eq!(info.magic, flexos_abi::BOOT_MAGIC);
         assert_eq!((info.compartment_id, info.compartment_count), (1, 2));
         assert_eq!(info.name(), "net");

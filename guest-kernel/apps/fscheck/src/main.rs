@@ -22,38 +22,20 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec;
 
-use flexos_kernel::gate::{self, GateRouter, router};
+use flexos_kernel::gate;
 use flexos_kernel::rpc::SharedBuf;
 use flexos_kernel::{Args, println};
+use flexos_vfs::Files;
 use flexos_vfs::codes::describe;
 use flexos_vfs::ramfs::{CAP_KEY, RAMFS_ARG};
-use flexos_vfs::{Vfs, fs};
 
 flexos_kernel::main!(main);
-
-flexos_kernel::components! {
-    components: [APP = "app", VFS = "vfs", BLKDEV = "blkdev"],
-    splits: [
-        [("all", ["app", "vfs", "blkdev"])],
-        [("app", ["app"]), ("fs", ["vfs", "blkdev"])],
-        [("app", ["app"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
-    ],
-}
-
-/// The file system, over the disk of the `blkdev` component.
-static VFS_SERVER: fs::Server<Vfs> = fs::Server(Vfs::new(BLKDEV));
-
-flexos_kernel::servers! {
-    VFS => flexos_vfs::fs(VFS_SERVER),
-    BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
-}
+flexos_vfs::app!();
 
 const USAGE: &str =
     "usage: fscheck [ramfs [vfs.ramfs=MiB]] [write=NAME:TEXT | read=NAME | rm=NAME | ls]...";
 const EXIT_FAILED: i32 = 1;
 const EXIT_USAGE: i32 = 2;
-
-type Files = fs::Client<'static, Vfs, GateRouter>;
 
 /// A failed step: what it was and the code.
 struct Failed(String, i64);
@@ -169,7 +151,7 @@ fn main(args: &Args) -> i32 {
         println!("fscheck: {CAP_KEY}= needs ramfs; {USAGE}");
         return EXIT_USAGE;
     }
-    let files = fs::Client::new(router(), VFS, &VFS_SERVER.0);
+    let files = files();
     for arg in args.iter().filter(|arg| !setting(arg)) {
         let done = if let Some(spec) = arg.strip_prefix("write=") {
             let Some((name, text)) = spec.split_once(':') else {

@@ -11,13 +11,15 @@
 //!
 //! ```text
 //! sqlite bench [n=N] [journal=delete|wal]   the FlexOS Figure 10 insert workload
+//!                                           (on a fresh table `tab`, every run)
 //! sqlite sql="STATEMENTS"                   run statements, print rows (a|b|c)
 //! ```
 //!
 //! Without a disk the run prints how to attach one and exits 1; a disk that holds no
-//! FAT volume exits 1 after the vfs component's message. Splits: 1 = everything;
-//! 2 = {app} | {vfs, blkdev}; 3 = {app} | {vfs} | {blkdev}. With `ramfs`, 2 is
-//! {app} | {vfs on RAM}: FlexOS's EPT2 configuration of its Figure 10.
+//! FAT volume exits 1 after the vfs component's message. Splits ([`flexos_vfs::app!`],
+//! the prologue shared with fscheck): 1 = everything; 2 = {app} | {vfs, blkdev};
+//! 3 = {app} | {vfs} | {blkdev}. With `ramfs`, 2 is {app} | {vfs on RAM}: FlexOS's EPT2
+//! configuration of its Figure 10.
 //!
 //! Both may be given (the bench runs first, on the same connection). Every connection
 //! uses `PRAGMA locking_mode=EXCLUSIVE` (no shared-memory methods needed for WAL, and
@@ -43,10 +45,8 @@ use alloc::boxed::Box;
 use alloc::ffi::CString;
 use core::ffi::c_int;
 
-use flexos_kernel::gate::router;
 use flexos_kernel::{Args, println};
 use flexos_vfs::codes::E_NO_DISK;
-use flexos_vfs::{Vfs, fs};
 use libsqlite3_sys::{SQLITE_OK, sqlite3_initialize};
 
 use cli::{Command, Journal, USAGE};
@@ -56,23 +56,7 @@ use storage::gate::GateStorage;
 use storage::mem::MemStorage;
 
 flexos_kernel::main!(main);
-
-flexos_kernel::components! {
-    components: [APP = "app", VFS = "vfs", BLKDEV = "blkdev"],
-    splits: [
-        [("all", ["app", "vfs", "blkdev"])],
-        [("app", ["app"]), ("fs", ["vfs", "blkdev"])],
-        [("app", ["app"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
-    ],
-}
-
-/// The file system, over the disk of the `blkdev` component.
-static VFS_SERVER: fs::Server<Vfs> = fs::Server(Vfs::new(BLKDEV));
-
-flexos_kernel::servers! {
-    VFS => flexos_vfs::fs(VFS_SERVER),
-    BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
-}
+flexos_vfs::app!();
 
 /// Exit code for an SQL error or an unusable disk.
 const EXIT_SQL: i32 = 1;
@@ -89,8 +73,7 @@ fn storage(command: &Command) -> Result<Box<dyn Storage + Send>, ()> {
     if command.mem {
         return Ok(Box::new(MemStorage::new()));
     }
-    let files = fs::Client::new(router(), VFS, &VFS_SERVER.0);
-    match GateStorage::connect(files, VFS, command.db) {
+    match GateStorage::connect(files(), VFS, command.db) {
         Ok(storage) => Ok(Box::new(storage)),
         Err(err) if err.0 == E_NO_DISK => {
             println!("{NO_DISK}");

@@ -1,9 +1,7 @@
 //! The driver state and the `blk` server.
 
-use alloc::alloc::{Layout, alloc_zeroed};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::ptr::NonNull;
 
 use flexos_kernel::abi::DEVICE_BLOCK;
 use flexos_kernel::rpc::SharedBuf;
@@ -15,13 +13,14 @@ use crate::extents::{EXTENT_BYTES, Extent};
 use crate::request::{
     E_BAD_BUFFER, E_BUSY, E_IO, E_LENGTH, E_NO_DEVICE, E_NO_MEMORY, E_READ_ONLY, check_transfer,
 };
-use crate::virtq::{MAX_BATCH, QUEUE_SIZE, Request, Ring, Segment, Virtq};
-use flexos_kernel::virtio_mmio::*;
+use crate::virtq::{MAX_BATCH, QUEUE_SIZE, Request, Segment, Virtq};
+use flexos_virtio::Device;
+use flexos_virtio::mmio::F_RING_EVENT_IDX;
 
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
-/// What we can use; VERSION_1 is required.
-const WANTED: u64 = F_VERSION_1 | F_RING_EVENT_IDX | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_RO;
+/// What we can use beside VERSION_1 (which the virtio core always requires).
+const OPTIONAL: u64 = F_RING_EVENT_IDX | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_RO;
 
 const VIRTIO_BLK_T_IN: u32 = 0;
 const VIRTIO_BLK_T_OUT: u32 = 1;
@@ -33,10 +32,9 @@ const SPINS_PER_STATUS_CHECK: u32 = 1 << 22;
 
 /// A started device.
 struct Running {
-    regs: Regs,
+    device: Device,
     queue: Virtq,
     capacity: u64,
-    features: u64,
 }
 
 enum State {
@@ -77,25 +75,17 @@ fn start() -> State {
         println!("blkdev: no block device attached (run with --disk PATH)");
         return State::Absent;
     };
-    let Some(base) = NonNull::new(dev.mmio_base as *mut u8) else {
-        println!("blkdev: the block device's MMIO window is at address 0");
-        return State::Absent;
-    };
     // SAFETY: the monitor maps the device's virtio-mmio window identity-mapped at
     // mmio_base, mmio_size bytes long, for this compartment's whole life, and only this
     // driver touches it (the state is created once, under the lock).
-    let regs = unsafe { Regs::new(base, dev.mmio_size as usize) };
-    if regs.read(MAGIC_VALUE) != MAGIC
-        || regs.read(VERSION) != MODERN_VERSION
-        || regs.read(DEVICE_ID) != DEVICE_BLOCK
-    {
-        println!(
-            "blkdev: no virtio-mmio (version 2) block device at {:#x}",
-            dev.mmio_base
-        );
-        return State::Absent;
-    }
-    match Running::start(regs) {
+    let device = match unsafe { Device::open(dev, DEVICE_BLOCK) } {
+        Ok(device) => device,
+        Err(why) => {
+            println!("blkdev: no block device at {:#x}: {why}", dev.mmio_base);
+            return State::Absent;
+        }
+    };
+    match Running::start(device) {
         Ok(running) => State::Running(Box::new(running)),
         Err(why) => {
             println!("blkdev: the block device did not start: {why}");
@@ -105,92 +95,37 @@ fn start() -> State {
 }
 
 impl Running {
-    /// The initialisation sequence of virtio 1.2, 3.1.1, with one queue.
-    fn start(regs: Regs) -> Result<Running, &'static str> {
-        regs.write(STATUS, 0);
-        regs.write(STATUS, STATUS_ACKNOWLEDGE);
-        regs.write(STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        let mut offered = 0u64;
-        for sel in 0..2u32 {
-            regs.write(DEVICE_FEATURES_SEL, sel);
-            offered |= u64::from(regs.read(DEVICE_FEATURES)) << (32 * sel);
-        }
-        let features = offered & WANTED;
-        if features & F_VERSION_1 == 0 {
-            return Err("it does not offer F_VERSION_1");
-        }
-        for sel in 0..2u32 {
-            regs.write(DRIVER_FEATURES_SEL, sel);
-            regs.write(DRIVER_FEATURES, (features >> (32 * sel)) as u32);
-        }
-        let status = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-        regs.write(STATUS, status);
-        if regs.read(STATUS) & STATUS_FEATURES_OK == 0 {
-            return Err("it refused our features");
-        }
-        regs.write(QUEUE_SEL, 0);
-        if regs.read(QUEUE_READY) != 0 {
-            return Err("its queue is already in use");
-        }
-        if regs.read(QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
-            return Err("its queue is too small");
-        }
-        let layout = Layout::new::<Ring>();
-        // SAFETY: Ring has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) }.cast::<Ring>();
-        if ptr.is_null() {
-            return Err("no memory for the queue");
-        }
-        // SAFETY: a fresh, zeroed, aligned allocation of a Ring (all atomics and bytes:
-        // zero is valid), never freed: the device keeps using it.
-        let ring: &'static Ring = unsafe { &*ptr };
-        let queue = Virtq::new(ring);
-        let (desc, avail, used) = ring.addresses();
-        regs.write(QUEUE_NUM, u32::from(QUEUE_SIZE));
-        regs.write64(QUEUE_DESC_LOW, QUEUE_DESC_HIGH, desc);
-        regs.write64(QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, avail);
-        regs.write64(QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH, used);
-        regs.write(QUEUE_READY, 1);
-        regs.write(STATUS, status | STATUS_DRIVER_OK);
-        if regs.read(STATUS) & (STATUS_NEEDS_RESET | STATUS_FAILED) != 0 {
-            return Err("it failed when the driver was ready");
-        }
-        // capacity (le64 at config offset 0), read until the generation is stable.
-        let capacity = loop {
-            let generation = regs.read(CONFIG_GENERATION);
-            let low = regs.read(CONFIG);
-            let high = regs.read(CONFIG + 4);
-            if regs.read(CONFIG_GENERATION) == generation {
-                break u64::from(low) | u64::from(high) << 32;
-            }
-        };
+    /// The initialisation sequence (the virtio core's), with one queue of
+    /// [`QUEUE_SIZE`] entries, then the capacity.
+    fn start(mut device: Device) -> Result<Running, flexos_virtio::StartError> {
+        device.negotiate(0, OPTIONAL)?;
+        let queue = Virtq::new(device.queue(0, QUEUE_SIZE, QUEUE_SIZE)?);
+        device.driver_ok()?;
+        // capacity: le64 at config offset 0.
+        let capacity = device.config_u64(0);
         Ok(Running {
-            regs,
+            device,
             queue,
             capacity,
-            features,
         })
     }
 
     fn readonly(&self) -> bool {
-        self.features & VIRTIO_BLK_F_RO != 0
+        self.device.has(VIRTIO_BLK_F_RO)
     }
 
     /// Posts `requests` as one batch and waits for all of them: `Ok` if every status is
     /// OK. A device that shows NEEDS_RESET or FAILED while we wait is an I/O error (the
     /// queue then stays busy: every later call fails too).
     fn run(&mut self, requests: &[Request<'_>]) -> Result<(), i64> {
-        let kick = self.queue.post(requests).map_err(|_| E_IO)?;
-        if kick || self.features & F_RING_EVENT_IDX == 0 {
-            self.regs.write(QUEUE_NOTIFY, 0);
+        if self.queue.post(requests).map_err(|_| E_IO)? {
+            self.device.notify(0);
         }
         let mut spins = 0u32;
         while !self.queue.done() {
             core::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(SPINS_PER_STATUS_CHECK)
-                && self.regs.read(STATUS) & (STATUS_NEEDS_RESET | STATUS_FAILED) != 0
-            {
+            if spins.is_multiple_of(SPINS_PER_STATUS_CHECK) && self.device.broken() {
                 return Err(E_IO);
             }
         }
@@ -239,7 +174,7 @@ impl Running {
     fn flush(&mut self) -> i64 {
         // Without FLUSH the device promises nothing more to wait for (virtio 1.2,
         // 5.2.6.2: the driver must not send it).
-        if self.features & VIRTIO_BLK_F_FLUSH == 0 {
+        if !self.device.has(VIRTIO_BLK_F_FLUSH) {
             return 0;
         }
         match self.run(&[Request {

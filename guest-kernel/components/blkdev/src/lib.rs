@@ -1,10 +1,12 @@
 //! The `blkdev` component: a virtio-blk driver over the virtio-mmio (version 2) window
 //! the monitor gives the compartment hosting it, serving the [`blk`] interface.
 //!
-//! The driver is ours ([`virtq`], ~250 lines): one split queue, polled (the guest takes
-//! no interrupts: a call spins on the used ring), a batch of requests published with one
-//! index update and a kick only when the device asked for one with RING_EVENT_IDX (it
-//! polls while requests keep coming, so most batches cost no exit). Its rings live in
+//! The driver is ours, on the guest's virtio core (`flexos_virtio`: the handshake and the
+//! split queue, shared with netdev); what is virtio-blk's is [`virtq`]: one queue,
+//! polled (the guest takes no interrupts: a call spins on the used ring), a batch of
+//! requests published with one index update and a kick only when the device asked for
+//! one with RING_EVENT_IDX (it polls while requests keep coming, so most batches cost
+//! no exit). Its rings live in
 //! this compartment's heap (the data window the device can reach). The data never
 //! passes through this component: the device reads and fills the caller's shared
 //! buffer itself (the monitor gives the device every shared page this compartment may

@@ -204,7 +204,7 @@ impl Link {
                 r.ctrl.store_u64(CTRL_WAITING, 1);
                 r.waiting = true;
                 fence(Ordering::SeqCst);
-                !r.broken && !r.received.is_empty().unwrap_or(true)
+                !r.broken && r.received.pending()
             }
         }
     }

@@ -21,9 +21,12 @@ use core::ptr::NonNull;
 use flexos_kernel::abi::DEVICE_NET;
 use flexos_kernel::boot_info;
 
+use flexos_virtio::mmio::{F_RING_EVENT_IDX, F_VERSION_1};
+use flexos_virtio::queue::MAX_SIZE;
+use flexos_virtio::{Device, SplitQueue};
+
 use crate::frame::HDR_LEN;
-use crate::mmio::*;
-use crate::queue::{MAX_SIZE, Queue};
+use crate::mmio::{F_GUEST_CSUM, F_GUEST_TSO4, F_MAC};
 
 /// Bytes of one receive buffer: header + the largest frame GUEST_TSO4 allows.
 pub const RX_BUF: usize = HDR_LEN + 65550;
@@ -63,12 +66,15 @@ fn heap_alloc(len: usize) -> Option<NonNull<u8>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartError {
     NoDevice,
-    NotVirtio,
-    WrongDevice(u32),
-    Features(u64),
-    FeaturesRefused,
-    NoQueue(u32),
+    /// The handshake or a queue failed (the virtio core says why).
+    Virtio(flexos_virtio::StartError),
     NoMemory,
+}
+
+impl From<flexos_virtio::StartError> for StartError {
+    fn from(e: flexos_virtio::StartError) -> Self {
+        StartError::Virtio(e)
+    }
 }
 
 impl core::fmt::Display for StartError {
@@ -77,17 +83,7 @@ impl core::fmt::Display for StartError {
             StartError::NoDevice => {
                 write!(f, "no network device attached (run with --net tap=NAME)")
             }
-            StartError::NotVirtio => write!(f, "the window holds no virtio-mmio version 2 device"),
-            StartError::WrongDevice(id) => {
-                write!(f, "the device is virtio id {id}, not a network card")
-            }
-            StartError::Features(have) => write!(
-                f,
-                "the device lacks features {:#x} (offers {have:#x})",
-                WANTED & !have
-            ),
-            StartError::FeaturesRefused => write!(f, "the device refused the negotiated features"),
-            StartError::NoQueue(q) => write!(f, "the device has no queue {q}"),
+            StartError::Virtio(e) => write!(f, "{e}"),
             StartError::NoMemory => write!(f, "no memory for the receive buffers"),
         }
     }
@@ -95,9 +91,9 @@ impl core::fmt::Display for StartError {
 
 /// A started virtio-net device.
 pub struct NetDevice {
-    regs: Regs,
-    rx: Queue,
-    tx: Queue,
+    device: Device,
+    rx: SplitQueue,
+    tx: SplitQueue,
     rx_bufs: Vec<NonNull<u8>>,
     tx_bufs: Vec<NonNull<u8>>,
     tx_free: Vec<u16>,
@@ -124,50 +120,19 @@ impl NetDevice {
             .iter()
             .find(|d| d.kind == DEVICE_NET)
             .ok_or(StartError::NoDevice)?;
-        if dev.mmio_size < 0x200 {
-            return Err(StartError::NotVirtio);
-        }
-        let base = NonNull::new(dev.mmio_base as usize as *mut u8).ok_or(StartError::NotVirtio)?;
-        // SAFETY: the monitor maps this device's window at mmio_base (checked >= 0x200
-        // bytes) for the compartment's whole life; only this driver touches it, and
-        // `start` runs once per run (the caller keeps the device).
-        let regs = unsafe { Regs::new(base, dev.mmio_size as usize) };
-        if regs.read(MAGIC_VALUE) != MAGIC || regs.read(VERSION) != MODERN_VERSION {
-            return Err(StartError::NotVirtio);
-        }
-        let id = regs.read(DEVICE_ID);
-        if id != 1 {
-            return Err(StartError::WrongDevice(id));
-        }
-        regs.write(STATUS, 0);
-        regs.write(STATUS, STATUS_ACKNOWLEDGE);
-        regs.write(STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        regs.write(DEVICE_FEATURES_SEL, 0);
-        let low = u64::from(regs.read(DEVICE_FEATURES));
-        regs.write(DEVICE_FEATURES_SEL, 1);
-        let offered = low | u64::from(regs.read(DEVICE_FEATURES)) << 32;
-        if offered & WANTED != WANTED {
-            regs.write(STATUS, STATUS_FAILED);
-            return Err(StartError::Features(offered));
-        }
-        regs.write(DRIVER_FEATURES_SEL, 0);
-        regs.write(DRIVER_FEATURES, WANTED as u32);
-        regs.write(DRIVER_FEATURES_SEL, 1);
-        regs.write(DRIVER_FEATURES, (WANTED >> 32) as u32);
-        let status = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-        regs.write(STATUS, status);
-        if regs.read(STATUS) & STATUS_FEATURES_OK == 0 {
-            regs.write(STATUS, STATUS_FAILED);
-            return Err(StartError::FeaturesRefused);
-        }
-        let rx = setup_queue(&regs, RX_QUEUE)?;
-        let tx = setup_queue(&regs, TX_QUEUE)?;
+        // SAFETY: the monitor maps this device's window at mmio_base for the
+        // compartment's whole life; only this driver touches it, and `start` runs once
+        // per run (the caller keeps the device).
+        let mut device = unsafe { Device::open(dev, DEVICE_NET) }?;
+        device.negotiate(WANTED, 0)?;
+        let rx = device.queue(RX_QUEUE, 1, MAX_SIZE)?;
+        let tx = device.queue(TX_QUEUE, 1, MAX_SIZE)?;
         let mut mac = [0u8; 6];
         for (i, b) in mac.iter_mut().enumerate() {
-            *b = regs.config_u8(i);
+            *b = device.config_u8(i);
         }
         let mut nic = NetDevice {
-            regs,
+            device,
             rx,
             tx,
             rx_bufs: Vec::new(),
@@ -179,26 +144,34 @@ impl NetDevice {
             tx_frames: 0,
             kicks: 0,
         };
-        let rx_count = rx_count.min(nic.rx.size());
-        for id in 0..rx_count {
-            let buf = memory.alloc(RX_BUF).ok_or(StartError::NoMemory)?;
-            nic.rx
-                .set_desc(id, buf.as_ptr() as u64, RX_BUF as u32, true);
-            nic.rx.push(id);
-            nic.rx_bufs.push(buf);
+        if nic.post_buffers(memory, rx_count).is_none() {
+            nic.device.abandon();
+            return Err(StartError::NoMemory);
         }
-        for id in 0..TX_COUNT.min(nic.tx.size()) {
-            let buf = heap_alloc(TX_BUF).ok_or(StartError::NoMemory)?;
-            nic.tx
-                .set_desc(id, buf.as_ptr() as u64, TX_BUF as u32, false);
-            nic.tx_bufs.push(buf);
-            nic.tx_free.push(id);
-        }
-        nic.rx.disarm();
-        nic.regs.write(STATUS, status | STATUS_DRIVER_OK);
+        nic.device.driver_ok()?;
         nic.rx.publish();
         nic.kick(RX_QUEUE);
         Ok(nic)
+    }
+
+    /// Posts up to `rx_count` receive buffers from `memory` and sets up the transmit
+    /// buffers; `None` without memory.
+    fn post_buffers(&mut self, memory: &mut dyn RxMemory, rx_count: u16) -> Option<()> {
+        for id in 0..rx_count.min(self.rx.size()) {
+            let buf = memory.alloc(RX_BUF)?;
+            self.rx
+                .set_desc(id, buf.as_ptr() as u64, RX_BUF as u32, true, None);
+            self.rx.push(id);
+            self.rx_bufs.push(buf);
+        }
+        for id in 0..TX_COUNT.min(self.tx.size()) {
+            let buf = heap_alloc(TX_BUF)?;
+            self.tx
+                .set_desc(id, buf.as_ptr() as u64, TX_BUF as u32, false, None);
+            self.tx_bufs.push(buf);
+            self.tx_free.push(id);
+        }
+        Some(())
     }
 
     /// The device's MAC address.
@@ -208,7 +181,7 @@ impl NetDevice {
 
     fn kick(&mut self, queue: u32) {
         self.kicks += 1;
-        self.regs.write(QUEUE_NOTIFY, queue);
+        self.device.notify(queue);
     }
 
     /// Number of receive buffers.
@@ -226,11 +199,11 @@ impl NetDevice {
     /// buffer. The buffer is ours until [`NetDevice::rx_release`].
     pub fn rx_pop(&mut self) -> Option<(u16, usize)> {
         while let Some((id, len)) = self.rx.pop_used() {
-            if usize::from(id) < self.rx_bufs.len() {
+            if (id as usize) < self.rx_bufs.len() {
                 let len = (len as usize).min(RX_BUF);
                 self.rx_frames += 1;
                 self.rx_bytes += len as u64;
-                return Some((id, len));
+                return Some((id as u16, len));
             }
         }
         None
@@ -255,8 +228,8 @@ impl NetDevice {
     /// A free transmit buffer (reclaiming what the device has sent): its id.
     pub fn tx_alloc(&mut self) -> Option<u16> {
         while let Some((id, _)) = self.tx.pop_used() {
-            if usize::from(id) < self.tx_bufs.len() && !self.tx_free.contains(&id) {
-                self.tx_free.push(id);
+            if (id as usize) < self.tx_bufs.len() && !self.tx_free.contains(&(id as u16)) {
+                self.tx_free.push(id as u16);
             }
         }
         self.tx_free.pop()
@@ -294,21 +267,4 @@ impl NetDevice {
     pub fn disarm(&self) {
         self.rx.disarm()
     }
-}
-
-fn setup_queue(regs: &Regs, index: u32) -> Result<Queue, StartError> {
-    regs.write(QUEUE_SEL, index);
-    let max = regs.read(QUEUE_NUM_MAX);
-    if max == 0 {
-        return Err(StartError::NoQueue(index));
-    }
-    // The largest power of two the device and this driver both allow.
-    let size = 1u16 << (max.min(u32::from(MAX_SIZE))).ilog2();
-    let q = Queue::new(size);
-    regs.write(QUEUE_NUM, u32::from(size));
-    regs.write64(QUEUE_DESC_LOW, QUEUE_DESC_HIGH, q.desc_addr());
-    regs.write64(QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH, q.avail_addr());
-    regs.write64(QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH, q.used_addr());
-    regs.write(QUEUE_READY, 1);
-    Ok(q)
 }

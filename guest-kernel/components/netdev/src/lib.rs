@@ -4,7 +4,10 @@
 //! Its own driver rather than `virtio-drivers`, whose feature set is fixed and cannot
 //! negotiate GUEST_TSO4 / GUEST_CSUM: with them the host hands over TCP super-frames of
 //! up to 64 KiB, 40x fewer frames than MTU-sized ones (see shared/DEVICES.md). The
-//! driver hands whole frames to the stack and never takes interrupts ([`driver`]).
+//! driver hands whole frames to the stack and never takes interrupts ([`driver`]). The
+//! device handshake and the split queues are the guest's virtio core (`flexos_virtio`,
+//! shared with blkdev); what is virtio-net's is here: its feature bits, the receive and
+//! transmit buffers, the header.
 //!
 //! In the 3-way split it serves the [`nic`] interface to the `net` component
 //! (`server`). [`frame`] (the virtio-net header and checksum checks) and [`relay`] (the rings
@@ -22,8 +25,6 @@ pub mod driver;
 pub mod frame;
 #[cfg(feature = "guest")]
 pub mod mmio;
-#[cfg(feature = "guest")]
-mod queue;
 pub mod relay;
 #[cfg(feature = "guest")]
 mod server;

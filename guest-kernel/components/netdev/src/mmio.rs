@@ -1,7 +1,7 @@
-//! virtio-net's feature bits; the register window itself is the kernel's
-//! [`flexos_kernel::virtio_mmio`], shared with every driver.
+//! virtio-net's feature bits; the register window, the handshake and the queues are
+//! the guest's virtio core ([`flexos_virtio`]), shared with every driver.
 
-pub use flexos_kernel::virtio_mmio::*;
+pub use flexos_virtio::mmio::*;
 
 pub const F_GUEST_CSUM: u64 = 1 << 1;
 pub const F_MAC: u64 = 1 << 5;

@@ -1,18 +1,17 @@
 //! The driver's virtqueue and extent lists, against a device played by a host thread
 //! (addresses are host addresses here, as they are guest-physical ones in a guest).
 
-use std::alloc::{Layout, alloc_zeroed};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flexos_blkdev::extents::{self, Extent};
 use flexos_blkdev::request::{E_LENGTH, E_RANGE};
-use flexos_blkdev::virtq::device_view::*;
 use flexos_blkdev::virtq::*;
+use flexos_virtio::{DeviceView, SplitQueue};
 
-fn ring() -> &'static Ring {
-    // SAFETY: a zeroed Ring (atomics and bytes) is valid; leaked: the device keeps it.
-    unsafe { &*alloc_zeroed(Layout::new::<Ring>()).cast::<Ring>() }
+/// A queue as the driver sets it up (EVENT_IDX negotiated).
+fn virtq() -> Virtq {
+    Virtq::new(SplitQueue::new(QUEUE_SIZE, true).unwrap())
 }
 
 /// Reads `len` bytes at host address `addr`.
@@ -25,7 +24,7 @@ fn peek(addr: u64, len: usize) -> Vec<u8> {
 /// sectors), as the monitor's virtio-blk does; `sleeping` makes it publish avail_event
 /// after each round (what the monitor's device does before it sleeps).
 fn device(
-    r: &'static Ring,
+    r: DeviceView,
     disk: Arc<Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     kicks: Option<Arc<AtomicU16>>,
@@ -38,14 +37,14 @@ fn device(
             let kicked = kicks
                 .as_ref()
                 .is_none_or(|k| k.load(Ordering::Acquire) != next);
-            if avail_idx(r) == next || !kicked {
+            if r.avail_idx() == next || !kicked {
                 std::hint::spin_loop();
                 continue;
             }
-            let head = avail_head(r, usize::from(next) % usize::from(QUEUE_SIZE));
-            let mut descs = vec![desc(r, usize::from(head))];
+            let head = r.avail_head(next);
+            let mut descs = vec![r.desc(head)];
             while descs.last().unwrap().2 & 1 != 0 {
-                descs.push(desc(r, usize::from(descs.last().unwrap().3)));
+                descs.push(r.desc(descs.last().unwrap().3));
             }
             let hdr = peek(descs[0].0, 16);
             let kind = u32::from_le_bytes(hdr[0..4].try_into().unwrap());
@@ -72,15 +71,9 @@ fn device(
             // A device about to sleep publishes avail_event before the used entry that
             // lets the driver post again (so the driver cannot miss it).
             if kicks.is_some() {
-                set_avail_event(r, next);
+                r.set_avail_event(next);
             }
-            push_used(
-                r,
-                usize::from(next - 1) % usize::from(QUEUE_SIZE),
-                head.into(),
-                1,
-                next,
-            );
+            r.push_used(next.wrapping_sub(1), head.into(), 1);
         }
         kinds
     })
@@ -96,11 +89,10 @@ fn wait(q: &Virtq) {
 
 #[test]
 fn a_batch_of_writes_and_a_read_is_answered_in_one_round() {
-    let r = ring();
+    let mut q = virtq();
     let disk = Arc::new(Mutex::new(vec![0u8; 64 * 512]));
     let stop = Arc::new(AtomicBool::new(false));
-    let dev = device(r, disk.clone(), stop.clone(), None);
-    let mut q = Virtq::new(r);
+    let dev = device(q.queue().device_view(), disk.clone(), stop.clone(), None);
 
     let a = vec![0xaau8; 1024];
     let b = vec![0xbbu8; 512];
@@ -176,12 +168,16 @@ fn a_batch_of_writes_and_a_read_is_answered_in_one_round() {
 
 #[test]
 fn a_device_that_went_to_sleep_is_kicked_once_per_batch() {
-    let r = ring();
+    let mut q = virtq();
     let disk = Arc::new(Mutex::new(vec![0u8; 8 * 512]));
     let stop = Arc::new(AtomicBool::new(false));
     let kicks = Arc::new(AtomicU16::new(0));
-    let dev = device(r, disk, stop.clone(), Some(kicks.clone()));
-    let mut q = Virtq::new(r);
+    let dev = device(
+        q.queue().device_view(),
+        disk,
+        stop.clone(),
+        Some(kicks.clone()),
+    );
     let buf = vec![1u8; 512];
     let seg = [Segment {
         addr: buf.as_ptr() as u64,
@@ -209,7 +205,7 @@ fn a_device_that_went_to_sleep_is_kicked_once_per_batch() {
 
 #[test]
 fn batches_the_queue_cannot_hold_are_refused() {
-    let mut q = Virtq::new(ring());
+    let mut q = virtq();
     assert_eq!(q.post(&[]), Err(PostError::TooBig));
     let seg = [Segment {
         addr: 0x1000,

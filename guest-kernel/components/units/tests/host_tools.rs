@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use component_units::MemDisk;
+use flexos_vfs::clock::Clock;
 use flexos_vfs::volume::Volume;
 
 /// A scratch directory removed on drop.
@@ -132,5 +133,34 @@ fn a_delete_reaches_the_disk() {
     std::fs::write(&img, &v.cache().device().bytes).unwrap();
     let listing = run(Command::new("mdir").arg("-b").arg("-i").arg(&img).arg("::"));
     assert!(!listing.contains("host.txt"), "{listing}");
+    fsck_clean(&img);
+}
+
+/// 2024-02-29 13:37:42 UTC, as the guest's clock would say.
+fn leap_day() -> u64 {
+    1_709_213_862_000_000_000
+}
+
+#[test]
+fn files_the_guest_writes_carry_its_clocks_time() {
+    let dir = Scratch::new("clock");
+    let img = mkdisk(&dir.0);
+    let bytes = std::fs::read(&img).unwrap();
+    let mut disk = MemDisk::new(bytes.len() / 512);
+    disk.bytes = bytes;
+    let mut v = Volume::mount_with(disk, Clock::new(leap_day)).ok().unwrap();
+    let id = v.open("stamped.txt", true);
+    assert_eq!(v.write_at(id, 0, b"now"), 3);
+    assert_eq!(v.sync(id), 0);
+    std::fs::write(&img, &v.cache().device().bytes).unwrap();
+    let listing = run(Command::new("mdir").arg("-i").arg(&img).arg("::"));
+    let line = listing
+        .lines()
+        .find(|l| l.contains("stamped.txt") || l.starts_with("STAMPED"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(
+        line.contains("2024-02-29") && line.contains("13:37"),
+        "{line}\n{listing}"
+    );
     fsck_clean(&img);
 }

@@ -66,6 +66,50 @@ fn a_synced_file_is_on_the_device() {
     assert_eq!(read_all(&mut after, "bench.db-journal"), b"HELLO, disk");
 }
 
+/// The test clock: nanoseconds since the Unix epoch, moved by the test.
+static NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn now() -> u64 {
+    NOW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// With a clock, an overwrite in place rewrites the directory entry (a second flush)
+/// only when the modification time moves to another 2-second step: a database's
+/// commits within one step cost one flush each, as without a clock.
+#[test]
+fn the_modification_time_moves_in_fat_steps() {
+    use flexos_vfs::clock::Clock;
+    use std::sync::atomic::Ordering;
+    const S: u64 = 1_000_000_000;
+    let t0 = 1_709_213_862 * S; // 2024-02-29 13:37:42 UTC, an even second
+    NOW.store(t0, Ordering::Relaxed);
+    let mut v = Volume::mount_with(formatted(32), Clock::new(now))
+        .ok()
+        .unwrap();
+    let id = v.open("bench.db", true);
+    assert_eq!(v.write_at(id, 0, b"0123456789"), 10);
+    assert_eq!(v.sync(id), 0);
+    let flushes_per_sync = |v: &mut Volume<MemDisk>, at: u64| {
+        NOW.store(at, Ordering::Relaxed);
+        assert_eq!(v.write_at(id, 0, b"abc"), 3);
+        let before = v.cache().device().flushes;
+        assert_eq!(v.sync(id), 0);
+        v.cache().device().flushes - before
+    };
+    assert_eq!(flushes_per_sync(&mut v, t0 + 1), 1, "the same step");
+    assert_eq!(
+        flushes_per_sync(&mut v, t0 + S + 999_999_999),
+        1,
+        "still 42 s"
+    );
+    assert_eq!(
+        flushes_per_sync(&mut v, t0 + 2 * S),
+        2,
+        "44 s: the entry too"
+    );
+    assert_eq!(flushes_per_sync(&mut v, t0 + 2 * S + 5), 1);
+}
+
 #[test]
 fn writes_past_the_end_zero_fill_and_reads_stop_at_the_end() {
     let mut v = Volume::mount(formatted(32)).ok().unwrap();

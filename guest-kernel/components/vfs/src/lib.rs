@@ -14,8 +14,11 @@
 //! both), the same name rules ([`names`]) and codes ([`codes`]): a full RAM file system
 //! returns `E_NO_SPACE` as a full disk does.
 //!
+//! Files on the disk are stamped with the host's time of day ([`clock`]: the monitor
+//! passes its wall clock at boot).
+//!
 //! The plain-Rust parts ([`cache`], [`names`], [`codes`], [`volume`], [`ramfs`],
-//! [`batch`]) build without the `guest` feature and are tested on the host by
+//! [`batch`], [`clock`]) build without the `guest` feature and are tested on the host by
 //! guest-kernel/components/units.
 
 #![no_std]
@@ -24,6 +27,7 @@ extern crate alloc;
 
 pub mod batch;
 pub mod cache;
+pub mod clock;
 pub mod codes;
 pub mod files;
 pub mod names;
@@ -79,4 +83,65 @@ flexos_kernel::rpc::interface! {
         /// returns 0. Both names must be closed (`E_BUSY`).
         fn rename(from: SharedBuf, to: SharedBuf) -> i64 = 11;
     }
+}
+
+/// The `fs` client an app calls the vfs component through.
+#[cfg(feature = "guest")]
+pub type Files = fs::Client<'static, Vfs, flexos_kernel::gate::GateRouter>;
+
+/// What [`app!`] expands to refers to these.
+#[cfg(feature = "guest")]
+#[doc(hidden)]
+pub mod __app {
+    pub use flexos_blkdev as blkdev;
+    pub use flexos_kernel as kernel;
+}
+
+/// The prologue of an image whose app works on files through this component and
+/// `blkdev`: the image's components (`APP`, `VFS`, `BLKDEV`) and default splits, the
+/// two servers, and `fn files() -> Files`, the app's client of the `fs` interface.
+///
+/// Splits: 1 = everything; 2 = {app} | {vfs, blkdev}; 3 = {app} | {vfs} | {blkdev}.
+/// (With the guest argument `ramfs`, 2 is {app} | {vfs on RAM}.)
+///
+/// ```ignore
+/// flexos_kernel::main!(main);
+/// flexos_vfs::app!();
+///
+/// fn main(args: &Args) -> i32 {
+///     let files = files();
+///     // files.open(name, true), files.write_at(..), ...
+/// }
+/// ```
+#[cfg(feature = "guest")]
+#[macro_export]
+macro_rules! app {
+    () => {
+        $crate::__app::kernel::components! {
+            components: [APP = "app", VFS = "vfs", BLKDEV = "blkdev"],
+            splits: [
+                [("all", ["app", "vfs", "blkdev"])],
+                [("app", ["app"]), ("fs", ["vfs", "blkdev"])],
+                [("app", ["app"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
+            ],
+        }
+
+        /// The file system, over the disk of the `blkdev` component.
+        static VFS_SERVER: $crate::fs::Server<$crate::Vfs> =
+            $crate::fs::Server($crate::Vfs::new(BLKDEV));
+
+        const _: () = {
+            use $crate::__app::blkdev::{SERVER as BLKDEV_SERVER, blk};
+            use $crate::fs;
+            $crate::__app::kernel::servers! {
+                VFS => fs(VFS_SERVER),
+                BLKDEV => blk(BLKDEV_SERVER),
+            }
+        };
+
+        /// The app's client of the vfs component.
+        fn files() -> $crate::Files {
+            $crate::fs::Client::new($crate::__app::kernel::gate::router(), VFS, &VFS_SERVER.0)
+        }
+    };
 }

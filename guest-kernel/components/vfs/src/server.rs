@@ -17,6 +17,7 @@ use flexos_kernel::{Args, boot_info, println};
 
 use crate::batch;
 use crate::cache::{BLOCK, SECTOR, Sectors};
+use crate::clock::Clock;
 use crate::codes::{E_BAD_BUFFER, E_BUSY, E_INVALID, E_IO, E_NO_DISK, E_READ_ONLY, describe};
 use crate::files::Files;
 use crate::fs;
@@ -235,7 +236,8 @@ impl Vfs {
             return State::Ram(Box::new(RamFs::new(cap)));
         }
         match BlkSectors::connect(self.blkdev) {
-            Ok(dev) => match Volume::mount(dev) {
+            // Timestamps from the host's clock (passed in the boot info).
+            Ok(dev) => match Volume::mount_with(dev, Clock::new(flexos_kernel::time::unix_ns)) {
                 Ok(volume) => State::Mounted(volume),
                 Err((code, why)) => {
                     println!("vfs: cannot mount the disk: {why}");

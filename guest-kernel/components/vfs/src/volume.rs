@@ -18,11 +18,11 @@ use core::cell::RefCell;
 use core::fmt::Write as _;
 
 use lamfat::{
-    DefaultTimeProvider, Error, FileSystem, FsOptions, IoBase, IoError, LossyOemCpConverter, Read,
-    Seek, SeekFrom, Write,
+    Error, FileSystem, FsOptions, IoBase, IoError, LossyOemCpConverter, Read, Seek, SeekFrom, Write,
 };
 
 use crate::cache::{Cache, Sectors};
+use crate::clock::Clock;
 use crate::codes::{
     E_BAD_FILE, E_BUSY, E_INVALID, E_IO, E_NO_SPACE, E_NOT_FAT, E_NOT_FOUND, E_TOO_MANY,
 };
@@ -109,8 +109,8 @@ impl<D: Sectors> Seek for Disk<D> {
     }
 }
 
-type Fs<D> = FileSystem<Disk<D>, DefaultTimeProvider, LossyOemCpConverter>;
-type FatFile<D> = lamfat::File<'static, Disk<D>, DefaultTimeProvider, LossyOemCpConverter>;
+type Fs<D> = FileSystem<Disk<D>, Clock, LossyOemCpConverter>;
+type FatFile<D> = lamfat::File<'static, Disk<D>, Clock, LossyOemCpConverter>;
 
 /// A lamfat error as an interface code.
 fn code(e: Error<DiskError>) -> i64 {
@@ -148,15 +148,22 @@ pub struct Volume<D: Sectors + 'static> {
 pub type MountError = (i64, String);
 
 impl<D: Sectors + 'static> Volume<D> {
-    /// Mounts the FAT volume on `dev`. The file system lives as long as the program
-    /// (open files borrow it), so mount once.
+    /// Mounts the FAT volume on `dev`, without a clock (files are stamped
+    /// 1980-01-01 00:00:00). The file system lives as long as the program (open files
+    /// borrow it), so mount once.
     pub fn mount(dev: D) -> Result<Self, MountError> {
+        Self::mount_with(dev, Clock::UNKNOWN)
+    }
+
+    /// Mounts the FAT volume on `dev`; files created and written are stamped with
+    /// `clock`'s time.
+    pub fn mount_with(dev: D, clock: Clock) -> Result<Self, MountError> {
         let cache = Rc::new(RefCell::new(Cache::new(dev, CACHE_BLOCKS)));
         let disk = Disk {
             cache: cache.clone(),
             pos: 0,
         };
-        match FileSystem::new(disk, FsOptions::new()) {
+        match FileSystem::new(disk, FsOptions::new().time_provider(clock)) {
             Ok(fs) => Ok(Volume {
                 fs: Box::leak(Box::new(fs)),
                 cache,

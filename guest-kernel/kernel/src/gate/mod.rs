@@ -45,8 +45,11 @@ pub use servers::{ServerEntry, table as server_table};
 
 use alloc::boxed::Box;
 
-use flexos_abi::{BootInfo, MAX_COMPARTMENTS, MAX_COMPONENTS, SHARED_MAX};
-use rpc_shm::{Arena, Endpoint, GateError, IdlePolicy, Placement, Region, SharedBuf, SharedBytes};
+use flexos_abi::{BootInfo, MAX_COMPONENTS, SHARED_MAX};
+use rpc_shm::{
+    Arena, Endpoint, GateError, IdlePolicy, MAX_COMPARTMENTS, Placement, Region, SharedBuf,
+    SharedBytes,
+};
 
 use crate::rt::{EXIT_BAD_BOOT, exit};
 use crate::sync::{BootCell, SpinLock};

@@ -13,11 +13,10 @@
 use alloc::vec::Vec;
 
 use flexos_blkdev::copy;
-use flexos_kernel::gate::{self, GateRouter};
+use flexos_kernel::gate;
 use flexos_kernel::rpc::{GateError, SharedBuf};
 use flexos_vfs::batch::{self, ENTRY_BYTES, Entry};
 use flexos_vfs::codes::{E_BAD_FILE, E_INVALID, E_NO_SPACE, E_NOT_FOUND, E_TOO_MANY, describe};
-use flexos_vfs::{Vfs, fs};
 
 use super::{FileId, OpenMode, Storage, StorageError};
 
@@ -27,8 +26,7 @@ const TRANSFER: usize = 64 * 1024;
 /// Most pending writes (entries of one `write_batch` list).
 const MAX_PENDING: usize = 64;
 
-/// The `fs` client the storage calls through.
-pub type Files = fs::Client<'static, Vfs, GateRouter>;
+pub use flexos_vfs::Files;
 
 /// The disk's files, through `files`.
 pub struct GateStorage {

@@ -42,28 +42,37 @@ impl Regs {
         // SAFETY: in bounds of the window (asserted above).
         unsafe { self.base.as_ptr().add(offset) }
     }
+}
 
-    pub fn read(&self, offset: usize) -> u32 {
+impl Transport for Regs {
+    #[inline]
+    fn read(&self, offset: usize) -> u32 {
         // SAFETY: an aligned register inside the window (see `new`); MMIO needs a
         // volatile access of exactly 4 bytes.
         unsafe { self.at(offset, 4).cast::<u32>().read_volatile() }
     }
 
-    pub fn write(&self, offset: usize, value: u32) {
+    #[inline]
+    fn write(&self, offset: usize, value: u32) {
         // SAFETY: as in `read`.
         unsafe { self.at(offset, 4).cast::<u32>().write_volatile(value) }
     }
 
-    /// Writes a 64-bit guest-physical address into a LOW/HIGH register pair.
-    pub fn write64(&self, low: usize, high: usize, value: u64) {
-        self.write(low, value as u32);
-        self.write(high, (value >> 32) as u32);
-    }
-
-    /// Byte `i` of the device-specific configuration (8-bit fields such as a MAC are
-    /// read with 8-bit accesses, as the spec asks).
-    pub fn config_u8(&self, i: usize) -> u8 {
+    /// 8-bit fields such as a MAC are read with 8-bit accesses, as the spec asks.
+    fn config_u8(&self, i: usize) -> u8 {
         // SAFETY: a byte inside the window (checked by `at`).
         unsafe { self.at(CONFIG + i, 1).read_volatile() }
     }
+}
+
+/// 32-bit (and, for byte-wide configuration fields, 8-bit) register access: [`Regs`]
+/// for a device's window (its volatile accesses), or a model of a device in host
+/// tests.
+pub trait Transport {
+    /// The 32-bit register at `offset`.
+    fn read(&self, offset: usize) -> u32;
+    /// Writes the 32-bit register at `offset`.
+    fn write(&self, offset: usize, value: u32);
+    /// Byte `i` of the device-specific configuration.
+    fn config_u8(&self, i: usize) -> u8;
 }
