@@ -15,6 +15,8 @@ use crate::{Global, sched};
 pub const PID: i64 = 1;
 /// Most file descriptors (`RLIMIT_NOFILE`): what Redis asks for its 10,000 clients.
 pub const MAX_FDS: u64 = 65_536;
+/// How long the end of the program waits for its connections' FINs to be acknowledged.
+const LINGER_NS: u64 = 1_000_000_000;
 /// The stack limit musl sizes its default thread stacks from.
 const STACK_LIMIT: u64 = 8 << 20;
 
@@ -37,6 +39,10 @@ pub fn exit_group(code: i32) -> ! {
     if flexos_kernel::Args::of_run().get("posix.syscalls") == Some("on") {
         crate::syscall::report_used();
     }
+    // What the kernel does when a process ends: its descriptors close, and its
+    // connections' FINs still reach the peers.
+    crate::fd::close_all();
+    crate::socket::linger(LINGER_NS);
     flexos_kernel::console::flush();
     let code = code & 0xff;
     if code > flexos_kernel::abi::EXIT_CODE_MAX as i32 {

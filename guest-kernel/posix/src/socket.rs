@@ -49,6 +49,16 @@ static WATCH: Global<RefCell<Watch>> = Global::new(RefCell::new(Watch {
     events_at: 0,
 }));
 
+/// At the end of the program: waits (at most `timeout_ns`) until the peers have
+/// acknowledged the FINs of the connections just closed, as a kernel keeps sending
+/// them after the process is gone, so clients see the connection end.
+pub fn linger(timeout_ns: u64) {
+    let sockets = NET.get().borrow().as_ref().and_then(|n| n.sockets);
+    if let Some(s) = sockets {
+        s.linger(timeout_ns);
+    }
+}
+
 /// Connects the layer to the net component `component`, served by `server`.
 pub fn connect_net(server: &'static sock::Server<Net>, component: u16) {
     let ip = flexos_kernel::Args::of_run()

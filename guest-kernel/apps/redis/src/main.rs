@@ -57,13 +57,13 @@ flexos_kernel::components! {
 static NETDEV_SERVER: nic::Server<Netdev> = nic::Server(Netdev::new(NET));
 /// The stack; its rings and wake-ups go to the app. Redis serves many small clients
 /// that connect at once (redis-benchmark opens all of its clients together): 64
-/// connections (`net.conns=N`, up to 256) and 32 handshakes in progress per port
+/// connections (`net.conns=N`, up to 256) and as many handshakes in progress per port
 /// (`net.synq=N`), with 128 KiB receive buffers, instead of the stack's 8 and 2 with 2
 /// MiB (sized for iperf's single stream).
 static NET_SERVER: sock::Server<Net> =
     sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER).with_limits(Limits {
         conns: 64,
-        syn_queue: 32,
+        syn_queue: 64,
         socket_rx: 128 << 10,
         ..Limits::DEFAULT
     }));
