@@ -47,6 +47,10 @@ fn every_data_type_answers_as_redis_does() {
         assert_eq!(r(&["ZSCORE", "z", "three"]), ["3"]);
         assert_eq!(r(&["DBSIZE"]), ["6"]);
         assert_eq!(r(&["TYPE", "z"]), ["zset"]);
+        // The server sees the client's real address (accept4 and getpeername).
+        let me = r(&["CLIENT", "LIST"]);
+        assert!(me[0].contains(" addr=10.0.0.1:"), "{me:?}");
+        assert!(me[0].contains(" laddr=10.0.0.2:6379 "), "{me:?}");
         // An error reply is Redis's own.
         let wrong = cli(&ns, &["LPUSH", "greeting", "x"]);
         assert!(

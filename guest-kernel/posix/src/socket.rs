@@ -119,6 +119,8 @@ pub enum Socket {
     Stream {
         conn: Conn,
         port: u16,
+        /// The client's address and port.
+        peer: ([u8; 4], u16),
         /// The last send found the buffer full.
         send_blocked: bool,
     },
@@ -323,6 +325,9 @@ pub fn accept(fd: i64, addr: *mut u8, len: *mut u32, flags: u64) -> i64 {
         });
         match got {
             Ok(Some((conn, port))) => {
+                let peer = sockets()
+                    .and_then(|s| s.peer(&conn).map_err(|_| -ENOTCONN))
+                    .unwrap_or(([0; 4], 0));
                 let mut fl = O_RDWR;
                 if flags & SOCK_NONBLOCK != 0 {
                     fl |= O_NONBLOCK;
@@ -331,13 +336,14 @@ pub fn accept(fd: i64, addr: *mut u8, len: *mut u32, flags: u64) -> i64 {
                     Kind::Socket(Socket::Stream {
                         conn,
                         port,
+                        peer,
                         send_blocked: false,
                     }),
                     fl,
                     flags & SOCK_CLOEXEC != 0,
                 );
                 if new >= 0 {
-                    write_sockaddr(addr, len, [0; 4], 0);
+                    write_sockaddr(addr, len, peer.0, peer.1);
                 }
                 return new;
             }
@@ -467,13 +473,15 @@ pub fn getsockname(fd: i64, addr: *mut u8, len: *mut u32) -> i64 {
     }
 }
 
-/// `getpeername(fd, addr, len)`: the stack does not tell a connection's peer.
-pub fn getpeername(fd: i64) -> i64 {
-    with_socket(fd, |s, _| match s {
-        Socket::Stream { .. } => Err(-EOPNOTSUPP),
+/// `getpeername(fd, addr, len)`.
+pub fn getpeername(fd: i64, addr: *mut u8, len: *mut u32) -> i64 {
+    match with_socket(fd, |s, _| match s {
+        Socket::Stream { peer, .. } => Ok(*peer),
         _ => Err(-ENOTCONN),
-    })
-    .unwrap_or_else(|e| e)
+    }) {
+        Ok((ip, port)) => write_sockaddr(addr, len, ip, port),
+        Err(e) => e,
+    }
 }
 
 /// `setsockopt`: the options servers set are accepted (the stack's own settings

@@ -225,7 +225,7 @@ pub unsafe extern "C" fn __flexos_syscall(
             Err(e) => e,
         },
         51 => socket::getsockname(a, b as *mut u8, c as *mut u32),
-        52 => socket::getpeername(a),
+        52 => socket::getpeername(a, b as *mut u8, c as *mut u32),
         54 => socket::setsockopt(a, ub, uc),
         55 => socket::getsockopt(a, ub, uc, d as *mut u8, e as *mut u32),
         53 => -EOPNOTSUPP,

@@ -234,6 +234,14 @@ impl Sockets {
             .unwrap_or(0) as u64
     }
 
+    /// The peer's address and port.
+    pub fn peer(&self, conn: &Conn) -> Result<([u8; 4], u16), i64> {
+        match code(retry(|| self.api.peer(conn.id), busy_code))? {
+            v if v >= 0 => Ok(((((v >> 16) as u32).to_be_bytes()), v as u16)),
+            e => Err(e),
+        }
+    }
+
     /// Bytes of `conn` sent but not yet acknowledged.
     pub fn unacked(&self, conn: &Conn) -> Result<usize, i64> {
         match code(retry(|| self.api.pending(conn.id), busy_code))? {

@@ -159,5 +159,8 @@ flexos_kernel::rpc::interface! {
         /// timed out, 10 connections reset idle (`net.idle`, or to make room), 11
         /// connections refused (pool full).
         fn stat(which: u16) -> i64 = 8;
+        /// The peer of `conn`: its IPv4 address (big-endian order, as a number) shifted
+        /// left 16 bits, or'ed with its port.
+        fn peer(conn: i64) -> i64 = 9;
     }
 }

@@ -238,4 +238,18 @@ impl sock::Api for Net {
             Err(e) => e,
         })
     }
+
+    fn peer(&self, conn: i64) -> i64 {
+        self.with(|s| match s.conn_socket(conn) {
+            Ok(h) => match s.sockets.get::<tcp::Socket>(h).remote_endpoint() {
+                Some(ep) => match ep.addr {
+                    smoltcp::wire::IpAddress::Ipv4(ip) => {
+                        (i64::from(u32::from_be_bytes(ip.octets())) << 16) | i64::from(ep.port)
+                    }
+                },
+                None => E_CLOSED,
+            },
+            Err(e) => e,
+        })
+    }
 }
