@@ -114,6 +114,45 @@ fn binary_values_come_back_byte_for_byte_and_keys_expire() {
     guest.assert_status(0);
 }
 
+/// A reply far larger than the socket's send buffer, in one compartment: Redis polls
+/// for POLLOUT between partial writes, and the stack it shares a vCPU with must still
+/// get to send (a 100 KB GET used to spin the guest for ever, deaf even to ARP).
+#[test]
+fn a_four_megabyte_value_goes_in_and_comes_back_in_one_compartment() {
+    let ns = NetNs::with_tap("rbig");
+    let dir = TempDir::new("redis-big");
+    let all: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let input: PathBuf = dir.path().join("value.bin");
+    std::fs::write(&input, &all).unwrap();
+    let (guest, ()) = with_redis(&ns, 1, None, &[], |_| {
+        let set = ns
+            .command(
+                "sh",
+                [
+                    "-c",
+                    &format!("redis-cli -h {GUEST_IP} -x SET big < {}", input.display()),
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK", "{set:?}");
+        for _ in 0..2 {
+            let out = ns
+                .command("redis-cli", ["-h", GUEST_IP, "--raw", "GET", "big"])
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout.len(), all.len() + 1);
+            assert!(
+                out.stdout[..all.len()] == all[..],
+                "the value came back changed"
+            );
+        }
+        assert_eq!(reply(&ns, &["PING"]), ["PONG"]);
+        shutdown(&ns, false);
+    });
+    guest.assert_status(0);
+}
+
 #[test]
 fn fifty_clients_at_once_count_every_increment() {
     require_tool("redis-benchmark", "redis-tools");

@@ -120,8 +120,11 @@ pub fn wait(epfd: i64, out: *mut EpollEvent, max: i64, timeout_ms: i64) -> i64 {
         (timeout_ms >= 0).then(|| flexos_kernel::time::now_ns() + timeout_ms as u64 * 1_000_000);
     loop {
         // Let threads that can run do so first (a background job may be what makes
-        // a descriptor ready, and a wait of 0 must still let them progress).
+        // a descriptor ready, and a wait of 0 must still let them progress), and the
+        // stack too when it is in this compartment: an app whose descriptors are
+        // always ready never sleeps, and its sends must still leave.
         sched::yield_now();
+        flexos_kernel::gate::poll_once();
         let interest: Vec<(i64, u32, u64)> = match with_epoll(epfd, |e| {
             Ok(e.interest
                 .iter()
@@ -182,7 +185,9 @@ pub fn poll(fds: *mut Pollfd, n: usize, timeout_ms: i64) -> i64 {
     let deadline =
         (timeout_ms >= 0).then(|| flexos_kernel::time::now_ns() + timeout_ms as u64 * 1_000_000);
     loop {
+        // As in `wait`.
         sched::yield_now();
+        flexos_kernel::gate::poll_once();
         let mut count = 0;
         let mut watched = Vec::new();
         for i in 0..n {

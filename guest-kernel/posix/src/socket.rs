@@ -169,7 +169,9 @@ impl Socket {
         }
     }
 
-    /// A write would not block: asks the stack again once a send found it full.
+    /// A write would not block: once a send found the buffer full, only when half of
+    /// it is free again (else an app that polls for POLLOUT would spin on sends that
+    /// take nothing, and in one compartment starve the stack that drains them).
     pub fn writable(&mut self) -> bool {
         match self {
             Socket::Stream {
@@ -177,7 +179,8 @@ impl Socket {
             } => {
                 if *send_blocked
                     && let Ok(s) = sockets()
-                    && s.unacked(conn).is_ok_and(|n| n < 1 << 20)
+                    && s.unacked(conn)
+                        .is_ok_and(|n| n <= flexos_net::SEND_BUFFER / 2)
                 {
                     *send_blocked = false;
                 }

@@ -112,6 +112,11 @@ pub mod lockout;
 pub mod ring;
 pub mod tcp_end;
 
+/// Send buffer of each TCP socket: what `sock::send` can queue before it answers
+/// `E_AGAIN`, and what `sock::pending` counts against (a writer waits until half of it
+/// is free before it tries again, as a kernel's send low-water mark).
+pub const SEND_BUFFER: usize = 64 << 10;
+
 #[cfg(feature = "guest")]
 mod client;
 #[cfg(feature = "guest")]

@@ -31,8 +31,6 @@ use crate::lockout::{
 use crate::ring::{self, Writer};
 use crate::tcp_end::{TcpState, stream_end};
 
-/// Send buffer of a TCP socket (servers here send little: iperf3's control messages).
-const SOCKET_TX: usize = 64 << 10;
 /// Data bytes of a connection's ring to the app, largest first: the first size the
 /// shared heap has room for beside the pool's floor ([`MIN_RING`] per connection, kept
 /// from the start) (the arenas of a 3-compartment run are ~1.3 MiB with the default
@@ -357,7 +355,7 @@ fn zeroed(len: usize) -> Option<Vec<u8>> {
 fn new_socket(limits: &Limits) -> Option<tcp::Socket<'static>> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(zeroed(limits.socket_rx)?),
-        tcp::SocketBuffer::new(zeroed(SOCKET_TX)?),
+        tcp::SocketBuffer::new(zeroed(crate::SEND_BUFFER)?),
     );
     s.set_nagle_enabled(false);
     if limits.keepalive_s > 0 {
