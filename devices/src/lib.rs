@@ -1,4 +1,4 @@
-//! Devices the monitor attaches to compartments (DESIGN section 7).
+//! Devices the monitor attaches to compartments (docs/devices.md).
 //!
 //! Built here:
 //! - [`virtio::mmio::MmioTransport`]: the virtio-mmio version 2 register file, generic

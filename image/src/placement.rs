@@ -1,4 +1,4 @@
-//! Which component runs in which compartment (DESIGN section 6).
+//! Which component runs in which compartment (docs/usage.md, components and placement).
 //!
 //! The image says what it has: its [`Catalog`] of components and default splits, read
 //! from the ELF section `flexos_abi::COMPONENT_SECTION`. The user picks a split with

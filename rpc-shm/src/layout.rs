@@ -2,7 +2,7 @@
 //! every guest compute the same [`Layout`] from the region size and compartment count.
 //!
 //! The region is cut on page boundaries so that the monitor can give each compartment
-//! exactly the pages it is a party to, with the right permission (DESIGN section 4,
+//! exactly the pages it is a party to, with the right permission (docs/design.md, one VM per compartment,
 //! "least privilege in the shared area"):
 //!
 //! ```text

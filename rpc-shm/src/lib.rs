@@ -1,4 +1,4 @@
-//! Shared-memory RPC between compartments (DESIGN section 5).
+//! Shared-memory RPC between compartments (docs/design.md, gates).
 //!
 //! Used by BOTH sides: the monitor lays out the shared region (writes the
 //! [`Header`]) and marks crashed compartments dead; each compartment's gate layer makes

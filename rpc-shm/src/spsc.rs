@@ -1,5 +1,5 @@
 //! A single-producer single-consumer ring in a buffer of the shared heap: the bulk
-//! data path of DESIGN section 5, where one gate round trip per small operation would
+//! data path of docs/design.md, gates, where one gate round trip per small operation would
 //! dominate. Two kinds of entries, one ring: bytes ([`Producer::write`],
 //! [`Consumer::read`]: net's socket byte streams) and 64-bit words ([`Producer::push`],
 //! [`Consumer::pop`]: netdev's relay of buffer ids).

@@ -3,7 +3,7 @@
 //! The tests boot real guest images under `/dev/kvm` with the release monitor that
 //! `scripts/build` produces (`target/release/flexos-vmm`, `target/images/<app>.elf`).
 //! Nothing here skips: a missing binary, image or KVM device fails the test with a
-//! message that says what to do (DESIGN section 9), and so does a binary or image older
+//! message that says what to do (docs/usage.md, tests and fuzzing), and so does a binary or image older
 //! than a source it is built from ([`fresh`]).
 //!
 //! - [`run`] / [`run_env`] / [`hello`]: run the monitor with a timeout and collect its

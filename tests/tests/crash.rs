@@ -1,4 +1,4 @@
-//! Crash and isolation-violation reports (DESIGN section 4) for every `hello crash=MODE`:
+//! Crash and isolation-violation reports (docs/design.md, one VM per compartment) for every `hello crash=MODE`:
 //! exit status 70, the guest's console on stdout, and on stderr one report whose headline
 //! names the exception (#PF, #UD, isolation violation, panic) and the crashing function
 //! with a file:line inside that function's source, the decoded CR2 for page faults,

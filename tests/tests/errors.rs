@@ -1,4 +1,4 @@
-//! Errors the monitor reports instead of running a guest (DESIGN section 8): usage
+//! Errors the monitor reports instead of running a guest (docs/usage.md, exit status and errors): usage
 //! mistakes (64), images it cannot boot (65, crafted with `ElfBuilder`), a missing image
 //! or a directory (66), KVM unavailable (71, simulated with `FLEXOS_KVM_DEVICE`), and
 //! guest arguments that do not fit (64). Each must be exactly one line on stderr,

@@ -1,4 +1,4 @@
-//! Gates across compartments, end to end (DESIGN sections 5 and 6): `gatebench` under
+//! Gates across compartments, end to end (docs/design.md, gates; docs/usage.md, components and placement): `gatebench` under
 //! every default split and an explicit `--config` placement, placement mistakes, and
 //! `gatecheck`'s isolation and fault scenarios (a leaked private pointer, a malicious
 //! ring writer, a callee that dies while its caller waits).

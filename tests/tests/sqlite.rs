@@ -1,6 +1,6 @@
 //! The `sqlite` image: SQLite 3 compiled freestanding, over the image's own VFS. With
 //! `mem` (in-memory storage): exact console output of `sql=` runs (including the two
-//! float traps of DEVICES.md), the Figure 10 `bench` in both journal modes, SQL and
+//! floating-point traps of freestanding C), the Figure 10 `bench` in both journal modes, SQL and
 //! argument errors, a full heap reported as SQLITE_FULL. On a FAT disk image (`--disk`,
 //! through the vfs and blkdev components) in 1, 2 and 3 compartments: the database the
 //! bench leaves is read back by the host's mtools and sqlite3, a second run reads it, a
@@ -52,7 +52,7 @@ fn query(statements: &str, rows: &[&str]) {
         .assert_stderr_empty();
 }
 
-/// Trap 1 of DEVICES.md: gcc under -ffreestanding calls `fabs` as a function, which
+/// Trap 1: gcc under -ffreestanding calls `fabs` as a function, which
 /// bound to compiler_builtins' soft-float fabs (argument in rdi, not xmm0), and SQLite's
 /// compensated sum came out 0.0.
 #[test]
@@ -68,7 +68,7 @@ fn compensated_sum_is_exact() {
     );
 }
 
-/// Trap 2 of DEVICES.md: doubles through C varargs (SQLite's printf) must come out
+/// Trap 2: doubles through C varargs (SQLite's printf) must come out
 /// right, not as 1.358e-312.
 #[test]
 fn doubles_format_through_varargs() {

@@ -1,4 +1,4 @@
-//! Command-line interface (DESIGN section 8).
+//! Command-line interface (docs/usage.md, exit status and errors).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! Errors the monitor reports before or instead of running a guest, and the exit status
-//! each one maps to (DESIGN section 8): [`VmmError::exit_code`] is the one place that
+//! each one maps to (docs/usage.md, exit status and errors): [`VmmError::exit_code`] is the one place that
 //! decides. Guest crashes are not errors: they are reports (see `report`), and end the
 //! run with [`EXIT_CRASH`]; a refused hypercall is a [`HypercallError`] inside one.
 //!

@@ -20,7 +20,7 @@
 //! - **Waiting and waking**: a guest that stops spinning sleeps with the sleep
 //!   hypercall (an exit; its vCPU thread blocks on the compartment's doorbell eventfd)
 //!   and is woken by a peer's doorbell, an ioeventfd. KVM's in-kernel irqchip and
-//!   irqfds were measured and cannot wake this guest (REFERENCE.md), so this is the
+//!   irqfds were measured and cannot wake this guest (docs/threads.md), so this is the
 //!   only way here.
 //! - **Placement** and **idle spinners** (a SCHED_IDLE thread per CPU, which keeps a
 //!   CPU from being halted by the outer hypervisor so that a wake-up there is cheaper)
@@ -415,7 +415,7 @@ pub use devices::affinity::{allowed_cpus, pin_current_thread};
 
 /// Starts a SCHED_IDLE thread spinning on each of `cpus` for the life of the process:
 /// it runs only when nothing else wants the CPU, and keeps the outer hypervisor from
-/// halting it, which makes a wake-up of a thread there cheaper (REFERENCE.md).
+/// halting it, which makes a wake-up of a thread there cheaper (docs/threads.md).
 pub fn start_idle_spinners(cpus: &[usize]) -> io::Result<()> {
     for &cpu in cpus {
         std::thread::Builder::new()

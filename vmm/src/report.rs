@@ -1,4 +1,4 @@
-//! Crash and isolation-violation reports (DESIGN section 4): what happened, where
+//! Crash and isolation-violation reports (docs/design.md, one VM per compartment): what happened, where
 //! (symbolized), the registers, a frame-pointer backtrace, and the last console lines.
 
 use std::fmt::Write;

@@ -3,7 +3,7 @@
 //! eventfd the other blocks on (poll, then read), and blocks on a second eventfd for
 //! the answer. Measured with both threads on one CPU, on two CPUs, and on two CPUs with
 //! a SCHED_IDLE spinner on each (which keeps the outer hypervisor from halting an idle
-//! CPU, REFERENCE.md). Prints one JSON line per case: round-trip median and 10th/90th
+//! CPU, docs/threads.md). Prints one JSON line per case: round-trip median and 10th/90th
 //! percentiles in microseconds.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -3,8 +3,8 @@
 //! block (inside the compartment's memory, lengths capped) before it trusts a byte.
 //!
 //! Ring 3 may execute the `out` because the monitor's TSS I/O permission bitmap opens
-//! these ports (and only these). DESIGN.md says IOPL=3; kvm-pvm clears IOPL for guest
-//! ring 3 but honours the bitmap, which is the tighter grant anyway.
+//! these ports (and only these), not IOPL=3: kvm-pvm clears IOPL for guest ring 3 but
+//! honours the bitmap, which is the tighter grant anyway.
 //!
 //! Each exit to the monitor costs ~26 us on this host, so the guest batches: the console
 //! sends whole lines, never single bytes.

@@ -3,7 +3,7 @@
 //! exception trampolines, and the initial vCPU registers.
 //!
 //! The guest runs in ring 3 because on kvm-pvm ring-0 code is emulated instruction by
-//! instruction (DESIGN section 3). Ring 0 holds only the trampolines built here.
+//! instruction (docs/design.md, why the guest runs in ring 3). Ring 0 holds only the trampolines built here.
 
 pub mod cpu;
 pub mod descriptors;

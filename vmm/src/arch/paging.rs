@@ -2,7 +2,7 @@
 //!
 //! Each 2 MiB stretch that one permission covers becomes a single large page; stretches
 //! with mixed permissions (image segments, the VMM area, stack guards) get a 4 KiB table.
-//! 1 GiB pages are avoided: they triple-fault on this host (REFERENCE.md).
+//! 1 GiB pages are avoided: they triple-fault on this host (kvm-pvm).
 
 use flexos_abi::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};

@@ -1,4 +1,4 @@
-//! Guest-cooperative debugging: one GDB stub for every compartment (DESIGN section 3).
+//! Guest-cooperative debugging: one GDB stub for every compartment (docs/design.md, why the guest runs in ring 3).
 //!
 //! KVM's guest-debug exits never fire for ring-3 code on this host, but `int3` and
 //! RFLAGS.TF raise #BP/#DB through the guest's IDT, whose trampolines report to the

@@ -1,4 +1,4 @@
-//! Devices in MMIO windows (DESIGN section 7), the monitor's side:
+//! Devices in MMIO windows (docs/devices.md), the monitor's side:
 //!
 //! - [`args`]: the command line's device options, parsed;
 //! - [`plan`]: the run's devices as one list, each opened and given its owner and

@@ -1,5 +1,5 @@
 //! The iperf3 server: one test at a time, a control connection and `-P` streams
-//! (protocol in shared/DEVICES.md and `iperf::msg`).
+//! (the protocol is in `iperf::msg`).
 
 use alloc::vec::Vec;
 

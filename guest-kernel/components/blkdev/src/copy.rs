@@ -1,8 +1,8 @@
 //! Bulk copies between private memory and a shared buffer with one `rep movsb` each.
 //!
 //! rpc-shm's [`SharedBytes::read`] / [`SharedBytes::write`] move a word at a time with
-//! atomics (~0.7 cycles a byte here: a 4 KiB block costs ~2800 cycles, see
-//! DEVICES.md); the storage path moves every byte of a commit through shared buffers
+//! atomics (~0.7 cycles a byte here: a 4 KiB block costs ~2800 cycles, measured
+//! in a guest); the storage path moves every byte of a commit through shared buffers
 //! three times, so it uses these instead for its data (names and short lists still go
 //! through rpc-shm's). The copy is an `asm!` block: the compiler knows nothing of what
 //! it reads or writes, so a peer writing the shared bytes at the same time is a data

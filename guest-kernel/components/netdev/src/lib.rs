@@ -3,7 +3,7 @@
 //!
 //! Its own driver rather than `virtio-drivers`, whose feature set is fixed and cannot
 //! negotiate GUEST_TSO4 / GUEST_CSUM: with them the host hands over TCP super-frames of
-//! up to 64 KiB, 40x fewer frames than MTU-sized ones (see shared/DEVICES.md). The
+//! up to 64 KiB, 40x fewer frames than MTU-sized ones (docs/devices.md). The
 //! driver hands whole frames to the stack and never takes interrupts ([`driver`]). The
 //! device handshake and the split queues are the guest's virtio core (`flexos_virtio`,
 //! shared with blkdev); what is virtio-net's is here: its feature bits, the receive and

@@ -1,6 +1,6 @@
 //! The gate layer: how a component calls a component in another compartment.
 //!
-//! DESIGN section 5. Each compartment owns one rpc-shm [`Endpoint`] over the shared
+//! docs/design.md, gates. Each compartment owns one rpc-shm [`Endpoint`] over the shared
 //! region the monitor maps at the same address everywhere; a [`Router`] built from the
 //! boot-info placement tells generated clients whether a component is co-located
 //! (direct call: one predictable branch, no ring, no copy) or remote (a call through
