@@ -2,14 +2,16 @@
 //! streams into the image's server (`recv=N count=1`) for a few seconds; the figure is
 //! the client's Gbit/s (higher is better).
 //!
-//! Everything happens in a network namespace this workload creates (a tap with the
-//! client's address, the monitor's device on it) and removes at the end, on errors
-//! and on SIGINT/SIGTERM: nothing is routed to or from the host's own namespace.
+//! Everything happens in a network namespace this workload creates with
+//! [`flexos_netns`] (a tap with the client's address, the monitor's device on it) and
+//! removes at the end, on errors and on SIGINT/SIGTERM: nothing is routed to or from
+//! the host's own namespace.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use flexos_netns::NetNs;
 
 use super::{check_exit, require_tool, wait_error, Knobs, Target, Workload};
 use crate::process::{self, Running};
@@ -18,13 +20,13 @@ use crate::search::Metric;
 const DEFAULT_RECV: u32 = 1024;
 const DEFAULT_SECONDS: u32 = 3;
 const CLIENT_IP: &str = "10.0.0.1";
-const SERVER_IP: &str = "10.0.0.2";
+const SERVER_IP: &str = flexos_netns::GUEST_IP;
 const TAP: &str = "fxt0";
 
 pub struct Iperf {
     recv: u32,
     seconds: u32,
-    netns: Option<String>,
+    netns: Option<NetNs>,
 }
 
 impl Iperf {
@@ -44,34 +46,10 @@ impl Iperf {
         })
     }
 
-    fn ns(&self) -> &str {
-        self.netns.as_deref().expect("prepare ran")
-    }
-
-    /// `ip netns exec NS program...`
-    fn in_ns(&self, program: &Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.ns()]).arg(program);
-        cmd
-    }
-}
-
-/// Runs `ip ARGS`; an error carries its stderr. Not through [`process::run`]: the
-/// namespace must also go after a stop request, which that wait honours at once.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let done = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if done.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&done.stderr).trim()
-        ))
+    /// `program` inside the namespace.
+    fn in_ns(&self, program: &Path) -> Result<Command, String> {
+        let ns = self.netns.as_ref().expect("prepare ran");
+        ns.command(program).map_err(|e| e.to_string())
     }
 }
 
@@ -101,28 +79,15 @@ impl Workload for Iperf {
     fn prepare(&mut self, _target: &Target) -> Result<(), String> {
         require_tool("ip", "iproute2")?;
         require_tool("iperf", "iperf")?;
-        let ns = format!("flexos-explore-{}", std::process::id());
-        ip(&["netns", "add", &ns])?;
-        // From here on cleanup() removes it, whatever fails next.
-        self.netns = Some(ns.clone());
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n", &ns, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{CLIENT_IP}/24"),
-            "dev",
-            TAP,
-        ])?;
-        ip(&["-n", &ns, "link", "set", TAP, "up"])
+        // Dropped (and so removed, with its tap) by cleanup(), whatever fails next.
+        let ns = NetNs::with_tap("explore", TAP, &format!("{CLIENT_IP}/24"))
+            .map_err(|e| e.to_string())?;
+        self.netns = Some(ns);
+        Ok(())
     }
 
     fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String> {
-        let mut vmm = self.in_ns(&target.vmm);
+        let mut vmm = self.in_ns(&target.vmm)?;
         let tap = format!("tap={TAP}");
         let guest_args = [
             format!("ip={SERVER_IP}/24"),
@@ -141,7 +106,7 @@ impl Workload for Iperf {
                     .unwrap_or_else(|| "the guest exited before it listened".into()),
             );
         }
-        let mut client = self.in_ns(Path::new("iperf"));
+        let mut client = self.in_ns(Path::new("iperf"))?;
         client.args(["-c", SERVER_IP, "-t", &self.seconds.to_string(), "-y", "C"]);
         let timeout = Duration::from_secs(u64::from(self.seconds) + 60);
         let report = process::run(client, "the iperf client", timeout).map_err(wait_error)?;
@@ -160,13 +125,8 @@ impl Workload for Iperf {
     }
 
     fn cleanup(&mut self) {
-        if let Some(ns) = self.netns.take() {
-            // The tap goes with its namespace.
-            if let Err(e) = ip(&["netns", "delete", &ns]) {
-                // A closed stderr loses the warning, nothing else.
-                let _ = writeln!(std::io::stderr(), "flexos-explore: warning: {e}");
-            }
-        }
+        // The tap goes with its namespace.
+        self.netns = None;
     }
 }
 
