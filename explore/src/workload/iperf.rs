@@ -12,8 +12,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use flexos_netns::NetNs;
+use serde_json::{json, Value};
 
-use super::{check_exit, require_tool, wait_error, Knobs, Target, Workload};
+use super::{check_exit, require_tool, wait_error, Knobs, Place, Sample, Target, Workload};
+use crate::measure::ThreadSampler;
 use crate::process::{self, Running};
 use crate::search::Metric;
 
@@ -30,6 +32,11 @@ pub struct Iperf {
 }
 
 impl Iperf {
+    /// The guest's receive size from now on (a sweep over sizes).
+    pub fn set_recv(&mut self, recv: u32) {
+        self.recv = recv;
+    }
+
     pub fn new(knobs: &Knobs) -> Result<Iperf, String> {
         let recv = knobs.recv.unwrap_or(DEFAULT_RECV);
         if !(1..=1 << 20).contains(&recv) {
@@ -86,7 +93,7 @@ impl Workload for Iperf {
         Ok(())
     }
 
-    fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String> {
+    fn run_sample(&mut self, target: &Target, place: &Place) -> Result<Sample, String> {
         let mut vmm = self.in_ns(&target.vmm)?;
         let tap = format!("tap={TAP}");
         let guest_args = [
@@ -94,7 +101,7 @@ impl Workload for Iperf {
             format!("recv={}", self.recv),
             "count=1".to_string(),
         ];
-        vmm.args(target.vmm_args(config, &["--net", &tap], &guest_args));
+        vmm.args(target.vmm_args(place, &["--net", &tap], &guest_args));
         let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
         if !guest
             .wait_for("iperf: listening", Duration::from_secs(60))
@@ -106,6 +113,8 @@ impl Workload for Iperf {
                     .unwrap_or_else(|| "the guest exited before it listened".into()),
             );
         }
+        // The host cores each of the monitor's threads uses while the client streams.
+        let sampler = ThreadSampler::start(guest.id());
         let mut client = self.in_ns(Path::new("iperf"))?;
         client.args(["-c", SERVER_IP, "-t", &self.seconds.to_string(), "-y", "C"]);
         let timeout = Duration::from_secs(u64::from(self.seconds) + 60);
@@ -118,10 +127,21 @@ impl Workload for Iperf {
                 report.tail(5)
             ));
         }
+        let cores = sampler.cores();
         // count=1: the guest exits after its one test.
-        check_exit(guest.finish(Duration::from_secs(60)).map_err(wait_error)?)?;
-        client_gbps(&report.stdout)
-            .ok_or_else(|| format!("no CSV report from the iperf client\n{}", report.tail(5)))
+        let done = check_exit(guest.finish(Duration::from_secs(60)).map_err(wait_error)?)?;
+        let (gbps, bytes) = client_report(&report.stdout)
+            .ok_or_else(|| format!("no CSV report from the iperf client\n{}", report.tail(5)))?;
+        let guest: Vec<Value> = done
+            .stdout
+            .iter()
+            .filter_map(|l| l.find("{\"bench\":\"iperf\"").map(|at| &l[at..]))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok(Sample {
+            value: gbps,
+            detail: json!({"client_bytes": bytes, "cores": cores, "guest": guest}),
+        })
     }
 
     fn cleanup(&mut self) {
@@ -130,12 +150,13 @@ impl Workload for Iperf {
     }
 }
 
-/// Gbit/s from iperf2's CSV report (`-y C`): the last line with the bits per second
-/// in its ninth field.
-fn client_gbps(stdout: &[String]) -> Option<f64> {
+/// Gbit/s and bytes from iperf2's CSV report (`-y C`): the last line with the bits per
+/// second in its ninth field, the bytes in its eighth.
+pub fn client_report(stdout: &[String]) -> Option<(f64, u64)> {
     let row = stdout.iter().rev().find(|l| l.split(',').count() >= 9)?;
     let bps: f64 = row.split(',').nth(8)?.trim().parse().ok()?;
-    Some(bps / 1e9)
+    let bytes: u64 = row.split(',').nth(7)?.trim().parse().ok()?;
+    Some((bps / 1e9, bytes))
 }
 
 #[cfg(test)]
@@ -149,8 +170,8 @@ mod tests {
             "19700101000000,10.0.0.1,43082,10.0.0.2,5001,1,0.0-3.0,1644167228,4373100660",
         ]
         .map(String::from);
-        assert_eq!(client_gbps(&out), Some(4.37310066));
-        assert_eq!(client_gbps(&["connect failed".to_string()]), None);
+        assert_eq!(client_report(&out), Some((4.37310066, 1644167228)));
+        assert_eq!(client_report(&["connect failed".to_string()]), None);
     }
 
     #[test]
