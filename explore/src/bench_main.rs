@@ -41,6 +41,13 @@ enum Preset {
     /// median of the rounds, ratios to the ping-pong, this project's goals, FlexOS's
     /// figures. Writes gates.json and gates.svg.
     Gates(presets::gates::Args),
+    /// SQLite (FlexOS Figure 10), beside the host's SQLite.
+    ///
+    /// The host's SQLite (one prepared statement; the
+    /// sqlite3 CLI beside it) and the sqlite image in 1, 2, 3 compartments on a disk
+    /// and on ramfs, journal DELETE then WAL on /dev/shm, then a durable table on the
+    /// real disk; medians, best runs, ratios, goals. Writes sqlite.json and sqlite.svg.
+    Sqlite(presets::sqlite::Args),
 }
 
 /// `target/release` (this binary's directory) and the repository above `target`.
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.preset {
         Preset::Gates(a) => presets::gates::run(&env, a),
+        Preset::Sqlite(a) => presets::sqlite::run(&env, a),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     match result {

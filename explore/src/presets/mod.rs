@@ -3,8 +3,10 @@
 //! measured in the same run), and how its table, goals, JSON and SVG read.
 //!
 //! - [`gates`]: FlexOS Figure 11, gate latency under NONE, EPT2, EPT3, EPT4;
+//! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
 
 pub mod gates;
+pub mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
