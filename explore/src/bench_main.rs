@@ -48,6 +48,11 @@ enum Preset {
     /// and on ramfs, journal DELETE then WAL on /dev/shm, then a durable table on the
     /// real disk; medians, best runs, ratios, goals. Writes sqlite.json and sqlite.svg.
     Sqlite(presets::sqlite::Args),
+    /// Boot time, beside spawning /bin/true.
+    ///
+    /// hello in 1 compartment and gatebench in 2 with --timings, beside
+    /// spawning /bin/true; median, min, max of each phase. Writes boot.json.
+    Boot(presets::boot::Args),
 }
 
 /// `target/release` (this binary's directory) and the repository above `target`.
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
     let result = match &cli.preset {
         Preset::Gates(a) => presets::gates::run(&env, a),
         Preset::Sqlite(a) => presets::sqlite::run(&env, a),
+        Preset::Boot(a) => presets::boot::run(&env, a),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     match result {

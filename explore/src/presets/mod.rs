@@ -4,7 +4,9 @@
 //!
 //! - [`gates`]: FlexOS Figure 11, gate latency under NONE, EPT2, EPT3, EPT4;
 //! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
+//! - [`boot`]: boot phases (`--timings`) against spawning a process;
 
+pub mod boot;
 pub mod gates;
 pub mod sqlite;
 
