@@ -53,6 +53,12 @@ enum Preset {
     /// hello in 1 compartment and gatebench in 2 with --timings, beside
     /// spawning /bin/true; median, min, max of each phase. Writes boot.json.
     Boot(presets::boot::Args),
+    /// Hand-off costs between threads, VMs and the monitor on this host.
+    ///
+    /// Host threads through an eventfd, a guest's exit and doorbell,
+    /// gate round trips where every wait sleeps, the in-kernel wait in a bare KVM
+    /// guest (bench/pvm-wake), and the policy the monitor picks. Writes handoff.json.
+    Handoff(presets::handoff::Args),
 }
 
 /// `target/release` (this binary's directory) and the repository above `target`.
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
         Preset::Gates(a) => presets::gates::run(&env, a),
         Preset::Sqlite(a) => presets::sqlite::run(&env, a),
         Preset::Boot(a) => presets::boot::run(&env, a),
+        Preset::Handoff(a) => presets::handoff::run(&env, a),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     match result {

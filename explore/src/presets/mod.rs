@@ -5,9 +5,11 @@
 //! - [`gates`]: FlexOS Figure 11, gate latency under NONE, EPT2, EPT3, EPT4;
 //! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
 //! - [`boot`]: boot phases (`--timings`) against spawning a process;
+//! - [`handoff`]: what a hand-off between threads, VMs and the monitor costs;
 
 pub mod boot;
 pub mod gates;
+pub mod handoff;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
