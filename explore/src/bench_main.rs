@@ -59,6 +59,12 @@ enum Preset {
     /// gate round trips where every wait sleeps, the in-kernel wait in a bare KVM
     /// guest (bench/pvm-wake), and the policy the monitor picks. Writes handoff.json.
     Handoff(presets::handoff::Args),
+    /// The thread policy's candidates, against the monitor before the policy.
+    ///
+    /// The candidates (before, the policy, disk in its vCPU, pinning,
+    /// no spinning, idle spinners) on sqlite, gatebench's chain and iperf; medians and
+    /// ratios to "before". Writes policy.json.
+    Policy(presets::policy::Args),
 }
 
 /// `target/release` (this binary's directory) and the repository above `target`.
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         Preset::Sqlite(a) => presets::sqlite::run(&env, a),
         Preset::Boot(a) => presets::boot::run(&env, a),
         Preset::Handoff(a) => presets::handoff::run(&env, a),
+        Preset::Policy(a) => presets::policy::run(&env, a),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     match result {

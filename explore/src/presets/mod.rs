@@ -6,10 +6,12 @@
 //! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
 //! - [`boot`]: boot phases (`--timings`) against spawning a process;
 //! - [`handoff`]: what a hand-off between threads, VMs and the monitor costs;
+//! - [`policy`]: the thread policy's candidates on the workloads they are for.
 
 pub mod boot;
 pub mod gates;
 pub mod handoff;
+pub mod policy;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
