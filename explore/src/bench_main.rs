@@ -48,6 +48,14 @@ enum Preset {
     /// and on ramfs, journal DELETE then WAL on /dev/shm, then a durable table on the
     /// real disk; medians, best runs, ratios, goals. Writes sqlite.json and sqlite.svg.
     Sqlite(presets::sqlite::Args),
+    /// iPerf (FlexOS Figure 9), beside the host kernel's server.
+    ///
+    /// A stock iperf2 client into the iperf image in 1, 2, 3
+    /// compartments, receive sizes 16 B .. 1 MiB, and into the host kernel's server
+    /// over a veth pair and behind two taps joined by tapfwd (plain, TSO), all in
+    /// namespaces made and removed by flexos-netns; ratios, goals, host cores per
+    /// thread. Writes iperf.json and iperf.svg.
+    Iperf(presets::iperf::Args),
     /// Boot time, beside spawning /bin/true.
     ///
     /// hello in 1 compartment and gatebench in 2 with --timings, beside
@@ -122,6 +130,7 @@ fn main() -> ExitCode {
     let result = match &cli.preset {
         Preset::Gates(a) => presets::gates::run(&env, a),
         Preset::Sqlite(a) => presets::sqlite::run(&env, a),
+        Preset::Iperf(a) => presets::iperf::run(&env, a),
         Preset::Boot(a) => presets::boot::run(&env, a),
         Preset::Handoff(a) => presets::handoff::run(&env, a),
         Preset::Policy(a) => presets::policy::run(&env, a),
