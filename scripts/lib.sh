@@ -10,3 +10,8 @@ IMAGES="$ROOT/target/images"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# The namespace launcher (scripts/net-up, net-down, the benchmarks).
+NETNS="$ROOT/target/release/flexos-netns"
+need_netns() { [ -x "$NETNS" ] || die "$NETNS not built: run scripts/build"; }
+# The benchmark presets (scripts/bench-*; flexos-bench --help).
+BENCH="$ROOT/target/release/flexos-bench"

@@ -13,13 +13,17 @@
 //! - [`search`]: what runs in which order, pruning, ratios, the safest set, the check
 //!   of the hypothesis that a refinement is never faster;
 //! - [`workload`]: how one placement is measured (iperf, sqlite, gatebench adapters);
+//! - [`measure`]: the engine of the benchmark presets (`flexos-bench`): cases, rounds,
+//!   medians, ratios to a baseline, competing load, tables, JSON, SVG;
 //! - [`process`]: child processes with deadlines, and stopping on SIGINT/SIGTERM;
 //! - [`report`]: the table, the JSON and the SVG Hasse diagram;
 //! - [`error`]: why a run of the tool fails, and its exit status.
 
 pub mod error;
 pub mod filter;
+pub mod measure;
 pub mod partition;
+pub mod presets;
 pub mod process;
 pub mod report;
 pub mod search;

@@ -14,7 +14,7 @@ use flexos_explore::partition::Placement;
 use flexos_explore::process::{install_stop_handlers, stop_requested};
 use flexos_explore::report::{self, figure, Context};
 use flexos_explore::search::{explore, Exploration, Measure, Metric, Progress, Settings};
-use flexos_explore::workload::{self, Knobs, Target, Workload};
+use flexos_explore::workload::{self, Knobs, Place, Target, Workload};
 use flexos_image::{Catalog, Image};
 
 const AFTER_HELP: &str = "\
@@ -222,7 +222,7 @@ impl Measure for Runner<'_> {
             .map_err(|e| format!("generated an invalid placement file: {e}"))?;
         std::fs::write(&config, text)
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-        let result = self.workload.run(&self.target, &config);
+        let result = self.workload.run(&self.target, &Place::Config(config));
         self.stop_if_asked();
         result
     }
@@ -314,6 +314,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         vmm,
         image: image.clone(),
         scratch,
+        vmm_opts: Vec::new(),
+        wrapper: Vec::new(),
         guest_args: cli.guest_args.clone(),
     };
     let metric = workload.metric();

@@ -123,6 +123,11 @@ impl Running {
         })
     }
 
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Reads output until a stdout line contains `needle`; false if the child closed
     /// its output first.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<bool, WaitError> {

@@ -287,7 +287,8 @@ where
 
 /// The monitor's command line with a clean environment (`RUST_LOG`, `FLEXOS_KVM_DEVICE`
 /// and `FLEXOS_SANDBOX_SELFTEST` removed), run inside network namespace `netns` if given.
-fn monitor_command_in<I, S>(netns: Option<&str>, args: I) -> (Command, String)
+#[track_caller]
+fn monitor_command_in<I, S>(netns: Option<&flexos_netns::NetNs>, args: I) -> (Command, String)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -295,11 +296,7 @@ where
     require_kvm();
     let vmm = vmm_path();
     let mut cmd = match netns {
-        Some(ns) => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", ns]).arg(&vmm);
-            cmd
-        }
+        Some(ns) => ns.command(&vmm).unwrap_or_else(|e| panic!("{e}")),
         None => Command::new(&vmm),
     };
     cmd.args(args)

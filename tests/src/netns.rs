@@ -3,11 +3,9 @@
 //! a test uses lives inside one; nothing is routed to or from the host's namespace.
 
 use std::ffi::{CString, OsStr};
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Sender;
 
 use crate::{monitor_command_in, require_tool, run_with_timeout, sandbox_kept, Outcome, TIMEOUT};
@@ -17,12 +15,13 @@ pub const TAP: &str = "fxtap0";
 /// The client side's address on the tap.
 pub const CLIENT_IP: &str = "10.0.0.1";
 /// The guest's address (`ip=` guest argument).
-pub const GUEST_IP: &str = "10.0.0.2";
+pub const GUEST_IP: &str = flexos_netns::GUEST_IP;
 
 /// A namespace holding [`TAP`] (with a vnet header) at [`CLIENT_IP`]/24; deleted, with
-/// its tap, on drop.
+/// its tap, on drop. The test-side face of [`flexos_netns::NetNs`]: every failure
+/// fails the test with the launcher's message.
 pub struct NetNs {
-    name: String,
+    inner: flexos_netns::NetNs,
 }
 
 impl NetNs {
@@ -30,45 +29,39 @@ impl NetNs {
     /// what to install or which right is missing, if it cannot.
     #[track_caller]
     pub fn with_tap(tag: &str) -> NetNs {
-        require_tool("ip", "iproute2");
-        assert!(
-            std::path::Path::new("/dev/net/tun").exists(),
-            "/dev/net/tun does not exist: load the tun module (modprobe tun)"
-        );
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("fxt{}-{n}-{tag}", std::process::id());
-        ip(&["netns", "add", &name]);
-        // From here on, drop removes whatever was made if a later step fails.
-        let ns = NetNs { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
-        ns.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", TAP]);
-        ns.ip(&["link", "set", TAP, "up"]);
-        ns
+        let inner = flexos_netns::NetNs::with_tap(tag, TAP, &format!("{CLIENT_IP}/24"))
+            .unwrap_or_else(|e| panic!("cannot make a network namespace: {e}"));
+        NetNs { inner }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.inner.name()
+    }
+
+    /// The launcher's namespace.
+    pub fn inner(&self) -> &flexos_netns::NetNs {
+        &self.inner
     }
 
     /// `ip -n NS ARGS...`, which must succeed.
     #[track_caller]
     pub fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all);
+        self.inner.ip(args).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// A command running `program` inside the namespace.
+    #[track_caller]
     pub fn command<I, S>(&self, program: &str, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]).args(args);
-        cmd.stdin(Stdio::null())
+        let mut cmd = self
+            .inner
+            .command(program)
+            .unwrap_or_else(|e| panic!("{e}"));
+        cmd.args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
@@ -82,7 +75,7 @@ impl NetNs {
         S: AsRef<OsStr>,
     {
         let cmd = self.command(program, args);
-        let command = format!("ip netns exec {} {program} ...", self.name);
+        let command = format!("{program} ... in network namespace {}", self.name());
         run_with_timeout(cmd, command, TIMEOUT, None)
     }
 
@@ -94,7 +87,7 @@ impl NetNs {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let (cmd, command) = monitor_command_in(Some(&self.name), args);
+        let (cmd, command) = monitor_command_in(Some(&self.inner), args);
         sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, Some(lines)))
     }
 
@@ -105,52 +98,28 @@ impl NetNs {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let (cmd, command) = monitor_command_in(Some(&self.name), args);
+        let (cmd, command) = monitor_command_in(Some(&self.inner), args);
         sandbox_kept(run_with_timeout(cmd, command, TIMEOUT, None))
     }
-}
 
-impl NetNs {
     /// Runs `f` on a thread of its own that has joined the namespace, and returns what
     /// it returns. Sockets `f` opens (TCP connections to the guest, a [`FrameSocket`]
     /// on the tap) belong to the namespace for good and may be used from any thread
     /// afterwards.
     #[track_caller]
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        let ns = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    // SAFETY: setns only changes this thread's network namespace; `ns`
-                    // is an open namespace file that outlives the call.
-                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(
-                        rc,
-                        0,
-                        "setns into {path} (the network tests run as root): {}",
-                        io::Error::last_os_error()
-                    );
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        self.inner.enter(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Counter `name` of interface `dev` in the namespace (a file of
+    /// Counter `name` of interface `dev` in the namespace (a name of
     /// `/sys/class/net/DEV/statistics/`, such as `tx_dropped`: frames the tap refused
     /// because its reader, the monitor, was behind).
     #[track_caller]
     pub fn link_counter(&self, dev: &str, name: &str) -> u64 {
-        require_tool("cat", "coreutils");
-        let file = format!("/sys/class/net/{dev}/statistics/{name}");
-        let out = self.run_program("cat", [&file]);
-        out.assert_status(0);
-        out.stdout
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{file}: {e}\n{out:?}"))
+        require_tool("ip", "iproute2");
+        self.inner
+            .link_counter(dev, name)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A [`FrameSocket`] on the namespace's [`TAP`]: frames sent on it go into the
@@ -213,30 +182,4 @@ impl FrameSocket {
             _ => Ok(()),
         }
     }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // Deleting the namespace destroys the tap in it.
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-#[track_caller]
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
-    assert!(
-        out.status.success(),
-        "`ip {}` failed ({}): {} (network tests need root or CAP_NET_ADMIN)",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
 }

@@ -2,12 +2,11 @@
 //! -> relay2 -> callee and back, which crosses every compartment boundary a placement
 //! draws through the chain). Figure: median nanoseconds per call (lower is better).
 
-use std::path::Path;
 use std::time::Duration;
 
-use flexos_abi::bench::GATEBENCH_CASES;
+use flexos_abi::bench::{GATEBENCH_CASES, GATEBENCH_EXTRA_CASES};
 
-use super::{bench_line, field, run_vmm, Knobs, Target, Workload};
+use super::{bench_line, field, run_vmm, Knobs, Place, Sample, Target, Workload};
 use crate::search::Metric;
 
 const DEFAULT_CALLS: u32 = 20_000;
@@ -22,7 +21,9 @@ pub struct Gatebench {
 impl Gatebench {
     pub fn new(knobs: &Knobs) -> Result<Gatebench, String> {
         let case = knobs.case.clone().unwrap_or_else(|| "gate-chain".into());
-        if !GATEBENCH_CASES.contains(&case.as_str()) {
+        if !GATEBENCH_CASES.contains(&case.as_str())
+            && !GATEBENCH_EXTRA_CASES.contains(&case.as_str())
+        {
             return Err(format!(
                 "--case {case}: gatebench has no such case (cases: {})",
                 GATEBENCH_CASES.join(", ")
@@ -63,7 +64,7 @@ impl Workload for Gatebench {
         Ok(())
     }
 
-    fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String> {
+    fn run_sample(&mut self, target: &Target, place: &Place) -> Result<Sample, String> {
         let args = vec![
             format!("case={}", self.case),
             format!("calls={}", self.calls),
@@ -71,7 +72,7 @@ impl Workload for Gatebench {
         ];
         // Warm-up and the case's own bound, plus boot, with room to spare.
         let done = run_vmm(
-            target.vmm_command(config, &[], &args),
+            target.vmm_command(place, &[], &args),
             Duration::from_secs(u64::from(CASE_SECONDS) * 2 + 60),
         )?;
         let line = bench_line(&done.stdout, "gate")
@@ -83,7 +84,10 @@ impl Workload for Gatebench {
             ));
         }
         // A median below one TSC step reads 0; keep the ratio finite.
-        Ok(ns.max(0.1))
+        Ok(Sample {
+            value: ns.max(0.1),
+            detail: line,
+        })
     }
 }
 

@@ -2,32 +2,41 @@
 //! streams into the image's server (`recv=N count=1`) for a few seconds; the figure is
 //! the client's Gbit/s (higher is better).
 //!
-//! Everything happens in a network namespace this workload creates (a tap with the
-//! client's address, the monitor's device on it) and removes at the end, on errors
-//! and on SIGINT/SIGTERM: nothing is routed to or from the host's own namespace.
+//! Everything happens in a network namespace this workload creates with
+//! [`flexos_netns`] (a tap with the client's address, the monitor's device on it) and
+//! removes at the end, on errors and on SIGINT/SIGTERM: nothing is routed to or from
+//! the host's own namespace.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use super::{check_exit, require_tool, wait_error, Knobs, Target, Workload};
+use flexos_netns::NetNs;
+use serde_json::{json, Value};
+
+use super::{check_exit, require_tool, wait_error, Knobs, Place, Sample, Target, Workload};
+use crate::measure::ThreadSampler;
 use crate::process::{self, Running};
 use crate::search::Metric;
 
 const DEFAULT_RECV: u32 = 1024;
 const DEFAULT_SECONDS: u32 = 3;
 const CLIENT_IP: &str = "10.0.0.1";
-const SERVER_IP: &str = "10.0.0.2";
+const SERVER_IP: &str = flexos_netns::GUEST_IP;
 const TAP: &str = "fxt0";
 
 pub struct Iperf {
     recv: u32,
     seconds: u32,
-    netns: Option<String>,
+    netns: Option<NetNs>,
 }
 
 impl Iperf {
+    /// The guest's receive size from now on (a sweep over sizes).
+    pub fn set_recv(&mut self, recv: u32) {
+        self.recv = recv;
+    }
+
     pub fn new(knobs: &Knobs) -> Result<Iperf, String> {
         let recv = knobs.recv.unwrap_or(DEFAULT_RECV);
         if !(1..=1 << 20).contains(&recv) {
@@ -44,34 +53,10 @@ impl Iperf {
         })
     }
 
-    fn ns(&self) -> &str {
-        self.netns.as_deref().expect("prepare ran")
-    }
-
-    /// `ip netns exec NS program...`
-    fn in_ns(&self, program: &Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.ns()]).arg(program);
-        cmd
-    }
-}
-
-/// Runs `ip ARGS`; an error carries its stderr. Not through [`process::run`]: the
-/// namespace must also go after a stop request, which that wait honours at once.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let done = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if done.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&done.stderr).trim()
-        ))
+    /// `program` inside the namespace.
+    fn in_ns(&self, program: &Path) -> Result<Command, String> {
+        let ns = self.netns.as_ref().expect("prepare ran");
+        ns.command(program).map_err(|e| e.to_string())
     }
 }
 
@@ -101,35 +86,22 @@ impl Workload for Iperf {
     fn prepare(&mut self, _target: &Target) -> Result<(), String> {
         require_tool("ip", "iproute2")?;
         require_tool("iperf", "iperf")?;
-        let ns = format!("flexos-explore-{}", std::process::id());
-        ip(&["netns", "add", &ns])?;
-        // From here on cleanup() removes it, whatever fails next.
-        self.netns = Some(ns.clone());
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n", &ns, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{CLIENT_IP}/24"),
-            "dev",
-            TAP,
-        ])?;
-        ip(&["-n", &ns, "link", "set", TAP, "up"])
+        // Dropped (and so removed, with its tap) by cleanup(), whatever fails next.
+        let ns = NetNs::with_tap("explore", TAP, &format!("{CLIENT_IP}/24"))
+            .map_err(|e| e.to_string())?;
+        self.netns = Some(ns);
+        Ok(())
     }
 
-    fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String> {
-        let mut vmm = self.in_ns(&target.vmm);
+    fn run_sample(&mut self, target: &Target, place: &Place) -> Result<Sample, String> {
+        let mut vmm = self.in_ns(&target.vmm)?;
         let tap = format!("tap={TAP}");
         let guest_args = [
             format!("ip={SERVER_IP}/24"),
             format!("recv={}", self.recv),
             "count=1".to_string(),
         ];
-        vmm.args(target.vmm_args(config, &["--net", &tap], &guest_args));
+        vmm.args(target.vmm_args(place, &["--net", &tap], &guest_args));
         let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
         if !guest
             .wait_for("iperf: listening", Duration::from_secs(60))
@@ -141,7 +113,9 @@ impl Workload for Iperf {
                     .unwrap_or_else(|| "the guest exited before it listened".into()),
             );
         }
-        let mut client = self.in_ns(Path::new("iperf"));
+        // The host cores each of the monitor's threads uses while the client streams.
+        let sampler = ThreadSampler::start(guest.id());
+        let mut client = self.in_ns(Path::new("iperf"))?;
         client.args(["-c", SERVER_IP, "-t", &self.seconds.to_string(), "-y", "C"]);
         let timeout = Duration::from_secs(u64::from(self.seconds) + 60);
         let report = process::run(client, "the iperf client", timeout).map_err(wait_error)?;
@@ -153,29 +127,36 @@ impl Workload for Iperf {
                 report.tail(5)
             ));
         }
+        let cores = sampler.cores();
         // count=1: the guest exits after its one test.
-        check_exit(guest.finish(Duration::from_secs(60)).map_err(wait_error)?)?;
-        client_gbps(&report.stdout)
-            .ok_or_else(|| format!("no CSV report from the iperf client\n{}", report.tail(5)))
+        let done = check_exit(guest.finish(Duration::from_secs(60)).map_err(wait_error)?)?;
+        let (gbps, bytes) = client_report(&report.stdout)
+            .ok_or_else(|| format!("no CSV report from the iperf client\n{}", report.tail(5)))?;
+        let guest: Vec<Value> = done
+            .stdout
+            .iter()
+            .filter_map(|l| l.find("{\"bench\":\"iperf\"").map(|at| &l[at..]))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok(Sample {
+            value: gbps,
+            detail: json!({"client_bytes": bytes, "cores": cores, "guest": guest}),
+        })
     }
 
     fn cleanup(&mut self) {
-        if let Some(ns) = self.netns.take() {
-            // The tap goes with its namespace.
-            if let Err(e) = ip(&["netns", "delete", &ns]) {
-                // A closed stderr loses the warning, nothing else.
-                let _ = writeln!(std::io::stderr(), "flexos-explore: warning: {e}");
-            }
-        }
+        // The tap goes with its namespace.
+        self.netns = None;
     }
 }
 
-/// Gbit/s from iperf2's CSV report (`-y C`): the last line with the bits per second
-/// in its ninth field.
-fn client_gbps(stdout: &[String]) -> Option<f64> {
+/// Gbit/s and bytes from iperf2's CSV report (`-y C`): the last line with the bits per
+/// second in its ninth field, the bytes in its eighth.
+pub fn client_report(stdout: &[String]) -> Option<(f64, u64)> {
     let row = stdout.iter().rev().find(|l| l.split(',').count() >= 9)?;
     let bps: f64 = row.split(',').nth(8)?.trim().parse().ok()?;
-    Some(bps / 1e9)
+    let bytes: u64 = row.split(',').nth(7)?.trim().parse().ok()?;
+    Some((bps / 1e9, bytes))
 }
 
 #[cfg(test)]
@@ -189,8 +170,8 @@ mod tests {
             "19700101000000,10.0.0.1,43082,10.0.0.2,5001,1,0.0-3.0,1644167228,4373100660",
         ]
         .map(String::from);
-        assert_eq!(client_gbps(&out), Some(4.37310066));
-        assert_eq!(client_gbps(&["connect failed".to_string()]), None);
+        assert_eq!(client_report(&out), Some((4.37310066, 1644167228)));
+        assert_eq!(client_report(&["connect failed".to_string()]), None);
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! implementation of [`Workload`] and a line in [`by_name`].
 
 mod gatebench;
-mod iperf;
+pub mod iperf;
 mod sqlite;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use crate::search::Metric;
 
 pub use gatebench::Gatebench;
 pub use iperf::Iperf;
-pub use sqlite::Sqlite;
+pub use sqlite::{Sqlite, Storage};
 
 /// Knobs of the built-in workloads (each uses its own; `None` is its default).
 #[derive(Clone, Debug, Default)]
@@ -39,22 +39,48 @@ pub struct Knobs {
 }
 
 /// What a run needs: the monitor, the image, a scratch directory of the exploration's
-/// own (removed at its end), and guest arguments the user adds to every run.
+/// own (removed at its end), monitor options and guest arguments the user adds to
+/// every run.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub vmm: PathBuf,
     pub image: PathBuf,
     pub scratch: PathBuf,
+    /// Monitor options before the image on every run (`--tune KEY=VALUE,...`: a thread
+    /// policy candidate).
+    pub vmm_opts: Vec<String>,
+    /// A program the monitor runs under (`taskset -c 0`), empty for none.
+    pub wrapper: Vec<String>,
     /// Appended to the workload's own guest arguments (`--guest-arg`, e.g. a kernel
     /// knob such as `gate.spin=N` whose effect on every placement is the question).
     pub guest_args: Vec<String>,
 }
 
+/// Where the components go for one run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Place {
+    /// A placement file (`--config FILE`).
+    Config(PathBuf),
+    /// The image's default N-way split (`--compartments N`).
+    Compartments(u32),
+}
+
+impl Place {
+    /// The monitor's options for it.
+    pub fn args(&self) -> Vec<OsString> {
+        match self {
+            Place::Config(path) => vec!["--config".into(), path.into()],
+            Place::Compartments(n) => vec!["--compartments".into(), n.to_string().into()],
+        }
+    }
+}
+
 impl Target {
-    /// The monitor's arguments: `--config CONFIG [extra...] IMAGE -- guest_args...`
+    /// The monitor's arguments: `PLACE [vmm_opts...] [extra...] IMAGE -- guest_args...`
     /// with the user's guest arguments last.
-    pub fn vmm_args(&self, config: &Path, extra: &[&str], guest_args: &[String]) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["--config".into(), config.into()];
+    pub fn vmm_args(&self, place: &Place, extra: &[&str], guest_args: &[String]) -> Vec<OsString> {
+        let mut args = place.args();
+        args.extend(self.vmm_opts.iter().map(OsString::from));
         args.extend(extra.iter().map(OsString::from));
         args.push(self.image.clone().into());
         let guest: Vec<&String> = guest_args.iter().chain(&self.guest_args).collect();
@@ -65,11 +91,34 @@ impl Target {
         args
     }
 
-    /// `flexos-vmm` with [`Self::vmm_args`].
-    pub fn vmm_command(&self, config: &Path, extra: &[&str], guest_args: &[String]) -> Command {
-        let mut cmd = Command::new(&self.vmm);
-        cmd.args(self.vmm_args(config, extra, guest_args));
+    /// `flexos-vmm` with [`Self::vmm_args`] (under the wrapper if there is one).
+    pub fn vmm_command(&self, place: &Place, extra: &[&str], guest_args: &[String]) -> Command {
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&self.vmm);
+                cmd
+            }
+            None => Command::new(&self.vmm),
+        };
+        cmd.args(self.vmm_args(place, extra, guest_args));
         cmd
+    }
+}
+
+/// One run's figure and what else it saw (kept in the JSON).
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub value: f64,
+    pub detail: Value,
+}
+
+impl From<f64> for Sample {
+    fn from(value: f64) -> Sample {
+        Sample {
+            value,
+            detail: Value::Null,
+        }
     }
 }
 
@@ -86,8 +135,12 @@ pub trait Workload {
     /// Checks the host has what the runs need and prepares it (a namespace, a disk
     /// template); called once before the first run.
     fn prepare(&mut self, target: &Target) -> Result<(), String>;
-    /// One run of the image under the placement file `config`; the figure.
-    fn run(&mut self, target: &Target, config: &Path) -> Result<f64, String>;
+    /// One run of the image placed by `place`; the figure.
+    fn run(&mut self, target: &Target, place: &Place) -> Result<f64, String> {
+        self.run_sample(target, place).map(|s| s.value)
+    }
+    /// One run, with what else the run saw beside its figure.
+    fn run_sample(&mut self, target: &Target, place: &Place) -> Result<Sample, String>;
     /// Undoes `prepare` (also on errors and stops).
     fn cleanup(&mut self) {}
 }
@@ -204,14 +257,19 @@ mod tests {
             vmm: "vmm".into(),
             image: "img.elf".into(),
             scratch: "/tmp".into(),
+            vmm_opts: vec!["--tune".into(), "spin=0".into()],
+            wrapper: Vec::new(),
             guest_args: vec!["gate.spin=9".into()],
         };
-        let args = target.vmm_args(Path::new("p.toml"), &["--disk", "d.img"], &["bench".into()]);
+        let place = Place::Config("p.toml".into());
+        let args = target.vmm_args(&place, &["--disk", "d.img"], &["bench".into()]);
         assert_eq!(
             args,
             [
                 "--config",
                 "p.toml",
+                "--tune",
+                "spin=0",
                 "--disk",
                 "d.img",
                 "img.elf",
@@ -223,9 +281,11 @@ mod tests {
         );
         let bare = Target {
             guest_args: Vec::new(),
+            vmm_opts: Vec::new(),
             ..target
         };
-        assert_eq!(bare.vmm_args(Path::new("p.toml"), &[], &[]).len(), 3);
+        let two = bare.vmm_args(&Place::Compartments(2), &[], &[]);
+        assert_eq!(two, ["--compartments", "2", "img.elf"].map(OsString::from));
     }
 
     #[test]

@@ -1,0 +1,469 @@
+//! `flexos-bench iperf`: iPerf in the style of FlexOS Figure 9.
+//!
+//! A stock iperf2 client (`iperf -c IP -t SECONDS`, as FlexOS ran it) streams into a
+//! server that loops recv(N), N swept from 16 B to 1 MiB. Per N, in one run:
+//!   - veth: the host kernel's `iperf -s -l N` over a veth pair between two namespaces;
+//!   - fwd plain: the same server behind two taps joined by bench's `tapfwd` moving
+//!     1514-byte frames;
+//!   - fwd TSO: the same with a vnet header and CSUM/TSO offloads (frames up to 64 KiB),
+//!     the best userspace tap path: the yardstick of the guest's device path;
+//!   - N comp: the iperf image under N compartments (`recv=N count=1`), its virtio-net
+//!     device on a tap (explore's iperf workload).
+//!
+//! Every namespace is made and removed by flexos-netns; nothing is routed to or from
+//! the host's own namespace. While each run streams, the monitor's (or tapfwd's)
+//! threads are sampled from /proc: the host cores each used.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::Duration;
+
+use flexos_netns::NetNs;
+use serde_json::{json, Value};
+
+use super::{number_list, policies, shown, Env};
+use crate::measure::svg::{lines_log2, Line};
+use crate::measure::{self, Case, Outcome, Plan, Sample, Table, ThreadSampler};
+use crate::process::{self, Running};
+use crate::workload::{iperf::client_report, Iperf, Knobs, Place, Workload};
+
+const SIZES: [u32; 11] = [
+    16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
+];
+/// FlexOS ASPLOS'22 Figure 9 (Gbit/s); 32 KiB..1 MiB is a range there, its midpoint here.
+const FLEXOS_NONE: [(u32, f64); 8] = [
+    (16, 1.06),
+    (64, 2.85),
+    (256, 3.01),
+    (1024, 3.00),
+    (16384, 3.04),
+    (65536, 3.045),
+    (262144, 3.045),
+    (1048576, 3.045),
+];
+const FLEXOS_EPT2: [(u32, f64); 8] = [
+    (16, 0.36),
+    (64, 1.07),
+    (256, 2.73),
+    (1024, 2.83),
+    (16384, 2.88),
+    (65536, 2.86),
+    (262144, 2.86),
+    (1048576, 2.86),
+];
+const GOAL_1_FWD: f64 = 1.0;
+const GOAL_2_1_BIG: f64 = 0.95;
+const GOAL_2_1_16: f64 = 0.8;
+const GOAL_3_1_BIG: f64 = 0.8;
+const CLIENT_IP: &str = "10.0.0.1";
+const SERVER_IP: &str = flexos_netns::GUEST_IP;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// Seconds the client streams per point.
+    #[arg(long, default_value_t = 4)]
+    pub seconds: u32,
+    /// Comma-separated receive sizes in bytes (default: Figure 9's sweep, 16 .. 1048576).
+    #[arg(long)]
+    pub sizes: Option<String>,
+    /// Comma-separated subset of 1,2,3; empty for the baselines only.
+    #[arg(long, default_value = "1,2,3")]
+    pub compartments: String,
+    /// Guest runs only (no veth, no tapfwd).
+    #[arg(long)]
+    pub no_baselines: bool,
+    /// Runs of every point (the table shows their median).
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Run the sweep again beside N busy processes and report slowdowns.
+    #[arg(long, default_value_t = 0)]
+    pub load: usize,
+    /// Passed to the monitor as --tune (a thread-policy candidate).
+    #[arg(long)]
+    pub tune: Option<String>,
+}
+
+pub fn size_label(n: f64) -> String {
+    let n = n as u64;
+    if n >= 1 << 20 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The host kernel's `iperf -s -l SIZE` in `ns`, once it listens.
+fn kernel_server(ns: &NetNs, size: u32) -> Result<Running, String> {
+    let mut cmd = ns.command("stdbuf").map_err(err)?;
+    cmd.args(["-oL", "iperf", "-s", "-l", &size.to_string()]);
+    let mut server = Running::spawn(cmd, "iperf -s").map_err(err)?;
+    if !server
+        .wait_for("Server listening", Duration::from_secs(20))
+        .map_err(err)?
+    {
+        return Err("iperf -s exited before it listened".into());
+    }
+    Ok(server)
+}
+
+/// The stock client in `ns` for `seconds`: Gbit/s and bytes.
+fn client(ns: &NetNs, seconds: u32) -> Result<(f64, u64), String> {
+    let mut cmd = ns.command("iperf").map_err(err)?;
+    cmd.args(["-c", SERVER_IP, "-t", &seconds.to_string(), "-y", "C"]);
+    let done = process::run(
+        cmd,
+        "the iperf client",
+        Duration::from_secs(u64::from(seconds) + 60),
+    )
+    .map_err(err)?;
+    match client_report(&done.stdout) {
+        Some(r) if done.status.success() => Ok(r),
+        _ => Err(format!(
+            "the iperf client failed ({})\n{}",
+            done.status,
+            done.tail(5)
+        )),
+    }
+}
+
+fn run_veth(size: u32, seconds: u32) -> Result<Sample, String> {
+    let c = NetNs::unique("c").map_err(err)?;
+    let s = NetNs::unique("s").map_err(err)?;
+    c.add_veth(
+        "fxv0",
+        &format!("{CLIENT_IP}/24"),
+        &s,
+        "fxv1",
+        &format!("{SERVER_IP}/24"),
+    )
+    .map_err(err)?;
+    let _server = kernel_server(&s, size)?;
+    Ok(client(&c, seconds)?.0.into())
+}
+
+fn run_tapfwd(
+    tapfwd: &std::path::Path,
+    size: u32,
+    seconds: u32,
+    vnet: bool,
+) -> Result<Sample, String> {
+    let c = NetNs::unique("c").map_err(err)?;
+    let s = NetNs::unique("s").map_err(err)?;
+    c.add_tap("fxt0", &format!("{CLIENT_IP}/24"), vnet)
+        .map_err(err)?;
+    s.add_tap("fxt0", &format!("{SERVER_IP}/24"), vnet)
+        .map_err(err)?;
+    let _server = kernel_server(&s, size)?;
+    let mut cmd = Command::new(tapfwd);
+    if vnet {
+        cmd.arg("--vnet");
+    }
+    cmd.args([format!("{}:fxt0", c.name()), format!("{}:fxt0", s.name())]);
+    let mut fwd = Running::spawn(cmd, "tapfwd").map_err(err)?;
+    if !fwd
+        .wait_for("tapfwd: forwarding", Duration::from_secs(20))
+        .map_err(err)?
+    {
+        return Err("tapfwd exited before it forwarded".into());
+    }
+    let sampler = ThreadSampler::start(fwd.id());
+    let (gbps, _) = client(&c, seconds)?;
+    Ok(Sample {
+        value: gbps,
+        detail: json!({"cores": sampler.cores()}),
+    })
+}
+
+fn key(size: u32, col: &str) -> String {
+    format!("{size} {col}")
+}
+
+pub fn run(env: &Env, args: &Args) -> Result<(), String> {
+    let sizes = match &args.sizes {
+        Some(s) => number_list(s, "--sizes", |n| (1..=1 << 20).contains(&n))?,
+        None => SIZES.to_vec(),
+    };
+    let comps = number_list(&args.compartments, "--compartments", |c| {
+        (1..=3).contains(&c)
+    })?;
+    if sizes.is_empty() {
+        return Err("--sizes: 1..1048576 bytes".into());
+    }
+    if args.seconds == 0 {
+        return Err("--seconds must be at least 1".into());
+    }
+    for tool in ["ip", "iperf", "stdbuf"] {
+        crate::workload::require_tool(tool, tool)?;
+    }
+    let mut columns: Vec<String> = Vec::new();
+    if !args.no_baselines {
+        columns.extend(["veth", "fwd plain", "fwd TSO"].map(String::from));
+    }
+    columns.extend(comps.iter().map(|c| format!("{c} comp")));
+
+    let target = env.target("iperf.elf", args.tune.as_deref());
+    let guest = Rc::new(RefCell::new(Iperf::new(&Knobs {
+        seconds: Some(args.seconds),
+        ..Knobs::default()
+    })?));
+    if !comps.is_empty() {
+        guest.borrow_mut().prepare(&target)?;
+    }
+    let tapfwd = env.bin.join("tapfwd");
+    let mut cases = Vec::new();
+    for &size in &sizes {
+        for col in &columns {
+            let label = format!("recv {}: {col}", size_label(f64::from(size)));
+            let seconds = args.seconds;
+            let case = match col.as_str() {
+                "veth" => Case::new(key(size, col), label, move || run_veth(size, seconds)),
+                "fwd plain" | "fwd TSO" => {
+                    let (t, vnet) = (tapfwd.clone(), col == "fwd TSO");
+                    Case::new(key(size, col), label, move || {
+                        run_tapfwd(&t, size, seconds, vnet)
+                    })
+                }
+                _ => {
+                    let n: u32 = col
+                        .split(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1);
+                    let (g, t) = (Rc::clone(&guest), target.clone());
+                    Case::new(key(size, col), label, move || {
+                        let mut g = g.borrow_mut();
+                        g.set_recv(size);
+                        g.run_sample(&t, &Place::Compartments(n))
+                    })
+                }
+            };
+            cases.push(case);
+        }
+    }
+    let mut plan = Plan {
+        tag: "flexos-bench iperf".into(),
+        reps: args.reps,
+        baseline: None,
+        cases,
+        load: args.load,
+    };
+    let out = measure::run(&mut plan);
+    drop(plan);
+    guest.borrow_mut().cleanup();
+    let out = out?;
+
+    let policy_cases: Vec<(String, Vec<String>)> = comps
+        .iter()
+        .map(|c| {
+            let mut a = vec![
+                "-c".to_string(),
+                c.to_string(),
+                "--net".into(),
+                "tap=fxt0".into(),
+            ];
+            a.extend(Env::tune_opts(args.tune.as_deref()));
+            a.push(target.image.display().to_string());
+            (format!("{c} comp"), a)
+        })
+        .collect();
+    let (policy_text, policy_json) = policies(&target.vmm, &policy_cases)?;
+    print!("{}", table(&out, &sizes, &columns, args.seconds));
+    if let Some(loaded) = &out.loaded {
+        print!("{}", load_table(&out, loaded, &sizes, &columns));
+    }
+    print!("{policy_text}");
+
+    let mut points = serde_json::Map::new();
+    for &size in &sizes {
+        let mut row = serde_json::Map::new();
+        for col in &columns {
+            if let Some(s) = out.get(&key(size, col)) {
+                row.insert(col.clone(), point(s));
+            }
+        }
+        points.insert(size.to_string(), Value::Object(row));
+    }
+    let js = json!({
+        "bench": "iperf",
+        "seconds": args.seconds,
+        "sizes": sizes,
+        "columns": columns,
+        "reps": args.reps,
+        "client": "iperf2 -c 10.0.0.2 -t S (default 128 KiB writes)",
+        "tune": args.tune,
+        "policies": Value::Object(policy_json),
+        "points": points,
+        "engine": out.json(true),
+    });
+    measure::write_json(&env.out, "iperf.json", &js)?;
+    measure::write_file(&env.out, "iperf.svg", &svg(&out, &sizes, &columns))?;
+    println!(
+        "\nwrote {} and {}",
+        shown(&env.out.join("iperf.json")),
+        shown(&env.out.join("iperf.svg"))
+    );
+    Ok(())
+}
+
+/// One point of the JSON: the median and, from the median run, what else it saw.
+fn point(s: &measure::Stats) -> Value {
+    let m = s.median();
+    let i = s
+        .samples
+        .iter()
+        .enumerate()
+        .min_by(|a, b| (a.1 - m).abs().total_cmp(&(b.1 - m).abs()))
+        .map_or(0, |(i, _)| i);
+    let mut v = s.details.get(i).cloned().unwrap_or(Value::Null);
+    if !v.is_object() {
+        v = json!({});
+    }
+    v["gbps"] = json!(m);
+    v["runs"] = json!(s.samples);
+    v
+}
+
+fn cores_of(s: &measure::Stats) -> BTreeMap<String, f64> {
+    point(s)["cores"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn table(out: &Outcome, sizes: &[u32], columns: &[String], seconds: u32) -> String {
+    let g = |size: u32, col: &str| out.median(&key(size, col));
+    let mut head = vec!["recv".to_string()];
+    head.extend(columns.iter().cloned());
+    head.extend(["1c/fwdTSO", "2c/1c", "3c/1c", "FlexOS"].map(String::from));
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut t = Table::new(&head);
+    let flexos = |table: &[(u32, f64)], size: u32| {
+        table
+            .iter()
+            .find(|(s, _)| *s == size)
+            .map_or("nan".to_string(), |(_, v)| format!("{v:.2}"))
+    };
+    for &size in sizes {
+        let mut row = vec![size_label(f64::from(size))];
+        for col in columns {
+            row.push(g(size, col).map_or("-".into(), |v| format!("{v:.2}")));
+        }
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        let one = g(size, "1 comp");
+        row.push(ratio(one, g(size, "fwd TSO")));
+        row.push(ratio(g(size, "2 comp"), one));
+        row.push(ratio(g(size, "3 comp"), one));
+        row.push(format!(
+            "{}/{}",
+            flexos(&FLEXOS_NONE, size),
+            flexos(&FLEXOS_EPT2, size)
+        ));
+        t.row(row);
+    }
+    let mut s = format!(
+        "\niPerf (Figure 9): Gbit/s, iperf2 client, {seconds} s per point\n{}",
+        t.render()
+    );
+    s += "FlexOS column: NONE/EPT2 Gbit/s from the paper (nan: not in the figure).\n";
+    s += &format!(
+        "Goals: 1 comp >= {GOAL_1_FWD}x fwd TSO at recv >= 1 KiB; 2 comp >= {GOAL_2_1_BIG}x 1 comp at >= 1 KiB and >= {GOAL_2_1_16}x at 16 B; 3 comp >= {GOAL_3_1_BIG}x 1 comp at >= 1 KiB.\n"
+    );
+    s += "\nHost cores used per thread while the client streamed (median over sizes):\n";
+    for col in columns {
+        let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for &size in sizes {
+            if let Some(st) = out.get(&key(size, col)) {
+                for (name, v) in cores_of(st) {
+                    per.entry(name).or_default().push(v);
+                }
+            }
+        }
+        if !per.is_empty() {
+            let cells: Vec<String> = per
+                .iter()
+                .map(|(k, v)| format!("{k} {:.2}", measure::median(v)))
+                .collect();
+            s += &format!("  {col}: {}\n", cells.join(", "));
+        }
+    }
+    s
+}
+
+fn load_table(out: &Outcome, loaded: &Outcome, sizes: &[u32], columns: &[String]) -> String {
+    let mut head = vec!["recv"];
+    head.extend(columns.iter().map(String::as_str));
+    let mut t = Table::new(&head);
+    for &size in sizes {
+        let mut row = vec![size_label(f64::from(size))];
+        for col in columns {
+            let k = key(size, col);
+            row.push(match (out.median(&k), loaded.median(&k)) {
+                (Some(q), Some(l)) if l > 0.0 => format!("{:.2}x", q / l),
+                _ => "-".into(),
+            });
+        }
+        t.row(row);
+    }
+    format!(
+        "\nbeside {} busy process(es): slowdown (quiet Gbit/s / loaded Gbit/s; veth is the host kernel's)\n{}",
+        out.load,
+        t.render()
+    )
+}
+
+fn svg(out: &Outcome, sizes: &[u32], columns: &[String]) -> String {
+    let mut lines: Vec<Line> = columns
+        .iter()
+        .map(|col| Line {
+            name: col.clone(),
+            points: sizes
+                .iter()
+                .filter_map(|&s| Some((f64::from(s), out.median(&key(s, col))?)))
+                .collect(),
+            dashed: false,
+        })
+        .collect();
+    for (name, table) in [("FlexOS NONE", &FLEXOS_NONE), ("FlexOS EPT2", &FLEXOS_EPT2)] {
+        lines.push(Line {
+            name: name.into(),
+            points: table.iter().map(|&(s, v)| (f64::from(s), v)).collect(),
+            dashed: true,
+        });
+    }
+    let ticks: Vec<f64> = sizes.iter().map(|&s| f64::from(s)).collect();
+    lines_log2(
+        "iPerf throughput vs receive size (FlexOS Figure 9 style)",
+        "Gbit/s",
+        (4.0, 20.0),
+        &ticks,
+        size_label,
+        &lines,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size_label(16.0), "16 B");
+        assert_eq!(size_label(4096.0), "4 KiB");
+        assert_eq!(size_label(1048576.0), "1 MiB");
+    }
+}

@@ -1,0 +1,151 @@
+//! The benchmark presets of `flexos-bench`: each one a list of cases for the
+//! [`measure`](crate::measure) engine (placements under a workload, host baselines
+//! measured in the same run), and how its table, goals, JSON and SVG read.
+//!
+//! - [`gates`]: FlexOS Figure 11, gate latency under NONE, EPT2, EPT3, EPT4;
+//! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
+//! - [`iperf`]: FlexOS Figure 9, a stock iperf2 client over a sweep of receive sizes;
+//! - [`boot`]: boot phases (`--timings`) against spawning a process;
+//! - [`handoff`]: what a hand-off between threads, VMs and the monitor costs;
+//! - [`policy`]: the thread policy's candidates on the workloads they are for.
+
+pub mod boot;
+pub mod gates;
+pub mod handoff;
+pub mod iperf;
+pub mod policy;
+pub mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::process;
+
+/// Where the presets find the monitor, the images and the host baselines, and where
+/// they write.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// `target/release`: flexos-vmm, host-pingpong, host-handoff, tapfwd.
+    pub bin: PathBuf,
+    /// `target/images`.
+    pub images: PathBuf,
+    /// `target/bench` (JSON, SVG).
+    pub out: PathBuf,
+    /// The repository (bench/pvm-wake).
+    pub root: PathBuf,
+    /// Scratch files (disk images, databases): a private directory on /dev/shm.
+    pub scratch: PathBuf,
+}
+
+impl Env {
+    pub fn vmm(&self) -> PathBuf {
+        self.bin.join("flexos-vmm")
+    }
+    pub fn image(&self, name: &str) -> PathBuf {
+        self.images.join(name)
+    }
+    /// Monitor options for `--tune`.
+    pub fn tune_opts(tune: Option<&str>) -> Vec<String> {
+        tune.map(|t| vec!["--tune".to_string(), t.to_string()])
+            .unwrap_or_default()
+    }
+    /// A [`Target`](crate::workload::Target) for `image` with the `--tune` candidate.
+    pub fn target(&self, image: &str, tune: Option<&str>) -> crate::workload::Target {
+        crate::workload::Target {
+            vmm: self.vmm(),
+            image: self.image(image),
+            scratch: self.scratch.clone(),
+            vmm_opts: Env::tune_opts(tune),
+            wrapper: Vec::new(),
+            guest_args: Vec::new(),
+        }
+    }
+}
+
+/// Runs a host program to its end; its stdout lines, or an error with its output.
+pub fn host_run(mut cmd: Command, what: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    cmd.stdin(Stdio::null());
+    let done = process::run(cmd, what, timeout).map_err(|e| e.to_string())?;
+    if done.status.success() {
+        Ok(done.stdout)
+    } else {
+        Err(format!("{what} failed ({})\n{}", done.status, done.tail(8)))
+    }
+}
+
+/// Every JSON object in `lines` whose `"bench"` is `bench` (console prefixes skipped).
+pub fn json_lines(lines: &[String], bench: &str) -> Vec<Value> {
+    let tag = format!("{{\"bench\":\"{bench}\"");
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(&l[l.find(&tag)?..]).ok())
+        .collect()
+}
+
+/// A comma-separated list of numbers, each checked by `ok`.
+pub fn number_list(text: &str, what: &str, ok: impl Fn(u32) -> bool) -> Result<Vec<u32>, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| ok(n))
+                .ok_or_else(|| format!("{what}: '{s}' is not one of the allowed values"))
+        })
+        .collect()
+}
+
+/// `MET` or `NOT MET`.
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "MET"
+    } else {
+        "NOT MET"
+    }
+}
+
+/// A path relative to the working directory when it is under it (progress lines a
+/// reader can paste).
+pub fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The policy lines under a table: `  key: text` for each (key, monitor arguments).
+pub fn policies(
+    vmm: &Path,
+    cases: &[(String, Vec<String>)],
+) -> Result<(String, serde_json::Map<String, Value>), String> {
+    let mut text = String::from("\nthe monitor's thread policy (flexos-vmm --print-policy):\n");
+    let mut js = serde_json::Map::new();
+    for (key, args) in cases {
+        let (line, v) = crate::measure::policy(vmm, args)?;
+        text.push_str(&format!("  {key}: {line}\n"));
+        js.insert(key.clone(), serde_json::json!({"text": line, "json": v}));
+    }
+    Ok((text, js))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_json_lines() {
+        assert_eq!(number_list("1,2, 3", "--x", |n| n <= 3).unwrap(), [1, 2, 3]);
+        assert!(number_list("1,4", "--x", |n| n <= 3).is_err());
+        assert!(number_list("", "--x", |_| true).unwrap().is_empty());
+        let lines = [
+            "[app] {\"bench\":\"gate\",\"case\":\"a\"}".to_string(),
+            "x".into(),
+        ];
+        assert_eq!(json_lines(&lines, "gate").len(), 1);
+        assert_eq!(met(true), "MET");
+    }
+}
