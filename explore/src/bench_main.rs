@@ -73,6 +73,12 @@ enum Preset {
     /// no spinning, idle spinners) on sqlite, gatebench's chain and iperf; medians and
     /// ratios to "before". Writes policy.json.
     Policy(presets::policy::Args),
+    /// Redis (FlexOS Figure 6, top), beside Linux's redis-server.
+    ///
+    /// redis-benchmark -c 30 -P 16 and -P 1, GET and SET, into the redis image's
+    /// unmodified Redis in 1, 2, 3 compartments and into Debian's redis-server behind
+    /// a veth pair; FlexOS's range beside them. Writes redis.json and redis.svg.
+    Redis(presets::redis::Args),
 }
 
 /// `target/release` (this binary's directory) and the repository above `target`.
@@ -134,6 +140,7 @@ fn main() -> ExitCode {
         Preset::Boot(a) => presets::boot::run(&env, a),
         Preset::Handoff(a) => presets::handoff::run(&env, a),
         Preset::Policy(a) => presets::policy::run(&env, a),
+        Preset::Redis(a) => presets::redis::run(&env, a),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     match result {

@@ -46,7 +46,8 @@ namespace or disk removed).";
 #[command(name = "flexos-explore", version, after_help = AFTER_HELP)]
 struct Cli {
     /// The workload: iperf (Gbit/s at one receive size), sqlite (seconds for N
-    /// inserts) or gatebench (ns per gate-chain call).
+    /// inserts), gatebench (ns per gate-chain call) or redis (requests/s of
+    /// redis-benchmark -c 30 -P 16 -t get).
     #[arg(short, long)]
     workload: String,
     /// The image (default: target/images/<workload>.elf next to this binary).
@@ -108,6 +109,15 @@ struct Cli {
     /// gatebench: the case measured (default gate-chain).
     #[arg(long)]
     case: Option<String>,
+    /// redis: the redis-benchmark test, get or set (default get).
+    #[arg(long)]
+    op: Option<String>,
+    /// redis: requests in flight per client, redis-benchmark's -P (default 16).
+    #[arg(long)]
+    pipeline: Option<u32>,
+    /// redis: requests per run, redis-benchmark's -n (default 200000).
+    #[arg(long)]
+    requests: Option<u32>,
 }
 
 /// Writes to stdout; a closed stdout (a reader that went away) loses the text, never
@@ -240,6 +250,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         inserts: cli.inserts,
         calls: cli.calls,
         case: cli.case.clone(),
+        op: cli.op.clone(),
+        pipeline: cli.pipeline,
+        requests: cli.requests,
     };
     let mut workload = workload::by_name(&cli.workload, &knobs).map_err(usage)?;
     if !(1..=100).contains(&cli.reps) {

@@ -420,9 +420,9 @@ fn bad_input_is_a_clear_error() {
     let dir = TempDir::new("explore-bad");
     let cases: [(&[&str], i32, &str); 6] = [
         (
-            &["--workload", "redis"],
+            &["--workload", "nginx"],
             64,
-            "flexos-explore: error: unknown workload 'redis' (choose iperf, sqlite or gatebench)",
+            "flexos-explore: error: unknown workload 'nginx' (choose iperf, sqlite, gatebench or redis)",
         ),
         (
             &["--workload", "iperf", "--inserts", "5"],

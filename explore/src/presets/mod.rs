@@ -5,6 +5,7 @@
 //! - [`gates`]: FlexOS Figure 11, gate latency under NONE, EPT2, EPT3, EPT4;
 //! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
 //! - [`iperf`]: FlexOS Figure 9, a stock iperf2 client over a sweep of receive sizes;
+//! - [`redis`]: FlexOS Figure 6 (top), redis-benchmark against unmodified Redis;
 //! - [`boot`]: boot phases (`--timings`) against spawning a process;
 //! - [`handoff`]: what a hand-off between threads, VMs and the monitor costs;
 //! - [`policy`]: the thread policy's candidates on the workloads they are for.
@@ -14,6 +15,7 @@ pub mod gates;
 pub mod handoff;
 pub mod iperf;
 pub mod policy;
+pub mod redis;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};

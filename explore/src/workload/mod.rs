@@ -7,6 +7,7 @@
 
 mod gatebench;
 pub mod iperf;
+pub mod redis;
 mod sqlite;
 
 use std::ffi::OsString;
@@ -21,6 +22,7 @@ use crate::search::Metric;
 
 pub use gatebench::Gatebench;
 pub use iperf::Iperf;
+pub use redis::Redis;
 pub use sqlite::{Sqlite, Storage};
 
 /// Knobs of the built-in workloads (each uses its own; `None` is its default).
@@ -36,6 +38,12 @@ pub struct Knobs {
     pub calls: Option<u32>,
     /// gatebench: the case measured.
     pub case: Option<String>,
+    /// redis: the redis-benchmark test (get or set).
+    pub op: Option<String>,
+    /// redis: requests in flight per client (`-P`).
+    pub pipeline: Option<u32>,
+    /// redis: requests per run (`-n`).
+    pub requests: Option<u32>,
 }
 
 /// What a run needs: the monitor, the image, a scratch directory of the exploration's
@@ -152,9 +160,13 @@ pub fn by_name(name: &str, knobs: &Knobs) -> Result<Box<dyn Workload>, String> {
         "iperf" => (Box::new(Iperf::new(knobs)?), &["recv", "seconds"]),
         "sqlite" => (Box::new(Sqlite::new(knobs)?), &["inserts"]),
         "gatebench" => (Box::new(Gatebench::new(knobs)?), &["calls", "case"]),
+        "redis" => (
+            Box::new(Redis::new(knobs)?),
+            &["op", "pipeline", "requests"],
+        ),
         other => {
             return Err(format!(
-                "unknown workload '{other}' (choose iperf, sqlite or gatebench)"
+                "unknown workload '{other}' (choose iperf, sqlite, gatebench or redis)"
             ))
         }
     };
@@ -164,6 +176,9 @@ pub fn by_name(name: &str, knobs: &Knobs) -> Result<Box<dyn Workload>, String> {
         ("inserts", knobs.inserts.is_some()),
         ("calls", knobs.calls.is_some()),
         ("case", knobs.case.is_some()),
+        ("op", knobs.op.is_some()),
+        ("pipeline", knobs.pipeline.is_some()),
+        ("requests", knobs.requests.is_some()),
     ];
     if let Some((knob, _)) = given.iter().find(|(k, set)| *set && !takes.contains(k)) {
         return Err(format!(
@@ -300,8 +315,8 @@ mod tests {
             err,
             "--inserts does not apply to the iperf workload (it takes --recv, --seconds)"
         );
-        let err = by_name("redis", &Knobs::default()).err().unwrap();
-        assert!(err.starts_with("unknown workload 'redis'"), "{err}");
+        let err = by_name("nginx", &Knobs::default()).err().unwrap();
+        assert!(err.starts_with("unknown workload 'nginx'"), "{err}");
     }
 
     #[test]
