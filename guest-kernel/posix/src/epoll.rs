@@ -80,6 +80,15 @@ pub fn ctl(epfd: i64, op: u64, fd: i64, event: *const EpollEvent) -> i64 {
     .unwrap_or_else(|e| e)
 }
 
+/// The order key of a ready descriptor: the arrival stamp of a readable stream's
+/// oldest bytes, 0 for everything else.
+fn arrival(desc: &Desc, have: u32) -> u64 {
+    match &desc.borrow().kind {
+        Kind::Socket(s) if have & EPOLLIN != 0 => s.arrival(),
+        _ => 0,
+    }
+}
+
 /// The events of `want` that `desc` has now.
 pub fn ready(desc: &Desc, want: u32) -> u32 {
     let mut open = desc.borrow_mut();
@@ -134,29 +143,37 @@ pub fn wait(epfd: i64, out: *mut EpollEvent, max: i64, timeout_ms: i64) -> i64 {
             Ok(v) => v,
             Err(e) => return e,
         };
-        let mut n = 0usize;
         let mut watched = Vec::new();
-        let mut fired_oneshot = Vec::new();
+        let mut fired = Vec::new();
         for (fd, events, data) in interest {
             let Ok(desc) = fd::get(fd) else {
                 continue;
             };
             let have = ready(&desc, events);
-            if have != 0 && (n as i64) < max {
-                // SAFETY: the caller's array holds `max` events; `n < max`.
-                unsafe {
-                    out.add(n)
-                        .write_unaligned(EpollEvent { events: have, data })
-                };
-                n += 1;
-                if events & EPOLLONESHOT != 0 {
-                    fired_oneshot.push(fd);
-                }
+            if have != 0 {
+                fired.push((arrival(&desc, have), fd, events, have, data));
             }
             if events & EPOLLIN != 0 {
                 watched.push(desc);
             }
         }
+        // Oldest bytes first, as a kernel's ready list has them (clients that send on
+        // two connections in turn expect to be served in that order); the sort is
+        // stable, so the rest stay in descriptor order.
+        fired.sort_by_key(|f| f.0);
+        fired.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+        let mut fired_oneshot = Vec::new();
+        for (n, &(_, fd, events, have, data)) in fired.iter().enumerate() {
+            // SAFETY: the caller's array holds `max` events; `n < max` (truncated).
+            unsafe {
+                out.add(n)
+                    .write_unaligned(EpollEvent { events: have, data })
+            };
+            if events & EPOLLONESHOT != 0 {
+                fired_oneshot.push(fd);
+            }
+        }
+        let n = fired.len();
         if !fired_oneshot.is_empty() {
             let _ = with_epoll(epfd, |e| {
                 for fd in &fired_oneshot {

@@ -35,6 +35,11 @@ struct NetState {
 }
 
 static NET: Global<RefCell<Option<NetState>>> = Global::new(RefCell::new(None));
+/// Listeners the program closed, by port. The stack's sock interface has no way to
+/// stop listening, so a closed listening socket keeps its stack listener here and a
+/// later `listen` on the same port takes it back (Redis's `CONFIG SET bind` closes its
+/// listeners, then listens again on the same port).
+static DORMANT: Global<RefCell<Vec<(u16, Listener)>>> = Global::new(RefCell::new(Vec::new()));
 
 /// What a waiting thread watches: sockets and pipes whose readiness it waits for, and
 /// the stack's event word when it began. Weak references: watching a descriptor must
@@ -133,10 +138,16 @@ impl Socket {
             Socket::Stream { conn, .. } => {
                 let _ = s.close(conn);
             }
-            Socket::Listening { pending, .. } => {
+            Socket::Listening {
+                listener,
+                port,
+                pending,
+                ..
+            } => {
                 for c in pending {
                     let _ = s.close(c);
                 }
+                DORMANT.get().borrow_mut().push((port, listener));
             }
             Socket::Fresh { .. } => {}
         }
@@ -166,6 +177,15 @@ impl Socket {
                 !pending.is_empty()
             }
             Socket::Fresh { .. } => false,
+        }
+    }
+
+    /// When the oldest unread bytes of a stream arrived (a stamp to serve ready
+    /// connections in arrival order; 0 for other sockets).
+    pub fn arrival(&self) -> u64 {
+        match self {
+            Socket::Stream { conn, .. } => conn.since(),
+            _ => 0,
         }
     }
 
@@ -292,10 +312,14 @@ pub fn listen(fd: i64) -> i64 {
     };
     with_socket(fd, |sock, _| match sock {
         Socket::Fresh { port } if *port != 0 => {
-            let listener = s.listen(*port).map_err(|code| match code {
-                flexos_net::codes::E_PORT => -EADDRINUSE,
-                _ => -ENOBUFS,
-            })?;
+            let mut dormant = DORMANT.get().borrow_mut();
+            let listener = match dormant.iter().position(|(p, _)| p == port) {
+                Some(i) => dormant.swap_remove(i).1,
+                None => s.listen(*port).map_err(|code| match code {
+                    flexos_net::codes::E_PORT => -EADDRINUSE,
+                    _ => -ENOBUFS,
+                })?,
+            };
             *sock = Socket::Listening {
                 listener,
                 port: *port,

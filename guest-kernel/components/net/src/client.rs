@@ -252,6 +252,12 @@ impl Sockets {
 }
 
 impl Conn {
+    /// When the oldest unread bytes arrived, as a stamp to order connections by
+    /// (see `ring::since`).
+    pub fn since(&self) -> u64 {
+        self.reader.since()
+    }
+
     /// Copies up to `buf.len()` received bytes into `buf`, without waiting.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Recv, i64> {
         let n = self.reader.read(buf).map_err(|_| E_CLOSED)?;

@@ -24,7 +24,7 @@ use flexos_netdev::{NetDevice, Netdev, nic};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::lockout::is_syn;
+use crate::lockout::{is_syn, payload_flow};
 
 /// The driver in another compartment, through the relay rings of a control block.
 pub struct Remote {
@@ -66,6 +66,15 @@ pub struct Link {
     /// poll: without this pause, a burst of SYNs would use up the listeners and the
     /// rest (a real client among them) be refused.
     paused: bool,
+    /// The flow whose payload this poll round has handed to the stack. A frame of
+    /// another flow is held back for the next round: smoltcp reads every waiting
+    /// frame in one poll and the stack then fills the rings in connection order, so
+    /// without this the app would see two clients' requests of one round as if they
+    /// came at once, and serve them in descriptor order (Redis's tests send a command
+    /// on one connection, then one on another, and expect them served in that order).
+    flow: Option<u64>,
+    /// That frame: (buffer id, bytes, length), handed out first next round.
+    held: Option<(u16, *const u8, usize)>,
 }
 
 /// Counters of a link: frames and bytes received, frames sent.
@@ -80,6 +89,8 @@ impl Link {
         Link {
             inner: RefCell::new(Backend::Local(nic)),
             paused: false,
+            flow: None,
+            held: None,
         }
     }
 
@@ -129,6 +140,8 @@ impl Link {
         let b = mac.to_be_bytes();
         let link = Link {
             paused: false,
+            flow: None,
+            held: None,
             inner: RefCell::new(Backend::Remote(Box::new(Remote {
                 nic: client,
                 rx,
@@ -175,8 +188,10 @@ impl Link {
         }
     }
 
-    /// Hands frames to the stack again after a SYN paused it; returns whether one had.
+    /// Starts a new poll round: hands frames to the stack again after a SYN or
+    /// another flow's frame paused it; returns whether one had.
     pub fn resume(&mut self) -> bool {
+        self.flow = None;
         core::mem::take(&mut self.paused)
     }
 
@@ -331,29 +346,45 @@ impl phy::Device for Link {
             return None;
         }
         let mut backend = self.inner.borrow_mut();
-        let (id, ptr, len) = match &mut *backend {
-            Backend::Local(nic) => loop {
-                let (id, len) = nic.rx_pop()?;
-                let buf = nic.rx_buffer(id)?;
-                // SAFETY: as in `Rx::consume`: a buffer the device has finished with.
-                let whole = unsafe { core::slice::from_raw_parts(buf.as_ptr(), len) };
-                if len > HDR_LEN && accept(whole) {
-                    break (id, buf.as_ptr().cast_const(), len);
+        let (id, ptr, len) = match self.held.take() {
+            Some(frame) => frame,
+            None => match &mut *backend {
+                Backend::Local(nic) => loop {
+                    let (id, len) = nic.rx_pop()?;
+                    let buf = nic.rx_buffer(id)?;
+                    // SAFETY: as in `Rx::consume`: a buffer the device has finished with.
+                    let whole = unsafe { core::slice::from_raw_parts(buf.as_ptr(), len) };
+                    if len > HDR_LEN && accept(whole) {
+                        break (id, buf.as_ptr().cast_const(), len);
+                    }
+                    nic.rx_release(id);
+                },
+                Backend::Remote(remote) => {
+                    let len = remote.next()?;
+                    (0, remote.scratch.as_ptr(), len)
                 }
-                nic.rx_release(id);
             },
-            Backend::Remote(remote) => {
-                let len = remote.next()?;
-                (0, remote.scratch.as_ptr(), len)
-            }
         };
         drop(backend);
+        // SAFETY: len > HDR_LEN, inside the buffer (or the scratch copy, which the
+        // next `Remote::next` alone overwrites: not before a held frame is consumed).
+        // As in `Rx::consume`: a buffer the device has finished with, not written
+        // while we look (a few header bytes).
+        let frame = unsafe { core::slice::from_raw_parts(ptr.add(HDR_LEN), len - HDR_LEN) };
+        if let Some(flow) = payload_flow(frame) {
+            match self.flow {
+                Some(current) if current != flow => {
+                    self.held = Some((id, ptr, len));
+                    self.paused = true;
+                    return None;
+                }
+                _ => self.flow = Some(flow),
+            }
+        }
+        self.paused = is_syn(frame);
         // SAFETY: len > HDR_LEN, inside the buffer.
         let ptr = unsafe { ptr.add(HDR_LEN) };
         let len = len - HDR_LEN;
-        // SAFETY: as in `Rx::consume`: a buffer the device has finished with, or the
-        // scratch copy, not written while we look (a few header bytes).
-        self.paused = is_syn(unsafe { core::slice::from_raw_parts(ptr, len) });
         Some((
             Rx {
                 link: &self.inner,

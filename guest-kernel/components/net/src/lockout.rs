@@ -349,6 +349,35 @@ pub fn longest_idle<I>(
         .map(|(id, _)| id)
 }
 
+/// The TCP flow of an Ethernet frame that carries TCP payload (IPv4, not a fragment):
+/// the peer's address and port and our port in one number; `None` for anything else
+/// (ARP, a pure ACK, a SYN). The link hands the stack one flow's payload per poll
+/// round, so that the connections' bytes reach their rings in the order they came.
+pub fn payload_flow(frame: &[u8]) -> Option<u64> {
+    const ETH: usize = 14;
+    let ip = frame.get(ETH..)?;
+    if frame[12..14] != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
+        return None;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let tcp = ip.get(ihl..total.min(ip.len()))?;
+    if ihl < 20 || tcp.len() < 20 {
+        return None;
+    }
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    if tcp.len() <= data_offset {
+        return None;
+    }
+    let src = u64::from(u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]));
+    let sport = u64::from(u16::from_be_bytes([tcp[0], tcp[1]]));
+    let dport = u64::from(u16::from_be_bytes([tcp[2], tcp[3]]));
+    Some(src << 32 | sport << 16 | dport)
+}
+
 /// Is the Ethernet frame `frame` a TCP/IPv4 connection request: SYN without ACK or
 /// RST, not a fragment? (A few header bytes, not the payload: the driver link asks
 /// this of every received frame.)

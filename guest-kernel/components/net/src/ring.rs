@@ -14,6 +14,10 @@
 //!   8  closed   0 open, 1 end of stream, 2 reset (producer; user word 0)
 //!  16  wake_at  0, or the tail at which the consumer should wake the producer
 //!               (it stopped on a full ring) (producer; user word 1)
+//!  24  since    the producer's arrival stamp of the oldest unread bytes: a counter
+//!               the stack bumps for every ring it writes into while empty, so the
+//!               app can serve its ready connections in the order their bytes came
+//!               (as a kernel's epoll ready list does) (producer; user word 2)
 //!  64  tail     bytes ever read (consumer)
 //! 128  data     capacity bytes (a power of two)
 //! ```
@@ -29,6 +33,7 @@ pub use rpc_shm::spsc::RingError;
 /// The producer's user words.
 const CLOSED: usize = 0;
 const WAKE_AT: usize = 1;
+const SINCE: usize = 2;
 /// Where the data starts.
 pub const DATA: usize = spsc::DATA;
 
@@ -93,6 +98,12 @@ impl<'r> Writer<'r> {
         self.ring.store_word(CLOSED, how);
     }
 
+    /// Stamps the bytes about to be written into an empty ring with `stamp` (see
+    /// `since` in the module docs).
+    pub fn set_since(&self, stamp: u64) {
+        self.ring.store_word(SINCE, stamp);
+    }
+
     /// Asks the consumer to wake the producer once it has read up to stream position
     /// `tail` (0: never).
     pub fn wake_at(&self, tail: u64) {
@@ -143,6 +154,13 @@ impl<'r> Reader<'r> {
     #[inline]
     pub fn closed(&self) -> u64 {
         self.ring.peer_word(CLOSED).unwrap_or(RESET)
+    }
+
+    /// The arrival stamp of the oldest unread bytes (only an ordering hint: a
+    /// garbled word misorders the producer's own connections, nothing else).
+    #[inline]
+    pub fn since(&self) -> u64 {
+        self.ring.peer_word(SINCE).unwrap_or(0)
     }
 
     /// Copies up to `dst.len()` waiting bytes into `dst` and returns how many (0 if

@@ -4,7 +4,7 @@
 
 use flexos_net::lockout::{
     CONNS, HANDSHAKE_S, HalfOpen, IDLE_S, KEEPALIVE_S, Limits, Ring, RingPool, SYN_QUEUE, SynQueue,
-    Verdict, half_open, is_syn, longest_idle,
+    Verdict, half_open, is_syn, longest_idle, payload_flow,
 };
 use flexos_net::tcp_end::TcpState;
 use flexos_testkit::frames::{
@@ -301,4 +301,43 @@ fn malformed_or_fragmented_frames_are_not_syns() {
     options.extend([1, 1, 1, 1]);
     options.extend(&syn[34..]);
     assert!(is_syn(&options));
+}
+
+/// A TCP frame of `ends` carrying `payload` (the IPv4 total length patched to match).
+fn with_payload(ends: &TcpEnds, payload: &[u8]) -> Vec<u8> {
+    let mut f = tcp_frame(ends, TCP_ACK, 1, 1);
+    f.extend_from_slice(payload);
+    let total = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_frame_with_payload_names_its_flow_and_nothing_else_does() {
+    let a = ends();
+    let flow = payload_flow(&with_payload(&a, b"*1\r\n$4\r\nPING\r\n")).unwrap();
+    assert_eq!(flow & 0xffff, u64::from(a.dst_port));
+    assert_eq!(flow >> 16 & 0xffff, u64::from(a.src_port));
+    let b = TcpEnds {
+        src_port: a.src_port + 1,
+        ..ends()
+    };
+    assert_ne!(payload_flow(&with_payload(&b, b"x")), Some(flow));
+    // No payload: a pure ACK, a SYN, UDP.
+    assert_eq!(payload_flow(&tcp_frame(&a, TCP_ACK, 1, 1)), None);
+    assert_eq!(payload_flow(&tcp_syn(&a, 1)), None);
+    assert_eq!(
+        payload_flow(&udp_frame([1; 6], [2; 6], 5201, b"data")),
+        None
+    );
+    // Every truncation of a data frame: no panic (the IP length beyond the frame is
+    // clipped to what is there).
+    let whole = with_payload(&a, b"abcdef");
+    for n in 0..whole.len() {
+        let _ = payload_flow(&whole[..n]);
+    }
+    // A fragment is not a flow's payload.
+    let mut frag = whole.clone();
+    frag[20] |= 0x20;
+    assert_eq!(payload_flow(&frag), None);
 }

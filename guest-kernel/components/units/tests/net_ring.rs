@@ -175,3 +175,19 @@ fn writer_refuses_garbage_tails() {
     assert_eq!(ring::RESET, 2);
     assert_eq!(OPEN, 0);
 }
+
+#[test]
+fn the_arrival_stamp_reaches_the_reader_beside_the_bytes() {
+    let shm = Shm::new();
+    let bytes = shm.buf(ring::buffer_len(64));
+    let mut w = Writer::create(bytes).unwrap();
+    let r = Reader::open(bytes).unwrap();
+    assert_eq!(r.since(), 0, "a fresh ring has no stamp");
+    w.set_since(41);
+    w.write(b"GET k\r\n").unwrap();
+    assert_eq!(r.since(), 41);
+    // The stamp is the producer's word only: the reader's reads leave it alone.
+    w.set_since(42);
+    assert_eq!(r.since(), 42);
+    assert!(r.readable());
+}

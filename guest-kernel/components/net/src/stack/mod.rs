@@ -186,6 +186,8 @@ struct Stack {
     /// TSC cycles spent in smoltcp (device included) and moving bytes into rings.
     stack_cycles: u64,
     ring_cycles: u64,
+    /// Arrival stamps handed out to rings (see `ring::since`).
+    arrivals: u64,
 }
 
 impl Net {
@@ -309,6 +311,7 @@ impl Net {
             counters: Counters::default(),
             stack_cycles: 0,
             ring_cycles: 0,
+            arrivals: 0,
         }))
     }
 
@@ -664,6 +667,7 @@ impl Stack {
         let idle_limit = self.limits.idle_ns;
         let mut done = Vec::new();
         let mut idle = Vec::new();
+        let mut stamp = self.arrivals;
         for conn in self.conns.iter_mut().flatten() {
             let Some(h) = conn.handle else {
                 continue;
@@ -673,6 +677,11 @@ impl Stack {
                 continue;
             };
             let mut moved_here = false;
+            if sock.can_recv() && writer.drained() == Ok(true) {
+                // The oldest unread bytes of this ring arrive now (see ring::since).
+                stamp += 1;
+                writer.set_since(stamp);
+            }
             while sock.can_recv() {
                 let free = match writer.free() {
                     Ok(f) => f,
@@ -733,6 +742,7 @@ impl Stack {
                 idle.push(h);
             }
         }
+        self.arrivals = stamp;
         for h in done {
             let sock = self.sockets.get::<tcp::Socket>(h);
             if sock.remote_endpoint().is_none() {
