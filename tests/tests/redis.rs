@@ -153,6 +153,23 @@ fn a_four_megabyte_value_goes_in_and_comes_back_in_one_compartment() {
     guest.assert_status(0);
 }
 
+/// `CONFIG SET bind` closes Redis's listening sockets and listens again on the same
+/// port: the port must be free for it (it answered "Failed to bind" and the server
+/// stopped accepting), twice over, and the server must keep serving new clients.
+#[test]
+fn config_set_bind_listens_again_on_the_same_port() {
+    let ns = NetNs::with_tap("rbind");
+    let (guest, ()) = with_redis(&ns, 2, None, &[], |_| {
+        for _ in 0..2 {
+            assert_eq!(reply(&ns, &["CONFIG", "SET", "bind", "* -::*"]), ["OK"]);
+            assert_eq!(reply(&ns, &["PING"]), ["PONG"]);
+        }
+        assert_eq!(reply(&ns, &["CONFIG", "GET", "bind"]), ["bind", "* -::*"]);
+        shutdown(&ns, false);
+    });
+    guest.assert_status(0);
+}
+
 #[test]
 fn fifty_clients_at_once_count_every_increment() {
     require_tool("redis-benchmark", "redis-tools");
