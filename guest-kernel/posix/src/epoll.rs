@@ -133,6 +133,7 @@ pub fn wait(epfd: i64, out: *mut EpollEvent, max: i64, timeout_ms: i64) -> i64 {
         // stack too when it is in this compartment: an app whose descriptors are
         // always ready never sleeps, and its sends must still leave.
         sched::yield_now();
+        socket::flush();
         flexos_kernel::gate::poll_once();
         let interest: Vec<(i64, u32, u64)> = match with_epoll(epfd, |e| {
             Ok(e.interest
@@ -204,6 +205,7 @@ pub fn poll(fds: *mut Pollfd, n: usize, timeout_ms: i64) -> i64 {
     loop {
         // As in `wait`.
         sched::yield_now();
+        socket::flush();
         flexos_kernel::gate::poll_once();
         let mut count = 0;
         let mut watched = Vec::new();

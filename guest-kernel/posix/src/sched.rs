@@ -373,6 +373,8 @@ pub fn yield_now() {
 /// Blocks the running thread until `wait` is satisfied or `deadline` (monotonic ns)
 /// passes, running the other threads meanwhile.
 pub fn block(wait: Wait, deadline: Option<u64>) -> Wake {
+    // Written bytes still queued for the stack go before any wait.
+    crate::socket::flush();
     with(|t| {
         let cur = t.current;
         t.list[cur].state = State::Blocked { wait, deadline };

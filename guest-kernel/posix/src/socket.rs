@@ -11,7 +11,7 @@
 //! bind expects), UDP, and outgoing connections (`connect` is `ENETUNREACH`).
 
 use alloc::collections::VecDeque;
-use alloc::rc::Weak;
+use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
@@ -128,14 +128,110 @@ pub enum Socket {
         peer: ([u8; 4], u16),
         /// The last send found the buffer full.
         send_blocked: bool,
+        /// Bytes written and not yet handed to the stack (net in another
+        /// compartment: see [`flush`]).
+        out: Outq,
     },
+}
+
+/// A stream's queue of written bytes, with the stack in another compartment: every
+/// write there would be a gate round trip, and a server writes once per client per
+/// turn of its event loop. Writes are queued here instead (up to [`OUTQ`] bytes, a
+/// kernel's socket buffer) and all queues go to the stack in one `send_batch` call
+/// before the program waits ([`flush`]: epoll, poll, any blocking wait), or when a
+/// queue is full.
+#[derive(Default)]
+pub struct Outq {
+    bytes: VecDeque<u8>,
+    /// In [`QUEUED`] (so it is listed once).
+    listed: bool,
+    /// The stack refused the bytes (the connection is gone): the next write fails.
+    broken: bool,
+}
+
+/// Bytes a stream queues before the writer must wait for a flush.
+const OUTQ: usize = 64 << 10;
+
+/// Streams with queued bytes.
+static QUEUED: Global<RefCell<Vec<Weak<RefCell<fd::Open>>>>> =
+    Global::new(RefCell::new(Vec::new()));
+
+/// Hands every queued byte the stack has room for to it, in one gate call (more when
+/// the batch buffer is full); streams with bytes left stay queued. Cheap when nothing
+/// is queued: call it before every wait.
+pub fn flush() {
+    let list = core::mem::take(&mut *QUEUED.get().borrow_mut());
+    if list.is_empty() {
+        return;
+    }
+    let Ok(s) = sockets() else { return };
+    let descs: Vec<Desc> = list.iter().filter_map(Weak::upgrade).collect();
+    // A stream in use right now (borrowed up the stack) waits for the next flush.
+    let (busy, free): (Vec<&Desc>, Vec<&Desc>) =
+        descs.iter().partition(|d| d.try_borrow_mut().is_err());
+    let mut again: Vec<_> = busy.into_iter().map(Rc::downgrade).collect();
+    let mut open: Vec<_> = free.iter().map(|d| d.borrow_mut()).collect();
+    let results = {
+        let items: Vec<(&Conn, &[u8])> = open
+            .iter_mut()
+            .filter_map(|o| match &mut o.kind {
+                Kind::Socket(Socket::Stream { conn, out, .. }) if !out.bytes.is_empty() => {
+                    Some((&*conn, &*out.bytes.make_contiguous()))
+                }
+                _ => None,
+            })
+            .collect();
+        s.send_batch(&items)
+    };
+    let results = results.unwrap_or_default();
+    let mut answers = results.into_iter();
+    for (o, d) in open.iter_mut().zip(&free) {
+        let Kind::Socket(Socket::Stream { out, .. }) = &mut o.kind else {
+            continue;
+        };
+        if out.bytes.is_empty() {
+            out.listed = false;
+            continue;
+        }
+        match answers.next() {
+            Some(n) if n >= 0 => {
+                out.bytes.drain(..(n as usize).min(out.bytes.len()));
+            }
+            Some(_) => {
+                out.bytes.clear();
+                out.broken = true;
+            }
+            None => {}
+        }
+        if out.bytes.is_empty() {
+            out.listed = false;
+        } else {
+            again.push(Rc::downgrade(*d));
+        }
+    }
+    drop(open);
+    QUEUED.get().borrow_mut().extend(again);
 }
 
 impl Socket {
     pub fn close(self) {
         let Ok(s) = sockets() else { return };
         match self {
-            Socket::Stream { conn, .. } => {
+            Socket::Stream { conn, mut out, .. } => {
+                // What the program wrote goes before the FIN (at most 1 s of waiting
+                // for room, as a closing kernel socket lingers).
+                let deadline = flexos_kernel::time::now_ns() + 1_000_000_000;
+                while !out.broken && !out.bytes.is_empty() {
+                    match s.try_send(&conn, out.bytes.make_contiguous()) {
+                        Ok(0) if flexos_kernel::time::now_ns() < deadline => {
+                            flexos_kernel::gate::poll_once();
+                        }
+                        Ok(n) if n > 0 => {
+                            out.bytes.drain(..n.min(out.bytes.len()));
+                        }
+                        _ => break,
+                    }
+                }
                 let _ = s.close(conn);
             }
             Socket::Listening {
@@ -195,8 +291,17 @@ impl Socket {
     pub fn writable(&mut self) -> bool {
         match self {
             Socket::Stream {
-                conn, send_blocked, ..
+                conn,
+                send_blocked,
+                out,
+                ..
             } => {
+                if out.broken {
+                    return true;
+                }
+                if !conn.local() {
+                    return out.bytes.len() <= OUTQ / 2;
+                }
                 if *send_blocked
                     && let Ok(s) = sockets()
                     && s.unacked(conn)
@@ -365,6 +470,7 @@ pub fn accept(fd: i64, addr: *mut u8, len: *mut u32, flags: u64) -> i64 {
                         port,
                         peer,
                         send_blocked: false,
+                        out: Outq::default(),
                     }),
                     fl,
                     flags & SOCK_CLOEXEC != 0,
@@ -455,6 +561,19 @@ pub fn send(fd: i64, src: &[u8], flags: u64) -> i64 {
     let mut done = 0usize;
     loop {
         let r = with_socket(fd, |sock, nonblock| match sock {
+            Socket::Stream { out, .. } if out.broken => Err(-EPIPE),
+            Socket::Stream { conn, out, .. } if !conn.local() => {
+                let n = OUTQ.saturating_sub(out.bytes.len()).min(src.len() - done);
+                out.bytes.extend(&src[done..done + n]);
+                done += n;
+                if !out.bytes.is_empty() && !out.listed {
+                    out.listed = true;
+                    if let Ok(d) = fd::get(fd) {
+                        QUEUED.get().borrow_mut().push(Rc::downgrade(&d));
+                    }
+                }
+                Ok(nonblock || flags & MSG_DONTWAIT != 0)
+            }
             Socket::Stream {
                 conn, send_blocked, ..
             } => {
@@ -478,6 +597,7 @@ pub fn send(fd: i64, src: &[u8], flags: u64) -> i64 {
             Ok(_) if done == src.len() => return done as i64,
             Ok(true) => return if done > 0 { done as i64 } else { -EAGAIN },
             Ok(false) => {
+                flush();
                 flexos_kernel::gate::poll_once();
                 sched::block(Wait::Sleep, Some(flexos_kernel::time::now_ns() + 100_000));
             }

@@ -25,6 +25,8 @@ pub const WAIT_SPIN_ROUNDS: u32 = 150;
 
 /// Size of the shared buffer sends are copied through.
 const SEND_CHUNK: usize = 16 << 10;
+/// Size of the shared buffer batched sends are copied through.
+const BATCH_BYTES: usize = 64 << 10;
 
 /// The socket interface of one `net` component.
 pub struct Sockets {
@@ -32,6 +34,7 @@ pub struct Sockets {
     events: SharedBytes<'static>,
     net: u32,
     send_buf: SharedBuf,
+    batch_buf: SharedBuf,
     wait_spin: u32,
 }
 
@@ -107,11 +110,13 @@ impl Sockets {
         let events = code(retry(|| api.events(), busy_handle))?;
         let events = gate::bytes(events).map_err(|_| E_BAD_BUFFER)?;
         let send_buf = gate::shared_alloc(component, SEND_CHUNK).ok_or(E_NO_MEMORY)?;
+        let batch_buf = gate::shared_alloc(component, BATCH_BYTES).ok_or(E_NO_MEMORY)?;
         Ok(Sockets {
             api,
             events,
             net: compartment_of(component),
             send_buf,
+            batch_buf,
             wait_spin: flexos_kernel::Args::of_run()
                 .get("net.waitspin")
                 .and_then(|t| t.parse().ok())
@@ -206,6 +211,28 @@ impl Sockets {
         }
     }
 
+    /// Queues the bytes of many connections in one call ([`crate::batch`]): for the
+    /// first items (as many as the shared buffer holds; the last maybe in part), what
+    /// the stack took of each (0: its send buffer is full) or a negative code.
+    pub fn send_batch(&self, items: &[(&Conn, &[u8])]) -> Result<alloc::vec::Vec<i64>, i64> {
+        let bytes = gate::bytes(self.batch_buf).map_err(|_| E_BAD_BUFFER)?;
+        let ids: alloc::vec::Vec<(i64, &[u8])> = items.iter().map(|(c, d)| (c.id, *d)).collect();
+        let put = crate::batch::encode(&bytes, &ids);
+        if put.is_empty() {
+            return Ok(put.iter().map(|_| 0).collect());
+        }
+        let read = code(retry(|| self.api.send_batch(self.batch_buf), busy_code))?;
+        if read < 0 {
+            return Err(read);
+        }
+        let mut results = crate::batch::results(&bytes, put.len().min(read as usize));
+        // Never more than was put in (the stack's answer is not trusted blindly).
+        for (r, &n) in results.iter_mut().zip(&put) {
+            *r = (*r).min(n as i64);
+        }
+        Ok(results)
+    }
+
     /// Closes `conn` (FIN after queued bytes).
     pub fn close(&self, conn: Conn) -> Result<(), i64> {
         match code(retry(|| self.api.close(conn.id), busy_code))? {
@@ -252,6 +279,11 @@ impl Sockets {
 }
 
 impl Conn {
+    /// Does the stack share this compartment (calls to it are direct calls)?
+    pub fn local(&self) -> bool {
+        self.local
+    }
+
     /// When the oldest unread bytes arrived, as a stamp to order connections by
     /// (see `ring::since`).
     pub fn since(&self) -> u64 {

@@ -107,6 +107,7 @@
 extern crate alloc;
 
 pub mod args;
+pub mod batch;
 pub mod codes;
 pub mod lockout;
 pub mod ring;
@@ -167,5 +168,10 @@ flexos_kernel::rpc::interface! {
         /// The peer of `conn`: its IPv4 address (big-endian order, as a number) shifted
         /// left 16 bits, or'ed with its port.
         fn peer(conn: i64) -> i64 = 9;
+        /// Queues the bytes of many connections at once ([`batch`](crate::batch)
+        /// entries in `buf`): each entry's result is written back into it (bytes
+        /// taken, 0 when its send buffer is full, or a negative code). Returns how
+        /// many entries were read.
+        fn send_batch(buf: SharedBuf) -> i64 = 10;
     }
 }

@@ -5,17 +5,47 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use flexos_kernel::gate;
-use flexos_kernel::rpc::SharedBuf;
+use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 use flexos_kernel::time;
 use smoltcp::socket::tcp;
 
 use super::{Closing, Conn, LISTENING, LOCAL_RING, MIN_RING, Net, Port, RING_SIZES, Stack};
+use crate::batch;
 use crate::codes::*;
 use crate::lockout::{Ring, SynQueue};
 use crate::ring::{self, Writer};
 use crate::sock;
 
 impl Stack {
+    /// Queues `len` bytes of `bytes` from `at` on connection `conn`: how many its send
+    /// buffer took, `E_AGAIN` if it had no room, or a negative code.
+    fn send_from(&mut self, conn: i64, bytes: &SharedBytes<'_>, at: usize, len: usize) -> i64 {
+        let handle = match self.conn_socket(conn) {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        if !sock.may_send() {
+            return E_CLOSED;
+        }
+        let n = sock
+            .send(|space| {
+                let n = space.len().min(len);
+                if bytes.copy_out(at, &mut space[..n]).is_err() {
+                    return (0, 0);
+                }
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            return E_AGAIN;
+        }
+        if let Some(c) = self.conn(conn) {
+            c.last_active = time::now_ns();
+        }
+        n as i64
+    }
+
     /// A ring for an admitted connection: the largest the heap has room for beside
     /// the pool's floor, else a floor ring. (`None`: the connection keeps its slot.)
     fn new_ring(&mut self) -> Option<(Ring<SharedBuf>, Writer<'static>)> {
@@ -135,30 +165,23 @@ impl sock::Api for Net {
             let Ok(bytes) = gate::bytes(buf) else {
                 return E_BAD_BUFFER;
             };
-            let handle = match s.conn_socket(conn) {
-                Ok(h) => h,
-                Err(e) => return e,
+            s.send_from(conn, &bytes, 0, bytes.len())
+        })
+    }
+
+    fn send_batch(&self, buf: SharedBuf) -> i64 {
+        self.with(|s| {
+            let Ok(bytes) = gate::bytes(buf) else {
+                return E_BAD_BUFFER;
             };
-            let sock = s.sockets.get_mut::<tcp::Socket>(handle);
-            if !sock.may_send() {
-                return E_CLOSED;
+            let (mut at, mut count) = (0, 0);
+            while let Some(e) = batch::entry(&bytes, at) {
+                let r = s.send_from(e.conn, &bytes, e.data, e.len);
+                batch::set_result(&bytes, at, if r == E_AGAIN { 0 } else { r });
+                at = e.next;
+                count += 1;
             }
-            let n = sock
-                .send(|space| {
-                    let n = space.len().min(bytes.len());
-                    if bytes.copy_out(0, &mut space[..n]).is_err() {
-                        return (0, 0);
-                    }
-                    (n, n)
-                })
-                .unwrap_or(0);
-            if n == 0 {
-                return E_AGAIN;
-            }
-            if let Some(c) = s.conn(conn) {
-                c.last_active = time::now_ns();
-            }
-            n as i64
+            count
         })
     }
 
