@@ -167,7 +167,17 @@ impl<'r> Reader<'r> {
     /// none are waiting).
     #[inline]
     pub fn read(&mut self, dst: &mut [u8]) -> Result<usize, RingError> {
-        self.ring.read(dst)
+        let n = self.ring.read(dst)?;
+        if n > 0 {
+            // A read that takes the last known bytes publishes the tail at once (the
+            // ring's `available` does when it finds none), not at the next read: the
+            // producer then sees the ring empty and stamps the next bytes' arrival
+            // (`since`). A server reads once per readiness; without this its rings
+            // kept the stamps of older requests and were served out of order. A bad
+            // head it finds is the next read's error: these bytes were good.
+            let _ = self.ring.available();
+        }
+        Ok(n)
     }
 
     /// Skips up to `n` waiting bytes without copying them; returns how many.

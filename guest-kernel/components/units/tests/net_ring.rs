@@ -191,3 +191,24 @@ fn the_arrival_stamp_reaches_the_reader_beside_the_bytes() {
     assert_eq!(r.since(), 42);
     assert!(r.readable());
 }
+
+#[test]
+fn a_read_that_drains_the_ring_lets_the_next_bytes_be_stamped() {
+    let shm = Shm::new();
+    let bytes = shm.buf(ring::buffer_len(64));
+    let mut w = Writer::create(bytes).unwrap();
+    let mut r = Reader::open(bytes).unwrap();
+    w.write(b"PING\r\n").unwrap();
+    let mut buf = [0u8; 16];
+    // One read takes everything (as a server's one read per readiness does): the
+    // producer sees the ring empty without a second read finding nothing.
+    assert_eq!(r.read(&mut buf).unwrap(), 6);
+    assert_eq!(w.drained(), Ok(true));
+    w.write(b"PI").unwrap();
+    assert_eq!(r.read(&mut buf[..1]).unwrap(), 1);
+    assert_eq!(
+        w.drained(),
+        Ok(false),
+        "a read that leaves bytes publishes nothing new"
+    );
+}
