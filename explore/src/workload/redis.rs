@@ -27,6 +27,10 @@ pub const SERVER_IP: &str = flexos_netns::GUEST_IP;
 const TAP: &str = "fxr0";
 /// Guest memory per compartment: Redis's heap, 30 connections' rings and buffers.
 const MEM_MIB: &str = "256";
+/// The shared region: with netdev apart from net its receive buffers live in the heap
+/// of their channel, which the default 16 MiB region, cut into 4 or 5 compartments'
+/// channels, cannot hold.
+const SHARED_MIB: &str = "64";
 
 /// A redis-benchmark test this workload runs (`-t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +173,11 @@ impl Workload for Redis {
         let mut vmm = self.ns().command(&target.vmm).map_err(|e| e.to_string())?;
         let tap = format!("tap={TAP}");
         let guest_args = [format!("ip={SERVER_IP}/24")];
-        vmm.args(target.vmm_args(place, &["-m", MEM_MIB, "--net", &tap], &guest_args));
+        vmm.args(target.vmm_args(
+            place,
+            &["-m", MEM_MIB, "--shared-mem", SHARED_MIB, "--net", &tap],
+            &guest_args,
+        ));
         let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
         if !guest
             .wait_for("Ready to accept connections", Duration::from_secs(60))

@@ -84,7 +84,11 @@ impl core::fmt::Display for StartError {
                 write!(f, "no network device attached (run with --net tap=NAME)")
             }
             StartError::Virtio(e) => write!(f, "{e}"),
-            StartError::NoMemory => write!(f, "no memory for the receive buffers"),
+            StartError::NoMemory => write!(
+                f,
+                "no memory for the receive buffers (with netdev apart from net they live in \
+                 the heap of their channel: give the run a larger --shared-mem, e.g. 64)"
+            ),
         }
     }
 }
