@@ -23,9 +23,9 @@ use std::time::Duration;
 use flexos_netns::NetNs;
 use serde_json::{json, Value};
 
-use super::{number_list, policies, shown, Env};
+use super::{net_policies, number_list, run_cases, shown, Env};
 use crate::measure::svg::{lines_log2, Line};
-use crate::measure::{self, Case, Outcome, Plan, Sample, Table, ThreadSampler};
+use crate::measure::{self, Case, Outcome, Sample, Table, ThreadSampler};
 use crate::process::{self, Running};
 use crate::workload::{iperf::client_report, Iperf, Knobs, Place, Workload};
 
@@ -248,33 +248,8 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
             cases.push(case);
         }
     }
-    let mut plan = Plan {
-        tag: "flexos-bench iperf".into(),
-        reps: args.reps,
-        baseline: None,
-        cases,
-        load: args.load,
-    };
-    let out = measure::run(&mut plan);
-    drop(plan);
-    guest.borrow_mut().cleanup();
-    let out = out?;
-
-    let policy_cases: Vec<(String, Vec<String>)> = comps
-        .iter()
-        .map(|c| {
-            let mut a = vec![
-                "-c".to_string(),
-                c.to_string(),
-                "--net".into(),
-                "tap=fxt0".into(),
-            ];
-            a.extend(Env::tune_opts(args.tune.as_deref()));
-            a.push(target.image.display().to_string());
-            (format!("{c} comp"), a)
-        })
-        .collect();
-    let (policy_text, policy_json) = policies(&target.vmm, &policy_cases)?;
+    let out = run_cases("flexos-bench iperf", args.reps, args.load, cases, &guest)?;
+    let (policy_text, policy_json) = net_policies(&target, &comps, "fxt0", args.tune.as_deref())?;
     print!("{}", table(&out, &sizes, &columns, args.seconds));
     if let Some(loaded) = &out.loaded {
         print!("{}", load_table(&out, loaded, &sizes, &columns));

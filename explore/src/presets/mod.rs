@@ -134,6 +134,53 @@ pub fn policies(
     Ok((text, js))
 }
 
+/// The thread policy for each "N comp" column of a network preset: the monitor's
+/// command line `-c N --net tap=TAP [--tune T] IMAGE`.
+pub fn net_policies(
+    target: &crate::workload::Target,
+    comps: &[u32],
+    tap: &str,
+    tune: Option<&str>,
+) -> Result<(String, serde_json::Map<String, Value>), String> {
+    let cases: Vec<(String, Vec<String>)> = comps
+        .iter()
+        .map(|c| {
+            let mut a = vec![
+                "-c".to_string(),
+                c.to_string(),
+                "--net".into(),
+                format!("tap={tap}"),
+            ];
+            a.extend(Env::tune_opts(tune));
+            a.push(target.image.display().to_string());
+            (format!("{c} comp"), a)
+        })
+        .collect();
+    policies(&target.vmm, &cases)
+}
+
+/// Measures `cases` in rounds (no baseline case) with the engine, then lets the guest
+/// workload they share clean up, whatever the outcome.
+pub fn run_cases<W: crate::workload::Workload + ?Sized>(
+    tag: &str,
+    reps: usize,
+    load: usize,
+    cases: Vec<crate::measure::Case<'_>>,
+    guest: &std::rc::Rc<std::cell::RefCell<W>>,
+) -> Result<crate::measure::Outcome, String> {
+    let mut plan = crate::measure::Plan {
+        tag: tag.into(),
+        reps,
+        baseline: None,
+        cases,
+        load,
+    };
+    let out = crate::measure::run(&mut plan);
+    drop(plan);
+    guest.borrow_mut().cleanup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

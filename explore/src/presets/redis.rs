@@ -19,9 +19,9 @@ use std::time::Duration;
 use flexos_netns::NetNs;
 use serde_json::{json, Value};
 
-use super::{met, number_list, policies, shown, Env};
+use super::{met, net_policies, number_list, run_cases, shown, Env};
 use crate::measure::svg::{grouped_bars, Bar};
-use crate::measure::{self, Case, Outcome, Plan, Sample, Table};
+use crate::measure::{self, Case, Outcome, Sample, Table};
 use crate::process::Running;
 use crate::workload::redis::{benchmark, shutdown, Op, CLIENTS, SERVER_IP};
 use crate::workload::{Knobs, Place, Redis, Workload};
@@ -198,33 +198,8 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
             }
         }
     }
-    let mut plan = Plan {
-        tag: "flexos-bench redis".into(),
-        reps: args.reps,
-        baseline: None,
-        cases,
-        load: args.load,
-    };
-    let out = measure::run(&mut plan);
-    drop(plan);
-    guest.borrow_mut().cleanup();
-    let out = out?;
-
-    let policy_cases: Vec<(String, Vec<String>)> = comps
-        .iter()
-        .map(|c| {
-            let mut a = vec![
-                "-c".to_string(),
-                c.to_string(),
-                "--net".into(),
-                "tap=fxr0".into(),
-            ];
-            a.extend(Env::tune_opts(args.tune.as_deref()));
-            a.push(target.image.display().to_string());
-            (format!("{c} comp"), a)
-        })
-        .collect();
-    let (policy_text, policy_json) = policies(&target.vmm, &policy_cases)?;
+    let out = run_cases("flexos-bench redis", args.reps, args.load, cases, &guest)?;
+    let (policy_text, policy_json) = net_policies(&target, &comps, "fxr0", args.tune.as_deref())?;
     print!("{}", table(&out, &ops, &pipelines, &columns, args.requests));
     if let Some(text) = out.load_table(true) {
         print!("{text}");
