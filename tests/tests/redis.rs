@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use flexos_e2e::netns::{NetNs, GUEST_IP};
 use flexos_e2e::redis::{cli, reply, shutdown, with_redis};
-use flexos_e2e::{mkdisk, require_tool, run_program, TempDir};
+use flexos_e2e::{mkdisk, repo_root, require_tool, run_program, run_program_for, TempDir};
 
 #[test]
 fn every_data_type_answers_as_redis_does() {
@@ -336,4 +336,35 @@ fn save_writes_a_dump_the_host_accepts_and_a_new_boot_loads() {
     });
     guest.assert_status(0);
     assert!(guest.stdout.contains("DB loaded from disk"), "{guest:?}");
+}
+
+/// scripts/redis-suite runs Redis's own tests against the guest: one file, in its own
+/// namespace (flexos-netns), with the per-file table, the report and the JSON.
+#[test]
+fn redis_own_test_suite_passes_a_file_against_the_guest() {
+    require_tool("tclsh", "tcl");
+    let dir = TempDir::new("redis-suite");
+    let script = repo_root().join("scripts/redis-suite");
+    let out = run_program_for(
+        script.to_str().unwrap(),
+        ["--out", dir.path().to_str().unwrap(), "--timeout", "60", "unit/type/incr"],
+        std::time::Duration::from_secs(300),
+    );
+    out.assert_status(0);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("unit/type/incr "))
+        .unwrap_or_else(|| panic!("no row for the file: {out:?}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..], ["25", "0", "0", "0"], "{row}");
+    assert!(
+        out.stdout.contains("passed 25 of 25 tests that ran (100.0%); goal 95%"),
+        "{out:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["passed"], 25);
+    assert_eq!(report["failed"], 0);
 }
