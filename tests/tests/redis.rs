@@ -347,7 +347,13 @@ fn redis_own_test_suite_passes_a_file_against_the_guest() {
     let script = repo_root().join("scripts/redis-suite");
     let out = run_program_for(
         script.to_str().unwrap(),
-        ["--out", dir.path().to_str().unwrap(), "--timeout", "60", "unit/type/incr"],
+        [
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--timeout",
+            "60",
+            "unit/type/incr",
+        ],
         std::time::Duration::from_secs(300),
     );
     out.assert_status(0);
@@ -359,7 +365,8 @@ fn redis_own_test_suite_passes_a_file_against_the_guest() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[1..], ["25", "0", "0", "0"], "{row}");
     assert!(
-        out.stdout.contains("passed 25 of 25 tests that ran (100.0%); goal 95%"),
+        out.stdout
+            .contains("passed 25 of 25 tests that ran (100.0%); goal 95%"),
         "{out:?}"
     );
     let report: serde_json::Value =
