@@ -114,43 +114,59 @@ fn binary_values_come_back_byte_for_byte_and_keys_expire() {
     guest.assert_status(0);
 }
 
-/// A reply far larger than the socket's send buffer, in one compartment: Redis polls
-/// for POLLOUT between partial writes, and the stack it shares a vCPU with must still
-/// get to send (a 100 KB GET used to spin the guest for ever, deaf even to ARP).
+/// A reply far larger than the socket's send buffer, in one compartment and in two:
+/// Redis polls for POLLOUT between partial writes. In one, the stack shares its vCPU
+/// and must still get to send (a 100 KB GET used to spin the guest for ever, deaf even
+/// to ARP); in two, writes queue in the POSIX layer and go over in batches. A client
+/// that asks for the value and never reads it must not hold up the others.
 #[test]
-fn a_four_megabyte_value_goes_in_and_comes_back_in_one_compartment() {
+fn a_four_megabyte_value_goes_in_and_comes_back() {
     let ns = NetNs::with_tap("rbig");
     let dir = TempDir::new("redis-big");
     let all: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let input: PathBuf = dir.path().join("value.bin");
     std::fs::write(&input, &all).unwrap();
-    let (guest, ()) = with_redis(&ns, 1, None, &[], |_| {
-        let set = ns
-            .command(
-                "sh",
-                [
-                    "-c",
-                    &format!("redis-cli -h {GUEST_IP} -x SET big < {}", input.display()),
-                ],
-            )
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK", "{set:?}");
-        for _ in 0..2 {
-            let out = ns
-                .command("redis-cli", ["-h", GUEST_IP, "--raw", "GET", "big"])
+    for compartments in [1, 2] {
+        let (guest, ()) = with_redis(&ns, compartments, None, &[], |_| {
+            let set = ns
+                .command(
+                    "sh",
+                    [
+                        "-c",
+                        &format!("redis-cli -h {GUEST_IP} -x SET big < {}", input.display()),
+                    ],
+                )
                 .output()
                 .unwrap();
-            assert_eq!(out.stdout.len(), all.len() + 1);
-            assert!(
-                out.stdout[..all.len()] == all[..],
-                "the value came back changed"
-            );
-        }
-        assert_eq!(reply(&ns, &["PING"]), ["PONG"]);
-        shutdown(&ns, false);
-    });
-    guest.assert_status(0);
+            assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK", "{set:?}");
+            // A client that asks and never reads: its reply fills every buffer on
+            // the way and waits there.
+            let stalled = ns.enter(|| {
+                let mut s = TcpStream::connect((GUEST_IP, 6379)).unwrap();
+                s.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n").unwrap();
+                s
+            });
+            for _ in 0..2 {
+                let out = ns
+                    .command("redis-cli", ["-h", GUEST_IP, "--raw", "GET", "big"])
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    out.stdout.len(),
+                    all.len() + 1,
+                    "{compartments} compartment(s)"
+                );
+                assert!(
+                    out.stdout[..all.len()] == all[..],
+                    "the value came back changed ({compartments} compartment(s))"
+                );
+            }
+            assert_eq!(reply(&ns, &["PING"]), ["PONG"]);
+            drop(stalled);
+            shutdown(&ns, false);
+        });
+        guest.assert_status(0);
+    }
 }
 
 /// `CONFIG SET bind` closes Redis's listening sockets and listens again on the same
