@@ -493,10 +493,13 @@ mod tests {
             e.to_string(),
             "`ip netns add x`: not permitted (network namespaces need root or CAP_NET_ADMIN)"
         );
-        let e = ip_failure("link set nosuch up".into(), "Cannot find device".into());
+        let e = ip_failure(
+            "-n fxtest link set fxt9 up".into(),
+            "Cannot find device".into(),
+        );
         assert_eq!(
             e.to_string(),
-            "`ip link set nosuch up` failed: Cannot find device"
+            "`ip -n fxtest link set fxt9 up` failed: Cannot find device"
         );
     }
 

@@ -135,16 +135,7 @@ fn client(ns: &NetNs, seconds: u32) -> Result<(f64, u64), String> {
 }
 
 fn run_veth(size: u32, seconds: u32) -> Result<Sample, String> {
-    let c = NetNs::unique("c").map_err(err)?;
-    let s = NetNs::unique("s").map_err(err)?;
-    c.add_veth(
-        "fxv0",
-        &format!("{CLIENT_IP}/24"),
-        &s,
-        "fxv1",
-        &format!("{SERVER_IP}/24"),
-    )
-    .map_err(err)?;
+    let (c, s) = super::veth_pair()?;
     let _server = kernel_server(&s, size)?;
     Ok(client(&c, seconds)?.0.into())
 }

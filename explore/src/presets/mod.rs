@@ -134,6 +134,18 @@ pub fn policies(
     Ok((text, js))
 }
 
+/// Two fresh namespaces joined by a veth pair for a host baseline: the client's
+/// (10.0.0.1) and the server's (the guest's address, 10.0.0.2, so clients need not
+/// know which they talk to). Both are removed when dropped.
+pub fn veth_pair() -> Result<(flexos_netns::NetNs, flexos_netns::NetNs), String> {
+    use flexos_netns::{NetNs, GUEST_IP};
+    let c = NetNs::unique("c").map_err(|e| e.to_string())?;
+    let s = NetNs::unique("s").map_err(|e| e.to_string())?;
+    c.add_veth("fxv0", "10.0.0.1/24", &s, "fxv1", &format!("{GUEST_IP}/24"))
+        .map_err(|e| e.to_string())?;
+    Ok((c, s))
+}
+
 /// The thread policy for each "N comp" column of a network preset: the monitor's
 /// command line `-c N --net tap=TAP [--tune T] IMAGE`.
 pub fn net_policies(

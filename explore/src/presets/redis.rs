@@ -16,7 +16,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use flexos_netns::NetNs;
 use serde_json::{json, Value};
 
 use super::{met, net_policies, number_list, run_cases, shown, Env};
@@ -32,7 +31,6 @@ const FLEXOS_GET: (f64, f64) = (300_000.0, 780_000.0);
 const FLEXOS_SET: (f64, f64) = (230_000.0, 650_000.0);
 const GOAL_1_LINUX: f64 = 1.0;
 const GOAL_2_1: f64 = 0.8;
-const CLIENT_IP: &str = "10.0.0.1";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
@@ -82,16 +80,7 @@ fn run_linux(
     pipeline: u32,
     requests: u32,
 ) -> Result<Sample, String> {
-    let c = NetNs::unique("rc").map_err(err)?;
-    let s = NetNs::unique("rs").map_err(err)?;
-    c.add_veth(
-        "fxv0",
-        &format!("{CLIENT_IP}/24"),
-        &s,
-        "fxv1",
-        &format!("{SERVER_IP}/24"),
-    )
-    .map_err(err)?;
+    let (c, s) = super::veth_pair()?;
     let mut cmd = s.command("redis-server").map_err(err)?;
     cmd.args([
         "--bind",

@@ -117,6 +117,22 @@ pub fn ready(desc: &Desc, want: u32) -> u32 {
     have & (want | EPOLLERR | EPOLLHUP)
 }
 
+/// When a wait of `timeout_ms` ends (`None`: never).
+fn deadline_of(timeout_ms: i64) -> Option<u64> {
+    (timeout_ms >= 0).then(|| flexos_kernel::time::now_ns() + timeout_ms as u64 * 1_000_000)
+}
+
+/// What every round of a readiness wait does first: lets threads that can run do so
+/// (a background job may be what makes a descriptor ready, and a wait of 0 must still
+/// let them progress), hands queued writes to the stack, and runs the stack when it is
+/// in this compartment (an app whose descriptors are always ready never sleeps, and
+/// its sends must still leave).
+fn start_round() {
+    sched::yield_now();
+    socket::flush();
+    flexos_kernel::gate::poll_once();
+}
+
 /// `epoll_wait(epfd, events, max, timeout_ms)` (and `epoll_pwait`, the mask ignored).
 pub fn wait(epfd: i64, out: *mut EpollEvent, max: i64, timeout_ms: i64) -> i64 {
     if max <= 0 {
@@ -125,16 +141,9 @@ pub fn wait(epfd: i64, out: *mut EpollEvent, max: i64, timeout_ms: i64) -> i64 {
     if out.is_null() {
         return -EFAULT;
     }
-    let deadline =
-        (timeout_ms >= 0).then(|| flexos_kernel::time::now_ns() + timeout_ms as u64 * 1_000_000);
+    let deadline = deadline_of(timeout_ms);
     loop {
-        // Let threads that can run do so first (a background job may be what makes
-        // a descriptor ready, and a wait of 0 must still let them progress), and the
-        // stack too when it is in this compartment: an app whose descriptors are
-        // always ready never sleeps, and its sends must still leave.
-        sched::yield_now();
-        socket::flush();
-        flexos_kernel::gate::poll_once();
+        start_round();
         let interest: Vec<(i64, u32, u64)> = match with_epoll(epfd, |e| {
             Ok(e.interest
                 .iter()
@@ -200,13 +209,9 @@ pub fn poll(fds: *mut Pollfd, n: usize, timeout_ms: i64) -> i64 {
     if fds.is_null() && n > 0 {
         return -EFAULT;
     }
-    let deadline =
-        (timeout_ms >= 0).then(|| flexos_kernel::time::now_ns() + timeout_ms as u64 * 1_000_000);
+    let deadline = deadline_of(timeout_ms);
     loop {
-        // As in `wait`.
-        sched::yield_now();
-        socket::flush();
-        flexos_kernel::gate::poll_once();
+        start_round();
         let mut count = 0;
         let mut watched = Vec::new();
         for i in 0..n {

@@ -219,7 +219,7 @@ impl Sockets {
         let ids: alloc::vec::Vec<(i64, &[u8])> = items.iter().map(|(c, d)| (c.id, *d)).collect();
         let put = crate::batch::encode(&bytes, &ids);
         if put.is_empty() {
-            return Ok(put.iter().map(|_| 0).collect());
+            return Ok(alloc::vec::Vec::new());
         }
         let read = code(retry(|| self.api.send_batch(self.batch_buf), busy_code))?;
         if read < 0 {
