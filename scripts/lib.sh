@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROOT
 # Every guest app that scripts/build turns into target/images/<app>.elf.
-GUEST_APPS=(hello gatebench gatecheck fscheck sqlite iperf redis)
+GUEST_APPS=(hello gatebench gatecheck fscheck sqlite iperf redis nginx)
 VMM="$ROOT/target/release/flexos-vmm"
 IMAGES="$ROOT/target/images"
 

@@ -12,6 +12,7 @@ POSIX_OUT="$ROOT/target/posix"             # everything built from them
 MUSL_PREFIX="$POSIX_OUT/musl"              # include/, lib/libc.a, bin/flexos-cc
 HOST_DIR="$POSIX_OUT/host"                 # host smoke-test only: shim, flexos-host-cc
 REDIS_OUT="$POSIX_OUT/redis"               # libredis.a and friends, link.txt
+NGINX_OUT="$POSIX_OUT/nginx"               # libnginx.a, link.txt
 
 # C code that runs in the guest: static, non-PIC, linked at 1 MiB, ring 3, frame
 # pointers (the monitor walks the RBP chain for backtraces), no red zone and no stack

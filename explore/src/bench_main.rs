@@ -79,6 +79,17 @@ enum Preset {
     /// unmodified Redis in 1, 2, 3 compartments and into Debian's redis-server behind
     /// a veth pair; FlexOS's range beside them. Writes redis.json and redis.svg.
     Redis(presets::redis::Args),
+    /// Nginx (FlexOS Figure 6, bottom), beside Linux's nginx.
+    ///
+    /// wrk -t 1 -c 30 on a 612-byte index page and a 64 KiB file, from the nginx
+    /// image's unmodified Nginx in 1, 2, 3 compartments and from Debian's nginx (one
+    /// process, the same files) behind a veth pair. Writes nginx.json and nginx.svg.
+    Nginx(presets::nginx::Args),
+    /// Nginx and Redis under the same placements (FlexOS Figure 7).
+    ///
+    /// Each image's default splits 1-5 (the same placements for both), each app's
+    /// throughput normalised to its own NONE. Writes apps.json and apps.svg.
+    Apps(presets::apps::Args),
 }
 
 /// `target/release` (this binary's directory) and the repository above `target`.
@@ -141,6 +152,8 @@ fn main() -> ExitCode {
         Preset::Handoff(a) => presets::handoff::run(&env, a),
         Preset::Policy(a) => presets::policy::run(&env, a),
         Preset::Redis(a) => presets::redis::run(&env, a),
+        Preset::Nginx(a) => presets::nginx::run(&env, a),
+        Preset::Apps(a) => presets::apps::run(&env, a),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     match result {

@@ -46,8 +46,9 @@ namespace or disk removed).";
 #[command(name = "flexos-explore", version, after_help = AFTER_HELP)]
 struct Cli {
     /// The workload: iperf (Gbit/s at one receive size), sqlite (seconds for N
-    /// inserts), gatebench (ns per gate-chain call) or redis (requests/s of
-    /// redis-benchmark -c 30 -P 16 -t get).
+    /// inserts), gatebench (ns per gate-chain call), redis (requests/s of
+    /// redis-benchmark -c 30 -P 16 -t get) or nginx (requests/s of wrk -t 1 -c 30 on
+    /// the index page).
     #[arg(short, long)]
     workload: String,
     /// The image (default: target/images/<workload>.elf next to this binary).
@@ -97,7 +98,8 @@ struct Cli {
     /// iperf: the guest's receive size in bytes (default 1024).
     #[arg(long)]
     recv: Option<u32>,
-    /// iperf: seconds the client streams per run (default 3).
+    /// iperf: seconds the client streams per run (default 3); nginx: seconds wrk runs
+    /// (default 10).
     #[arg(long)]
     seconds: Option<u32>,
     /// sqlite: rows inserted per run (default 5000).
@@ -118,6 +120,9 @@ struct Cli {
     /// redis: requests per run, redis-benchmark's -n (default 200000).
     #[arg(long)]
     requests: Option<u32>,
+    /// nginx: the page wrk fetches, index (612 bytes) or 64k (default index).
+    #[arg(long)]
+    page: Option<String>,
 }
 
 /// Writes to stdout; a closed stdout (a reader that went away) loses the text, never
@@ -253,6 +258,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         op: cli.op.clone(),
         pipeline: cli.pipeline,
         requests: cli.requests,
+        page: cli.page.clone(),
     };
     let mut workload = workload::by_name(&cli.workload, &knobs).map_err(usage)?;
     if !(1..=100).contains(&cli.reps) {

@@ -141,6 +141,16 @@ impl Running {
         }
     }
 
+    /// Sends SIGTERM, then [`Self::finish`]es (a server that runs until stopped).
+    pub fn terminate(self, timeout: Duration) -> Result<Finished, WaitError> {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid, which is not reaped before
+            // finish() waits for it, so the pid still names that child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        self.finish(timeout)
+    }
+
     /// Reads every line until the child closes its output, then reaps it.
     pub fn finish(mut self, timeout: Duration) -> Result<Finished, WaitError> {
         let deadline = Instant::now() + timeout;

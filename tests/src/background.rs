@@ -46,13 +46,31 @@ impl Background {
         Self::spawn(program, args, watch_stderr, &[])
     }
 
+    /// Starts the monitor with `args` inside network namespace `ns` (a guest server the
+    /// test's clients reach through the namespace's tap).
+    pub fn start_in(ns: &flexos_netns::NetNs, args: &[&str], watch_stderr: bool) -> Background {
+        require_kvm();
+        let cmd = ns.command(vmm_path()).unwrap_or_else(|e| panic!("{e}"));
+        Self::spawn_command(cmd, args, watch_stderr, &[])
+    }
+
     fn spawn(
         program: &Path,
         args: &[&str],
         watch_stderr: bool,
         envs: &[(&str, &str)],
     ) -> Background {
-        let mut child = Command::new(program)
+        Self::spawn_command(Command::new(program), args, watch_stderr, envs)
+    }
+
+    fn spawn_command(
+        mut cmd: Command,
+        args: &[&str],
+        watch_stderr: bool,
+        envs: &[(&str, &str)],
+    ) -> Background {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
             .args(args)
             .current_dir(repo_root())
             .env_remove("RUST_LOG")
@@ -62,7 +80,7 @@ impl Background {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
         let (watched, other) = if watch_stderr { (err, out) } else { (out, err) };

@@ -20,6 +20,7 @@ pub mod crafted;
 pub mod fresh;
 pub mod iperf;
 pub mod netns;
+pub mod nginx;
 pub mod redis;
 
 use std::ffi::OsStr;

@@ -6,14 +6,18 @@
 //! - [`sqlite`]: FlexOS Figure 10, autocommit INSERTs on a disk and on ramfs;
 //! - [`iperf`]: FlexOS Figure 9, a stock iperf2 client over a sweep of receive sizes;
 //! - [`redis`]: FlexOS Figure 6 (top), redis-benchmark against unmodified Redis;
+//! - [`nginx`]: FlexOS Figure 6 (bottom), wrk against unmodified Nginx;
+//! - [`apps`]: FlexOS Figure 7, both under the same placements, each / its NONE;
 //! - [`boot`]: boot phases (`--timings`) against spawning a process;
 //! - [`handoff`]: what a hand-off between threads, VMs and the monitor costs;
 //! - [`policy`]: the thread policy's candidates on the workloads they are for.
 
+pub mod apps;
 pub mod boot;
 pub mod gates;
 pub mod handoff;
 pub mod iperf;
+pub mod nginx;
 pub mod policy;
 pub mod redis;
 pub mod sqlite;

@@ -7,6 +7,7 @@
 
 mod gatebench;
 pub mod iperf;
+pub mod nginx;
 pub mod redis;
 mod sqlite;
 
@@ -22,6 +23,7 @@ use crate::search::Metric;
 
 pub use gatebench::Gatebench;
 pub use iperf::Iperf;
+pub use nginx::Nginx;
 pub use redis::Redis;
 pub use sqlite::{Sqlite, Storage};
 
@@ -30,7 +32,7 @@ pub use sqlite::{Sqlite, Storage};
 pub struct Knobs {
     /// iperf: the guest's receive size in bytes.
     pub recv: Option<u32>,
-    /// iperf: seconds the client streams.
+    /// iperf: seconds the client streams; nginx: seconds wrk runs.
     pub seconds: Option<u32>,
     /// sqlite: rows inserted.
     pub inserts: Option<u32>,
@@ -44,6 +46,8 @@ pub struct Knobs {
     pub pipeline: Option<u32>,
     /// redis: requests per run (`-n`).
     pub requests: Option<u32>,
+    /// nginx: the page wrk fetches (index or 64k).
+    pub page: Option<String>,
 }
 
 /// What a run needs: the monitor, the image, a scratch directory of the exploration's
@@ -164,9 +168,10 @@ pub fn by_name(name: &str, knobs: &Knobs) -> Result<Box<dyn Workload>, String> {
             Box::new(Redis::new(knobs)?),
             &["op", "pipeline", "requests"],
         ),
+        "nginx" => (Box::new(Nginx::new(knobs)?), &["page", "seconds"]),
         other => {
             return Err(format!(
-                "unknown workload '{other}' (choose iperf, sqlite, gatebench or redis)"
+                "unknown workload '{other}' (choose iperf, sqlite, gatebench, redis or nginx)"
             ))
         }
     };
@@ -179,6 +184,7 @@ pub fn by_name(name: &str, knobs: &Knobs) -> Result<Box<dyn Workload>, String> {
         ("op", knobs.op.is_some()),
         ("pipeline", knobs.pipeline.is_some()),
         ("requests", knobs.requests.is_some()),
+        ("page", knobs.page.is_some()),
     ];
     if let Some((knob, _)) = given.iter().find(|(k, set)| *set && !takes.contains(k)) {
         return Err(format!(
@@ -315,8 +321,8 @@ mod tests {
             err,
             "--inserts does not apply to the iperf workload (it takes --recv, --seconds)"
         );
-        let err = by_name("nginx", &Knobs::default()).err().unwrap();
-        assert!(err.starts_with("unknown workload 'nginx'"), "{err}");
+        let err = by_name("httpd", &Knobs::default()).err().unwrap();
+        assert!(err.starts_with("unknown workload 'httpd'"), "{err}");
     }
 
     #[test]

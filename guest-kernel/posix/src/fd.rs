@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use crate::Global;
+use crate::builtin::Builtin;
 use crate::epoll::Epoll;
 use crate::files::{Dir, File};
 use crate::linux::{EBADF, EMFILE, O_NONBLOCK};
@@ -26,9 +27,19 @@ pub enum Kind {
     /// `/dev/urandom` and `/dev/random`.
     Random,
     File(File),
+    /// A built-in read-only file (`/etc/passwd`, an image's default).
+    Builtin(Builtin),
     Dir(Dir),
     Socket(Socket),
     Pipe(PipeEnd),
+    /// One end of a `socketpair`: what the other end writes is read here (`rx`), and
+    /// the other way round (`tx`); two pipes.
+    Pair {
+        rx: PipeEnd,
+        tx: PipeEnd,
+    },
+    /// An `eventfd` counter.
+    EventFd(u64),
     Epoll(Epoll),
 }
 
@@ -37,6 +48,32 @@ pub struct Open {
     pub kind: Kind,
     /// O_NONBLOCK, O_APPEND and the access mode, as `F_GETFL` reports them.
     pub flags: u64,
+    /// How often the program found the input and the output exhausted: the edges
+    /// edge-triggered epoll waits for (see [`crate::epoll`]).
+    pub edges: Edges,
+}
+
+/// Counts of reads and writes that took all there was: a read or accept that found
+/// nothing (or less than it asked for), a write that found no room (or less than it
+/// offered). The next readiness after one of these is a new edge.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Edges {
+    pub input: u32,
+    pub output: u32,
+}
+
+/// Notes that a read (`input`) or write on `fd` took all there was.
+pub fn exhausted(fd: i64, input: bool) {
+    if let Ok(desc) = get(fd)
+        && let Ok(mut open) = desc.try_borrow_mut()
+    {
+        let e = &mut open.edges;
+        if input {
+            e.input = e.input.wrapping_add(1);
+        } else {
+            e.output = e.output.wrapping_add(1);
+        }
+    }
 }
 
 impl Open {
@@ -63,6 +100,7 @@ pub fn init_stdio() {
             desc: Rc::new(RefCell::new(Open {
                 kind: Kind::Console { output },
                 flags: if output { 1 } else { 0 },
+                edges: Edges::default(),
             })),
             cloexec: false,
         }));
@@ -102,7 +140,15 @@ pub fn install_from(desc: Desc, min: usize, cloexec: bool) -> i64 {
 
 /// Installs a new description of `kind` at the lowest free descriptor.
 pub fn install(kind: Kind, flags: u64, cloexec: bool) -> i64 {
-    install_from(Rc::new(RefCell::new(Open { kind, flags })), 0, cloexec)
+    install_from(
+        Rc::new(RefCell::new(Open {
+            kind,
+            flags,
+            edges: Edges::default(),
+        })),
+        0,
+        cloexec,
+    )
 }
 
 /// `dup2`/`dup3`: makes `new` name what `old` names (closing what `new` named).
@@ -157,6 +203,10 @@ fn release(desc: Desc) {
             Kind::File(f) => f.close(),
             Kind::Socket(s) => s.close(),
             Kind::Pipe(p) => p.close(),
+            Kind::Pair { rx, tx } => {
+                rx.close();
+                tx.close();
+            }
             _ => {}
         }
     }

@@ -20,6 +20,7 @@ use flexos_vfs::codes as fs_codes;
 use flexos_vfs::{Vfs, fs};
 
 use crate::Global;
+use crate::builtin::{self, Builtin};
 use crate::fd::{self, Kind};
 use crate::linux::*;
 
@@ -108,6 +109,8 @@ pub enum Path {
     Name(String),
     Null,
     Random,
+    /// A built-in file outside the root directory (`/etc/passwd`).
+    Builtin(&'static [u8]),
     /// Nothing here serves it.
     Missing,
 }
@@ -146,6 +149,9 @@ pub fn resolve(path: &str) -> Path {
         [] => Path::Root,
         ["dev", "null"] => Path::Null,
         ["dev", "urandom"] | ["dev", "random"] => Path::Random,
+        parts if builtin::fixed(parts).is_some() => {
+            Path::Builtin(builtin::fixed(parts).expect("just matched"))
+        }
         [name] if *name != ".." => Path::Name(String::from(*name)),
         _ => Path::Missing,
     }
@@ -178,6 +184,7 @@ pub fn open(path: &str, flags: u64) -> i64 {
         Path::Missing => -ENOENT,
         Path::Null => fd::install(Kind::Null, status, cloexec),
         Path::Random => fd::install(Kind::Random, status, cloexec),
+        Path::Builtin(bytes) => open_builtin(bytes, flags, status, cloexec),
         Path::Root => {
             if flags & O_ACCMODE != O_RDONLY {
                 return -EISDIR;
@@ -208,6 +215,11 @@ pub fn open(path: &str, flags: u64) -> i64 {
                 Ok(id)
             });
             match id {
+                // Not on the disk: the image's default of that name, if it has one.
+                Err(e) if e == -ENOENT && !create => match builtin::default_for(&name) {
+                    Some(bytes) => open_builtin(bytes, flags, status, cloexec),
+                    None => e,
+                },
                 Ok(id) => fd::install(
                     Kind::File(File {
                         id,
@@ -221,6 +233,17 @@ pub fn open(path: &str, flags: u64) -> i64 {
             }
         }
     }
+}
+
+/// Opens a built-in file: read-only.
+fn open_builtin(bytes: &'static [u8], flags: u64, status: u64, cloexec: bool) -> i64 {
+    if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
+        return -EROFS;
+    }
+    if flags & O_DIRECTORY != 0 {
+        return -ENOTDIR;
+    }
+    fd::install(Kind::Builtin(Builtin { bytes, offset: 0 }), status, cloexec)
 }
 
 /// Reads up to `len` bytes at `offset` of `file` into `dst`.
@@ -346,6 +369,21 @@ pub fn unlink(path: &str) -> i64 {
         .unwrap_or_else(|e| e),
         Path::Root => -EISDIR,
         Path::Null | Path::Random => -EACCES,
+        Path::Builtin(_) => -EROFS,
+        Path::Missing => -ENOENT,
+    }
+}
+
+/// `mkdirat`: the root directory is the only one; it exists, as does any name in it
+/// (no subdirectory can be made).
+pub fn mkdir(path: &str) -> i64 {
+    match resolve(path) {
+        Path::Root | Path::Null | Path::Random | Path::Builtin(_) => -EEXIST,
+        Path::Name(name) => match exists(&name) {
+            Ok(true) => -EEXIST,
+            Ok(false) => -EPERM,
+            Err(e) => e,
+        },
         Path::Missing => -ENOENT,
     }
 }
@@ -401,14 +439,29 @@ pub fn stat_path(path: &str, st: &mut Stat) -> i64 {
             0
         }
         Path::Missing => -ENOENT,
+        Path::Builtin(bytes) => {
+            *st = builtin_stat(bytes);
+            0
+        }
         Path::Name(name) => match size_of(&name) {
             Ok(size) => {
                 *st = file_stat(size);
                 0
             }
+            Err(e) if e == -ENOENT && builtin::default_for(&name).is_some() => {
+                *st = builtin_stat(builtin::default_for(&name).expect("just checked"));
+                0
+            }
             Err(e) => e,
         },
     }
+}
+
+/// A built-in file: read-only, its size.
+pub fn builtin_stat(bytes: &[u8]) -> Stat {
+    let mut st = file_stat(bytes.len() as u64);
+    st.st_mode = S_IFREG | 0o444;
+    st
 }
 
 fn times(st: &mut Stat) {

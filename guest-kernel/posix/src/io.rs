@@ -39,6 +39,13 @@ pub fn read(fd: i64, buf: *mut u8, len: usize, at: Option<u64>) -> i64 {
             }
             n
         }
+        Kind::Builtin(b) => {
+            let n = b.read_at(at.unwrap_or(b.offset), dst);
+            if at.is_none() {
+                b.offset += n as u64;
+            }
+            n
+        }
         Kind::Dir(_) => -EISDIR,
         Kind::Pipe(p) => {
             if at.is_some() {
@@ -50,6 +57,16 @@ pub fn read(fd: i64, buf: *mut u8, len: usize, at: Option<u64>) -> i64 {
             // released so other threads can use the pipe while this one waits.
             unsafe { &*p.0 }.read(dst, nonblock)
         }
+        Kind::Pair { rx, .. } => {
+            if at.is_some() {
+                return -ESPIPE;
+            }
+            let p = PipeRef(rx as *const pipe::PipeEnd);
+            drop(open);
+            // SAFETY: as for a pipe.
+            unsafe { &*p.0 }.read(dst, nonblock)
+        }
+        Kind::EventFd(count) => eventfd_read(count, dst, nonblock),
         Kind::Socket(_) => {
             if at.is_some() {
                 return -ESPIPE;
@@ -98,8 +115,18 @@ pub fn write(fd: i64, buf: *const u8, len: usize, at: Option<u64>) -> i64 {
             if n > 0 && at.is_none() {
                 f.offset = offset + n as u64;
             }
+            // A log (a file opened to append) is written through: each line is on the
+            // disk when the write returns, since a VM can be stopped at any moment and
+            // nothing else would flush it (Nginx's access log never calls fsync).
+            if n > 0 && f.append {
+                let r = files::sync(f);
+                if r < 0 {
+                    return r;
+                }
+            }
             n
         }
+        Kind::Builtin(_) => -EBADF,
         Kind::Dir(_) => -EISDIR,
         Kind::Pipe(p) => {
             if at.is_some() {
@@ -109,6 +136,29 @@ pub fn write(fd: i64, buf: *const u8, len: usize, at: Option<u64>) -> i64 {
             drop(open);
             // SAFETY: as in `read`.
             unsafe { &*p.0 }.write(src, nonblock)
+        }
+        Kind::Pair { tx, .. } => {
+            if at.is_some() {
+                return -ESPIPE;
+            }
+            let p = PipeRef(tx as *const pipe::PipeEnd);
+            drop(open);
+            // SAFETY: as in `read`.
+            unsafe { &*p.0 }.write(src, nonblock)
+        }
+        Kind::EventFd(count) => {
+            let Ok(add) = <[u8; 8]>::try_from(src.get(..8).unwrap_or(&[])) else {
+                return -EINVAL;
+            };
+            let add = u64::from_ne_bytes(add);
+            match count.checked_add(add).filter(|&c| c < u64::MAX) {
+                Some(c) if add != u64::MAX => {
+                    *count = c;
+                    8
+                }
+                Some(_) => -EINVAL,
+                None => -EAGAIN,
+            }
         }
         Kind::Socket(_) => {
             if at.is_some() {
@@ -185,22 +235,14 @@ pub fn lseek(fd: i64, offset: i64, whence: u64) -> i64 {
     let mut open = desc.borrow_mut();
     match &mut open.kind {
         Kind::File(f) => {
-            let base = match whence {
-                SEEK_SET => 0,
-                SEEK_CUR => f.offset as i64,
-                SEEK_END => match files::size(f) {
-                    s if s < 0 => return s,
-                    s => s,
-                },
-                _ => return -EINVAL,
-            };
-            match base.checked_add(offset) {
-                Some(n) if n >= 0 => {
-                    f.offset = n as u64;
-                    n
-                }
-                _ => -EINVAL,
-            }
+            let n = seek(f.offset, || files::size(f), offset, whence);
+            f.offset = u64::try_from(n).unwrap_or(f.offset);
+            n
+        }
+        Kind::Builtin(b) => {
+            let n = seek(b.offset, || b.bytes.len() as i64, offset, whence);
+            b.offset = u64::try_from(n).unwrap_or(b.offset);
+            n
         }
         Kind::Dir(d) if whence == SEEK_SET && offset == 0 => {
             d.pos = 0;
@@ -208,6 +250,24 @@ pub fn lseek(fd: i64, offset: i64, whence: u64) -> i64 {
         }
         Kind::Null | Kind::Random => 0,
         _ => -ESPIPE,
+    }
+}
+
+/// The offset `lseek` moves `cur` to, with `size` asked only for SEEK_END (it may be a
+/// gate call; negative is an error); or an error.
+fn seek(cur: u64, size: impl FnOnce() -> i64, offset: i64, whence: u64) -> i64 {
+    let base = match whence {
+        SEEK_SET => 0,
+        SEEK_CUR => cur as i64,
+        SEEK_END => match size() {
+            s if s < 0 => return s,
+            s => s,
+        },
+        _ => return -EINVAL,
+    };
+    match base.checked_add(offset) {
+        Some(n) if n >= 0 => n,
+        _ => -EINVAL,
     }
 }
 
@@ -226,6 +286,7 @@ pub fn fstat(fd: i64, st: *mut Stat) -> i64 {
             n if n < 0 => return n,
             n => files::file_stat(n as u64),
         },
+        Kind::Builtin(b) => files::builtin_stat(b.bytes),
         Kind::Dir(_) => files::dir_stat(),
         Kind::Console { .. } | Kind::Null | Kind::Random => files::char_stat(),
         Kind::Socket(_) => Stat {
@@ -233,7 +294,7 @@ pub fn fstat(fd: i64, st: *mut Stat) -> i64 {
             st_blksize: 4096,
             ..Stat::default()
         },
-        Kind::Pipe(_) => Stat {
+        Kind::Pipe(_) | Kind::Pair { .. } | Kind::EventFd(_) => Stat {
             st_mode: S_IFIFO | 0o600,
             st_blksize: 4096,
             ..Stat::default()
@@ -256,7 +317,7 @@ pub fn fsync(fd: i64) -> i64 {
         Kind::File(f) => files::sync(f),
         // A rename or delete is durable when it returns: the directory has nothing
         // waiting.
-        Kind::Dir(_) => 0,
+        Kind::Dir(_) | Kind::Builtin(_) => 0,
         Kind::Console { .. } | Kind::Null | Kind::Random => -EINVAL,
         _ => -EINVAL,
     }
@@ -343,9 +404,85 @@ pub fn ioctl(fd: i64, request: u64, arg: u64) -> i64 {
             }
             0
         }
+        FIONREAD => {
+            if arg == 0 {
+                return -EFAULT;
+            }
+            let n = match &mut desc.borrow_mut().kind {
+                Kind::Socket(s) => s.unread(),
+                Kind::Pipe(p) if !p.write => p.unread(),
+                Kind::Pair { rx, .. } => rx.unread(),
+                _ => return -ENOTTY,
+            };
+            // SAFETY: FIONREAD's argument points at an int.
+            unsafe { (arg as *mut i32).write(i32::try_from(n).unwrap_or(i32::MAX)) };
+            0
+        }
         TCGETS | TIOCGWINSZ => -ENOTTY,
         _ => -ENOTTY,
     }
+}
+
+/// An eventfd's read: the counter (8 bytes), which goes to 0; at 0, `EAGAIN`, or for
+/// a blocking descriptor `EINTR` (the writer would be another thread of the program,
+/// which runs only when this one blocks: the caller's retry lets it).
+fn eventfd_read(count: &mut u64, dst: &mut [u8], nonblock: bool) -> i64 {
+    if dst.len() < 8 {
+        return -EINVAL;
+    }
+    if *count == 0 {
+        return if nonblock { -EAGAIN } else { -EINTR };
+    }
+    dst[..8].copy_from_slice(&count.to_ne_bytes());
+    *count = 0;
+    8
+}
+
+/// `eventfd2(initial, flags)` (and `eventfd`).
+pub fn eventfd(initial: u64, flags: u64) -> i64 {
+    fd::install(
+        Kind::EventFd(initial),
+        O_RDWR | (flags & O_NONBLOCK),
+        flags & O_CLOEXEC != 0,
+    )
+}
+
+/// `socketpair(AF_UNIX, SOCK_STREAM, 0, fds)`: two ends joined by two pipes.
+pub fn socketpair(domain: u64, ty: u64, fds: *mut i32) -> i64 {
+    if domain != AF_UNIX {
+        return -EAFNOSUPPORT;
+    }
+    if ty & 0xf != SOCK_STREAM {
+        return -EOPNOTSUPP;
+    }
+    if fds.is_null() {
+        return -EFAULT;
+    }
+    let (a_rx, b_tx) = pipe::new();
+    let (b_rx, a_tx) = pipe::new();
+    let status = if ty & SOCK_NONBLOCK != 0 {
+        O_NONBLOCK
+    } else {
+        0
+    };
+    let cloexec = ty & SOCK_CLOEXEC != 0;
+    let a = fd::install(Kind::Pair { rx: a_rx, tx: a_tx }, O_RDWR | status, cloexec);
+    if a < 0 {
+        b_rx.close();
+        b_tx.close();
+        return a;
+    }
+    let b = fd::install(Kind::Pair { rx: b_rx, tx: b_tx }, O_RDWR | status, cloexec);
+    if b < 0 {
+        fd::close(a);
+        return b;
+    }
+    // SAFETY: the caller's array of two ints.
+    unsafe {
+        fds.write(a as i32);
+        fds.add(1).write(b as i32);
+    }
+    0
 }
 
 /// `pipe2(fds, flags)`.

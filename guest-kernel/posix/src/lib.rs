@@ -10,6 +10,8 @@
 //!
 //! - [`files`]: paths and files, through the `fs` gate of the vfs component (FAT on
 //!   virtio-blk, or its RAM file system); `/dev/null` and `/dev/urandom` here;
+//! - [`builtin`]: read-only files in memory: `/etc/passwd`, `/etc/group` and the
+//!   image's defaults;
 //! - [`socket`]: TCP over the `sock` gate of the net component; [`epoll`]: readiness;
 //! - [`pipe`]: pipes between the program's threads;
 //! - [`fd`]: the descriptor table; [`io`]: reads, writes and the rest on descriptors;
@@ -29,6 +31,7 @@ extern crate alloc;
 
 use core::cell::UnsafeCell;
 
+pub mod builtin;
 mod clock;
 mod epoll;
 mod fd;
@@ -74,6 +77,18 @@ pub struct System {
     pub files: Option<(&'static flexos_vfs::fs::Server<flexos_vfs::Vfs>, u16)>,
     /// The net component (sockets), if the image has one.
     pub net: Option<(&'static flexos_net::sock::Server<flexos_net::Net>, u16)>,
+    /// Read-only files the image brings, by name in the root directory: a file of the
+    /// same name on the disk takes precedence (a program's default configuration).
+    pub defaults: builtin::Files,
+}
+
+/// A guest argument that configures the library OS (`ip=`, `gw=`, `net.*`, `vfs.*`,
+/// `posix.*`, `gate.*`, `ramfs`), not the C program.
+pub fn is_system_arg(arg: &str) -> bool {
+    arg == "ramfs"
+        || ["ip=", "gw=", "net.", "vfs.", "posix.", "gate."]
+            .iter()
+            .any(|p| arg.starts_with(p))
 }
 
 /// Runs the C program `main` as `argv[0] args...` with the environment `env`
@@ -81,6 +96,7 @@ pub struct System {
 /// before this returns, so it only does if `main` is not a C main).
 pub fn run(system: System, main: CMain, args: &[&str], env: &[&str]) -> i32 {
     fd::init_stdio();
+    builtin::set_defaults(system.defaults);
     if let Some((server, component)) = system.files {
         files::connect(server, component);
     }

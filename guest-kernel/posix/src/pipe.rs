@@ -56,6 +56,16 @@ impl PipeEnd {
         !p.bytes.is_empty() || p.writers == 0
     }
 
+    /// Bytes waiting to be read.
+    pub fn unread(&self) -> usize {
+        self.pipe.borrow().bytes.len()
+    }
+
+    /// The write end is closed (for a socketpair: the peer hung up).
+    pub fn hung_up(&self) -> bool {
+        self.pipe.borrow().writers == 0
+    }
+
     /// Room to write, or the read end closed (a write would not block).
     pub fn writable(&self) -> bool {
         let p = self.pipe.borrow();

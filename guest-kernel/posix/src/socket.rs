@@ -156,6 +156,11 @@ const OUTQ: usize = 64 << 10;
 static QUEUED: Global<RefCell<Vec<Weak<RefCell<fd::Open>>>>> =
     Global::new(RefCell::new(Vec::new()));
 
+/// Bytes wait in some stream's queue for room in the stack.
+pub fn queued() -> bool {
+    !QUEUED.get().borrow().is_empty()
+}
+
 /// Hands every queued byte the stack has room for to it, in one gate call (more when
 /// the batch buffer is full); streams with bytes left stay queued. Cheap when nothing
 /// is queued: call it before every wait.
@@ -273,6 +278,14 @@ impl Socket {
                 !pending.is_empty()
             }
             Socket::Fresh { .. } => false,
+        }
+    }
+
+    /// Bytes received and not yet read (`FIONREAD`): 0 but for a stream.
+    pub fn unread(&mut self) -> usize {
+        match self {
+            Socket::Stream { conn, .. } => conn.available(),
+            _ => 0,
         }
     }
 
@@ -425,6 +438,10 @@ pub fn listen(fd: i64) -> i64 {
                     _ => -ENOBUFS,
                 })?,
             };
+            // One line a listen, for whoever waits for the program to be reachable
+            // (what it logs itself is up to its configuration).
+            let [a, b, c, d] = our_ip();
+            flexos_kernel::println!("posix: listening on {a}.{b}.{c}.{d}:{port}");
             *sock = Socket::Listening {
                 listener,
                 port: *port,
@@ -481,7 +498,12 @@ pub fn accept(fd: i64, addr: *mut u8, len: *mut u32, flags: u64) -> i64 {
                 return new;
             }
             Ok(None) => wait_for(fd),
-            Err(e) => return e,
+            Err(e) => {
+                if e == -EAGAIN {
+                    fd::exhausted(fd, true);
+                }
+                return e;
+            }
         }
     }
 }
@@ -544,9 +566,19 @@ pub fn recv(fd: i64, dst: &mut [u8], flags: u64) -> i64 {
             _ => Err(-ENOTCONN),
         });
         match r {
-            Ok(Some(n)) => return n,
+            Ok(Some(n)) => {
+                if (n as usize) < dst.len() {
+                    fd::exhausted(fd, true);
+                }
+                return n;
+            }
             Ok(None) => wait_for(fd),
-            Err(e) => return e,
+            Err(e) => {
+                if e == -EAGAIN {
+                    fd::exhausted(fd, true);
+                }
+                return e;
+            }
         }
     }
 }
@@ -595,7 +627,10 @@ pub fn send(fd: i64, src: &[u8], flags: u64) -> i64 {
             Err(e) if done == 0 => return e,
             Err(_) => return done as i64,
             Ok(_) if done == src.len() => return done as i64,
-            Ok(true) => return if done > 0 { done as i64 } else { -EAGAIN },
+            Ok(true) => {
+                fd::exhausted(fd, false);
+                return if done > 0 { done as i64 } else { -EAGAIN };
+            }
             Ok(false) => {
                 flush();
                 flexos_kernel::gate::poll_once();

@@ -120,7 +120,8 @@ pub unsafe extern "C" fn __flexos_syscall(
         }
         82 => path_then(a, |from| path_then(b, |to| files::rename(&from, &to))),
         264 | 316 => at_path(a, b, |from| at_path(c, d, |to| files::rename(&from, &to))),
-        83 | 258 => -EPERM,
+        83 => path_then(a, |p| files::mkdir(&p)),
+        258 => at_path(a, b, |p| files::mkdir(&p)),
         84 => -EPERM,
         79 => getcwd(a as *mut u8, b as usize),
         80 => path_then(a, |p| match files::resolve(&p) {
@@ -228,7 +229,9 @@ pub unsafe extern "C" fn __flexos_syscall(
         52 => socket::getpeername(a, b as *mut u8, c as *mut u32),
         54 => socket::setsockopt(a, ub, uc),
         55 => socket::getsockopt(a, ub, uc, d as *mut u8, e as *mut u32),
-        53 => -EOPNOTSUPP,
+        53 => io::socketpair(ua, ub, d as *mut i32),
+        284 => io::eventfd(ua, 0),
+        290 => io::eventfd(ua, ub),
         // epoll and poll.
         213 | 291 => epoll::create(if nr == 291 { ua } else { 0 }),
         233 => epoll::ctl(a, ub, c, d as *const EpollEvent),
@@ -350,10 +353,11 @@ fn write_stat(out: *mut Stat, st: Stat, r: i64) -> i64 {
 
 fn access(path: &str) -> i64 {
     match files::resolve(path) {
-        files::Path::Root | files::Path::Null | files::Path::Random => 0,
+        files::Path::Root | files::Path::Null | files::Path::Random | files::Path::Builtin(_) => 0,
         files::Path::Missing => -ENOENT,
         files::Path::Name(n) => match files::exists(&n) {
             Ok(true) => 0,
+            Ok(false) if crate::builtin::default_for(&n).is_some() => 0,
             Ok(false) => -ENOENT,
             Err(e) => e,
         },

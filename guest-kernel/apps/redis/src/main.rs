@@ -88,18 +88,13 @@ unsafe extern "C" {
     fn redis_main(argc: i32, argv: *mut *mut c_char, envp: *mut *mut c_char) -> i32;
 }
 
-/// Guest arguments for the library OS, not for Redis.
-fn is_kernel_arg(arg: &str) -> bool {
-    arg == "ramfs"
-        || ["ip=", "gw=", "net.", "vfs.", "posix.", "gate."]
-            .iter()
-            .any(|p| arg.starts_with(p))
-}
-
 /// Redis's arguments: defaults unless a configuration file comes first, then the
 /// user's.
 fn redis_args(args: &Args) -> Vec<&'static str> {
-    let user: Vec<&'static str> = args.iter().filter(|a| !is_kernel_arg(a)).collect();
+    let user: Vec<&'static str> = args
+        .iter()
+        .filter(|a| !flexos_posix::is_system_arg(a))
+        .collect();
     let mut argv = alloc::vec!["redis-server"];
     let config_file = user.first().is_some_and(|a| !a.starts_with("--"));
     if !config_file {
@@ -123,6 +118,7 @@ fn main(args: &Args) -> i32 {
     let system = flexos_posix::System {
         files: Some((&VFS_SERVER, VFS)),
         net: Some((&NET_SERVER, NET)),
+        defaults: &[],
     };
     flexos_posix::run(system, redis_main, &argv, &["HOME=/", "PATH=/"])
 }

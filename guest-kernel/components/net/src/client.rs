@@ -324,4 +324,9 @@ impl Conn {
     pub fn readable(&self) -> bool {
         self.reader.readable()
     }
+
+    /// Bytes received and not yet read (`FIONREAD`); 0 for a broken ring.
+    pub fn available(&mut self) -> usize {
+        self.reader.available().unwrap_or(0)
+    }
 }

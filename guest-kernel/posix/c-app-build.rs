@@ -1,6 +1,9 @@
-//! Links the image: the kernel's linker script (as every app), then Redis's objects and
-//! musl's libc.a, built by scripts/build into target/posix/ (scripts/build-c) before the
-//! guest workspace. A missing archive fails here, naming the step that makes it.
+//! The build script of every app that is a C program on the POSIX layer (`build =
+//! "../../posix/c-app-build.rs"` in its Cargo.toml): links the image with the kernel's
+//! linker script, as every app, then the program's objects and musl's libc.a, which
+//! scripts/build-posix builds into target/posix/<package>/ before the guest workspace
+//! and lists, in link order, in target/posix/<package>/link.txt. A missing archive fails
+//! here, naming the step that makes it.
 
 use std::path::Path;
 
@@ -9,14 +12,15 @@ fn main() {
     let script = format!("{dir}/../../kernel/link.ld");
     println!("cargo:rustc-link-arg-bins=-T{script}");
     println!("cargo:rerun-if-changed={script}");
-    println!("cargo:rerun-if-changed={dir}/build.rs");
+    println!("cargo:rerun-if-changed={dir}/../../posix/c-app-build.rs");
+    let package = std::env::var("CARGO_PKG_NAME").expect("cargo sets CARGO_PKG_NAME");
 
     let root = Path::new(&dir).join("../../..");
-    let inputs = root.join("target/posix/redis/link.txt");
+    let inputs = root.join(format!("target/posix/{package}/link.txt"));
     println!("cargo:rerun-if-changed={}", inputs.display());
     let list = std::fs::read_to_string(&inputs).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}: build Redis and musl first (scripts/build does, through scripts/build-posix)",
+            "{}: {e}: build {package} and musl first (scripts/build does, through scripts/build-posix)",
             inputs.display()
         )
     });
