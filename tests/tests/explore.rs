@@ -359,6 +359,49 @@ fn iperf_every_placement_in_a_namespace_it_removes() {
 }
 
 #[test]
+fn nginx_under_wrk_with_its_pages_on_a_read_only_disk() {
+    require_tool("wrk", "wrk");
+    require_tool("ip", "iproute2");
+    let dir = TempDir::new("explore-nginx");
+    let (out, json) = explore(
+        &[
+            "--workload",
+            "nginx",
+            "--reps",
+            "1",
+            "--seconds",
+            "1",
+            "--only",
+            "app|net,netdev,vfs,blkdev",
+        ],
+        &dir,
+        "nginx",
+    );
+    out.assert_status(0);
+    let labels: Vec<&str> = json["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["placement"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["app,net,netdev,vfs,blkdev", "app|net,netdev,vfs,blkdev"]
+    );
+    for p in json["placements"].as_array().unwrap() {
+        assert_eq!(p["outcome"], "measured", "{p}");
+        assert!(p["median"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert_eq!(json["unit"], "req/s");
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout);
+    assert!(
+        !ns.contains("flexos-explore-"),
+        "a namespace is left behind:\n{ns}"
+    );
+}
+
+#[test]
 fn sqlite_on_a_fresh_disk_per_run() {
     require_tool("mkfs.fat", "dosfstools");
     let dir = TempDir::new("explore-sqlite");
@@ -420,9 +463,9 @@ fn bad_input_is_a_clear_error() {
     let dir = TempDir::new("explore-bad");
     let cases: [(&[&str], i32, &str); 6] = [
         (
-            &["--workload", "nginx"],
+            &["--workload", "httpd"],
             64,
-            "flexos-explore: error: unknown workload 'nginx' (choose iperf, sqlite, gatebench or redis)",
+            "flexos-explore: error: unknown workload 'httpd' (choose iperf, sqlite, gatebench, redis or nginx)",
         ),
         (
             &["--workload", "iperf", "--inserts", "5"],
