@@ -2,8 +2,9 @@
 //!
 //! A stock `wrk -t 1 -c 30 -d S` on the 612-byte index page and on a 64 KiB file
 //! against, in one run:
-//!   - linux: Debian's nginx (one process, the same files, `sendfile off` as the
-//!     guest's) in a namespace behind a veth pair, the client in another;
+//!   - linux: Debian's nginx (one process, the same files, `sendfile off` and the
+//!     open-file cache as the guest's built-in configuration) in a namespace behind a
+//!     veth pair, the client in another;
 //!   - N comp: the unmodified Nginx of the `nginx` image under the image's default
 //!     N-way split (2 is app | net,netdev with vfs and blkdev beside the app; 3 is
 //!     app | net,netdev | vfs,blkdev), its virtio-net device on a tap and the pages on
@@ -89,6 +90,7 @@ events {{ worker_connections 1024; }}
 http {{
     default_type application/octet-stream;
     sendfile off;
+    open_file_cache max=1000 inactive=20s;
     access_log off;
     client_body_temp_path {d}/body;
     server {{ listen {SERVER_IP}:80; root {}; index index.html; }}

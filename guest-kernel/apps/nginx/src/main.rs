@@ -15,7 +15,7 @@
 //! and serves the disk's root directory: put files there with `mcopy`. Its
 //! configuration is `/nginx.conf` on the disk when there is one; otherwise the
 //! built-in default below, which serves `/` on port `nginx.port` with `index.html`,
-//! `sendfile off`, keep-alive, no pid file and no access log. With
+//! `sendfile off`, an open-file cache, keep-alive, no pid file and no access log. With
 //! `nginx.access_log=on` it logs every request to `/access.log` on the disk. Errors go
 //! to the console. A disk attached read-only still serves (only the access log, if
 //! turned on, needs to write).
@@ -142,6 +142,9 @@ http {{
     }}
     default_type application/octet-stream;
     sendfile off;
+    # Open files stay open between requests: with the file system in another
+    # compartment each open, fstat and close is a gate call.
+    open_file_cache max=1000 inactive=20s;
     keepalive_timeout 65;
     access_log {access_log};
     server {{
