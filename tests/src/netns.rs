@@ -183,3 +183,23 @@ impl FrameSocket {
         }
     }
 }
+
+/// Sets SO_LINGER to {on, 0} on `s`, so that dropping it resets the connection (a
+/// client killed mid-request or mid-response).
+pub fn reset_on_close(s: &std::net::TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `struct linger` of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+}

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use flexos_e2e::netns::{NetNs, GUEST_IP};
+use flexos_e2e::netns::{reset_on_close, NetNs, GUEST_IP};
 use flexos_e2e::nginx::{disk_with, start};
 use flexos_e2e::{require_tool, run_program, TempDir};
 
@@ -236,33 +236,12 @@ fn a_stalled_reader_does_not_stall_others(compartments: u32, tag: &str) {
             .unwrap();
         let mut first = [0u8; 1024];
         s.read_exact(&mut first).unwrap();
-        // SO_LINGER 0: close sends RST.
-        let linger = libc_linger_zero(&s);
-        assert_eq!(linger, 0);
+        reset_on_close(&s);
     });
     drop(stalled);
     assert_eq!(fetch(&ns, &dir, &nginx.base, "/big.bin"), big);
     let (status, _, _) = nginx.stop();
     assert_eq!(status, 143);
-}
-
-/// Sets SO_LINGER {on, 0} so that dropping the stream resets the connection.
-fn libc_linger_zero(s: &TcpStream) -> i32 {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a `linger` of the size passed.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 
-use flexos_e2e::netns::{NetNs, GUEST_IP};
+use flexos_e2e::netns::{reset_on_close, NetNs, GUEST_IP};
 use flexos_e2e::redis::{cli, reply, shutdown, with_redis};
 use flexos_e2e::{mkdisk, repo_root, require_tool, run_program, run_program_for, TempDir};
 
@@ -233,7 +233,7 @@ fn a_client_killed_mid_pipeline_leaves_the_server_serving() {
             s.write_all(&pipeline).unwrap();
             // SO_LINGER 0: close sends a RST, as a killed client's kernel does when
             // replies are still unread.
-            socket2_linger_zero(&s);
+            reset_on_close(&s);
             drop(s);
         });
         assert_eq!(reply(&ns, &["PING"]), ["PONG"]);
@@ -247,26 +247,6 @@ fn a_client_killed_mid_pipeline_leaves_the_server_serving() {
         shutdown(&ns, false);
     });
     guest.assert_status(0);
-}
-
-/// Sets SO_LINGER to 0 on `s`, so that dropping it resets the connection.
-fn socket2_linger_zero(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a `struct linger` of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
 }
 
 #[test]
@@ -305,6 +285,32 @@ fn garbage_on_the_port_gets_redis_errors_and_the_server_keeps_serving() {
         assert_eq!(reply(&ns, &["PING"]), ["PONG"]);
         shutdown(&ns, false);
     });
+    guest.assert_status(0);
+}
+
+#[test]
+fn debug_reload_reads_back_each_save_of_the_same_file() {
+    // DEBUG RELOAD saves dump.rdb (a new file renamed over the old) and loads it
+    // again in the same run: each load must see the save just made, never bytes the
+    // POSIX layer kept from an earlier read of that name.
+    require_tool("mcopy", "mtools");
+    let dir = TempDir::new("redis-reload");
+    let img = mkdisk(&dir, 32);
+    let ns = NetNs::with_tap("rreload");
+    let (guest, ()) = with_redis(
+        &ns,
+        3,
+        Some(&img),
+        &["--enable-debug-command", "yes"],
+        |_| {
+            for value in ["first", "second", "third"] {
+                assert_eq!(reply(&ns, &["SET", "k", value]), ["OK"]);
+                assert_eq!(reply(&ns, &["DEBUG", "RELOAD"]), ["OK"]);
+                assert_eq!(reply(&ns, &["GET", "k"]), [value]);
+            }
+            shutdown(&ns, false);
+        },
+    );
     guest.assert_status(0);
 }
 

@@ -12,7 +12,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use flexos_kernel::gate::{self, GateRouter};
 use flexos_kernel::rpc::{GateError, SharedBuf};
@@ -162,6 +162,26 @@ pub struct File {
     id: i64,
     pub offset: u64,
     pub append: bool,
+    /// Opened read-only: its bytes may be kept here.
+    readonly: bool,
+    /// The file's bytes as of change [`CHANGES`] `.0`, read whole at the first read
+    /// (`None` inside: larger than [`KEEP_MAX`], read from the vfs every time).
+    kept: RefCell<Option<(u64, Option<Vec<u8>>)>>,
+}
+
+/// Largest file whose bytes a read-only descriptor keeps. A server reading a page per
+/// request (Nginx, its descriptor held open by its open-file cache) then reads it with
+/// no gate call, when the file system is in another compartment.
+const KEEP_MAX: usize = 256 << 10;
+
+/// Counts every change this layer makes to any file (writes, truncation, renames,
+/// deletes): bytes kept under an older count are stale. The program is the vfs's only
+/// client, so nothing else changes a file.
+static CHANGES: Global<Cell<u64>> = Global::new(Cell::new(0));
+
+fn changed() {
+    let c = CHANGES.get();
+    c.set(c.get().wrapping_add(1));
 }
 
 /// The root directory, open for `getdents64` and `fsync`.
@@ -206,6 +226,7 @@ pub fn open(path: &str, flags: u64) -> i64 {
                     return Err(errno(id));
                 }
                 if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+                    changed();
                     let r = gate_code(c.truncate(id, 0));
                     if r < 0 {
                         let _ = c.close(id);
@@ -225,6 +246,8 @@ pub fn open(path: &str, flags: u64) -> i64 {
                         id,
                         offset: 0,
                         append: flags & O_APPEND != 0,
+                        readonly: flags & O_ACCMODE == O_RDONLY,
+                        kept: RefCell::new(None),
                     }),
                     status,
                     cloexec,
@@ -246,8 +269,53 @@ fn open_builtin(bytes: &'static [u8], flags: u64, status: u64, cloexec: bool) ->
     fd::install(Kind::Builtin(Builtin { bytes, offset: 0 }), status, cloexec)
 }
 
-/// Reads up to `len` bytes at `offset` of `file` into `dst`.
+/// Reads up to `len` bytes at `offset` of `file` into `dst`: from its kept bytes when
+/// it has them (read-only, small), else from the vfs.
 pub fn read_at(file: &File, offset: u64, dst: *mut u8, len: usize) -> i64 {
+    if let Some(bytes) = kept(file) {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let n = len.min(bytes.len() - start);
+        // SAFETY: the caller's buffer holds `len` bytes; `n <= len`.
+        unsafe { core::ptr::copy_nonoverlapping(bytes[start..].as_ptr(), dst, n) };
+        return n as i64;
+    }
+    read_from_vfs(file, offset, dst, len)
+}
+
+/// The bytes `file` keeps, read whole now if it has none of the current change count;
+/// `None` for a file opened to write, a large one, or an error (the caller then reads
+/// from the vfs, which reports it).
+fn kept(file: &File) -> Option<core::cell::Ref<'_, [u8]>> {
+    if !file.readonly {
+        return None;
+    }
+    let now = CHANGES.get().get();
+    let fresh = matches!(&*file.kept.borrow(), Some((at, _)) if *at == now);
+    if !fresh {
+        *file.kept.borrow_mut() = None;
+        let size = size_from_vfs(file);
+        let bytes = usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= KEEP_MAX)
+            .and_then(|n| {
+                let mut bytes = alloc::vec![0u8; n];
+                (read_from_vfs(file, 0, bytes.as_mut_ptr(), n) == n as i64).then_some(bytes)
+            });
+        if size < 0 {
+            return None;
+        }
+        *file.kept.borrow_mut() = Some((now, bytes));
+    }
+    core::cell::Ref::filter_map(file.kept.borrow(), |k| match k {
+        Some((_, Some(bytes))) => Some(bytes.as_slice()),
+        _ => None,
+    })
+    .ok()
+}
+
+fn read_from_vfs(file: &File, offset: u64, dst: *mut u8, len: usize) -> i64 {
     with_store(|c, buf| {
         let bytes = gate::bytes(buf).map_err(|_| -EIO)?;
         let mut done = 0usize;
@@ -278,6 +346,7 @@ pub fn read_at(file: &File, offset: u64, dst: *mut u8, len: usize) -> i64 {
 
 /// Writes `len` bytes from `src` at `offset` of `file`.
 pub fn write_at(file: &File, offset: u64, src: *const u8, len: usize) -> i64 {
+    changed();
     with_store(|c, buf| {
         let bytes = gate::bytes(buf).map_err(|_| -EIO)?;
         let mut done = 0usize;
@@ -307,6 +376,13 @@ pub fn write_at(file: &File, offset: u64, src: *const u8, len: usize) -> i64 {
 
 /// The size of `file`.
 pub fn size(file: &File) -> i64 {
+    if let Some(bytes) = kept(file) {
+        return bytes.len() as i64;
+    }
+    size_from_vfs(file)
+}
+
+fn size_from_vfs(file: &File) -> i64 {
     with_store(|c, _| {
         let s = gate_code(c.size(file.id));
         if s < 0 { Err(errno(s)) } else { Ok(s) }
@@ -316,6 +392,7 @@ pub fn size(file: &File) -> i64 {
 
 /// `ftruncate`.
 pub fn truncate(file: &File, len: u64) -> i64 {
+    changed();
     with_store(|c, _| {
         let r = gate_code(c.truncate(file.id, len as i64));
         if r < 0 { Err(errno(r)) } else { Ok(0) }
@@ -360,6 +437,7 @@ pub fn size_of(name: &str) -> Result<u64, i64> {
 
 /// `unlinkat`.
 pub fn unlink(path: &str) -> i64 {
+    changed();
     match resolve(path) {
         Path::Name(name) => with_store(|c, buf| {
             let n = name_buf(buf, &name, 0)?;
@@ -390,6 +468,7 @@ pub fn mkdir(path: &str) -> i64 {
 
 /// `renameat`.
 pub fn rename(from: &str, to: &str) -> i64 {
+    changed();
     match (resolve(from), resolve(to)) {
         (Path::Name(a), Path::Name(b)) => with_store(|c, buf| {
             let na = name_buf(buf, &a, 0)?;
