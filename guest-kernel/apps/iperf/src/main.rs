@@ -132,10 +132,11 @@ impl Stream {
 pub fn report(proto: &str, index: usize, s: &Stream) {
     let ns = s.ns();
     println!(
-        "iperf: {proto} stream {index}: {} bytes in {} s = {} Gbit/s",
+        "iperf: {proto} stream {index}: {} bytes in {} s = {} Gbit/s (ring {} KiB)",
         s.bytes,
         iperf::seconds(ns),
-        iperf::thousandths(iperf::milli_gbps(s.bytes, ns))
+        iperf::thousandths(iperf::milli_gbps(s.bytes, ns)),
+        s.conn.ring_capacity() >> 10
     );
 }
 

@@ -188,7 +188,7 @@ impl Three {
             };
             if let Some(problem) = problem {
                 println!("iperf: iperf3 connection closed: {problem}");
-                let p = self.pending.swap_remove(i);
+                let p = self.pending.remove(i);
                 net.close(p.conn)?;
                 progress = true;
                 continue;
@@ -199,14 +199,16 @@ impl Three {
                     continue;
                 }
                 None => {
-                    let p = self.pending.swap_remove(i);
+                    let p = self.pending.remove(i);
                     net.close(p.conn)?;
                     progress = true;
                     continue;
                 }
                 Some(true) => {}
             }
-            let p = self.pending.swap_remove(i);
+            // In arrival order (not swap_remove): iperf3 numbers a test's streams in
+            // the order it opened them, and matches the server's results to them so.
+            let p = self.pending.remove(i);
             progress = true;
             match &mut self.session {
                 None => {

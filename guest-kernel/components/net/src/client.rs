@@ -13,7 +13,7 @@ use flexos_kernel::gate::{self, GateRouter, router};
 use flexos_kernel::rpc::{IdlePolicy, SharedBuf, SharedBytes};
 
 use crate::codes::{E_AGAIN, E_BAD_BUFFER, E_BUSY, E_CLOSED, E_NO_MEMORY};
-use crate::ring::{OPEN, Reader};
+use crate::ring::{MOVED, OPEN, Reader};
 use crate::sock;
 use crate::stack::Net;
 
@@ -31,6 +31,9 @@ const BATCH_BYTES: usize = 64 << 10;
 /// The socket interface of one `net` component.
 pub struct Sockets {
     api: sock::Client<'static, Net, GateRouter>,
+    /// The stack and its component, for the connections' own calls (a moved ring).
+    server: &'static Net,
+    component: u16,
     events: SharedBytes<'static>,
     net: u32,
     send_buf: SharedBuf,
@@ -46,6 +49,8 @@ pub struct Listener(i64);
 pub struct Conn {
     id: i64,
     reader: Reader<'static>,
+    server: &'static Net,
+    component: u16,
     net: u32,
     /// The stack shares this compartment: nobody else runs it.
     local: bool,
@@ -98,6 +103,13 @@ fn busy_handle(r: &Result<SharedBuf, flexos_kernel::rpc::GateError>) -> bool {
     r.is_err() || matches!(r, Ok(b) if b.is_empty())
 }
 
+/// The reader of connection `id`'s ring (now: after a move, the new one).
+fn ring_of(api: &sock::Client<'static, Net, GateRouter>, id: i64) -> Result<Reader<'static>, i64> {
+    let ring = code(retry(|| api.ring(id), busy_handle))?;
+    let bytes = gate::bytes(ring).map_err(|_| E_BAD_BUFFER)?;
+    Reader::open(bytes).map_err(|_| E_BAD_BUFFER)
+}
+
 impl Sockets {
     /// Connects to the `net` component `component`, served by `server`.
     pub fn new(server: &'static sock::Server<Net>, component: u16) -> Result<Sockets, i64> {
@@ -113,6 +125,8 @@ impl Sockets {
         let batch_buf = gate::shared_alloc(component, BATCH_BYTES).ok_or(E_NO_MEMORY)?;
         Ok(Sockets {
             api,
+            server: &server.0,
+            component,
             events,
             net: compartment_of(component),
             send_buf,
@@ -146,12 +160,12 @@ impl Sockets {
         if id < 0 {
             return Err(id);
         }
-        let ring = code(retry(|| self.api.ring(id), busy_handle))?;
-        let bytes = gate::bytes(ring).map_err(|_| E_BAD_BUFFER)?;
-        let reader = Reader::open(bytes).map_err(|_| E_BAD_BUFFER)?;
+        let reader = ring_of(&self.api, id)?;
         Ok(Some(Conn {
             id,
             reader,
+            server: self.server,
+            component: self.component,
             net: self.net,
             local: self.net == flexos_kernel::compartment_id(),
         }))
@@ -292,7 +306,14 @@ impl Conn {
 
     /// Copies up to `buf.len()` received bytes into `buf`, without waiting.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Recv, i64> {
-        let n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        let mut n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        if n == 0 && self.reader.closed() == MOVED && self.reader.available() == Ok(0) {
+            // The stack moved the stream to a ring of another size: this one is read
+            // to its end, so take the new one (which lets the stack free this one).
+            let api = sock::Client::new(router(), self.component, self.server);
+            self.reader = ring_of(&api, self.id)?;
+            n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        }
         if n > 0 {
             // Every eighth of the ring read: the stack may refill it and reopen the
             // TCP window. It runs by itself elsewhere (wake it if it waits for room);
@@ -314,10 +335,18 @@ impl Conn {
         if self.reader.producer_waits() {
             gate::endpoint().wake(self.net);
         }
-        if self.reader.closed() != OPEN && self.reader.available().map_err(|_| E_CLOSED)? == 0 {
+        let closed = self.reader.closed();
+        if closed != OPEN && closed != MOVED && self.reader.available().map_err(|_| E_CLOSED)? == 0
+        {
             return Ok(Recv::End);
         }
         Ok(Recv::Empty)
+    }
+
+    /// Data bytes of the connection's receive ring now (the stack resizes rings as
+    /// connections come and go).
+    pub fn ring_capacity(&self) -> usize {
+        self.reader.capacity()
     }
 
     /// Is there something to receive, or has the stream ended? (A wait condition.)

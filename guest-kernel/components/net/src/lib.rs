@@ -12,9 +12,14 @@
 //! 2. smoltcp copies the payload into the socket's receive buffer (2 MiB: window
 //!    scale 5; private).
 //! 3. Between gate calls the stack's poll loop moves bytes from the socket into the
-//!    connection's [`ring`] in the heap of the channel with the app (2 MiB with the
-//!    app in another compartment, 512 KiB in net's own, smaller when that heap is
-//!    short), with `rep movsb`. Freeing socket space reopens the TCP window.
+//!    connection's [`ring`] in the heap of the channel with the app, with `rep movsb`.
+//!    Freeing socket space reopens the TCP window. The open connections share that
+//!    heap equally (a lone connection gets 2 MiB with the app in another compartment,
+//!    512 KiB in net's own; iperf3 -P 4's five 256 KiB each): when one comes or goes
+//!    the others' rings move to the new size ([`ring::MOVED`]), since a stream's
+//!    rate follows its ring's size (with the largest ring the heap still had at
+//!    accept, -P 4 ran at 4.66, 1.86, 0.45 and 0.45 Gbit/s; with equal rings
+//!    2.6-2.8 each).
 //! 4. The app's `recv` copies out of the ring (`rep movsb`), with no gate call: a
 //!    recv(16) is a local copy plus, every eighth of the ring, one store of the tail.
 //!
@@ -75,9 +80,9 @@
 //!   (RST) when its handshake time is up.
 //! - **Rings.** Each admitted connection gets its ring at `accept`. The pool reserves
 //!   one 8 KiB floor ring per slot when the stack starts, so an admitted connection
-//!   always gets a ring however the heap is fragmented; a connection gets the largest
-//!   ring the rest of the heap has room for (2 MiB with the app elsewhere, 512 KiB
-//!   beside it), else a floor ring. A ring is released when the app closes the
+//!   always gets a ring however the heap is fragmented; a connection gets its equal
+//!   share of the rest of the heap (see the data path above), else a floor ring until
+//!   the others' rings have moved to make room. A ring is released when the app closes the
 //!   connection: the app reads it without gate calls, so it cannot go to another
 //!   connection while the app may still read it. When the peer resets the connection,
 //!   or the stack does (idle, dead peer, to make room), the socket is released at once

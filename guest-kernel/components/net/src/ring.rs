@@ -11,7 +11,7 @@
 //!
 //! ```text
 //!   0  head     bytes ever written (producer)
-//!   8  closed   0 open, 1 end of stream, 2 reset (producer; user word 0)
+//!   8  closed   0 open, 1 end of stream, 2 reset, 3 moved (producer; user word 0)
 //!  16  wake_at  0, or the tail at which the consumer should wake the producer
 //!               (it stopped on a full ring) (producer; user word 1)
 //!  24  since    the producer's arrival stamp of the oldest unread bytes: a counter
@@ -24,6 +24,13 @@
 //!
 //! The reader publishes its tail every eighth of the ring (and whenever it runs dry),
 //! so small reads stay local.
+//!
+//! A ring can be replaced while the stream runs ([`MOVED`]): the stack sizes each
+//! connection's ring by how many connections share the heap, so when one arrives or
+//! leaves it gives the others rings of the new size. It writes no more into the old
+//! ring and closes it with [`MOVED`]; the reader reads it to its end, then asks the
+//! stack for the connection's ring again (`sock::ring`), which frees the old one. So
+//! the bytes stay in order and neither side ever reads a ring the other has let go of.
 
 use rpc_shm::SharedBytes;
 use rpc_shm::spsc::{self, Consumer, Producer};
@@ -41,6 +48,8 @@ pub const DATA: usize = spsc::DATA;
 pub const OPEN: u64 = 0;
 pub const EOF: u64 = 1;
 pub const RESET: u64 = 2;
+/// The stream continues in another ring (see the module docs).
+pub const MOVED: u64 = 3;
 
 /// The buffer size for a ring of `capacity` data bytes.
 pub const fn buffer_len(capacity: usize) -> usize {

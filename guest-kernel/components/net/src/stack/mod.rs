@@ -50,6 +50,9 @@ const RING_SIZES: [usize; 7] = [
     64 << 10,
     16 << 10,
 ];
+/// Heap bytes the rings leave free (the event word, and room for allocation to
+/// round up).
+const RING_MARGIN: usize = 16 << 10;
 /// Largest ring when the app shares net's compartment.
 pub(super) const LOCAL_RING: usize = 512 << 10;
 /// The pool's floor ring, reserved per connection slot when the stack starts: a
@@ -137,6 +140,9 @@ struct Conn {
     last_active: u64,
     /// Reset to admit another connection; its slot frees when the app closes it.
     evicted: bool,
+    /// The ring the stream moved out of ([`ring::MOVED`]), until the app has read it
+    /// to its end and asked for the new one (`sock::ring`): then it is freed.
+    old: Option<Ring<SharedBuf>>,
 }
 
 /// A socket the app closed (or the stack reset) that smoltcp is still closing.
@@ -188,6 +194,12 @@ struct Stack {
     ring_cycles: u64,
     /// Arrival stamps handed out to rings (see `ring::since`).
     arrivals: u64,
+    /// A connection came or went, or heap was freed: the rings' fair size may have
+    /// changed ([`Stack::rebalance`]).
+    rebalance: bool,
+    /// (open connections, largest ring): a cap below the fair size, set when the
+    /// heap is too fragmented for the fair size and kept while the count stays.
+    ring_cap: (usize, usize),
 }
 
 impl Net {
@@ -312,6 +324,8 @@ impl Net {
             stack_cycles: 0,
             ring_cycles: 0,
             arrivals: 0,
+            rebalance: false,
+            ring_cap: (0, usize::MAX),
         }))
     }
 
@@ -471,7 +485,13 @@ impl Stack {
         for i in 0..self.ports.len() {
             events |= self.tend_port(i, now);
         }
-        let (moved, ended) = self.move_bytes(now);
+        let mut moved = false;
+        if self.rebalance {
+            self.rebalance = false;
+            moved |= self.resize_rings();
+        }
+        let (bytes, ended) = self.move_bytes(now);
+        moved |= bytes;
         events |= ended;
         self.ring_cycles += time::rdtsc() - t1;
         if !self.closing.is_empty() {
@@ -727,6 +747,7 @@ impl Stack {
                 writer.close(how);
                 conn.ended = true;
                 events = true;
+                self.rebalance = true;
             }
             if conn.ended && finished(state) {
                 // Reset by the peer (or by us above): the socket has nothing left to do.
