@@ -1,13 +1,23 @@
 //! The iperf3 server: one test at a time, a control connection and `-P` streams
-//! (the protocol is in `iperf::msg`).
+//! (the protocol is in `iperf::msg`), the server receiving, sending (`-R`) or both
+//! (`--bidir`).
 
+use alloc::vec;
 use alloc::vec::Vec;
 
-use flexos_kernel::{println, time};
+use flexos_kernel::{gate, println, time};
 use flexos_net::{Conn, Recv, Sockets};
 use iperf::{
     COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, cookie_prefix_ok, msg, results_json,
 };
+
+/// Bytes of each write when the client gives no `-l` (iperf3's TCP default).
+const DEFAULT_LEN: usize = 128 << 10;
+/// Send room (bytes free in a stream's send buffer) worth waking up for.
+const SEND_WAKE: usize = 16 << 10;
+/// Bytes one pass of the sender queues before the other streams and the control
+/// connection get their turn.
+const SEND_PASS: u64 = 4 << 20;
 
 use crate::{Stream, report, report_test};
 
@@ -37,7 +47,12 @@ struct Session {
     cookie: Vec<u8>,
     state: State,
     inbox: Vec<u8>,
-    parallel: usize,
+    /// The test's parameters, once they came.
+    params: Option<Params>,
+    /// What the server writes on its sending streams (the client does not look).
+    block: Vec<u8>,
+    /// The sending stream served first in the next batch (each takes its turn).
+    send_turn: usize,
     streams: Vec<Stream>,
     start_ns: u64,
     ctrl_ended: bool,
@@ -102,6 +117,10 @@ impl Three {
                     || s.streams
                         .iter()
                         .any(|st| st.end_ns.is_none() && st.conn.readable())
+                    || (s.state == State::Running
+                        && s.streams.iter().any(|st| {
+                            st.send && st.end_ns.is_none() && st.conn.send_room() >= SEND_WAKE
+                        }))
             })
     }
 
@@ -120,6 +139,9 @@ impl Three {
         for st in &mut s.streams {
             progress |= st.pump(buf)?;
         }
+        if s.state == State::Running {
+            progress |= push(net, &mut s.streams, &s.block, &mut s.send_turn)?;
+        }
         loop {
             let before = (s.state, s.streams.len());
             let now = time::now_ns();
@@ -129,8 +151,8 @@ impl Three {
                     if s.state != State::Running && now.saturating_sub(s.progress_ns) >= idle =>
                 {
                     println!(
-                        "iperf: iperf3 control connection closed: no progress for {} s",
-                        config.idle
+                        "iperf: iperf3 control connection closed: no progress for {} s (in {:?})",
+                        config.idle, s.state
                     );
                     if s.state == State::Done {
                         // Results exchanged: only the client's last word is missing.
@@ -218,7 +240,9 @@ impl Three {
                         cookie: p.cookie,
                         state: State::ParamLen,
                         inbox: Vec::new(),
-                        parallel: 0,
+                        params: None,
+                        block: Vec::new(),
+                        send_turn: 0,
                         streams: Vec::new(),
                         start_ns: 0,
                         ctrl_ended: false,
@@ -226,8 +250,12 @@ impl Three {
                     });
                 }
                 Some(s) if s.state == State::Streams && s.cookie == p.cookie => {
-                    s.streams.push(Stream::new(p.conn));
-                    if s.streams.len() == s.parallel {
+                    // (The parameters came before State::Streams.)
+                    let params = s.params;
+                    let mut stream = Stream::new(p.conn);
+                    stream.send = params.is_some_and(|p| p.server_sends(s.streams.len()));
+                    s.streams.push(stream);
+                    if Some(s.streams.len()) == params.map(|p| p.streams()) {
                         net.send(&s.ctrl, &[msg::TEST_START])?;
                         net.send(&s.ctrl, &[msg::TEST_RUNNING])?;
                         s.state = State::Running;
@@ -253,6 +281,69 @@ enum Step {
     Wait,
     Aborted,
     Finished,
+}
+
+/// Queues bytes on the sending streams that have room, in batches (one call for all
+/// of them when the stack is in another compartment), until their send buffers are
+/// full or [`SEND_PASS`] bytes went. Each stream gets an equal share of a batch, and
+/// the first place goes round (`turn`), so parallel streams send at equal rates. A
+/// stream the stack refuses (reset, closed by the client) ends there. Returns whether
+/// any bytes went.
+fn push(
+    net: &Sockets,
+    streams: &mut [Stream],
+    block: &[u8],
+    turn: &mut usize,
+) -> Result<bool, i64> {
+    let mut progress = false;
+    let mut budget = SEND_PASS;
+    let senders = streams.iter().filter(|st| st.send).count().max(1);
+    let share = (net.batch_capacity() / senders).saturating_sub(64).max(1);
+    loop {
+        let mut who = Vec::new();
+        let mut items = Vec::new();
+        let count = streams.len();
+        for k in 0..count {
+            let i = (*turn + k) % count;
+            let st = &streams[i];
+            if st.send && st.end_ns.is_none() && st.conn.send_room() > 0 {
+                let n = st.conn.send_room().min(block.len()).min(share);
+                who.push(i);
+                items.push((&st.conn, &block[..n]));
+            }
+        }
+        *turn = turn.wrapping_add(1);
+        if items.is_empty() {
+            return Ok(progress);
+        }
+        let local = items[0].0.local();
+        let results = net.send_batch(&items)?;
+        drop(items);
+        let mut sent = 0;
+        for (&i, &r) in who.iter().zip(&results) {
+            let st = &mut streams[i];
+            if r > 0 {
+                st.bytes += r as u64;
+                sent += r as u64;
+            } else if r < 0 {
+                // Reset or closed by the client: this stream is over.
+                st.end_ns = Some(time::now_ns());
+                progress = true;
+            }
+        }
+        if local {
+            // Nobody else runs the stack here: let it send, and publish the room.
+            gate::poll_once();
+        }
+        if sent == 0 {
+            return Ok(progress);
+        }
+        progress = true;
+        budget = budget.saturating_sub(sent);
+        if budget == 0 {
+            return Ok(true);
+        }
+    }
 }
 
 fn close_all(net: &Sockets, s: Session) {
@@ -301,13 +392,26 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
         State::Params(_) => {
             let params = core::str::from_utf8(&message).ok().and_then(Params::parse);
             match params {
-                Some(p) if !p.reverse && !p.udp => {
-                    s.parallel = p.parallel as usize;
+                Some(p) if !p.udp => {
+                    s.params = Some(p);
+                    if p.reverse || p.bidir {
+                        let len = if p.len == 0 {
+                            DEFAULT_LEN
+                        } else {
+                            p.len as usize
+                        };
+                        s.block = vec![0x5a; len];
+                    }
                     net.send(&s.ctrl, &[msg::CREATE_STREAMS])?;
                     s.state = State::Streams;
                 }
-                _ => {
-                    println!("iperf: iperf3 test refused: only TCP, client sending (no -u, -R)");
+                Some(_) => {
+                    println!("iperf: iperf3 test refused: UDP (-u) is not served");
+                    net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
+                    return Ok(Step::Aborted);
+                }
+                None => {
+                    println!("iperf: iperf3 test refused: bad parameters");
                     net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
                     return Ok(Step::Aborted);
                 }
@@ -320,6 +424,11 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
                     if st.end_ns.is_none() {
                         st.end_ns = Some(now);
                     }
+                    // Closed now, as iperf3's own server does: a client that received
+                    // (-R, --bidir) reads its streams blocking after TEST_END, a whole
+                    // block at a time, and only our FIN ends a read of the last,
+                    // partial block; until then it would not hear EXCHANGE_RESULTS.
+                    net.close_now(&mut st.conn)?;
                 }
                 net.send(&s.ctrl, &[msg::EXCHANGE_RESULTS])?;
                 s.state = State::ResultsLen;
@@ -337,9 +446,14 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
                 })
                 .collect();
             let json = results_json(&results);
-            net.send(&s.ctrl, &(json.len() as u32).to_be_bytes())?;
-            net.send(&s.ctrl, json.as_bytes())?;
-            net.send(&s.ctrl, &[msg::DISPLAY_RESULTS])?;
+            // One write, so one segment: an iperf3 client in -R or --bidir reads its
+            // control connection without blocking, and a length that came without its
+            // JSON ends its test ("unable to receive results").
+            let mut reply = Vec::with_capacity(json.len() + 5);
+            reply.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            reply.extend_from_slice(json.as_bytes());
+            reply.push(msg::DISPLAY_RESULTS);
+            net.send(&s.ctrl, &reply)?;
             s.state = State::Done;
         }
         State::Done => {

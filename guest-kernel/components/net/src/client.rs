@@ -25,8 +25,9 @@ pub const WAIT_SPIN_ROUNDS: u32 = 150;
 
 /// Size of the shared buffer sends are copied through.
 const SEND_CHUNK: usize = 16 << 10;
-/// Size of the shared buffer batched sends are copied through.
-const BATCH_BYTES: usize = 64 << 10;
+/// Size of the shared buffer batched sends are copied through: a sender of many
+/// streams (iperf3 -R -P 4) queues this much per gate call.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// The socket interface of one `net` component.
 pub struct Sockets {
@@ -54,6 +55,9 @@ pub struct Conn {
     net: u32,
     /// The stack shares this compartment: nobody else runs it.
     local: bool,
+    /// Closed with [`Sockets::close_now`]: its id and ring are the stack's again, so
+    /// nothing is read from the ring any more.
+    closed: bool,
 }
 
 /// What a non-blocking receive found.
@@ -168,6 +172,7 @@ impl Sockets {
             component: self.component,
             net: self.net,
             local: self.net == flexos_kernel::compartment_id(),
+            closed: false,
         }))
     }
 
@@ -225,6 +230,12 @@ impl Sockets {
         }
     }
 
+    /// Data bytes one [`Sockets::send_batch`] call carries at most, all entries together
+    /// (less their headers).
+    pub fn batch_capacity(&self) -> usize {
+        BATCH_BYTES
+    }
+
     /// Queues the bytes of many connections in one call ([`crate::batch`]): for the
     /// first items (as many as the shared buffer holds; the last maybe in part), what
     /// the stack took of each (0: its send buffer is full) or a negative code.
@@ -248,7 +259,18 @@ impl Sockets {
     }
 
     /// Closes `conn` (FIN after queued bytes).
-    pub fn close(&self, conn: Conn) -> Result<(), i64> {
+    pub fn close(&self, mut conn: Conn) -> Result<(), i64> {
+        self.close_now(&mut conn)
+    }
+
+    /// Closes `conn` (FIN after queued bytes) while the caller keeps the value (for
+    /// its figures): from then on it reads as ended, never touching the ring the
+    /// stack took back. Closing it again does nothing.
+    pub fn close_now(&self, conn: &mut Conn) -> Result<(), i64> {
+        if conn.closed {
+            return Ok(());
+        }
+        conn.closed = true;
         match code(retry(|| self.api.close(conn.id), busy_code))? {
             0 => Ok(()),
             e => Err(e),
@@ -301,11 +323,17 @@ impl Conn {
     /// When the oldest unread bytes arrived, as a stamp to order connections by
     /// (see `ring::since`).
     pub fn since(&self) -> u64 {
+        if self.closed {
+            return 0;
+        }
         self.reader.since()
     }
 
     /// Copies up to `buf.len()` received bytes into `buf`, without waiting.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Recv, i64> {
+        if self.closed {
+            return Ok(Recv::End);
+        }
         let mut n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
         if n == 0 && self.reader.closed() == MOVED && self.reader.available() == Ok(0) {
             // The stack moved the stream to a ring of another size: this one is read
@@ -343,6 +371,15 @@ impl Conn {
         Ok(Recv::Empty)
     }
 
+    /// Free bytes of the connection's send buffer as of the stack's last poll round
+    /// (a shared word: usable in a wait condition; 0 before the stack first set it).
+    pub fn send_room(&self) -> usize {
+        if self.closed {
+            return 0;
+        }
+        usize::try_from(self.reader.send_room()).unwrap_or(usize::MAX)
+    }
+
     /// Data bytes of the connection's receive ring now (the stack resizes rings as
     /// connections come and go).
     pub fn ring_capacity(&self) -> usize {
@@ -351,6 +388,6 @@ impl Conn {
 
     /// Is there something to receive, or has the stream ended? (A wait condition.)
     pub fn readable(&self) -> bool {
-        self.reader.readable()
+        !self.closed && self.reader.readable()
     }
 }

@@ -118,9 +118,10 @@ pub mod lockout;
 pub mod ring;
 pub mod tcp_end;
 
-/// Send buffer of each TCP socket: what `sock::send` can queue before it answers
-/// `E_AGAIN`, and what `sock::pending` counts against (a writer waits until half of it
-/// is free before it tries again, as a kernel's send low-water mark).
+/// Default send buffer of each TCP socket ([`lockout::Limits::socket_tx`]): what
+/// `sock::send` can queue before it answers `E_AGAIN`, and what `sock::pending` counts
+/// against (a writer waits until half of it is free before it tries again, as a
+/// kernel's send low-water mark; [`Conn::send_room`] shows the room without a call).
 pub const SEND_BUFFER: usize = 64 << 10;
 
 #[cfg(feature = "guest")]

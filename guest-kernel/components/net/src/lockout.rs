@@ -65,6 +65,9 @@ pub struct Limits {
     pub keepalive_s: u64,
     /// Receive buffer of each TCP socket, in bytes.
     pub socket_rx: usize,
+    /// Send buffer of each TCP socket, in bytes (default [`crate::SEND_BUFFER`]): what
+    /// can be in flight unacknowledged, so what bounds a sending stream's rate.
+    pub socket_tx: usize,
 }
 
 const NS: u64 = 1_000_000_000;
@@ -78,6 +81,7 @@ impl Limits {
         conns: CONNS,
         keepalive_s: KEEPALIVE_S,
         socket_rx: SOCKET_RX,
+        socket_tx: crate::SEND_BUFFER,
     };
 }
 

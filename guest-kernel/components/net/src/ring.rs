@@ -18,6 +18,9 @@
 //!               the stack bumps for every ring it writes into while empty, so the
 //!               app can serve its ready connections in the order their bytes came
 //!               (as a kernel's epoll ready list does) (producer; user word 2)
+//!  32  room     free bytes in the connection's send buffer, as of the stack's last
+//!               poll round, so a sender waits for room on a shared word instead of
+//!               asking in gate calls (producer; user word 3)
 //!  64  tail     bytes ever read (consumer)
 //! 128  data     capacity bytes (a power of two)
 //! ```
@@ -41,6 +44,7 @@ pub use rpc_shm::spsc::RingError;
 const CLOSED: usize = 0;
 const WAKE_AT: usize = 1;
 const SINCE: usize = 2;
+const ROOM: usize = 3;
 /// Where the data starts.
 pub const DATA: usize = spsc::DATA;
 
@@ -113,6 +117,11 @@ impl<'r> Writer<'r> {
         self.ring.store_word(SINCE, stamp);
     }
 
+    /// Publishes the free bytes of the connection's send buffer (see `room`).
+    pub fn set_send_room(&self, room: u64) {
+        self.ring.store_word(ROOM, room);
+    }
+
     /// Asks the consumer to wake the producer once it has read up to stream position
     /// `tail` (0: never).
     pub fn wake_at(&self, tail: u64) {
@@ -170,6 +179,13 @@ impl<'r> Reader<'r> {
     #[inline]
     pub fn since(&self) -> u64 {
         self.ring.peer_word(SINCE).unwrap_or(0)
+    }
+
+    /// Free bytes of the connection's send buffer as the stack last published them
+    /// (only a hint for waiting: the stack's answer to a send is what counts).
+    #[inline]
+    pub fn send_room(&self) -> u64 {
+        self.ring.peer_word(ROOM).unwrap_or(0)
     }
 
     /// Copies up to `dst.len()` waiting bytes into `dst` and returns how many (0 if

@@ -51,6 +51,7 @@ fn limits_default_and_parse() {
             conns: 16,
             keepalive_s: 0,
             socket_rx: 2 << 20,
+            socket_tx: 64 << 10,
         }
     );
 }

@@ -152,6 +152,8 @@ impl Stack {
                 }
                 c.old = Some(core::mem::replace(&mut c.ring, ring));
                 c.waiting_space = false;
+                // The new ring's word is 0 until the next round publishes it.
+                c.room_shown = 0;
                 moved = true;
             }
         }
@@ -245,6 +247,7 @@ impl sock::Api for Net {
                 last_active: time::now_ns(),
                 evicted: false,
                 old: None,
+                room_shown: 0,
             };
             let slot = match s.conns.iter().position(Option::is_none) {
                 Some(i) => i,

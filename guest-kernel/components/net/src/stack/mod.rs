@@ -143,6 +143,8 @@ struct Conn {
     /// The ring the stream moved out of ([`ring::MOVED`]), until the app has read it
     /// to its end and asked for the new one (`sock::ring`): then it is freed.
     old: Option<Ring<SharedBuf>>,
+    /// The send room last published in the ring (`ring::room`).
+    room_shown: usize,
 }
 
 /// A socket the app closed (or the stack reset) that smoltcp is still closing.
@@ -368,13 +370,19 @@ fn zeroed(len: usize) -> Option<Vec<u8>> {
 }
 
 /// A new closed socket with our options: no Nagle, and with keep-alive, a reset
-/// after [`DEAD_PEER_PROBES`] silent intervals.
-fn new_socket(limits: &Limits) -> Option<tcp::Socket<'static>> {
+/// after [`DEAD_PEER_PROBES`] silent intervals. With `tso` (the link tells smoltcp
+/// every peer takes 64 KiB segments) no delayed ACKs either: smoltcp acknowledges at
+/// once only when more than a peer's MSS is unacknowledged, which a 64 KiB MSS never
+/// is, so every ACK would wait for the 10 ms timer.
+fn new_socket(limits: &Limits, tso: bool) -> Option<tcp::Socket<'static>> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(zeroed(limits.socket_rx)?),
-        tcp::SocketBuffer::new(zeroed(crate::SEND_BUFFER)?),
+        tcp::SocketBuffer::new(zeroed(limits.socket_tx)?),
     );
     s.set_nagle_enabled(false);
+    if tso {
+        s.set_ack_delay(None);
+    }
     if limits.keepalive_s > 0 {
         s.set_keep_alive(Some(Duration::from_secs(limits.keepalive_s)));
         s.set_timeout(Some(Duration::from_secs(
@@ -412,7 +420,7 @@ impl Stack {
         let mut s = match self.spare.pop() {
             Some(s) => s,
             None if self.made < self.socket_budget() => {
-                let s = new_socket(&self.limits)?;
+                let s = new_socket(&self.limits, self.link.tso())?;
                 self.made += 1;
                 s
             }
@@ -697,6 +705,17 @@ impl Stack {
                 continue;
             };
             let mut moved_here = false;
+            // The send buffer's room, for a sender waiting on it; crossing half the
+            // buffer wakes the app (a kernel's send low-water mark).
+            let room = sock.send_capacity() - sock.send_queue();
+            if room != conn.room_shown {
+                let half = sock.send_capacity() / 2;
+                if room >= half && conn.room_shown < half {
+                    moved = true;
+                }
+                writer.set_send_room(room as u64);
+                conn.room_shown = room;
+            }
             if sock.can_recv() && writer.drained() == Ok(true) {
                 // The oldest unread bytes of this ring arrive now (see ring::since).
                 stamp += 1;
