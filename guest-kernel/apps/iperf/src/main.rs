@@ -65,7 +65,7 @@ static NET_SERVER: sock::Server<Net> =
 /// `iperf3 -R` to a few Gbit/s).
 const LIMITS: Limits = Limits {
     conns: 12,
-    socket_tx: 256 << 10,
+    socket_tx: 1 << 20,
     ..Limits::DEFAULT
 };
 

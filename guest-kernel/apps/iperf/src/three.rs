@@ -13,8 +13,9 @@ use iperf::{
 
 /// Bytes of each write when the client gives no `-l` (iperf3's TCP default).
 const DEFAULT_LEN: usize = 128 << 10;
-/// Send room (bytes free in a stream's send buffer) worth waking up for.
-const SEND_WAKE: usize = 16 << 10;
+/// Send room (bytes free in a stream's send buffer) worth waking up for (the stack
+/// wakes a sleeping sender when half the buffer is free).
+const SEND_WAKE: usize = 64 << 10;
 /// Bytes one pass of the sender queues before the other streams and the control
 /// connection get their turn.
 const SEND_PASS: u64 = 4 << 20;

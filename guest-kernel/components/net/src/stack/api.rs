@@ -39,11 +39,20 @@ impl Stack {
                 (n, n)
             })
             .unwrap_or(0);
+        let room = sock.send_capacity() - sock.send_queue();
+        if let Some(c) = self.conn(conn) {
+            // The room word is right when the call returns (not at the next poll
+            // round), so a sender that finds it short waits instead of asking again.
+            if let Some(w) = &c.writer {
+                w.set_send_room(room as u64);
+                c.room_shown = room;
+            }
+            if n > 0 {
+                c.last_active = time::now_ns();
+            }
+        }
         if n == 0 {
             return E_AGAIN;
-        }
-        if let Some(c) = self.conn(conn) {
-            c.last_active = time::now_ns();
         }
         n as i64
     }
