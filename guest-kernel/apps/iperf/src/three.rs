@@ -5,7 +5,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use flexos_kernel::{gate, println, time};
+use flexos_kernel::{println, time};
+use flexos_net::codes::describe;
 use flexos_net::{Conn, Recv, Sockets};
 use iperf::{
     COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, cookie_prefix_ok, msg, results_json,
@@ -13,8 +14,8 @@ use iperf::{
 
 /// Bytes of each write when the client gives no `-l` (iperf3's TCP default).
 const DEFAULT_LEN: usize = 128 << 10;
-/// Send room (bytes free in a stream's send buffer) worth waking up for (the stack
-/// wakes a sleeping sender when half the buffer is free).
+/// Room in a stream's send ring worth waking up for (the stack wakes a sleeping
+/// sender when half the ring is free).
 const SEND_WAKE: usize = 64 << 10;
 /// Bytes one pass of the sender queues before the other streams and the control
 /// connection get their turn.
@@ -120,7 +121,7 @@ impl Three {
                         .any(|st| st.end_ns.is_none() && st.conn.readable())
                     || (s.state == State::Running
                         && s.streams.iter().any(|st| {
-                            st.send && st.end_ns.is_none() && st.conn.send_room() >= SEND_WAKE
+                            st.send && st.end_ns.is_none() && st.conn.send_space() >= SEND_WAKE
                         }))
             })
     }
@@ -284,12 +285,11 @@ enum Step {
     Finished,
 }
 
-/// Queues bytes on the sending streams that have room, in batches (one call for all
-/// of them when the stack is in another compartment), until their send buffers are
-/// full or [`SEND_PASS`] bytes went. Each stream gets an equal share of a batch, and
-/// the first place goes round (`turn`), so parallel streams send at equal rates. A
-/// stream the stack refuses (reset, closed by the client) ends there. Returns whether
-/// any bytes went.
+/// Writes bytes into the sending streams' send rings (no gate call: the stack moves
+/// them into the sockets between calls), until each ring is full or the stream had
+/// its share of [`SEND_PASS`]. The first place goes round (`turn`), so parallel
+/// streams send alike. A stream the stack refuses (reset, closed by the client) ends
+/// there. Returns whether anything happened.
 fn push(
     net: &Sockets,
     streams: &mut [Stream],
@@ -297,54 +297,36 @@ fn push(
     turn: &mut usize,
 ) -> Result<bool, i64> {
     let mut progress = false;
-    let mut budget = SEND_PASS;
-    let senders = streams.iter().filter(|st| st.send).count().max(1);
-    let share = (net.batch_capacity() / senders).saturating_sub(64).max(1);
-    loop {
-        let mut who = Vec::new();
-        let mut items = Vec::new();
-        let count = streams.len();
-        for k in 0..count {
-            let i = (*turn + k) % count;
-            let st = &streams[i];
-            if st.send && st.end_ns.is_none() && st.conn.send_room() > 0 {
-                let n = st.conn.send_room().min(block.len()).min(share);
-                who.push(i);
-                items.push((&st.conn, &block[..n]));
+    let count = streams.len();
+    let senders = streams.iter().filter(|st| st.send).count().max(1) as u64;
+    for k in 0..count {
+        let st = &mut streams[(*turn + k) % count];
+        if !st.send || st.end_ns.is_some() {
+            continue;
+        }
+        let mut budget = SEND_PASS / senders;
+        loop {
+            match net.stream(&mut st.conn, block) {
+                Ok(0) => break,
+                Ok(n) => {
+                    st.bytes += n as u64;
+                    progress = true;
+                    budget = budget.saturating_sub(n as u64);
+                    if budget == 0 {
+                        break;
+                    }
+                }
+                Err(code) => {
+                    println!("iperf: iperf3 stream ended: {}", describe(code));
+                    st.end_ns = Some(time::now_ns());
+                    progress = true;
+                    break;
+                }
             }
-        }
-        *turn = turn.wrapping_add(1);
-        if items.is_empty() {
-            return Ok(progress);
-        }
-        let local = items[0].0.local();
-        let results = net.send_batch(&items)?;
-        drop(items);
-        let mut sent = 0;
-        for (&i, &r) in who.iter().zip(&results) {
-            let st = &mut streams[i];
-            if r > 0 {
-                st.bytes += r as u64;
-                sent += r as u64;
-            } else if r < 0 {
-                // Reset or closed by the client: this stream is over.
-                st.end_ns = Some(time::now_ns());
-                progress = true;
-            }
-        }
-        if local {
-            // Nobody else runs the stack here: let it send, and publish the room.
-            gate::poll_once();
-        }
-        if sent == 0 {
-            return Ok(progress);
-        }
-        progress = true;
-        budget = budget.saturating_sub(sent);
-        if budget == 0 {
-            return Ok(true);
         }
     }
+    *turn = turn.wrapping_add(1);
+    Ok(progress)
 }
 
 fn close_all(net: &Sockets, s: Session) {

@@ -179,5 +179,12 @@ flexos_kernel::rpc::interface! {
         /// taken, 0 when its send buffer is full, or a negative code). Returns how
         /// many entries were read.
         fn send_batch(buf: SharedBuf) -> i64 = 10;
+        /// Makes `buf` the send ring of `conn`: a [`ring`](crate::ring) the app
+        /// created (`ring::Writer::create`) in its heap of the channel with net. The
+        /// stack moves what the app writes there into the socket between gate calls,
+        /// as it moves received bytes the other way, so a sender makes no gate call
+        /// per write. Bytes still in the ring when the app closes the connection are
+        /// dropped. 0, or a negative code.
+        fn send_ring(conn: i64, buf: SharedBuf) -> i64 = 11;
     }
 }

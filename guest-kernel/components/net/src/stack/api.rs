@@ -257,6 +257,7 @@ impl sock::Api for Net {
                 evicted: false,
                 old: None,
                 room_shown: 0,
+                tx: None,
             };
             let slot = match s.conns.iter().position(Option::is_none) {
                 Some(i) => i,
@@ -309,6 +310,24 @@ impl sock::Api for Net {
         })
     }
 
+    fn send_ring(&self, conn: i64, buf: SharedBuf) -> i64 {
+        self.with(|s| {
+            let Ok(bytes) = gate::bytes(buf) else {
+                return E_BAD_BUFFER;
+            };
+            let Ok(reader) = ring::Reader::open(bytes) else {
+                return E_BAD_BUFFER;
+            };
+            match s.conn(conn) {
+                Some(c) => {
+                    c.tx = Some(reader);
+                    0
+                }
+                None => E_BAD_ID,
+            }
+        })
+    }
+
     fn close(&self, conn: i64) -> i64 {
         self.with(|s| {
             let Some(c) = usize::try_from(conn)
@@ -319,6 +338,11 @@ impl sock::Api for Net {
                 return E_BAD_ID;
             };
             let now = time::now_ns();
+            let mut c = c;
+            if let (Some(h), Some(tx)) = (c.handle, c.tx.as_mut()) {
+                // What the app wrote before closing, as far as the socket takes it.
+                let _ = super::pull_sends(s.sockets.get_mut::<tcp::Socket>(h), tx);
+            }
             if let Some(h) = c.handle {
                 // FIN after what is queued; smoltcp keeps the socket until it is
                 // closed, and it is let go of then (`tend_closing`).

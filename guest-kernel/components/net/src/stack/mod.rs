@@ -145,6 +145,8 @@ struct Conn {
     old: Option<Ring<SharedBuf>>,
     /// The send room last published in the ring (`ring::room`).
     room_shown: usize,
+    /// The app's send ring (`sock::send_ring`), read into the socket every round.
+    tx: Option<ring::Reader<'static>>,
 }
 
 /// A socket the app closed (or the stack reset) that smoltcp is still closing.
@@ -390,6 +392,48 @@ fn new_socket(limits: &Limits, tso: bool) -> Option<tcp::Socket<'static>> {
         )));
     }
     Some(s)
+}
+
+/// What one round's pull from a send ring did.
+pub(super) struct Pulled {
+    /// Bytes went into the socket.
+    moved: bool,
+    /// The app asked to be woken at a tail now published.
+    wake: bool,
+}
+
+/// Moves what the app wrote into its send ring `tx` into `sock`'s send buffer, as
+/// much as fits, then publishes the tail and says whether the app waits for it.
+pub(super) fn pull_sends(
+    sock: &mut tcp::Socket<'static>,
+    tx: &mut ring::Reader<'static>,
+) -> Result<Pulled, ring::RingError> {
+    let mut moved = false;
+    while sock.can_send() && tx.available()? > 0 {
+        let mut failed = None;
+        let n = sock
+            .send(|space| match tx.read(space) {
+                Ok(n) => (n, n),
+                Err(e) => {
+                    failed = Some(e);
+                    (0, 0)
+                }
+            })
+            .unwrap_or(0);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        moved = true;
+    }
+    tx.publish();
+    core::sync::atomic::fence(Ordering::SeqCst);
+    Ok(Pulled {
+        moved,
+        wake: moved && tx.producer_waits(),
+    })
 }
 
 /// Is a socket in `state` done with its connection (nothing more to receive or send)?
@@ -705,6 +749,19 @@ impl Stack {
                 continue;
             };
             let mut moved_here = false;
+            if let Some(tx) = conn.tx.as_mut() {
+                match pull_sends(sock, tx) {
+                    Ok(pulled) => {
+                        if pulled.moved {
+                            conn.last_active = now;
+                        }
+                        // The app waits for room in its ring: wake it.
+                        moved |= pulled.wake;
+                    }
+                    // The app garbled its own ring: it only stops its own sending.
+                    Err(_) => conn.tx = None,
+                }
+            }
             // The send buffer's room, for a sender waiting on it; crossing half the
             // buffer wakes the app (a kernel's send low-water mark).
             let room = sock.send_capacity() - sock.send_queue();
@@ -843,7 +900,13 @@ impl Stack {
         if self.link.arm() {
             return None;
         }
-        for conn in self.conns.iter().flatten() {
+        for conn in self.conns.iter_mut().flatten() {
+            if let (Some(tx), Some(h)) = (conn.tx.as_mut(), conn.handle)
+                && tx.available().unwrap_or(0) > 0
+                && self.sockets.get::<tcp::Socket>(h).can_send()
+            {
+                return None;
+            }
             if let (true, Some(w)) = (conn.waiting_space, &conn.writer)
                 && w.free().map(|f| f >= w.capacity() / 2).unwrap_or(true)
             {
