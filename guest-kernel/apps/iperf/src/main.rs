@@ -15,6 +15,15 @@
 //!
 //! An iperf2 test is a set of overlapping connections on the iperf2 port (`-P 2` opens
 //! two) that carried bytes; an iperf3 test is one control connection and its streams.
+//! The iperf3 server receives (the client's default), sends (`-R`: it writes blocks of
+//! the client's `-l`, 128 KiB by default, into each stream's send ring until the
+//! client's TEST_END) or both (`--bidir`: the client's sending streams come first);
+//! `-P` up to 128 streams each way, `-t`, `-n`, `-J` work. UDP (`-u`) is refused
+//! (SERVER_TERMINATE: the client says "the server has terminated"), as are parameters
+//! that are not a JSON object. Every stream is closed at TEST_END, as iperf3's own
+//! server does (a receiving client reads whole blocks and needs the FIN to end the
+//! last one). The stack gets 12 connections (`-P 4 --bidir` is nine) and 1 MiB send
+//! buffers (`LIMITS`).
 //!
 //! Neither server can be held up by a client that does not follow the protocol: an
 //! iperf2 connection that sends nothing is not part of any test (the test of the others

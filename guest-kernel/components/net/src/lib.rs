@@ -27,6 +27,23 @@
 //! `rep movsb`-class copy: measured in a guest, 1.6 us per cache-hot 64 KiB against
 //! 14.6 us for rpc-shm's word-by-word `SharedBytes::write`.
 //!
+//! # Data path (sent bytes: iperf3 -R)
+//!
+//! 1. The app writes into the connection's send ring ([`Sockets::stream`]; a ring in
+//!    the app's heap of the channel with net, registered with `sock::send_ring`): a
+//!    local copy, no gate call. (`sock::send` and `sock::send_batch` copy through a
+//!    shared buffer in a gate call instead.)
+//! 2. Every poll round the stack copies what the socket's send buffer has room for
+//!    out of the ring (its tail published, so the app may write again; the app asked
+//!    with `wake_at` to be woken at half a ring when it found it full).
+//! 3. smoltcp copies segments into the driver's transmit buffers: up to 64 KiB each
+//!    when the device takes TSO (splits 1 and 2), which the host cuts to the peer's
+//!    MSS and checksums (the link raises the MSS of received SYNs so smoltcp
+//!    builds such segments).
+//!
+//! Each connection's receive ring also carries the free room of its send buffer (a
+//! word updated every round and by every send), for a sender on the batch path.
+//!
 //! # Who waits where
 //!
 //! - The stack's compartment runs `gate::serve_forever`, which polls the device, the
