@@ -71,6 +71,76 @@ fn iperf3_with_two_parallel_streams_in_two_compartments() {
     iperf3_bytes_match(2, "2");
 }
 
+/// `iperf3 -P 4 -J`: each stream's figures from the client's report, (id, bytes the
+/// client sent, bytes the server says it received).
+fn per_stream(client: &flexos_e2e::Outcome) -> Vec<(u64, u64, u64)> {
+    client.assert_status(0);
+    let json: serde_json::Value = serde_json::from_str(&client.stdout)
+        .unwrap_or_else(|e| panic!("iperf3's -J report: {e}\n{client:?}"));
+    json["end"]["streams"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no end.streams\n{client:?}"))
+        .iter()
+        .map(|s| {
+            let n = |side: &str, key: &str| {
+                s[side][key]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{side}.{key} in {s}"))
+            };
+            (
+                n("sender", "socket"),
+                n("sender", "bytes"),
+                n("receiver", "bytes"),
+            )
+        })
+        .collect()
+}
+
+/// Parallel streams share the stack's heap: each gets a ring of the same size (the
+/// stack moves the rings as streams arrive), and the server's per-stream results
+/// reach the client's streams in the order it opened them.
+fn four_streams_share_fairly(compartments: u32) {
+    let ns = NetNs::with_tap("p4");
+    let (guest, client) = with_guest(&ns, compartments, &["count=1"], |_| {
+        ns.run_program("iperf3", ["-c", GUEST_IP, "-t", "2", "-J", "-P", "4"])
+    });
+    guest.assert_status(0);
+    let streams = per_stream(&client);
+    assert_eq!(streams.len(), 4, "{client:?}");
+    for &(id, sent, received) in &streams {
+        // What a user reads in the report: every stream moved bytes, and no stream
+        // received more than it sent (the results of another one).
+        assert!(received > 0 && received <= sent, "stream {id}\n{client:?}");
+    }
+    let rings: Vec<&str> = guest
+        .stdout
+        .lines()
+        .filter(|l| l.contains("iperf: iperf3 stream "))
+        .filter_map(|l| l.rsplit_once("(ring ").map(|(_, r)| r))
+        .collect();
+    assert_eq!(rings.len(), 4, "{guest:?}");
+    assert!(
+        rings.iter().all(|r| *r == rings[0]),
+        "unequal rings: {rings:?}\n{guest:?}"
+    );
+    let total: u64 = streams.iter().map(|s| s.2).sum();
+    assert_eq!(
+        tests_reported(&guest),
+        [("iperf3".to_string(), 4, total)],
+        "{guest:?}"
+    );
+}
+
+#[test]
+fn four_parallel_streams_get_equal_rings_in_one_compartment() {
+    four_streams_share_fairly(1);
+}
+
+#[test]
+fn four_parallel_streams_get_equal_rings_in_two_compartments() {
+    four_streams_share_fairly(2);
+}
+
 #[test]
 fn the_guest_answers_ping_in_both_splits() {
     require_tool("ping", "iputils-ping");

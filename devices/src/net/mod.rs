@@ -9,12 +9,17 @@
 //! - Two queues, both of at most [`QUEUE_SIZE`] (256) entries: 0 = receiveq,
 //!   1 = transmitq.
 //! - Features offered: VIRTIO_F_VERSION_1 (required), VIRTIO_NET_F_MAC,
-//!   VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
-//!   VIRTIO_RING_F_EVENT_IDX. Not offered: MRG_RXBUF, STATUS, CTRL_VQ, MTU, HOST_TSO*,
-//!   INDIRECT_DESC.
+//!   VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_GUEST_CSUM,
+//!   VIRTIO_NET_F_GUEST_TSO4, VIRTIO_RING_F_EVENT_IDX. Not offered: MRG_RXBUF, STATUS,
+//!   CTRL_VQ, MTU, HOST_TSO6, HOST_UFO, INDIRECT_DESC.
 //!   - CSUM (transmit checksum offload): the header of a transmitted frame goes to the
 //!     tap unchanged, so a frame with VIRTIO_NET_HDR_F_NEEDS_CSUM and
 //!     csum_start/csum_offset gets its checksum completed by the host kernel.
+//!   - HOST_TSO4 (with CSUM): likewise, a transmitted TCP segment of up to 64 KiB with
+//!     gso_type TCPV4 and gso_size (the MSS) is cut into segments by the host kernel
+//!     (a tap takes GSO frames from its writer whatever TUNSETOFFLOAD says; that
+//!     call is about what it hands its reader). A header the kernel refuses is a
+//!     refused frame (`tx_errors`).
 //!   - GUEST_CSUM / GUEST_TSO4 become TUNSETOFFLOAD(TUN_F_CSUM / TUN_F_TSO4) at
 //!     DRIVER_OK (TSO4 only together with GUEST_CSUM). Received frames may then carry
 //!     NEEDS_CSUM (only the pseudo-header sum is in the TCP/UDP checksum field: do not
@@ -73,7 +78,8 @@ use std::time::Duration;
 
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_MAC,
 };
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
@@ -107,6 +113,7 @@ pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_MAC)
     | (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_TSO4)
     | (1 << VIRTIO_RING_F_EVENT_IDX);

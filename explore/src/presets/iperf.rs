@@ -10,6 +10,12 @@
 //!   - N comp: the iperf image under N compartments (`recv=N count=1`), its virtio-net
 //!     device on a tap (explore's iperf workload).
 //!
+//! Then the iperf3 modes (`--iperf3-modes`, default all): the stock iperf3 client
+//! sending (`fwd`), receiving (`R`: the guest sends), with four streams each way
+//! (`P4`, `RP4`, each stream's rate shown) and both ways (`bidir`), into the guest
+//! under each N and, as the yardstick, into the host kernel's `iperf3 -s` behind the
+//! TSO tap forwarder.
+//!
 //! Every namespace is made and removed by flexos-netns; nothing is routed to or from
 //! the host's own namespace. While each run streams, the monitor's (or tapfwd's)
 //! threads are sampled from /proc: the host cores each used.
@@ -27,7 +33,8 @@ use super::{net_policies, number_list, run_cases, shown, Env};
 use crate::measure::svg::{lines_log2, Line};
 use crate::measure::{self, Case, Outcome, Sample, Table, ThreadSampler};
 use crate::process::{self, Running};
-use crate::workload::{iperf::client_report, Iperf, Knobs, Place, Workload};
+use crate::workload::iperf::{client_report, iperf3_report};
+use crate::workload::{Iperf, Knobs, Place, Workload};
 
 const SIZES: [u32; 11] = [
     16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
@@ -83,6 +90,79 @@ pub struct Args {
     /// Passed to the monitor as --tune (a thread-policy candidate).
     #[arg(long)]
     pub tune: Option<String>,
+    /// Comma-separated iperf3 modes after the sweep: fwd (client sends), R (-R: the
+    /// server sends), P4 (-P 4), RP4 (-R -P 4), bidir (--bidir); empty for none.
+    #[arg(long, default_value = "fwd,R,P4,RP4,bidir")]
+    pub iperf3_modes: String,
+    /// Only the iperf3 modes (no iperf2 sweep).
+    #[arg(long)]
+    pub iperf3_only: bool,
+}
+
+/// The iperf3 client's extra arguments for a mode of `--iperf3-modes`.
+fn mode_args(mode: &str) -> Option<&'static [&'static str]> {
+    Some(match mode {
+        "fwd" => &[],
+        "R" => &["-R"],
+        "P4" => &["-P", "4"],
+        "RP4" => &["-R", "-P", "4"],
+        "bidir" => &["--bidir"],
+        _ => return None,
+    })
+}
+
+/// The host kernel's `iperf3 -s` behind two taps joined by `tapfwd --vnet` (the TSO
+/// forwarder): iperf3 with `extra` for `seconds`; Gbit/s received and per stream.
+fn run_tapfwd3(tapfwd: &std::path::Path, extra: &[&str], seconds: u32) -> Result<Sample, String> {
+    let c = NetNs::unique("c").map_err(err)?;
+    let s = NetNs::unique("s").map_err(err)?;
+    c.add_tap("fxt0", &format!("{CLIENT_IP}/24"), true)
+        .map_err(err)?;
+    s.add_tap("fxt0", &format!("{SERVER_IP}/24"), true)
+        .map_err(err)?;
+    let mut cmd = s.command("stdbuf").map_err(err)?;
+    cmd.args(["-oL", "iperf3", "-s", "-1"]);
+    let mut server = Running::spawn(cmd, "iperf3 -s").map_err(err)?;
+    if !server
+        .wait_for("Server listening", Duration::from_secs(20))
+        .map_err(err)?
+    {
+        return Err("iperf3 -s exited before it listened".into());
+    }
+    let mut cmd = Command::new(tapfwd);
+    cmd.arg("--vnet");
+    cmd.args([format!("{}:fxt0", c.name()), format!("{}:fxt0", s.name())]);
+    let mut fwd = Running::spawn(cmd, "tapfwd").map_err(err)?;
+    if !fwd
+        .wait_for("tapfwd: forwarding", Duration::from_secs(20))
+        .map_err(err)?
+    {
+        return Err("tapfwd exited before it forwarded".into());
+    }
+    let mut cmd = c.command("iperf3").map_err(err)?;
+    cmd.args(["-c", SERVER_IP, "-t", &seconds.to_string(), "-J"]);
+    cmd.args(extra);
+    let done = process::run(
+        cmd,
+        "the iperf3 client",
+        Duration::from_secs(u64::from(seconds) + 60),
+    )
+    .map_err(err)?;
+    match iperf3_report(&done.stdout) {
+        Some((gbps, streams)) if done.status.success() => Ok(Sample {
+            value: gbps,
+            detail: json!({"streams": streams}),
+        }),
+        _ => Err(format!(
+            "the iperf3 client failed ({})\n{}",
+            done.status,
+            done.tail(5)
+        )),
+    }
+}
+
+fn key3(mode: &str, col: &str) -> String {
+    format!("iperf3 {mode} {col}")
 }
 
 pub fn size_label(n: f64) -> String {
@@ -209,6 +289,27 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         guest.borrow_mut().prepare(&target)?;
     }
     let tapfwd = env.bin.join("tapfwd");
+    let modes: Vec<String> = args
+        .iperf3_modes
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(bad) = modes.iter().find(|m| mode_args(m).is_none()) {
+        return Err(format!(
+            "--iperf3-modes: unknown mode {bad} (want fwd, R, P4, RP4, bidir)"
+        ));
+    }
+    if !modes.is_empty() {
+        crate::workload::require_tool("iperf3", "iperf3")?;
+    }
+    let sizes = if args.iperf3_only { Vec::new() } else { sizes };
+    let mut columns3: Vec<String> = Vec::new();
+    if !args.no_baselines {
+        columns3.push("fwd TSO".into());
+    }
+    columns3.extend(comps.iter().map(|c| format!("{c} comp")));
     let mut cases = Vec::new();
     for &size in &sizes {
         for col in &columns {
@@ -239,9 +340,43 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
             cases.push(case);
         }
     }
+    for mode in &modes {
+        let extra = mode_args(mode).unwrap_or(&[]);
+        for col in &columns3 {
+            let label = format!("iperf3 {mode}: {col}");
+            let seconds = args.seconds;
+            let case = if col == "fwd TSO" {
+                let t = tapfwd.clone();
+                Case::new(key3(mode, col), label, move || {
+                    run_tapfwd3(&t, extra, seconds)
+                })
+            } else {
+                let n: u32 = col
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                let (g, t) = (Rc::clone(&guest), target.clone());
+                let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+                Case::new(key3(mode, col), label, move || {
+                    let mut g = g.borrow_mut();
+                    g.set_iperf3(Some(extra.clone()));
+                    let r = g.run_sample(&t, &Place::Compartments(n));
+                    g.set_iperf3(None);
+                    r
+                })
+            };
+            cases.push(case);
+        }
+    }
     let out = run_cases("flexos-bench iperf", args.reps, args.load, cases, &guest)?;
     let (policy_text, policy_json) = net_policies(&target, &comps, "fxt0", args.tune.as_deref())?;
-    print!("{}", table(&out, &sizes, &columns, args.seconds));
+    if !sizes.is_empty() {
+        print!("{}", table(&out, &sizes, &columns, args.seconds));
+    }
+    if !modes.is_empty() {
+        print!("{}", table3(&out, &modes, &columns3, args.seconds));
+    }
     if let Some(loaded) = &out.loaded {
         print!("{}", load_table(&out, loaded, &sizes, &columns));
     }
@@ -257,6 +392,16 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         }
         points.insert(size.to_string(), Value::Object(row));
     }
+    let mut modes_json = serde_json::Map::new();
+    for mode in &modes {
+        let mut row = serde_json::Map::new();
+        for col in &columns3 {
+            if let Some(s) = out.get(&key3(mode, col)) {
+                row.insert(col.clone(), point(s));
+            }
+        }
+        modes_json.insert(mode.clone(), Value::Object(row));
+    }
     let js = json!({
         "bench": "iperf",
         "seconds": args.seconds,
@@ -267,9 +412,18 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         "tune": args.tune,
         "policies": Value::Object(policy_json),
         "points": points,
+        "iperf3": {
+            "client": "iperf3 -c 10.0.0.2 -t S -J [-R] [-P 4] [--bidir]; Gbit/s received",
+            "columns": columns3,
+            "modes": Value::Object(modes_json),
+        },
         "engine": out.json(true),
     });
     measure::write_json(&env.out, "iperf.json", &js)?;
+    if sizes.is_empty() {
+        println!("\nwrote {}", shown(&env.out.join("iperf.json")));
+        return Ok(());
+    }
     measure::write_file(&env.out, "iperf.svg", &svg(&out, &sizes, &columns))?;
     println!(
         "\nwrote {} and {}",
@@ -365,6 +519,80 @@ fn table(out: &Outcome, sizes: &[u32], columns: &[String], seconds: u32) -> Stri
                 .map(|(k, v)| format!("{k} {:.2}", measure::median(v)))
                 .collect();
             s += &format!("  {col}: {}\n", cells.join(", "));
+        }
+    }
+    s
+}
+
+/// The iperf3 modes: Gbit/s received per column, the reverse (guest sending) figure
+/// against the forward one at the same placement, each column against the TSO
+/// forwarder, and each stream's rate for the parallel modes.
+fn table3(out: &Outcome, modes: &[String], columns: &[String], seconds: u32) -> String {
+    let g = |mode: &str, col: &str| out.median(&key3(mode, col));
+    let mut head = vec!["mode".to_string()];
+    head.extend(columns.iter().cloned());
+    let guests: Vec<&String> = columns.iter().filter(|c| *c != "fwd TSO").collect();
+    head.extend(guests.iter().map(|c| format!("{c}/fwdTSO")));
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut t = Table::new(&head);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    for mode in modes {
+        let mut row = vec![mode.clone()];
+        for col in columns {
+            row.push(g(mode, col).map_or("-".into(), |v| format!("{v:.2}")));
+        }
+        for col in &guests {
+            row.push(ratio(g(mode, col), g(mode, "fwd TSO")));
+        }
+        t.row(row);
+    }
+    let mut s = format!(
+        "\niperf3 modes: Gbit/s received, {seconds} s per point (fwd: the guest receives; R: it sends)\n{}",
+        t.render()
+    );
+    for (rev, fwd) in [("R", "fwd"), ("RP4", "P4")] {
+        for col in &guests {
+            if let (Some(r), Some(f)) = (g(rev, col), g(fwd, col)) {
+                s += &format!(
+                    "  {col}: {rev} / {fwd} = {:.2}x (goal for R: >= 0.9x)\n",
+                    r / f
+                );
+            }
+        }
+    }
+    for mode in modes.iter().filter(|m| m.contains("P4")) {
+        for col in columns {
+            if let Some(st) = out.get(&key3(mode, col)) {
+                let per: Vec<String> = point(st)["streams"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_f64)
+                            .map(|v| format!("{v:.2}"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let max = point(st)["streams"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).fold(0.0, f64::max))
+                    .unwrap_or(0.0);
+                let min = point(st)["streams"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).fold(f64::MAX, f64::min))
+                    .unwrap_or(0.0);
+                let spread = if min > 0.0 && min < f64::MAX {
+                    format!("{:.2}x", max / min)
+                } else {
+                    "-".into()
+                };
+                s += &format!(
+                    "  {mode} {col}: per stream {} (max/min {spread}; goal <= 2x)\n",
+                    per.join(", ")
+                );
+            }
         }
     }
     s

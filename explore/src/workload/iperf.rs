@@ -28,10 +28,18 @@ const TAP: &str = "fxt0";
 pub struct Iperf {
     recv: u32,
     seconds: u32,
+    /// Run the stock iperf3 client with these extra arguments (`-R`, `-P 4`) instead of
+    /// iperf2's; the figure is what the receiver got.
+    iperf3: Option<Vec<String>>,
     netns: Option<NetNs>,
 }
 
 impl Iperf {
+    /// From now on, the iperf3 client with `args` (`None`: iperf2, as Figure 9).
+    pub fn set_iperf3(&mut self, args: Option<Vec<String>>) {
+        self.iperf3 = args;
+    }
+
     /// The guest's receive size from now on (a sweep over sizes).
     pub fn set_recv(&mut self, recv: u32) {
         self.recv = recv;
@@ -49,6 +57,7 @@ impl Iperf {
         Ok(Iperf {
             recv,
             seconds,
+            iperf3: None,
             netns: None,
         })
     }
@@ -115,6 +124,28 @@ impl Workload for Iperf {
         }
         // The host cores each of the monitor's threads uses while the client streams.
         let sampler = ThreadSampler::start(guest.id());
+        if let Some(extra) = self.iperf3.clone() {
+            let mut client = self.in_ns(Path::new("iperf3"))?;
+            client.args(["-c", SERVER_IP, "-t", &self.seconds.to_string(), "-J"]);
+            client.args(&extra);
+            let timeout = Duration::from_secs(u64::from(self.seconds) + 60);
+            let report = process::run(client, "the iperf3 client", timeout).map_err(wait_error)?;
+            let cores = sampler.cores();
+            let (gbps, streams) = iperf3_report(&report.stdout)
+                .filter(|_| report.status.success())
+                .ok_or_else(|| {
+                    format!(
+                        "the iperf3 client failed ({})\n{}",
+                        report.status,
+                        report.tail(5)
+                    )
+                })?;
+            check_exit(guest.finish(Duration::from_secs(60)).map_err(wait_error)?)?;
+            return Ok(Sample {
+                value: gbps,
+                detail: json!({"streams": streams, "cores": cores}),
+            });
+        }
         let mut client = self.in_ns(Path::new("iperf"))?;
         client.args(["-c", SERVER_IP, "-t", &self.seconds.to_string(), "-y", "C"]);
         let timeout = Duration::from_secs(u64::from(self.seconds) + 60);
@@ -150,6 +181,24 @@ impl Workload for Iperf {
     }
 }
 
+/// From iperf3's `-J` report: the Gbit/s the receiving side got (all streams, and
+/// each stream's, in the client's order; with `--bidir` both directions count).
+pub fn iperf3_report(stdout: &[String]) -> Option<(f64, Vec<f64>)> {
+    let json: Value = serde_json::from_str(&stdout.join("\n")).ok()?;
+    let end = &json["end"];
+    let gbps = |v: &Value| v["bits_per_second"].as_f64().map(|b| b / 1e9);
+    let mut total = gbps(&end["sum_received"])?;
+    if let Some(back) = gbps(&end["sum_received_bidir_reverse"]) {
+        total += back;
+    }
+    let streams = end["streams"]
+        .as_array()?
+        .iter()
+        .filter_map(|s| gbps(&s["receiver"]))
+        .collect();
+    Some((total, streams))
+}
+
 /// Gbit/s and bytes from iperf2's CSV report (`-y C`): the last line with the bits per
 /// second in its ninth field, the bytes in its eighth.
 pub fn client_report(stdout: &[String]) -> Option<(f64, u64)> {
@@ -162,6 +211,20 @@ pub fn client_report(stdout: &[String]) -> Option<(f64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_iperf3s_json_report_per_stream() {
+        let report = r#"{"end":{"streams":[
+            {"sender":{"bits_per_second":2.0e9},"receiver":{"bits_per_second":1.5e9}},
+            {"sender":{"bits_per_second":2.0e9},"receiver":{"bits_per_second":2.5e9}}],
+            "sum_received":{"bits_per_second":4.0e9}}}"#;
+        let lines: Vec<String> = report.lines().map(String::from).collect();
+        assert_eq!(iperf3_report(&lines), Some((4.0, vec![1.5, 2.5])));
+        let bidir = r#"{"end":{"streams":[],"sum_received":{"bits_per_second":1e9},
+            "sum_received_bidir_reverse":{"bits_per_second":2e9}}}"#;
+        assert_eq!(iperf3_report(&[bidir.to_string()]), Some((3.0, vec![])));
+        assert_eq!(iperf3_report(&["{\"error\":\"x\"}".to_string()]), None);
+    }
 
     #[test]
     fn reads_the_clients_csv_report() {

@@ -12,10 +12,11 @@ fn identity_features_and_mac() {
     write_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
     let high = read_reg(&mut t, VIRTIO_MMIO_DEVICE_FEATURES);
     let offered = u64::from(low) | (u64::from(high) << 32);
-    // VERSION_1, MAC, CSUM, GUEST_CSUM, GUEST_TSO4, EVENT_IDX; never MRG_RXBUF (15).
+    // VERSION_1, MAC, CSUM, HOST_TSO4, GUEST_CSUM, GUEST_TSO4, EVENT_IDX; never
+    // MRG_RXBUF (15).
     assert_eq!(
         offered,
-        (1 << 32) | (1 << 5) | (1 << 0) | (1 << 1) | (1 << 7) | (1 << 29)
+        (1 << 32) | (1 << 5) | (1 << 0) | (1 << 11) | (1 << 1) | (1 << 7) | (1 << 29)
     );
     for sel in [0, 1] {
         write_reg(&mut t, VIRTIO_MMIO_QUEUE_SEL, sel);

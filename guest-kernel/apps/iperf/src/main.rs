@@ -15,6 +15,15 @@
 //!
 //! An iperf2 test is a set of overlapping connections on the iperf2 port (`-P 2` opens
 //! two) that carried bytes; an iperf3 test is one control connection and its streams.
+//! The iperf3 server receives (the client's default), sends (`-R`: it writes blocks of
+//! the client's `-l`, 128 KiB by default, into each stream's send ring until the
+//! client's TEST_END) or both (`--bidir`: the client's sending streams come first);
+//! `-P` up to 128 streams each way, `-t`, `-n`, `-J` work. UDP (`-u`) is refused
+//! (SERVER_TERMINATE: the client says "the server has terminated"), as are parameters
+//! that are not a JSON object. Every stream is closed at TEST_END, as iperf3's own
+//! server does (a receiving client reads whole blocks and needs the FIN to end the
+//! last one). The stack gets 12 connections (`-P 4 --bidir` is nine) and 1 MiB send
+//! buffers (`LIMITS`).
 //!
 //! Neither server can be held up by a client that does not follow the protocol: an
 //! iperf2 connection that sends nothing is not part of any test (the test of the others
@@ -35,6 +44,7 @@ use alloc::vec::Vec;
 
 use flexos_kernel::{Args, boot_info, println, time};
 use flexos_net::codes::describe;
+use flexos_net::lockout::Limits;
 use flexos_net::{Conn, Listener, Net, Recv, Sockets, sock};
 use flexos_netdev::{Netdev, nic};
 use iperf::{Config, USAGE};
@@ -55,7 +65,18 @@ flexos_kernel::components! {
 /// The driver, serving the stack through gates when it has its own compartment.
 static NETDEV_SERVER: nic::Server<Netdev> = nic::Server(Netdev::new(NET));
 /// The stack; its rings and wake-ups go to the app.
-static NET_SERVER: sock::Server<Net> = sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER));
+static NET_SERVER: sock::Server<Net> =
+    sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER).with_limits(LIMITS));
+
+/// The stack's bounds for iperf: room for `iperf3 -P 4 --bidir` (a control connection
+/// and eight streams) beside an iperf2 test, and 256 KiB send buffers, since a sending
+/// stream's rate is bounded by what it may have in flight (64 KiB, the default, held
+/// `iperf3 -R` to a few Gbit/s).
+const LIMITS: Limits = Limits {
+    conns: 12,
+    socket_tx: 1 << 20,
+    ..Limits::DEFAULT
+};
 
 flexos_kernel::servers! {
     NET => flexos_net::sock(NET_SERVER),
@@ -71,9 +92,11 @@ flexos_kernel::pollers! {
 const EXIT_NET: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 
-/// One receiving connection.
+/// One data connection: the server receives on it, or sends (iperf3 `-R`, `--bidir`).
 pub struct Stream {
     pub conn: Conn,
+    /// The server sends on it; `bytes` counts what the stack took.
+    pub send: bool,
     pub bytes: u64,
     pub start_ns: u64,
     pub end_ns: Option<u64>,
@@ -86,6 +109,7 @@ impl Stream {
         let now = time::now_ns();
         Stream {
             conn,
+            send: false,
             bytes: 0,
             start_ns: now,
             end_ns: None,
@@ -94,10 +118,22 @@ impl Stream {
     }
 
     /// Reads what is there (at most a few MiB, so other streams get their turn);
-    /// returns whether anything happened.
+    /// returns whether anything happened. On a sending stream it only watches for the
+    /// stream's end (what the client sends there is not counted): the connection
+    /// must still be read, or a moved ring would never be taken.
     pub fn pump(&mut self, buf: &mut [u8]) -> Result<bool, i64> {
         if self.end_ns.is_some() {
             return Ok(false);
+        }
+        if self.send {
+            return match self.conn.try_recv(buf) {
+                Ok(Recv::Data(_)) => Ok(true),
+                Ok(Recv::Empty) => Ok(false),
+                Ok(Recv::End) | Err(_) => {
+                    self.end_ns = Some(time::now_ns());
+                    Ok(true)
+                }
+            };
         }
         let mut progress = false;
         let mut budget = 4u64 << 20;
@@ -132,10 +168,11 @@ impl Stream {
 pub fn report(proto: &str, index: usize, s: &Stream) {
     let ns = s.ns();
     println!(
-        "iperf: {proto} stream {index}: {} bytes in {} s = {} Gbit/s",
+        "iperf: {proto} stream {index}: {} bytes in {} s = {} Gbit/s (ring {} KiB)",
         s.bytes,
         iperf::seconds(ns),
-        iperf::thousandths(iperf::milli_gbps(s.bytes, ns))
+        iperf::thousandths(iperf::milli_gbps(s.bytes, ns)),
+        s.conn.ring_capacity() >> 10
     );
 }
 

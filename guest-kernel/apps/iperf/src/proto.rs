@@ -127,12 +127,37 @@ pub const MAX_JSON: usize = 64 * 1024;
 /// The test parameters the server needs from the client's JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Params {
-    /// Number of data streams (`-P`).
+    /// Number of data streams (`-P`) in each direction.
     pub parallel: u32,
-    /// `-R`: the server would send (not supported).
+    /// `-R`: the server sends.
     pub reverse: bool,
+    /// `--bidir`: `parallel` streams each way; the client opens the ones it sends on
+    /// first.
+    pub bidir: bool,
     /// `-u`: UDP (not supported).
     pub udp: bool,
+    /// `-l`: bytes of each write (the server's, when it sends); 0 if absent.
+    pub len: u32,
+}
+
+/// Largest write a sending server makes (iperf3 caps `-l` for TCP at 1 MiB too).
+pub const MAX_LEN: u32 = 1 << 20;
+
+impl Params {
+    /// Data connections the client opens.
+    pub fn streams(&self) -> usize {
+        self.parallel as usize * if self.bidir { 2 } else { 1 }
+    }
+
+    /// Does the server send on the `index`th data connection (in the order the client
+    /// opened them)? With `--bidir` the client opens its sending ones first.
+    pub fn server_sends(&self, index: usize) -> bool {
+        if self.bidir {
+            index >= self.parallel as usize
+        } else {
+            self.reverse
+        }
+    }
 }
 
 /// The index of the quote that closes the string starting after `open`.
@@ -191,7 +216,7 @@ fn flag(json: &str, key: &str) -> bool {
 
 impl Params {
     /// Reads the parameters iperf3 sends after PARAM_EXCHANGE. `None` if the text is
-    /// not a JSON object or asks for more than 128 streams.
+    /// not a JSON object, asks for more than 128 streams or writes over [`MAX_LEN`].
     pub fn parse(json: &str) -> Option<Params> {
         let t = json.trim();
         if !t.starts_with('{') || !t.ends_with('}') {
@@ -201,10 +226,16 @@ impl Params {
         if parallel == 0 || parallel > 128 {
             return None;
         }
+        let len = uint(t, "len").unwrap_or(0);
+        if len > u64::from(MAX_LEN) {
+            return None;
+        }
         Some(Params {
             parallel: parallel as u32,
             reverse: flag(t, "reverse"),
+            bidir: flag(t, "bidirectional"),
             udp: flag(t, "udp"),
+            len: len as u32,
         })
     }
 }

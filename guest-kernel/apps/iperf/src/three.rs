@@ -1,13 +1,25 @@
 //! The iperf3 server: one test at a time, a control connection and `-P` streams
-//! (the protocol is in `iperf::msg`).
+//! (the protocol is in `iperf::msg`), the server receiving, sending (`-R`) or both
+//! (`--bidir`).
 
+use alloc::vec;
 use alloc::vec::Vec;
 
 use flexos_kernel::{println, time};
+use flexos_net::codes::describe;
 use flexos_net::{Conn, Recv, Sockets};
 use iperf::{
     COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, cookie_prefix_ok, msg, results_json,
 };
+
+/// Bytes of each write when the client gives no `-l` (iperf3's TCP default).
+const DEFAULT_LEN: usize = 128 << 10;
+/// Room in a stream's send ring worth waking up for (the stack wakes a sleeping
+/// sender when half the ring is free).
+const SEND_WAKE: usize = 64 << 10;
+/// Bytes one pass of the sender queues before the other streams and the control
+/// connection get their turn.
+const SEND_PASS: u64 = 4 << 20;
 
 use crate::{Stream, report, report_test};
 
@@ -37,7 +49,12 @@ struct Session {
     cookie: Vec<u8>,
     state: State,
     inbox: Vec<u8>,
-    parallel: usize,
+    /// The test's parameters, once they came.
+    params: Option<Params>,
+    /// What the server writes on its sending streams (the client does not look).
+    block: Vec<u8>,
+    /// The sending stream served first in the next batch (each takes its turn).
+    send_turn: usize,
     streams: Vec<Stream>,
     start_ns: u64,
     ctrl_ended: bool,
@@ -102,6 +119,10 @@ impl Three {
                     || s.streams
                         .iter()
                         .any(|st| st.end_ns.is_none() && st.conn.readable())
+                    || (s.state == State::Running
+                        && s.streams.iter().any(|st| {
+                            st.send && st.end_ns.is_none() && st.conn.send_space() >= SEND_WAKE
+                        }))
             })
     }
 
@@ -120,6 +141,9 @@ impl Three {
         for st in &mut s.streams {
             progress |= st.pump(buf)?;
         }
+        if s.state == State::Running {
+            progress |= push(net, &mut s.streams, &s.block, &mut s.send_turn)?;
+        }
         loop {
             let before = (s.state, s.streams.len());
             let now = time::now_ns();
@@ -129,8 +153,8 @@ impl Three {
                     if s.state != State::Running && now.saturating_sub(s.progress_ns) >= idle =>
                 {
                     println!(
-                        "iperf: iperf3 control connection closed: no progress for {} s",
-                        config.idle
+                        "iperf: iperf3 control connection closed: no progress for {} s (in {:?})",
+                        config.idle, s.state
                     );
                     if s.state == State::Done {
                         // Results exchanged: only the client's last word is missing.
@@ -188,7 +212,7 @@ impl Three {
             };
             if let Some(problem) = problem {
                 println!("iperf: iperf3 connection closed: {problem}");
-                let p = self.pending.swap_remove(i);
+                let p = self.pending.remove(i);
                 net.close(p.conn)?;
                 progress = true;
                 continue;
@@ -199,14 +223,16 @@ impl Three {
                     continue;
                 }
                 None => {
-                    let p = self.pending.swap_remove(i);
+                    let p = self.pending.remove(i);
                     net.close(p.conn)?;
                     progress = true;
                     continue;
                 }
                 Some(true) => {}
             }
-            let p = self.pending.swap_remove(i);
+            // In arrival order (not swap_remove): iperf3 numbers a test's streams in
+            // the order it opened them, and matches the server's results to them so.
+            let p = self.pending.remove(i);
             progress = true;
             match &mut self.session {
                 None => {
@@ -216,7 +242,9 @@ impl Three {
                         cookie: p.cookie,
                         state: State::ParamLen,
                         inbox: Vec::new(),
-                        parallel: 0,
+                        params: None,
+                        block: Vec::new(),
+                        send_turn: 0,
                         streams: Vec::new(),
                         start_ns: 0,
                         ctrl_ended: false,
@@ -224,8 +252,12 @@ impl Three {
                     });
                 }
                 Some(s) if s.state == State::Streams && s.cookie == p.cookie => {
-                    s.streams.push(Stream::new(p.conn));
-                    if s.streams.len() == s.parallel {
+                    // (The parameters came before State::Streams.)
+                    let params = s.params;
+                    let mut stream = Stream::new(p.conn);
+                    stream.send = params.is_some_and(|p| p.server_sends(s.streams.len()));
+                    s.streams.push(stream);
+                    if Some(s.streams.len()) == params.map(|p| p.streams()) {
                         net.send(&s.ctrl, &[msg::TEST_START])?;
                         net.send(&s.ctrl, &[msg::TEST_RUNNING])?;
                         s.state = State::Running;
@@ -251,6 +283,50 @@ enum Step {
     Wait,
     Aborted,
     Finished,
+}
+
+/// Writes bytes into the sending streams' send rings (no gate call: the stack moves
+/// them into the sockets between calls), until each ring is full or the stream had
+/// its share of [`SEND_PASS`]. The first place goes round (`turn`), so parallel
+/// streams send alike. A stream the stack refuses (reset, closed by the client) ends
+/// there. Returns whether anything happened.
+fn push(
+    net: &Sockets,
+    streams: &mut [Stream],
+    block: &[u8],
+    turn: &mut usize,
+) -> Result<bool, i64> {
+    let mut progress = false;
+    let count = streams.len();
+    let senders = streams.iter().filter(|st| st.send).count().max(1) as u64;
+    for k in 0..count {
+        let st = &mut streams[(*turn + k) % count];
+        if !st.send || st.end_ns.is_some() {
+            continue;
+        }
+        let mut budget = SEND_PASS / senders;
+        loop {
+            match net.stream(&mut st.conn, block) {
+                Ok(0) => break,
+                Ok(n) => {
+                    st.bytes += n as u64;
+                    progress = true;
+                    budget = budget.saturating_sub(n as u64);
+                    if budget == 0 {
+                        break;
+                    }
+                }
+                Err(code) => {
+                    println!("iperf: iperf3 stream ended: {}", describe(code));
+                    st.end_ns = Some(time::now_ns());
+                    progress = true;
+                    break;
+                }
+            }
+        }
+    }
+    *turn = turn.wrapping_add(1);
+    Ok(progress)
 }
 
 fn close_all(net: &Sockets, s: Session) {
@@ -299,13 +375,26 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
         State::Params(_) => {
             let params = core::str::from_utf8(&message).ok().and_then(Params::parse);
             match params {
-                Some(p) if !p.reverse && !p.udp => {
-                    s.parallel = p.parallel as usize;
+                Some(p) if !p.udp => {
+                    s.params = Some(p);
+                    if p.reverse || p.bidir {
+                        let len = if p.len == 0 {
+                            DEFAULT_LEN
+                        } else {
+                            p.len as usize
+                        };
+                        s.block = vec![0x5a; len];
+                    }
                     net.send(&s.ctrl, &[msg::CREATE_STREAMS])?;
                     s.state = State::Streams;
                 }
-                _ => {
-                    println!("iperf: iperf3 test refused: only TCP, client sending (no -u, -R)");
+                Some(_) => {
+                    println!("iperf: iperf3 test refused: UDP (-u) is not served");
+                    net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
+                    return Ok(Step::Aborted);
+                }
+                None => {
+                    println!("iperf: iperf3 test refused: bad parameters");
                     net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
                     return Ok(Step::Aborted);
                 }
@@ -318,6 +407,11 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
                     if st.end_ns.is_none() {
                         st.end_ns = Some(now);
                     }
+                    // Closed now, as iperf3's own server does: a client that received
+                    // (-R, --bidir) reads its streams blocking after TEST_END, a whole
+                    // block at a time, and only our FIN ends a read of the last,
+                    // partial block; until then it would not hear EXCHANGE_RESULTS.
+                    net.close_now(&mut st.conn)?;
                 }
                 net.send(&s.ctrl, &[msg::EXCHANGE_RESULTS])?;
                 s.state = State::ResultsLen;
@@ -335,9 +429,14 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
                 })
                 .collect();
             let json = results_json(&results);
-            net.send(&s.ctrl, &(json.len() as u32).to_be_bytes())?;
-            net.send(&s.ctrl, json.as_bytes())?;
-            net.send(&s.ctrl, &[msg::DISPLAY_RESULTS])?;
+            // One write, so one segment: an iperf3 client in -R or --bidir reads its
+            // control connection without blocking, and a length that came without its
+            // JSON ends its test ("unable to receive results").
+            let mut reply = Vec::with_capacity(json.len() + 5);
+            reply.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            reply.extend_from_slice(json.as_bytes());
+            reply.push(msg::DISPLAY_RESULTS);
+            net.send(&s.ctrl, &reply)?;
             s.state = State::Done;
         }
         State::Done => {

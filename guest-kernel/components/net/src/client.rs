@@ -13,7 +13,7 @@ use flexos_kernel::gate::{self, GateRouter, router};
 use flexos_kernel::rpc::{IdlePolicy, SharedBuf, SharedBytes};
 
 use crate::codes::{E_AGAIN, E_BAD_BUFFER, E_BUSY, E_CLOSED, E_NO_MEMORY};
-use crate::ring::{OPEN, Reader};
+use crate::ring::{self, MOVED, OPEN, Reader, Writer};
 use crate::sock;
 use crate::stack::Net;
 
@@ -25,12 +25,18 @@ pub const WAIT_SPIN_ROUNDS: u32 = 150;
 
 /// Size of the shared buffer sends are copied through.
 const SEND_CHUNK: usize = 16 << 10;
-/// Size of the shared buffer batched sends are copied through.
-const BATCH_BYTES: usize = 64 << 10;
+/// Sizes tried for the shared buffer batched sends are copied through, largest first
+/// (the heap of a 3-compartment run is smaller): a sender queues this much per gate
+/// call, and with the stack in another compartment each call is a hand-over between
+/// two vCPUs that may share a host core.
+const BATCH_BYTES: [usize; 2] = [256 << 10, 64 << 10];
 
 /// The socket interface of one `net` component.
 pub struct Sockets {
     api: sock::Client<'static, Net, GateRouter>,
+    /// The stack and its component, for the connections' own calls (a moved ring).
+    server: &'static Net,
+    component: u16,
     events: SharedBytes<'static>,
     net: u32,
     send_buf: SharedBuf,
@@ -46,10 +52,31 @@ pub struct Listener(i64);
 pub struct Conn {
     id: i64,
     reader: Reader<'static>,
+    server: &'static Net,
+    component: u16,
     net: u32,
     /// The stack shares this compartment: nobody else runs it.
     local: bool,
+    /// Closed with [`Sockets::close_now`]: its id and ring are the stack's again, so
+    /// nothing is read from the ring any more.
+    closed: bool,
+    /// The send ring ([`Sockets::stream`]), once made: ours to write, the stack's
+    /// to read, freed after the stack let go of it at close.
+    tx: Option<Tx>,
 }
+
+/// A connection's send ring on the app's side.
+struct Tx {
+    writer: Writer<'static>,
+    buf: SharedBuf,
+    /// We asked the stack to wake us (`wake_at`) when the ring was full.
+    waiting: bool,
+}
+
+/// Data bytes of a send ring, larger first (the heap may be short). One size for all,
+/// so parallel senders are served alike; the socket's own send buffer (1 MiB for
+/// iperf) holds what is in flight.
+const SEND_RINGS: [usize; 2] = [256 << 10, 64 << 10];
 
 /// What a non-blocking receive found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +125,13 @@ fn busy_handle(r: &Result<SharedBuf, flexos_kernel::rpc::GateError>) -> bool {
     r.is_err() || matches!(r, Ok(b) if b.is_empty())
 }
 
+/// The reader of connection `id`'s ring (now: after a move, the new one).
+fn ring_of(api: &sock::Client<'static, Net, GateRouter>, id: i64) -> Result<Reader<'static>, i64> {
+    let ring = code(retry(|| api.ring(id), busy_handle))?;
+    let bytes = gate::bytes(ring).map_err(|_| E_BAD_BUFFER)?;
+    Reader::open(bytes).map_err(|_| E_BAD_BUFFER)
+}
+
 impl Sockets {
     /// Connects to the `net` component `component`, served by `server`.
     pub fn new(server: &'static sock::Server<Net>, component: u16) -> Result<Sockets, i64> {
@@ -110,9 +144,14 @@ impl Sockets {
         let events = code(retry(|| api.events(), busy_handle))?;
         let events = gate::bytes(events).map_err(|_| E_BAD_BUFFER)?;
         let send_buf = gate::shared_alloc(component, SEND_CHUNK).ok_or(E_NO_MEMORY)?;
-        let batch_buf = gate::shared_alloc(component, BATCH_BYTES).ok_or(E_NO_MEMORY)?;
+        let batch_buf = BATCH_BYTES
+            .iter()
+            .find_map(|&len| gate::shared_alloc(component, len))
+            .ok_or(E_NO_MEMORY)?;
         Ok(Sockets {
             api,
+            server: &server.0,
+            component,
             events,
             net: compartment_of(component),
             send_buf,
@@ -146,14 +185,16 @@ impl Sockets {
         if id < 0 {
             return Err(id);
         }
-        let ring = code(retry(|| self.api.ring(id), busy_handle))?;
-        let bytes = gate::bytes(ring).map_err(|_| E_BAD_BUFFER)?;
-        let reader = Reader::open(bytes).map_err(|_| E_BAD_BUFFER)?;
+        let reader = ring_of(&self.api, id)?;
         Ok(Some(Conn {
             id,
             reader,
+            server: self.server,
+            component: self.component,
             net: self.net,
             local: self.net == flexos_kernel::compartment_id(),
+            closed: false,
+            tx: None,
         }))
     }
 
@@ -211,6 +252,12 @@ impl Sockets {
         }
     }
 
+    /// Data bytes one [`Sockets::send_batch`] call carries at most, all entries together
+    /// (less their headers).
+    pub fn batch_capacity(&self) -> usize {
+        self.batch_buf.len() as usize
+    }
+
     /// Queues the bytes of many connections in one call ([`crate::batch`]): for the
     /// first items (as many as the shared buffer holds; the last maybe in part), what
     /// the stack took of each (0: its send buffer is full) or a negative code.
@@ -234,11 +281,99 @@ impl Sockets {
     }
 
     /// Closes `conn` (FIN after queued bytes).
-    pub fn close(&self, conn: Conn) -> Result<(), i64> {
-        match code(retry(|| self.api.close(conn.id), busy_code))? {
+    pub fn close(&self, mut conn: Conn) -> Result<(), i64> {
+        self.close_now(&mut conn)
+    }
+
+    /// Closes `conn` (FIN after queued bytes) while the caller keeps the value (for
+    /// its figures): from then on it reads as ended, never touching the ring the
+    /// stack took back. Closing it again does nothing.
+    pub fn close_now(&self, conn: &mut Conn) -> Result<(), i64> {
+        if conn.closed {
+            return Ok(());
+        }
+        conn.closed = true;
+        let r = code(retry(|| self.api.close(conn.id), busy_code));
+        if let Some(tx) = conn.tx.take()
+            && matches!(r, Ok(0))
+        {
+            // The stack has let go of it (close answered): ours to free.
+            let _ = gate::shared_free(tx.buf);
+        }
+        match r? {
             0 => Ok(()),
             e => Err(e),
         }
+    }
+
+    /// Writes as much of `data` as fits into `conn`'s send ring (made and handed to
+    /// the stack on first use, `sock::send_ring`): no gate call, the stack moves the
+    /// bytes into the socket between calls. Returns the bytes taken; 0 when the ring
+    /// is full, and then the stack wakes us once half of it is free (wait on
+    /// [`Conn::send_space`]).
+    pub fn stream(&self, conn: &mut Conn, data: &[u8]) -> Result<usize, i64> {
+        if conn.closed {
+            return Err(E_CLOSED);
+        }
+        if conn.tx.is_none() {
+            let buf = SEND_RINGS
+                .iter()
+                .find_map(|&size| gate::shared_alloc(self.component, ring::buffer_len(size)))
+                .ok_or(E_NO_MEMORY)?;
+            let made = gate::bytes(buf)
+                .ok()
+                .and_then(|b| Writer::create(b).ok())
+                .ok_or(E_BAD_BUFFER);
+            let answer = match made {
+                Ok(_) => code(retry(|| self.api.send_ring(conn.id, buf), busy_code)),
+                Err(e) => Ok(e),
+            };
+            match (made, answer) {
+                (Ok(writer), Ok(0)) => {
+                    conn.tx = Some(Tx {
+                        writer,
+                        buf,
+                        waiting: false,
+                    })
+                }
+                (_, answer) => {
+                    let _ = gate::shared_free(buf);
+                    return Err(match answer {
+                        Ok(e) if e < 0 => e,
+                        _ => E_BAD_BUFFER,
+                    });
+                }
+            }
+        }
+        let Some(tx) = conn.tx.as_mut() else {
+            return Err(E_BAD_BUFFER);
+        };
+        let w = &mut tx.writer;
+        let n = w.write(data).map_err(|_| E_BAD_BUFFER)?;
+        if n < data.len() {
+            // Full: ask to be woken when the stack has read half of it, and look
+            // again (it may have read meanwhile).
+            let half = (w.capacity() / 2) as u64;
+            w.wake_at(w.head().wrapping_sub(half).max(1));
+            tx.waiting = true;
+            fence(Ordering::SeqCst);
+            if w.free().is_ok_and(|f| f as u64 >= half) {
+                w.wake_at(0);
+                tx.waiting = false;
+            }
+        } else if tx.waiting {
+            w.wake_at(0);
+            tx.waiting = false;
+        }
+        if n > 0 {
+            if conn.local {
+                // Nobody else runs the stack here.
+                gate::poll_once();
+            } else {
+                gate::endpoint().wake(conn.net);
+            }
+        }
+        Ok(n)
     }
 
     /// Waits (at most `timeout_ns`) until every closed connection's FIN has been
@@ -287,12 +422,25 @@ impl Conn {
     /// When the oldest unread bytes arrived, as a stamp to order connections by
     /// (see `ring::since`).
     pub fn since(&self) -> u64 {
+        if self.closed {
+            return 0;
+        }
         self.reader.since()
     }
 
     /// Copies up to `buf.len()` received bytes into `buf`, without waiting.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Recv, i64> {
-        let n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        if self.closed {
+            return Ok(Recv::End);
+        }
+        let mut n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        if n == 0 && self.reader.closed() == MOVED && self.reader.available() == Ok(0) {
+            // The stack moved the stream to a ring of another size: this one is read
+            // to its end, so take the new one (which lets the stack free this one).
+            let api = sock::Client::new(router(), self.component, self.server);
+            self.reader = ring_of(&api, self.id)?;
+            n = self.reader.read(buf).map_err(|_| E_CLOSED)?;
+        }
         if n > 0 {
             // Every eighth of the ring read: the stack may refill it and reopen the
             // TCP window. It runs by itself elsewhere (wake it if it waits for room);
@@ -314,15 +462,46 @@ impl Conn {
         if self.reader.producer_waits() {
             gate::endpoint().wake(self.net);
         }
-        if self.reader.closed() != OPEN && self.reader.available().map_err(|_| E_CLOSED)? == 0 {
+        let closed = self.reader.closed();
+        if closed != OPEN && closed != MOVED && self.reader.available().map_err(|_| E_CLOSED)? == 0
+        {
             return Ok(Recv::End);
         }
         Ok(Recv::Empty)
     }
 
+    /// Free bytes of the connection's send ring ([`Sockets::stream`]; before its first
+    /// use, and after close, 0): a shared word, usable in a wait condition.
+    pub fn send_space(&self) -> usize {
+        match (&self.tx, self.closed) {
+            (Some(tx), false) => tx.writer.free().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Has [`Sockets::stream`] made this connection's send ring?
+    pub fn streams(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Free bytes of the connection's send buffer as of the stack's last poll round
+    /// (a shared word: usable in a wait condition; 0 before the stack first set it).
+    pub fn send_room(&self) -> usize {
+        if self.closed {
+            return 0;
+        }
+        usize::try_from(self.reader.send_room()).unwrap_or(usize::MAX)
+    }
+
+    /// Data bytes of the connection's receive ring now (the stack resizes rings as
+    /// connections come and go).
+    pub fn ring_capacity(&self) -> usize {
+        self.reader.capacity()
+    }
+
     /// Is there something to receive, or has the stream ended? (A wait condition.)
     pub fn readable(&self) -> bool {
-        self.reader.readable()
+        !self.closed && self.reader.readable()
     }
 
     /// Bytes received and not yet read (`FIONREAD`); 0 for a broken ring.

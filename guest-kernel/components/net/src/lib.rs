@@ -12,15 +12,37 @@
 //! 2. smoltcp copies the payload into the socket's receive buffer (2 MiB: window
 //!    scale 5; private).
 //! 3. Between gate calls the stack's poll loop moves bytes from the socket into the
-//!    connection's [`ring`] in the heap of the channel with the app (2 MiB with the
-//!    app in another compartment, 512 KiB in net's own, smaller when that heap is
-//!    short), with `rep movsb`. Freeing socket space reopens the TCP window.
+//!    connection's [`ring`] in the heap of the channel with the app, with `rep movsb`.
+//!    Freeing socket space reopens the TCP window. The open connections share that
+//!    heap equally (a lone connection gets 2 MiB with the app in another compartment,
+//!    512 KiB in net's own; iperf3 -P 4's five 256 KiB each): when one comes or goes
+//!    the others' rings move to the new size ([`ring::MOVED`]), since a stream's
+//!    rate follows its ring's size (with the largest ring the heap still had at
+//!    accept, -P 4 ran at 4.66, 1.86, 0.45 and 0.45 Gbit/s; with equal rings
+//!    2.6-2.8 each).
 //! 4. The app's `recv` copies out of the ring (`rep movsb`), with no gate call: a
 //!    recv(16) is a local copy plus, every eighth of the ring, one store of the tail.
 //!
 //! So each byte is copied three times by the guest (four in split 3), always by a
 //! `rep movsb`-class copy: measured in a guest, 1.6 us per cache-hot 64 KiB against
 //! 14.6 us for rpc-shm's word-by-word `SharedBytes::write`.
+//!
+//! # Data path (sent bytes: iperf3 -R)
+//!
+//! 1. The app writes into the connection's send ring ([`Sockets::stream`]; a ring in
+//!    the app's heap of the channel with net, registered with `sock::send_ring`): a
+//!    local copy, no gate call. (`sock::send` and `sock::send_batch` copy through a
+//!    shared buffer in a gate call instead.)
+//! 2. Every poll round the stack copies what the socket's send buffer has room for
+//!    out of the ring (its tail published, so the app may write again; the app asked
+//!    with `wake_at` to be woken at half a ring when it found it full).
+//! 3. smoltcp copies segments into the driver's transmit buffers: up to 64 KiB each
+//!    when the device takes TSO (splits 1 and 2), which the host cuts to the peer's
+//!    MSS and checksums (the link raises the MSS of received SYNs so smoltcp
+//!    builds such segments).
+//!
+//! Each connection's receive ring also carries the free room of its send buffer (a
+//! word updated every round and by every send), for a sender on the batch path.
 //!
 //! # Who waits where
 //!
@@ -75,9 +97,9 @@
 //!   (RST) when its handshake time is up.
 //! - **Rings.** Each admitted connection gets its ring at `accept`. The pool reserves
 //!   one 8 KiB floor ring per slot when the stack starts, so an admitted connection
-//!   always gets a ring however the heap is fragmented; a connection gets the largest
-//!   ring the rest of the heap has room for (2 MiB with the app elsewhere, 512 KiB
-//!   beside it), else a floor ring. A ring is released when the app closes the
+//!   always gets a ring however the heap is fragmented; a connection gets its equal
+//!   share of the rest of the heap (see the data path above), else a floor ring until
+//!   the others' rings have moved to make room. A ring is released when the app closes the
 //!   connection: the app reads it without gate calls, so it cannot go to another
 //!   connection while the app may still read it. When the peer resets the connection,
 //!   or the stack does (idle, dead peer, to make room), the socket is released at once
@@ -113,9 +135,10 @@ pub mod lockout;
 pub mod ring;
 pub mod tcp_end;
 
-/// Send buffer of each TCP socket: what `sock::send` can queue before it answers
-/// `E_AGAIN`, and what `sock::pending` counts against (a writer waits until half of it
-/// is free before it tries again, as a kernel's send low-water mark).
+/// Default send buffer of each TCP socket ([`lockout::Limits::socket_tx`]): what
+/// `sock::send` can queue before it answers `E_AGAIN`, and what `sock::pending` counts
+/// against (a writer waits until half of it is free before it tries again, as a
+/// kernel's send low-water mark; [`Conn::send_room`] shows the room without a call).
 pub const SEND_BUFFER: usize = 64 << 10;
 
 #[cfg(feature = "guest")]
@@ -173,5 +196,12 @@ flexos_kernel::rpc::interface! {
         /// taken, 0 when its send buffer is full, or a negative code). Returns how
         /// many entries were read.
         fn send_batch(buf: SharedBuf) -> i64 = 10;
+        /// Makes `buf` the send ring of `conn`: a [`ring`](crate::ring) the app
+        /// created (`ring::Writer::create`) in its heap of the channel with net. The
+        /// stack moves what the app writes there into the socket between gate calls,
+        /// as it moves received bytes the other way, so a sender makes no gate call
+        /// per write. Bytes still in the ring when the app closes the connection are
+        /// dropped. 0, or a negative code.
+        fn send_ring(conn: i64, buf: SharedBuf) -> i64 = 11;
     }
 }

@@ -14,8 +14,8 @@ use core::sync::atomic::{Ordering, fence};
 
 use flexos_kernel::gate::{self, GateRouter};
 use flexos_kernel::rpc::{SharedBuf, SharedBytes};
-use flexos_netdev::driver::{RX_BUF, TX_MTU};
-use flexos_netdev::frame::{HDR_LEN, accept};
+use flexos_netdev::driver::{RX_BUF, TSO_MTU, TX_MTU};
+use flexos_netdev::frame::{HDR_LEN, accept, raise_syn_mss, tx_header};
 use flexos_netdev::relay::{
     CTRL_LEN, CTRL_RECEIVED, CTRL_RELEASED, CTRL_SEND, CTRL_SENT, CTRL_WAITING, Consumer, Producer,
     RELAY_ENTRIES, TX_SLOT, TX_SLOTS,
@@ -57,9 +57,58 @@ enum Backend {
     Remote(Box<Remote>),
 }
 
+/// Peers' MSS, as their SYNs asked, kept at most: with TSO the stack is told every
+/// peer takes 64 KiB segments and the device cuts them to this size.
+const PEERS: usize = 64;
+/// The MSS the stack is told each peer asked for, with TSO: the largest TCP payload
+/// of a 64 KiB IP packet.
+const TSO_MSS: u16 = (TSO_MTU - 54) as u16;
+/// The MSS assumed for a peer no longer (or never) in the table: a 1500-byte MTU's.
+const DEFAULT_MSS: u16 = (TX_MTU - 54) as u16;
+
+/// Each peer's MSS (address, port, MSS), newest replacing the oldest.
+#[derive(Default)]
+struct Peers {
+    table: Vec<([u8; 4], u16, u16)>,
+    next: usize,
+}
+
+impl Peers {
+    fn remember(&mut self, addr: [u8; 4], port: u16, mss: u16) {
+        if let Some(e) = self.table.iter_mut().find(|e| e.0 == addr && e.1 == port) {
+            e.2 = mss;
+        } else if self.table.len() < PEERS {
+            self.table.push((addr, port, mss));
+        } else {
+            self.table[self.next] = (addr, port, mss);
+            self.next = (self.next + 1) % PEERS;
+        }
+    }
+
+    /// The MSS of the peer an outgoing Ethernet `frame` goes to.
+    fn mss_to(&self, frame: &[u8]) -> u16 {
+        let (Some(ip), Some(&vihl)) = (frame.get(30..34), frame.get(14)) else {
+            return DEFAULT_MSS;
+        };
+        let tcp = 14 + usize::from(vihl & 0xf) * 4;
+        let Some(port) = frame.get(tcp + 2..tcp + 4) else {
+            return DEFAULT_MSS;
+        };
+        let port = u16::from_be_bytes([port[0], port[1]]);
+        self.table
+            .iter()
+            .find(|e| e.0 == ip && e.1 == port)
+            .map_or(DEFAULT_MSS, |e| e.2)
+    }
+}
+
 /// The device as smoltcp sees it.
 pub struct Link {
     inner: RefCell<Backend>,
+    /// The device takes 64 KiB TCP segments and completes their checksums (CSUM and
+    /// HOST_TSO4; only with the driver in this compartment).
+    tso: bool,
+    peers: RefCell<Peers>,
     /// A connection request (SYN) was handed to the stack: no more frames until the
     /// stack's ports have been tended ([`Link::resume`]). smoltcp answers a SYN that
     /// finds no listening socket with a RST, and it reads every waiting frame in one
@@ -87,6 +136,8 @@ pub struct LinkStats {
 impl Link {
     pub fn local(nic: NetDevice) -> Link {
         Link {
+            tso: nic.tso(),
+            peers: RefCell::new(Peers::default()),
             inner: RefCell::new(Backend::Local(nic)),
             paused: false,
             flow: None,
@@ -139,6 +190,8 @@ impl Link {
             .map_err(|_| "the netdev component does not answer")?;
         let b = mac.to_be_bytes();
         let link = Link {
+            tso: false,
+            peers: RefCell::new(Peers::default()),
             paused: false,
             flow: None,
             held: None,
@@ -188,6 +241,11 @@ impl Link {
         }
     }
 
+    /// Does the device take 64 KiB TCP segments (CSUM and HOST_TSO4)?
+    pub fn tso(&self) -> bool {
+        self.tso
+    }
+
     /// Starts a new poll round: hands frames to the stack again after a SYN or
     /// another flow's frame paused it; returns whether one had.
     pub fn resume(&mut self) -> bool {
@@ -234,6 +292,7 @@ pub struct Rx<'a> {
 
 pub struct Tx<'a> {
     link: &'a RefCell<Backend>,
+    peers: &'a RefCell<Peers>,
 }
 
 impl phy::RxToken for Rx<'_> {
@@ -259,9 +318,16 @@ impl phy::TxToken for Tx<'_> {
         let mut backend = self.link.borrow_mut();
         match &mut *backend {
             Backend::Local(nic) => match nic.tx_alloc() {
-                Some(id) if len <= TX_MTU => {
+                Some(id) if len <= nic.tx_mtu() => {
                     let r = f(&mut nic.tx_frame(id)[..len]);
-                    nic.tx_send(id, len);
+                    if nic.tso() {
+                        let frame = &mut nic.tx_frame(id)[..len];
+                        let mss = self.peers.borrow().mss_to(frame);
+                        let hdr = tx_header(frame, mss);
+                        nic.tx_send_with(id, len, hdr);
+                    } else {
+                        nic.tx_send(id, len);
+                    }
                     r
                 }
                 // No transmit buffer (the device is behind) or an oversized frame:
@@ -293,6 +359,17 @@ impl phy::TxToken for Tx<'_> {
 }
 
 impl Remote {
+    /// Is a transmit slot free?
+    fn tx_ready(&mut self) -> bool {
+        match self.tx_slot() {
+            Some(slot) => {
+                self.tx_free.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A free transmit slot (collecting the ones netdev has sent).
     fn tx_slot(&mut self) -> Option<u64> {
         while let Ok(Some(slot)) = self.sent.pop() {
@@ -355,6 +432,22 @@ impl phy::Device for Link {
                     // SAFETY: as in `Rx::consume`: a buffer the device has finished with.
                     let whole = unsafe { core::slice::from_raw_parts(buf.as_ptr(), len) };
                     if len > HDR_LEN && accept(whole) {
+                        if self.tso {
+                            // SAFETY: the same buffer, ours until released (the
+                            // device does not write it meanwhile); `whole` is not
+                            // used after this.
+                            let frame = unsafe {
+                                core::slice::from_raw_parts_mut(
+                                    buf.as_ptr().add(HDR_LEN),
+                                    len - HDR_LEN,
+                                )
+                            };
+                            // Checked above (or vouched for), and the stack does not
+                            // verify TCP sums: the option can change in place.
+                            if let Some((addr, port, mss)) = raise_syn_mss(frame, TSO_MSS) {
+                                self.peers.borrow_mut().remember(addr, port, mss);
+                            }
+                        }
                         break (id, buf.as_ptr().cast_const(), len);
                     }
                     nic.rx_release(id);
@@ -392,24 +485,41 @@ impl phy::Device for Link {
                 ptr,
                 len,
             },
-            Tx { link: &self.inner },
+            Tx {
+                link: &self.inner,
+                peers: &self.peers,
+            },
         ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
-        Some(Tx { link: &self.inner })
+        // No free transmit buffer: the stack keeps the data and tries again next
+        // round (building the frame only to drop it would cost a retransmission).
+        let ready = match &mut *self.inner.borrow_mut() {
+            Backend::Local(nic) => nic.tx_ready(),
+            Backend::Remote(remote) => remote.tx_ready(),
+        };
+        ready.then_some(Tx {
+            link: &self.inner,
+            peers: &self.peers,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = TX_MTU;
+        caps.max_transmission_unit = if self.tso { TSO_MTU } else { TX_MTU };
         // The driver checks the frames the device does not vouch for (frame::accept);
         // the others carry partial TCP checksums the stack must not verify. Sent
         // frames get full checksums (no offload towards the device).
         let mut sums = ChecksumCapabilities::ignored();
         sums.ipv4 = Checksum::Tx;
-        sums.tcp = Checksum::Tx;
+        // With TSO the device completes TCP sums (frame::tx_header).
+        sums.tcp = if self.tso {
+            Checksum::None
+        } else {
+            Checksum::Tx
+        };
         sums.udp = Checksum::Tx;
         sums.icmpv4 = Checksum::Both;
         caps.checksum = sums;

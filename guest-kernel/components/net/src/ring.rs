@@ -11,19 +11,29 @@
 //!
 //! ```text
 //!   0  head     bytes ever written (producer)
-//!   8  closed   0 open, 1 end of stream, 2 reset (producer; user word 0)
+//!   8  closed   0 open, 1 end of stream, 2 reset, 3 moved (producer; user word 0)
 //!  16  wake_at  0, or the tail at which the consumer should wake the producer
 //!               (it stopped on a full ring) (producer; user word 1)
 //!  24  since    the producer's arrival stamp of the oldest unread bytes: a counter
 //!               the stack bumps for every ring it writes into while empty, so the
 //!               app can serve its ready connections in the order their bytes came
 //!               (as a kernel's epoll ready list does) (producer; user word 2)
+//!  32  room     free bytes in the connection's send buffer, as of the stack's last
+//!               poll round, so a sender waits for room on a shared word instead of
+//!               asking in gate calls (producer; user word 3)
 //!  64  tail     bytes ever read (consumer)
 //! 128  data     capacity bytes (a power of two)
 //! ```
 //!
 //! The reader publishes its tail every eighth of the ring (and whenever it runs dry),
 //! so small reads stay local.
+//!
+//! A ring can be replaced while the stream runs ([`MOVED`]): the stack sizes each
+//! connection's ring by how many connections share the heap, so when one arrives or
+//! leaves it gives the others rings of the new size. It writes no more into the old
+//! ring and closes it with [`MOVED`]; the reader reads it to its end, then asks the
+//! stack for the connection's ring again (`sock::ring`), which frees the old one. So
+//! the bytes stay in order and neither side ever reads a ring the other has let go of.
 
 use rpc_shm::SharedBytes;
 use rpc_shm::spsc::{self, Consumer, Producer};
@@ -34,6 +44,7 @@ pub use rpc_shm::spsc::RingError;
 const CLOSED: usize = 0;
 const WAKE_AT: usize = 1;
 const SINCE: usize = 2;
+const ROOM: usize = 3;
 /// Where the data starts.
 pub const DATA: usize = spsc::DATA;
 
@@ -41,6 +52,8 @@ pub const DATA: usize = spsc::DATA;
 pub const OPEN: u64 = 0;
 pub const EOF: u64 = 1;
 pub const RESET: u64 = 2;
+/// The stream continues in another ring (see the module docs).
+pub const MOVED: u64 = 3;
 
 /// The buffer size for a ring of `capacity` data bytes.
 pub const fn buffer_len(capacity: usize) -> usize {
@@ -104,6 +117,11 @@ impl<'r> Writer<'r> {
         self.ring.store_word(SINCE, stamp);
     }
 
+    /// Publishes the free bytes of the connection's send buffer (see `room`).
+    pub fn set_send_room(&self, room: u64) {
+        self.ring.store_word(ROOM, room);
+    }
+
     /// Asks the consumer to wake the producer once it has read up to stream position
     /// `tail` (0: never).
     pub fn wake_at(&self, tail: u64) {
@@ -161,6 +179,13 @@ impl<'r> Reader<'r> {
     #[inline]
     pub fn since(&self) -> u64 {
         self.ring.peer_word(SINCE).unwrap_or(0)
+    }
+
+    /// Free bytes of the connection's send buffer as the stack last published them
+    /// (only a hint for waiting: the stack's answer to a send is what counts).
+    #[inline]
+    pub fn send_room(&self) -> u64 {
+        self.ring.peer_word(ROOM).unwrap_or(0)
     }
 
     /// Copies up to `dst.len()` waiting bytes into `dst` and returns how many (0 if

@@ -6,8 +6,10 @@
 //! has consumed it. Where the buffers live is the caller's choice ([`RxMemory`]): the
 //! private heap when the stack shares the compartment, the channel heap with the
 //! stack's compartment otherwise, so the device writes straight into memory the
-//! stack reads. Transmit: a fixed set of small private buffers, one descriptor each
-//! (header + frame), reclaimed lazily from the used ring.
+//! stack reads. Transmit: a fixed set of private buffers, one descriptor each (header
+//! and frame), reclaimed lazily from the used ring; when the device offers CSUM and
+//! HOST_TSO4 they hold 64 KiB frames, which the host cuts into segments
+//! ([`NetDevice::tso`], [`crate::frame::tx_header`]).
 //!
 //! Notifications: the driver never takes interrupts; before its compartment sleeps it
 //! arms used_event on the receive queue ([`NetDevice::arm`]), so the device rings the
@@ -26,20 +28,28 @@ use flexos_virtio::queue::MAX_SIZE;
 use flexos_virtio::{Device, SplitQueue};
 
 use crate::frame::HDR_LEN;
-use crate::mmio::{F_GUEST_CSUM, F_GUEST_TSO4, F_MAC};
+use crate::mmio::{F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_HOST_TSO4, F_MAC};
 
 /// Bytes of one receive buffer: header + the largest frame GUEST_TSO4 allows.
 pub const RX_BUF: usize = HDR_LEN + 65550;
 /// Bytes of one transmit buffer: header + an Ethernet frame of MTU 1500.
 pub const TX_BUF: usize = 2048;
-/// Largest Ethernet frame the stack may send (the device takes no TSO from us).
+/// Largest Ethernet frame the stack may send without TSO.
 pub const TX_MTU: usize = 1514;
+/// Largest Ethernet frame with TSO: a 64 KiB IP packet and its Ethernet header.
+pub const TSO_MTU: usize = 14 + 65535;
 /// Transmit buffers.
 const TX_COUNT: u16 = 64;
+/// Transmit buffers with TSO (64 KiB each: 2 MiB of private memory, room for the
+/// 256 KiB send buffers of a few streams in flight).
+const TSO_COUNT: u16 = 32;
 const RX_QUEUE: u32 = 0;
 const TX_QUEUE: u32 = 1;
 
 const WANTED: u64 = F_VERSION_1 | F_MAC | F_GUEST_CSUM | F_GUEST_TSO4 | F_RING_EVENT_IDX;
+/// Taken when offered: transmit checksum offload and TSO (a monitor without them
+/// still works, with 1514-byte frames).
+const OPTIONAL: u64 = F_CSUM | F_HOST_TSO4;
 
 /// Where receive buffers come from: `alloc(len)` returns the address of `len` bytes
 /// the device may write and this compartment may read, alive for the whole run.
@@ -101,6 +111,8 @@ pub struct NetDevice {
     rx_bufs: Vec<NonNull<u8>>,
     tx_bufs: Vec<NonNull<u8>>,
     tx_free: Vec<u16>,
+    /// Largest frame a transmit buffer holds ([`TX_MTU`], or [`TSO_MTU`] with TSO).
+    tx_mtu: usize,
     mac: [u8; 6],
     /// Frames received and sent, for the stack's statistics.
     pub rx_frames: u64,
@@ -116,7 +128,7 @@ unsafe impl Send for NetDevice {}
 
 impl NetDevice {
     /// Finds this compartment's network device, negotiates VERSION_1, MAC, GUEST_CSUM,
-    /// GUEST_TSO4 and RING_EVENT_IDX, and posts up to `rx_count` receive buffers from
+    /// GUEST_TSO4 and RING_EVENT_IDX (and CSUM with HOST_TSO4 when offered), and posts up to `rx_count` receive buffers from
     /// `memory`.
     pub fn start(memory: &mut dyn RxMemory, rx_count: u16) -> Result<NetDevice, StartError> {
         let dev = boot_info()
@@ -128,7 +140,8 @@ impl NetDevice {
         // compartment's whole life; only this driver touches it, and `start` runs once
         // per run (the caller keeps the device).
         let mut device = unsafe { Device::open(dev, DEVICE_NET) }?;
-        device.negotiate(WANTED, 0)?;
+        let features = device.negotiate(WANTED, OPTIONAL)?;
+        let tso = features & (F_CSUM | F_HOST_TSO4) == F_CSUM | F_HOST_TSO4;
         let rx = device.queue(RX_QUEUE, 1, MAX_SIZE)?;
         let tx = device.queue(TX_QUEUE, 1, MAX_SIZE)?;
         let mut mac = [0u8; 6];
@@ -142,6 +155,7 @@ impl NetDevice {
             rx_bufs: Vec::new(),
             tx_bufs: Vec::new(),
             tx_free: Vec::new(),
+            tx_mtu: if tso { TSO_MTU } else { TX_MTU },
             mac,
             rx_frames: 0,
             rx_bytes: 0,
@@ -168,14 +182,37 @@ impl NetDevice {
             self.rx.push(id);
             self.rx_bufs.push(buf);
         }
-        for id in 0..TX_COUNT.min(self.tx.size()) {
-            let buf = heap_alloc(TX_BUF)?;
+        let (count, len) = if self.tso() {
+            (TSO_COUNT, HDR_LEN + TSO_MTU)
+        } else {
+            (TX_COUNT, TX_BUF)
+        };
+        for id in 0..count.min(self.tx.size()) {
+            let buf = heap_alloc(len)?;
             self.tx
-                .set_desc(id, buf.as_ptr() as u64, TX_BUF as u32, false, None);
+                .set_desc(id, buf.as_ptr() as u64, len as u32, false, None);
             self.tx_bufs.push(buf);
             self.tx_free.push(id);
         }
         Some(())
+    }
+
+    /// Did the device take CSUM and HOST_TSO4? Then frames of up to [`TSO_MTU`] go
+    /// out with a header from [`crate::frame::tx_header`] ([`NetDevice::tx_send_with`]).
+    pub fn tso(&self) -> bool {
+        self.tx_mtu == TSO_MTU
+    }
+
+    /// Largest frame [`NetDevice::tx_frame`] holds.
+    pub fn tx_mtu(&self) -> usize {
+        self.tx_mtu
+    }
+
+    /// Is a transmit buffer free (reclaiming what the device has sent)? The stack asks
+    /// before it builds a frame, so a busy device makes it wait rather than drop.
+    pub fn tx_ready(&mut self) -> bool {
+        self.reclaim();
+        !self.tx_free.is_empty()
     }
 
     /// The device's MAC address.
@@ -231,29 +268,43 @@ impl NetDevice {
 
     /// A free transmit buffer (reclaiming what the device has sent): its id.
     pub fn tx_alloc(&mut self) -> Option<u16> {
+        self.reclaim();
+        self.tx_free.pop()
+    }
+
+    /// Takes back the transmit buffers the device has sent.
+    fn reclaim(&mut self) {
         while let Some((id, _)) = self.tx.pop_used() {
             if (id as usize) < self.tx_bufs.len() && !self.tx_free.contains(&(id as u16)) {
                 self.tx_free.push(id as u16);
             }
         }
-        self.tx_free.pop()
     }
 
-    /// The frame area (after the header) of transmit buffer `id`, [`TX_MTU`] bytes.
+    /// The frame area (after the header) of transmit buffer `id`,
+    /// [`NetDevice::tx_mtu`] bytes.
     pub fn tx_frame(&mut self, id: u16) -> &mut [u8] {
         let buf = self.tx_bufs[usize::from(id)];
-        // SAFETY: transmit buffer `id` is TX_BUF (>= HDR_LEN + TX_MTU) bytes of private
-        // heap that the device does not read while the id is not posted (it came from
-        // `tx_alloc` and was not sent yet), and `&mut self` makes the borrow unique.
-        unsafe { core::slice::from_raw_parts_mut(buf.as_ptr().add(HDR_LEN), TX_MTU) }
+        // SAFETY: transmit buffer `id` is HDR_LEN + tx_mtu bytes of private heap
+        // (post_buffers) that the device does not read while the id is not posted (it
+        // came from `tx_alloc` and was not sent yet), and `&mut self` makes the borrow
+        // unique.
+        unsafe { core::slice::from_raw_parts_mut(buf.as_ptr().add(HDR_LEN), self.tx_mtu) }
     }
 
-    /// Sends the first `len` bytes of transmit buffer `id`'s frame area.
+    /// Sends the first `len` bytes of transmit buffer `id`'s frame area, with an
+    /// all-zero header (the frame carries its own checksums).
     pub fn tx_send(&mut self, id: u16, len: usize) {
+        self.tx_send_with(id, len, [0; HDR_LEN]);
+    }
+
+    /// Sends the first `len` bytes of transmit buffer `id`'s frame area with header
+    /// `hdr` ([`crate::frame::tx_header`], with TSO).
+    pub fn tx_send_with(&mut self, id: u16, len: usize, hdr: [u8; HDR_LEN]) {
         let buf = self.tx_bufs[usize::from(id)];
         // SAFETY: as in `tx_frame`: the header area of a buffer we own.
-        unsafe { core::ptr::write_bytes(buf.as_ptr(), 0, HDR_LEN) };
-        self.tx.set_len(id, (HDR_LEN + len.min(TX_MTU)) as u32);
+        unsafe { core::ptr::copy_nonoverlapping(hdr.as_ptr(), buf.as_ptr(), HDR_LEN) };
+        self.tx.set_len(id, (HDR_LEN + len.min(self.tx_mtu)) as u32);
         self.tx.push(id);
         self.tx_frames += 1;
         if self.tx.publish() {

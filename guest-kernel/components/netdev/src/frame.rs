@@ -116,3 +116,107 @@ pub fn accept(buf: &[u8]) -> bool {
         None => false,
     }
 }
+
+/// `gso_type` of a TCP segment over IPv4 that the host cuts into `gso_size` pieces.
+pub const GSO_TCPV4: u8 = 1;
+/// Where a TCP header keeps its checksum.
+const TCP_CSUM_AT: usize = 16;
+
+/// The TCP header of an Ethernet `frame` (IPv4, not a fragment, lengths in range):
+/// (IP header length, TCP header length, IP total length).
+fn tcp_of(frame: &[u8]) -> Option<(usize, usize, usize)> {
+    let eth = frame.get(..ETH_LEN)?;
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = &frame[ETH_LEN..];
+    let vihl = *ip.first()?;
+    let ihl = usize::from(vihl & 0xf) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || ip.len() < ihl + 20 || ip[9] != PROTO_TCP {
+        return None;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let thl = usize::from(ip[ihl + 12] >> 4) * 4;
+    if thl < 20 || total < ihl + thl || total > ip.len() {
+        return None;
+    }
+    Some((ihl, thl, total))
+}
+
+/// The virtio header for sending Ethernet `frame` with the device's transmit offloads
+/// (CSUM, HOST_TSO4), preparing the frame for them. A TCP/IPv4 segment gets only the
+/// pseudo-header sum in its checksum field and NEEDS_CSUM (the host completes the
+/// sum, so the guest never reads the payload for it); one with more than `mss`
+/// payload bytes is also marked TCPV4 with `gso_size` `mss`, for the host to cut into
+/// segments. Any other frame gets an all-zero header and must carry its own
+/// checksums.
+pub fn tx_header(frame: &mut [u8], mss: u16) -> [u8; HDR_LEN] {
+    let mut hdr = [0u8; HDR_LEN];
+    let Some((ihl, thl, total)) = tcp_of(frame) else {
+        return hdr;
+    };
+    let ip = ETH_LEN;
+    let tcp = ip + ihl;
+    let mut sum = add(0, &frame[ip + 12..ip + 20]);
+    sum += u64::from(PROTO_TCP);
+    sum += (total - ihl) as u64;
+    frame[tcp + TCP_CSUM_AT..tcp + TCP_CSUM_AT + 2].copy_from_slice(&fold(sum).to_be_bytes());
+    hdr[0] = F_NEEDS_CSUM;
+    let payload = total - ihl - thl;
+    if mss > 0 && payload > usize::from(mss) {
+        hdr[1] = GSO_TCPV4;
+        hdr[2..4].copy_from_slice(&((tcp + thl) as u16).to_le_bytes());
+        hdr[4..6].copy_from_slice(&mss.to_le_bytes());
+    }
+    hdr[6..8].copy_from_slice(&(tcp as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&(TCP_CSUM_AT as u16).to_le_bytes());
+    hdr
+}
+
+/// In a received TCP/IPv4 SYN (or SYN-ACK) Ethernet `frame`, raises the MSS option to
+/// `mss`; returns the peer's address, its port and the MSS it asked for. The stack
+/// then sends segments of up to `mss` bytes, which the device's TSO cuts to the
+/// peer's MSS (kept by the caller, for [`tx_header`]). The TCP checksum is not
+/// updated: call it only on frames already checked (or vouched for by the device),
+/// for a stack that does not verify TCP checksums. `None` (frame unchanged) if it is
+/// not such a SYN or has no MSS option.
+pub fn raise_syn_mss(frame: &mut [u8], mss: u16) -> Option<([u8; 4], u16, u16)> {
+    let (ihl, thl, _) = tcp_of(frame)?;
+    let tcp = ETH_LEN + ihl;
+    if frame[tcp + 13] & 0x06 != 0x02 {
+        // Not a SYN, or a SYN with RST.
+        return None;
+    }
+    let mut at = tcp + 20;
+    let end = tcp + thl;
+    while at < end {
+        match frame[at] {
+            0 => return None,
+            1 => at += 1,
+            kind => {
+                let len = usize::from(*frame.get(at + 1)?);
+                if len < 2 || at + len > end {
+                    return None;
+                }
+                if kind == 2 && len == 4 {
+                    let asked = u16::from_be_bytes([frame[at + 2], frame[at + 3]]);
+                    frame[at + 2..at + 4].copy_from_slice(&mss.max(asked).to_be_bytes());
+                    let ip = ETH_LEN;
+                    let peer = [
+                        frame[ip + 12],
+                        frame[ip + 13],
+                        frame[ip + 14],
+                        frame[ip + 15],
+                    ];
+                    let port = u16::from_be_bytes([frame[tcp], frame[tcp + 1]]);
+                    return Some((peer, port, asked));
+                }
+                at += len;
+            }
+        }
+    }
+    None
+}

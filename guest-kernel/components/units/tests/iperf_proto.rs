@@ -76,13 +76,35 @@ fn parameters() {
         Some(Params {
             parallel: 2,
             reverse: false,
-            udp: false
+            bidir: false,
+            udp: false,
+            len: 131072,
         })
     );
     let one = r#"{"tcp":true,"omit":0,"time":10,"len":131072,"client_version":"3.12"}"#;
     assert_eq!(Params::parse(one).map(|p| p.parallel), Some(1));
     let rev = r#"{"tcp":true,"reverse":true,"parallel":1}"#;
     assert_eq!(Params::parse(rev).map(|p| p.reverse), Some(true));
+    let bidir = r#"{"tcp":true,"bidirectional":true,"parallel":2,"len":1000}"#;
+    let p = Params::parse(bidir).unwrap();
+    assert_eq!(
+        (p.bidir, p.reverse, p.len, p.streams()),
+        (true, false, 1000, 4)
+    );
+    // The client's sending streams come first: the server sends on the last two.
+    assert_eq!(
+        (0..4).map(|i| p.server_sends(i)).collect::<Vec<_>>(),
+        [false, false, true, true]
+    );
+    let rev = Params::parse(rev).unwrap();
+    assert_eq!((rev.streams(), rev.server_sends(0)), (1, true));
+    assert!(!Params::parse(one).unwrap().server_sends(0));
+    // A write larger than iperf3 allows is refused.
+    assert_eq!(Params::parse(r#"{"len":1048577}"#), None);
+    assert_eq!(
+        Params::parse(r#"{"len":1048576}"#).map(|p| p.len),
+        Some(1 << 20)
+    );
     let udp = r#"{"udp":true,"parallel":1}"#;
     assert_eq!(Params::parse(udp).map(|p| p.udp), Some(true));
     // Nested or quoted look-alikes do not count.

@@ -4,7 +4,7 @@
 
 use flexos_net::lockout::{
     CONNS, HANDSHAKE_S, HalfOpen, IDLE_S, KEEPALIVE_S, Limits, Ring, RingPool, SYN_QUEUE, SynQueue,
-    Verdict, half_open, is_syn, longest_idle, payload_flow,
+    Verdict, fair_ring, half_open, is_syn, longest_idle, payload_flow,
 };
 use flexos_net::tcp_end::TcpState;
 use flexos_testkit::frames::{
@@ -51,6 +51,7 @@ fn limits_default_and_parse() {
             conns: 16,
             keepalive_s: 0,
             socket_rx: 2 << 20,
+            socket_tx: 64 << 10,
         }
     );
 }
@@ -217,6 +218,69 @@ fn an_admitted_connection_always_gets_a_ring_while_the_pool_has_a_slot() {
         }
         assert_eq!(pool.admitted(), live.len());
         assert!(live.len() <= 3);
+    }
+}
+
+#[test]
+fn connections_sharing_the_heap_get_equal_rings_as_large_as_fit() {
+    const K: usize = 1 << 10;
+    let sizes = [
+        2048 * K,
+        1024 * K,
+        512 * K,
+        256 * K,
+        128 * K,
+        64 * K,
+        16 * K,
+    ];
+    let header = |size: usize| size + 128;
+    // A 2-compartment arena's worth (2.6 MiB): one connection gets 2 MiB, two 1 MiB,
+    // iperf3 -P 4 (five with its control connection) 512 KiB each; in exactly 5 x 512
+    // KiB the rings' headers do not fit, so 256 KiB.
+    let budget = 2600 * K;
+    assert_eq!(
+        fair_ring(&sizes, usize::MAX, budget, 1, header),
+        Some(2048 * K)
+    );
+    assert_eq!(
+        fair_ring(&sizes, usize::MAX, budget, 2, header),
+        Some(1024 * K)
+    );
+    assert_eq!(
+        fair_ring(&sizes, usize::MAX, budget, 5, header),
+        Some(512 * K)
+    );
+    assert_eq!(
+        fair_ring(&sizes, usize::MAX, 5 * 512 * K, 5, header),
+        Some(256 * K)
+    );
+    // 0 connections count as one (the size a newcomer would get).
+    assert_eq!(
+        fair_ring(&sizes, usize::MAX, budget, 0, header),
+        Some(2048 * K)
+    );
+    // A cap (the app beside the stack, or a fragmented heap) limits the size.
+    assert_eq!(fair_ring(&sizes, 512 * K, budget, 1, header), Some(512 * K));
+    // Too many for the smallest size: floor rings.
+    assert_eq!(fair_ring(&sizes, usize::MAX, budget, 200, header), None);
+    assert_eq!(fair_ring(&sizes, usize::MAX, 0, 1, header), None);
+    // Never an overflow, however many connections.
+    assert_eq!(
+        fair_ring(&sizes, usize::MAX, usize::MAX, usize::MAX, header),
+        None
+    );
+    // Every answer fits and is the largest that does.
+    for conns in 1..40 {
+        for budget in (0..4096 * K).step_by(37 * K) {
+            match fair_ring(&sizes, usize::MAX, budget, conns, header) {
+                Some(size) => {
+                    assert!(header(size) * conns <= budget);
+                    let bigger = sizes.iter().filter(|&&s| s > size);
+                    assert!(bigger.clone().all(|&s| header(s) * conns > budget));
+                }
+                None => assert!(header(16 * K) * conns > budget),
+            }
+        }
     }
 }
 

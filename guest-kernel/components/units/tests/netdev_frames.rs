@@ -2,7 +2,8 @@
 //! for (netdev::frame).
 
 use flexos_netdev::frame::{
-    F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN, Hdr, accept, checksum, checksums_ok,
+    F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, HDR_LEN, Hdr, accept, checksum, checksums_ok,
+    raise_syn_mss, tx_header,
 };
 
 /// An Ethernet + IPv4 + TCP frame with correct checksums and `payload`.
@@ -106,4 +107,111 @@ fn truncated_and_foreign_frames() {
     };
     f[24..26].copy_from_slice(&c.to_be_bytes());
     assert!(checksums_ok(&f));
+}
+
+/// What the host does with a NEEDS_CSUM frame: sums from csum_start to the end (the
+/// partial sum in the field included) and stores the complement at csum_offset.
+fn complete(frame: &mut [u8], hdr: &[u8; HDR_LEN]) {
+    let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+    let at = start + usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+    let mut sum: u64 = 0;
+    for w in frame[start..].chunks(2) {
+        sum += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[at..at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+#[test]
+fn a_large_tcp_segment_goes_out_for_the_host_to_cut_and_sum() {
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let whole = tcp_frame(&payload);
+    let mut f = whole.clone();
+    let hdr = tx_header(&mut f, 1460);
+    assert_eq!(hdr[0], F_NEEDS_CSUM);
+    assert_eq!(hdr[1], GSO_TCPV4);
+    // hdr_len (Ethernet + IP + TCP headers), gso_size, csum_start, csum_offset.
+    assert_eq!(u16::from_le_bytes([hdr[2], hdr[3]]), 54);
+    assert_eq!(u16::from_le_bytes([hdr[4], hdr[5]]), 1460);
+    assert_eq!(u16::from_le_bytes([hdr[6], hdr[7]]), 34);
+    assert_eq!(u16::from_le_bytes([hdr[8], hdr[9]]), 16);
+    // Only the checksum field changed, and the host's completion gives the full sum.
+    assert_eq!(f[..50], whole[..50]);
+    assert_eq!(f[52..], whole[52..]);
+    complete(&mut f, &hdr);
+    assert_eq!(f, whole);
+    assert!(checksums_ok(&f));
+}
+
+#[test]
+fn a_small_tcp_segment_gets_checksum_offload_only() {
+    let whole = tcp_frame(b"hello");
+    let mut f = whole.clone();
+    let hdr = tx_header(&mut f, 1460);
+    assert_eq!((hdr[0], hdr[1]), (F_NEEDS_CSUM, 0));
+    assert_eq!(hdr[2..6], [0, 0, 0, 0]);
+    complete(&mut f, &hdr);
+    assert_eq!(f, whole);
+    // Exactly one MSS is one segment: no GSO either.
+    let mut f = tcp_frame(&[0u8; 1460]);
+    assert_eq!(tx_header(&mut f, 1460)[1], 0);
+}
+
+#[test]
+fn frames_other_than_tcp_over_ipv4_carry_their_own_sums() {
+    let mut arp = vec![0u8; 42];
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let before = arp.clone();
+    assert_eq!(tx_header(&mut arp, 1460), [0; HDR_LEN]);
+    assert_eq!(arp, before);
+    let mut udp = tcp_frame(b"datagram");
+    udp[14 + 9] = 17;
+    let before = udp.clone();
+    assert_eq!(tx_header(&mut udp, 1460), [0; HDR_LEN]);
+    assert_eq!(udp, before);
+    // Truncated or lying lengths: left alone.
+    let mut short = tcp_frame(b"x")[..40].to_vec();
+    assert_eq!(tx_header(&mut short, 1460), [0; HDR_LEN]);
+}
+
+/// A SYN from 10.0.0.1:5001 with TCP options `options` (a multiple of 4 bytes).
+fn syn(options: &[u8]) -> Vec<u8> {
+    let mut f = tcp_frame(options);
+    f[14 + 20 + 12] = (((20 + options.len()) / 4) << 4) as u8;
+    f[14 + 20 + 13] = 0x02;
+    f
+}
+
+#[test]
+fn a_syn_asks_the_stack_for_large_segments_and_the_peer_mss_is_kept() {
+    let mut f = syn(&[2, 4, 0x05, 0xb4]);
+    assert_eq!(
+        raise_syn_mss(&mut f, 65495),
+        Some(([10, 0, 0, 1], 5001, 1460))
+    );
+    assert_eq!(f[54..58], [2, 4, 0xff, 0xd7]);
+    // After NOPs, in a SYN-ACK too; a larger MSS than ours is kept.
+    let mut f = syn(&[1, 1, 2, 4, 0xff, 0xf0, 1, 0]);
+    f[14 + 20 + 13] = 0x12;
+    assert_eq!(
+        raise_syn_mss(&mut f, 1000),
+        Some(([10, 0, 0, 1], 5001, 0xfff0))
+    );
+    assert_eq!(f[56..60], [2, 4, 0xff, 0xf0]);
+    // Not a SYN, a SYN with RST, no MSS option, an option running off the header.
+    for (flags, options) in [
+        (0x10, &[2u8, 4, 5, 0xb4][..]),
+        (0x06, &[2, 4, 5, 0xb4]),
+        (0x02, &[1, 1, 1, 0]),
+        (0x02, &[3, 3, 7, 0]),
+        (0x02, &[8, 10, 0, 0]),
+    ] {
+        let mut f = syn(options);
+        f[14 + 20 + 13] = flags;
+        let before = f.clone();
+        assert_eq!(raise_syn_mss(&mut f, 65495), None, "{flags:x} {options:?}");
+        assert_eq!(f, before);
+    }
 }

@@ -280,6 +280,31 @@ pub fn shared_alloc_for_compartment(peer: u32, len: usize) -> Option<SharedBuf> 
     slot.as_mut()?.alloc(len)
 }
 
+/// Free bytes (not necessarily contiguous) of this compartment's arena in the channel
+/// with `component`'s compartment: what a component that shares that heap among its
+/// clients (the stack's receive rings) divides. 0 if the component is unknown.
+pub fn shared_available(component: u16) -> usize {
+    let boot = crate::boot_info();
+    if u32::from(component) >= boot.component_count {
+        return 0;
+    }
+    let peer = u32::from(boot.placement[usize::from(component)]);
+    let ep = endpoint();
+    if peer >= ep.compartments() {
+        return 0;
+    }
+    let mut arenas = ARENAS.lock();
+    let slot = &mut arenas[peer as usize];
+    if slot.is_none() {
+        match Arena::new(ep.region().layout(), ep.me(), peer) {
+            Ok(a) => *slot = Some(Box::new(a)),
+            Err(_) => return 0,
+        }
+    }
+    slot.as_ref()
+        .map_or(0, |a| usize::try_from(a.available()).unwrap_or(usize::MAX))
+}
+
 /// Frees a buffer [`shared_alloc`] returned; anything else is refused with
 /// [`GateError::BadHandle`].
 pub fn shared_free(buf: SharedBuf) -> Result<(), GateError> {

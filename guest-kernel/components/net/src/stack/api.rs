@@ -9,10 +9,12 @@ use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 use flexos_kernel::time;
 use smoltcp::socket::tcp;
 
-use super::{Closing, Conn, LISTENING, LOCAL_RING, MIN_RING, Net, Port, RING_SIZES, Stack};
+use super::{
+    Closing, Conn, LISTENING, LOCAL_RING, MIN_RING, Net, Port, RING_MARGIN, RING_SIZES, Stack,
+};
 use crate::batch;
 use crate::codes::*;
-use crate::lockout::{Ring, SynQueue};
+use crate::lockout::{Ring, SynQueue, fair_ring};
 use crate::ring::{self, Writer};
 use crate::sock;
 
@@ -37,26 +39,65 @@ impl Stack {
                 (n, n)
             })
             .unwrap_or(0);
+        let room = sock.send_capacity() - sock.send_queue();
+        if let Some(c) = self.conn(conn) {
+            // The room word is right when the call returns (not at the next poll
+            // round), so a sender that finds it short waits instead of asking again.
+            if let Some(w) = &c.writer {
+                w.set_send_room(room as u64);
+                c.room_shown = room;
+            }
+            if n > 0 {
+                c.last_active = time::now_ns();
+            }
+        }
         if n == 0 {
             return E_AGAIN;
-        }
-        if let Some(c) = self.conn(conn) {
-            c.last_active = time::now_ns();
         }
         n as i64
     }
 
-    /// A ring for an admitted connection: the largest the heap has room for beside
-    /// the pool's floor, else a floor ring. (`None`: the connection keeps its slot.)
-    fn new_ring(&mut self) -> Option<(Ring<SharedBuf>, Writer<'static>)> {
-        let client = self.client_component;
+    /// The ring size every connection gets when `conns` share the heap
+    /// ([`fair_ring`]); `None`: floor rings. The budget is the heap's free bytes, less
+    /// [`RING_MARGIN`], plus the larger rings the open connections hold (and the ones
+    /// they are moving out of): what the connections would have if each held a floor
+    /// ring.
+    fn fair_size(&self, conns: usize) -> Option<usize> {
         let largest = if self.remote { usize::MAX } else { LOCAL_RING };
-        let ring = self.pool.ring(|| {
-            RING_SIZES
-                .iter()
-                .filter(|&&size| size <= largest && size > MIN_RING)
-                .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)))
-        })?;
+        let largest = largest.min(self.ring_cap.1);
+        let mut budget = gate::shared_available(self.client_component).saturating_sub(RING_MARGIN);
+        for c in self.conns.iter().flatten() {
+            if let (Ring::Big(b), false) = (c.ring, c.ended) {
+                budget += b.len() as usize;
+            }
+            if let Some(Ring::Big(b)) = c.old {
+                budget += b.len() as usize;
+            }
+        }
+        fair_ring(&RING_SIZES, largest, budget, conns, ring::buffer_len)
+            .filter(|&size| size > MIN_RING)
+    }
+
+    /// Connections whose rings share the heap: the ones whose stream is still open
+    /// (an ended one's ring keeps its last bytes for the app, and cannot move).
+    fn open_conns(&self) -> usize {
+        self.conns.iter().flatten().filter(|c| !c.ended).count()
+    }
+
+    /// A ring of `size` data bytes (`None`: a floor ring) with its writer. With
+    /// `floor_fallback` a floor ring stands in when the heap has no room.
+    fn make_ring(
+        &mut self,
+        size: Option<usize>,
+        floor_fallback: bool,
+    ) -> Option<(Ring<SharedBuf>, Writer<'static>)> {
+        let client = self.client_component;
+        let big = size.and_then(|size| gate::shared_alloc(client, ring::buffer_len(size)));
+        let ring = match big {
+            Some(b) => Ring::Big(b),
+            None if floor_fallback || size.is_none() => self.pool.ring(|| None)?,
+            None => return None,
+        };
         match gate::bytes(ring.buffer())
             .ok()
             .and_then(|b| Writer::create(b).ok())
@@ -68,6 +109,84 @@ impl Stack {
                 }
                 None
             }
+        }
+    }
+
+    /// A ring for an admitted connection: its fair share with it counted, else a
+    /// floor ring. (`None`: the connection keeps its slot.)
+    fn new_ring(&mut self) -> Option<(Ring<SharedBuf>, Writer<'static>)> {
+        let size = self.fair_size(self.open_conns() + 1);
+        self.make_ring(size, true)
+    }
+
+    /// Gives every open connection a ring of the fair size ([`Stack::fair_size`]):
+    /// shrinking ones first (a floor ring when the heap has no room yet), so that
+    /// their old rings, once the app has read them out, make room for the growing
+    /// ones. A connection moves again only after the app took its last move. Returns
+    /// whether a ring moved (the app must hear of it).
+    pub(super) fn resize_rings(&mut self) -> bool {
+        let open = self.open_conns();
+        if self.ring_cap.0 != open {
+            self.ring_cap = (open, usize::MAX);
+        }
+        let target = self.fair_size(open);
+        let want = target.unwrap_or(MIN_RING);
+        let mut moved = false;
+        let mut stuck = false;
+        for shrink in [true, false] {
+            for id in 0..self.conns.len() {
+                let Some(c) = self.conns[id].as_ref() else {
+                    continue;
+                };
+                let Some(w) = c.writer.as_ref() else {
+                    continue;
+                };
+                if c.ended || c.old.is_some() || c.handle.is_none() {
+                    continue;
+                }
+                let have = w.capacity();
+                if have == want || (have > want) != shrink {
+                    continue;
+                }
+                let Some((ring, writer)) = self.make_ring(target, shrink) else {
+                    // No room yet: retried when an old ring is freed.
+                    stuck = true;
+                    continue;
+                };
+                let Some(c) = self.conns[id].as_mut() else {
+                    continue;
+                };
+                if let Some(old) = c.writer.replace(writer) {
+                    old.close(ring::MOVED);
+                }
+                c.old = Some(core::mem::replace(&mut c.ring, ring));
+                c.waiting_space = false;
+                // The new ring's word is 0 until the next round publishes it.
+                c.room_shown = 0;
+                moved = true;
+            }
+        }
+        let moving = self.conns.iter().flatten().any(|c| c.old.is_some());
+        if stuck
+            && !moving
+            && let Some(size) = target
+        {
+            // Every old ring is freed and the fair size still does not fit: the heap
+            // is fragmented. One size down for all, until the count changes.
+            self.ring_cap = (open, size / 2);
+            self.rebalance = true;
+        }
+        moved
+    }
+
+    /// Frees the ring connection `id` moved out of, once the app has taken the new one.
+    fn free_old(&mut self, id: i64) {
+        let old = self.conn(id).and_then(|c| c.old.take());
+        if let Some(old) = old {
+            if let Some(big) = self.pool.put_back(old) {
+                let _ = gate::shared_free(big);
+            }
+            self.rebalance = true;
         }
     }
 
@@ -136,6 +255,9 @@ impl sock::Api for Net {
                 waiting_space: false,
                 last_active: time::now_ns(),
                 evicted: false,
+                old: None,
+                room_shown: 0,
+                tx: None,
             };
             let slot = match s.conns.iter().position(Option::is_none) {
                 Some(i) => i,
@@ -145,6 +267,7 @@ impl sock::Api for Net {
                 }
             };
             s.conns[slot] = Some(conn);
+            s.rebalance = true;
             slot as i64
         })
     }
@@ -152,6 +275,8 @@ impl sock::Api for Net {
     fn ring(&self, conn: i64) -> SharedBuf {
         let mut out = SharedBuf::from_parts(0, 0);
         self.with(|s| {
+            // Asked again after a move: the app has read the old ring to its end.
+            s.free_old(conn);
             if let Some(c) = s.conn(conn) {
                 out = c.ring.buffer();
             }
@@ -185,6 +310,24 @@ impl sock::Api for Net {
         })
     }
 
+    fn send_ring(&self, conn: i64, buf: SharedBuf) -> i64 {
+        self.with(|s| {
+            let Ok(bytes) = gate::bytes(buf) else {
+                return E_BAD_BUFFER;
+            };
+            let Ok(reader) = ring::Reader::open(bytes) else {
+                return E_BAD_BUFFER;
+            };
+            match s.conn(conn) {
+                Some(c) => {
+                    c.tx = Some(reader);
+                    0
+                }
+                None => E_BAD_ID,
+            }
+        })
+    }
+
     fn close(&self, conn: i64) -> i64 {
         self.with(|s| {
             let Some(c) = usize::try_from(conn)
@@ -195,6 +338,11 @@ impl sock::Api for Net {
                 return E_BAD_ID;
             };
             let now = time::now_ns();
+            let mut c = c;
+            if let (Some(h), Some(tx)) = (c.handle, c.tx.as_mut()) {
+                // What the app wrote before closing, as far as the socket takes it.
+                let _ = super::pull_sends(s.sockets.get_mut::<tcp::Socket>(h), tx);
+            }
             if let Some(h) = c.handle {
                 // FIN after what is queued; smoltcp keeps the socket until it is
                 // closed, and it is let go of then (`tend_closing`).
@@ -209,7 +357,13 @@ impl sock::Api for Net {
                 s.evicted_unclosed -= 1;
             }
             // The app has let go of the ring: it may serve another connection.
+            if let Some(old) = c.old
+                && let Some(big) = s.pool.put_back(old)
+            {
+                let _ = gate::shared_free(big);
+            }
             s.give_back(c.ring);
+            s.rebalance = true;
             s.tend_closing(now);
             0
         })

@@ -50,6 +50,9 @@ const RING_SIZES: [usize; 7] = [
     64 << 10,
     16 << 10,
 ];
+/// Heap bytes the rings leave free (the event word, and room for allocation to
+/// round up).
+const RING_MARGIN: usize = 16 << 10;
 /// Largest ring when the app shares net's compartment.
 pub(super) const LOCAL_RING: usize = 512 << 10;
 /// The pool's floor ring, reserved per connection slot when the stack starts: a
@@ -137,6 +140,13 @@ struct Conn {
     last_active: u64,
     /// Reset to admit another connection; its slot frees when the app closes it.
     evicted: bool,
+    /// The ring the stream moved out of ([`ring::MOVED`]), until the app has read it
+    /// to its end and asked for the new one (`sock::ring`): then it is freed.
+    old: Option<Ring<SharedBuf>>,
+    /// The send room last published in the ring (`ring::room`).
+    room_shown: usize,
+    /// The app's send ring (`sock::send_ring`), read into the socket every round.
+    tx: Option<ring::Reader<'static>>,
 }
 
 /// A socket the app closed (or the stack reset) that smoltcp is still closing.
@@ -188,6 +198,12 @@ struct Stack {
     ring_cycles: u64,
     /// Arrival stamps handed out to rings (see `ring::since`).
     arrivals: u64,
+    /// A connection came or went, or heap was freed: the rings' fair size may have
+    /// changed ([`Stack::rebalance`]).
+    rebalance: bool,
+    /// (open connections, largest ring): a cap below the fair size, set when the
+    /// heap is too fragmented for the fair size and kept while the count stays.
+    ring_cap: (usize, usize),
 }
 
 impl Net {
@@ -312,6 +328,8 @@ impl Net {
             stack_cycles: 0,
             ring_cycles: 0,
             arrivals: 0,
+            rebalance: false,
+            ring_cap: (0, usize::MAX),
         }))
     }
 
@@ -354,13 +372,19 @@ fn zeroed(len: usize) -> Option<Vec<u8>> {
 }
 
 /// A new closed socket with our options: no Nagle, and with keep-alive, a reset
-/// after [`DEAD_PEER_PROBES`] silent intervals.
-fn new_socket(limits: &Limits) -> Option<tcp::Socket<'static>> {
+/// after [`DEAD_PEER_PROBES`] silent intervals. With `tso` (the link tells smoltcp
+/// every peer takes 64 KiB segments) no delayed ACKs either: smoltcp acknowledges at
+/// once only when more than a peer's MSS is unacknowledged, which a 64 KiB MSS never
+/// is, so every ACK would wait for the 10 ms timer.
+fn new_socket(limits: &Limits, tso: bool) -> Option<tcp::Socket<'static>> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(zeroed(limits.socket_rx)?),
-        tcp::SocketBuffer::new(zeroed(crate::SEND_BUFFER)?),
+        tcp::SocketBuffer::new(zeroed(limits.socket_tx)?),
     );
     s.set_nagle_enabled(false);
+    if tso {
+        s.set_ack_delay(None);
+    }
     if limits.keepalive_s > 0 {
         s.set_keep_alive(Some(Duration::from_secs(limits.keepalive_s)));
         s.set_timeout(Some(Duration::from_secs(
@@ -368,6 +392,48 @@ fn new_socket(limits: &Limits) -> Option<tcp::Socket<'static>> {
         )));
     }
     Some(s)
+}
+
+/// What one round's pull from a send ring did.
+pub(super) struct Pulled {
+    /// Bytes went into the socket.
+    moved: bool,
+    /// The app asked to be woken at a tail now published.
+    wake: bool,
+}
+
+/// Moves what the app wrote into its send ring `tx` into `sock`'s send buffer, as
+/// much as fits, then publishes the tail and says whether the app waits for it.
+pub(super) fn pull_sends(
+    sock: &mut tcp::Socket<'static>,
+    tx: &mut ring::Reader<'static>,
+) -> Result<Pulled, ring::RingError> {
+    let mut moved = false;
+    while sock.can_send() && tx.available()? > 0 {
+        let mut failed = None;
+        let n = sock
+            .send(|space| match tx.read(space) {
+                Ok(n) => (n, n),
+                Err(e) => {
+                    failed = Some(e);
+                    (0, 0)
+                }
+            })
+            .unwrap_or(0);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        moved = true;
+    }
+    tx.publish();
+    core::sync::atomic::fence(Ordering::SeqCst);
+    Ok(Pulled {
+        moved,
+        wake: moved && tx.producer_waits(),
+    })
 }
 
 /// Is a socket in `state` done with its connection (nothing more to receive or send)?
@@ -398,7 +464,7 @@ impl Stack {
         let mut s = match self.spare.pop() {
             Some(s) => s,
             None if self.made < self.socket_budget() => {
-                let s = new_socket(&self.limits)?;
+                let s = new_socket(&self.limits, self.link.tso())?;
                 self.made += 1;
                 s
             }
@@ -471,7 +537,13 @@ impl Stack {
         for i in 0..self.ports.len() {
             events |= self.tend_port(i, now);
         }
-        let (moved, ended) = self.move_bytes(now);
+        let mut moved = false;
+        if self.rebalance {
+            self.rebalance = false;
+            moved |= self.resize_rings();
+        }
+        let (bytes, ended) = self.move_bytes(now);
+        moved |= bytes;
         events |= ended;
         self.ring_cycles += time::rdtsc() - t1;
         if !self.closing.is_empty() {
@@ -677,6 +749,30 @@ impl Stack {
                 continue;
             };
             let mut moved_here = false;
+            if let Some(tx) = conn.tx.as_mut() {
+                match pull_sends(sock, tx) {
+                    Ok(pulled) => {
+                        if pulled.moved {
+                            conn.last_active = now;
+                        }
+                        // The app waits for room in its ring: wake it.
+                        moved |= pulled.wake;
+                    }
+                    // The app garbled its own ring: it only stops its own sending.
+                    Err(_) => conn.tx = None,
+                }
+            }
+            // The send buffer's room, for a sender waiting on it; crossing half the
+            // buffer wakes the app (a kernel's send low-water mark).
+            let room = sock.send_capacity() - sock.send_queue();
+            if room != conn.room_shown {
+                let half = sock.send_capacity() / 2;
+                if room >= half && conn.room_shown < half {
+                    moved = true;
+                }
+                writer.set_send_room(room as u64);
+                conn.room_shown = room;
+            }
             if sock.can_recv() && writer.drained() == Ok(true) {
                 // The oldest unread bytes of this ring arrive now (see ring::since).
                 stamp += 1;
@@ -727,6 +823,7 @@ impl Stack {
                 writer.close(how);
                 conn.ended = true;
                 events = true;
+                self.rebalance = true;
             }
             if conn.ended && finished(state) {
                 // Reset by the peer (or by us above): the socket has nothing left to do.
@@ -803,7 +900,13 @@ impl Stack {
         if self.link.arm() {
             return None;
         }
-        for conn in self.conns.iter().flatten() {
+        for conn in self.conns.iter_mut().flatten() {
+            if let (Some(tx), Some(h)) = (conn.tx.as_mut(), conn.handle)
+                && tx.available().unwrap_or(0) > 0
+                && self.sockets.get::<tcp::Socket>(h).can_send()
+            {
+                return None;
+            }
             if let (true, Some(w)) = (conn.waiting_space, &conn.writer)
                 && w.free().map(|f| f >= w.capacity() / 2).unwrap_or(true)
             {
