@@ -82,6 +82,52 @@ pub struct System {
     pub defaults: builtin::Files,
 }
 
+/// Declares an image that runs a C server program (Redis, Nginx) over the network and
+/// the disk: components app (the program, musl and this layer), net, netdev, vfs and
+/// blkdev with the default splits 1 = everything; 2 = {app, vfs, blkdev} | {net,
+/// netdev}; 3 = {app} | {net, netdev} | {vfs, blkdev}; 4 = {app} | {net} | {netdev} |
+/// {vfs, blkdev}; 5 = each alone; their servers (`NETDEV_SERVER`, `NET_SERVER` with the
+/// stack's `Limits` given, `VFS_SERVER`) and the pollers of net and netdev. The image
+/// depends on flexos-kernel, flexos-net, flexos-netdev, flexos-vfs and flexos-blkdev.
+#[macro_export]
+macro_rules! server_image {
+    (net_limits: $limits:expr) => {
+        ::flexos_kernel::components! {
+            components: [APP = "app", NET = "net", NETDEV = "netdev", VFS = "vfs", BLKDEV = "blkdev"],
+            splits: [
+                [("all", ["app", "net", "netdev", "vfs", "blkdev"])],
+                [("app", ["app", "vfs", "blkdev"]), ("net", ["net", "netdev"])],
+                [("app", ["app"]), ("net", ["net", "netdev"]), ("fs", ["vfs", "blkdev"])],
+                [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"]), ("fs", ["vfs", "blkdev"])],
+                [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
+            ],
+        }
+
+        /// The driver, serving the stack through gates when it has its own compartment.
+        static NETDEV_SERVER: ::flexos_netdev::nic::Server<::flexos_netdev::Netdev> =
+            ::flexos_netdev::nic::Server(::flexos_netdev::Netdev::new(NET));
+        /// The stack; its rings and wake-ups go to the app.
+        static NET_SERVER: ::flexos_net::sock::Server<::flexos_net::Net> = ::flexos_net::sock::Server(
+            ::flexos_net::Net::new(APP, NETDEV, &NETDEV_SERVER).with_limits($limits),
+        );
+        /// The file system, over the disk of the `blkdev` component.
+        static VFS_SERVER: ::flexos_vfs::fs::Server<::flexos_vfs::Vfs> =
+            ::flexos_vfs::fs::Server(::flexos_vfs::Vfs::new(BLKDEV));
+
+        ::flexos_kernel::servers! {
+            NET => flexos_net::sock(NET_SERVER),
+            NETDEV => flexos_netdev::nic(NETDEV_SERVER),
+            VFS => flexos_vfs::fs(VFS_SERVER),
+            BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
+        }
+
+        ::flexos_kernel::pollers! {
+            NET => NET_SERVER.0,
+            NETDEV => NETDEV_SERVER.0,
+        }
+    };
+}
+
 /// A guest argument that configures the library OS (`ip=`, `gw=`, `net.*`, `vfs.*`,
 /// `posix.*`, `gate.*`, `ramfs`), not the C program.
 pub fn is_system_arg(arg: &str) -> bool {

@@ -40,48 +40,19 @@ use core::ffi::c_char;
 
 use flexos_kernel::{Args, println};
 use flexos_net::lockout::Limits;
-use flexos_net::{Net, sock};
-use flexos_netdev::{Netdev, nic};
-use flexos_vfs::{Vfs, fs};
 
 flexos_kernel::main!(main);
 
-flexos_kernel::components! {
-    components: [APP = "app", NET = "net", NETDEV = "netdev", VFS = "vfs", BLKDEV = "blkdev"],
-    splits: [
-        [("all", ["app", "net", "netdev", "vfs", "blkdev"])],
-        [("app", ["app", "vfs", "blkdev"]), ("net", ["net", "netdev"])],
-        [("app", ["app"]), ("net", ["net", "netdev"]), ("fs", ["vfs", "blkdev"])],
-        [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"]), ("fs", ["vfs", "blkdev"])],
-        [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
-    ],
-}
-
-/// The driver, serving the stack through gates when it has its own compartment.
-static NETDEV_SERVER: nic::Server<Netdev> = nic::Server(Netdev::new(NET));
-/// The stack. A web server holds many short connections at once (wrk keeps 30 open, a
-/// busy page more): 256 connections and handshakes in progress per port, with 64 KiB
-/// receive buffers (requests are small).
-static NET_SERVER: sock::Server<Net> =
-    sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER).with_limits(Limits {
+// A web server holds many short connections at once (wrk keeps 30 open, a busy page
+// more): 256 connections and handshakes in progress per port, with 64 KiB receive
+// buffers (requests are small).
+flexos_posix::server_image! {
+    net_limits: Limits {
         conns: 256,
         syn_queue: 256,
         socket_rx: 64 << 10,
         ..Limits::DEFAULT
-    }));
-/// The file system, over the disk of the `blkdev` component.
-static VFS_SERVER: fs::Server<Vfs> = fs::Server(Vfs::new(BLKDEV));
-
-flexos_kernel::servers! {
-    NET => flexos_net::sock(NET_SERVER),
-    NETDEV => flexos_netdev::nic(NETDEV_SERVER),
-    VFS => flexos_vfs::fs(VFS_SERVER),
-    BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
-}
-
-flexos_kernel::pollers! {
-    NET => NET_SERVER.0,
-    NETDEV => NETDEV_SERVER.0,
+    }
 }
 
 unsafe extern "C" {

@@ -36,50 +36,20 @@ use core::ffi::c_char;
 
 use flexos_kernel::Args;
 use flexos_net::lockout::Limits;
-use flexos_net::{Net, sock};
-use flexos_netdev::{Netdev, nic};
-use flexos_vfs::{Vfs, fs};
 
 flexos_kernel::main!(main);
 
-flexos_kernel::components! {
-    components: [APP = "app", NET = "net", NETDEV = "netdev", VFS = "vfs", BLKDEV = "blkdev"],
-    splits: [
-        [("all", ["app", "net", "netdev", "vfs", "blkdev"])],
-        [("app", ["app", "vfs", "blkdev"]), ("net", ["net", "netdev"])],
-        [("app", ["app"]), ("net", ["net", "netdev"]), ("fs", ["vfs", "blkdev"])],
-        [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"]), ("fs", ["vfs", "blkdev"])],
-        [("app", ["app"]), ("net", ["net"]), ("netdev", ["netdev"]), ("vfs", ["vfs"]), ("blkdev", ["blkdev"])],
-    ],
-}
-
-/// The driver, serving the stack through gates when it has its own compartment.
-static NETDEV_SERVER: nic::Server<Netdev> = nic::Server(Netdev::new(NET));
-/// The stack; its rings and wake-ups go to the app. Redis serves many small clients
-/// that connect at once (redis-benchmark opens all of its clients together): 64
-/// connections (`net.conns=N`, up to 256) and as many handshakes in progress per port
-/// (`net.synq=N`), with 128 KiB receive buffers, instead of the stack's 8 and 2 with 2
-/// MiB (sized for iperf's single stream).
-static NET_SERVER: sock::Server<Net> =
-    sock::Server(Net::new(APP, NETDEV, &NETDEV_SERVER).with_limits(Limits {
+// Redis serves many small clients that connect at once (redis-benchmark opens all of
+// its clients together): 64 connections (`net.conns=N`, up to 256) and as many
+// handshakes in progress per port (`net.synq=N`), with 128 KiB receive buffers,
+// instead of the stack's 8 and 2 with 2 MiB (sized for iperf's single stream).
+flexos_posix::server_image! {
+    net_limits: Limits {
         conns: 64,
         syn_queue: 64,
         socket_rx: 128 << 10,
         ..Limits::DEFAULT
-    }));
-/// The file system, over the disk of the `blkdev` component.
-static VFS_SERVER: fs::Server<Vfs> = fs::Server(Vfs::new(BLKDEV));
-
-flexos_kernel::servers! {
-    NET => flexos_net::sock(NET_SERVER),
-    NETDEV => flexos_netdev::nic(NETDEV_SERVER),
-    VFS => flexos_vfs::fs(VFS_SERVER),
-    BLKDEV => flexos_blkdev::blk(flexos_blkdev::SERVER),
-}
-
-flexos_kernel::pollers! {
-    NET => NET_SERVER.0,
-    NETDEV => NETDEV_SERVER.0,
+    }
 }
 
 unsafe extern "C" {
