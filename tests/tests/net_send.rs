@@ -232,3 +232,56 @@ fn parameters_that_are_not_json_end_the_test_and_the_next_client_is_served() {
         "{guest:?}"
     );
 }
+
+#[test]
+fn iperf3_udp_datagrams_are_counted_with_losses_and_jitter() {
+    let ns = NetNs::with_tap("udp");
+    let (guest, client) = with_guest(&ns, 2, &["count=1"], |_| {
+        ns.run_program(
+            "iperf3",
+            [
+                "-c", GUEST_IP, "-u", "-b", "50M", "-t", "2", "-P", "2", "-J",
+            ],
+        )
+    });
+    guest.assert_status(0);
+    let json = report(&client);
+    let sum = &json["end"]["sum"];
+    let packets = sum["packets"].as_u64().expect("end.sum.packets");
+    let lost = sum["lost_packets"].as_u64().expect("end.sum.lost_packets");
+    // The server's count, as the client shows it: datagrams came, no more were lost
+    // than were sent, and the jitter is a number.
+    assert!(packets > 0 && lost <= packets, "{client:?}");
+    assert!(sum["jitter_ms"].as_f64().is_some(), "{client:?}");
+    let reported = tests_reported(&guest);
+    assert_eq!(reported.len(), 1, "{guest:?}");
+    assert_eq!(
+        (reported[0].0.as_str(), reported[0].1),
+        ("iperf3-udp", 2),
+        "{guest:?}"
+    );
+    assert!(reported[0].2 > 0, "{guest:?}");
+}
+
+#[test]
+fn iperf3_udp_with_the_server_sending_is_refused_and_the_next_client_is_served() {
+    let ns = NetNs::with_tap("udpr");
+    let (guest, (refused, after)) = with_guest(&ns, 2, &["count=1"], |_| {
+        let refused = ns.run_program("iperf3", ["-c", GUEST_IP, "-u", "-R", "-t", "1"]);
+        (
+            refused,
+            ns.run_program("iperf3", ["-c", GUEST_IP, "-n", "8M", "-J"]),
+        )
+    });
+    guest.assert_status(0);
+    assert_ne!(refused.status, 0, "{refused:?}");
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("the server has terminated"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        tests_reported(&guest),
+        [("iperf3".to_string(), 1, iperf3_received(&after))],
+        "{guest:?}"
+    );
+}

@@ -18,9 +18,12 @@
 //! The iperf3 server receives (the client's default), sends (`-R`: it writes blocks of
 //! the client's `-l`, 128 KiB by default, into each stream's send ring until the
 //! client's TEST_END) or both (`--bidir`: the client's sending streams come first);
-//! `-P` up to 128 streams each way, `-t`, `-n`, `-J` work. UDP (`-u`) is refused
-//! (SERVER_TERMINATE: the client says "the server has terminated"), as are parameters
-//! that are not a JSON object. Every stream is closed at TEST_END, as iperf3's own
+//! `-P` up to 128 streams each way, `-t`, `-n`, `-J` work. UDP (`-u`) with the client
+//! sending is served on a UDP endpoint on the iperf3 port: each stream's connect
+//! datagram is answered, then its datagrams are counted (bytes, losses, jitter, as
+//! iperf3's server reports them). UDP with the server sending (`-u -R`, `-u --bidir`)
+//! is refused (SERVER_TERMINATE: the client says "the server has terminated"), as are
+//! parameters that are not a JSON object. Every stream is closed at TEST_END, as iperf3's own
 //! server does (a receiving client reads whole blocks and needs the FIN to end the
 //! last one). The stack gets 12 connections (`-P 4 --bidir` is nine) and 1 MiB send
 //! buffers (`LIMITS`).
