@@ -255,6 +255,58 @@ pub struct StreamResult {
     pub jitter_us: u64,
 }
 
+/// Bytes of the header an iperf2 client starts its stream with (`client_hdr_v1`:
+/// flags, threads, port, buffer length, window, amount; big-endian 32-bit words).
+pub const IPERF2_HEADER: usize = 24;
+
+/// What an iperf2 client that wants the server to send back asks for (`-d`: at once,
+/// `-r`: after its own stream): connect to its address at `port` and send for
+/// `amount`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dual {
+    pub port: u16,
+    /// Send while the client's own stream runs (`-d`), not after it (`-r`).
+    pub now: bool,
+    pub amount: Amount,
+}
+
+/// How much a test sends: for so long, or so many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Millis(u64),
+    Bytes(u64),
+}
+
+/// The dual-test request in an iperf2 stream's first bytes, if any (the header's
+/// HEADER_VERSION1 flag; RUN_NOW for `-d`). A plain client (2.1.8 without `-d`/`-r`
+/// sends the header without HEADER_VERSION1) or a port of 0 asks for nothing.
+pub fn dual_request(head: &[u8]) -> Option<Dual> {
+    const HEADER_VERSION1: u32 = 0x8000_0000;
+    const RUN_NOW: u32 = 1;
+    let word = |i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            head.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+        ))
+    };
+    let flags = word(0)?;
+    if flags & HEADER_VERSION1 == 0 {
+        return None;
+    }
+    let port = u16::try_from(word(2)?).ok().filter(|&p| p != 0)?;
+    let amount = word(5)? as i32;
+    let amount = if amount < 0 {
+        // Hundredths of a second.
+        Amount::Millis(u64::from(amount.unsigned_abs()) * 10)
+    } else {
+        Amount::Bytes(amount as u64)
+    };
+    Some(Dual {
+        port,
+        now: flags & RUN_NOW != 0,
+        amount,
+    })
+}
+
 /// The datagram a UDP stream's client sends first, and the server's answer (both
 /// 32-bit numbers in the sender's byte order: little-endian from x86 clients);
 /// versions before 3.1 used [`UDP_CONNECT_LEGACY`] and its answer.

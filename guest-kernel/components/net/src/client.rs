@@ -321,6 +321,28 @@ impl Sockets {
         }
     }
 
+    /// Opens a TCP connection to `addr`:`port` (`sock::connect`): the connection at
+    /// once, its handshake under way; what is streamed to it goes once it completes,
+    /// and a refused one reads as ended.
+    pub fn connect(&self, addr: [u8; 4], port: u16) -> Result<Conn, i64> {
+        let dest = crate::datagram::endpoint(addr, port);
+        let id = code(retry(|| self.api.connect(dest), busy_code))?;
+        if id < 0 {
+            return Err(id);
+        }
+        let reader = ring_of(&self.api, id)?;
+        Ok(Conn {
+            id,
+            reader,
+            server: self.server,
+            component: self.component,
+            net: self.net,
+            local: self.net == flexos_kernel::compartment_id(),
+            closed: false,
+            tx: None,
+        })
+    }
+
     /// Opens a UDP endpoint on `port`.
     pub fn udp_open(&self, port: u16) -> Result<Udp, i64> {
         let id = code(retry(|| self.api.udp_open(port), busy_code))?;
@@ -534,6 +556,14 @@ impl Conn {
             (Some(tx), false) => tx.writer.free().unwrap_or(0),
             _ => 0,
         }
+    }
+
+    /// Has the stack taken everything written to the send ring into the socket? (True
+    /// without a ring.) Close after it, or the ring's rest is lost.
+    pub fn stream_drained(&self) -> bool {
+        self.tx
+            .as_ref()
+            .is_none_or(|tx| tx.writer.drained().unwrap_or(true))
     }
 
     /// Has [`Sockets::stream`] made this connection's send ring?

@@ -217,5 +217,10 @@ flexos_kernel::rpc::interface! {
         fn udp_send(udp: i64, dest: i64, buf: SharedBuf) -> i64 = 14;
         /// Closes UDP endpoint `udp`; its id and ring are gone.
         fn udp_close(udp: i64) -> i64 = 15;
+        /// Opens a TCP connection to `dest` (as [`peer`](sock::Api::peer) answers)
+        /// from an ephemeral port; returns its connection id at once, with its ring,
+        /// like an accepted one: bytes written to it (its send ring) go once the
+        /// handshake completes, and a refused connection reads as reset.
+        fn connect(dest: i64) -> i64 = 16;
     }
 }

@@ -1,8 +1,8 @@
 //! The iperf app's arguments and iperf3 control-protocol parsing.
 
 use iperf::{
-    COOKIE_LEN, Config, Params, StreamResult, UdpCount, cookie_prefix_ok, milli_gbps, results_json,
-    stream_id, test_json, udp_connect_reply,
+    Amount, COOKIE_LEN, Config, Dual, Params, StreamResult, UdpCount, cookie_prefix_ok,
+    dual_request, milli_gbps, results_json, stream_id, test_json, udp_connect_reply,
 };
 
 #[test]
@@ -230,4 +230,40 @@ fn udp_streams_count_losses_and_jitter_as_iperf3_does() {
     c.datagram(&d, true, 0);
     c.datagram(&[1, 2, 3], true, 0);
     assert_eq!((c.packets, c.lost, c.bytes), (7, 6, 19));
+}
+
+#[test]
+fn iperf2_dual_tests_are_read_from_the_clients_header() {
+    let header =
+        |words: [u32; 6]| -> Vec<u8> { words.iter().flat_map(|w| w.to_be_bytes()).collect() };
+    // As iperf 2.1.8 sends them: -d -t 1, -r -n 1K, and a plain client.
+    let d = header([0xc001_0079, 1, 5002, 0, 0, (-100i32) as u32]);
+    assert_eq!(
+        dual_request(&d),
+        Some(Dual {
+            port: 5002,
+            now: true,
+            amount: Amount::Millis(1000)
+        })
+    );
+    let r = header([0xc001_0078, 1, 5001, 0, 0, 1024]);
+    assert_eq!(
+        dual_request(&r),
+        Some(Dual {
+            port: 5001,
+            now: false,
+            amount: Amount::Bytes(1024)
+        })
+    );
+    assert_eq!(
+        dual_request(&header([0x4001_0078, 1, 5001, 0, 0, 1024])),
+        None
+    );
+    // Too short, or a port of 0: nothing.
+    assert_eq!(dual_request(&d[..20]), None);
+    assert_eq!(dual_request(&header([0x8000_0001, 1, 0, 0, 0, 1])), None);
+    assert_eq!(
+        dual_request(&header([0x8000_0001, 1, 70000, 0, 0, 1])),
+        None
+    );
 }

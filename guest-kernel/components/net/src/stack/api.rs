@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use flexos_kernel::gate;
 use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 use flexos_kernel::time;
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 
 use super::{
@@ -196,6 +197,39 @@ impl Stack {
         }
     }
 
+    /// Makes socket `handle` (admitted to the pool: a slot is its) a connection with
+    /// its ring; its id, or `E_NO_MEMORY` (the socket is reset, the slot freed).
+    fn adopt(&mut self, handle: SocketHandle) -> i64 {
+        let s = self;
+        let Some((ring, writer)) = s.new_ring() else {
+            s.pool.release(None);
+            s.reset(handle, time::now_ns());
+            return E_NO_MEMORY;
+        };
+        let conn = Conn {
+            handle: Some(handle),
+            ring,
+            writer: Some(writer),
+            ended: false,
+            waiting_space: false,
+            last_active: time::now_ns(),
+            evicted: false,
+            old: None,
+            room_shown: 0,
+            tx: None,
+        };
+        let slot = match s.conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                s.conns.push(None);
+                s.conns.len() - 1
+            }
+        };
+        s.conns[slot] = Some(conn);
+        s.rebalance = true;
+        slot as i64
+    }
+
     /// Hands a connection's ring back to the pool (freeing it if it was not a floor
     /// ring) and frees its slot.
     fn give_back(&mut self, ring: Ring<SharedBuf>) {
@@ -248,33 +282,28 @@ impl sock::Api for Net {
             let Some(handle) = port.ready.pop_front() else {
                 return E_AGAIN;
             };
-            let Some((ring, writer)) = s.new_ring() else {
+            s.adopt(handle)
+        })
+    }
+
+    fn connect(&self, dest: i64) -> i64 {
+        self.with(|s| {
+            let Some((addr, port)) = crate::datagram::split(dest) else {
+                return E_BAD_BUFFER;
+            };
+            if port == 0 {
+                return E_PORT;
+            }
+            if !s.pool.admit() {
+                return E_NO_MEMORY;
+            }
+            let to =
+                smoltcp::wire::IpEndpoint::new(smoltcp::wire::Ipv4Address::from(addr).into(), port);
+            let Some(handle) = s.connecting(to) else {
                 s.pool.release(None);
-                s.reset(handle, time::now_ns());
                 return E_NO_MEMORY;
             };
-            let conn = Conn {
-                handle: Some(handle),
-                ring,
-                writer: Some(writer),
-                ended: false,
-                waiting_space: false,
-                last_active: time::now_ns(),
-                evicted: false,
-                old: None,
-                room_shown: 0,
-                tx: None,
-            };
-            let slot = match s.conns.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    s.conns.push(None);
-                    s.conns.len() - 1
-                }
-            };
-            s.conns[slot] = Some(conn);
-            s.rebalance = true;
-            slot as i64
+            s.adopt(handle)
         })
     }
 

@@ -206,6 +206,8 @@ struct Stack {
     ring_cap: (usize, usize),
     /// UDP endpoints (`sock::udp_open`), at most [`UDP_ENDS`].
     udps: Vec<Option<UdpEnd>>,
+    /// The next ephemeral port to try for `sock::connect`.
+    next_port: u16,
 }
 
 /// A UDP endpoint: its socket and the ring its datagrams cross to the app in.
@@ -215,6 +217,9 @@ struct UdpEnd {
     writer: Writer<'static>,
 }
 
+/// Local ports of the connections the stack opens (`sock::connect`): the IANA
+/// dynamic range, 49152 to 65535.
+const EPHEMERAL_FIRST: u16 = 49152;
 /// UDP endpoints at once.
 const UDP_ENDS: usize = 4;
 /// Data bytes of a UDP endpoint's ring to the app, and of its socket's buffers.
@@ -347,6 +352,7 @@ impl Net {
             rebalance: false,
             ring_cap: (0, usize::MAX),
             udps: Vec::new(),
+            next_port: EPHEMERAL_FIRST,
         }))
     }
 
@@ -478,20 +484,50 @@ impl Stack {
 
     /// A socket listening on `port`: a spare one, or a new one within the budget.
     fn listener(&mut self, port: u16) -> Option<SocketHandle> {
-        let mut s = match self.spare.pop() {
-            Some(s) => s,
-            None if self.made < self.socket_budget() => {
-                let s = new_socket(&self.limits, self.link.tso())?;
-                self.made += 1;
-                s
-            }
-            None => return None,
-        };
+        let mut s = self.closed_socket()?;
         if s.listen(port).is_err() {
             self.spare.push(s);
             return None;
         }
         Some(self.sockets.add(s))
+    }
+
+    /// A closed socket: a spare one, or a new one within the budget.
+    fn closed_socket(&mut self) -> Option<tcp::Socket<'static>> {
+        match self.spare.pop() {
+            Some(s) => Some(s),
+            None if self.made < self.socket_budget() => {
+                let s = new_socket(&self.limits, self.link.tso())?;
+                self.made += 1;
+                Some(s)
+            }
+            None => None,
+        }
+    }
+
+    /// A socket connecting to `to` from a free ephemeral port (`None`: no socket
+    /// within the budget, or smoltcp refused).
+    fn connecting(&mut self, to: smoltcp::wire::IpEndpoint) -> Option<SocketHandle> {
+        let mut s = self.closed_socket()?;
+        let in_use = |sockets: &SocketSet<'static>, port: u16| {
+            sockets.iter().any(|(_, sock)| match sock {
+                Socket::Tcp(t) => t.local_endpoint().is_some_and(|e| e.port == port),
+                _ => false,
+            })
+        };
+        for _ in EPHEMERAL_FIRST..=u16::MAX {
+            let port = self.next_port;
+            self.next_port = port.checked_add(1).unwrap_or(EPHEMERAL_FIRST);
+            if in_use(&self.sockets, port) {
+                continue;
+            }
+            if s.connect(self.iface.context(), to, port).is_err() {
+                break;
+            }
+            return Some(self.sockets.add(s));
+        }
+        self.spare.push(s);
+        None
     }
 
     /// Takes socket `h` out of the set, silently (no RST: it is half-open to a peer
