@@ -389,7 +389,11 @@ impl sock::Api for Net {
             if sock.bind(port).is_err() {
                 return E_PORT;
             }
-            let Some(ring) = gate::shared_alloc(s.client_component, ring::buffer_len(UDP_RING))
+            // Smaller when the heap is short (the 3-compartment split's arenas).
+            let client = s.client_component;
+            let Some(ring) = [UDP_RING, UDP_RING / 4, UDP_RING / 16]
+                .iter()
+                .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)))
             else {
                 return E_NO_MEMORY;
             };
