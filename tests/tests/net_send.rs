@@ -232,3 +232,131 @@ fn parameters_that_are_not_json_end_the_test_and_the_next_client_is_served() {
         "{guest:?}"
     );
 }
+
+#[test]
+fn iperf3_udp_datagrams_are_counted_with_losses_and_jitter() {
+    let ns = NetNs::with_tap("udp");
+    let (guest, client) = with_guest(&ns, 2, &["count=1"], |_| {
+        ns.run_program(
+            "iperf3",
+            [
+                "-c", GUEST_IP, "-u", "-b", "50M", "-t", "2", "-P", "2", "-J",
+            ],
+        )
+    });
+    guest.assert_status(0);
+    let json = report(&client);
+    let sum = &json["end"]["sum"];
+    let packets = sum["packets"].as_u64().expect("end.sum.packets");
+    let lost = sum["lost_packets"].as_u64().expect("end.sum.lost_packets");
+    // The server's count, as the client shows it: datagrams came, no more were lost
+    // than were sent, and the jitter is a number.
+    assert!(packets > 0 && lost <= packets, "{client:?}");
+    assert!(sum["jitter_ms"].as_f64().is_some(), "{client:?}");
+    let reported = tests_reported(&guest);
+    assert_eq!(reported.len(), 1, "{guest:?}");
+    assert_eq!(
+        (reported[0].0.as_str(), reported[0].1),
+        ("iperf3-udp", 2),
+        "{guest:?}"
+    );
+    assert!(reported[0].2 > 0, "{guest:?}");
+}
+
+#[test]
+fn iperf3_udp_with_the_server_sending_is_refused_and_the_next_client_is_served() {
+    let ns = NetNs::with_tap("udpr");
+    let (guest, (refused, after)) = with_guest(&ns, 2, &["count=1"], |_| {
+        let refused = ns.run_program("iperf3", ["-c", GUEST_IP, "-u", "-R", "-t", "1"]);
+        (
+            refused,
+            ns.run_program("iperf3", ["-c", GUEST_IP, "-n", "8M", "-J"]),
+        )
+    });
+    guest.assert_status(0);
+    assert_ne!(refused.status, 0, "{refused:?}");
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("the server has terminated"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        tests_reported(&guest),
+        [("iperf3".to_string(), 1, iperf3_received(&after))],
+        "{guest:?}"
+    );
+}
+
+/// The CSV lines of an iperf2 client (`-y C`): (source address, bytes).
+fn iperf2_lines(client: &Outcome) -> Vec<(String, u64)> {
+    client.assert_status(0);
+    client
+        .stdout
+        .lines()
+        .filter(|l| l.split(',').count() >= 9)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].to_string(), f[7].parse().unwrap())
+        })
+        .collect()
+}
+
+/// The bytes the guest says it sent back to a dual-test client.
+fn sent_back(guest: &Outcome) -> Vec<u64> {
+    guest
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("iperf: iperf2 stream back 0: "))
+        .map(|(_, rest)| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn iperf2_dual_test_gets_its_reverse_connection() {
+    for compartments in [1, 2] {
+        let ns = NetNs::with_tap("dual");
+        let (guest, client) = with_guest(&ns, compartments, &["count=1"], |_| {
+            ns.run_program("iperf", ["-c", GUEST_IP, "-d", "-t", "1", "-y", "C"])
+        });
+        guest.assert_status(0);
+        let lines = iperf2_lines(&client);
+        // One report per direction: the client's stream, and the one the guest
+        // opened back to it (its source is the guest).
+        let to_guest: Vec<u64> = lines
+            .iter()
+            .filter(|l| l.0 == "10.0.0.1")
+            .map(|l| l.1)
+            .collect();
+        let back: Vec<u64> = lines
+            .iter()
+            .filter(|l| l.0 == GUEST_IP)
+            .map(|l| l.1)
+            .collect();
+        assert_eq!(
+            (to_guest.len(), back.len()),
+            (1, 1),
+            "{compartments}\n{client:?}"
+        );
+        assert!(back[0] > 0, "{client:?}");
+        assert_eq!(
+            tests_reported(&guest),
+            [("iperf2".to_string(), 1, to_guest[0])],
+            "{compartments}\n{guest:?}"
+        );
+        assert_eq!(sent_back(&guest).len(), 1, "{guest:?}");
+        assert!(sent_back(&guest)[0] >= back[0], "{guest:?}\n{client:?}");
+    }
+}
+
+#[test]
+fn iperf2_tradeoff_test_gets_the_bytes_asked_for_back() {
+    // -r -n: after its own 16 MiB the client waits for exactly 16 MiB back.
+    let ns = NetNs::with_tap("trade");
+    let (guest, client) = with_guest(&ns, 2, &["count=1"], |_| {
+        ns.run_program("iperf", ["-c", GUEST_IP, "-r", "-n", "16M", "-y", "C"])
+    });
+    guest.assert_status(0);
+    let lines = iperf2_lines(&client);
+    assert_eq!(lines.len(), 2, "{client:?}");
+    assert!(lines.iter().all(|l| l.1 == 16 << 20), "{client:?}");
+    assert_eq!(sent_back(&guest), [16 << 20], "{guest:?}");
+}

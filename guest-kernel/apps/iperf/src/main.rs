@@ -14,13 +14,18 @@
 //! (`{"bench":"iperf",...}`).
 //!
 //! An iperf2 test is a set of overlapping connections on the iperf2 port (`-P 2` opens
-//! two) that carried bytes; an iperf3 test is one control connection and its streams.
+//! two) that carried bytes, and the connections back to clients that asked for a
+//! dual test in their header (`-d`: the server connects to the client's port at once
+//! and sends for the time or bytes asked; `-r`: after the client's own stream); an iperf3 test is one control connection and its streams.
 //! The iperf3 server receives (the client's default), sends (`-R`: it writes blocks of
 //! the client's `-l`, 128 KiB by default, into each stream's send ring until the
 //! client's TEST_END) or both (`--bidir`: the client's sending streams come first);
-//! `-P` up to 128 streams each way, `-t`, `-n`, `-J` work. UDP (`-u`) is refused
-//! (SERVER_TERMINATE: the client says "the server has terminated"), as are parameters
-//! that are not a JSON object. Every stream is closed at TEST_END, as iperf3's own
+//! `-P` up to 128 streams each way, `-t`, `-n`, `-J` work. UDP (`-u`) with the client
+//! sending is served on a UDP endpoint on the iperf3 port: each stream's connect
+//! datagram is answered, then its datagrams are counted (bytes, losses, jitter, as
+//! iperf3's server reports them). UDP with the server sending (`-u -R`, `-u --bidir`)
+//! is refused (SERVER_TERMINATE: the client says "the server has terminated"), as are
+//! parameters that are not a JSON object. Every stream is closed at TEST_END, as iperf3's own
 //! server does (a receiving client reads whole blocks and needs the FIN to end the
 //! last one). The stack gets 12 connections (`-P 4 --bidir` is nine) and 1 MiB send
 //! buffers (`LIMITS`).
@@ -102,6 +107,8 @@ pub struct Stream {
     pub end_ns: Option<u64>,
     /// When bytes last came (or the connection did).
     pub last_ns: u64,
+    /// The first bytes (an iperf2 client's header, read for a dual-test request).
+    pub head: Vec<u8>,
 }
 
 impl Stream {
@@ -114,6 +121,7 @@ impl Stream {
             start_ns: now,
             end_ns: None,
             last_ns: now,
+            head: Vec::new(),
         }
     }
 
@@ -140,6 +148,10 @@ impl Stream {
         loop {
             match self.conn.try_recv(buf)? {
                 Recv::Data(n) => {
+                    if self.head.len() < iperf::IPERF2_HEADER {
+                        let take = (iperf::IPERF2_HEADER - self.head.len()).min(n);
+                        self.head.extend_from_slice(&buf[..take]);
+                    }
                     self.bytes += n as u64;
                     if !progress {
                         self.last_ns = time::now_ns();
@@ -199,6 +211,19 @@ pub fn report_test(proto: &str, port: u16, streams: &[Stream], recv: usize) {
     );
 }
 
+/// A connection back to an iperf2 client that asked for a dual test.
+struct Back {
+    conn: Conn,
+    bytes: u64,
+    /// Bytes still to send (`u64::MAX`: for a time), and until when.
+    left: u64,
+    until_ns: Option<u64>,
+    start_ns: u64,
+    end_ns: Option<u64>,
+    /// Its amount is sent; it ends once the stack has taken the ring's rest.
+    over: bool,
+}
+
 struct Server {
     net: Sockets,
     config: Config,
@@ -206,6 +231,12 @@ struct Server {
     l3: Listener,
     /// The running iperf2 test's connections.
     two: Vec<Stream>,
+    /// Which of them were looked at for a dual-test request (`-d`, `-r`).
+    asked: Vec<bool>,
+    /// The connections back to iperf2 clients that asked for them.
+    back: Vec<Back>,
+    /// What the server sends on them.
+    block: Vec<u8>,
     three: three::Three,
     tests: u32,
     last_stats: [u64; 12],
@@ -247,6 +278,9 @@ fn main(args: &Args) -> i32 {
         l2,
         l3,
         two: Vec::new(),
+        asked: Vec::new(),
+        back: Vec::new(),
+        block: vec![0x5a; 128 << 10],
         three: three::Three::new(),
         tests: 0,
         last_stats: [0; 12],
@@ -289,6 +323,7 @@ impl Server {
                 self.seen_events = events;
                 while let Some(conn) = accept(&self.net, self.l2)? {
                     self.two.push(Stream::new(conn));
+                    self.asked.push(false);
                     progress = true;
                 }
                 while let Some(conn) = accept(&self.net, self.l3)? {
@@ -299,6 +334,7 @@ impl Server {
             for s in &mut self.two {
                 progress |= s.pump(&mut buf)?;
             }
+            progress |= self.dual()?;
             progress |= self.tend_two()?;
             let (moved, finished) = self.three.pump(&self.net, &mut buf, &self.config)?;
             progress |= moved;
@@ -314,10 +350,19 @@ impl Server {
                 // and so does the first idle limit to pass.
                 let seen = self.seen_events;
                 let deadline = self.deadline();
-                let (net, two, three) = (&self.net, &self.two, &self.three);
+                let (net, two, three, back) = (&self.net, &self.two, &self.three, &self.back);
                 net.wait(|| {
                     net.events() != seen
                         || two.iter().any(|s| s.end_ns.is_none() && s.conn.readable())
+                        || back.iter().any(|b| {
+                            b.end_ns.is_none()
+                                && (b.conn.readable()
+                                    || if b.over {
+                                        b.conn.stream_drained()
+                                    } else {
+                                        b.conn.send_space() >= 64 << 10
+                                    })
+                        })
                         || three.readable()
                         || time::now_ns() >= deadline
                 });
@@ -337,10 +382,19 @@ impl Server {
             .filter(|s| s.end_ns.is_none())
             .map(|s| s.last_ns)
             .min();
-        two.into_iter()
+        let idle = two
+            .into_iter()
             .chain(self.three.idle_since())
             .min()
-            .map_or(u64::MAX, |t| t.saturating_add(self.idle_ns()))
+            .map_or(u64::MAX, |t| t.saturating_add(self.idle_ns()));
+        let back = self
+            .back
+            .iter()
+            .filter(|b| b.end_ns.is_none() && !b.over)
+            .filter_map(|b| b.until_ns)
+            .min()
+            .unwrap_or(u64::MAX);
+        idle.min(back)
     }
 
     /// Ends iperf2 connections silent for `idle` seconds, closes the ones that ended
@@ -364,6 +418,7 @@ impl Server {
                 progress = true;
             }
             if s.bytes == 0 && s.end_ns.is_some() {
+                self.asked.remove(i);
                 let s = self.two.remove(i);
                 self.net.close(s.conn)?;
                 progress = true;
@@ -374,6 +429,7 @@ impl Server {
         let carried = |s: &Stream| s.bytes > 0;
         if self.two.iter().any(carried)
             && self.two.iter().all(|s| !carried(s) || s.end_ns.is_some())
+            && self.back.iter().all(|b| b.end_ns.is_some())
         {
             self.finish_two()?;
             progress = true;
@@ -384,9 +440,26 @@ impl Server {
     /// Reports and closes the finished test's connections; the ones that have not
     /// sent a byte yet stay for the next test.
     fn finish_two(&mut self) -> Result<(), i64> {
-        let (done, waiting): (Vec<Stream>, Vec<Stream>) =
-            self.two.drain(..).partition(|s| s.bytes > 0);
-        self.two = waiting;
+        type Asked = Vec<(Stream, bool)>;
+        let (done, waiting): (Asked, Asked) = self
+            .two
+            .drain(..)
+            .zip(self.asked.drain(..))
+            .partition(|(s, _)| s.bytes > 0);
+        let done: Vec<Stream> = done.into_iter().map(|(s, _)| s).collect();
+        (self.two, self.asked) = waiting.into_iter().unzip();
+        for (i, b) in core::mem::take(&mut self.back).into_iter().enumerate() {
+            println!(
+                "iperf: iperf2 stream back {i}: {} bytes in {} s = {} Gbit/s",
+                b.bytes,
+                iperf::seconds(b.end_ns.unwrap_or(b.start_ns) - b.start_ns),
+                iperf::thousandths(iperf::milli_gbps(
+                    b.bytes,
+                    b.end_ns.unwrap_or(b.start_ns) - b.start_ns
+                ))
+            );
+            self.net.close(b.conn)?;
+        }
         for (i, s) in done.iter().enumerate() {
             report("iperf2", i, s);
         }
@@ -397,6 +470,89 @@ impl Server {
         self.tests += 1;
         self.stats();
         Ok(())
+    }
+
+    /// Dual tests (iperf2 `-d`, `-r`): a connection whose header asks for it gets a
+    /// connection back to its client's port, on which the server sends for the
+    /// amount asked (at once with `-d`, after the client's own stream with `-r`).
+    /// Then every connection back is fed and ended. Returns whether anything happened.
+    fn dual(&mut self) -> Result<bool, i64> {
+        let mut progress = false;
+        let now = time::now_ns();
+        for (s, asked) in self.two.iter().zip(self.asked.iter_mut()) {
+            if *asked || (s.head.len() < iperf::IPERF2_HEADER && s.end_ns.is_none()) {
+                continue;
+            }
+            let Some(dual) = iperf::dual_request(&s.head) else {
+                *asked = true;
+                continue;
+            };
+            if !dual.now && s.end_ns.is_none() {
+                continue;
+            }
+            *asked = true;
+            progress = true;
+            let (addr, _) = self.net.peer(&s.conn).unwrap_or(([0; 4], 0));
+            match self.net.connect(addr, dual.port) {
+                Ok(conn) => {
+                    let (until_ns, left) = match dual.amount {
+                        iperf::Amount::Millis(ms) => (Some(now + ms * 1_000_000), u64::MAX),
+                        iperf::Amount::Bytes(n) => (None, n),
+                    };
+                    println!(
+                        "iperf: iperf2 dual test: connecting back to {}.{}.{}.{} port {}",
+                        addr[0], addr[1], addr[2], addr[3], dual.port
+                    );
+                    self.back.push(Back {
+                        conn,
+                        bytes: 0,
+                        left,
+                        until_ns,
+                        start_ns: now,
+                        end_ns: None,
+                        over: false,
+                    });
+                }
+                Err(code) => println!(
+                    "iperf: iperf2 dual test: cannot connect back: {}",
+                    describe(code)
+                ),
+            }
+        }
+        for b in &mut self.back {
+            if b.end_ns.is_some() {
+                continue;
+            }
+            b.over |= b.left == 0 || b.until_ns.is_some_and(|t| now >= t);
+            let over = b.over;
+            let mut scratch = [0u8; 256];
+            let ended = matches!(b.conn.try_recv(&mut scratch), Ok(Recv::End) | Err(_));
+            if (over && b.conn.stream_drained()) || ended {
+                // (What is still in the ring would be lost at close: wait for it.)
+                b.end_ns = Some(now);
+                self.net.close_now(&mut b.conn)?;
+                progress = true;
+                continue;
+            }
+            if over {
+                continue;
+            }
+            let n = (self.block.len() as u64).min(b.left) as usize;
+            match self.net.stream(&mut b.conn, &self.block[..n]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    b.bytes += n as u64;
+                    b.left -= n as u64;
+                    progress = true;
+                }
+                Err(_) => {
+                    b.end_ns = Some(now);
+                    self.net.close_now(&mut b.conn)?;
+                    progress = true;
+                }
+            }
+        }
+        Ok(progress)
     }
 
     /// The stack's counters since the previous test.

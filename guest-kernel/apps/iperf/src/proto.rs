@@ -138,6 +138,8 @@ pub struct Params {
     pub udp: bool,
     /// `-l`: bytes of each write (the server's, when it sends); 0 if absent.
     pub len: u32,
+    /// UDP sequence numbers are 64 bits (`--udp-counters-64bit`).
+    pub udp64: bool,
 }
 
 /// Largest write a sending server makes (iperf3 caps `-l` for TCP at 1 MiB too).
@@ -236,16 +238,153 @@ impl Params {
             bidir: flag(t, "bidirectional"),
             udp: flag(t, "udp"),
             len: len as u32,
+            udp64: flag(t, "udp_counters_64bit"),
         })
     }
 }
 
 /// One stream's figures for the results JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamResult {
     pub bytes: u64,
     /// Seconds from the test start to the stream's end, in microseconds.
     pub end_us: u64,
+    /// UDP: datagrams counted, datagrams lost, jitter (microseconds); 0 for TCP.
+    pub packets: u64,
+    pub errors: u64,
+    pub jitter_us: u64,
+}
+
+/// Bytes of the header an iperf2 client starts its stream with (`client_hdr_v1`:
+/// flags, threads, port, buffer length, window, amount; big-endian 32-bit words).
+pub const IPERF2_HEADER: usize = 24;
+
+/// What an iperf2 client that wants the server to send back asks for (`-d`: at once,
+/// `-r`: after its own stream): connect to its address at `port` and send for
+/// `amount`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dual {
+    pub port: u16,
+    /// Send while the client's own stream runs (`-d`), not after it (`-r`).
+    pub now: bool,
+    pub amount: Amount,
+}
+
+/// How much a test sends: for so long, or so many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Millis(u64),
+    Bytes(u64),
+}
+
+/// The dual-test request in an iperf2 stream's first bytes, if any (the header's
+/// HEADER_VERSION1 flag; RUN_NOW for `-d`). A plain client (2.1.8 without `-d`/`-r`
+/// sends the header without HEADER_VERSION1) or a port of 0 asks for nothing.
+pub fn dual_request(head: &[u8]) -> Option<Dual> {
+    const HEADER_VERSION1: u32 = 0x8000_0000;
+    const RUN_NOW: u32 = 1;
+    let word = |i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            head.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+        ))
+    };
+    let flags = word(0)?;
+    if flags & HEADER_VERSION1 == 0 {
+        return None;
+    }
+    let port = u16::try_from(word(2)?).ok().filter(|&p| p != 0)?;
+    let amount = word(5)? as i32;
+    let amount = if amount < 0 {
+        // Hundredths of a second.
+        Amount::Millis(u64::from(amount.unsigned_abs()) * 10)
+    } else {
+        Amount::Bytes(amount as u64)
+    };
+    Some(Dual {
+        port,
+        now: flags & RUN_NOW != 0,
+        amount,
+    })
+}
+
+/// The datagram a UDP stream's client sends first, and the server's answer (both
+/// 32-bit numbers in the sender's byte order: little-endian from x86 clients);
+/// versions before 3.1 used [`UDP_CONNECT_LEGACY`] and its answer.
+pub const UDP_CONNECT_MSG: u32 = 0x3637_3839;
+pub const UDP_CONNECT_REPLY: u32 = 0x3938_3736;
+pub const UDP_CONNECT_LEGACY: u32 = 123_456_789;
+pub const UDP_CONNECT_LEGACY_REPLY: u32 = 987_654_321;
+
+/// The answer to a UDP stream's first datagram, if it is a connect message.
+pub fn udp_connect_reply(datagram: &[u8]) -> Option<[u8; 4]> {
+    let msg = u32::from_le_bytes(datagram.try_into().ok()?);
+    match msg {
+        UDP_CONNECT_MSG => Some(UDP_CONNECT_REPLY.to_le_bytes()),
+        UDP_CONNECT_LEGACY => Some(UDP_CONNECT_LEGACY_REPLY.to_le_bytes()),
+        _ => None,
+    }
+}
+
+/// A UDP stream's receive accounting, as iperf3's server keeps it: each datagram
+/// starts with the sender's time (seconds, microseconds) and a sequence number (32
+/// or, with `udp_counters_64bit`, 64 bits, big-endian), from which come the
+/// datagrams lost (gaps; one that arrives late takes its loss back) and the jitter
+/// (RFC 1889: a running average of the change in transit time, 1/16 per datagram).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpCount {
+    pub bytes: u64,
+    /// The highest sequence number seen.
+    pub packets: u64,
+    pub lost: u64,
+    pub out_of_order: u64,
+    /// Jitter in nanoseconds, scaled by 16 (the running average's fraction).
+    jitter16: i64,
+    last_transit: Option<i64>,
+}
+
+impl UdpCount {
+    /// Counts one datagram received at `now_ns` (our clock: only differences of
+    /// transit times matter, so the clocks need not agree).
+    pub fn datagram(&mut self, data: &[u8], counters64: bool, now_ns: u64) {
+        self.bytes += data.len() as u64;
+        let word = |at: usize| {
+            data.get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (Some(sec), Some(usec)) = (word(0), word(4)) else {
+            return;
+        };
+        let seq = if counters64 {
+            match (word(8), word(12)) {
+                (Some(hi), Some(lo)) => (u64::from(hi) << 32) | u64::from(lo),
+                _ => return,
+            }
+        } else {
+            match word(8) {
+                Some(s) => u64::from(s),
+                None => return,
+            }
+        };
+        if seq > self.packets {
+            self.lost += seq - self.packets - 1;
+            self.packets = seq;
+        } else {
+            self.out_of_order += 1;
+            self.lost = self.lost.saturating_sub(1);
+        }
+        let sent_ns = i64::from(sec) * 1_000_000_000 + i64::from(usec) * 1000;
+        let transit = now_ns as i64 - sent_ns;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            self.jitter16 += d - self.jitter16 / 16;
+        }
+        self.last_transit = Some(transit);
+    }
+
+    /// The jitter in microseconds.
+    pub fn jitter_us(&self) -> u64 {
+        (self.jitter16 / 16 / 1000) as u64
+    }
 }
 
 /// iperf3 numbers streams 1, 3, 4, 5, ... (2 was once the control connection).
@@ -264,10 +403,14 @@ pub fn results_json(streams: &[StreamResult]) -> String {
             out.push(',');
         }
         out.push_str(&format!(
-            "{{\"id\":{},\"bytes\":{},\"retransmits\":-1,\"jitter\":0,\"errors\":0,\
-             \"packets\":0,\"start_time\":0,\"end_time\":{}.{:06}}}",
+            "{{\"id\":{},\"bytes\":{},\"retransmits\":-1,\"jitter\":{}.{:06},\"errors\":{},\
+             \"packets\":{},\"start_time\":0,\"end_time\":{}.{:06}}}",
             stream_id(i),
             s.bytes,
+            s.jitter_us / 1_000_000,
+            s.jitter_us % 1_000_000,
+            s.errors,
+            s.packets,
             s.end_us / 1_000_000,
             s.end_us % 1_000_000
         ));

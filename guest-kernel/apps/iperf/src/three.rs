@@ -7,9 +7,10 @@ use alloc::vec::Vec;
 
 use flexos_kernel::{println, time};
 use flexos_net::codes::describe;
-use flexos_net::{Conn, Recv, Sockets};
+use flexos_net::{Conn, Recv, Sockets, Udp};
 use iperf::{
-    COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, cookie_prefix_ok, msg, results_json,
+    COOKIE_LEN, Config, MAX_JSON, Params, StreamResult, UdpCount, cookie_prefix_ok, msg,
+    results_json, udp_connect_reply,
 };
 
 /// Bytes of each write when the client gives no `-l` (iperf3's TCP default).
@@ -55,12 +56,27 @@ struct Session {
     block: Vec<u8>,
     /// The sending stream served first in the next batch (each takes its turn).
     send_turn: usize,
+    /// The iperf3 port, where a UDP test's datagrams come.
+    port: u16,
+    /// A UDP test (`-u`): its endpoint on `port`, its streams (one per client port)
+    /// and a buffer for a datagram.
+    udp: Option<Udp>,
+    udp_streams: Vec<UdpStream>,
+    datagram: Vec<u8>,
     streams: Vec<Stream>,
     start_ns: u64,
     ctrl_ended: bool,
     /// When the control protocol last moved (a message, a stream): before the test
     /// runs, a session that stops moving for `idle` seconds is closed.
     progress_ns: u64,
+}
+
+/// A UDP stream of the test: the client's address and port, and its count.
+struct UdpStream {
+    addr: [u8; 4],
+    port: u16,
+    count: UdpCount,
+    end_ns: Option<u64>,
 }
 
 pub struct Three {
@@ -119,6 +135,7 @@ impl Three {
                     || s.streams
                         .iter()
                         .any(|st| st.end_ns.is_none() && st.conn.readable())
+                    || s.udp.as_ref().is_some_and(Udp::readable)
                     || (s.state == State::Running
                         && s.streams.iter().any(|st| {
                             st.send && st.end_ns.is_none() && st.conn.send_space() >= SEND_WAKE
@@ -134,7 +151,7 @@ impl Three {
         config: &Config,
     ) -> Result<(bool, bool), i64> {
         let idle = u64::from(config.idle) * NS_PER_S;
-        let mut progress = self.cookies(net, idle)?;
+        let mut progress = self.cookies(net, idle, config.port3)?;
         let Some(s) = self.session.as_mut() else {
             return Ok((progress, false));
         };
@@ -143,6 +160,9 @@ impl Three {
         }
         if s.state == State::Running {
             progress |= push(net, &mut s.streams, &s.block, &mut s.send_turn)?;
+        }
+        if s.udp.is_some() {
+            progress |= datagrams(s, net)?;
         }
         loop {
             let before = (s.state, s.streams.len());
@@ -181,7 +201,11 @@ impl Three {
                     for (i, st) in s.streams.iter().enumerate() {
                         report("iperf3", i, st);
                     }
-                    report_test("iperf3", config.port3, &s.streams, config.recv);
+                    if s.udp.is_some() {
+                        report_udp(&s, config.port3);
+                    } else {
+                        report_test("iperf3", config.port3, &s.streams, config.recv);
+                    }
                     close_all(net, s);
                     return Ok((true, true));
                 }
@@ -196,7 +220,7 @@ impl Three {
 
     /// Reads the cookies of new connections and files them; closes the ones that are
     /// not cookies, or have not come within `idle` ns.
-    fn cookies(&mut self, net: &Sockets, idle: u64) -> Result<bool, i64> {
+    fn cookies(&mut self, net: &Sockets, idle: u64, port: u16) -> Result<bool, i64> {
         let mut progress = false;
         let mut i = 0;
         let now = time::now_ns();
@@ -245,6 +269,10 @@ impl Three {
                         params: None,
                         block: Vec::new(),
                         send_turn: 0,
+                        port,
+                        udp: None,
+                        udp_streams: Vec::new(),
+                        datagram: Vec::new(),
                         streams: Vec::new(),
                         start_ns: 0,
                         ctrl_ended: false,
@@ -333,7 +361,93 @@ fn close_all(net: &Sockets, s: Session) {
     for st in s.streams {
         let _ = net.close(st.conn);
     }
+    if let Some(udp) = s.udp {
+        let _ = net.udp_close(udp);
+    }
     let _ = net.close(s.ctrl);
+}
+
+/// Reads a UDP test's datagrams: before the test, each new client port's connect
+/// message is answered and makes a stream (the test starts when all `-P` came);
+/// while it runs, each stream's datagrams are counted. Others are ignored.
+fn datagrams(s: &mut Session, net: &Sockets) -> Result<bool, i64> {
+    let Some(udp) = s.udp.as_mut() else {
+        return Ok(false);
+    };
+    let mut progress = false;
+    let counters64 = s.params.is_some_and(|p| p.udp64);
+    while let Some(d) = udp.try_recv(&mut s.datagram)? {
+        progress = true;
+        let data = &s.datagram[..d.len];
+        let known = s
+            .udp_streams
+            .iter_mut()
+            .find(|st| st.addr == d.addr && st.port == d.port);
+        match (s.state, known) {
+            (State::Running, Some(st)) => st.count.datagram(data, counters64, time::now_ns()),
+            (State::Streams, None) => {
+                let Some(reply) = udp_connect_reply(data) else {
+                    continue;
+                };
+                net.udp_send(udp, d.addr, d.port, &reply)?;
+                s.udp_streams.push(UdpStream {
+                    addr: d.addr,
+                    port: d.port,
+                    count: UdpCount::default(),
+                    end_ns: None,
+                });
+                if Some(s.udp_streams.len()) == s.params.map(|p| p.streams()) {
+                    net.send(&s.ctrl, &[msg::TEST_START])?;
+                    net.send(&s.ctrl, &[msg::TEST_RUNNING])?;
+                    s.state = State::Running;
+                    s.start_ns = time::now_ns();
+                }
+            }
+            // A connect message sent again (its answer was lost): answer again.
+            (State::Streams, Some(_)) => {
+                if let Some(reply) = udp_connect_reply(data) {
+                    net.udp_send(udp, d.addr, d.port, &reply)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(progress)
+}
+
+/// A UDP test's lines: per stream, then the test's JSON.
+fn report_udp(s: &Session, port: u16) {
+    let end = s
+        .udp_streams
+        .iter()
+        .filter_map(|st| st.end_ns)
+        .max()
+        .unwrap_or_else(time::now_ns);
+    let ns = end.saturating_sub(s.start_ns);
+    for (i, st) in s.udp_streams.iter().enumerate() {
+        println!(
+            "iperf: iperf3 UDP stream {i}: {} bytes, {} datagrams, {} lost, {} out of order, jitter {} us in {} s",
+            st.count.bytes,
+            st.count.packets,
+            st.count.lost,
+            st.count.out_of_order,
+            st.count.jitter_us(),
+            iperf::seconds(ns)
+        );
+    }
+    let bytes = s.udp_streams.iter().map(|st| st.count.bytes).sum();
+    println!(
+        "{}",
+        iperf::test_json(
+            "iperf3-udp",
+            port,
+            s.udp_streams.len(),
+            0,
+            bytes,
+            ns,
+            flexos_kernel::boot_info().compartment_count
+        )
+    );
 }
 
 /// Advances the control protocol by at most one message.
@@ -375,7 +489,28 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
         State::Params(_) => {
             let params = core::str::from_utf8(&message).ok().and_then(Params::parse);
             match params {
-                Some(p) if !p.udp => {
+                Some(p) if p.udp && (p.reverse || p.bidir) => {
+                    println!(
+                        "iperf: iperf3 test refused: UDP with the server sending (-u -R, -u --bidir) is not served"
+                    );
+                    net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
+                    return Ok(Step::Aborted);
+                }
+                Some(p) if p.udp => match net.udp_open(s.port) {
+                    Ok(udp) => {
+                        s.params = Some(p);
+                        s.udp = Some(udp);
+                        s.datagram = vec![0; 65536];
+                        net.send(&s.ctrl, &[msg::CREATE_STREAMS])?;
+                        s.state = State::Streams;
+                    }
+                    Err(code) => {
+                        println!("iperf: iperf3 UDP test refused: {}", describe(code));
+                        net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
+                        return Ok(Step::Aborted);
+                    }
+                },
+                Some(p) => {
                     s.params = Some(p);
                     if p.reverse || p.bidir {
                         let len = if p.len == 0 {
@@ -388,11 +523,6 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
                     net.send(&s.ctrl, &[msg::CREATE_STREAMS])?;
                     s.state = State::Streams;
                 }
-                Some(_) => {
-                    println!("iperf: iperf3 test refused: UDP (-u) is not served");
-                    net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
-                    return Ok(Step::Aborted);
-                }
                 None => {
                     println!("iperf: iperf3 test refused: bad parameters");
                     net.send(&s.ctrl, &[msg::SERVER_TERMINATE])?;
@@ -403,6 +533,9 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
         State::Running => match message[0] {
             msg::TEST_END => {
                 let now = time::now_ns();
+                for st in &mut s.udp_streams {
+                    st.end_ns.get_or_insert(now);
+                }
                 for st in &mut s.streams {
                     if st.end_ns.is_none() {
                         st.end_ns = Some(now);
@@ -420,14 +553,22 @@ fn step(s: &mut Session, net: &Sockets) -> Result<Step, i64> {
             _ => {}
         },
         State::Results(_) => {
-            let results: Vec<StreamResult> = s
+            let mut results: Vec<StreamResult> = s
                 .streams
                 .iter()
                 .map(|st| StreamResult {
                     bytes: st.bytes,
                     end_us: st.end_ns.unwrap_or(st.start_ns).saturating_sub(s.start_ns) / 1000,
+                    ..StreamResult::default()
                 })
                 .collect();
+            results.extend(s.udp_streams.iter().map(|st| StreamResult {
+                bytes: st.count.bytes,
+                end_us: st.end_ns.unwrap_or(s.start_ns).saturating_sub(s.start_ns) / 1000,
+                packets: st.count.packets,
+                errors: st.count.lost,
+                jitter_us: st.count.jitter_us(),
+            }));
             let json = results_json(&results);
             // One write, so one segment: an iperf3 client in -R or --bidir reads its
             // control connection without blocking, and a length that came without its

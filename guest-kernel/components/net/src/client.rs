@@ -48,6 +48,21 @@ pub struct Sockets {
 #[derive(Clone, Copy, Debug)]
 pub struct Listener(i64);
 
+/// A UDP endpoint: datagrams arrive in its ring (no gate call to read one).
+pub struct Udp {
+    id: i64,
+    reader: Reader<'static>,
+}
+
+/// A datagram [`Udp::try_recv`] copied: its length (it was cut to the buffer if
+/// longer), the sender's address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub len: usize,
+    pub addr: [u8; 4],
+    pub port: u16,
+}
+
 /// A connection.
 pub struct Conn {
     id: i64,
@@ -306,6 +321,70 @@ impl Sockets {
         }
     }
 
+    /// Opens a TCP connection to `addr`:`port` (`sock::connect`): the connection at
+    /// once, its handshake under way; what is streamed to it goes once it completes,
+    /// and a refused one reads as ended.
+    pub fn connect(&self, addr: [u8; 4], port: u16) -> Result<Conn, i64> {
+        let dest = crate::datagram::endpoint(addr, port);
+        let id = code(retry(|| self.api.connect(dest), busy_code))?;
+        if id < 0 {
+            return Err(id);
+        }
+        let reader = ring_of(&self.api, id)?;
+        Ok(Conn {
+            id,
+            reader,
+            server: self.server,
+            component: self.component,
+            net: self.net,
+            local: self.net == flexos_kernel::compartment_id(),
+            closed: false,
+            tx: None,
+        })
+    }
+
+    /// Opens a UDP endpoint on `port`.
+    pub fn udp_open(&self, port: u16) -> Result<Udp, i64> {
+        let id = code(retry(|| self.api.udp_open(port), busy_code))?;
+        if id < 0 {
+            return Err(id);
+        }
+        let ring = code(retry(|| self.api.udp_ring(id), busy_handle))?;
+        let reader = gate::bytes(ring)
+            .ok()
+            .and_then(|b| Reader::open(b).ok())
+            .ok_or(E_BAD_BUFFER)?;
+        Ok(Udp { id, reader })
+    }
+
+    /// Sends `data` as one datagram from `udp` to `addr`:`port`; `Ok(false)` when the
+    /// stack's send queue is full (try again later).
+    pub fn udp_send(&self, udp: &Udp, addr: [u8; 4], port: u16, data: &[u8]) -> Result<bool, i64> {
+        if data.len() > SEND_CHUNK {
+            return Err(E_BAD_BUFFER);
+        }
+        let bytes = gate::bytes(self.send_buf).map_err(|_| E_BAD_BUFFER)?;
+        bytes.copy_in(0, data).map_err(|_| E_BAD_BUFFER)?;
+        let chunk = self
+            .send_buf
+            .slice(0, data.len() as u32)
+            .ok_or(E_BAD_BUFFER)?;
+        let to = crate::datagram::endpoint(addr, port);
+        match code(retry(|| self.api.udp_send(udp.id, to, chunk), busy_code))? {
+            E_AGAIN => Ok(false),
+            n if n >= 0 => Ok(true),
+            e => Err(e),
+        }
+    }
+
+    /// Closes `udp`.
+    pub fn udp_close(&self, udp: Udp) -> Result<(), i64> {
+        match code(retry(|| self.api.udp_close(udp.id), busy_code))? {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+
     /// Writes as much of `data` as fits into `conn`'s send ring (made and handed to
     /// the stack on first use, `sock::send_ring`): no gate call, the stack moves the
     /// bytes into the socket between calls. Returns the bytes taken; 0 when the ring
@@ -479,6 +558,14 @@ impl Conn {
         }
     }
 
+    /// Has the stack taken everything written to the send ring into the socket? (True
+    /// without a ring.) Close after it, or the ring's rest is lost.
+    pub fn stream_drained(&self) -> bool {
+        self.tx
+            .as_ref()
+            .is_none_or(|tx| tx.writer.drained().unwrap_or(true))
+    }
+
     /// Has [`Sockets::stream`] made this connection's send ring?
     pub fn streams(&self) -> bool {
         self.tx.is_some()
@@ -507,5 +594,41 @@ impl Conn {
     /// Bytes received and not yet read (`FIONREAD`); 0 for a broken ring.
     pub fn available(&mut self) -> usize {
         self.reader.available().unwrap_or(0)
+    }
+}
+
+impl Udp {
+    /// Copies the next datagram into `buf` (cut to its length; the rest is skipped),
+    /// without waiting; `None` if none is there.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<Datagram>, i64> {
+        use crate::datagram::{HEADER, Header};
+        if self.reader.available().map_err(|_| E_BAD_BUFFER)? < HEADER {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER];
+        if self.reader.read(&mut h).map_err(|_| E_BAD_BUFFER)? != HEADER {
+            return Err(E_BAD_BUFFER);
+        }
+        let h = Header::decode(&h);
+        let len = usize::from(h.len);
+        let take = len.min(buf.len());
+        // Written with its header in one publish: all there.
+        let got = self
+            .reader
+            .read(&mut buf[..take])
+            .map_err(|_| E_BAD_BUFFER)?;
+        if got != take || self.reader.skip(len - take).map_err(|_| E_BAD_BUFFER)? != len - take {
+            return Err(E_BAD_BUFFER);
+        }
+        Ok(Some(Datagram {
+            len: take,
+            addr: h.addr,
+            port: h.port,
+        }))
+    }
+
+    /// Is a datagram waiting? (A wait condition.)
+    pub fn readable(&self) -> bool {
+        self.reader.readable()
     }
 }

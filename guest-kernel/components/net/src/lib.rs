@@ -131,6 +131,7 @@ extern crate alloc;
 pub mod args;
 pub mod batch;
 pub mod codes;
+pub mod datagram;
 pub mod lockout;
 pub mod ring;
 pub mod tcp_end;
@@ -149,7 +150,7 @@ mod link;
 mod stack;
 
 #[cfg(feature = "guest")]
-pub use client::{Conn, Listener, Recv, Sockets};
+pub use client::{Conn, Datagram, Listener, Recv, Sockets, Udp};
 #[cfg(feature = "guest")]
 use flexos_kernel::rpc::SharedBuf;
 #[cfg(feature = "guest")]
@@ -203,5 +204,23 @@ flexos_kernel::rpc::interface! {
         /// per write. Bytes still in the ring when the app closes the connection are
         /// dropped. 0, or a negative code.
         fn send_ring(conn: i64, buf: SharedBuf) -> i64 = 11;
+        /// Opens a UDP endpoint on `port`; returns its id. Its datagrams arrive in a
+        /// ring of their own ([`udp_ring`](sock::Api::udp_ring)), each as a
+        /// [`datagram`](crate::datagram) header and its bytes; datagrams that find
+        /// the ring and the socket full are dropped, as UDP may.
+        fn udp_open(port: u16) -> i64 = 12;
+        /// The datagram ring of UDP endpoint `udp`.
+        fn udp_ring(udp: i64) -> SharedBuf = 13;
+        /// Sends the bytes of `buf` as one datagram from `udp` to `dest` (address
+        /// shifted left 16 bits, or'ed with the port, as [`peer`](sock::Api::peer)
+        /// answers); the bytes sent, `E_AGAIN` if the send queue is full.
+        fn udp_send(udp: i64, dest: i64, buf: SharedBuf) -> i64 = 14;
+        /// Closes UDP endpoint `udp`; its id and ring are gone.
+        fn udp_close(udp: i64) -> i64 = 15;
+        /// Opens a TCP connection to `dest` (as [`peer`](sock::Api::peer) answers)
+        /// from an ephemeral port; returns its connection id at once, with its ring,
+        /// like an accepted one: bytes written to it (its send ring) go once the
+        /// handshake completes, and a refused connection reads as reset.
+        fn connect(dest: i64) -> i64 = 16;
     }
 }

@@ -1,8 +1,8 @@
 //! The iperf app's arguments and iperf3 control-protocol parsing.
 
 use iperf::{
-    COOKIE_LEN, Config, Params, StreamResult, cookie_prefix_ok, milli_gbps, results_json,
-    stream_id, test_json,
+    Amount, COOKIE_LEN, Config, Dual, Params, StreamResult, UdpCount, cookie_prefix_ok,
+    dual_request, milli_gbps, results_json, stream_id, test_json, udp_connect_reply,
 };
 
 #[test]
@@ -79,6 +79,7 @@ fn parameters() {
             bidir: false,
             udp: false,
             len: 131072,
+            udp64: false,
         })
     );
     let one = r#"{"tcp":true,"omit":0,"time":10,"len":131072,"client_version":"3.12"}"#;
@@ -127,17 +128,21 @@ fn results() {
         StreamResult {
             bytes: 1000,
             end_us: 3_000_500,
+            ..StreamResult::default()
         },
         StreamResult {
             bytes: 7,
             end_us: 12,
+            packets: 5,
+            errors: 2,
+            jitter_us: 1_500_250,
         },
     ]);
     assert_eq!(
         json,
         "{\"cpu_util_total\":0,\"cpu_util_user\":0,\"cpu_util_system\":0,\"sender_has_retransmits\":-1,\"streams\":[\
-         {\"id\":1,\"bytes\":1000,\"retransmits\":-1,\"jitter\":0,\"errors\":0,\"packets\":0,\"start_time\":0,\"end_time\":3.000500},\
-         {\"id\":3,\"bytes\":7,\"retransmits\":-1,\"jitter\":0,\"errors\":0,\"packets\":0,\"start_time\":0,\"end_time\":0.000012}]}"
+         {\"id\":1,\"bytes\":1000,\"retransmits\":-1,\"jitter\":0.000000,\"errors\":0,\"packets\":0,\"start_time\":0,\"end_time\":3.000500},\
+         {\"id\":3,\"bytes\":7,\"retransmits\":-1,\"jitter\":1.500250,\"errors\":2,\"packets\":5,\"start_time\":0,\"end_time\":0.000012}]}"
     );
     assert_eq!(milli_gbps(1_250_000_000, 1_000_000_000), 10_000);
     assert_eq!(milli_gbps(5, 0), 0);
@@ -178,4 +183,87 @@ fn cookies_are_recognised_as_they_arrive() {
     let mut longer = COOKIE.to_vec();
     longer.push(b'a');
     assert!(!cookie_prefix_ok(&longer));
+}
+
+/// A UDP datagram as iperf3 sends it: seconds, microseconds, a 32-bit sequence number.
+fn udp(sec: u32, usec: u32, seq: u32, len: usize) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&sec.to_be_bytes());
+    d.extend_from_slice(&usec.to_be_bytes());
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.resize(len, 0);
+    d
+}
+
+#[test]
+fn udp_streams_count_losses_and_jitter_as_iperf3_does() {
+    // The connect handshake, both generations, and anything else.
+    assert_eq!(
+        udp_connect_reply(&0x3637_3839u32.to_le_bytes()),
+        Some(0x3938_3736u32.to_le_bytes())
+    );
+    assert_eq!(
+        udp_connect_reply(&123_456_789u32.to_le_bytes()),
+        Some(987_654_321u32.to_le_bytes())
+    );
+    assert_eq!(udp_connect_reply(b"9876x"), None);
+    assert_eq!(udp_connect_reply(b"abcd"), None);
+    let mut c = UdpCount::default();
+    // Sent 1 ms apart, arriving with transit times 5, 5, 7 ms: the jitter grows.
+    c.datagram(&udp(100, 0, 1, 1000), false, 5_000_000);
+    c.datagram(&udp(100, 1000, 2, 1000), false, 6_000_000);
+    assert_eq!((c.packets, c.lost, c.jitter_us()), (2, 0, 0));
+    // 3 and 4 lost; 5 arrives 2 ms late.
+    c.datagram(&udp(100, 4000, 5, 1000), false, 11_000_000);
+    assert_eq!((c.packets, c.lost), (5, 2));
+    assert_eq!(c.jitter_us(), 2000 / 16);
+    // 3 after all: out of order, one loss taken back.
+    c.datagram(&udp(100, 2000, 3, 1000), false, 11_000_000);
+    assert_eq!(
+        (c.packets, c.lost, c.out_of_order, c.bytes),
+        (5, 1, 1, 4000)
+    );
+    // 64-bit counters; a datagram too short for its header only adds bytes.
+    let mut c = UdpCount::default();
+    let mut d = udp(1, 0, 0, 16);
+    d[12..16].copy_from_slice(&7u32.to_be_bytes());
+    c.datagram(&d, true, 0);
+    c.datagram(&[1, 2, 3], true, 0);
+    assert_eq!((c.packets, c.lost, c.bytes), (7, 6, 19));
+}
+
+#[test]
+fn iperf2_dual_tests_are_read_from_the_clients_header() {
+    let header =
+        |words: [u32; 6]| -> Vec<u8> { words.iter().flat_map(|w| w.to_be_bytes()).collect() };
+    // As iperf 2.1.8 sends them: -d -t 1, -r -n 1K, and a plain client.
+    let d = header([0xc001_0079, 1, 5002, 0, 0, (-100i32) as u32]);
+    assert_eq!(
+        dual_request(&d),
+        Some(Dual {
+            port: 5002,
+            now: true,
+            amount: Amount::Millis(1000)
+        })
+    );
+    let r = header([0xc001_0078, 1, 5001, 0, 0, 1024]);
+    assert_eq!(
+        dual_request(&r),
+        Some(Dual {
+            port: 5001,
+            now: false,
+            amount: Amount::Bytes(1024)
+        })
+    );
+    assert_eq!(
+        dual_request(&header([0x4001_0078, 1, 5001, 0, 0, 1024])),
+        None
+    );
+    // Too short, or a port of 0: nothing.
+    assert_eq!(dual_request(&d[..20]), None);
+    assert_eq!(dual_request(&header([0x8000_0001, 1, 0, 0, 0, 1])), None);
+    assert_eq!(
+        dual_request(&header([0x8000_0001, 1, 70000, 0, 0, 1])),
+        None
+    );
 }

@@ -7,10 +7,12 @@ use alloc::vec::Vec;
 use flexos_kernel::gate;
 use flexos_kernel::rpc::{SharedBuf, SharedBytes};
 use flexos_kernel::time;
-use smoltcp::socket::tcp;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp};
 
 use super::{
     Closing, Conn, LISTENING, LOCAL_RING, MIN_RING, Net, Port, RING_MARGIN, RING_SIZES, Stack,
+    UDP_ENDS, UDP_PACKETS, UDP_RING, UdpEnd,
 };
 use crate::batch;
 use crate::codes::*;
@@ -179,6 +181,11 @@ impl Stack {
         moved
     }
 
+    /// UDP endpoint `id`, if open.
+    fn udp(&mut self, id: i64) -> Option<&mut UdpEnd> {
+        self.udps.get_mut(usize::try_from(id).ok()?)?.as_mut()
+    }
+
     /// Frees the ring connection `id` moved out of, once the app has taken the new one.
     fn free_old(&mut self, id: i64) {
         let old = self.conn(id).and_then(|c| c.old.take());
@@ -188,6 +195,39 @@ impl Stack {
             }
             self.rebalance = true;
         }
+    }
+
+    /// Makes socket `handle` (admitted to the pool: a slot is its) a connection with
+    /// its ring; its id, or `E_NO_MEMORY` (the socket is reset, the slot freed).
+    fn adopt(&mut self, handle: SocketHandle) -> i64 {
+        let s = self;
+        let Some((ring, writer)) = s.new_ring() else {
+            s.pool.release(None);
+            s.reset(handle, time::now_ns());
+            return E_NO_MEMORY;
+        };
+        let conn = Conn {
+            handle: Some(handle),
+            ring,
+            writer: Some(writer),
+            ended: false,
+            waiting_space: false,
+            last_active: time::now_ns(),
+            evicted: false,
+            old: None,
+            room_shown: 0,
+            tx: None,
+        };
+        let slot = match s.conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                s.conns.push(None);
+                s.conns.len() - 1
+            }
+        };
+        s.conns[slot] = Some(conn);
+        s.rebalance = true;
+        slot as i64
     }
 
     /// Hands a connection's ring back to the pool (freeing it if it was not a floor
@@ -242,33 +282,28 @@ impl sock::Api for Net {
             let Some(handle) = port.ready.pop_front() else {
                 return E_AGAIN;
             };
-            let Some((ring, writer)) = s.new_ring() else {
+            s.adopt(handle)
+        })
+    }
+
+    fn connect(&self, dest: i64) -> i64 {
+        self.with(|s| {
+            let Some((addr, port)) = crate::datagram::split(dest) else {
+                return E_BAD_BUFFER;
+            };
+            if port == 0 {
+                return E_PORT;
+            }
+            if !s.pool.admit() {
+                return E_NO_MEMORY;
+            }
+            let to =
+                smoltcp::wire::IpEndpoint::new(smoltcp::wire::Ipv4Address::from(addr).into(), port);
+            let Some(handle) = s.connecting(to) else {
                 s.pool.release(None);
-                s.reset(handle, time::now_ns());
                 return E_NO_MEMORY;
             };
-            let conn = Conn {
-                handle: Some(handle),
-                ring,
-                writer: Some(writer),
-                ended: false,
-                waiting_space: false,
-                last_active: time::now_ns(),
-                evicted: false,
-                old: None,
-                room_shown: 0,
-                tx: None,
-            };
-            let slot = match s.conns.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    s.conns.push(None);
-                    s.conns.len() - 1
-                }
-            };
-            s.conns[slot] = Some(conn);
-            s.rebalance = true;
-            slot as i64
+            s.adopt(handle)
         })
     }
 
@@ -325,6 +360,118 @@ impl sock::Api for Net {
                 }
                 None => E_BAD_ID,
             }
+        })
+    }
+
+    fn udp_open(&self, port: u16) -> i64 {
+        self.with(|s| {
+            if port == 0
+                || s.udps
+                    .iter()
+                    .flatten()
+                    .any(|u| s.sockets.get::<udp::Socket>(u.handle).endpoint().port == port)
+            {
+                return E_PORT;
+            }
+            if s.udps.iter().flatten().count() >= UDP_ENDS {
+                return E_NO_MEMORY;
+            }
+            let buffer = |packets: usize| -> Option<udp::PacketBuffer<'static>> {
+                let mut meta = Vec::new();
+                meta.try_reserve_exact(packets).ok()?;
+                meta.resize(packets, udp::PacketMetadata::EMPTY);
+                Some(udp::PacketBuffer::new(meta, super::zeroed(UDP_RING)?))
+            };
+            let (Some(rx), Some(tx)) = (buffer(UDP_PACKETS), buffer(UDP_PACKETS)) else {
+                return E_NO_MEMORY;
+            };
+            let mut sock = udp::Socket::new(rx, tx);
+            if sock.bind(port).is_err() {
+                return E_PORT;
+            }
+            // Smaller when the heap is short (the 3-compartment split's arenas).
+            let client = s.client_component;
+            let Some(ring) = [UDP_RING, UDP_RING / 4, UDP_RING / 16]
+                .iter()
+                .find_map(|&size| gate::shared_alloc(client, ring::buffer_len(size)))
+            else {
+                return E_NO_MEMORY;
+            };
+            let Some(writer) = gate::bytes(ring).ok().and_then(|b| Writer::create(b).ok()) else {
+                let _ = gate::shared_free(ring);
+                return E_NO_MEMORY;
+            };
+            let handle = s.sockets.add(sock);
+            let end = UdpEnd {
+                handle,
+                ring,
+                writer,
+            };
+            match s.udps.iter().position(Option::is_none) {
+                Some(i) => {
+                    s.udps[i] = Some(end);
+                    i as i64
+                }
+                None => {
+                    s.udps.push(Some(end));
+                    s.udps.len() as i64 - 1
+                }
+            }
+        })
+    }
+
+    fn udp_ring(&self, udp: i64) -> SharedBuf {
+        let mut out = SharedBuf::from_parts(0, 0);
+        self.with(|s| {
+            if let Some(u) = s.udp(udp) {
+                out = u.ring;
+            }
+            0
+        });
+        out
+    }
+
+    fn udp_send(&self, udp: i64, dest: i64, buf: SharedBuf) -> i64 {
+        self.with(|s| {
+            let Some((addr, port)) = crate::datagram::split(dest) else {
+                return E_BAD_BUFFER;
+            };
+            let Ok(bytes) = gate::bytes(buf) else {
+                return E_BAD_BUFFER;
+            };
+            let Some(handle) = s.udp(udp).map(|u| u.handle) else {
+                return E_BAD_ID;
+            };
+            let mut data = alloc::vec![0u8; bytes.len()];
+            if bytes.copy_out(0, &mut data).is_err() {
+                return E_BAD_BUFFER;
+            }
+            let to =
+                smoltcp::wire::IpEndpoint::new(smoltcp::wire::Ipv4Address::from(addr).into(), port);
+            match s
+                .sockets
+                .get_mut::<udp::Socket>(handle)
+                .send_slice(&data, to)
+            {
+                Ok(()) => data.len() as i64,
+                Err(udp::SendError::BufferFull) => E_AGAIN,
+                Err(_) => E_BAD_BUFFER,
+            }
+        })
+    }
+
+    fn udp_close(&self, udp: i64) -> i64 {
+        self.with(|s| {
+            let Some(u) = usize::try_from(udp)
+                .ok()
+                .and_then(|i| s.udps.get_mut(i))
+                .and_then(Option::take)
+            else {
+                return E_BAD_ID;
+            };
+            s.sockets.remove(u.handle);
+            let _ = gate::shared_free(u.ring);
+            0
         })
     }
 

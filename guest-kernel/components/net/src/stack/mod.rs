@@ -17,7 +17,7 @@ use flexos_kernel::sync::SpinLock;
 use flexos_kernel::{Args, boot_info, println, time};
 use flexos_netdev::{HeapRx, NetDevice, Netdev, nic};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::{Socket, tcp};
+use smoltcp::socket::{Socket, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
@@ -204,7 +204,28 @@ struct Stack {
     /// (open connections, largest ring): a cap below the fair size, set when the
     /// heap is too fragmented for the fair size and kept while the count stays.
     ring_cap: (usize, usize),
+    /// UDP endpoints (`sock::udp_open`), at most [`UDP_ENDS`].
+    udps: Vec<Option<UdpEnd>>,
+    /// The next ephemeral port to try for `sock::connect`.
+    next_port: u16,
 }
+
+/// A UDP endpoint: its socket and the ring its datagrams cross to the app in.
+struct UdpEnd {
+    handle: SocketHandle,
+    ring: SharedBuf,
+    writer: Writer<'static>,
+}
+
+/// Local ports of the connections the stack opens (`sock::connect`): the IANA
+/// dynamic range, 49152 to 65535.
+const EPHEMERAL_FIRST: u16 = 49152;
+/// UDP endpoints at once.
+const UDP_ENDS: usize = 4;
+/// Data bytes of a UDP endpoint's ring to the app, and of its socket's buffers.
+const UDP_RING: usize = 256 << 10;
+/// Datagrams a UDP socket holds each way.
+const UDP_PACKETS: usize = 256;
 
 impl Net {
     pub const fn new(client: u16, netdev: u16, netdev_server: &'static nic::Server<Netdev>) -> Net {
@@ -330,6 +351,8 @@ impl Net {
             arrivals: 0,
             rebalance: false,
             ring_cap: (0, usize::MAX),
+            udps: Vec::new(),
+            next_port: EPHEMERAL_FIRST,
         }))
     }
 
@@ -461,15 +484,7 @@ impl Stack {
 
     /// A socket listening on `port`: a spare one, or a new one within the budget.
     fn listener(&mut self, port: u16) -> Option<SocketHandle> {
-        let mut s = match self.spare.pop() {
-            Some(s) => s,
-            None if self.made < self.socket_budget() => {
-                let s = new_socket(&self.limits, self.link.tso())?;
-                self.made += 1;
-                s
-            }
-            None => return None,
-        };
+        let mut s = self.closed_socket()?;
         if s.listen(port).is_err() {
             self.spare.push(s);
             return None;
@@ -477,13 +492,52 @@ impl Stack {
         Some(self.sockets.add(s))
     }
 
+    /// A closed socket: a spare one, or a new one within the budget.
+    fn closed_socket(&mut self) -> Option<tcp::Socket<'static>> {
+        match self.spare.pop() {
+            Some(s) => Some(s),
+            None if self.made < self.socket_budget() => {
+                let s = new_socket(&self.limits, self.link.tso())?;
+                self.made += 1;
+                Some(s)
+            }
+            None => None,
+        }
+    }
+
+    /// A socket connecting to `to` from a free ephemeral port (`None`: no socket
+    /// within the budget, or smoltcp refused).
+    fn connecting(&mut self, to: smoltcp::wire::IpEndpoint) -> Option<SocketHandle> {
+        let mut s = self.closed_socket()?;
+        let in_use = |sockets: &SocketSet<'static>, port: u16| {
+            sockets.iter().any(|(_, sock)| match sock {
+                Socket::Tcp(t) => t.local_endpoint().is_some_and(|e| e.port == port),
+                _ => false,
+            })
+        };
+        for _ in EPHEMERAL_FIRST..=u16::MAX {
+            let port = self.next_port;
+            self.next_port = port.checked_add(1).unwrap_or(EPHEMERAL_FIRST);
+            if in_use(&self.sockets, port) {
+                continue;
+            }
+            if s.connect(self.iface.context(), to, port).is_err() {
+                break;
+            }
+            return Some(self.sockets.add(s));
+        }
+        self.spare.push(s);
+        None
+    }
+
     /// Takes socket `h` out of the set, silently (no RST: it is half-open to a peer
     /// that may not exist, or already closed), and keeps it as a spare.
     fn retire(&mut self, h: SocketHandle) {
-        // The only socket type this stack builds (smoltcp is built with TCP alone).
-        let Socket::Tcp(mut s) = self.sockets.remove(h);
-        s.abort();
-        self.spare.push(s);
+        // Only TCP sockets are retired (UDP endpoints are removed when closed).
+        if let Socket::Tcp(mut s) = self.sockets.remove(h) {
+            s.abort();
+            self.spare.push(s);
+        }
     }
 
     /// Retires `h` and makes it listen on port `i` again. Re-added to the set rather
@@ -544,6 +598,9 @@ impl Stack {
         }
         let (bytes, ended) = self.move_bytes(now);
         moved |= bytes;
+        if !self.udps.is_empty() {
+            moved |= self.move_datagrams();
+        }
         events |= ended;
         self.ring_cycles += time::rdtsc() - t1;
         if !self.closing.is_empty() {
@@ -859,6 +916,38 @@ impl Stack {
             self.reset(h, now);
         }
         (moved, events)
+    }
+
+    /// Moves received datagrams into their endpoints' rings, each whole with its
+    /// header ([`crate::datagram`]), while the ring has room; the rest wait in the
+    /// socket (and what does not fit there is dropped by smoltcp, as UDP may).
+    fn move_datagrams(&mut self) -> bool {
+        let mut moved = false;
+        let mut scratch = Vec::new();
+        for end in self.udps.iter_mut().flatten() {
+            let sock = self.sockets.get_mut::<udp::Socket>(end.handle);
+            while let Ok((data, meta)) = sock.peek() {
+                let need = crate::datagram::HEADER + data.len();
+                if end.writer.free().map_or(true, |f| f < need) {
+                    break;
+                }
+                let smoltcp::wire::IpAddress::Ipv4(addr) = meta.endpoint.addr;
+                let header = crate::datagram::Header {
+                    len: data.len() as u16,
+                    port: meta.endpoint.port,
+                    addr: addr.octets(),
+                };
+                scratch.clear();
+                scratch.extend_from_slice(&header.encode());
+                scratch.extend_from_slice(data);
+                let _ = sock.recv();
+                // One write, so the header and its bytes are published together.
+                if end.writer.write(&scratch).unwrap_or(0) > 0 {
+                    moved = true;
+                }
+            }
+        }
+        moved
     }
 
     /// Lets go of closing sockets that finished, resets the ones past [`LINGER_S`]
