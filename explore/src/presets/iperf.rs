@@ -29,7 +29,7 @@ use std::time::Duration;
 use flexos_netns::NetNs;
 use serde_json::{json, Value};
 
-use super::{net_policies, number_list, run_cases, shown, Env};
+use super::{comps_of, net_policies, number_list, run_cases, shown, Env};
 use crate::measure::svg::{lines_log2, Line};
 use crate::measure::{self, Case, Outcome, Sample, Table, ThreadSampler};
 use crate::process::{self, Running};
@@ -324,11 +324,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
                     })
                 }
                 _ => {
-                    let n: u32 = col
-                        .split(' ')
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(1);
+                    let n = comps_of(col);
                     let (g, t) = (Rc::clone(&guest), target.clone());
                     Case::new(key(size, col), label, move || {
                         let mut g = g.borrow_mut();
@@ -351,11 +347,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
                     run_tapfwd3(&t, extra, seconds)
                 })
             } else {
-                let n: u32 = col
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1);
+                let n = comps_of(col);
                 let (g, t) = (Rc::clone(&guest), target.clone());
                 let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
                 Case::new(key3(mode, col), label, move || {

@@ -105,6 +105,48 @@ pub fn number_list(text: &str, what: &str, ok: impl Fn(u32) -> bool) -> Result<V
         .collect()
 }
 
+/// The options every server preset (redis, nginx) shares: which splits, the Linux
+/// baseline, rounds, load and a thread-policy candidate.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Comma-separated subset of 1,2,3; empty for the baseline only.
+    #[arg(long, default_value = "1,2,3")]
+    pub compartments: String,
+    /// Guest runs only (no Linux server).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Runs of every point (the table shows their median).
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Run everything again beside N busy processes and report slowdowns.
+    #[arg(long, default_value_t = 0)]
+    pub load: usize,
+    /// Passed to the monitor as --tune (a thread-policy candidate).
+    #[arg(long)]
+    pub tune: Option<String>,
+}
+
+/// One goal's line under a table: `  NAME: A/Bx (goal WANTx) MET`, or nothing when a
+/// side was not measured.
+pub fn goal_line(name: &str, a: Option<f64>, b: Option<f64>, want: f64) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!(
+            "  {name}: {:.2}x (goal {want}x) {}\n",
+            a / b,
+            met(a / b >= want)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The compartments of an "N comp" column (1 for anything else).
+pub fn comps_of(col: &str) -> u32 {
+    col.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 /// `MET` or `NOT MET`.
 pub fn met(ok: bool) -> &'static str {
     if ok {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{met, net_policies, number_list, run_cases, shown, Env};
+use super::{comps_of, goal_line, net_policies, number_list, run_cases, shown, Env};
 use crate::measure::svg::{grouped_bars, Bar};
 use crate::measure::{self, Case, Outcome, Sample, Table};
 use crate::process::Running;
@@ -42,21 +42,8 @@ pub struct Args {
     /// Comma-separated pages: index (612 bytes), 64k.
     #[arg(long, default_value = "index,64k")]
     pub pages: String,
-    /// Comma-separated subset of 1,2,3; empty for the baseline only.
-    #[arg(long, default_value = "1,2,3")]
-    pub compartments: String,
-    /// Guest runs only (no Linux nginx).
-    #[arg(long)]
-    pub no_baseline: bool,
-    /// Runs of every point (the table shows their median).
-    #[arg(long, default_value_t = 1)]
-    pub reps: usize,
-    /// Run everything again beside N busy processes and report slowdowns.
-    #[arg(long, default_value_t = 0)]
-    pub load: usize,
-    /// Passed to the monitor as --tune (a thread-policy candidate).
-    #[arg(long)]
-    pub tune: Option<String>,
+    #[command(flatten)]
+    pub run: super::ServerArgs,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -127,7 +114,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| Page::parse(s.trim()).map_err(|e| e.replace("--page", "--pages")))
         .collect::<Result<_, _>>()?;
-    let comps = number_list(&args.compartments, "--compartments", |c| {
+    let comps = number_list(&args.run.compartments, "--compartments", |c| {
         (1..=3).contains(&c)
     })?;
     if pages.is_empty() {
@@ -138,11 +125,11 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
     }
     crate::workload::require_tool("ip", "iproute2")?;
     crate::workload::require_tool("wrk", "wrk")?;
-    if !args.no_baseline {
+    if !args.run.no_baseline {
         crate::workload::require_tool("nginx", "nginx")?;
     }
     let mut columns: Vec<String> = Vec::new();
-    if !args.no_baseline {
+    if !args.run.no_baseline {
         columns.push("linux".into());
     }
     columns.extend(comps.iter().map(|c| format!("{c} comp")));
@@ -150,7 +137,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
     let root = env.scratch.join("pages");
     std::fs::create_dir_all(&root).map_err(err)?;
     write_pages(&root)?;
-    let target = env.target("nginx.elf", args.tune.as_deref());
+    let target = env.target("nginx.elf", args.run.tune.as_deref());
     let guest = Rc::new(RefCell::new(Nginx::new(&Knobs {
         seconds: Some(args.seconds),
         ..Knobs::default()
@@ -169,11 +156,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
                     run_linux(&scratch, &root, page, seconds)
                 })
             } else {
-                let n: u32 = col
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1);
+                let n = comps_of(col);
                 let (g, t) = (Rc::clone(&guest), target.clone());
                 Case::new(key(page, col), label, move || {
                     let mut g = g.borrow_mut();
@@ -184,8 +167,15 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
             cases.push(case);
         }
     }
-    let out = run_cases("flexos-bench nginx", args.reps, args.load, cases, &guest)?;
-    let (policy_text, policy_json) = net_policies(&target, &comps, "fxn0", args.tune.as_deref())?;
+    let out = run_cases(
+        "flexos-bench nginx",
+        args.run.reps,
+        args.run.load,
+        cases,
+        &guest,
+    )?;
+    let (policy_text, policy_json) =
+        net_policies(&target, &comps, "fxn0", args.run.tune.as_deref())?;
     print!("{}", table(&out, &pages, &columns, args.seconds));
     if let Some(text) = out.load_table(true) {
         print!("{text}");
@@ -206,8 +196,8 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         "bench": "nginx",
         "client": format!("wrk -t 1 -c {CONNECTIONS} -d {}", args.seconds),
         "columns": columns,
-        "reps": args.reps,
-        "tune": args.tune,
+        "reps": args.run.reps,
+        "tune": args.run.tune,
         "flexos_index": [FLEXOS_INDEX.0, FLEXOS_INDEX.1],
         "policies": Value::Object(policy_json),
         "points": points,
@@ -256,20 +246,12 @@ fn table(out: &Outcome, pages: &[Page], columns: &[String], seconds: u32) -> Str
     s += "linux: Debian's nginx, one process, behind a veth pair. 2 comp: app | net,netdev; 3 comp: app | net,netdev | vfs,blkdev.\n";
     s += "FlexOS: the range over its configurations (paperresults nginx.csv, index page; MPK, another machine).\n";
     let index = |col: &str| out.median(&key(Page::Index, col));
-    let goal = |name: &str, a: Option<f64>, b: Option<f64>, want: f64| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!(
-            "  {name}: {:.2}x (goal {want}x) {}\n",
-            a / b,
-            met(a / b >= want)
-        ),
-        _ => String::new(),
-    };
-    let goals = goal(
+    let goals = goal_line(
         "index, 1 comp / linux",
         index("1 comp"),
         index("linux"),
         GOAL_1_LINUX,
-    ) + &goal(
+    ) + &goal_line(
         "index, 2 comp / 1 comp",
         index("2 comp"),
         index("1 comp"),

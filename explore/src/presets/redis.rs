@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{met, net_policies, number_list, run_cases, shown, Env};
+use super::{comps_of, goal_line, net_policies, number_list, run_cases, shown, Env};
 use crate::measure::svg::{grouped_bars, Bar};
 use crate::measure::{self, Case, Outcome, Sample, Table};
 use crate::process::Running;
@@ -43,21 +43,8 @@ pub struct Args {
     /// Comma-separated tests: get, set.
     #[arg(long, default_value = "get,set")]
     pub ops: String,
-    /// Comma-separated subset of 1,2,3; empty for the baseline only.
-    #[arg(long, default_value = "1,2,3")]
-    pub compartments: String,
-    /// Guest runs only (no Linux redis-server).
-    #[arg(long)]
-    pub no_baseline: bool,
-    /// Runs of every point (the table shows their median).
-    #[arg(long, default_value_t = 1)]
-    pub reps: usize,
-    /// Run everything again beside N busy processes and report slowdowns.
-    #[arg(long, default_value_t = 0)]
-    pub load: usize,
-    /// Passed to the monitor as --tune (a thread-policy candidate).
-    #[arg(long)]
-    pub tune: Option<String>,
+    #[command(flatten)]
+    pub run: super::ServerArgs,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -125,7 +112,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| Op::parse(s.trim()).map_err(|e| e.replace("--op", "--ops")))
         .collect::<Result<_, _>>()?;
-    let comps = number_list(&args.compartments, "--compartments", |c| {
+    let comps = number_list(&args.run.compartments, "--compartments", |c| {
         (1..=3).contains(&c)
     })?;
     if pipelines.is_empty() || ops.is_empty() {
@@ -146,12 +133,12 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         crate::workload::require_tool(tool, package)?;
     }
     let mut columns: Vec<String> = Vec::new();
-    if !args.no_baseline {
+    if !args.run.no_baseline {
         columns.push("linux".into());
     }
     columns.extend(comps.iter().map(|c| format!("{c} comp")));
 
-    let target = env.target("redis.elf", args.tune.as_deref());
+    let target = env.target("redis.elf", args.run.tune.as_deref());
     let guest = Rc::new(RefCell::new(Redis::new(&Knobs {
         requests: Some(args.requests),
         ..Knobs::default()
@@ -171,11 +158,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
                         run_linux(&scratch, op, p, requests)
                     })
                 } else {
-                    let n: u32 = col
-                        .split(' ')
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(1);
+                    let n = comps_of(col);
                     let (g, t) = (Rc::clone(&guest), target.clone());
                     Case::new(key(op, p, col), label, move || {
                         let mut g = g.borrow_mut();
@@ -187,8 +170,15 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
             }
         }
     }
-    let out = run_cases("flexos-bench redis", args.reps, args.load, cases, &guest)?;
-    let (policy_text, policy_json) = net_policies(&target, &comps, "fxr0", args.tune.as_deref())?;
+    let out = run_cases(
+        "flexos-bench redis",
+        args.run.reps,
+        args.run.load,
+        cases,
+        &guest,
+    )?;
+    let (policy_text, policy_json) =
+        net_policies(&target, &comps, "fxr0", args.run.tune.as_deref())?;
     print!("{}", table(&out, &ops, &pipelines, &columns, args.requests));
     if let Some(text) = out.load_table(true) {
         print!("{text}");
@@ -212,8 +202,8 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         "client": format!("redis-benchmark -c {CLIENTS} -P P -t OP -n {}", args.requests),
         "requests": args.requests,
         "columns": columns,
-        "reps": args.reps,
-        "tune": args.tune,
+        "reps": args.run.reps,
+        "tune": args.run.tune,
         "flexos": {"get": [FLEXOS_GET.0, FLEXOS_GET.1], "set": [FLEXOS_SET.0, FLEXOS_SET.1]},
         "policies": Value::Object(policy_json),
         "points": points,
@@ -282,20 +272,12 @@ fn table(
     s += "linux: Debian's redis-server behind a veth pair. 2 comp: app | net,netdev; 3 comp: app | net,netdev | vfs,blkdev.\n";
     s += "FlexOS: the range over its 80 configurations (paperresults redis.csv, -P 16; another machine).\n";
     let get16 = |col: &str| out.median(&key(Op::Get, 16, col));
-    let goal = |name: &str, a: Option<f64>, b: Option<f64>, want: f64| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!(
-            "  {name}: {:.2}x (goal {want}x) {}\n",
-            a / b,
-            met(a / b >= want)
-        ),
-        _ => String::new(),
-    };
-    let goals = goal(
+    let goals = goal_line(
         "GET -P 16, 1 comp / linux",
         get16("1 comp"),
         get16("linux"),
         GOAL_1_LINUX,
-    ) + &goal(
+    ) + &goal_line(
         "GET -P 16, 2 comp / 1 comp",
         get16("2 comp"),
         get16("1 comp"),

@@ -240,6 +240,55 @@ pub fn wait_error(e: WaitError) -> String {
     e.to_string()
 }
 
+/// Guest memory per compartment for the server images (redis, nginx): the program's
+/// heap and the stack's sockets.
+const SERVER_MEM_MIB: &str = "256";
+/// The shared region for them: with netdev apart from net its receive buffers live in
+/// the heap of their channel, which the default 16 MiB region, cut into 4 or 5
+/// compartments' channels, cannot hold.
+const SERVER_SHARED_MIB: &str = "64";
+
+/// Boots a server image (redis, nginx) under `place` inside `ns` with its network
+/// device on `tap` and `extra` monitor options, the guest at `ip=GUEST/24`, and waits
+/// until it prints `ready`: the running monitor, or an error with its last lines when it
+/// exited first (`what` names the server in it).
+pub fn start_server(
+    ns: &flexos_netns::NetNs,
+    target: &Target,
+    place: &Place,
+    tap: &str,
+    extra: &[&str],
+    ready: &str,
+    what: &str,
+) -> Result<process::Running, String> {
+    let mut vmm = ns.command(&target.vmm).map_err(|e| e.to_string())?;
+    let tap = format!("tap={tap}");
+    let mut opts = vec![
+        "-m",
+        SERVER_MEM_MIB,
+        "--shared-mem",
+        SERVER_SHARED_MIB,
+        "--net",
+        &tap,
+    ];
+    opts.extend_from_slice(extra);
+    let guest_args = [format!("ip={}/24", flexos_netns::GUEST_IP)];
+    vmm.args(target.vmm_args(place, &opts, &guest_args));
+    let mut guest = process::Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
+    if guest
+        .wait_for(ready, Duration::from_secs(60))
+        .map_err(wait_error)?
+    {
+        return Ok(guest);
+    }
+    let done = guest.finish(Duration::from_secs(10)).map_err(wait_error)?;
+    Err(format!(
+        "the guest exited ({}) before {what} was ready\n{}",
+        done.status,
+        done.tail(8)
+    ))
+}
+
 /// Fails with a message naming the package when `tool` is not on PATH.
 pub fn require_tool(tool: &str, package: &str) -> Result<(), String> {
     let found = std::env::var_os("PATH")

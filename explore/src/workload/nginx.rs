@@ -17,8 +17,8 @@ use std::time::Duration;
 use flexos_netns::NetNs;
 use serde_json::json;
 
-use super::{require_tool, wait_error, Knobs, Place, Sample, Target, Workload};
-use crate::process::{self, Running};
+use super::{require_tool, start_server, wait_error, Knobs, Place, Sample, Target, Workload};
+use crate::process;
 use crate::search::Metric;
 
 /// FlexOS's client: one thread, 30 connections (its Figure 6 runs wrk -t 1 -c 30).
@@ -27,9 +27,6 @@ const DEFAULT_SECONDS: u32 = 10;
 const CLIENT_IP: &str = "10.0.0.1";
 pub const SERVER_IP: &str = flexos_netns::GUEST_IP;
 const TAP: &str = "fxn0";
-const MEM_MIB: &str = "256";
-/// As for Redis: netdev's receive buffers in 4-5 compartments' channels.
-const SHARED_MIB: &str = "64";
 /// The monitor's exit status after SIGTERM stopped every compartment.
 const STOPPED_BY_SIGTERM: i32 = 143;
 
@@ -234,40 +231,20 @@ impl Workload for Nginx {
     }
 
     fn run_sample(&mut self, target: &Target, place: &Place) -> Result<Sample, String> {
-        let mut vmm = self.ns().command(&target.vmm).map_err(|e| e.to_string())?;
-        let tap = format!("tap={TAP}");
         let disk = format!(
             "{},readonly",
             self.disk.as_ref().expect("prepare ran").display()
         );
-        let guest_args = [format!("ip={SERVER_IP}/24")];
-        vmm.args(target.vmm_args(
-            place,
-            &[
-                "-m",
-                MEM_MIB,
-                "--shared-mem",
-                SHARED_MIB,
-                "--net",
-                &tap,
-                "--disk",
-                &disk,
-            ],
-            &guest_args,
-        ));
-        let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
         let ready = format!("posix: listening on {SERVER_IP}:80");
-        if !guest
-            .wait_for(&ready, Duration::from_secs(60))
-            .map_err(wait_error)?
-        {
-            let done = guest.finish(Duration::from_secs(10)).map_err(wait_error)?;
-            return Err(format!(
-                "the guest exited ({}) before Nginx listened\n{}",
-                done.status,
-                done.tail(8)
-            ));
-        }
+        let guest = start_server(
+            self.ns(),
+            target,
+            place,
+            TAP,
+            &["--disk", &disk],
+            &ready,
+            "Nginx",
+        )?;
         // On an error, dropping `guest` kills it.
         let value = wrk(self.ns(), SERVER_IP, self.page, self.seconds)?;
         let done = guest

@@ -14,8 +14,10 @@ use std::time::Duration;
 use flexos_netns::NetNs;
 use serde_json::json;
 
-use super::{check_exit, require_tool, wait_error, Knobs, Place, Sample, Target, Workload};
-use crate::process::{self, Running};
+use super::{
+    check_exit, require_tool, start_server, wait_error, Knobs, Place, Sample, Target, Workload,
+};
+use crate::process;
 use crate::search::Metric;
 
 const DEFAULT_REQUESTS: u32 = 200_000;
@@ -25,13 +27,6 @@ pub const CLIENTS: u32 = 30;
 const CLIENT_IP: &str = "10.0.0.1";
 pub const SERVER_IP: &str = flexos_netns::GUEST_IP;
 const TAP: &str = "fxr0";
-/// Guest memory per compartment: Redis's heap, 30 connections' rings and buffers.
-const MEM_MIB: &str = "256";
-/// The shared region: with netdev apart from net its receive buffers live in the heap
-/// of their channel, which the default 16 MiB region, cut into 4 or 5 compartments'
-/// channels, cannot hold.
-const SHARED_MIB: &str = "64";
-
 /// A redis-benchmark test this workload runs (`-t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -170,25 +165,15 @@ impl Workload for Redis {
     }
 
     fn run_sample(&mut self, target: &Target, place: &Place) -> Result<Sample, String> {
-        let mut vmm = self.ns().command(&target.vmm).map_err(|e| e.to_string())?;
-        let tap = format!("tap={TAP}");
-        let guest_args = [format!("ip={SERVER_IP}/24")];
-        vmm.args(target.vmm_args(
+        let guest = start_server(
+            self.ns(),
+            target,
             place,
-            &["-m", MEM_MIB, "--shared-mem", SHARED_MIB, "--net", &tap],
-            &guest_args,
-        ));
-        let mut guest = Running::spawn(vmm, "flexos-vmm").map_err(wait_error)?;
-        if !guest
-            .wait_for("Ready to accept connections", Duration::from_secs(60))
-            .map_err(wait_error)?
-        {
-            return Err(
-                check_exit(guest.finish(Duration::from_secs(10)).map_err(wait_error)?)
-                    .err()
-                    .unwrap_or_else(|| "the guest exited before Redis was ready".into()),
-            );
-        }
+            TAP,
+            &[],
+            "Ready to accept connections",
+            "Redis",
+        )?;
         // On an error, dropping `guest` kills it.
         let value = benchmark(self.ns(), SERVER_IP, self.op, self.pipeline, self.requests)?;
         shutdown(self.ns(), SERVER_IP)?;
