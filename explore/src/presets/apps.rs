@@ -13,9 +13,9 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::{number_list, run_cases, shown, Env};
+use super::{number_list, run_cases, write_outputs, Env};
 use crate::measure::svg::{grouped_bars, Bar};
-use crate::measure::{self, Case, Outcome, Table};
+use crate::measure::{Case, Outcome, Table};
 use crate::workload::{Knobs, Nginx, Place, Redis, Workload};
 
 #[derive(Clone, Debug, clap::Args)]
@@ -106,13 +106,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         "points": points,
         "engine": out.json(true),
     });
-    measure::write_json(&env.out, "apps.json", &js)?;
-    measure::write_file(&env.out, "apps.svg", &svg(&out, &comps))?;
-    println!(
-        "\nwrote {} and {}",
-        shown(&env.out.join("apps.json")),
-        shown(&env.out.join("apps.svg"))
-    );
+    write_outputs(env, "apps", &js, &svg(&out, &comps))?;
     Ok(())
 }
 

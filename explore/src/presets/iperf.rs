@@ -29,7 +29,7 @@ use std::time::Duration;
 use flexos_netns::NetNs;
 use serde_json::{json, Value};
 
-use super::{comps_of, net_policies, number_list, run_cases, shown, Env};
+use super::{comps_of, net_policies, number_list, ratio, run_cases, shown, Env};
 use crate::measure::svg::{lines_log2, Line};
 use crate::measure::{self, Case, Outcome, Sample, Table, ThreadSampler};
 use crate::process::{self, Running};
@@ -472,10 +472,6 @@ fn table(out: &Outcome, sizes: &[u32], columns: &[String], seconds: u32) -> Stri
         for col in columns {
             row.push(g(size, col).map_or("-".into(), |v| format!("{v:.2}")));
         }
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
-        };
         let one = g(size, "1 comp");
         row.push(ratio(one, g(size, "fwd TSO")));
         row.push(ratio(g(size, "2 comp"), one));
@@ -527,10 +523,6 @@ fn table3(out: &Outcome, modes: &[String], columns: &[String], seconds: u32) -> 
     head.extend(guests.iter().map(|c| format!("{c}/fwdTSO")));
     let head: Vec<&str> = head.iter().map(String::as_str).collect();
     let mut t = Table::new(&head);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".into(),
-    };
     for mode in modes {
         let mut row = vec![mode.clone()];
         for col in columns {

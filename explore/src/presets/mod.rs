@@ -139,6 +139,46 @@ pub fn goal_line(name: &str, a: Option<f64>, b: Option<f64>, want: f64) -> Strin
     }
 }
 
+/// `a / b` as `1.23x`, or `-` when a side was not measured.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// One JSON row of a requests/s table: `{column: {"rps": median, "runs": [...]}}` for
+/// each column measured, its key made by `key`.
+pub fn rps_row(
+    out: &crate::measure::Outcome,
+    columns: &[String],
+    key: impl Fn(&str) -> String,
+) -> Value {
+    let mut row = serde_json::Map::new();
+    for col in columns {
+        if let Some(s) = out.get(&key(col)) {
+            row.insert(
+                col.clone(),
+                serde_json::json!({"rps": s.median(), "runs": s.samples}),
+            );
+        }
+    }
+    Value::Object(row)
+}
+
+/// Writes `NAME.json` and `NAME.svg` into the output directory and says where.
+pub fn write_outputs(env: &Env, name: &str, js: &Value, svg: &str) -> Result<(), String> {
+    let (json_name, svg_name) = (format!("{name}.json"), format!("{name}.svg"));
+    crate::measure::write_json(&env.out, &json_name, js)?;
+    crate::measure::write_file(&env.out, &svg_name, svg)?;
+    println!(
+        "\nwrote {} and {}",
+        shown(&env.out.join(json_name)),
+        shown(&env.out.join(svg_name))
+    );
+    Ok(())
+}
+
 /// The compartments of an "N comp" column (1 for anything else).
 pub fn comps_of(col: &str) -> u32 {
     col.split(' ')

@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{comps_of, goal_line, net_policies, number_list, run_cases, shown, Env};
+use super::{
+    comps_of, goal_line, net_policies, number_list, ratio, rps_row, run_cases, write_outputs, Env,
+};
 use crate::measure::svg::{grouped_bars, Bar};
-use crate::measure::{self, Case, Outcome, Sample, Table};
+use crate::measure::{Case, Outcome, Sample, Table};
 use crate::process::Running;
 use crate::workload::nginx::{write_pages, wrk, Page, CONNECTIONS, SERVER_IP};
 use crate::workload::{Knobs, Nginx, Place, Workload};
@@ -184,13 +186,8 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
 
     let mut points = serde_json::Map::new();
     for &page in &pages {
-        let mut row = serde_json::Map::new();
-        for col in &columns {
-            if let Some(s) = out.get(&key(page, col)) {
-                row.insert(col.clone(), json!({"rps": s.median(), "runs": s.samples}));
-            }
-        }
-        points.insert(page.name().into(), Value::Object(row));
+        let row = rps_row(&out, &columns, |col| key(page, col));
+        points.insert(page.name().into(), row);
     }
     let js = json!({
         "bench": "nginx",
@@ -203,13 +200,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         "points": points,
         "engine": out.json(true),
     });
-    measure::write_json(&env.out, "nginx.json", &js)?;
-    measure::write_file(&env.out, "nginx.svg", &svg(&out, &pages, &columns))?;
-    println!(
-        "\nwrote {} and {}",
-        shown(&env.out.join("nginx.json")),
-        shown(&env.out.join("nginx.svg"))
-    );
+    write_outputs(env, "nginx", &js, &svg(&out, &pages, &columns))?;
     Ok(())
 }
 
@@ -219,10 +210,6 @@ fn table(out: &Outcome, pages: &[Page], columns: &[String], seconds: u32) -> Str
     head.extend(["1c/linux", "2c/1c", "3c/1c", "FlexOS req/s"].map(String::from));
     let head: Vec<&str> = head.iter().map(String::as_str).collect();
     let mut t = Table::new(&head);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".into(),
-    };
     for &page in pages {
         let g = |col: &str| out.median(&key(page, col));
         let mut row = vec![row_name(page)];

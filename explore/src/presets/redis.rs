@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{comps_of, goal_line, net_policies, number_list, run_cases, shown, Env};
+use super::{
+    comps_of, goal_line, net_policies, number_list, ratio, rps_row, run_cases, write_outputs, Env,
+};
 use crate::measure::svg::{grouped_bars, Bar};
-use crate::measure::{self, Case, Outcome, Sample, Table};
+use crate::measure::{Case, Outcome, Sample, Table};
 use crate::process::Running;
 use crate::workload::redis::{benchmark, shutdown, Op, CLIENTS, SERVER_IP};
 use crate::workload::{Knobs, Place, Redis, Workload};
@@ -188,13 +190,8 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
     let mut points = serde_json::Map::new();
     for &op in &ops {
         for &p in &pipelines {
-            let mut row = serde_json::Map::new();
-            for col in &columns {
-                if let Some(s) = out.get(&key(op, p, col)) {
-                    row.insert(col.clone(), json!({"rps": s.median(), "runs": s.samples}));
-                }
-            }
-            points.insert(row_name(op, p), Value::Object(row));
+            let row = rps_row(&out, &columns, |col| key(op, p, col));
+            points.insert(row_name(op, p), row);
         }
     }
     let js = json!({
@@ -209,17 +206,7 @@ pub fn run(env: &Env, args: &Args) -> Result<(), String> {
         "points": points,
         "engine": out.json(true),
     });
-    measure::write_json(&env.out, "redis.json", &js)?;
-    measure::write_file(
-        &env.out,
-        "redis.svg",
-        &svg(&out, &ops, &pipelines, &columns),
-    )?;
-    println!(
-        "\nwrote {} and {}",
-        shown(&env.out.join("redis.json")),
-        shown(&env.out.join("redis.svg"))
-    );
+    write_outputs(env, "redis", &js, &svg(&out, &ops, &pipelines, &columns))?;
     Ok(())
 }
 
@@ -242,10 +229,6 @@ fn table(
     head.extend(["1c/linux", "2c/1c", "3c/1c", "FlexOS k/s"].map(String::from));
     let head: Vec<&str> = head.iter().map(String::as_str).collect();
     let mut t = Table::new(&head);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".into(),
-    };
     for &op in ops {
         for &p in pipelines {
             let g = |col: &str| out.median(&key(op, p, col));

@@ -47,7 +47,8 @@ pub fn read(fd: i64, buf: *mut u8, len: usize, at: Option<u64>) -> i64 {
             n
         }
         Kind::Dir(_) => -EISDIR,
-        Kind::Pipe(p) => {
+        // A socketpair end reads its `rx` pipe.
+        Kind::Pipe(p) | Kind::Pair { rx: p, .. } => {
             if at.is_some() {
                 return -ESPIPE;
             }
@@ -55,15 +56,6 @@ pub fn read(fd: i64, buf: *mut u8, len: usize, at: Option<u64>) -> i64 {
             drop(open);
             // SAFETY: the description is kept alive by `desc`; the borrow was
             // released so other threads can use the pipe while this one waits.
-            unsafe { &*p.0 }.read(dst, nonblock)
-        }
-        Kind::Pair { rx, .. } => {
-            if at.is_some() {
-                return -ESPIPE;
-            }
-            let p = PipeRef(rx as *const pipe::PipeEnd);
-            drop(open);
-            // SAFETY: as for a pipe.
             unsafe { &*p.0 }.read(dst, nonblock)
         }
         Kind::EventFd(count) => eventfd_read(count, dst, nonblock),
@@ -128,20 +120,12 @@ pub fn write(fd: i64, buf: *const u8, len: usize, at: Option<u64>) -> i64 {
         }
         Kind::Builtin(_) => -EBADF,
         Kind::Dir(_) => -EISDIR,
-        Kind::Pipe(p) => {
+        // A socketpair end writes its `tx` pipe.
+        Kind::Pipe(p) | Kind::Pair { tx: p, .. } => {
             if at.is_some() {
                 return -ESPIPE;
             }
             let p = PipeRef(p as *const pipe::PipeEnd);
-            drop(open);
-            // SAFETY: as in `read`.
-            unsafe { &*p.0 }.write(src, nonblock)
-        }
-        Kind::Pair { tx, .. } => {
-            if at.is_some() {
-                return -ESPIPE;
-            }
-            let p = PipeRef(tx as *const pipe::PipeEnd);
             drop(open);
             // SAFETY: as in `read`.
             unsafe { &*p.0 }.write(src, nonblock)
